@@ -1,0 +1,237 @@
+//! The one public error type, and the `Result` alias.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::id::{Lsn, SegmentId};
+
+/// `Result<T, convlog::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in convlog. Every variant says where it happened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation failed.
+    #[error("I/O error: {op} {path}: {source}")]
+    Io {
+        /// What was being done ("open", "write", "fdatasync", ...).
+        op: &'static str,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Bytes on disk are damaged: a checksum, length, LSN or header does not hold.
+    #[error("corrupt store: segment {segment} at offset {offset}: {damage}")]
+    Corrupt {
+        /// The segment that holds the damage.
+        segment: SegmentId,
+        /// Byte offset of the damage within that segment file.
+        offset: u64,
+        /// What is wrong there.
+        damage: Damage,
+    },
+
+    /// A file was written by a format version this build does not read.
+    #[error("unsupported format version {found} in {path} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in its header.
+        found: u16,
+        /// The version this build reads and writes.
+        supported: u16,
+    },
+
+    /// A checksummed record has a kind this build does not know: written by a newer convlog.
+    #[error(
+        "unknown record kind {kind} in segment {segment} at offset {offset} (format version {version}); upgrade convlog"
+    )]
+    UnknownRecordKind {
+        /// The segment that holds the record.
+        segment: SegmentId,
+        /// Byte offset of the record.
+        offset: u64,
+        /// The kind byte found.
+        kind: u8,
+        /// The format version of the segment.
+        version: u16,
+    },
+
+    /// Another process holds the store's write lock.
+    #[error("store {path} is locked by another writer")]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// The path is not a convlog store (and the open was not allowed to create one).
+    #[error("{path} is not a convlog store: {reason}")]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// A write was attempted on a store opened read-only.
+    #[error("store {path} is open read-only")]
+    ReadOnly {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// An earlier write or fsync failed; the store refuses writes until it is reopened.
+    #[error(
+        "store {path} is poisoned by an earlier I/O failure; reopen it to re-derive its state from disk"
+    )]
+    Poisoned {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// A session id is empty, too long, or contains control characters.
+    #[error("invalid session id {session:?}: {reason}")]
+    InvalidSessionId {
+        /// The rejected id (lossily decoded when it is not UTF-8).
+        session: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// A message is not a JSON object, or failed to serialize.
+    #[error("invalid message for session {session:?}: {reason}")]
+    InvalidMessage {
+        /// The session it was meant for.
+        session: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A record is over the store's size limit.
+    #[error("record of {len} bytes exceeds the limit of {max} bytes (session {session:?})")]
+    RecordTooLarge {
+        /// The session it was meant for.
+        session: String,
+        /// Its framed size in bytes.
+        len: u64,
+        /// The store's `max_record_len`.
+        max: u64,
+    },
+
+    /// `append_if` found a different next interaction id than the caller expected.
+    #[error(
+        "conflict on session {session:?}: expected next interaction id {expected}, found {actual}"
+    )]
+    Conflict {
+        /// The session.
+        session: String,
+        /// What the caller expected.
+        expected: u64,
+        /// What the store has.
+        actual: u64,
+    },
+
+    /// A stored message did not deserialize into the requested type.
+    #[error(
+        "message {interaction_id} of session {session:?} (LSN {lsn}) does not decode: {source}"
+    )]
+    Decode {
+        /// The session.
+        session: String,
+        /// The message's interaction id.
+        interaction_id: u64,
+        /// The message's LSN.
+        lsn: Lsn,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A session was popped, truncated or cleared while an iterator was reading it.
+    #[error("session {session:?} was changed (pop, truncate or clear) while being read")]
+    SessionChanged {
+        /// The session.
+        session: String,
+    },
+
+    /// An option is out of range.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What is wrong with damaged bytes; carried by [`Error::Corrupt`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Damage {
+    /// The segment header's magic bytes are wrong: not a convlog segment.
+    #[error("bad segment magic")]
+    BadMagic,
+    /// The segment header's checksum does not match.
+    #[error("segment header checksum mismatch")]
+    SegmentHeaderChecksum,
+    /// The segment header disagrees with the file name or with its neighbours.
+    #[error("segment header names first LSN {found}, expected {expected}")]
+    SegmentLsnMismatch {
+        /// What the header (or name) should say.
+        expected: u64,
+        /// What it says.
+        found: u64,
+    },
+    /// The file is shorter than a segment header.
+    #[error("segment shorter than its header")]
+    ShortSegment,
+    /// A record header's checksum does not match.
+    #[error("record header checksum mismatch")]
+    HeaderChecksum,
+    /// A record payload's checksum does not match.
+    #[error("record payload checksum mismatch")]
+    PayloadChecksum,
+    /// A record's lengths run past the end of the file or over the size limit.
+    #[error("record length {len} out of bounds")]
+    BadLength {
+        /// The length claimed.
+        len: u64,
+    },
+    /// A record's header holds a value that can never be valid.
+    #[error("invalid record header field: {field}")]
+    BadField {
+        /// Which field.
+        field: &'static str,
+    },
+    /// A record's LSN is not the one after its predecessor's.
+    #[error("LSN gap: expected {expected}, found {found}")]
+    LsnGap {
+        /// The LSN that should have come next.
+        expected: u64,
+        /// The LSN found.
+        found: u64,
+    },
+    /// A batch was not committed before the end of a sealed segment.
+    #[error("uncommitted batch at the end of a sealed segment")]
+    UncommittedBatch,
+    /// Bytes that end the log without being a whole record (a torn write), seen in strict mode.
+    #[error("torn tail ({len} bytes)")]
+    TornTail {
+        /// How many bytes are torn.
+        len: u64,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The file-system abstraction every byte of the store goes through.
+//!
+//! [`StdFs`] is the real file system. Tests plug in a simulated one (see `sim`) that keeps
+//! written and durable bytes apart, so crashes can be replayed deterministically.
+
+mod mmap;
+pub mod sim;
+mod std_fs;
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use std_fs::StdFs;
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write; the file must not exist yet.
+    CreateNew,
+}
+
+/// A file system: the operations the store needs, and no more.
+pub trait Vfs: Send + Sync + fmt::Debug {
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Whether a directory exists at `dir`.
+    fn is_dir(&self, dir: &Path) -> bool;
+    /// The names of the files directly in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing any file at `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creates, renames, removes) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive advisory lock on `path` (created if missing) without waiting.
+    ///
+    /// `Ok(None)` when another holder has it. The lock lives as long as the returned guard.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;
+}
+
+/// An open file.
+#[allow(clippy::len_without_is_empty)] // a file's length is an I/O call, not a collection's size
+pub trait VfsFile: Send + Sync + fmt::Debug {
+    /// The file's current length.
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` from `offset`; an error if the file is shorter.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Truncates or extends (with zeros) the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's data durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// A read-only view of the file's current contents (a memory map on the real file system).
+    ///
+    /// The caller must not truncate the file while the view lives; the store maps only
+    /// sealed segments, which it never changes.
+    fn map(&self) -> io::Result<Mapping>;
+}
+
+/// A read-only view of a whole file: a memory map, or bytes in memory.
+#[derive(Clone)]
+pub struct Mapping(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl Mapping {
+    /// A view of bytes held in memory.
+    #[must_use]
+    pub fn from_vec(bytes: Vec<u8>) -> Mapping {
+        Mapping(Arc::new(bytes))
+    }
+}
+
+impl Deref for Mapping {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mapping({} bytes)", self.len())
+    }
+}

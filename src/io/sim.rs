@@ -1,0 +1,760 @@
+//! A deterministic simulated file system for crash testing.
+//!
+//! [`SimFs`] keeps, like redb's crash-test backend, what has been *written* apart from what
+//! is *durable*:
+//!
+//! - Files are inodes, so a rename or remove leaves open handles valid. Each inode holds
+//!   `written` bytes (what reads see) and `durable` bytes (what survives a power cut);
+//!   [`VfsFile::sync_data`] copies the first to the second.
+//! - Directory entries live in two maps, path to inode: the *live* one, which every
+//!   operation sees and changes, and the *durable* one, which [`Vfs::sync_dir`] brings level
+//!   with the live one for the entries directly in that directory. Directories themselves
+//!   are always durable.
+//! - [`SimFs::crash`] builds a new, independent file system from the durable state alone,
+//!   optionally tearing unsynced writes at sector granularity (see [`Tear`]).
+//! - Every [`Vfs`] and [`VfsFile`] call is numbered 1, 2, 3, ... from the creation of the
+//!   `SimFs` (see [`SimFs::ops`]); [`SimFs::fail_at`] and [`SimFs::fail_sticky`] make chosen
+//!   calls fail with `EIO` or `ENOSPC` instead of running.
+//!
+//! Everything is deterministic: randomness (torn writes, torn sectors) comes from a seeded
+//! splitmix64 generator, and maps are ordered, so the same seed and the same sequence of
+//! calls give the same result.
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Mapping, OpenMode, Vfs, VfsFile};
+
+/// A failure to inject into an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// An I/O error (`EIO`).
+    Io,
+    /// The device is full (`ENOSPC`).
+    NoSpace,
+}
+
+impl Fault {
+    fn error(self) -> io::Error {
+        match self {
+            Fault::Io => io::Error::from_raw_os_error(5),
+            Fault::NoSpace => io::Error::from_raw_os_error(28),
+        }
+    }
+}
+
+/// What a crash does to file contents that were written but not synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tear {
+    /// Every unsynced byte is lost: a file keeps exactly its durable bytes.
+    DropUnsynced,
+    /// Each aligned sector of this many bytes (512 or 4096) holding unsynced changes
+    /// independently keeps either its new or its old content, and the file's length is
+    /// either its durable or its written length.
+    Sectors(usize),
+}
+
+/// A small splitmix64 generator: deterministic and dependency-free.
+#[derive(Debug, Clone, Default)]
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        // The result is below `n`, so it fits back in a usize.
+        usize::try_from(self.next() % n as u64).unwrap_or(0)
+    }
+
+    fn coin(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+}
+
+/// A file's bytes.
+#[derive(Clone, Default)]
+struct Inode {
+    written: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+impl fmt::Debug for Inode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Inode(written {} bytes, durable {} bytes)",
+            self.written.len(),
+            self.durable.len()
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rng: SplitMix,
+    ops: u64,
+    fail_at: BTreeMap<u64, Fault>,
+    sticky: Option<(u64, Fault)>,
+    next_sync: Option<Fault>,
+    /// Every inode ever made: handles may outlive the entries that named them.
+    inodes: BTreeMap<u64, Inode>,
+    next_ino: u64,
+    live: BTreeMap<PathBuf, u64>,
+    durable: BTreeMap<PathBuf, u64>,
+    dirs: BTreeSet<PathBuf>,
+    locks: BTreeSet<PathBuf>,
+}
+
+impl State {
+    fn new(seed: u64) -> State {
+        State {
+            rng: SplitMix(seed),
+            ..State::default()
+        }
+    }
+
+    /// Numbers the next operation and returns the fault it must fail with, if any.
+    fn begin(&mut self, is_sync: bool) -> Option<Fault> {
+        self.ops += 1;
+        let n = self.ops;
+        self.fail_at
+            .remove(&n)
+            .or(match self.sticky {
+                Some((from, fault)) if n >= from => Some(fault),
+                _ => None,
+            })
+            .or_else(|| if is_sync { self.next_sync.take() } else { None })
+    }
+
+    /// Numbers the next operation, failing it if a fault is due.
+    fn gate(&mut self, is_sync: bool) -> io::Result<()> {
+        self.begin(is_sync)
+            .map_or(Ok(()), |fault| Err(fault.error()))
+    }
+
+    fn new_inode(&mut self, inode: Inode) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(ino, inode);
+        ino
+    }
+
+    fn inode(&mut self, ino: u64) -> io::Result<&mut Inode> {
+        self.inodes
+            .get_mut(&ino)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    /// Whether the directory that would hold `path` exists.
+    fn parent_exists(&self, path: &Path) -> bool {
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => self.dirs.contains(dir),
+            _ => true,
+        }
+    }
+
+    /// Checks that a file may be created at `path`.
+    fn check_creatable(&self, path: &Path) -> io::Result<()> {
+        if self.dirs.contains(path) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        if !self.parent_exists(path) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        Ok(())
+    }
+}
+
+fn to_usize(n: u64) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// The byte range `offset..offset + len` as indices.
+fn span(offset: u64, len: usize) -> io::Result<(usize, usize)> {
+    let start = to_usize(offset)?;
+    let end = start
+        .checked_add(len)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok((start, end))
+}
+
+/// Writes `buf` at `offset`, zero-filling any gap past the end.
+fn write_at(bytes: &mut Vec<u8>, buf: &[u8], offset: u64) -> io::Result<()> {
+    let (start, end) = span(offset, buf.len())?;
+    if end > bytes.len() {
+        bytes.resize(end, 0);
+    }
+    bytes[start..end].copy_from_slice(buf);
+    Ok(())
+}
+
+/// What survives a crash of one file under `tear`.
+fn torn(inode: &Inode, tear: Tear, rng: &mut SplitMix) -> Vec<u8> {
+    let (old, new) = (&inode.durable, &inode.written);
+    let Tear::Sectors(sector) = tear else {
+        return old.clone();
+    };
+    let sector = sector.max(1);
+    let mut out = old.clone();
+    if out.len() < new.len() {
+        out.resize(new.len(), 0);
+    }
+    for start in (0..new.len()).step_by(sector) {
+        let end = (start + sector).min(new.len());
+        let fresh = &new[start..end];
+        if out[start..end] != *fresh && rng.coin() {
+            out[start..end].copy_from_slice(fresh);
+        }
+    }
+    let len = if old.len() != new.len() && rng.coin() {
+        new.len()
+    } else {
+        old.len()
+    };
+    out.resize(len, 0);
+    out
+}
+
+/// A deterministic simulated file system; clones share the same state.
+#[derive(Clone, Debug)]
+pub struct SimFs(Arc<Mutex<State>>);
+
+impl SimFs {
+    /// An empty file system whose randomness derives from `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> SimFs {
+        SimFs(Arc::new(Mutex::new(State::new(seed))))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many operations have run (or failed) so far; the next one is numbered `ops() + 1`.
+    #[must_use]
+    pub fn ops(&self) -> u64 {
+        self.state().ops
+    }
+
+    /// Makes operation number `n` (counted from 1 since creation) fail with `fault`.
+    ///
+    /// An index already passed never fires. A failing operation does not run, except that a
+    /// failing write may first apply a random prefix of its bytes.
+    pub fn fail_at(&self, n: u64, fault: Fault) {
+        self.state().fail_at.insert(n, fault);
+    }
+
+    /// Makes every operation numbered `from_op` or later fail with `fault`.
+    pub fn fail_sticky(&self, from_op: u64, fault: Fault) {
+        self.state().sticky = Some((from_op, fault));
+    }
+
+    /// Makes the next `sync_data` or `sync_dir` fail with `fault`.
+    pub fn fail_next_sync(&self, fault: Fault) {
+        self.state().next_sync = Some(fault);
+    }
+
+    /// Cancels every pending fault.
+    pub fn clear_faults(&self) {
+        let mut s = self.state();
+        s.fail_at.clear();
+        s.sticky = None;
+        s.next_sync = None;
+    }
+
+    /// A new, independent file system holding what would survive a power cut now.
+    ///
+    /// Only durable directory entries survive; each surviving file holds its durable bytes,
+    /// torn with its unsynced ones as `tear` says. In the result, written and durable bytes
+    /// agree, no lock is held, no fault is pending and the operation count restarts at 0.
+    /// `self` is left untouched, so crashing twice at the same point gives the same result.
+    #[must_use]
+    pub fn crash(&self, tear: Tear) -> SimFs {
+        let s = self.state();
+        // A private generator, so `self` stays untouched; mixing in the op count makes
+        // crashes at different points tear differently.
+        let mut rng = SplitMix(s.rng.0 ^ s.ops.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut next = State::new(0);
+        next.dirs = s.dirs.clone();
+        let mut renumbered = BTreeMap::new();
+        let survivors: BTreeSet<u64> = s.durable.values().copied().collect();
+        for ino in survivors {
+            if let Some(inode) = s.inodes.get(&ino) {
+                let bytes = torn(inode, tear, &mut rng);
+                let fresh = next.new_inode(Inode {
+                    written: bytes.clone(),
+                    durable: bytes,
+                });
+                renumbered.insert(ino, fresh);
+            }
+        }
+        for (path, ino) in &s.durable {
+            if let Some(&fresh) = renumbered.get(ino) {
+                next.live.insert(path.clone(), fresh);
+                next.durable.insert(path.clone(), fresh);
+            }
+        }
+        next.rng = SplitMix(rng.next());
+        SimFs(Arc::new(Mutex::new(next)))
+    }
+
+    /// The bytes a read of the file at `path` would see, if it exists.
+    #[must_use]
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        let s = self.state();
+        let ino = s.live.get(path)?;
+        s.inodes.get(ino).map(|inode| inode.written.clone())
+    }
+
+    /// Creates or overwrites the file at `path`, already durable, with `bytes`.
+    ///
+    /// Missing parent directories are created. Meant for building directory images; it is
+    /// not counted as an operation and never fails.
+    pub fn write_file(&self, path: &Path, bytes: &[u8]) {
+        let mut s = self.state();
+        if let Some(dir) = path.parent() {
+            for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+                s.dirs.insert(d.to_path_buf());
+            }
+        }
+        let inode = Inode {
+            written: bytes.to_vec(),
+            durable: bytes.to_vec(),
+        };
+        let existing = s.live.get(path).copied();
+        let ino = match existing.and_then(|ino| s.inodes.get_mut(&ino).map(|i| (ino, i))) {
+            Some((ino, slot)) => {
+                *slot = inode;
+                ino
+            }
+            None => s.new_inode(inode),
+        };
+        s.live.insert(path.to_path_buf(), ino);
+        s.durable.insert(path.to_path_buf(), ino);
+    }
+
+    /// The durable length of the file live at `path`, if it exists.
+    #[must_use]
+    pub fn durable_len(&self, path: &Path) -> Option<u64> {
+        let s = self.state();
+        let ino = s.live.get(path)?;
+        s.inodes.get(ino).map(|inode| inode.durable.len() as u64)
+    }
+
+    /// The paths of all live files, sorted.
+    #[must_use]
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.state().live.keys().cloned().collect()
+    }
+}
+
+impl Vfs for SimFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state();
+        s.gate(false)?;
+        let chain: Vec<&Path> = dir
+            .ancestors()
+            .filter(|d| !d.as_os_str().is_empty())
+            .collect();
+        if chain.iter().any(|d| s.live.contains_key(*d)) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        for d in chain {
+            s.dirs.insert(d.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Counted as an operation; a fault makes it answer `false`, as `Path::is_dir` does on error.
+    fn is_dir(&self, dir: &Path) -> bool {
+        let mut s = self.state();
+        s.begin(false).is_none() && s.dirs.contains(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut s = self.state();
+        s.gate(false)?;
+        if !s.dirs.contains(dir) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let names = s.live.keys().filter(|p| p.parent() == Some(dir));
+        Ok(names
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>> {
+        let mut s = self.state();
+        s.gate(false)?;
+        let ino = match (mode, s.live.get(path).copied()) {
+            (OpenMode::CreateNew, Some(_)) => return Err(io::ErrorKind::AlreadyExists.into()),
+            (OpenMode::CreateNew, None) => {
+                s.check_creatable(path)?;
+                let ino = s.new_inode(Inode::default());
+                s.live.insert(path.to_path_buf(), ino);
+                ino
+            }
+            (_, Some(ino)) => ino,
+            (_, None) if s.dirs.contains(path) => return Err(io::ErrorKind::IsADirectory.into()),
+            (_, None) => return Err(io::ErrorKind::NotFound.into()),
+        };
+        Ok(Arc::new(SimFile {
+            fs: self.clone(),
+            ino,
+            writable: mode != OpenMode::Read,
+        }))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.state();
+        s.gate(false)?;
+        match s.live.remove(path) {
+            Some(_) => Ok(()),
+            None => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.state();
+        s.gate(false)?;
+        let Some(&ino) = s.live.get(from) else {
+            return Err(io::ErrorKind::NotFound.into());
+        };
+        if from == to {
+            return Ok(());
+        }
+        if s.dirs.contains(to) {
+            return Err(io::ErrorKind::IsADirectory.into());
+        }
+        if !s.parent_exists(to) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        s.live.remove(from);
+        s.live.insert(to.to_path_buf(), ino);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state();
+        s.gate(true)?;
+        if !s.dirs.contains(dir) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let in_dir = |p: &PathBuf| p.parent() == Some(dir);
+        s.durable.retain(|p, _| !in_dir(p));
+        let live: Vec<(PathBuf, u64)> = s
+            .live
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, &i)| (p.clone(), i))
+            .collect();
+        s.durable.extend(live);
+        Ok(())
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>> {
+        let mut s = self.state();
+        s.gate(false)?;
+        if !s.live.contains_key(path) {
+            s.check_creatable(path)?;
+            let ino = s.new_inode(Inode::default());
+            s.live.insert(path.to_path_buf(), ino);
+        }
+        if !s.locks.insert(path.to_path_buf()) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(LockGuard {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+        })))
+    }
+}
+
+/// Holds a [`SimFs`] lock until dropped.
+struct LockGuard {
+    fs: SimFs,
+    path: PathBuf,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.fs.state().locks.remove(&self.path);
+    }
+}
+
+/// An open [`SimFs`] file: a handle on an inode.
+struct SimFile {
+    fs: SimFs,
+    ino: u64,
+    writable: bool,
+}
+
+impl fmt::Debug for SimFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimFile(inode {}, writable {})", self.ino, self.writable)
+    }
+}
+
+impl SimFile {
+    /// Runs `op` on this file's inode as one numbered operation.
+    fn run<T>(&self, op: impl FnOnce(&mut Inode) -> io::Result<T>) -> io::Result<T> {
+        let mut s = self.fs.state();
+        s.gate(false)?;
+        op(s.inode(self.ino)?)
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::PermissionDenied.into())
+        }
+    }
+}
+
+impl VfsFile for SimFile {
+    fn len(&self) -> io::Result<u64> {
+        self.run(|inode| Ok(inode.written.len() as u64))
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.run(|inode| {
+            let (start, end) = span(offset, buf.len())?;
+            let src = inode
+                .written
+                .get(start..end)
+                .ok_or(io::ErrorKind::UnexpectedEof)?;
+            buf.copy_from_slice(src);
+            Ok(())
+        })
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut s = self.fs.state();
+        if let Some(fault) = s.begin(false) {
+            if self.writable {
+                // A short write: some prefix may have landed before the error.
+                let prefix = s.rng.below(buf.len());
+                if prefix > 0 {
+                    write_at(&mut s.inode(self.ino)?.written, &buf[..prefix], offset)?;
+                }
+            }
+            return Err(fault.error());
+        }
+        self.check_writable()?;
+        write_at(&mut s.inode(self.ino)?.written, buf, offset)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.run(|inode| {
+            self.check_writable()?;
+            inode.written.resize(to_usize(len)?, 0);
+            Ok(())
+        })
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut s = self.fs.state();
+        if let Some(fault) = s.begin(true) {
+            // fsyncgate: the data may never reach the disk.
+            return Err(fault.error());
+        }
+        let inode = s.inode(self.ino)?;
+        inode.durable.clone_from(&inode.written);
+        Ok(())
+    }
+
+    fn map(&self) -> io::Result<Mapping> {
+        self.run(|inode| Ok(Mapping::from_vec(inode.written.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    /// A SimFs with `/d` made, and `/d/f` created and written (nothing synced).
+    fn setup(bytes: &[u8]) -> io::Result<(SimFs, Arc<dyn VfsFile>)> {
+        let fs = SimFs::new(7);
+        fs.create_dir_all(&p("/d"))?;
+        let f = fs.open(&p("/d/f"), OpenMode::CreateNew)?;
+        f.write_all_at(bytes, 0)?;
+        Ok((fs, f))
+    }
+
+    #[test]
+    fn unsynced_create_vanishes() -> io::Result<()> {
+        let (fs, f) = setup(b"hello")?;
+        f.sync_data()?;
+        let after = fs.crash(Tear::DropUnsynced);
+        assert_eq!(after.read_file(&p("/d/f")), None);
+        assert!(after.is_dir(&p("/d")));
+        assert!(after.list(&p("/d"))?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn synced_file_and_dir_survive() -> io::Result<()> {
+        let (fs, f) = setup(b"hello")?;
+        f.sync_data()?;
+        fs.sync_dir(&p("/d"))?;
+        let after = fs.crash(Tear::Sectors(512));
+        assert_eq!(after.read_file(&p("/d/f")).as_deref(), Some(&b"hello"[..]));
+        assert_eq!(after.list(&p("/d"))?, vec!["f".to_owned()]);
+        let g = after.open(&p("/d/f"), OpenMode::Read)?;
+        let mut buf = [0u8; 5];
+        g.read_exact_at(&mut buf, 0)?;
+        assert_eq!(&buf, b"hello");
+        assert!(
+            matches!(g.write_all_at(b"x", 0), Err(e) if e.kind() == io::ErrorKind::PermissionDenied)
+        );
+        assert!(
+            matches!(g.read_exact_at(&mut buf, 1), Err(e) if e.kind() == io::ErrorKind::UnexpectedEof)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unsynced_rename_reverts() -> io::Result<()> {
+        let (fs, f) = setup(b"v1")?;
+        f.sync_data()?;
+        fs.sync_dir(&p("/d"))?;
+        fs.rename(&p("/d/f"), &p("/d/g"))?;
+        // The handle follows the inode across the rename.
+        f.write_all_at(b"!", 2)?;
+        assert_eq!(fs.read_file(&p("/d/g")).as_deref(), Some(&b"v1!"[..]));
+        assert_eq!(fs.paths(), vec![p("/d/g")]);
+        let after = fs.crash(Tear::DropUnsynced);
+        assert_eq!(after.paths(), vec![p("/d/f")]);
+        assert_eq!(after.read_file(&p("/d/f")).as_deref(), Some(&b"v1"[..]));
+        Ok(())
+    }
+
+    #[test]
+    fn drop_unsynced_keeps_exactly_durable_bytes() -> io::Result<()> {
+        let (fs, f) = setup(&[1u8; 1000])?;
+        f.sync_data()?;
+        fs.sync_dir(&p("/d"))?;
+        f.write_all_at(&[2u8; 3000], 500)?;
+        assert_eq!(fs.durable_len(&p("/d/f")), Some(1000));
+        let after = fs.crash(Tear::DropUnsynced);
+        assert_eq!(after.read_file(&p("/d/f")), Some(vec![1u8; 1000]));
+        assert_eq!(after.durable_len(&p("/d/f")), Some(1000));
+        Ok(())
+    }
+
+    #[test]
+    fn sectors_tear_only_at_boundaries() -> io::Result<()> {
+        let old: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+        let mut new = old.clone();
+        new.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+        new.extend(std::iter::repeat_n(9u8, 3000));
+        let mut kept = BTreeSet::new();
+        for seed in 0..20 {
+            let fs = SimFs::new(seed);
+            fs.write_file(&p("/d/f"), &old);
+            let f = fs.open(&p("/d/f"), OpenMode::ReadWrite)?;
+            f.write_all_at(&new, 0)?;
+            let got = fs
+                .crash(Tear::Sectors(512))
+                .read_file(&p("/d/f"))
+                .unwrap_or_default();
+            assert!(got.len() == old.len() || got.len() == new.len());
+            for (i, chunk) in got.chunks(512).enumerate() {
+                let start = i * 512;
+                let fresh = &new[start..start + chunk.len()];
+                let stale: Vec<u8> = (start..start + chunk.len())
+                    .map(|j| old.get(j).copied().unwrap_or(0))
+                    .collect();
+                assert!(
+                    chunk == fresh || chunk == &stale[..],
+                    "sector {i} is torn inside"
+                );
+                kept.insert(chunk == fresh);
+            }
+        }
+        assert_eq!(kept.len(), 2, "both old and new sectors occur");
+        Ok(())
+    }
+
+    #[test]
+    fn fail_at_fires_exactly_at_op_n() -> io::Result<()> {
+        let (fs, f) = setup(b"abc")?;
+        let n = fs.ops();
+        fs.fail_at(n + 2, Fault::NoSpace);
+        f.len()?;
+        let err = f.write_all_at(b"defgh", 3).err();
+        assert!(matches!(err, Some(ref e) if e.raw_os_error() == Some(28)));
+        assert_eq!(fs.ops(), n + 2);
+        f.write_all_at(b"xyz", 0)?;
+        fs.fail_sticky(fs.ops() + 1, Fault::Io);
+        assert!(matches!(f.len(), Err(e) if e.raw_os_error() == Some(5)));
+        assert!(matches!(fs.list(&p("/d")), Err(e) if e.raw_os_error() == Some(5)));
+        fs.clear_faults();
+        assert!(matches!(f.len(), Ok(len) if len >= 3));
+        Ok(())
+    }
+
+    #[test]
+    fn failed_sync_leaves_durable_unchanged() -> io::Result<()> {
+        let (fs, f) = setup(b"first")?;
+        f.sync_data()?;
+        f.write_all_at(b"second", 0)?;
+        fs.fail_next_sync(Fault::Io);
+        assert!(matches!(f.sync_data(), Err(e) if e.raw_os_error() == Some(5)));
+        assert_eq!(fs.durable_len(&p("/d/f")), Some(5));
+        fs.sync_dir(&p("/d"))?;
+        let after = fs.crash(Tear::DropUnsynced);
+        assert_eq!(after.read_file(&p("/d/f")).as_deref(), Some(&b"first"[..]));
+        Ok(())
+    }
+
+    #[test]
+    fn try_lock_excludes_until_drop() -> io::Result<()> {
+        let fs = SimFs::new(1);
+        fs.create_dir_all(&p("/d"))?;
+        let guard = fs.try_lock(&p("/d/LOCK"))?;
+        assert!(guard.is_some());
+        assert_eq!(fs.paths(), vec![p("/d/LOCK")]);
+        assert!(fs.try_lock(&p("/d/LOCK"))?.is_none());
+        drop(guard);
+        assert!(fs.try_lock(&p("/d/LOCK"))?.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn same_seed_same_result() -> io::Result<()> {
+        let run = |seed| -> io::Result<Option<Vec<u8>>> {
+            let fs = SimFs::new(seed);
+            fs.write_file(&p("/d/f"), &[0u8; 4096]);
+            let f = fs.open(&p("/d/f"), OpenMode::ReadWrite)?;
+            fs.fail_at(fs.ops() + 2, Fault::Io);
+            f.write_all_at(&[1u8; 8192], 0)?;
+            assert!(f.write_all_at(&[2u8; 8192], 0).is_err());
+            Ok(fs
+                .crash(Tear::Sectors(512))
+                .crash(Tear::Sectors(512))
+                .read_file(&p("/d/f")))
+        };
+        assert_eq!(run(3)?, run(3)?);
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! convlog: an embedded, event-sourced, append-only store for the conversations of LLM agents.
+//!
+//! Agents append every message they send or receive to a *session*; convlog frames each as a
+//! checksummed record in a segment file, keeps an in-memory index of every session (rebuilt on
+//! open from record headers, without parsing JSON), and streams sessions back from
+//! memory-mapped segments: the last `n` messages of a session cost O(n), whatever its length.
+//! Pops, truncations and clears are logged events too. A crash at any instant loses nothing
+//! acknowledged as durable and never yields a corrupt message.
+//!
+//! ```
+//! use convlog::{ChatMessage, Durability, Store};
+//! # let dir = tempfile::tempdir()?;
+//!
+//! let store = Store::builder().durability(Durability::Always).open(dir.path())?;
+//! store.append("chat-1", &ChatMessage::system("You are terse."))?;
+//! let receipt = store.append("chat-1", &ChatMessage::user("Hello?"))?;
+//! assert_eq!(receipt.interaction_id, 2);
+//!
+//! // The last message, with where it sits in the log.
+//! let last = store.tail("chat-1", 1).next().unwrap()?;
+//! assert_eq!(last.message.text(), Some("Hello?"));
+//!
+//! // Any JSON object goes in, and comes back byte for byte.
+//! store.append_raw("chat-1", br#"{"role":"assistant","content":"Hi.","x":[1,2]}"#)?;
+//! drop(store);
+//!
+//! let store = Store::open(dir.path())?;
+//! assert_eq!(store.interaction_count("chat-1"), 3);
+//! let raw = store.tail("chat-1", 1).raw().next().unwrap()?;
+//! assert_eq!(raw.message, br#"{"role":"assistant","content":"Hi.","x":[1,2]}"#);
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The byte format, recovery rules and what each durability mode survives are in
+//! `docs/format.md`.
+
+mod durability;
+mod error;
+pub mod format;
+mod id;
+mod index;
+pub mod io;
+mod message;
+mod options;
+pub mod recovery;
+mod segment;
+mod store;
+
+pub use durability::Durability;
+pub use error::{Damage, Error, Result};
+pub use id::{Lsn, SegmentId, Timestamp};
+pub use message::{ChatMessage, Content, Entry, FunctionCall, Role, ToolCall};
+pub use options::{
+    DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, RecoveryMode,
+};
+pub use recovery::{DroppedRange, RecoveryReport, TornTail};
+pub use store::{
+    LOCK_FILE, Messages, RawMessages, Receipt, SessionInfo, Store, StoreStats, validate_session_id,
+};

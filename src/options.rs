@@ -1,0 +1,140 @@
+//! Options for opening a store: durability, segment size, limits, recovery mode.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::durability::Durability;
+use crate::error::{Error, Result};
+use crate::format::DEFAULT_MAX_RECORD_LEN;
+use crate::io::{StdFs, Vfs};
+use crate::store::Store;
+
+/// Default segment size: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+/// Smallest segment size accepted (small segments are for tests).
+pub const MIN_SEGMENT_SIZE: u64 = 4 << 10;
+/// Largest segment size accepted: offsets in the index are 32-bit.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
+
+/// What `open` does with damage it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Any damage, even a torn tail, fails the open with [`Error::Corrupt`]; nothing is changed.
+    Strict,
+    /// A torn tail (damage in the last segment after which no valid record follows) is cut
+    /// off; any other damage fails the open with [`Error::Corrupt`]. The default.
+    #[default]
+    PointInTime,
+    /// Keeps every valid record. Damaged bytes are copied to `quarantine/` and, on a writable
+    /// open, each damaged segment is rewritten without them (a `gap` record stands in for lost
+    /// LSNs). The report lists what was dropped. **Data in the damaged ranges is lost** to
+    /// the store (but kept aside).
+    Salvage,
+}
+
+/// How to open a [`Store`]. Build with [`Store::builder`], finish with [`Options::open`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Options {
+    pub(crate) durability: Durability,
+    pub(crate) segment_size: u64,
+    pub(crate) max_record_len: u32,
+    pub(crate) recovery: RecoveryMode,
+    pub(crate) read_only: bool,
+    pub(crate) vfs: Arc<dyn Vfs>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            durability: Durability::default(),
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            max_record_len: DEFAULT_MAX_RECORD_LEN,
+            recovery: RecoveryMode::default(),
+            read_only: false,
+            vfs: Arc::new(StdFs),
+        }
+    }
+}
+
+impl Options {
+    /// When an append is durable. Default = [`Durability::Buffered`].
+    pub fn durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    /// The size at which the active segment is sealed and a new one started.
+    /// Default = 64 MiB; from 4 KiB to 1 GiB.
+    pub fn segment_size(mut self, bytes: u64) -> Options {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// The largest message payload accepted, in bytes. Default = 16 MiB, which is also the
+    /// most the decoder ever accepts; from 1 byte to 16 MiB.
+    pub fn max_record_len(mut self, bytes: u32) -> Options {
+        self.max_record_len = bytes;
+        self
+    }
+
+    /// What to do with damage found on open. Default = [`RecoveryMode::PointInTime`].
+    pub fn recovery(mut self, mode: RecoveryMode) -> Options {
+        self.recovery = mode;
+        self
+    }
+
+    /// Opens without the write lock and never changes a file. Default = `false`.
+    pub fn read_only(mut self, read_only: bool) -> Options {
+        self.read_only = read_only;
+        self
+    }
+
+    /// The file system to use. Default = the real one ([`StdFs`]).
+    pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Options {
+        self.vfs = vfs;
+        self
+    }
+
+    /// Opens (creating when writable and missing) the store in `dir`, recovering it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for out-of-range options; [`Error::Locked`] when another
+    /// process writes the store; [`Error::Corrupt`], [`Error::UnsupportedVersion`] or
+    /// [`Error::UnknownRecordKind`] for damage the recovery mode does not repair;
+    /// [`Error::NotAStore`] for a read-only open of a missing directory; [`Error::Io`].
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<Store> {
+        self.validate()?;
+        Store::open_with(self, dir.as_ref())
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size) {
+            return Err(Error::InvalidOption {
+                option: "segment_size",
+                reason: format!(
+                    "{} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE}",
+                    self.segment_size
+                ),
+            });
+        }
+        if !(1..=DEFAULT_MAX_RECORD_LEN).contains(&self.max_record_len) {
+            return Err(Error::InvalidOption {
+                option: "max_record_len",
+                reason: format!(
+                    "{} is outside 1..={DEFAULT_MAX_RECORD_LEN}",
+                    self.max_record_len
+                ),
+            });
+        }
+        if let Durability::Interval(d) = self.durability
+            && d.is_zero()
+        {
+            return Err(Error::InvalidOption {
+                option: "durability",
+                reason: "Interval(0) would sync continuously; use Always".into(),
+            });
+        }
+        Ok(())
+    }
+}

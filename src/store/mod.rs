@@ -1,0 +1,390 @@
+//! The store: open and recover, then append, read, change and sync sessions.
+
+mod read;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+pub use read::{Messages, RawMessages};
+
+use crate::durability::{Durability, Syncer};
+use crate::error::{Error, Result};
+use crate::format::MAX_SESSION_LEN;
+use crate::id::{Lsn, SegmentId, Timestamp};
+use crate::index::Index;
+use crate::options::Options;
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::{Segment, SegmentData, SegmentWriter};
+
+/// Name of the lock file in a store directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// An open convlog store: one directory of segment files.
+///
+/// `Store` is a cheap handle (`Clone` shares the same open store) and is `Send + Sync`:
+/// readers on any thread work while another thread appends. Writes are serialized inside.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    opts: Options,
+    /// Segments and the session index. Readers take it shared; the writer, exclusively and
+    /// briefly, after its bytes are written.
+    state: RwLock<State>,
+    /// The active segment; `None` for a read-only store. Lock order: `writer`, then `state`.
+    writer: Mutex<Option<Writer>>,
+    syncer: Syncer,
+    report: RecoveryReport,
+    flusher: Arc<Flusher>,
+    _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+#[derive(Debug)]
+struct State {
+    segments: Vec<Arc<Segment>>,
+    index: Index,
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: SegmentWriter,
+    ordinal: u32,
+    next_lsn: Lsn,
+    last_ts: Timestamp,
+    last_sync: Instant,
+    buf: Vec<u8>,
+}
+
+/// What an append returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// The record's LSN.
+    pub lsn: Lsn,
+    /// The message's 1-based position in its session.
+    pub interaction_id: u64,
+    /// When it was appended.
+    pub timestamp: Timestamp,
+}
+
+/// A live session, as listed by [`Store::sessions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: String,
+    /// How many messages it holds (its last interaction id).
+    pub count: u64,
+    /// Timestamp of its first message.
+    pub first: Timestamp,
+    /// Timestamp of its last message.
+    pub last: Timestamp,
+}
+
+/// Counters about a store, for operators (`convlog stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Segment files.
+    pub segments: usize,
+    /// Live sessions.
+    pub sessions: usize,
+    /// Live messages.
+    pub messages: u64,
+    /// Heap bytes held by the session index.
+    pub index_bytes: usize,
+    /// The last LSN written.
+    pub last_lsn: Lsn,
+    /// The last LSN known durable.
+    pub durable_lsn: Lsn,
+}
+
+/// Background syncs for `Durability::Interval`.
+#[derive(Debug, Default)]
+struct Flusher {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` with default options.
+    ///
+    /// # Errors
+    /// As [`Options::open`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Options::default().open(dir)
+    }
+
+    /// Options for opening a store.
+    pub fn builder() -> Options {
+        Options::default()
+    }
+
+    pub(crate) fn open_with(opts: Options, dir: &Path) -> Result<Store> {
+        let vfs = opts.vfs.clone();
+        let lock = if opts.read_only {
+            if !vfs.is_dir(dir) {
+                return Err(Error::NotAStore {
+                    path: dir.to_owned(),
+                    reason: "no such directory",
+                });
+            }
+            None
+        } else {
+            vfs.create_dir_all(dir)
+                .map_err(|e| Error::io("create directory", dir, e))?;
+            let lock_path = dir.join(LOCK_FILE);
+            match vfs.try_lock(&lock_path) {
+                Ok(Some(guard)) => Some(guard),
+                Ok(None) => {
+                    return Err(Error::Locked {
+                        path: dir.to_owned(),
+                    });
+                }
+                Err(e) => return Err(Error::io("lock", lock_path, e)),
+            }
+        };
+        let rec = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only)?;
+        let mut segments = Vec::with_capacity(rec.segments.len() + 1);
+        let mut writer = None;
+        let last = rec.segments.len().checked_sub(1);
+        for (i, s) in rec.segments.into_iter().enumerate() {
+            let is_last = Some(i) == last;
+            if is_last && !opts.read_only {
+                if rec.report.torn_tail.is_some() && opts.recovery != crate::RecoveryMode::Strict {
+                    // Make the cut physical and durable before anything new is appended.
+                    s.file
+                        .set_len(s.valid_end)
+                        .map_err(|e| Error::io("truncate", &s.path, e))?;
+                    s.file
+                        .sync_data()
+                        .map_err(|e| Error::io("fdatasync", &s.path, e))?;
+                }
+                writer = Some(SegmentWriter {
+                    id: s.id,
+                    salt: s.salt,
+                    path: s.path.clone(),
+                    file: s.file.clone(),
+                    len: s.valid_end,
+                });
+            }
+            let data = match s.map {
+                Some(map) if !is_last => SegmentData::Mapped(map),
+                _ => SegmentData::File(s.file),
+            };
+            segments.push(Arc::new(Segment {
+                id: s.id,
+                salt: s.salt,
+                path: s.path,
+                data,
+            }));
+        }
+        let writer = if opts.read_only {
+            None
+        } else {
+            let active = match writer {
+                Some(w) => w,
+                None => {
+                    let w = SegmentWriter::create(&*vfs, dir, rec.next_lsn).map_err(|(e, _)| e)?;
+                    segments.push(Arc::new(Segment {
+                        id: w.id,
+                        salt: w.salt,
+                        path: w.path.clone(),
+                        data: SegmentData::File(w.file.clone()),
+                    }));
+                    w
+                }
+            };
+            Some(Writer {
+                ordinal: (segments.len() - 1) as u32,
+                active,
+                next_lsn: rec.next_lsn,
+                last_ts: rec.last_ts,
+                last_sync: Instant::now(),
+                buf: Vec::new(),
+            })
+        };
+        // What recovery read is treated as durable: it is on disk now.
+        let durable = Lsn(rec.next_lsn.0.saturating_sub(1));
+        let store = Store {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                state: RwLock::new(State {
+                    segments,
+                    index: rec.index,
+                }),
+                writer: Mutex::new(writer),
+                syncer: Syncer::new(durable),
+                report: rec.report,
+                flusher: Arc::new(Flusher::default()),
+                _lock: lock,
+                opts,
+            }),
+        };
+        if let (Durability::Interval(every), false) =
+            (store.inner.opts.durability, store.inner.opts.read_only)
+        {
+            store.spawn_flusher(every);
+        }
+        Ok(store)
+    }
+
+    fn spawn_flusher(&self, every: Duration) {
+        // The thread holds only a weak reference while it waits, so dropping the last
+        // `Store` handle closes the store (and releases its lock) at once.
+        let weak = Arc::downgrade(&self.inner);
+        let flusher = self.inner.flusher.clone();
+        std::thread::spawn(move || {
+            loop {
+                let stop = flusher.stop.lock().unwrap_or_else(|e| e.into_inner());
+                let (stop, _) = flusher
+                    .wake
+                    .wait_timeout(stop, every)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *stop {
+                    return;
+                }
+                drop(stop);
+                let Some(inner) = weak.upgrade() else { return };
+                let store = Store { inner };
+                if store.inner.syncer.is_poisoned() {
+                    return;
+                }
+                let _ = store.sync();
+            }
+        });
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// What the open that produced this store recovered.
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
+    }
+
+    /// Whether the store was opened read-only.
+    #[must_use]
+    pub fn is_read_only(&self) -> bool {
+        self.inner.opts.read_only
+    }
+
+    /// The number of messages in `session` (its last interaction id); 0 when unknown.
+    #[must_use]
+    pub fn interaction_count(&self, session: &str) -> u64 {
+        self.state().index.count(session)
+    }
+
+    /// Whether `session` holds at least one message.
+    #[must_use]
+    pub fn contains(&self, session: &str) -> bool {
+        self.state().index.get(session).is_some()
+    }
+
+    /// Every live session with its count and first/last timestamps, sorted by id.
+    #[must_use]
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let state = self.state();
+        let mut out: Vec<SessionInfo> = state
+            .index
+            .iter()
+            .map(|(id, s)| SessionInfo {
+                id: id.to_owned(),
+                count: s.positions.len() as u64,
+                first: s.first,
+                last: s.last,
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Counters about the store.
+    #[must_use]
+    pub fn stats(&self) -> StoreStats {
+        let last_lsn = self.last_lsn();
+        let state = self.state();
+        StoreStats {
+            segments: state.segments.len(),
+            sessions: state.index.len(),
+            messages: state.index.messages(),
+            index_bytes: state.index.heap_bytes(),
+            last_lsn,
+            durable_lsn: self.inner.syncer.durable(),
+        }
+    }
+
+    /// The ids of the store's segment files, oldest first.
+    #[must_use]
+    pub fn segment_ids(&self) -> Vec<SegmentId> {
+        self.state().segments.iter().map(|s| s.id).collect()
+    }
+
+    /// The LSN of the last record written (0 for an empty store).
+    #[must_use]
+    pub fn last_lsn(&self) -> Lsn {
+        match &*self.writer() {
+            Some(w) => Lsn(w.next_lsn.0 - 1),
+            None => self.inner.report.last_lsn,
+        }
+    }
+
+    /// The LSN up to which every record is known to be on stable storage.
+    #[must_use]
+    pub fn durable_lsn(&self) -> Lsn {
+        self.inner.syncer.durable()
+    }
+
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Option<Writer>> {
+        self.inner.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        *self.flusher.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.flusher.wake.notify_all();
+        if matches!(self.opts.durability, Durability::Interval(_))
+            && !self.syncer.is_poisoned()
+            && let Some(w) = self.writer.get_mut().unwrap_or_else(|e| e.into_inner())
+        {
+            let _ = w.active.sync();
+        }
+    }
+}
+
+/// Checks a session id: 1 to 256 bytes, no control characters.
+///
+/// # Errors
+/// [`Error::InvalidSessionId`] saying which rule it breaks.
+pub fn validate_session_id(session: &str) -> Result<()> {
+    let reason = if session.is_empty() {
+        "empty"
+    } else if session.len() > MAX_SESSION_LEN {
+        "longer than 256 bytes"
+    } else if session.chars().any(char::is_control) {
+        "contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidSessionId {
+        session: session.chars().take(300).collect(),
+        reason,
+    })
+}

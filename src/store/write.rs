@@ -1,0 +1,481 @@
+//! The write path: append, append_batch, append_if, pop, truncate, clear, sync.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::{Receipt, Store, Writer, validate_session_id};
+use crate::durability::Durability;
+use crate::error::{Error, Result};
+use crate::format::{Kind, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record};
+use crate::id::{Lsn, Timestamp};
+use crate::index::Pos;
+use crate::message::{ChatMessage, Entry};
+use crate::segment::{Segment, SegmentData, SegmentWriter};
+
+/// Most bytes one batch may frame: a batch is written to one segment, whose offsets are 32-bit.
+pub const MAX_BATCH_BYTES: u64 = 1 << 30;
+
+/// One event to log for a session.
+struct Event {
+    kind: Kind,
+    arg: u64,
+    payload: Vec<u8>,
+}
+
+impl Store {
+    /// Appends one message to `session`.
+    ///
+    /// `message` may be any `Serialize` value whose JSON is an object: a [`ChatMessage`],
+    /// a `serde_json::Value`, your own struct.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSessionId`], [`Error::InvalidMessage`] (not a JSON object),
+    /// [`Error::RecordTooLarge`]; [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`].
+    /// A failed append changes nothing.
+    pub fn append<T: Serialize + ?Sized>(&self, session: &str, message: &T) -> Result<Receipt> {
+        let payload = self.serialize(session, message)?;
+        self.append_payloads(session, None, vec![payload])
+            .map(|r| r[0])
+    }
+
+    /// Appends one message given as raw JSON bytes, stored (and read back) byte for byte.
+    ///
+    /// # Errors
+    /// As [`Store::append`]; [`Error::InvalidMessage`] when the bytes are not one JSON object.
+    pub fn append_raw(&self, session: &str, json: &[u8]) -> Result<Receipt> {
+        validate_object(session, json)?;
+        self.append_payloads(session, None, vec![json.to_vec()])
+            .map(|r| r[0])
+    }
+
+    /// Appends `message` only if `session`'s next interaction id is `expected_next_id`
+    /// (1 for an empty session): two agents racing on one session never interleave silently.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the next id differs; otherwise as [`Store::append`].
+    pub fn append_if<T: Serialize + ?Sized>(
+        &self,
+        session: &str,
+        expected_next_id: u64,
+        message: &T,
+    ) -> Result<Receipt> {
+        let payload = self.serialize(session, message)?;
+        self.append_payloads(session, Some(expected_next_id), vec![payload])
+            .map(|r| r[0])
+    }
+
+    /// Appends `messages` atomically: after a crash a reader sees all of them or none.
+    ///
+    /// # Errors
+    /// As [`Store::append`], for any message of the batch; then nothing is appended.
+    pub fn append_batch<T: Serialize>(
+        &self,
+        session: &str,
+        messages: &[T],
+    ) -> Result<Vec<Receipt>> {
+        let payloads = messages
+            .iter()
+            .map(|m| self.serialize(session, m))
+            .collect::<Result<Vec<_>>>()?;
+        self.append_payloads(session, None, payloads)
+    }
+
+    /// [`Store::append_batch`] for raw JSON objects, each stored byte for byte.
+    ///
+    /// # Errors
+    /// As [`Store::append_raw`], for any message of the batch; then nothing is appended.
+    pub fn append_batch_raw<B: AsRef<[u8]>>(
+        &self,
+        session: &str,
+        messages: &[B],
+    ) -> Result<Vec<Receipt>> {
+        for m in messages {
+            validate_object(session, m.as_ref())?;
+        }
+        let payloads = messages.iter().map(|m| m.as_ref().to_vec()).collect();
+        self.append_payloads(session, None, payloads)
+    }
+
+    /// Removes and returns the last message of `session` (`None` when it is empty).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the message is not a [`ChatMessage`] (then nothing is removed;
+    /// use [`Store::pop_raw`]); otherwise as [`Store::truncate`].
+    pub fn pop(&self, session: &str) -> Result<Option<Entry<ChatMessage>>> {
+        self.pop_with(session, |entry| {
+            let message =
+                serde_json::from_slice(&entry.message).map_err(|source| Error::Decode {
+                    session: session.to_owned(),
+                    interaction_id: entry.interaction_id,
+                    lsn: entry.lsn,
+                    source,
+                })?;
+            Ok(Entry {
+                interaction_id: entry.interaction_id,
+                lsn: entry.lsn,
+                timestamp: entry.timestamp,
+                message,
+            })
+        })
+    }
+
+    /// Removes and returns the last message of `session` as its raw JSON bytes.
+    ///
+    /// # Errors
+    /// As [`Store::truncate`].
+    pub fn pop_raw(&self, session: &str) -> Result<Option<Entry<Vec<u8>>>> {
+        self.pop_with(session, Ok)
+    }
+
+    fn pop_with<T>(
+        &self,
+        session: &str,
+        decode: impl FnOnce(Entry<Vec<u8>>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        validate_session_id(session)?;
+        let mut popped = None;
+        self.write_events(session, |count| {
+            if count == 0 {
+                return Ok(Vec::new());
+            }
+            let Some(entry) = self.read_entry(session, count)? else {
+                return Ok(Vec::new());
+            };
+            popped = Some(decode(entry)?);
+            Ok(vec![Event {
+                kind: Kind::Pop,
+                arg: count,
+                payload: Vec::new(),
+            }])
+        })?;
+        Ok(popped)
+    }
+
+    /// Cuts `session` to its first `keep` messages; returns how many were removed.
+    /// Nothing is logged when nothing would be removed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSessionId`]; [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`].
+    pub fn truncate(&self, session: &str, keep: u64) -> Result<u64> {
+        validate_session_id(session)?;
+        let mut removed = 0;
+        self.write_events(session, |count| {
+            if keep >= count {
+                return Ok(Vec::new());
+            }
+            removed = count - keep;
+            Ok(vec![Event {
+                kind: Kind::Truncate,
+                arg: keep,
+                payload: Vec::new(),
+            }])
+        })?;
+        Ok(removed)
+    }
+
+    /// Empties `session` (a logged tombstone: it stays empty after a reopen); returns how
+    /// many messages were removed.
+    ///
+    /// # Errors
+    /// As [`Store::truncate`].
+    pub fn clear(&self, session: &str) -> Result<u64> {
+        validate_session_id(session)?;
+        let mut removed = 0;
+        self.write_events(session, |count| {
+            removed = count;
+            Ok(if count == 0 {
+                Vec::new()
+            } else {
+                vec![Event {
+                    kind: Kind::Clear,
+                    arg: count,
+                    payload: Vec::new(),
+                }]
+            })
+        })?;
+        Ok(removed)
+    }
+
+    /// A barrier: makes everything appended so far durable and returns the durable LSN.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] if the fsync fails (the
+    /// store is then poisoned).
+    pub fn sync(&self) -> Result<Lsn> {
+        if self.is_read_only() {
+            return Ok(self.last_lsn());
+        }
+        self.wait_durable(self.last_lsn())
+    }
+
+    fn serialize<T: Serialize + ?Sized>(&self, session: &str, message: &T) -> Result<Vec<u8>> {
+        let bytes = serde_json::to_vec(message).map_err(|e| Error::InvalidMessage {
+            session: session.to_owned(),
+            reason: e.to_string(),
+        })?;
+        // serde_json writes an object as `{...}` and nothing else starts with `{`.
+        if bytes.first() != Some(&b'{') {
+            return Err(not_an_object(session));
+        }
+        Ok(bytes)
+    }
+
+    fn append_payloads(
+        &self,
+        session: &str,
+        expected_next: Option<u64>,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<Vec<Receipt>> {
+        validate_session_id(session)?;
+        let max = self.inner.opts.max_record_len;
+        if let Some(p) = payloads.iter().find(|p| p.len() as u64 > u64::from(max)) {
+            return Err(Error::RecordTooLarge {
+                session: session.to_owned(),
+                len: p.len() as u64,
+                max: u64::from(max),
+            });
+        }
+        self.write_events(session, |count| {
+            if let Some(expected) = expected_next
+                && expected != count + 1
+            {
+                return Err(Error::Conflict {
+                    session: session.to_owned(),
+                    expected,
+                    actual: count + 1,
+                });
+            }
+            Ok(payloads
+                .into_iter()
+                .enumerate()
+                .map(|(i, payload)| Event {
+                    kind: Kind::Append,
+                    arg: count + 1 + i as u64,
+                    payload,
+                })
+                .collect())
+        })
+    }
+
+    /// Logs the events `plan` makes from the session's current count, as one committed
+    /// batch, then applies them to the index and waits as the durability mode says.
+    fn write_events(
+        &self,
+        session: &str,
+        plan: impl FnOnce(u64) -> Result<Vec<Event>>,
+    ) -> Result<Vec<Receipt>> {
+        let mut guard = self.writer();
+        let Some(w) = guard.as_mut() else {
+            return Err(Error::ReadOnly {
+                path: self.inner.dir.clone(),
+            });
+        };
+        if self.inner.syncer.is_poisoned() {
+            return Err(self.poisoned());
+        }
+        let count = self.state().index.count(session);
+        let events = plan(count)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let framed: u64 = events
+            .iter()
+            .map(|e| (RECORD_HEADER_LEN + session.len() + e.payload.len()) as u64)
+            .sum();
+        if framed > MAX_BATCH_BYTES {
+            return Err(Error::RecordTooLarge {
+                session: session.to_owned(),
+                len: framed,
+                max: MAX_BATCH_BYTES,
+            });
+        }
+        if w.active.len > SEGMENT_HEADER_LEN as u64
+            && w.active.len + framed > self.inner.opts.segment_size
+        {
+            self.rotate(w)?;
+        }
+        let ts = Timestamp::now().max(w.last_ts);
+        let start = w.active.len;
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        let mut receipts = Vec::with_capacity(events.len());
+        let mut offsets = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let lsn = Lsn(w.next_lsn.0 + i as u64);
+            offsets.push((start + buf.len() as u64) as u32);
+            let meta = RecordMeta {
+                kind: e.kind,
+                commit: i + 1 == events.len(),
+                lsn,
+                arg: e.arg,
+                timestamp: ts,
+            };
+            encode_record(
+                &mut buf,
+                w.active.salt,
+                &meta,
+                session.as_bytes(),
+                &e.payload,
+            );
+            receipts.push(Receipt {
+                lsn,
+                interaction_id: e.arg,
+                timestamp: ts,
+            });
+        }
+        let written = w.active.append(&buf);
+        w.buf = buf;
+        if let Err((e, undone)) = written {
+            if !undone {
+                self.inner.syncer.poison();
+            }
+            return Err(e);
+        }
+        w.next_lsn = Lsn(w.next_lsn.0 + events.len() as u64);
+        w.last_ts = ts;
+        let last = Lsn(w.next_lsn.0 - 1);
+        let sync_due = match self.inner.opts.durability {
+            Durability::Always => true,
+            Durability::Interval(every) => w.last_sync.elapsed() >= every,
+            Durability::Buffered => false,
+        };
+        {
+            let mut st = self.state_mut();
+            let st = &mut *st;
+            for (e, off) in events.iter().zip(offsets) {
+                let pos = Pos {
+                    seg: w.ordinal,
+                    off,
+                };
+                match e.kind {
+                    Kind::Append => st.index.append(session, pos, ts),
+                    Kind::Pop | Kind::Truncate | Kind::Clear => {
+                        let keep = match e.kind {
+                            Kind::Pop => e.arg - 1,
+                            Kind::Truncate => e.arg,
+                            _ => 0,
+                        };
+                        let segments = &st.segments;
+                        st.index.truncate(session, keep, |p| {
+                            segments
+                                .get(p.seg as usize)
+                                .and_then(|s| s.read_at(p.off).ok())
+                                .map_or(ts, |r| r.meta.timestamp)
+                        });
+                    }
+                    Kind::Gap => {}
+                }
+            }
+        }
+        drop(guard);
+        if sync_due {
+            self.wait_durable(last)?;
+        }
+        Ok(receipts)
+    }
+
+    /// Seals the active segment (synced, then mapped) and starts a new one.
+    fn rotate(&self, w: &mut Writer) -> Result<()> {
+        if let Err(e) = w.active.sync() {
+            self.inner.syncer.poison();
+            return Err(e);
+        }
+        self.inner.syncer.mark_durable(Lsn(w.next_lsn.0 - 1));
+        let vfs = &*self.inner.opts.vfs;
+        let new =
+            SegmentWriter::create(vfs, &self.inner.dir, w.next_lsn).map_err(|(e, clean)| {
+                if !clean {
+                    self.inner.syncer.poison();
+                }
+                e
+            })?;
+        let sealed = w.active.file.map().ok();
+        let mut st = self.state_mut();
+        if let (Some(map), Some(slot)) = (sealed, st.segments.get_mut(w.ordinal as usize)) {
+            *slot = Arc::new(Segment {
+                data: SegmentData::Mapped(map),
+                ..(**slot).clone()
+            });
+        }
+        st.segments.push(Arc::new(Segment {
+            id: new.id,
+            salt: new.salt,
+            path: new.path.clone(),
+            data: SegmentData::File(new.file.clone()),
+        }));
+        w.ordinal = (st.segments.len() - 1) as u32;
+        w.active = new;
+        Ok(())
+    }
+
+    fn wait_durable(&self, lsn: Lsn) -> Result<Lsn> {
+        self.inner.syncer.wait_durable(
+            lsn,
+            || {
+                let (file, path, covered) = {
+                    let guard = self.writer();
+                    let Some(w) = guard.as_ref() else {
+                        return Ok(lsn);
+                    };
+                    (
+                        w.active.file.clone(),
+                        w.active.path.clone(),
+                        Lsn(w.next_lsn.0 - 1),
+                    )
+                };
+                file.sync_data()
+                    .map_err(|e| Error::io("fdatasync", path, e))?;
+                if let Some(w) = self.writer().as_mut() {
+                    w.last_sync = std::time::Instant::now();
+                }
+                Ok(covered)
+            },
+            || self.poisoned(),
+        )
+    }
+
+    fn poisoned(&self) -> Error {
+        Error::Poisoned {
+            path: self.inner.dir.clone(),
+        }
+    }
+}
+
+fn not_an_object(session: &str) -> Error {
+    Error::InvalidMessage {
+        session: session.to_owned(),
+        reason: "not a JSON object".into(),
+    }
+}
+
+/// Checks that `json` is exactly one JSON object (whitespace around it allowed).
+fn validate_object(session: &str, json: &[u8]) -> Result<()> {
+    struct ObjectOnly;
+    impl<'de> Deserialize<'de> for ObjectOnly {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = ObjectOnly;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<ObjectOnly, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(ObjectOnly)
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_slice::<ObjectOnly>(json)
+        .map(|_| ())
+        .map_err(|e| Error::InvalidMessage {
+            session: session.to_owned(),
+            reason: e.to_string(),
+        })
+}
