@@ -38,6 +38,8 @@ pub struct RecoveryReport {
     pub segments_scanned: usize,
     /// Committed records replayed into the index.
     pub records: u64,
+    /// Those records by kind (`"append"`, `"pop"`, `"truncate"`, `"clear"`, `"gap"`).
+    pub records_by_kind: std::collections::BTreeMap<&'static str, u64>,
     /// Bytes of segment files scanned.
     pub bytes_scanned: u64,
     /// The last LSN recovered (0 for an empty store).
@@ -463,6 +465,7 @@ impl Scanner<'_> {
             off: p.off as u32,
         };
         self.report.records += 1;
+        *self.report.records_by_kind.entry(p.meta.kind.name()).or_default() += 1;
         self.last_ts = self.last_ts.max(p.meta.timestamp);
         let segments = &self.segments;
         let ts_of = |pos: Pos| -> Timestamp {
