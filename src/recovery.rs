@@ -240,6 +240,16 @@ impl Scanner<'_> {
                     return Err(self.corrupt(id, 0, header_damage(&e)));
                 }
                 self.report.removed_segments.push(id);
+                // The previous segment becomes the last: read it as the active one.
+                if let Some(prev) = self.segments.last_mut() {
+                    prev.map = None;
+                    if !self.read_only {
+                        prev.file = self
+                            .vfs
+                            .open(&prev.path, OpenMode::ReadWrite)
+                            .map_err(|e| Error::io("open", &prev.path, e))?;
+                    }
+                }
                 if !self.read_only {
                     drop(map);
                     drop(file);
@@ -465,7 +475,11 @@ impl Scanner<'_> {
             off: p.off as u32,
         };
         self.report.records += 1;
-        *self.report.records_by_kind.entry(p.meta.kind.name()).or_default() += 1;
+        *self
+            .report
+            .records_by_kind
+            .entry(p.meta.kind.name())
+            .or_default() += 1;
         self.last_ts = self.last_ts.max(p.meta.timestamp);
         let segments = &self.segments;
         let ts_of = |pos: Pos| -> Timestamp {
@@ -519,7 +533,7 @@ impl Scanner<'_> {
                 continue;
             };
             let bytes = read_range(seg, d.offset, d.len)?;
-            let path = qdir.join(format!("{}-{:012}.bin", d.segment, d.offset));
+            let path = qdir.join(format!("{:020}-{:012}.bin", d.segment.0, d.offset));
             write_new_file(self.vfs, &path, &bytes)?;
             d.quarantined = Some(path);
         }

@@ -50,14 +50,12 @@ impl Store {
     /// # Errors
     /// [`Error::Corrupt`] if its bytes fail their checksums; [`Error::Io`].
     pub fn read_entry(&self, session: &str, interaction_id: u64) -> Result<Option<Entry<Vec<u8>>>> {
-        RawMessages::new(
-            self.clone(),
-            session,
-            interaction_id.max(1),
-            interaction_id.saturating_add(1),
-        )
-        .next()
-        .transpose()
+        if interaction_id == 0 {
+            return Ok(None);
+        }
+        RawMessages::new(self.clone(), session, interaction_id, interaction_id + 1)
+            .next()
+            .transpose()
     }
 }
 
@@ -75,12 +73,17 @@ pub struct RawMessages {
 
 impl RawMessages {
     fn new(store: Store, session: &str, from: u64, end: u64) -> RawMessages {
-        let epoch = store.state().index.get(session).map(|s| s.epoch);
+        let (epoch, count) = store
+            .state()
+            .index
+            .get(session)
+            .map_or((None, 0), |s| (Some(s.epoch), s.positions.len() as u64));
+        let from = from.max(1);
         RawMessages {
             store,
             session: session.to_owned(),
             next: from,
-            end: if epoch.is_some() { end } else { from },
+            end: end.min(count + 1).max(from),
             epoch,
         }
     }

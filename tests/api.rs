@@ -1,0 +1,685 @@
+//! Every public store operation, and its state after a reopen.
+
+use convlog::{ChatMessage, Content, Durability, Error, Role, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+fn texts(store: &Store, session: &str) -> Vec<String> {
+    store
+        .messages(session)
+        .map(|e| e.unwrap().message.text().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn ids(store: &Store, session: &str) -> Vec<u64> {
+    store
+        .messages(session)
+        .map(|e| e.unwrap().interaction_id)
+        .collect()
+}
+
+#[test]
+fn append_assigns_gapless_ids_per_session_and_reads_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a1 = store.append("a", &ChatMessage::system("sys")).unwrap();
+    let b1 = store.append("b", &ChatMessage::user("b-one")).unwrap();
+    let a2 = store.append("a", &ChatMessage::user("hi")).unwrap();
+    assert_eq!(
+        (a1.interaction_id, b1.interaction_id, a2.interaction_id),
+        (1, 1, 2)
+    );
+    assert!(a1.lsn < b1.lsn && b1.lsn < a2.lsn);
+    assert!(a1.timestamp <= a2.timestamp);
+    assert_eq!(texts(&store, "a"), ["sys", "hi"]);
+    assert_eq!(ids(&store, "a"), [1, 2]);
+    let first = store.messages("a").next().unwrap().unwrap();
+    assert_eq!((first.lsn, first.timestamp), (a1.lsn, a1.timestamp));
+    assert_eq!(store.interaction_count("a"), 2);
+    assert_eq!(store.interaction_count("nobody"), 0);
+    assert!(store.contains("b") && !store.contains("nobody"));
+    assert_eq!(store.messages("nobody").count(), 0);
+    assert_eq!(store.tail("nobody", 5).count(), 0);
+}
+
+#[test]
+fn range_and_tail_select_by_interaction_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 1..=10 {
+        store
+            .append("s", &ChatMessage::user(format!("m{i}")))
+            .unwrap();
+    }
+    let r: Vec<u64> = store
+        .range("s", 3..6)
+        .map(|e| e.unwrap().interaction_id)
+        .collect();
+    assert_eq!(r, [3, 4, 5]);
+    let r: Vec<u64> = store
+        .range("s", 8..=20)
+        .map(|e| e.unwrap().interaction_id)
+        .collect();
+    assert_eq!(r, [8, 9, 10]);
+    assert_eq!(
+        store
+            .range("s", 0..2)
+            .map(|e| e.unwrap().interaction_id)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    assert_eq!(store.range("s", 11..).count(), 0);
+    let t: Vec<String> = store
+        .tail("s", 3)
+        .map(|e| e.unwrap().message.text().unwrap().to_owned())
+        .collect();
+    assert_eq!(t, ["m8", "m9", "m10"]);
+    assert_eq!(store.tail("s", 100).count(), 10);
+    assert_eq!(store.tail("s", 0).count(), 0);
+    assert_eq!(store.tail("s", 4).len(), 4);
+    assert!(store.read_entry("s", 0).unwrap().is_none());
+    let one = store.read_entry("s", 7).unwrap().unwrap();
+    assert_eq!(one.interaction_id, 7);
+    assert!(store.read_entry("s", 11).unwrap().is_none());
+}
+
+#[test]
+fn sessions_lists_live_sessions_with_counts_and_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let r1 = store.append("b", &ChatMessage::user("1")).unwrap();
+    store.append("a", &ChatMessage::user("1")).unwrap();
+    let r3 = store.append("b", &ChatMessage::user("2")).unwrap();
+    store.append("c", &ChatMessage::user("1")).unwrap();
+    store.clear("c").unwrap();
+    let s = store.sessions();
+    assert_eq!(
+        s.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(s[1].count, 2);
+    assert_eq!((s[1].first, s[1].last), (r1.timestamp, r3.timestamp));
+}
+
+#[test]
+fn pop_truncate_clear_change_the_session_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for i in 1..=6 {
+            store
+                .append("s", &ChatMessage::user(format!("m{i}")))
+                .unwrap();
+        }
+        store.append("other", &ChatMessage::user("x")).unwrap();
+        let popped = store.pop("s").unwrap().unwrap();
+        assert_eq!(
+            (popped.interaction_id, popped.message.text()),
+            (6, Some("m6"))
+        );
+        assert_eq!(store.truncate("s", 3).unwrap(), 2);
+        assert_eq!(store.truncate("s", 3).unwrap(), 0);
+        assert_eq!(store.truncate("s", 10).unwrap(), 0);
+        // Ids continue gaplessly after a removal, as Automata's MAX+1.
+        assert_eq!(
+            store
+                .append("s", &ChatMessage::user("m4'"))
+                .unwrap()
+                .interaction_id,
+            4
+        );
+        assert_eq!(store.clear("other").unwrap(), 1);
+        assert_eq!(store.clear("other").unwrap(), 0);
+        assert!(store.pop("other").unwrap().is_none());
+        assert!(store.pop_raw("nobody").unwrap().is_none());
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(texts(&store, "s"), ["m1", "m2", "m3", "m4'"]);
+    assert_eq!(ids(&store, "s"), [1, 2, 3, 4]);
+    assert!(!store.contains("other"));
+    assert_eq!(
+        store
+            .append("other", &ChatMessage::user("again"))
+            .unwrap()
+            .interaction_id,
+        1
+    );
+    assert_eq!(store.sessions().len(), 2);
+    assert_eq!(
+        store.sessions()[1].last,
+        store.tail("s", 1).next().unwrap().unwrap().timestamp
+    );
+}
+
+#[test]
+fn reopen_after_each_kind_of_event_keeps_the_exact_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps: Vec<(&str, Box<dyn Fn(&Store)>, Vec<&str>)> = vec![
+        (
+            "append",
+            Box::new(|s| drop(s.append("s", &ChatMessage::user("a")).unwrap())),
+            vec!["a"],
+        ),
+        (
+            "batch",
+            Box::new(|s| {
+                drop(
+                    s.append_batch("s", &[ChatMessage::user("b"), ChatMessage::user("c")])
+                        .unwrap(),
+                )
+            }),
+            vec!["a", "b", "c"],
+        ),
+        (
+            "pop",
+            Box::new(|s| drop(s.pop("s").unwrap())),
+            vec!["a", "b"],
+        ),
+        (
+            "truncate",
+            Box::new(|s| drop(s.truncate("s", 1).unwrap())),
+            vec!["a"],
+        ),
+        (
+            "append_if",
+            Box::new(|s| drop(s.append_if("s", 2, &ChatMessage::user("d")).unwrap())),
+            vec!["a", "d"],
+        ),
+        ("clear", Box::new(|s| drop(s.clear("s").unwrap())), vec![]),
+        (
+            "append after clear",
+            Box::new(|s| drop(s.append("s", &ChatMessage::user("e")).unwrap())),
+            vec!["e"],
+        ),
+    ];
+    for (name, step, want) in steps {
+        {
+            let store = Store::open(dir.path()).unwrap();
+            step(&store);
+            assert_eq!(texts(&store, "s"), want, "before reopen, after {name}");
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(texts(&store, "s"), want, "after reopen, after {name}");
+        let want_ids: Vec<u64> = (1..=want.len() as u64).collect();
+        assert_eq!(ids(&store, "s"), want_ids, "ids after {name}");
+        assert_eq!(store.recovery_report().classification(), "clean");
+    }
+}
+
+#[test]
+fn append_if_rejects_a_stale_expectation_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store
+            .append_if("s", 1, &ChatMessage::user("a"))
+            .unwrap()
+            .interaction_id,
+        1
+    );
+    let err = store
+        .append_if("s", 1, &ChatMessage::user("b"))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.interaction_count("s"), 1);
+    assert_eq!(
+        store
+            .append_if("s", 2, &ChatMessage::user("b"))
+            .unwrap()
+            .interaction_id,
+        2
+    );
+}
+
+#[test]
+fn racing_append_if_writers_never_interleave() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let wins: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                s.spawn(move || {
+                    let mut won = 0;
+                    for _ in 0..50 {
+                        let next = store.interaction_count("race") + 1;
+                        if store
+                            .append_if("race", next, &json!({"role": "user", "t": t}))
+                            .is_ok()
+                        {
+                            won += 1;
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(wins.iter().sum::<u64>(), store.interaction_count("race"));
+    assert_eq!(
+        ids(&store, "race"),
+        (1..=store.interaction_count("race")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn batches_take_consecutive_ids_and_lsns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.append("s", &ChatMessage::user("first")).unwrap();
+    let r = store
+        .append_batch(
+            "s",
+            &[
+                ChatMessage::user("a"),
+                ChatMessage::assistant("b"),
+                ChatMessage::user("c"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        r.iter().map(|r| r.interaction_id).collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    assert_eq!(r[2].lsn.0 - r[0].lsn.0, 2);
+    assert!(
+        store
+            .append_batch::<ChatMessage>("s", &[])
+            .unwrap()
+            .is_empty()
+    );
+    let raw = store
+        .append_batch_raw("s", &[br#"{"x":1}"#.as_slice(), br#"{"y":2}"#])
+        .unwrap();
+    assert_eq!(raw[1].interaction_id, 6);
+}
+
+#[test]
+fn generic_and_raw_messages_round_trip() {
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Note {
+        role: String,
+        body: String,
+        tokens: u32,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let note = Note {
+        role: "user".into(),
+        body: "é ✓ \n \"q\"".into(),
+        tokens: 7,
+    };
+    store.append("g", &note).unwrap();
+    store
+        .append(
+            "g",
+            &json!({"role": "tool", "tool_call_id": "c1", "content": "42"}),
+        )
+        .unwrap();
+    let raw = br#"{ "z": 1, "a": [true, null, {"k": "\u00e9"}], "role": "user" }"#;
+    store.append_raw("g", raw).unwrap();
+
+    let back: Note = store
+        .range("g", 1..2)
+        .decode_as::<Note>()
+        .next()
+        .unwrap()
+        .unwrap()
+        .message;
+    assert_eq!(back, note);
+    let m: Vec<ChatMessage> = store.range("g", 2..).map(|e| e.unwrap().message).collect();
+    assert_eq!(m[0].role, Role::Tool);
+    assert_eq!(m[0].tool_call_id.as_deref(), Some("c1"));
+    assert_eq!(m[1].extra.get("z"), Some(&json!(1)));
+    let bytes = store.tail("g", 1).raw().next().unwrap().unwrap().message;
+    assert_eq!(bytes, raw);
+    // A stored message that is not a ChatMessage (no role) is a typed decode error.
+    store.append("g", &json!({"kind": "note"})).unwrap();
+    let err = store.tail("g", 1).next().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Decode {
+                interaction_id: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(store.pop("g"), Err(Error::Decode { .. })));
+    assert_eq!(
+        store.interaction_count("g"),
+        4,
+        "a pop that cannot decode removes nothing"
+    );
+    assert!(store.pop_raw("g").unwrap().is_some());
+}
+
+#[test]
+fn chat_messages_with_tool_calls_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let call: ChatMessage = serde_json::from_value(json!({
+        "role": "assistant", "content": null,
+        "tool_calls": [{"id": "call_9", "type": "function",
+                        "function": {"name": "search", "arguments": "{\"q\":\"rust\"}"}}],
+        "function_call": {"name": "legacy", "arguments": "{}"},
+        "name": "planner", "audio": {"id": "a1"}
+    }))
+    .unwrap();
+    store.append("t", &call).unwrap();
+    store
+        .append("t", &ChatMessage::tool("call_9", "result"))
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let back: Vec<ChatMessage> = store.messages("t").map(|e| e.unwrap().message).collect();
+    assert_eq!(back[0], call);
+    assert_eq!(back[0].content, Some(Content::Null));
+    assert_eq!(back[1].tool_call_id.as_deref(), Some("call_9"));
+}
+
+#[test]
+fn bad_input_is_a_typed_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .max_record_len(1024)
+        .open(dir.path())
+        .unwrap();
+    store.append("ok", &ChatMessage::user("keep")).unwrap();
+    let before = store.last_lsn();
+    let long = "x".repeat(257);
+    for bad in ["", long.as_str(), "a\nb", "tab\there", "nul\0"] {
+        let err = store.append(bad, &ChatMessage::user("m")).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidSessionId { .. }),
+            "{bad:?}: {err}"
+        );
+        assert!(matches!(
+            store.pop(bad),
+            Err(Error::InvalidSessionId { .. })
+        ));
+        assert!(matches!(
+            store.clear(bad),
+            Err(Error::InvalidSessionId { .. })
+        ));
+        assert!(matches!(
+            store.truncate(bad, 0),
+            Err(Error::InvalidSessionId { .. })
+        ));
+    }
+    assert!(
+        store
+            .append(&"é".repeat(128), &ChatMessage::user("256 bytes is fine"))
+            .is_ok()
+    );
+    for not_object in [json!([1, 2]), json!("text"), json!(3), json!(null)] {
+        let err = store.append("ok", &not_object).unwrap_err();
+        assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
+    }
+    for raw in [&b"[1]"[..], b"{\"a\":", b"not json", b"{} {}", b""] {
+        let err = store.append_raw("ok", raw).unwrap_err();
+        assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
+    }
+    let big = ChatMessage::user("y".repeat(2000));
+    let err = store.append("ok", &big).unwrap_err();
+    assert!(
+        matches!(err, Error::RecordTooLarge { max: 1024, .. }),
+        "{err}"
+    );
+    let err = store
+        .append_batch("ok", &[ChatMessage::user("fine"), big])
+        .unwrap_err();
+    assert!(matches!(err, Error::RecordTooLarge { .. }), "{err}");
+    let err = store
+        .append_batch_raw("ok", &[&b"{}"[..], b"[]"])
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
+
+    // A serializer failure is an error too (a map with non-string keys cannot be JSON).
+    let mut weird = std::collections::HashMap::new();
+    weird.insert((1, 2), "v");
+    assert!(matches!(
+        store.append("ok", &weird),
+        Err(Error::InvalidMessage { .. })
+    ));
+
+    assert_eq!(
+        store.last_lsn().0,
+        before.0 + 1,
+        "only the 256-byte session id appended"
+    );
+    assert_eq!(texts(&store, "ok"), ["keep"]);
+}
+
+#[test]
+fn invalid_options_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    for opts in [
+        Store::builder().segment_size(100),
+        Store::builder().segment_size(2 << 30),
+        Store::builder().max_record_len(0),
+        Store::builder().max_record_len(17 << 20),
+        Store::builder().durability(Durability::Interval(std::time::Duration::ZERO)),
+    ] {
+        assert!(matches!(
+            opts.open(dir.path()),
+            Err(Error::InvalidOption { .. })
+        ));
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
+#[test]
+fn rotation_spreads_sessions_over_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .segment_size(4096)
+        .open(dir.path())
+        .unwrap();
+    for i in 0..400 {
+        store
+            .append(
+                &format!("s{}", i % 7),
+                &ChatMessage::user(format!("message {i} {}", "z".repeat(i % 50))),
+            )
+            .unwrap();
+    }
+    assert!(
+        store.segment_ids().len() > 10,
+        "{} segments",
+        store.segment_ids().len()
+    );
+    store.truncate("s3", 10).unwrap();
+    let before: Vec<Vec<String>> = (0..7).map(|s| texts(&store, &format!("s{s}"))).collect();
+    drop(store);
+    let store = Store::builder()
+        .segment_size(4096)
+        .open(dir.path())
+        .unwrap();
+    let after: Vec<Vec<String>> = (0..7).map(|s| texts(&store, &format!("s{s}"))).collect();
+    assert_eq!(before, after);
+    assert_eq!(after[3].len(), 10);
+    // A message larger than a segment gets a segment of its own.
+    store
+        .append("big", &ChatMessage::user("b".repeat(10_000)))
+        .unwrap();
+    store.append("big", &ChatMessage::user("after")).unwrap();
+    assert_eq!(texts(&store, "big")[1], "after");
+}
+
+#[test]
+fn durability_modes_ack_and_sync() {
+    for d in [
+        Durability::Always,
+        Durability::Buffered,
+        Durability::Interval(std::time::Duration::from_millis(5)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::builder()
+            .durability(d)
+            .segment_size(4096)
+            .open(dir.path())
+            .unwrap();
+        let mut last = None;
+        for i in 0..100 {
+            last = Some(
+                store
+                    .append("s", &ChatMessage::user(format!("{i}")))
+                    .unwrap(),
+            );
+        }
+        let last = last.unwrap();
+        if d == Durability::Always {
+            assert!(store.durable_lsn() >= last.lsn);
+        }
+        assert_eq!(store.sync().unwrap(), last.lsn);
+        assert_eq!(store.durable_lsn(), last.lsn);
+        if let Durability::Interval(_) = d {
+            store.append("s", &ChatMessage::user("late")).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while store.durable_lsn() < store.last_lsn() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(
+                store.durable_lsn(),
+                store.last_lsn(),
+                "the background sync ran"
+            );
+        }
+        drop(store);
+        // The lock is released when the last handle drops, even with a background thread.
+        let store = Store::builder().durability(d).open(dir.path()).unwrap();
+        assert_eq!(
+            store.interaction_count("s"),
+            if matches!(d, Durability::Interval(_)) {
+                101
+            } else {
+                100
+            }
+        );
+    }
+}
+
+#[test]
+fn readers_on_threads_during_appends_see_consistent_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .segment_size(8192)
+        .open(dir.path())
+        .unwrap();
+    std::thread::scope(|s| {
+        let writer = store.clone();
+        s.spawn(move || {
+            for i in 0..2000u64 {
+                writer
+                    .append("live", &json!({"role": "user", "n": i}))
+                    .unwrap();
+            }
+        });
+        for _ in 0..2 {
+            let reader = store.clone();
+            s.spawn(move || {
+                let mut seen = 0;
+                while seen < 2000 {
+                    let entries: Vec<_> = reader.messages("live").map(|e| e.unwrap()).collect();
+                    for (i, e) in entries.iter().enumerate() {
+                        assert_eq!(e.interaction_id, i as u64 + 1);
+                        let v: serde_json::Value = e.message.extra["n"].clone();
+                        assert_eq!(v, json!(i));
+                    }
+                    assert!(entries.len() >= seen, "a reader never goes back");
+                    seen = entries.len();
+                    let tail: Vec<_> = reader
+                        .tail("live", 5)
+                        .map(|e| e.unwrap().interaction_id)
+                        .collect();
+                    assert!(tail.windows(2).all(|w| w[1] == w[0] + 1));
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn an_iterator_reports_a_concurrent_removal_instead_of_mixing_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..5 {
+        store
+            .append("s", &ChatMessage::user(format!("{i}")))
+            .unwrap();
+    }
+    let mut it = store.messages("s");
+    assert!(it.next().unwrap().is_ok());
+    store.pop("s").unwrap();
+    assert!(matches!(it.next(), Some(Err(Error::SessionChanged { .. }))));
+    assert!(it.next().is_none());
+    // Appends do not disturb an iterator: it covers what existed when it was made.
+    let it = store.messages("s");
+    store.append("s", &ChatMessage::user("new")).unwrap();
+    assert_eq!(it.map(|e| e.unwrap()).count(), 4);
+}
+
+#[test]
+fn store_is_send_and_sync_and_clone() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<Store>();
+    fn send<T: Send>() {}
+    send::<convlog::Messages<ChatMessage>>();
+    send::<convlog::RawMessages>();
+}
+
+#[test]
+fn stats_count_segments_sessions_and_index_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .segment_size(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    let sessions = 100;
+    let per = 500;
+    for i in 0..per {
+        for s in 0..sessions {
+            store
+                .append(&format!("session-{s}"), &json!({"role": "user", "i": i}))
+                .unwrap();
+        }
+    }
+    drop(store);
+    let store = Store::builder()
+        .segment_size(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    let st = store.stats();
+    assert_eq!(
+        (st.sessions, st.messages),
+        (sessions, (sessions * per) as u64)
+    );
+    assert_eq!(st.last_lsn.0, (sessions * per) as u64);
+    let per_message = st.index_bytes as f64 / st.messages as f64;
+    eprintln!(
+        "index: {} bytes for {} messages = {per_message:.2} B/message",
+        st.index_bytes, st.messages
+    );
+    assert!(per_message <= 16.0, "{per_message} bytes per message");
+    assert_eq!(
+        store.recovery_report().records_by_kind.get("append"),
+        Some(&((sessions * per) as u64))
+    );
+}
