@@ -67,6 +67,33 @@ impl Index {
         );
     }
 
+    /// Appends a run of messages of one segment (from a hint).
+    pub(crate) fn append_run(
+        &mut self,
+        session: &str,
+        seg: u32,
+        offsets: &[u32],
+        first: Timestamp,
+        last: Timestamp,
+    ) {
+        let Some((head, rest)) = offsets.split_first() else {
+            return;
+        };
+        self.append(session, Pos { seg, off: *head }, first);
+        if let Some(s) = self.sessions.get_mut(session) {
+            s.positions.extend(rest.iter().map(|&off| Pos { seg, off }));
+            s.last = last;
+        }
+    }
+
+    /// Gives back the slack of every position vector (after a rebuild).
+    pub(crate) fn shrink(&mut self) {
+        for s in self.sessions.values_mut() {
+            s.positions.shrink_to_fit();
+        }
+        self.sessions.shrink_to_fit();
+    }
+
     /// Keeps the first `keep` messages. `last_ts` gives the timestamp of a position (needed
     /// for the new last message). Returns how many were removed.
     pub(crate) fn truncate(

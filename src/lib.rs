@@ -34,9 +34,12 @@
 //! The byte format, recovery rules and what each durability mode survives are in
 //! `docs/format.md`.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod durability;
 mod error;
 pub mod format;
+mod hint;
 mod id;
 mod index;
 pub mod io;

@@ -5,9 +5,10 @@
 //! - a run of records without a COMMIT flag is not applied until its commit record is seen;
 //! - the first point `x` in a segment that is not a valid record ends it *cleanly* when
 //!   every byte from `x` on is zero; otherwise it is a *torn tail* when it is in the last
-//!   segment and either no valid record header follows `x`, or an aligned all-zero 512-byte
-//!   sector lies between `x` and the next valid header (the etcd rule: a sector that never
-//!   reached the disk); anything else is *corruption*.
+//!   segment and either no valid record header follows `x`, or the bytes between `x` and the
+//!   next valid header show a sector that never reached the disk: an aligned all-zero 512-byte
+//!   sector (the etcd rule), or zeros from `x` to the end of its sector; anything else is
+//!   *corruption*.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::format::{
     RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader, SegmentHeaderError, crc_seed, decode_record,
     encode_record,
 };
+use crate::hint::{self, Hint, HintEvent};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::index::{Index, Pos};
 use crate::io::{Mapping, OpenMode, Vfs, VfsFile};
@@ -40,8 +42,10 @@ pub struct RecoveryReport {
     pub records: u64,
     /// Those records by kind (`"append"`, `"pop"`, `"truncate"`, `"clear"`, `"gap"`).
     pub records_by_kind: std::collections::BTreeMap<&'static str, u64>,
-    /// Bytes of segment files scanned.
+    /// Bytes of segment files scanned record by record.
     pub bytes_scanned: u64,
+    /// Segments whose hint file was used instead of a scan.
+    pub hints_used: usize,
     /// The last LSN recovered (0 for an empty store).
     pub last_lsn: Lsn,
     /// The torn tail found in the last segment, if any (cut off unless read-only or strict).
@@ -148,6 +152,8 @@ struct Scanner<'a> {
     /// The LSN the next record must carry (`None` before the first segment).
     expected: Option<Lsn>,
     last_ts: Timestamp,
+    /// Salt of the segment being scanned.
+    current_salt: u64,
     report: RecoveryReport,
 }
 
@@ -176,6 +182,7 @@ pub(crate) fn recover(
         index: Index::default(),
         expected: None,
         last_ts: Timestamp(0),
+        current_salt: 0,
         report: RecoveryReport::default(),
     };
     for (i, id) in ids.iter().enumerate() {
@@ -189,6 +196,7 @@ pub(crate) fn recover(
         again.report.duration = started.elapsed();
         return Ok(again);
     }
+    s.index.shrink();
     let next_lsn = s.expected.unwrap_or(Lsn::FIRST);
     s.report.last_lsn = Lsn(next_lsn.0.saturating_sub(1));
     s.report.duration = started.elapsed();
@@ -223,7 +231,6 @@ impl Scanner<'_> {
             .map_err(|e| Error::io("open", &path, e))?;
         let map = file.map().map_err(|e| Error::io("map", &path, e))?;
         self.report.segments_scanned += 1;
-        self.report.bytes_scanned += map.len() as u64;
 
         let header = match SegmentHeader::decode(&map) {
             Ok(h) => h,
@@ -315,7 +322,23 @@ impl Scanner<'_> {
         }
         self.expected = Some(header.first_lsn);
         let ordinal = self.segments.len() as u32;
-        let valid_end = self.records(id, ordinal, header.salt, &map, is_last)?;
+        self.current_salt = header.salt;
+        let hint = (self.mode == RecoveryMode::PointInTime)
+            .then(|| hint::load(self.vfs, self.dir, id))
+            .flatten()
+            .filter(|h| {
+                h.first_lsn == header.first_lsn
+                    && h.salt == header.salt
+                    && h.valid_len == map.len() as u64
+            });
+        let valid_end = match hint {
+            Some(h) => {
+                self.apply_hint(ordinal, &h, &map);
+                self.report.hints_used += 1;
+                h.valid_len
+            }
+            None => self.records(id, ordinal, header.salt, &map, is_last)?,
+        };
         let keep_map = !is_last;
         self.segments.push(RecoveredSegment {
             id,
@@ -338,6 +361,7 @@ impl Scanner<'_> {
         is_last: bool,
     ) -> Result<u64> {
         let salvage = self.mode == RecoveryMode::Salvage;
+        self.report.bytes_scanned += map.len() as u64;
         let mut plan = SegmentPlan::default();
         let mut pending: Vec<Pending> = Vec::new();
         let mut off = SEGMENT_HEADER_LEN as u64;
@@ -444,11 +468,12 @@ impl Scanner<'_> {
                 break;
             }
         }
-        // Anything after the valid end of the last segment is a torn tail.
-        if is_last && committed_end < len {
-            let tail = map.get(committed_end as usize..).unwrap_or(&[]);
-            let nonzero = !all_zero(tail);
-            if self.mode == RecoveryMode::Strict && nonzero {
+        // Non-zero bytes after the valid end of the last segment are a torn tail (zeros are
+        // preallocated space: a clean end).
+        let tail = map.get(committed_end as usize..).unwrap_or(&[]);
+        if is_last && !all_zero(tail) {
+            let nonzero = true;
+            if self.mode == RecoveryMode::Strict {
                 return Err(self.corrupt(
                     id,
                     committed_end,
@@ -469,6 +494,39 @@ impl Scanner<'_> {
         Ok(committed_end)
     }
 
+    fn apply_hint(&mut self, ordinal: u32, h: &Hint, map: &Mapping) {
+        for (kind, n) in Kind::ALL.iter().zip(h.kinds) {
+            if n > 0 {
+                *self.report.records_by_kind.entry(kind.name()).or_default() += n;
+                self.report.records += n;
+            }
+        }
+        for (session, events) in &h.sessions {
+            for e in events {
+                let keep = match e {
+                    HintEvent::Appends {
+                        first,
+                        last,
+                        offsets,
+                    } => {
+                        self.index
+                            .append_run(session, ordinal, offsets, *first, *last);
+                        self.last_ts = self.last_ts.max(*last);
+                        continue;
+                    }
+                    HintEvent::Pop(n) => self.index.count(session).saturating_sub(*n),
+                    HintEvent::Truncate(k) => *k,
+                };
+                let segments = &self.segments;
+                self.index.truncate(session, keep, |q| {
+                    timestamp_at(segments, ordinal, map, h.salt, q)
+                });
+            }
+        }
+        self.expected = Some(h.next_lsn);
+        self.plans.push(SegmentPlan::default());
+    }
+
     fn apply(&mut self, ordinal: u32, p: &Pending, map: &Mapping) {
         let pos = Pos {
             seg: ordinal,
@@ -482,28 +540,8 @@ impl Scanner<'_> {
             .or_default() += 1;
         self.last_ts = self.last_ts.max(p.meta.timestamp);
         let segments = &self.segments;
-        let ts_of = |pos: Pos| -> Timestamp {
-            let bytes: &[u8] = if pos.seg == ordinal {
-                map
-            } else {
-                segments
-                    .get(pos.seg as usize)
-                    .and_then(|s| s.map.as_deref())
-                    .unwrap_or(&[])
-            };
-            match decode_record(
-                bytes.get(pos.off as usize..).unwrap_or(&[]),
-                if pos.seg == ordinal {
-                    0
-                } else {
-                    segments.get(pos.seg as usize).map_or(0, |s| s.salt)
-                },
-                DEFAULT_MAX_RECORD_LEN,
-            ) {
-                Decoded::Record(r) => r.meta.timestamp,
-                _ => Timestamp(0),
-            }
-        };
+        let own_salt = self.current_salt;
+        let ts_of = |q: Pos| timestamp_at(segments, ordinal, map, own_salt, q);
         match p.meta.kind {
             Kind::Append => self.index.append(&p.session, pos, p.meta.timestamp),
             Kind::Pop => {
@@ -589,6 +627,33 @@ impl Scanner<'_> {
     }
 }
 
+/// The timestamp of the record at `pos`: in the segment being recovered (`ordinal`, not yet
+/// in `segments`) or in an earlier one. 0 if it cannot be read (it was verified before).
+fn timestamp_at(
+    segments: &[RecoveredSegment],
+    ordinal: u32,
+    map: &[u8],
+    salt: u64,
+    pos: Pos,
+) -> Timestamp {
+    let (bytes, salt): (&[u8], u64) = if pos.seg == ordinal {
+        (map, salt)
+    } else {
+        match segments.get(pos.seg as usize) {
+            Some(s) => (s.map.as_deref().unwrap_or(&[]), s.salt),
+            None => (&[], 0),
+        }
+    };
+    match decode_record(
+        bytes.get(pos.off as usize..).unwrap_or(&[]),
+        salt,
+        DEFAULT_MAX_RECORD_LEN,
+    ) {
+        Decoded::Record(r) => r.meta.timestamp,
+        _ => Timestamp(0),
+    }
+}
+
 fn header_damage(e: &SegmentHeaderError) -> Damage {
     match e {
         SegmentHeaderError::Short => Damage::ShortSegment,
@@ -644,10 +709,16 @@ fn find_header(map: &[u8], from: u64, salt: u64) -> Option<u64> {
         .map(|o| o as u64)
 }
 
-/// Whether an aligned, all-zero sector lies wholly inside `[from, to)`.
+/// Whether `[from, to)` shows a sector that never reached the disk: an aligned all-zero
+/// sector wholly inside it, or zeros from `from` to the end of `from`'s sector (the sector
+/// that held the durable end kept its old content: the durable prefix, then zeros).
 fn has_zero_sector(map: &[u8], from: u64, to: u64) -> bool {
-    let first = (from as usize).div_ceil(SECTOR) * SECTOR;
+    let from = from as usize;
     let end = (to as usize).min(map.len());
+    let first = from.div_ceil(SECTOR) * SECTOR;
+    if first > from && first <= end && all_zero(&map[from..first]) {
+        return true;
+    }
     (first..end)
         .step_by(SECTOR)
         .any(|s| s + SECTOR <= end && all_zero(&map[s..s + SECTOR]))

@@ -11,7 +11,8 @@ use crate::io::{OpenMode, Vfs, VfsFile};
 /// Appends framed records to the end of the active segment.
 ///
 /// Invariant: `len` is the end of the last record written (or of the header); the bytes of
-/// the file past `len` are never read as records by this process.
+/// the file from `len` to `allocated` are zeros (preallocated space, a clean end to any
+/// reader), and the file is `allocated` bytes long.
 #[derive(Debug)]
 pub(crate) struct SegmentWriter {
     pub(crate) id: SegmentId,
@@ -19,7 +20,14 @@ pub(crate) struct SegmentWriter {
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn VfsFile>,
     pub(crate) len: u64,
+    pub(crate) allocated: u64,
+    /// Whether to zero-fill ahead of the append point (so that steady-state `fdatasync`s
+    /// write data only, not file-size metadata).
+    pub(crate) preallocate: bool,
 }
+
+/// How far ahead of the append point a preallocating writer zero-fills.
+pub const PREALLOCATE_CHUNK: u64 = 1 << 20;
 
 impl SegmentWriter {
     /// Creates a segment whose first record will have `first_lsn`: writes and syncs its
@@ -32,6 +40,7 @@ impl SegmentWriter {
         vfs: &dyn Vfs,
         dir: &Path,
         first_lsn: Lsn,
+        preallocate: bool,
     ) -> std::result::Result<SegmentWriter, (Error, bool)> {
         let id = SegmentId(first_lsn.0);
         let path = dir.join(id.file_name());
@@ -65,22 +74,66 @@ impl SegmentWriter {
             path,
             file,
             len: SEGMENT_HEADER_LEN as u64,
+            allocated: SEGMENT_HEADER_LEN as u64,
+            preallocate,
         })
     }
 
     /// Writes `bytes` at the end. On failure the file is cut back to its old length when
     /// possible; `Err((error, undone))` says whether that worked.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> std::result::Result<(), (Error, bool)> {
+        let end = self.len + bytes.len() as u64;
+        if self.preallocate && end > self.allocated {
+            let target = end + PREALLOCATE_CHUNK;
+            if let Err(e) = self.zero_fill(target) {
+                let undone = self.file.set_len(self.allocated).is_ok();
+                return Err((Error::io("preallocate", &self.path, e), undone));
+            }
+            self.allocated = target;
+        }
         match self.file.write_all_at(bytes, self.len) {
             Ok(()) => {
-                self.len += bytes.len() as u64;
+                self.len = end;
+                self.allocated = self.allocated.max(end);
                 Ok(())
             }
             Err(e) => {
-                let undone = self.file.set_len(self.len).is_ok();
+                // Put back what was there: zeros inside preallocated space, nothing past it.
+                let undone = if self.preallocate {
+                    self.zero_fill_range(self.len, end).is_ok()
+                } else {
+                    self.file.set_len(self.len).is_ok()
+                };
                 Err((Error::io("write", &self.path, e), undone))
             }
         }
+    }
+
+    fn zero_fill(&self, target: u64) -> std::io::Result<()> {
+        self.zero_fill_range(self.allocated, target)
+    }
+
+    fn zero_fill_range(&self, from: u64, to: u64) -> std::io::Result<()> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Cuts preallocated space off, so the file ends at the last record (before sealing or a
+    /// clean close).
+    pub(crate) fn trim(&mut self) -> Result<()> {
+        if self.allocated != self.len {
+            self.file
+                .set_len(self.len)
+                .map_err(|e| Error::io("truncate", &self.path, e))?;
+            self.allocated = self.len;
+        }
+        Ok(())
     }
 
     pub(crate) fn sync(&self) -> Result<()> {

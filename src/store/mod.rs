@@ -149,6 +149,7 @@ impl Store {
             }
         };
         let rec = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only)?;
+        let preallocate = opts.durability != Durability::Buffered;
         let mut segments = Vec::with_capacity(rec.segments.len() + 1);
         let mut writer = None;
         let last = rec.segments.len().checked_sub(1);
@@ -164,12 +165,15 @@ impl Store {
                         .sync_data()
                         .map_err(|e| Error::io("fdatasync", &s.path, e))?;
                 }
+                let allocated = s.file.len().map_err(|e| Error::io("stat", &s.path, e))?;
                 writer = Some(SegmentWriter {
                     id: s.id,
                     salt: s.salt,
                     path: s.path.clone(),
                     file: s.file.clone(),
                     len: s.valid_end,
+                    allocated: allocated.max(s.valid_end),
+                    preallocate,
                 });
             }
             let data = match s.map {
@@ -189,7 +193,8 @@ impl Store {
             let active = match writer {
                 Some(w) => w,
                 None => {
-                    let w = SegmentWriter::create(&*vfs, dir, rec.next_lsn).map_err(|(e, _)| e)?;
+                    let w = SegmentWriter::create(&*vfs, dir, rec.next_lsn, preallocate)
+                        .map_err(|(e, _)| e)?;
                     segments.push(Arc::new(Segment {
                         id: w.id,
                         salt: w.salt,
@@ -357,15 +362,31 @@ impl Store {
 }
 
 impl Drop for Inner {
+    /// A clean close: stops the flusher, then trims the active segment's preallocated space,
+    /// syncs it and writes its hint, so the next open needs no scan. Best effort: if any step
+    /// fails, the next open scans the segment instead.
     fn drop(&mut self) {
         *self.flusher.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.flusher.wake.notify_all();
-        if matches!(self.opts.durability, Durability::Interval(_))
-            && !self.syncer.is_poisoned()
-            && let Some(w) = self.writer.get_mut().unwrap_or_else(|e| e.into_inner())
-        {
-            let _ = w.active.sync();
+        if self.syncer.is_poisoned() {
+            return;
         }
+        let Some(w) = self.writer.get_mut().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
+        if w.active.trim().is_err() || w.active.sync().is_err() {
+            return;
+        }
+        write_hint(&*self.opts.vfs, &self.dir, &w.active);
+    }
+}
+
+/// Writes the hint of a segment that is complete (sealed, or active at a clean close).
+/// Best effort: a hint is derived data, and a segment without one is scanned on open.
+fn write_hint(vfs: &dyn crate::io::Vfs, dir: &Path, seg: &SegmentWriter) {
+    let Ok(map) = seg.file.map() else { return };
+    if let Some(h) = crate::hint::build(&map, Lsn(seg.id.0), seg.salt) {
+        let _ = crate::hint::store(vfs, dir, seg.id, &h);
     }
 }
 

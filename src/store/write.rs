@@ -378,14 +378,15 @@ impl Store {
 
     /// Seals the active segment (synced, then mapped) and starts a new one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
-        if let Err(e) = w.active.sync() {
+        if let Err(e) = w.active.trim().and_then(|()| w.active.sync()) {
             self.inner.syncer.poison();
             return Err(e);
         }
         self.inner.syncer.mark_durable(Lsn(w.next_lsn.0 - 1));
         let vfs = &*self.inner.opts.vfs;
-        let new =
-            SegmentWriter::create(vfs, &self.inner.dir, w.next_lsn).map_err(|(e, clean)| {
+        super::write_hint(vfs, &self.inner.dir, &w.active);
+        let new = SegmentWriter::create(vfs, &self.inner.dir, w.next_lsn, w.active.preallocate)
+            .map_err(|(e, clean)| {
                 if !clean {
                     self.inner.syncer.poison();
                 }

@@ -1,0 +1,377 @@
+//! Hint files: a per-segment summary of its events, so `open` need not scan the segment.
+//!
+//! A hint is derived data. It is written when a segment is sealed (and for the active
+//! segment when the store closes cleanly), through a temporary file, `fdatasync`, rename and
+//! a directory fsync. A missing, damaged or mismatched hint is ignored and the segment is
+//! scanned instead: a hint is never a reason for `open` to fail.
+//!
+//! ```text
+//! Hint file `{first_lsn:020}.hint` (little-endian):
+//!   0  8  magic          b"convlogH"
+//!   8  2  version        u16 = 1
+//!  10  2  reserved       u16 = 0
+//!  12  4  sessions       u32: number of session entries
+//!  16  8  first LSN      u64: must equal the segment's
+//!  24  8  salt           u64: must equal the segment's
+//!  32  8  valid length   u64: must equal the segment file's length
+//!  40  8  next LSN       u64: the LSN after the segment's last record
+//!  48 40  kind counts    5 x u64: records of each kind (append, pop, truncate, clear, gap)
+//!  88  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
+//!           1 appends:   u32 n, u64 first timestamp, u64 last timestamp, n x u32 offsets
+//!           2 pop:       u64 messages popped (consecutive pops folded)
+//!           3 truncate:  u64 messages kept (clear = truncate to 0)
+//!  end-4  4  CRC-32 of every byte before it
+//! ```
+//!
+//! Events of different sessions commute, so a hint groups them by session; within a session
+//! they keep log order.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::format::{DEFAULT_MAX_RECORD_LEN, Decoded, Kind, SEGMENT_HEADER_LEN, decode_record};
+use crate::id::{Lsn, SegmentId, Timestamp};
+use crate::io::{OpenMode, Vfs};
+
+/// Magic bytes at the start of every hint file.
+pub const HINT_MAGIC: [u8; 8] = *b"convlogH";
+/// The hint format version.
+pub const HINT_VERSION: u16 = 1;
+const HEADER_LEN: usize = 88;
+const TAG_APPENDS: u8 = 1;
+const TAG_POP: u8 = 2;
+const TAG_TRUNCATE: u8 = 3;
+
+/// One session's events within a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HintEvent {
+    /// Messages appended at these offsets, with the first and last timestamps.
+    Appends {
+        first: Timestamp,
+        last: Timestamp,
+        offsets: Vec<u32>,
+    },
+    /// The last `n` messages removed.
+    Pop(u64),
+    /// Cut to the first `keep` messages.
+    Truncate(u64),
+}
+
+/// A decoded hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hint {
+    pub(crate) first_lsn: Lsn,
+    pub(crate) salt: u64,
+    pub(crate) valid_len: u64,
+    pub(crate) next_lsn: Lsn,
+    /// Records of each kind, indexed by `kind code - 1`.
+    pub(crate) kinds: [u64; 5],
+    pub(crate) sessions: Vec<(String, Vec<HintEvent>)>,
+}
+
+/// The hint file's path for a segment.
+pub(crate) fn path(dir: &Path, id: SegmentId) -> PathBuf {
+    dir.join(format!("{:020}.hint", id.0))
+}
+
+/// Summarizes a whole, valid segment. `None` if any record fails to verify or a batch is
+/// left open (then no hint is written and the segment will be scanned).
+pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
+    let mut order: Vec<&[u8]> = Vec::new();
+    let mut events: HashMap<&[u8], Vec<HintEvent>> = HashMap::new();
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut next_lsn = first_lsn;
+    let mut open_batch = false;
+    let mut kinds = [0u64; 5];
+    loop {
+        let r = match decode_record(segment.get(off..)?, salt, DEFAULT_MAX_RECORD_LEN) {
+            Decoded::Record(r) => r,
+            Decoded::End if off == segment.len() => break,
+            _ => return None,
+        };
+        if r.meta.lsn != next_lsn {
+            return None;
+        }
+        next_lsn = Lsn(r.meta.lsn.0
+            + if r.meta.kind == Kind::Gap {
+                r.meta.arg.max(1)
+            } else {
+                1
+            });
+        open_batch = !r.meta.commit;
+        kinds[r.meta.kind as usize - 1] += 1;
+        let evs = events.entry(r.session).or_insert_with(|| {
+            order.push(r.session);
+            Vec::new()
+        });
+        let ts = r.meta.timestamp;
+        match (r.meta.kind, evs.last_mut()) {
+            (Kind::Append, Some(HintEvent::Appends { last, offsets, .. })) => {
+                *last = ts;
+                offsets.push(off as u32);
+            }
+            (Kind::Append, _) => evs.push(HintEvent::Appends {
+                first: ts,
+                last: ts,
+                offsets: vec![off as u32],
+            }),
+            (Kind::Pop, Some(HintEvent::Pop(n))) => *n += 1,
+            (Kind::Pop, _) => evs.push(HintEvent::Pop(1)),
+            (Kind::Truncate, _) => evs.push(HintEvent::Truncate(r.meta.arg)),
+            (Kind::Clear, _) => evs.push(HintEvent::Truncate(0)),
+            (Kind::Gap, _) => {}
+        }
+        off += r.framed_len();
+    }
+    if open_batch {
+        return None;
+    }
+    let sessions = order
+        .into_iter()
+        .filter_map(|s| {
+            let evs = events.remove(s)?;
+            Some((String::from_utf8(s.to_vec()).ok()?, evs))
+        })
+        .collect::<Vec<_>>();
+    Some(Hint {
+        first_lsn,
+        salt,
+        valid_len: segment.len() as u64,
+        next_lsn,
+        kinds,
+        sessions,
+    })
+}
+
+impl Hint {
+    /// Encodes the hint, CRC included.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(HEADER_LEN + 64 * self.sessions.len());
+        debug_assert_eq!(HEADER_LEN, 48 + 8 * self.kinds.len());
+        b.extend_from_slice(&HINT_MAGIC);
+        b.extend_from_slice(&HINT_VERSION.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&(self.sessions.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.first_lsn.0.to_le_bytes());
+        b.extend_from_slice(&self.salt.to_le_bytes());
+        b.extend_from_slice(&self.valid_len.to_le_bytes());
+        b.extend_from_slice(&self.next_lsn.0.to_le_bytes());
+        for k in self.kinds {
+            b.extend_from_slice(&k.to_le_bytes());
+        }
+        for (session, events) in &self.sessions {
+            b.extend_from_slice(&(session.len() as u16).to_le_bytes());
+            b.extend_from_slice(session.as_bytes());
+            b.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            for e in events {
+                match e {
+                    HintEvent::Appends {
+                        first,
+                        last,
+                        offsets,
+                    } => {
+                        b.push(TAG_APPENDS);
+                        b.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
+                        b.extend_from_slice(&first.0.to_le_bytes());
+                        b.extend_from_slice(&last.0.to_le_bytes());
+                        for o in offsets {
+                            b.extend_from_slice(&o.to_le_bytes());
+                        }
+                    }
+                    HintEvent::Pop(n) => {
+                        b.push(TAG_POP);
+                        b.extend_from_slice(&n.to_le_bytes());
+                    }
+                    HintEvent::Truncate(k) => {
+                        b.push(TAG_TRUNCATE);
+                        b.extend_from_slice(&k.to_le_bytes());
+                    }
+                }
+            }
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a hint; `None` for any damage (bad CRC, bad magic or version, bad lengths).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Hint> {
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let mut r = Reader(body);
+        if r.take(8)? != HINT_MAGIC || r.u16()? != HINT_VERSION || r.u16()? != 0 {
+            return None;
+        }
+        let count = r.u32()?;
+        let first_lsn = Lsn(r.u64()?);
+        let salt = r.u64()?;
+        let valid_len = r.u64()?;
+        let next_lsn = Lsn(r.u64()?);
+        let mut kinds = [0u64; 5];
+        for k in &mut kinds {
+            *k = r.u64()?;
+        }
+        // Every session entry takes at least 7 bytes: bound the allocation by what is there.
+        let mut sessions = Vec::with_capacity((count as usize).min(r.0.len() / 7));
+        for _ in 0..count {
+            let len = usize::from(r.u16()?);
+            let session = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
+            let n = r.u32()?;
+            let mut events = Vec::with_capacity((n as usize).min(r.0.len() / 9));
+            for _ in 0..n {
+                events.push(match r.u8()? {
+                    TAG_APPENDS => {
+                        let k = r.u32()? as usize;
+                        let first = Timestamp(r.u64()?);
+                        let last = Timestamp(r.u64()?);
+                        let raw = r.take(k.checked_mul(4)?)?;
+                        let offsets = raw
+                            .chunks_exact(4)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .collect();
+                        HintEvent::Appends {
+                            first,
+                            last,
+                            offsets,
+                        }
+                    }
+                    TAG_POP => HintEvent::Pop(r.u64()?),
+                    TAG_TRUNCATE => HintEvent::Truncate(r.u64()?),
+                    _ => return None,
+                });
+            }
+            sessions.push((session, events));
+        }
+        if !r.0.is_empty() {
+            return None;
+        }
+        Some(Hint {
+            first_lsn,
+            salt,
+            valid_len,
+            next_lsn,
+            kinds,
+            sessions,
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+/// Reads the hint of segment `id`, if there is a readable one.
+pub(crate) fn load(vfs: &dyn Vfs, dir: &Path, id: SegmentId) -> Option<Hint> {
+    let p = path(dir, id);
+    let f = vfs.open(&p, OpenMode::Read).ok()?;
+    let len = usize::try_from(f.len().ok()?).ok()?;
+    // A hint holds at most ~5 bytes per record of a segment of at most 1 GiB.
+    if len > (crate::options::MAX_SEGMENT_SIZE as usize) / 4 {
+        return None;
+    }
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, 0).ok()?;
+    Hint::decode(&buf)
+}
+
+/// Writes the hint of segment `id` durably: temporary file, fdatasync, rename, directory fsync.
+pub(crate) fn store(vfs: &dyn Vfs, dir: &Path, id: SegmentId, hint: &Hint) -> std::io::Result<()> {
+    let dest = path(dir, id);
+    let tmp = dest.with_extension("hint.tmp");
+    let _ = vfs.remove_file(&tmp);
+    let f = vfs.open(&tmp, OpenMode::CreateNew)?;
+    f.write_all_at(&hint.encode(), 0)?;
+    f.sync_data()?;
+    drop(f);
+    vfs.rename(&tmp, &dest)?;
+    vfs.sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{RecordMeta, SegmentHeader, encode_record};
+
+    fn segment() -> Vec<u8> {
+        let salt = 99;
+        let mut b = SegmentHeader {
+            first_lsn: Lsn(10),
+            salt,
+            created: Timestamp(1),
+        }
+        .encode()
+        .to_vec();
+        let rec = |b: &mut Vec<u8>, kind, lsn, arg, s: &[u8], p: &[u8]| {
+            let meta = RecordMeta {
+                kind,
+                commit: true,
+                lsn: Lsn(lsn),
+                arg,
+                timestamp: Timestamp(lsn * 10),
+            };
+            encode_record(b, salt, &meta, s, p);
+        };
+        rec(&mut b, Kind::Append, 10, 1, b"a", b"{}");
+        rec(&mut b, Kind::Append, 11, 1, b"b", b"{}");
+        rec(&mut b, Kind::Append, 12, 2, b"a", b"{}");
+        rec(&mut b, Kind::Pop, 13, 2, b"a", b"");
+        rec(&mut b, Kind::Pop, 14, 1, b"a", b"");
+        rec(&mut b, Kind::Clear, 15, 1, b"b", b"");
+        rec(&mut b, Kind::Append, 16, 1, b"a", b"{}");
+        b
+    }
+
+    #[test]
+    fn build_groups_events_by_session_in_order() {
+        let seg = segment();
+        let h = build(&seg, Lsn(10), 99).unwrap();
+        assert_eq!(h.next_lsn, Lsn(17));
+        assert_eq!(h.kinds, [4, 2, 0, 1, 0]);
+        assert_eq!(h.valid_len, seg.len() as u64);
+        assert_eq!(h.sessions.len(), 2);
+        let (name, a) = &h.sessions[0];
+        assert_eq!(name, "a");
+        assert!(matches!(&a[0], HintEvent::Appends { offsets, first, last }
+            if offsets.len() == 2 && *first == Timestamp(100) && *last == Timestamp(120)));
+        assert_eq!(a[1], HintEvent::Pop(2));
+        assert!(matches!(&a[2], HintEvent::Appends { offsets, .. } if offsets.len() == 1));
+        assert_eq!(h.sessions[1].1[1], HintEvent::Truncate(0));
+        assert!(build(&seg[..seg.len() - 1], Lsn(10), 99).is_none());
+        assert!(build(&seg, Lsn(11), 99).is_none(), "LSNs must match");
+    }
+
+    #[test]
+    fn encode_decode_round_trip_and_every_flip_is_rejected() {
+        let h = build(&segment(), Lsn(10), 99).unwrap();
+        let bytes = h.encode();
+        assert_eq!(Hint::decode(&bytes), Some(h));
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x04;
+            assert_eq!(Hint::decode(&b), None, "flip at byte {i} accepted");
+        }
+        for cut in 0..bytes.len() {
+            assert_eq!(Hint::decode(&bytes[..cut]), None);
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Hint files: used on open when valid, ignored (and the segment scanned) when not.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use convlog::{Durability, Store};
+use serde_json::json;
+
+const SEG: u64 = 8192;
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every session's messages as (interaction id, lsn, timestamp, raw bytes), plus session info.
+fn snapshot(store: &Store) -> Vec<(convlog::SessionInfo, Vec<(u64, u64, u64, Vec<u8>)>)> {
+    store
+        .sessions()
+        .into_iter()
+        .map(|s| {
+            let m = store
+                .messages(&s.id)
+                .raw()
+                .map(|e| e.unwrap())
+                .map(|e| (e.interaction_id, e.lsn.0, e.timestamp.0, e.message))
+                .collect();
+            (s, m)
+        })
+        .collect()
+}
+
+fn build(
+    dir: &Path,
+    durability: Durability,
+) -> Vec<(convlog::SessionInfo, Vec<(u64, u64, u64, Vec<u8>)>)> {
+    let store = Store::builder()
+        .segment_size(SEG)
+        .durability(durability)
+        .open(dir)
+        .unwrap();
+    for i in 0..600u64 {
+        let s = format!("s{}", i % 5);
+        store.append(&s, &json!({"role": "user", "content": format!("m{i}"), "pad": "x".repeat((i % 30) as usize)})).unwrap();
+        match i % 97 {
+            13 => drop(store.pop(&s).unwrap()),
+            41 => drop(store.truncate(&s, 3).unwrap()),
+            77 => drop(store.clear("s4").unwrap()),
+            88 => drop(
+                store
+                    .append_batch("s2", &[json!({"b": 1}), json!({"b": 2})])
+                    .unwrap(),
+            ),
+            _ => {}
+        }
+    }
+    snapshot(&store)
+}
+
+#[test]
+fn a_clean_reopen_reads_hints_only_and_rebuilds_the_same_index() {
+    for durability in [Durability::Buffered, Durability::Always] {
+        let dir = tempfile::tempdir().unwrap();
+        let want = build(dir.path(), durability);
+        let segs = files(dir.path(), "seg").len();
+        assert!(segs >= 4, "{segs} segments");
+        assert_eq!(
+            files(dir.path(), "hint").len(),
+            segs,
+            "sealed segments and the closed active one"
+        );
+        let store = Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+        let r = store.recovery_report();
+        assert_eq!((r.hints_used, r.bytes_scanned), (segs, 0), "{r:?}");
+        assert_eq!(snapshot(&store), want);
+        drop(store);
+        // The same index from a full scan (strict mode never trusts hints).
+        let strict = Store::builder()
+            .segment_size(SEG)
+            .recovery(convlog::RecoveryMode::Strict)
+            .open(dir.path())
+            .unwrap();
+        assert_eq!(strict.recovery_report().hints_used, 0);
+        assert_eq!(snapshot(&strict), want);
+        let scanned = strict.recovery_report().records_by_kind.clone();
+        drop(strict);
+        let hinted = Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+        assert_eq!(hinted.recovery_report().records_by_kind, scanned);
+    }
+}
+
+#[test]
+fn missing_damaged_or_foreign_hints_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = build(dir.path(), Durability::Buffered);
+    let hints = files(dir.path(), "hint");
+    let segs = hints.len();
+    // Missing.
+    fs::remove_file(&hints[0]).unwrap();
+    // Another segment's hint in its place.
+    fs::copy(&hints[2], &hints[1]).unwrap();
+    // Garbage.
+    fs::write(&hints[3], b"not a hint").unwrap();
+    let store = Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+    assert_eq!(store.recovery_report().hints_used, segs - 3);
+    assert_eq!(snapshot(&store), want);
+}
+
+#[test]
+fn every_single_byte_corruption_of_a_hint_yields_the_same_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = build(dir.path(), Durability::Buffered);
+    let hint = files(dir.path(), "hint")[0].clone();
+    let good = fs::read(&hint).unwrap();
+    let step = (good.len() / 200).max(1); // every byte of the header, then a sample
+    for at in (0..good.len()).filter(|i| *i < 128 || i % step == 0) {
+        let mut bad = good.clone();
+        bad[at] ^= 0x5a;
+        fs::write(&hint, &bad).unwrap();
+        let store = Store::builder()
+            .segment_size(SEG)
+            .read_only(true)
+            .open(dir.path())
+            .unwrap();
+        assert_eq!(snapshot(&store), want, "byte {at}");
+        assert_eq!(
+            store.recovery_report().hints_used,
+            files(dir.path(), "hint").len() - 1,
+            "byte {at}"
+        );
+    }
+}
+
+#[test]
+fn a_stale_active_hint_is_not_trusted_after_more_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), Durability::Always);
+    // Reopen, append more, and "crash" (forget the store without a clean close).
+    let store = Store::builder()
+        .segment_size(SEG)
+        .durability(Durability::Always)
+        .open(dir.path())
+        .unwrap();
+    store
+        .append(
+            "late",
+            &json!({"role": "user", "content": "after the hint"}),
+        )
+        .unwrap();
+    let want = snapshot(&store);
+    std::mem::forget(store);
+    let store = Store::builder()
+        .segment_size(SEG)
+        .read_only(true)
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(snapshot(&store), want);
+    assert!(
+        store.recovery_report().bytes_scanned > 0,
+        "the active segment was scanned"
+    );
+}
