@@ -60,3 +60,8 @@ pub use recovery::{DroppedRange, RecoveryReport, TornTail};
 pub use store::{
     LOCK_FILE, Messages, RawMessages, Receipt, SessionInfo, Store, StoreStats, validate_session_id,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

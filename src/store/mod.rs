@@ -213,7 +213,12 @@ impl Store {
                 buf: Vec::new(),
             })
         };
-        // What recovery read is treated as durable: it is on disk now.
+        // What recovery read may still be only in the page cache (a process crash does not
+        // lose it, but a power cut could): sync the active segment before calling it durable.
+        // Sealed segments were synced before their successors were created.
+        if let Some(w) = &writer {
+            w.active.sync()?;
+        }
         let durable = Lsn(rec.next_lsn.0.saturating_sub(1));
         let store = Store {
             inner: Arc::new(Inner {
