@@ -1,19 +1,26 @@
 //! The read path: streaming iterators over a session's messages.
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+
 use super::Store;
 use crate::error::{Error, Result};
 use crate::message::{ChatMessage, Entry};
+use crate::segment::Segment;
 
 impl Store {
     /// Every message of `session`, oldest first, decoded as [`ChatMessage`]s one at a time.
     ///
     /// An unknown session reads as empty. The iterator covers the messages present when it
-    /// was made; later appends are not included.
+    /// was made; later appends are not included. If the session is popped, truncated or
+    /// cleared while it is read, the iterator yields [`Error::SessionChanged`] (after at most
+    /// one chunk of positions it had already fetched, which still name the records as they
+    /// were: records are immutable) and stops.
     #[must_use]
     pub fn messages(&self, session: &str) -> Messages<ChatMessage> {
         self.range(session, ..)
@@ -61,7 +68,8 @@ impl Store {
 
 /// A streaming iterator over a session's messages as raw JSON bytes, exactly as stored.
 ///
-/// Holds a handle to the store and one position at a time: constant memory.
+/// Holds a handle to the store and at most [`CHUNK`] positions at a time (fetched under one
+/// short lock): constant memory.
 #[derive(Debug)]
 pub struct RawMessages {
     store: Store,
@@ -69,7 +77,12 @@ pub struct RawMessages {
     next: u64,
     end: u64,
     epoch: Option<u64>,
+    /// Positions fetched ahead: (interaction id, segment, offset), in order.
+    ahead: VecDeque<(u64, Arc<Segment>, u32)>,
 }
+
+/// How many positions an iterator fetches per lock acquisition.
+const CHUNK: u64 = 32;
 
 impl RawMessages {
     fn new(store: Store, session: &str, from: u64, end: u64) -> RawMessages {
@@ -85,6 +98,7 @@ impl RawMessages {
             next: from,
             end: end.min(count + 1).max(from),
             epoch,
+            ahead: VecDeque::new(),
         }
     }
 
@@ -93,32 +107,48 @@ impl RawMessages {
     pub fn decode_as<T: DeserializeOwned>(self) -> Messages<T> {
         Messages::new(self)
     }
+
+    /// Fetches the next chunk of positions; `false` if the session changed under us.
+    fn fill(&mut self) -> bool {
+        let state = self.store.state();
+        let Some(s) = state
+            .index
+            .get(&self.session)
+            .filter(|s| Some(s.epoch) == self.epoch)
+        else {
+            return false;
+        };
+        let upto = self.end.min(self.next + CHUNK);
+        for id in self.next..upto {
+            let Some(p) = s.positions.get((id - 1) as usize) else {
+                return false;
+            };
+            let Some(seg) = state.segments.get(p.seg as usize) else {
+                return false;
+            };
+            self.ahead.push_back((id, seg.clone(), p.off));
+        }
+        self.next = upto;
+        true
+    }
 }
 
 impl Iterator for RawMessages {
     type Item = Result<Entry<Vec<u8>>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.end {
-            return None;
+        if self.ahead.is_empty() {
+            if self.next >= self.end {
+                return None;
+            }
+            if !self.fill() {
+                self.end = self.next;
+                return Some(Err(Error::SessionChanged {
+                    session: self.session.clone(),
+                }));
+            }
         }
-        let id = self.next;
-        let found = {
-            let state = self.store.state();
-            state
-                .index
-                .get(&self.session)
-                .filter(|s| Some(s.epoch) == self.epoch)
-                .and_then(|s| s.positions.get((id - 1) as usize))
-                .and_then(|p| Some((state.segments.get(p.seg as usize)?.clone(), p.off)))
-        };
-        let Some((segment, off)) = found else {
-            self.end = self.next;
-            return Some(Err(Error::SessionChanged {
-                session: self.session.clone(),
-            }));
-        };
-        self.next += 1;
+        let (id, segment, off) = self.ahead.pop_front()?;
         Some(segment.read_at(off).map(|r| Entry {
             interaction_id: id,
             lsn: r.meta.lsn,
@@ -128,7 +158,7 @@ impl Iterator for RawMessages {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = usize::try_from(self.end - self.next).unwrap_or(usize::MAX);
+        let n = usize::try_from(self.end - self.next).unwrap_or(usize::MAX) + self.ahead.len();
         (n, Some(n))
     }
 }
