@@ -68,7 +68,7 @@ impl Store {
 
 /// A streaming iterator over a session's messages as raw JSON bytes, exactly as stored.
 ///
-/// Holds a handle to the store and at most [`CHUNK`] positions at a time (fetched under one
+/// Holds a handle to the store and at most 32 positions at a time (fetched under one
 /// short lock): constant memory.
 #[derive(Debug)]
 pub struct RawMessages {
