@@ -459,6 +459,15 @@ fn read_only_opens_never_change_a_file_and_refuse_writes() {
         Err(Error::NotAStore { .. })
     ));
     assert!(!missing.exists());
+    // A directory without segment files is not a store either (and stays untouched).
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    fs::write(empty.join("notes.txt"), b"hello").unwrap();
+    assert!(matches!(
+        Store::builder().read_only(true).open(&empty),
+        Err(Error::NotAStore { .. })
+    ));
+    assert_eq!(fs::read_dir(&empty).unwrap().count(), 1);
 }
 
 #[test]

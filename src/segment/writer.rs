@@ -86,6 +86,7 @@ impl SegmentWriter {
         if self.preallocate && end > self.allocated {
             let target = end + PREALLOCATE_CHUNK;
             if let Err(e) = self.zero_fill(target) {
+                // Zeros past the last record read as a clean end whatever part of them landed.
                 let undone = self.file.set_len(self.allocated).is_ok();
                 return Err((Error::io("preallocate", &self.path, e), undone));
             }
@@ -98,24 +99,23 @@ impl SegmentWriter {
                 Ok(())
             }
             Err(e) => {
-                // Put back what was there: zeros inside preallocated space, nothing past it.
-                let undone = if self.preallocate {
-                    self.zero_fill_range(self.len, end).is_ok()
-                } else {
-                    self.file.set_len(self.len).is_ok()
-                };
+                // Undo by cutting the file back to the last record (giving up preallocated
+                // space): one metadata operation. Zero-filling instead could land only in part
+                // and leave zeros *before* surviving records of the failed write, which
+                // recovery would rightly call corruption. If the cut fails, the partial write
+                // is a torn tail for recovery, and the caller poisons the store.
+                let undone = self.file.set_len(self.len).is_ok();
+                if undone {
+                    self.allocated = self.len;
+                }
                 Err((Error::io("write", &self.path, e), undone))
             }
         }
     }
 
-    fn zero_fill(&self, target: u64) -> std::io::Result<()> {
-        self.zero_fill_range(self.allocated, target)
-    }
-
-    fn zero_fill_range(&self, from: u64, to: u64) -> std::io::Result<()> {
+    fn zero_fill(&self, to: u64) -> std::io::Result<()> {
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let mut at = from;
+        let mut at = self.allocated;
         while at < to {
             let n = (to - at).min(ZEROS.len() as u64) as usize;
             self.file.write_all_at(&ZEROS[..n], at)?;

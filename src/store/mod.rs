@@ -25,6 +25,11 @@ pub const LOCK_FILE: &str = "LOCK";
 ///
 /// `Store` is a cheap handle (`Clone` shares the same open store) and is `Send + Sync`:
 /// readers on any thread work while another thread appends. Writes are serialized inside.
+///
+/// One writer per directory: a writable open takes an exclusive `flock` on `LOCK`, released
+/// when the last handle is dropped. The lock file is opened close-on-exec, but a child that
+/// another thread forks holds a copy until it execs: a drop-and-reopen racing a process
+/// spawn in the same program can briefly see [`Error::Locked`].
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -149,6 +154,13 @@ impl Store {
             }
         };
         let rec = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only)?;
+        if opts.read_only && rec.segments.is_empty() {
+            // A writable open always leaves at least one segment: this is no store.
+            return Err(Error::NotAStore {
+                path: dir.to_owned(),
+                reason: "no segment files in it",
+            });
+        }
         let preallocate = opts.durability != Durability::Buffered;
         let mut segments = Vec::with_capacity(rec.segments.len() + 1);
         let mut writer = None;

@@ -1,0 +1,814 @@
+//! `convlog demo`: simulates several agents holding realistic conversations, appends them
+//! to a fresh store, reopens it and reports throughput, open time, a tail read and the
+//! recovery report.
+//!
+//! Conversations are generated from a seeded PRNG before the clock starts: a system prompt,
+//! user turns, assistant turns, tool calls with their results, of skewed sizes (most short,
+//! a few long), and sessions of Zipf-skewed lengths. Agents append from their own threads,
+//! each interleaving its sessions; now and then an agent regenerates its last answer (a pop
+//! and a new append).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use convlog::{
+    ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, Role, SegmentId, Store, ToolCall,
+};
+use serde_json::{Map, Value, json};
+
+use crate::error::{CliError, CliResult, InStore};
+use crate::util::{disk_bytes, human_bytes, human_duration, kinds, plural, thousands, torn_tail};
+
+/// Arguments of `convlog demo`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store directory: deleted and recreated (only if it is a convlog store or empty).
+    #[arg(long, default_value = "convlog-demo")]
+    pub dir: PathBuf,
+    /// Number of conversations.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub sessions: u64,
+    /// Total number of messages over all conversations (at least one per session; they are
+    /// generated in memory before the clock starts, so at most 1,000,000).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub messages: u64,
+    /// Number of agents appending concurrently, each from its own thread.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub agents: u64,
+    /// When an append is durable.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Buffered)]
+    pub durability: DurabilityArg,
+    /// Seed of the conversation generator (same seed, same conversations).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Every append is fsynced before it returns (concurrent appends share fsyncs).
+    Always,
+    /// Appends reach the OS at once and the disk at the next sync (here: at the end).
+    Buffered,
+}
+
+/// What an agent does next.
+enum Op {
+    /// Appends a message to the session.
+    Append(Box<ChatMessage>),
+    /// Regenerates: removes the session's last message (an answer about to be redone).
+    Pop,
+}
+
+/// One conversation, generated ahead of time.
+struct Conversation {
+    id: String,
+    ops: Vec<Op>,
+}
+
+/// Runs the demo.
+pub fn run(args: Args) -> CliResult {
+    if args.messages < args.sessions {
+        return Err(CliError::Input(format!(
+            "--messages {} is fewer than --sessions {}: every session needs a message",
+            args.messages, args.sessions
+        )));
+    }
+    let durability = match args.durability {
+        DurabilityArg::Always => Durability::Always,
+        DurabilityArg::Buffered => Durability::Buffered,
+    };
+    let durability_name = format!("{:?}", args.durability).to_lowercase();
+
+    recreate(&args.dir)?;
+
+    // Conversations, generated before the clock starts.
+    let generated = Instant::now();
+    let agents = args.agents.min(args.sessions) as usize;
+    let sizes = zipf_sizes(args.sessions as usize, args.messages, 1.1);
+    let conversations: Vec<Conversation> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| conversation(args.seed, i, agents, n))
+        .collect();
+    let json_bytes: u64 = conversations
+        .iter()
+        .flat_map(|c| &c.ops)
+        .map(|op| match op {
+            Op::Append(m) => serde_json::to_vec(m).map_or(0, |v| v.len() as u64),
+            Op::Pop => 0,
+        })
+        .sum();
+    let appends: u64 = conversations
+        .iter()
+        .flat_map(|c| &c.ops)
+        .filter(|op| matches!(op, Op::Append(_)))
+        .count() as u64;
+    let pops: u64 = conversations
+        .iter()
+        .flat_map(|c| &c.ops)
+        .filter(|op| matches!(op, Op::Pop))
+        .count() as u64;
+    let schedules = schedule(&conversations, agents, args.seed);
+    let generated = generated.elapsed();
+
+    let mut out = String::new();
+    out.push_str(&format!(
+        "convlog demo: {} agents, {} conversations, {} messages (seed {}), durability {}\n\
+         store {} (recreated); conversations generated in {}\n\n",
+        agents,
+        thousands(args.sessions),
+        thousands(args.messages),
+        args.seed,
+        durability_name,
+        args.dir.display(),
+        human_duration(generated),
+    ));
+
+    // Write.
+    let store = Store::builder()
+        .durability(durability)
+        .open(&args.dir)
+        .in_store(&args.dir)?;
+    let barrier = Barrier::new(agents + 1);
+    let (elapsed, latencies) = std::thread::scope(|scope| -> CliResult<_> {
+        let handles: Vec<_> = schedules
+            .iter()
+            .map(|ops| {
+                let store = &store;
+                let barrier = &barrier;
+                let conversations = &conversations;
+                scope.spawn(move || agent(store, barrier, conversations, ops))
+            })
+            .collect();
+        barrier.wait();
+        let started = Instant::now();
+        let mut latencies = Vec::with_capacity(appends as usize);
+        for h in handles {
+            let lat = h
+                .join()
+                .map_err(|_| CliError::Message("an agent thread panicked".into()))??;
+            latencies.extend(lat);
+        }
+        Ok((started.elapsed(), latencies))
+    })?;
+    let synced = Instant::now();
+    store.sync().in_store(&args.dir)?;
+    let synced = synced.elapsed();
+    let stats = store.stats();
+    let on_disk = disk_bytes(&store)?;
+    drop(store);
+
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let (p50, p99, max) = percentiles(latencies);
+    out.push_str(&format!(
+        "append   {} and {} in {}: {} appends/s, {}/s of JSON ({})\n\
+         \x20        latency p50 {}, p99 {}, max {}; final sync {}\n\
+         on disk  {}, {} for {}, {}\n",
+        plural(appends, "append"),
+        plural(pops, "pop"),
+        human_duration(elapsed),
+        thousands((appends as f64 / secs) as u64),
+        human_bytes((json_bytes as f64 / secs) as u64),
+        human_bytes(json_bytes),
+        human_duration(p50),
+        human_duration(p99),
+        human_duration(max),
+        human_duration(synced),
+        plural(stats.segments as u64, "segment"),
+        human_bytes(on_disk),
+        plural(stats.sessions as u64, "session"),
+        plural(stats.messages, "message"),
+    ));
+
+    // Reopen.
+    let opened = Instant::now();
+    let store = Store::open(&args.dir).in_store(&args.dir)?;
+    let open_time = opened.elapsed();
+    let report = store.recovery_report().clone();
+    out.push_str(&format!(
+        "reopen   {} (recovery {}: {} from {}, {} indexed from hint files, {} scanned)\n",
+        human_duration(open_time),
+        report.classification(),
+        plural(report.records, "record"),
+        plural(report.segments_scanned as u64, "segment"),
+        report.hints_used,
+        human_bytes(report.bytes_scanned),
+    ));
+
+    // Tail of the longest session.
+    if let Some(longest) = store.sessions().into_iter().max_by_key(|s| s.count) {
+        let started = Instant::now();
+        let tail: Vec<_> = store
+            .tail(&longest.id, 20)
+            .collect::<convlog::Result<_>>()
+            .in_store(&args.dir)?;
+        let latency = started.elapsed();
+        out.push_str(&format!(
+            "tail     last {} of {} ({}) in {}:\n",
+            tail.len(),
+            longest.id,
+            plural(longest.count, "message"),
+            human_duration(latency),
+        ));
+        for e in tail.iter().skip(tail.len().saturating_sub(5)) {
+            out.push_str(&format!(
+                "           #{:<5} {:<9} {}\n",
+                e.interaction_id,
+                e.message.role.as_str(),
+                preview(&e.message)
+            ));
+        }
+    }
+
+    // Full scan.
+    let started = Instant::now();
+    let (mut read, mut read_bytes) = (0u64, 0u64);
+    for s in store.sessions() {
+        for e in store.messages(&s.id).raw() {
+            read += 1;
+            read_bytes += e.in_store(&args.dir)?.message.len() as u64;
+        }
+    }
+    let scan = started.elapsed();
+    out.push_str(&format!(
+        "scan     {}, {} in {} ({}/s)\n\n",
+        plural(read, "message"),
+        human_bytes(read_bytes),
+        human_duration(scan),
+        human_bytes((read_bytes as f64 / scan.as_secs_f64().max(1e-9)) as u64),
+    ));
+
+    out.push_str(&format!(
+        "recovery report\n\
+         \x20 classification    {}\n\
+         \x20 segments          {} ({} from hint files)\n\
+         \x20 records           {} ({})\n\
+         \x20 bytes scanned     {}\n\
+         \x20 last LSN          {}\n\
+         \x20 torn tail         {}\n\
+         \x20 dropped           {}\n\
+         \x20 duration          {}\n\n\
+         next: convlog sessions {} --sort count --reverse\n",
+        report.classification(),
+        report.segments_scanned,
+        report.hints_used,
+        thousands(report.records),
+        kinds(&report.records_by_kind),
+        human_bytes(report.bytes_scanned),
+        report.last_lsn,
+        report.torn_tail.as_ref().map_or("none".into(), torn_tail),
+        if report.dropped.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("{} ranges", report.dropped.len())
+        },
+        human_duration(report.duration),
+        args.dir.display(),
+    ));
+    let mut stdout = crate::util::Out::stdout();
+    stdout.text(&out)?;
+    stdout.finish()
+}
+
+/// One agent: waits for the start, then runs its schedule; returns each append's latency.
+fn agent(
+    store: &Store,
+    barrier: &Barrier,
+    conversations: &[Conversation],
+    ops: &[(usize, usize)],
+) -> CliResult<Vec<Duration>> {
+    let mut latencies = Vec::with_capacity(ops.len());
+    barrier.wait();
+    for &(c, i) in ops {
+        let conv = &conversations[c];
+        let started = Instant::now();
+        match &conv.ops[i] {
+            Op::Append(m) => {
+                store.append(&conv.id, m).in_store(store.path())?;
+                latencies.push(started.elapsed());
+            }
+            Op::Pop => {
+                store.pop_raw(&conv.id).in_store(store.path())?;
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+/// p50, p99 and max.
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    if v.is_empty() {
+        return Default::default();
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99), at(1.0))
+}
+
+/// A one-line preview of a message.
+fn preview(m: &ChatMessage) -> String {
+    if let Some(calls) = &m.tool_calls {
+        let names: Vec<String> = calls
+            .iter()
+            .map(|c| format!("{}(…)", c.function.name))
+            .collect();
+        return format!("calls {}", names.join(", "));
+    }
+    let text = m.text().unwrap_or("");
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(60)
+        .collect();
+    let more = if text.chars().count() > 60 { "…" } else { "" };
+    format!("\"{flat}{more}\" ({} bytes)", text.len())
+}
+
+/// Deletes `dir` and makes it anew, only if it holds nothing but a convlog store.
+fn recreate(dir: &Path) -> CliResult {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CliError::io("read directory", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| CliError::io("read directory", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let ours = if is_dir {
+            name == convlog::recovery::QUARANTINE_DIR
+        } else {
+            is_store_file(&name)
+        };
+        if !ours {
+            return Err(CliError::Message(format!(
+                "refusing to delete {}: it holds {name:?}, which is not part of a convlog store \
+                 (pick another --dir)",
+                dir.display()
+            )));
+        }
+    }
+    // Refuse a store some process has open for writing.
+    let lock = dir.join(LOCK_FILE);
+    if let Ok(file) = std::fs::File::open(&lock)
+        && let Err(std::fs::TryLockError::WouldBlock) = file.try_lock()
+    {
+        return Err(CliError::store(
+            dir,
+            convlog::Error::Locked {
+                path: dir.to_owned(),
+            },
+        ));
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| CliError::io("delete", dir, e))
+}
+
+/// Whether a file name is one a store keeps: `LOCK`, or `{20 digits}.ext` (a segment, or a
+/// file derived from one, such as a hint).
+fn is_store_file(name: &str) -> bool {
+    if name == LOCK_FILE || SegmentId::parse_file_name(name).is_some() {
+        return true;
+    }
+    let (digits, ext) = name.split_at_checked(20).unwrap_or((name, ""));
+    digits.bytes().all(|b| b.is_ascii_digit())
+        && ext.len() > 1
+        && ext.starts_with('.')
+        && ext[1..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'.')
+}
+
+/// Splits `total` messages over `n` sessions with Zipf weights `1/(i+1)^s`, each at least 1.
+fn zipf_sizes(n: usize, total: u64, s: f64) -> Vec<u64> {
+    let weights: Vec<f64> = (0..n).map(|i| 1.0 / ((i + 1) as f64).powf(s)).collect();
+    let sum: f64 = weights.iter().sum();
+    let spare = total - n as u64;
+    let mut sizes: Vec<u64> = weights
+        .iter()
+        .map(|w| 1 + (spare as f64 * w / sum).floor() as u64)
+        .collect();
+    let mut left = total - sizes.iter().sum::<u64>();
+    let mut i = 0;
+    while left > 0 {
+        sizes[i % n] += 1;
+        left -= 1;
+        i += 1;
+    }
+    sizes
+}
+
+/// Interleaves the conversations over the agents: conversation `c` belongs to agent
+/// `c % agents`, which takes a random one of its conversations' next turn at each step.
+/// Returns, per agent, `(conversation, op)` indexes in execution order.
+fn schedule(conversations: &[Conversation], agents: usize, seed: u64) -> Vec<Vec<(usize, usize)>> {
+    (0..agents)
+        .map(|a| {
+            let mut rng = Rng::new(seed ^ 0xA6E7_0000 ^ a as u64);
+            let mut mine: Vec<(usize, usize)> = (a..conversations.len())
+                .step_by(agents)
+                .map(|c| (c, 0))
+                .collect();
+            let mut order = Vec::new();
+            while !mine.is_empty() {
+                let k = rng.below(mine.len() as u64) as usize;
+                let (c, next) = mine[k];
+                // A turn: everything up to and including the next assistant text (or pop).
+                let ops = &conversations[c].ops;
+                let mut i = next;
+                loop {
+                    order.push((c, i));
+                    i += 1;
+                    let end_of_turn = match ops.get(i - 1) {
+                        Some(Op::Append(m)) => {
+                            m.role == Role::Assistant && m.tool_calls.is_none()
+                                || m.role == Role::System
+                        }
+                        _ => false,
+                    };
+                    if i >= ops.len() || end_of_turn {
+                        break;
+                    }
+                }
+                if i >= ops.len() {
+                    mine.swap_remove(k);
+                } else {
+                    mine[k].1 = i;
+                }
+            }
+            order
+        })
+        .collect()
+}
+
+/// The agents, by role; conversation `c` is held by agent `c % agents`.
+const AGENTS: [(&str, &str); 6] = [
+    (
+        "support-bot",
+        "You are a customer support agent for a cloud hosting company.",
+    ),
+    (
+        "code-reviewer",
+        "You review pull requests and explain problems precisely.",
+    ),
+    (
+        "research-assistant",
+        "You search papers and the web, then summarise what you find with sources.",
+    ),
+    (
+        "sql-analyst",
+        "You answer business questions by writing and running SQL.",
+    ),
+    (
+        "travel-planner",
+        "You plan trips: trains, flights, hotels, weather.",
+    ),
+    (
+        "ops-oncall",
+        "You triage production incidents from alerts, logs and metrics.",
+    ),
+];
+
+/// Tools the agents call, with an argument name.
+const TOOLS: [(&str, &str); 8] = [
+    ("search_docs", "query"),
+    ("read_file", "path"),
+    ("run_sql", "sql"),
+    ("http_get", "url"),
+    ("get_weather", "city"),
+    ("grep_logs", "pattern"),
+    ("create_ticket", "title"),
+    ("run_tests", "filter"),
+];
+
+const WORDS: [&str; 64] = [
+    "the",
+    "a",
+    "to",
+    "of",
+    "and",
+    "in",
+    "is",
+    "it",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "this",
+    "be",
+    "we",
+    "can",
+    "you",
+    "not",
+    "but",
+    "request",
+    "latency",
+    "store",
+    "session",
+    "message",
+    "deploy",
+    "error",
+    "timeout",
+    "retry",
+    "config",
+    "query",
+    "index",
+    "result",
+    "user",
+    "agent",
+    "tool",
+    "cache",
+    "region",
+    "replica",
+    "invoice",
+    "customer",
+    "ticket",
+    "branch",
+    "commit",
+    "test",
+    "flaky",
+    "memory",
+    "disk",
+    "segment",
+    "budget",
+    "flight",
+    "hotel",
+    "train",
+    "paper",
+    "dataset",
+    "model",
+    "prompt",
+    "token",
+    "summary",
+    "metric",
+    "alert",
+    "rollback",
+    "schema",
+    "migration",
+];
+
+const UNICODE: [&str; 12] = [
+    "café",
+    "naïve",
+    "Zürich",
+    "東京",
+    "→",
+    "✓",
+    "😀",
+    "Ωmega",
+    "≥",
+    "–",
+    "ß",
+    "Привет",
+];
+
+/// One conversation of about `n` messages (exactly `n` appends), held by agent `c % agents`.
+fn conversation(seed: u64, c: usize, agents: usize, n: u64) -> Conversation {
+    let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c as u64);
+    let agent = c % agents;
+    let (name, persona) = AGENTS[agent % AGENTS.len()];
+    let id = if agent < AGENTS.len() {
+        format!("{name}/{:08x}", rng.next() as u32)
+    } else {
+        format!("{name}-{agent}/{:08x}", rng.next() as u32)
+    };
+    let mut b = Ops {
+        ops: Vec::new(),
+        left: n,
+    };
+    let system_len = rng.skewed(300, 2500);
+    b.push(ChatMessage::system(format!(
+        "{persona} {}",
+        text(&mut rng, system_len)
+    )));
+    let mut call = 0u64;
+    while b.left > 0 {
+        let user_len = if rng.chance(0.15) {
+            rng.skewed(400, 6000)
+        } else {
+            rng.skewed(15, 400)
+        };
+        b.push(ChatMessage::user(text(&mut rng, user_len)));
+        // Tool rounds, then a final answer.
+        while b.left > 0 && rng.chance(0.4) {
+            let k = 1 + rng.below(3) as usize;
+            let calls: Vec<ToolCall> = (0..k)
+                .map(|_| {
+                    call += 1;
+                    tool_call(&mut rng, call)
+                })
+                .collect();
+            let ids: Vec<String> = calls.iter().map(|c| c.id.clone()).collect();
+            b.push(ChatMessage {
+                content: Some(Content::Null),
+                tool_calls: Some(calls),
+                ..ChatMessage::assistant("")
+            });
+            for id in ids {
+                let len = rng.skewed(40, 8000);
+                let result = if rng.chance(0.5) {
+                    json!({ "ok": true, "rows": rng.below(500), "data": text(&mut rng, len) })
+                        .to_string()
+                } else {
+                    text(&mut rng, len)
+                };
+                b.push(ChatMessage::tool(id, result));
+            }
+        }
+        let answer_len = rng.skewed(60, 3000);
+        // Now and then the user asks to regenerate the answer: a pop, then a new one.
+        if b.push(answer(&mut rng, answer_len)) && rng.chance(0.03) {
+            b.ops.push(Op::Pop);
+            b.left += 1;
+            let answer_len = rng.skewed(60, 3000);
+            b.push(answer(&mut rng, answer_len));
+        }
+    }
+    Conversation { id, ops: b.ops }
+}
+
+/// Ops of a conversation being generated, and how many more messages it may append.
+struct Ops {
+    ops: Vec<Op>,
+    left: u64,
+}
+
+impl Ops {
+    /// Appends `m` unless the conversation is full; says whether it did.
+    fn push(&mut self, m: ChatMessage) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        self.ops.push(Op::Append(Box::new(m)));
+        self.left -= 1;
+        true
+    }
+}
+
+/// A call of a random tool with JSON arguments (a string, as chat APIs carry them).
+fn tool_call(rng: &mut Rng, call: u64) -> ToolCall {
+    let (tool, arg) = TOOLS[rng.below(TOOLS.len() as u64) as usize];
+    let value_len = rng.skewed(5, 120);
+    let arguments = json!({ arg: text(rng, value_len), "limit": rng.below(50) + 1 }).to_string();
+    ToolCall {
+        id: format!("call_{call:06}_{:06x}", rng.next() as u32 & 0xFF_FFFF),
+        kind: "function".into(),
+        function: FunctionCall {
+            name: tool.into(),
+            arguments,
+        },
+        extra: Map::new(),
+    }
+}
+
+/// An assistant answer with token usage, as chat APIs return it.
+fn answer(rng: &mut Rng, len: usize) -> ChatMessage {
+    let mut m = ChatMessage::assistant(text(rng, len));
+    let mut usage = Map::new();
+    usage.insert("prompt_tokens".into(), Value::from(rng.below(8000) + 50));
+    usage.insert("completion_tokens".into(), Value::from(len as u64 / 4 + 1));
+    m.extra.insert("usage".into(), Value::Object(usage));
+    m
+}
+
+/// About `len` bytes of prose, sometimes with unicode, quotes, and code blocks.
+fn text(rng: &mut Rng, len: usize) -> String {
+    let mut s = String::with_capacity(len + 16);
+    let mut sentence_start = true;
+    while s.len() < len {
+        if rng.chance(0.004) && len > 200 {
+            s.push_str("\n\n```python\ndef handler(event):\n    return {\"status\": \"ok\", \"path\": \"C:\\\\tmp\"}\n```\n\n");
+            sentence_start = true;
+            continue;
+        }
+        let word = if rng.chance(0.02) {
+            UNICODE[rng.below(UNICODE.len() as u64) as usize]
+        } else {
+            WORDS[rng.below(WORDS.len() as u64) as usize]
+        };
+        if sentence_start {
+            if !s.is_empty() && !s.ends_with('\n') {
+                s.push(' ');
+            }
+            let mut chars = word.chars();
+            if let Some(first) = chars.next() {
+                s.extend(first.to_uppercase());
+                s.push_str(chars.as_str());
+            }
+            sentence_start = false;
+        } else {
+            s.push(' ');
+            if rng.chance(0.01) {
+                s.push('"');
+                s.push_str(word);
+                s.push('"');
+            } else {
+                s.push_str(word);
+            }
+        }
+        if rng.chance(0.08) {
+            s.push_str(if rng.chance(0.1) { "?" } else { "." });
+            if rng.chance(0.1) {
+                s.push('\n');
+            }
+            sentence_start = true;
+        }
+    }
+    s
+}
+
+/// SplitMix64: small, fast, good enough for generating test data.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// Log-uniform in `[min, max]`: most values small, a long tail of large ones.
+    fn skewed(&mut self, min: usize, max: usize) -> usize {
+        let (lo, hi) = ((min as f64).ln(), (max as f64).ln());
+        (lo + self.unit() * (hi - lo)).exp() as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_sizes_sum_to_total_and_are_skewed() {
+        let sizes = zipf_sizes(50, 20_000, 1.1);
+        assert_eq!(sizes.iter().sum::<u64>(), 20_000);
+        assert!(sizes.iter().all(|&n| n >= 1));
+        assert!(sizes[0] > 10 * sizes[49]);
+        assert_eq!(zipf_sizes(3, 3, 1.1), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn only_store_files_may_be_deleted() {
+        assert!(is_store_file("00000000000000000001.seg"));
+        assert!(is_store_file("00000000000000000001.hint"));
+        assert!(is_store_file("00000000000000000001.hint.tmp"));
+        assert!(is_store_file("LOCK"));
+        assert!(!is_store_file("notes.txt"));
+        assert!(!is_store_file("0000000000000000001.seg"));
+        assert!(!is_store_file("00000000000000000001."));
+        assert!(!is_store_file("00000000000000000001"));
+        assert!(!is_store_file("00000000000000000001.rs~"));
+        assert!(!is_store_file("é0000000000000000001.seg"));
+    }
+
+    #[test]
+    fn conversations_have_exactly_n_appends_and_schedules_cover_every_op() {
+        let convs: Vec<Conversation> = (0..7)
+            .map(|c| conversation(9, c, 3, 40 + c as u64))
+            .collect();
+        for (c, conv) in convs.iter().enumerate() {
+            let appends = conv
+                .ops
+                .iter()
+                .filter(|o| matches!(o, Op::Append(_)))
+                .count();
+            let pops = conv.ops.iter().filter(|o| matches!(o, Op::Pop)).count();
+            assert_eq!((appends - pops) as u64, 40 + c as u64);
+        }
+        let plan = schedule(&convs, 3, 9);
+        let total: usize = plan.iter().map(Vec::len).sum();
+        assert_eq!(total, convs.iter().map(|c| c.ops.len()).sum::<usize>());
+        // Each conversation's ops run in order.
+        for agent in &plan {
+            for c in 0..convs.len() {
+                let mine: Vec<usize> = agent.iter().filter(|x| x.0 == c).map(|x| x.1).collect();
+                assert!(mine.windows(2).all(|w| w[0] + 1 == w[1]));
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! One module per subcommand; each has clap `Args` and `run(args) -> CliResult`.
+
+pub mod append;
+pub mod cat;
+pub mod clear;
+pub mod demo;
+pub mod export;
+pub mod import;
+pub mod pop;
+pub mod repair;
+pub mod sessions;
+pub mod stats;
+pub mod tail;
+pub mod verify;

@@ -1,0 +1,109 @@
+//! `convlog sessions DIR`: every live session with its message count and first/last time.
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+use convlog::{RecoveryMode, SessionInfo};
+use serde::Serialize;
+
+use crate::error::CliResult;
+use crate::util::{Out, open_read_only, plural, rfc3339, thousands};
+
+/// Arguments of `convlog sessions`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store directory.
+    pub dir: PathBuf,
+    /// Order of the listing.
+    #[arg(long, value_enum, default_value_t = SortKey::Id)]
+    pub sort: SortKey,
+    /// Reverse the order.
+    #[arg(long, short)]
+    pub reverse: bool,
+    /// Print a JSON array (timestamps as microseconds since the epoch).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `sessions` sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SortKey {
+    /// Session id.
+    Id,
+    /// Number of messages.
+    Count,
+    /// Time of the first message.
+    First,
+    /// Time of the last message.
+    Last,
+}
+
+/// One session in `--json` output.
+#[derive(Serialize)]
+struct Row<'a> {
+    id: &'a str,
+    count: u64,
+    first: u64,
+    last: u64,
+}
+
+/// Lists the sessions.
+pub fn run(args: Args) -> CliResult {
+    let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+    let mut sessions = store.sessions();
+    sort(&mut sessions, args.sort);
+    if args.reverse {
+        sessions.reverse();
+    }
+    let mut out = Out::stdout();
+    if args.json {
+        let rows: Vec<Row<'_>> = sessions
+            .iter()
+            .map(|s| Row {
+                id: &s.id,
+                count: s.count,
+                first: s.first.0,
+                last: s.last.0,
+            })
+            .collect();
+        out.json_pretty(&rows)?;
+        return out.finish();
+    }
+    let id_width = sessions
+        .iter()
+        .map(|s| s.id.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp("SESSION".len(), 64);
+    out.text(&format!(
+        "{:<id_width$}  {:>9}  {:<20}  {}\n",
+        "SESSION", "MESSAGES", "FIRST", "LAST"
+    ))?;
+    let mut total = 0;
+    for s in &sessions {
+        total += s.count;
+        out.text(&format!(
+            "{:<id_width$}  {:>9}  {:<20}  {}\n",
+            s.id,
+            thousands(s.count),
+            rfc3339(s.first),
+            rfc3339(s.last)
+        ))?;
+    }
+    out.text(&format!(
+        "{}, {}\n",
+        plural(sessions.len() as u64, "session"),
+        plural(total, "message")
+    ))?;
+    out.finish()
+}
+
+/// Sorts by `key`, then by id, so the order is total.
+fn sort(sessions: &mut [SessionInfo], key: SortKey) {
+    match key {
+        SortKey::Id => sessions.sort_by(|a, b| a.id.cmp(&b.id)),
+        SortKey::Count => sessions.sort_by(|a, b| a.count.cmp(&b.count).then(a.id.cmp(&b.id))),
+        SortKey::First => sessions.sort_by(|a, b| a.first.cmp(&b.first).then(a.id.cmp(&b.id))),
+        SortKey::Last => sessions.sort_by(|a, b| a.last.cmp(&b.last).then(a.id.cmp(&b.id))),
+    }
+}

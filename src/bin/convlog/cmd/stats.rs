@@ -1,0 +1,90 @@
+//! `convlog stats DIR`: segments, bytes, records by kind, sessions, index memory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use convlog::RecoveryMode;
+use serde::Serialize;
+
+use crate::error::CliResult;
+use crate::util::{Out, disk_bytes, human_bytes, kinds, open_read_only, thousands, torn_tail};
+
+/// Arguments of `convlog stats`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store directory.
+    pub dir: PathBuf,
+    /// Print a JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--json` output.
+#[derive(Serialize)]
+struct Stats<'a> {
+    dir: &'a str,
+    segments: usize,
+    bytes: u64,
+    records: u64,
+    records_by_kind: &'a BTreeMap<&'static str, u64>,
+    sessions: usize,
+    messages: u64,
+    index_bytes: usize,
+    last_lsn: u64,
+    recovery: &'static str,
+    torn_tail_bytes: Option<u64>,
+}
+
+/// Prints the counters.
+pub fn run(args: Args) -> CliResult {
+    let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+    let stats = store.stats();
+    let report = store.recovery_report();
+    let bytes = disk_bytes(&store)?;
+    let mut out = Out::stdout();
+    if args.json {
+        let dir = args.dir.to_string_lossy();
+        out.json_pretty(&Stats {
+            dir: &dir,
+            segments: stats.segments,
+            bytes,
+            records: report.records,
+            records_by_kind: &report.records_by_kind,
+            sessions: stats.sessions,
+            messages: stats.messages,
+            index_bytes: stats.index_bytes,
+            last_lsn: stats.last_lsn.0,
+            recovery: report.classification(),
+            torn_tail_bytes: report.torn_tail.map(|t| t.bytes),
+        })?;
+        return out.finish();
+    }
+    let mut text = format!(
+        "store       {}\n\
+         segments    {} ({} on disk)\n\
+         records     {} ({})\n\
+         sessions    {}\n\
+         messages    {}\n\
+         index       {} in memory\n\
+         last LSN    {}\n\
+         recovery    {}\n",
+        args.dir.display(),
+        thousands(stats.segments as u64),
+        human_bytes(bytes),
+        thousands(report.records),
+        kinds(&report.records_by_kind),
+        thousands(stats.sessions as u64),
+        thousands(stats.messages),
+        human_bytes(stats.index_bytes as u64),
+        stats.last_lsn,
+        report.classification(),
+    );
+    if let Some(t) = &report.torn_tail {
+        text.push_str(&format!(
+            "torn tail   {} (left in place: read-only; the next writer cuts it)\n",
+            torn_tail(t)
+        ));
+    }
+    out.text(&text)?;
+    out.finish()
+}

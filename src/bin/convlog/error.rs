@@ -1,0 +1,111 @@
+//! The CLI's error type: every failure as one line that says what and where.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a subcommand failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// The library failed on the store in `dir`.
+    Store {
+        /// The store directory.
+        dir: PathBuf,
+        /// The library's error.
+        source: convlog::Error,
+    },
+    /// A file (or stdin/stdout) could not be read or written.
+    Io {
+        /// What was being done ("read", "create", ...).
+        op: &'static str,
+        /// The file, or `-` / `stdout` / `stdin`.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Bad input (a JSON line, an argument), already phrased with its location.
+    Input(String),
+    /// Any other failure, already phrased.
+    Message(String),
+    /// The reader of standard output went away (`convlog cat ... | head`): not reported.
+    BrokenPipe,
+}
+
+impl CliError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::BrokenPipe => 0,
+            _ => 1,
+        }
+    }
+
+    /// An I/O error on `path`; a broken pipe becomes [`CliError::BrokenPipe`].
+    pub fn io(op: &'static str, path: impl AsRef<Path>, source: io::Error) -> CliError {
+        if source.kind() == io::ErrorKind::BrokenPipe {
+            return CliError::BrokenPipe;
+        }
+        CliError::Io {
+            op,
+            path: path.as_ref().to_owned(),
+            source,
+        }
+    }
+
+    /// A library error on the store in `dir`.
+    pub fn store(dir: &Path, source: convlog::Error) -> CliError {
+        CliError::Store {
+            dir: dir.to_owned(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Store { dir, source } => describe(f, dir, source),
+            CliError::Io { op, path, source } => {
+                write!(f, "cannot {op} {}: {source}", path.display())
+            }
+            CliError::Input(m) | CliError::Message(m) => f.write_str(m),
+            CliError::BrokenPipe => f.write_str("broken pipe"),
+        }
+    }
+}
+
+/// Phrases a library error for an operator. Most of the library's messages already name
+/// the file or session; those about bytes inside a segment get the store directory and a
+/// hint about `convlog repair`.
+fn describe(f: &mut fmt::Formatter<'_>, dir: &Path, e: &convlog::Error) -> fmt::Result {
+    use convlog::Error as E;
+    let dir = dir.display();
+    match e {
+        E::Corrupt {
+            segment,
+            offset,
+            damage,
+        } => write!(
+            f,
+            "corrupt store {dir}: segment {segment} at offset {offset}: {damage} \
+             (`convlog repair {dir}` salvages every valid record)"
+        ),
+        E::UnknownRecordKind { .. } => write!(f, "store {dir}: {e}"),
+        _ => write!(f, "{e}"),
+    }
+}
+
+/// `Result` with a [`CliError`].
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// Attaches the store directory to a library result.
+pub trait InStore<T> {
+    /// Maps the library error to a [`CliError::Store`] naming `dir`.
+    fn in_store(self, dir: &Path) -> CliResult<T>;
+}
+
+impl<T> InStore<T> for convlog::Result<T> {
+    fn in_store(self, dir: &Path) -> CliResult<T> {
+        self.map_err(|e| CliError::store(dir, e))
+    }
+}

@@ -1,0 +1,183 @@
+//! Reading JSONL input (for `append` and `import`): lines, sources, per-line checks.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::path::{Path, PathBuf};
+
+use convlog::format::DEFAULT_MAX_RECORD_LEN;
+use serde_json::value::RawValue;
+
+use crate::error::{CliError, CliResult};
+
+/// Where input lines come from. A regular file is read twice when it must be checked before
+/// it is applied; standard input and pipes are kept in memory for that.
+pub enum Source {
+    /// A file on disk.
+    File(PathBuf),
+    /// Standard input or a pipe, read to its end, and its name.
+    Memory(Vec<u8>, String),
+}
+
+impl Source {
+    /// `path`, or standard input (read now) when it is `-`.
+    pub fn open(path: &Path) -> CliResult<Source> {
+        if path == Path::new("-") {
+            return Source::stdin();
+        }
+        let mut file = File::open(path).map_err(|e| CliError::io("open", path, e))?;
+        let regular = file
+            .metadata()
+            .map_err(|e| CliError::io("stat", path, e))?
+            .is_file();
+        if regular {
+            return Ok(Source::File(path.to_owned()));
+        }
+        // A pipe or device (`/dev/stdin`, `<(...)`) cannot be read twice: keep it in memory.
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)
+            .map_err(|e| CliError::io("read", path, e))?;
+        Ok(Source::Memory(buf, path.display().to_string()))
+    }
+
+    /// Standard input, read to its end.
+    pub fn stdin() -> CliResult<Source> {
+        let mut buf = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut buf)
+            .map_err(|e| CliError::io("read", "stdin", e))?;
+        Ok(Source::Memory(buf, "stdin".into()))
+    }
+
+    /// How the input is named in messages.
+    pub fn name(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Memory(_, name) => name.clone(),
+        }
+    }
+
+    /// Its size in bytes (for progress).
+    pub fn len(&self) -> u64 {
+        match self {
+            Source::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            Source::Memory(b, _) => b.len() as u64,
+        }
+    }
+
+    /// A reader over its lines, from the start.
+    pub fn lines(&self) -> CliResult<Lines<'_>> {
+        let reader: Box<dyn BufRead + '_> = match self {
+            Source::File(p) => Box::new(BufReader::with_capacity(
+                1 << 20,
+                File::open(p).map_err(|e| CliError::io("open", p, e))?,
+            )),
+            Source::Memory(b, _) => Box::new(Cursor::new(b.as_slice())),
+        };
+        Ok(Lines {
+            reader,
+            name: self.name(),
+            buf: Vec::new(),
+            line_no: 0,
+            bytes: 0,
+        })
+    }
+}
+
+/// The non-blank lines of a [`Source`], numbered from 1, without their line ending.
+pub struct Lines<'a> {
+    reader: Box<dyn BufRead + 'a>,
+    name: String,
+    buf: Vec<u8>,
+    line_no: usize,
+    bytes: u64,
+}
+
+impl Lines<'_> {
+    /// The next non-blank line and its number; `None` at the end.
+    pub fn next_line(&mut self) -> CliResult<Option<(usize, &[u8])>> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| CliError::io("read", &self.name, e))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            self.bytes += n as u64;
+            let (mut start, mut end) = (0, self.buf.len());
+            if self.line_no == 1 && self.buf.starts_with(b"\xEF\xBB\xBF") {
+                start = 3;
+            }
+            for ending in [b'\n', b'\r'] {
+                if end > start && self.buf[end - 1] == ending {
+                    end -= 1;
+                }
+            }
+            if self.buf[start..end].iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(Some((self.line_no, &self.buf[start..end])));
+        }
+    }
+
+    /// Bytes consumed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The input's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Checks one message: a JSON object no larger than a record's payload may be.
+/// `raw` is already known to be valid JSON.
+pub fn check_message(raw: &RawValue) -> Result<(), String> {
+    let json = raw.get().trim_start();
+    if !json.starts_with('{') {
+        return Err(format!(
+            "a message must be a JSON object, not {}",
+            json_kind(json)
+        ));
+    }
+    if json.len() > DEFAULT_MAX_RECORD_LEN as usize {
+        return Err(format!(
+            "message of {} bytes exceeds the limit of {DEFAULT_MAX_RECORD_LEN} bytes",
+            json.len()
+        ));
+    }
+    Ok(())
+}
+
+/// What kind of JSON value `json` (valid, trimmed) is, for messages.
+pub fn json_kind(json: &str) -> &'static str {
+    match json.as_bytes().first() {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'{') => "an object",
+        _ => "a number",
+    }
+}
+
+/// A serde_json error without its "at line 1 column N" (the caller names the line), with
+/// the column kept. Syntax errors are "invalid JSON"; data errors (a value of the wrong
+/// type) say what was expected.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = match text.rsplit_once(" at line ") {
+        Some((what, _)) => what,
+        None => &text,
+    };
+    match (e.classify(), e.column()) {
+        (serde_json::error::Category::Data, 0) => what.to_owned(),
+        (serde_json::error::Category::Data, col) => format!("{what} (at column {col})"),
+        (_, 0) => format!("invalid JSON: {what}"),
+        (_, col) => format!("invalid JSON at column {col}: {what}"),
+    }
+}

@@ -1,0 +1,82 @@
+//! `convlog`: look into a convlog store and move conversations in and out of it.
+//!
+//! One module per subcommand under `cmd/`; each exposes `Args` (clap) and
+//! `run(args) -> Result<(), CliError>`. Errors print as one line, `convlog: <what and where>`,
+//! and exit with status 1 (2 for usage errors, which clap reports itself).
+
+mod cmd;
+mod error;
+mod jsonl;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// An embedded, event-sourced, append-only store for LLM agent conversations.
+#[derive(Debug, Parser)]
+#[command(name = "convlog", version, about, long_about = None)]
+#[command(propagate_version = true, disable_help_subcommand = true)]
+struct Cli {
+    /// The subcommand to run.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate agents chatting, store their conversations, reopen and report.
+    Demo(cmd::demo::Args),
+    /// List the sessions of a store.
+    Sessions(cmd::sessions::Args),
+    /// Print a session's messages as JSONL, one message per line.
+    Cat(cmd::cat::Args),
+    /// Print the last messages of a session as JSONL.
+    Tail(cmd::tail::Args),
+    /// Print counters about a store.
+    Stats(cmd::stats::Args),
+    /// Append one message (JSON argument) or many (JSONL on stdin) to a session.
+    Append(cmd::append::Args),
+    /// Remove a session's last message and print it.
+    Pop(cmd::pop::Args),
+    /// Remove every message of a session.
+    Clear(cmd::clear::Args),
+    /// Check every record, checksum and the LSN chain; exit 0 only when clean.
+    Verify(cmd::verify::Args),
+    /// Salvage a damaged store: keep every valid record, set damaged bytes aside.
+    Repair(cmd::repair::Args),
+    /// Import messages or whole conversations from a JSONL file.
+    Import(cmd::import::Args),
+    /// Export messages as JSONL, one `{"session", "message"}` object per line.
+    Export(cmd::export::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Sessions(a) => cmd::sessions::run(a),
+        Command::Cat(a) => cmd::cat::run(a),
+        Command::Tail(a) => cmd::tail::run(a),
+        Command::Stats(a) => cmd::stats::run(a),
+        Command::Append(a) => cmd::append::run(a),
+        Command::Pop(a) => cmd::pop::run(a),
+        Command::Clear(a) => cmd::clear::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Repair(a) => cmd::repair::run(a),
+        Command::Import(a) => cmd::import::run(a),
+        Command::Export(a) => cmd::export::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`convlog cat ... | head`): stop quietly.
+        Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("convlog: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

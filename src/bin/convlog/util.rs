@@ -1,0 +1,426 @@
+//! Helpers shared by the subcommands: opening stores, output, progress bars, formatting.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use convlog::{Durability, RecoveryMode, SegmentId, Store, Timestamp};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::error::{CliError, CliResult, InStore};
+
+/// Opens the store in `dir` read-only: never creates, locks or changes a file.
+///
+/// A directory without any segment file is refused: every store has at least one.
+pub fn open_read_only(dir: &Path, mode: RecoveryMode) -> CliResult<Store> {
+    require_store(dir)?;
+    Store::builder()
+        .read_only(true)
+        .recovery(mode)
+        .open(dir)
+        .in_store(dir)
+}
+
+/// Opens the store in `dir` for writing; with `create`, a missing or empty directory becomes
+/// a new store.
+///
+/// Appends are buffered; callers finish with [`sync`] so one fsync covers all their writes.
+/// A torn tail the open cut off is mentioned on stderr.
+pub fn open_writable(dir: &Path, create: bool) -> CliResult<Store> {
+    if !(create && may_create(dir)) {
+        require_store(dir)?;
+    }
+    let store = Store::builder()
+        .durability(Durability::Buffered)
+        .open(dir)
+        .in_store(dir)?;
+    let report = store.recovery_report();
+    if let Some(t) = report.torn_tail {
+        eprintln!(
+            "convlog: note: cut a torn tail of {} bytes at segment {} offset {} in {} \
+             (a write that a crash interrupted)",
+            t.bytes,
+            t.segment,
+            t.offset,
+            dir.display()
+        );
+    }
+    Ok(store)
+}
+
+/// Whether a new store may be made in `dir`: it is missing or an empty directory.
+fn may_create(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// Makes everything written through `store` durable.
+pub fn sync(store: &Store) -> CliResult<()> {
+    store.sync().map(|_| ()).in_store(store.path())
+}
+
+/// Fails with [`convlog::Error::NotAStore`] unless `dir` is a directory holding a segment.
+pub fn require_store(dir: &Path) -> CliResult<()> {
+    let not_a_store = |reason| {
+        CliError::store(
+            dir,
+            convlog::Error::NotAStore {
+                path: dir.to_owned(),
+                reason,
+            },
+        )
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(not_a_store("no such directory"));
+        }
+        Err(_) if dir.is_file() => return Err(not_a_store("it is a file, not a directory")),
+        Err(e) => return Err(CliError::io("read directory", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| CliError::io("read directory", dir, e))?;
+        if entry
+            .file_name()
+            .to_str()
+            .and_then(SegmentId::parse_file_name)
+            .is_some()
+        {
+            return Ok(());
+        }
+    }
+    Err(not_a_store("no segment files in it"))
+}
+
+/// Checks a session id given on the command line.
+pub fn check_session(session: &str) -> CliResult<()> {
+    convlog::validate_session_id(session).map_err(|e| CliError::Input(e.to_string()))
+}
+
+/// Fails unless `session` holds messages in `store`.
+pub fn require_session(store: &Store, session: &str) -> CliResult<()> {
+    if store.contains(session) {
+        Ok(())
+    } else {
+        Err(CliError::Message(format!(
+            "no session {session:?} in store {}",
+            store.path().display()
+        )))
+    }
+}
+
+/// Bytes of the store's segment files on disk.
+pub fn disk_bytes(store: &Store) -> CliResult<u64> {
+    let mut total = 0;
+    for id in store.segment_ids() {
+        let path = store.path().join(id.file_name());
+        let meta = std::fs::metadata(&path).map_err(|e| CliError::io("stat", &path, e))?;
+        total += meta.len();
+    }
+    Ok(total)
+}
+
+/// A message's stored JSON on one line: bytes `\n` and `\r` can only be insignificant
+/// whitespace in valid JSON (inside strings they must be escaped), so they are dropped.
+/// Anything imported from JSONL has none and comes back unchanged.
+pub fn one_line(json: &[u8]) -> Cow<'_, [u8]> {
+    if json.iter().any(|&b| b == b'\n' || b == b'\r') {
+        Cow::Owned(
+            json.iter()
+                .copied()
+                .filter(|&b| b != b'\n' && b != b'\r')
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(json)
+    }
+}
+
+/// Buffered output to stdout or a file, with errors that name where.
+pub struct Out {
+    w: BufWriter<Box<dyn Write>>,
+    path: PathBuf,
+}
+
+impl Out {
+    /// Standard output.
+    pub fn stdout() -> Out {
+        Out {
+            w: BufWriter::with_capacity(1 << 16, Box::new(io::stdout().lock())),
+            path: PathBuf::from("stdout"),
+        }
+    }
+
+    /// `path`, created or truncated; `-` is standard output.
+    pub fn create(path: &Path) -> CliResult<Out> {
+        if path == Path::new("-") {
+            return Ok(Out::stdout());
+        }
+        let file = File::create(path).map_err(|e| CliError::io("create", path, e))?;
+        Ok(Out {
+            w: BufWriter::with_capacity(1 << 16, Box::new(file)),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Writes raw bytes.
+    pub fn bytes(&mut self, b: &[u8]) -> CliResult<()> {
+        self.w
+            .write_all(b)
+            .map_err(|e| CliError::io("write", &self.path, e))
+    }
+
+    /// Writes text.
+    pub fn text(&mut self, s: &str) -> CliResult<()> {
+        self.bytes(s.as_bytes())
+    }
+
+    /// Writes `value` as pretty JSON and a newline.
+    pub fn json_pretty<T: Serialize + ?Sized>(&mut self, value: &T) -> CliResult<()> {
+        serde_json::to_writer_pretty(&mut self.w, value).map_err(|e| match e.io_error_kind() {
+            Some(kind) => CliError::io("write", &self.path, io::Error::from(kind)),
+            None => CliError::Message(format!("cannot encode JSON: {e}")),
+        })?;
+        self.text("\n")
+    }
+
+    /// Flushes everything written.
+    pub fn finish(mut self) -> CliResult<()> {
+        self.w
+            .flush()
+            .map_err(|e| CliError::io("write", &self.path, e))
+    }
+}
+
+/// Prints `text` on stdout (a closed pipe is not an error).
+pub fn print(text: &str) -> CliResult<()> {
+    let mut out = Out::stdout();
+    out.text(text)?;
+    out.finish()
+}
+
+/// A progress bar on stderr when stderr is a terminal; a hidden one otherwise.
+/// `bytes` shows the position as a byte count.
+pub fn progress(len: u64, message: &'static str, bytes: bool) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let template = if bytes {
+        "{msg:>9} [{wide_bar:.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{msg:>9} [{wide_bar:.cyan/blue}] {human_pos}/{human_len} eta {eta}"
+    };
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
+}
+
+/// A ticking spinner on stderr when stderr is a terminal, for work without a known length.
+pub fn spinner(message: String) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// Sum of the sizes of the segment files in `dir` (for progress before an open).
+pub fn segment_bytes_in(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(SegmentId::parse_file_name)
+                .is_some()
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// A timestamp as RFC 3339 UTC with second precision: `2026-05-01T12:34:56Z`.
+pub fn rfc3339(ts: Timestamp) -> String {
+    let secs = ts.0 / 1_000_000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Year, month and day of the `days`-th day after 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01, so leap days fall at the end of each year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// `12345678` as `12,345,678`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `n` and `noun`, plural unless `n` is 1: `1 segment`, `12,000 messages`.
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", thousands(n))
+    }
+}
+
+/// A byte count for people: `512 B`, `3.4 KiB`, `12.9 MiB`, `1.2 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// A duration for people: `840 ns`, `38 µs`, `14.2 ms`, `1.37 s`.
+pub fn human_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{} µs", ns / 1_000)
+    } else if ns < 1_000_000_000 {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+/// `records_by_kind` as `append 20,000, pop 312`.
+pub fn kinds(by_kind: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    if by_kind.is_empty() {
+        return "none".into();
+    }
+    by_kind
+        .iter()
+        .map(|(k, n)| format!("{k} {}", thousands(*n)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A recovery report's torn tail, for people.
+pub fn torn_tail(t: &convlog::TornTail) -> String {
+    format!(
+        "{} bytes at segment {} offset {}{}",
+        t.bytes,
+        t.segment,
+        t.offset,
+        if t.nonzero { "" } else { " (all zero)" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339(Timestamp(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(Timestamp(951_782_400_000_000)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(Timestamp(1_700_000_000_123_456)),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            rfc3339(Timestamp(4_102_444_799_000_000)),
+            "2099-12-31T23:59:59Z"
+        );
+    }
+
+    #[test]
+    fn civil_from_days_walks_every_day_of_four_centuries() {
+        // Compare against a naive day-by-day calendar walk.
+        let (mut y, mut m, mut d) = (1970u64, 1u64, 1u64);
+        for days in 0..146_097u64 {
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            let len = match m {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            d += 1;
+            if d > len {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn one_line_drops_only_newlines() {
+        assert!(matches!(one_line(b"{\"a\":1}"), Cow::Borrowed(_)));
+        assert_eq!(&*one_line(b"{\n \"a\": 1\r\n}\n"), b"{ \"a\": 1}");
+    }
+}

@@ -1,0 +1,1147 @@
+//! The `convlog` binary, run as a user would: every subcommand, its output, its errors and
+//! exit codes, and a 10 000-message import/export round trip compared byte for byte.
+
+#![cfg(feature = "cli")]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+use convlog::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use convlog::{SegmentId, Store};
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tempfile::TempDir;
+
+/// Held while this process forks a child, and while it closes a store it wrote.
+///
+/// A forked child shares the parent's open files until it execs, the store's `LOCK` among
+/// them, and an flock lives as long as any copy. Without this, a test that closes a store
+/// and reopens it (or runs `convlog` on it) can find it still locked by a child that another
+/// test thread is spawning at that instant.
+static FORK: Mutex<()> = Mutex::new(());
+
+fn fork_guard() -> MutexGuard<'static, ()> {
+    FORK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Closes a store, with no child being forked meanwhile (see [`FORK`]).
+fn close(store: Store) {
+    let _guard = fork_guard();
+    drop(store);
+}
+
+/// Starts `convlog args...` with piped stdio. `spawn` returns once the child has exec'd, so
+/// the guard covers the whole window in which the child holds copies of our files.
+fn spawn(args: &[&str]) -> Child {
+    let _guard = fork_guard();
+    Command::new(env!("CARGO_BIN_EXE_convlog"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run convlog")
+}
+
+/// Runs `convlog args...`; returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    run_with_stdin(args, "")
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = spawn(args);
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.as_bytes().to_vec();
+    // The child may not read all of it (or exit first): ignore a broken pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait for convlog");
+    writer.join().expect("stdin writer");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// A store at `tmp/store` holding `messages` (session, raw JSON), written by the library.
+fn store_with(tmp: &TempDir, messages: &[(&str, &str)]) -> PathBuf {
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir).unwrap();
+    for (session, json) in messages {
+        store.append_raw(session, json.as_bytes()).unwrap();
+        // Distinct timestamps (they have microsecond resolution), so sorting by time is
+        // deterministic.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    close(store);
+    dir
+}
+
+fn chat_store(tmp: &TempDir) -> PathBuf {
+    store_with(
+        tmp,
+        &[
+            ("alpha", r#"{"role":"system","content":"Be brief."}"#),
+            ("alpha", r#"{"role":"user","content":"Hi \"there\"\n"}"#),
+            (
+                "beta",
+                r#"{"role":"user","content":"naïve café → 東京 😀"}"#,
+            ),
+            (
+                "alpha",
+                r#"{"role":"assistant","content":"Hello.","z":1,"a":2}"#,
+            ),
+            ("alpha", r#"{"role":"user","content":"And?"}"#),
+        ],
+    )
+}
+
+/// Every file under `dir` with its size, for "nothing changed" checks.
+fn listing(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), meta.len());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn demo_runs_reports_and_recreates_only_stores() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("demo");
+    let args = [
+        "demo",
+        "--dir",
+        s(&dir),
+        "--sessions",
+        "6",
+        "--messages",
+        "400",
+        "--agents",
+        "3",
+    ];
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "400 messages",
+        "appends/s",
+        "reopen",
+        "tail     last 20 of",
+        "recovery report",
+        "classification    clean",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let store = Store::builder().read_only(true).open(&dir).unwrap();
+    assert_eq!(store.stats().messages, 400);
+    assert_eq!(store.stats().sessions, 6);
+    drop(store);
+
+    // Run again: the store is recreated, not appended to.
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let store = Store::builder().read_only(true).open(&dir).unwrap();
+    assert_eq!(store.stats().messages, 400);
+    drop(store);
+
+    // A directory holding anything else is never deleted.
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("refusing to delete") && err.contains("notes.txt"),
+        "{err}"
+    );
+    assert!(dir.join("notes.txt").exists());
+
+    // Nor a store another process writes.
+    std::fs::remove_file(dir.join("notes.txt")).unwrap();
+    let held = Store::open(&dir).unwrap();
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 1);
+    assert!(err.contains("locked"), "{err}");
+    close(held);
+
+    let (code, _, err) = run(&[
+        "demo",
+        "--dir",
+        s(&dir),
+        "--sessions",
+        "10",
+        "--messages",
+        "5",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--messages"), "{err}");
+}
+
+#[test]
+fn sessions_lists_sorts_and_prints_json() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let (code, out, err) = run(&["sessions", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("SESSION"), "{out}");
+    assert!(
+        lines[1].starts_with("alpha") && lines[1].contains(" 4 "),
+        "{out}"
+    );
+    assert!(lines[2].starts_with("beta"), "{out}");
+    // RFC 3339 UTC timestamps.
+    assert!(lines[1].contains('T') && lines[1].contains("Z"), "{out}");
+    assert!(out.contains("2 sessions, 5 messages"), "{out}");
+
+    let (code, out, _) = run(&["sessions", s(&dir), "--sort", "count", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows[0]["id"], "beta");
+    assert_eq!(rows[0]["count"], 1);
+    assert_eq!(rows[1]["id"], "alpha");
+    assert_eq!(rows[1]["count"], 4);
+    assert!(rows[1]["first"].as_u64().unwrap() <= rows[1]["last"].as_u64().unwrap());
+
+    let (_, out, _) = run(&[
+        "sessions",
+        s(&dir),
+        "--sort",
+        "count",
+        "--reverse",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["id"], "alpha");
+    let (_, out, _) = run(&["sessions", s(&dir), "--sort", "last", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["id"], "beta", "beta's last message is older");
+
+    let (code, _, err) = run(&["sessions", s(&dir), "--sort", "size"]);
+    assert_eq!(code, 2, "usage errors exit 2: {err}");
+}
+
+#[test]
+fn read_only_commands_fail_cleanly_without_a_store_and_change_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let missing = tmp.path().join("nope");
+    for args in [
+        vec!["sessions", s(&missing)],
+        vec!["cat", s(&missing), "a"],
+        vec!["tail", s(&missing), "a"],
+        vec!["stats", s(&missing)],
+        vec!["export", s(&missing)],
+        vec!["verify", s(&missing)],
+        vec!["pop", s(&missing), "a"],
+        vec!["clear", s(&missing), "a"],
+        vec!["repair", s(&missing)],
+    ] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(
+            err.starts_with("convlog: ")
+                && err.contains("is not a convlog store")
+                && err.contains("nope"),
+            "{args:?}: {err}"
+        );
+        assert!(!missing.exists(), "{args:?} created the directory");
+    }
+    // An empty directory is not a store either.
+    std::fs::create_dir(&missing).unwrap();
+    let (code, _, err) = run(&["stats", s(&missing)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no segment files"), "{err}");
+
+    let dir = chat_store(&tmp);
+    let before = listing(&dir);
+    for args in [
+        vec!["sessions", s(&dir)],
+        vec!["cat", s(&dir), "alpha"],
+        vec!["tail", s(&dir), "alpha"],
+        vec!["stats", s(&dir)],
+        vec!["export", s(&dir)],
+        vec!["verify", s(&dir)],
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(listing(&dir), before, "{args:?} changed the store");
+    }
+}
+
+#[test]
+fn cat_and_tail_print_jsonl_ranges_and_meta() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let (code, out, _) = run(&["cat", s(&dir), "alpha"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        concat!(
+            r#"{"role":"system","content":"Be brief."}"#,
+            "\n",
+            r#"{"role":"user","content":"Hi \"there\"\n"}"#,
+            "\n",
+            r#"{"role":"assistant","content":"Hello.","z":1,"a":2}"#,
+            "\n",
+            r#"{"role":"user","content":"And?"}"#,
+            "\n"
+        )
+    );
+    let (_, out, _) = run(&["cat", s(&dir), "beta"]);
+    assert_eq!(
+        out,
+        "{\"role\":\"user\",\"content\":\"naïve café → 東京 😀\"}\n"
+    );
+
+    let (_, out, _) = run(&["cat", s(&dir), "alpha", "--range", "2..=3"]);
+    assert_eq!(out.lines().count(), 2);
+    assert!(out.starts_with(r#"{"role":"user","content":"Hi"#));
+    let (_, out, _) = run(&["cat", s(&dir), "alpha", "--range", "2..3"]);
+    assert_eq!(out.lines().count(), 1);
+    let (_, out, _) = run(&["cat", s(&dir), "alpha", "--range", "3.."]);
+    assert_eq!(out.lines().count(), 2);
+    let (_, out, _) = run(&["cat", s(&dir), "alpha", "--range", "9..20"]);
+    assert_eq!(out, "");
+
+    let (_, out, _) = run(&["cat", s(&dir), "alpha", "--with-meta", "--range", "..2"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["interaction_id"], 1);
+    assert_eq!(v["lsn"], 1);
+    assert!(v["timestamp"].as_u64().unwrap() > 1_600_000_000_000_000);
+    assert_eq!(v["message"]["content"], "Be brief.");
+
+    let (code, out, _) = run(&["tail", s(&dir), "alpha", "-n", "2"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            r#"{"role":"assistant","content":"Hello.","z":1,"a":2}"#,
+            r#"{"role":"user","content":"And?"}"#
+        ]
+    );
+    let (_, out, _) = run(&["tail", s(&dir), "alpha", "-n", "1", "--with-meta"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["interaction_id"].as_u64(), v["lsn"].as_u64()),
+        (Some(4), Some(5))
+    );
+    let (_, out, _) = run(&["tail", s(&dir), "alpha"]);
+    assert_eq!(out.lines().count(), 4, "default -n 10 covers all");
+
+    // Errors.
+    let (code, _, err) = run(&["cat", s(&dir), "gamma"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no session \"gamma\""), "{err}");
+    let (code, _, err) = run(&["tail", s(&dir), ""]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid session id"), "{err}");
+    let long = "x".repeat(300);
+    let (code, _, err) = run(&["cat", s(&dir), &long]);
+    assert_eq!(code, 1);
+    assert!(err.contains("longer than 256 bytes"), "{err}");
+    for bad in ["0..2", "3..1", "a..b", "1...2"] {
+        let (code, _, err) = run(&["cat", s(&dir), "alpha", "--range", bad]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("--range"), "{err}");
+    }
+}
+
+#[test]
+fn stats_reports_counters_in_text_and_json() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let store = Store::open(&dir).unwrap();
+    store.pop_raw("alpha").unwrap();
+    close(store);
+    let (code, out, err) = run(&["stats", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "segments    1",
+        "records     6 (append 5, pop 1)",
+        "sessions    2",
+        "messages    4",
+        "in memory",
+        "recovery    clean",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let (code, out, _) = run(&["stats", s(&dir), "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["segments"], 1);
+    assert_eq!(v["sessions"], 2);
+    assert_eq!(v["messages"], 4);
+    assert_eq!(v["records"], 6);
+    assert_eq!(v["records_by_kind"]["append"], 5);
+    assert_eq!(v["records_by_kind"]["pop"], 1);
+    assert_eq!(v["last_lsn"], 6);
+    assert!(v["bytes"].as_u64().unwrap() > 0);
+    assert!(v["index_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn append_pop_and_clear_change_sessions() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("new-store");
+    // append creates the store.
+    let (code, out, err) = run(&[
+        "append",
+        s(&dir),
+        "s1",
+        r#"{"role":"user","content":"one"}"#,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "appended to \"s1\": interaction 1, LSN 1\n");
+    let stdin = "{\"role\":\"assistant\", \"content\":\"two\"}\n\n{\"b\":[1,{\"c\":null}]}\r\n";
+    let (code, out, err) = run_with_stdin(&["append", s(&dir), "s1", "-"], stdin);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("appended 2 messages to \"s1\": interactions 2..=3"),
+        "{out}"
+    );
+    let (code, _, _) = run_with_stdin(&["append", s(&dir), "s1"], "{\"n\":4}\n");
+    assert_eq!(code, 0, "no argument reads stdin too");
+    let (_, out, _) = run(&["cat", s(&dir), "s1"]);
+    assert_eq!(
+        out,
+        "{\"role\":\"user\",\"content\":\"one\"}\n{\"role\":\"assistant\", \"content\":\"two\"}\n{\"b\":[1,{\"c\":null}]}\n{\"n\":4}\n"
+    );
+
+    // Invalid input appends nothing.
+    let count = || {
+        Store::builder()
+            .read_only(true)
+            .open(&dir)
+            .unwrap()
+            .interaction_count("s1")
+    };
+    for (args, stdin, needle) in [
+        (
+            vec!["append", s(&dir), "s1", "{\"a\":"],
+            "",
+            "message argument: invalid JSON at column",
+        ),
+        (
+            vec!["append", s(&dir), "s1", "[1,2]"],
+            "",
+            "must be a JSON object, not an array",
+        ),
+        (vec!["append", s(&dir), "s1", "\"hi\""], "", "not a string"),
+        (vec!["append", s(&dir), "s1", "{} {}"], "", "invalid JSON"),
+        (
+            vec!["append", s(&dir), "s1"],
+            "{\"ok\":1}\n{\"bad\" 2}\n",
+            "stdin line 2: invalid JSON",
+        ),
+        (
+            vec!["append", s(&dir), "s1"],
+            "{\"ok\":1}\n42\n",
+            "stdin line 2: a message must be a JSON object",
+        ),
+        (vec!["append", s(&dir), "s1"], "\n\n", "no message"),
+        (
+            vec!["append", s(&dir), "", "{}"],
+            "",
+            "invalid session id \"\": empty",
+        ),
+        (
+            vec!["append", s(&dir), "a\tb", "{}"],
+            "",
+            "control character",
+        ),
+    ] {
+        let (code, out, err) = run_with_stdin(&args, stdin);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(out.is_empty());
+        assert!(
+            err.starts_with("convlog: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(count(), 4, "{args:?} appended something");
+    }
+
+    let (code, out, _) = run(&["pop", s(&dir), "s1"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "{\"n\":4}\n");
+    let (code, out, _) = run(&["pop", s(&dir), "s1", "--with-meta"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["interaction_id"], 3);
+    assert_eq!(v["message"]["b"][1]["c"], Value::Null);
+    assert_eq!(count(), 2);
+
+    let (code, out, _) = run(&["clear", s(&dir), "s1"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "cleared \"s1\": removed 2 messages\n");
+    let (code, out, _) = run(&["clear", s(&dir), "s1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing cleared"));
+    let (code, _, err) = run(&["pop", s(&dir), "s1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is empty: nothing to pop"), "{err}");
+    let (code, _, err) = run(&["cat", s(&dir), "s1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no session"), "{err}");
+    let (code, _, err) = run(&["pop", s(&dir), ""]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid session id"), "{err}");
+    let (code, _, err) = run(&["clear", s(&dir), &"y".repeat(257)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid session id"), "{err}");
+
+    // Appending into a non-empty directory that is not a store is refused.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("file"), "x").unwrap();
+    let (code, _, err) = run(&["append", s(&other), "s", "{}"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a convlog store"), "{err}");
+}
+
+#[test]
+fn writers_fail_on_a_locked_store_and_readers_still_work() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let file = tmp.path().join("in.jsonl");
+    std::fs::write(&file, "{\"session\":\"x\",\"message\":{}}\n").unwrap();
+    let held = Store::open(&dir).unwrap();
+    for args in [
+        vec!["append", s(&dir), "alpha", "{}"],
+        vec!["pop", s(&dir), "alpha"],
+        vec!["clear", s(&dir), "alpha"],
+        vec!["import", s(&dir), s(&file)],
+        vec!["repair", s(&dir)],
+    ] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(
+            err.starts_with("convlog: store ") && err.contains("locked by another writer"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(s(&dir)), "{args:?} names the store: {err}");
+    }
+    for args in [
+        vec!["sessions", s(&dir)],
+        vec!["stats", s(&dir)],
+        vec!["cat", s(&dir), "alpha"],
+        vec!["export", s(&dir)],
+        vec!["verify", s(&dir)],
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    assert_eq!(held.interaction_count("alpha"), 4);
+    close(held);
+}
+
+#[test]
+fn verify_finds_damage_and_repair_salvages_it() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("clean") && out.contains("5 records"), "{out}");
+    let (code, out, _) = run(&["verify", s(&dir), "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["records"], 5);
+    assert_eq!(v["messages"], 5);
+
+    // Flip a byte in the payload of the first record: "alpha"'s system prompt.
+    let segment = SegmentId(1).file_name();
+    let path = dir.join(&segment);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = SEGMENT_HEADER_LEN + RECORD_HEADER_LEN + "alpha".len() + 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("segment {segment} at offset {SEGMENT_HEADER_LEN}"))
+            && err.contains("payload checksum mismatch")
+            && err.contains(s(&dir)),
+        "{err}"
+    );
+    let (code, out, _) = run(&["verify", s(&dir), "--json"]);
+    assert_eq!(code, 1);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["kind"], "corrupt");
+    assert_eq!(v["segment"], segment.as_str());
+    assert_eq!(v["offset"], SEGMENT_HEADER_LEN);
+
+    let (code, out, err) = run(&["repair", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("repaired (salvaged)")
+            && out.contains(&format!("at segment {segment} offset {SEGMENT_HEADER_LEN}"))
+            && out.contains("quarantine"),
+        "{out}"
+    );
+    let quarantined: Vec<_> = std::fs::read_dir(dir.join("quarantine")).unwrap().collect();
+    assert_eq!(quarantined.len(), 1);
+
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("clean"), "{out}");
+    // The other messages survived; the damaged one is gone.
+    let (_, out, _) = run(&["cat", s(&dir), "beta"]);
+    assert!(out.contains("東京"));
+    let (_, out, _) = run(&["sessions", s(&dir), "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(2));
+    let (code, out, _) = run(&["repair", s(&dir)]);
+    assert_eq!(code, 0);
+    assert!(out.contains("clean, nothing to repair"), "{out}");
+}
+
+#[test]
+fn verify_rejects_a_torn_tail_and_repair_cuts_it() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let path = dir.join(SegmentId(1).file_name());
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The end of the written records: the file may be preallocated with zeros past it.
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes.truncate(end);
+    bytes.extend_from_slice(&[0xAB; 30]);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let (code, _, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("torn tail") && err.contains(&format!("offset {end}")),
+        "{err}"
+    );
+    let (code, out, err) = run(&["repair", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("torn tail"), "{out}");
+    let (code, _, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn verify_names_a_bad_segment_header() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let path = dir.join(SegmentId(1).file_name());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, _, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("00000000000000000001.seg at offset 0: bad segment magic"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["stats", s(&dir)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("corrupt store"), "{err}");
+}
+
+/// One line of an export.
+#[derive(Deserialize)]
+struct ExportLine<'a> {
+    session: String,
+    #[serde(borrow)]
+    message: &'a RawValue,
+}
+
+fn parse_export(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .map(|l| {
+            let e: ExportLine<'_> = serde_json::from_str(l).unwrap();
+            (e.session, e.message.get().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn import_is_all_or_nothing_unless_skip_invalid() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    let file = tmp.path().join("in.jsonl");
+    let good = "{\"session\":\"a\",\"message\":{\"role\":\"user\",\"content\":\"hi\"}}";
+    let cases = [
+        ("{\"session\":\"a\",\"message\":", "invalid JSON at column"),
+        ("[1,2]", "a line must be a JSON object"),
+        (
+            "{\"session\":\"a\",\"message\":[1]}",
+            "\"message\": a message must be a JSON object, not an array",
+        ),
+        (
+            "{\"session\":\"a\",\"messages\":[{},3]}",
+            "\"messages\"[1]: a message must be a JSON object",
+        ),
+        ("{\"session\":\"a\"}", "needs \"message\" or \"messages\""),
+        (
+            "{\"session\":\"a\",\"message\":{},\"messages\":[]}",
+            "not both",
+        ),
+        ("{\"message\":{}}", "a \"message\" line needs a \"session\""),
+        (
+            "{\"session\":\"\",\"message\":{}}",
+            "invalid session id \"\": empty",
+        ),
+        (
+            "{\"session\":\"a\\u0007\",\"message\":{}}",
+            "control character",
+        ),
+        ("{\"session\":7,\"message\":{}}", "invalid type"),
+    ];
+    for (bad, needle) in cases {
+        std::fs::write(&file, format!("{good}\n{good}\n{bad}\n{good}\n")).unwrap();
+        let (code, out, err) = run(&["import", s(&dir), s(&file)]);
+        assert_eq!(code, 1, "{bad}");
+        assert!(out.is_empty());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("{} line 3: ", s(&file)))
+                && err.contains(needle)
+                && err.contains("nothing was imported"),
+            "{bad}: {err}"
+        );
+        assert!(!dir.exists(), "a failed import created the store");
+    }
+
+    // --skip-invalid: every valid line goes in, the invalid ones are listed.
+    let mut text = String::new();
+    for (i, (bad, _)) in cases.iter().enumerate() {
+        text.push_str(&format!(
+            "{{\"session\":\"a\",\"message\":{{\"i\":{i}}}}}\n{bad}\n"
+        ));
+    }
+    std::fs::write(&file, &text).unwrap();
+    let (code, out, err) = run(&["import", s(&dir), s(&file), "--skip-invalid"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("imported 10 messages into 1 session"), "{out}");
+    assert!(
+        out.contains("skipped 10 invalid lines: 2, 4, 6, 8, 10, 12, 14, 16, 18, 20"),
+        "{out}"
+    );
+    assert_eq!(err.lines().count(), 10, "{err}");
+    assert!(err.lines().all(|l| l.contains("(skipped)")), "{err}");
+    let (_, out, _) = run(&["cat", s(&dir), "a"]);
+    let expected: String = (0..10).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    assert_eq!(out, expected);
+
+    // Stdin, conversations, generated session ids, blank lines and CRLF.
+    let stdin = "\u{feff}{\"messages\":[{\"role\":\"system\",\"content\":\"x\"},{\"role\":\"user\",\"content\":\"y\"}],\"title\":\"t\"}\r\n\n{\"session\":\"b\",\"messages\":[]}\n";
+    let (code, out, err) = run_with_stdin(&["import", s(&dir), "-"], stdin);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("imported 2 messages into 1 session from stdin"),
+        "{out}"
+    );
+    assert!(
+        out.contains("generated session ids for 1 conversation"),
+        "{out}"
+    );
+    let (_, out, _) = run(&["sessions", s(&dir), "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let generated = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"].as_str().unwrap().starts_with("import-"))
+        .expect("a generated session");
+    assert_eq!(generated["count"], 2);
+
+    // A pipe given as a path is read once, into memory.
+    #[cfg(target_os = "linux")]
+    {
+        let stdin = "{\"session\":\"p\",\"message\":{\"via\":\"pipe\"}}\n";
+        let (code, out, err) = run_with_stdin(&["import", s(&dir), "/dev/stdin"], stdin);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("imported 1 message"), "{out}");
+        let (_, out, _) = run(&["cat", s(&dir), "p"]);
+        assert_eq!(out, "{\"via\":\"pipe\"}\n");
+    }
+
+    let (code, _, err) = run(&["import", s(&dir), s(&tmp.path().join("missing.jsonl"))]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot open") && err.contains("missing.jsonl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn export_writes_files_and_single_sessions() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let (code, out, err) = run(&["export", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.is_empty(),
+        "no progress output when stderr is not a terminal: {err}"
+    );
+    let lines = parse_export(&out);
+    assert_eq!(lines.len(), 5);
+    assert_eq!(
+        lines[0],
+        (
+            "alpha".into(),
+            r#"{"role":"system","content":"Be brief."}"#.into()
+        )
+    );
+    assert_eq!(
+        lines[2].1,
+        r#"{"role":"assistant","content":"Hello.","z":1,"a":2}"#
+    );
+    assert_eq!(lines[4].0, "beta");
+
+    let file = tmp.path().join("beta.jsonl");
+    let (code, out, _) = run(&["export", s(&dir), "--session", "beta", s(&file)]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("exported 1 message from 1 session to"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{\"session\":\"beta\",\"message\":{\"role\":\"user\",\"content\":\"naïve café → 東京 😀\"}}\n"
+    );
+    let (code, _, err) = run(&["export", s(&dir), "--session", "gamma"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no session \"gamma\""), "{err}");
+    let (code, _, err) = run(&["export", s(&dir), "--session", ""]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid session id"), "{err}");
+    let (code, _, err) = run(&[
+        "export",
+        s(&dir),
+        s(&tmp.path().join("no/such/dir/out.jsonl")),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot create") && err.contains("out.jsonl"),
+        "{err}"
+    );
+}
+
+/// SplitMix64, for reproducible test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// A JSON string literal for `text`, escaped in one of the many valid ways.
+fn json_string(rng: &mut Rng, text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '/' if rng.below(2) == 0 => out.push_str("\\/"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            '\u{2028}' if rng.below(2) == 0 => out.push_str("\\u2028"),
+            c if !c.is_ascii() && rng.below(4) == 0 => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+const PIECES: [&str; 16] = [
+    "hello",
+    "naïve café",
+    "東京タワー",
+    "😀🚀",
+    "line\nbreak",
+    "tab\there",
+    "quote \"q\"",
+    "back\\slash",
+    "a/b",
+    "\u{2028}sep\u{2029}",
+    "\u{1}\u{1f}",
+    "Ωmega ≥ ß",
+    "Привет",
+    "",
+    "{\"json\": [1, 2]}",
+    "   spaced   ",
+];
+
+fn text(rng: &mut Rng, words: usize) -> String {
+    (0..words)
+        .map(|_| rng.pick(&PIECES))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One message's JSON, written by hand: varied key order, whitespace, escapes, numbers.
+fn message(rng: &mut Rng, i: usize) -> String {
+    let sp = if rng.below(5) == 0 { " " } else { "" };
+    let role = rng.pick(&["system", "user", "assistant", "tool", "developer", "critic"]);
+    let content = if i % 2011 == 7 {
+        // A few large contents (~100 KB).
+        let big = text(rng, 100_000 / 6);
+        json_string(rng, &big)
+    } else {
+        let n = rng.below(30) as usize;
+        let t = text(rng, n);
+        json_string(rng, &t)
+    };
+    let query_text = text(rng, 3);
+    let query = json_string(rng, &query_text);
+    let arguments = json_string(
+        rng,
+        &format!("{{\"q\":{query},\"opts\":{{\"k\":[1,2.5,-3e-7]}}}}"),
+    );
+    let name = json_string(rng, "agent/é");
+    match rng.below(6) {
+        0 => format!(
+            "{{\"role\":{sp}\"assistant\",\"content\":null,\"tool_calls\":[{{\"id\":\"call_{i}\",\"type\":\"function\",\"function\":{{\"name\":\"search\",\"arguments\":{}}}}},{{\"type\":\"function\",\"id\":\"call_{i}b\",\"function\":{{\"arguments\":\"{{}}\",\"name\":\"noop\"}},\"extra\":{{\"nested\":{{\"deep\":[[[{{\"x\":[]}}]]]}}}}}}]}}",
+            arguments
+        ),
+        1 => format!(
+            "{{ \"z_last_first\" : true , \"role\" : \"{role}\" , \"content\" : {content} }}"
+        ),
+        2 => format!(
+            "{{\"role\":\"tool\",\"tool_call_id\":\"call_{i}\",\"content\":{content},\"n\":[0,-0,1.0,1e400,12345678901234567890123,-1.5E-10,true,false,null]}}"
+        ),
+        3 => format!(
+            "{{\"role\":\"user\",\"content\":[{{\"type\":\"text\",\"text\":{content}}},{{\"type\":\"image_url\",\"image_url\":{{\"url\":\"data:image/png;base64,iVBORw0KGgo=\"}}}}]}}"
+        ),
+        4 => format!(
+            "{{\"content\":{content},{sp}\"role\":\"{role}\",\"name\":{name},\"dup\":1,\"dup\":2}}"
+        ),
+        _ => format!("{{\"role\":\"{role}\",\"content\":{content}}}"),
+    }
+}
+
+#[test]
+fn ten_thousand_messages_round_trip_byte_for_byte_through_import_and_export() {
+    const SEED: u64 = 0xC0_4F_10_65;
+    println!("seed = {SEED:#x}");
+    let mut rng = Rng(SEED);
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    let file = tmp.path().join("in.jsonl");
+
+    let sessions: Vec<String> = (0..40)
+        .map(|i| match i % 4 {
+            0 => format!("agent-{i}"),
+            1 => format!("会话 {i} ✓"),
+            2 => format!("user/{i}/\"quoted\" \\ back"),
+            _ => format!("s{i}\u{2028}"),
+        })
+        .collect();
+    // Expected messages per explicit session, and the conversations without one.
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut anonymous: Vec<Vec<String>> = Vec::new();
+    let mut input = String::new();
+    let mut total = 0;
+    let mut i = 0;
+    while total < 10_000 {
+        let session = sessions[rng.below(sessions.len() as u64) as usize].clone();
+        let session_json = json_string(&mut rng, &session);
+        match rng.below(10) {
+            0..=6 => {
+                let m = message(&mut rng, i);
+                i += 1;
+                if rng.below(2) == 0 {
+                    input.push_str(&format!("{{\"session\":{session_json},\"message\":{m}}}\n"));
+                } else {
+                    input.push_str(&format!(
+                        "{{\"message\": {m}, \"session\": {session_json}}}\n"
+                    ));
+                }
+                expected.entry(session).or_default().push(m);
+                total += 1;
+            }
+            n => {
+                let k = 1 + rng.below(25) as usize;
+                let ms: Vec<String> = (0..k)
+                    .map(|_| {
+                        i += 1;
+                        message(&mut rng, i)
+                    })
+                    .collect();
+                total += k;
+                if n == 9 {
+                    input.push_str(&format!(
+                        "{{\"title\":\"chat export\",\"messages\":[{}],\"created\":1700000000}}\n",
+                        ms.join(",")
+                    ));
+                    anonymous.push(ms);
+                } else {
+                    input.push_str(&format!(
+                        "{{\"session\":{session_json},\"messages\":[ {} ]}}\n",
+                        ms.join(" , ")
+                    ));
+                    expected.entry(session).or_default().extend(ms);
+                }
+            }
+        }
+    }
+    assert!(total >= 10_000);
+    assert!(input.len() > 1_000_000, "large contents are in");
+    std::fs::write(&file, &input).unwrap();
+
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&["import", s(&dir), s(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.is_empty(),
+        "nothing on stderr when it is not a terminal: {err}"
+    );
+    assert!(
+        out.contains(&format!("imported {} messages", format_thousands(total))),
+        "{out}"
+    );
+    println!("import: {out} ({:?})", started.elapsed());
+
+    let export = tmp.path().join("out.jsonl");
+    let (code, out, err) = run(&["export", s(&dir), s(&export)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert!(
+        out.contains(&format!("exported {} messages", format_thousands(total))),
+        "{out}"
+    );
+    let exported = std::fs::read_to_string(&export).unwrap();
+    let lines = parse_export(&exported);
+    assert_eq!(lines.len(), total);
+
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (session, m) in lines {
+        got.entry(session).or_default().push(m);
+    }
+    let mut got_anonymous: Vec<Vec<String>> = Vec::new();
+    for (session, ms) in &got {
+        if session.starts_with("import-") {
+            got_anonymous.push(ms.clone());
+        } else {
+            let want = &expected[session];
+            assert_eq!(ms.len(), want.len(), "session {session:?}");
+            for (k, (a, b)) in ms.iter().zip(want).enumerate() {
+                assert_eq!(a, b, "session {session:?} message {}", k + 1);
+            }
+        }
+    }
+    assert_eq!(got.len() - got_anonymous.len(), expected.len());
+    got_anonymous.sort();
+    anonymous.sort();
+    assert_eq!(got_anonymous, anonymous);
+
+    // The export imports into another store and exports identically.
+    let dir2 = tmp.path().join("store2");
+    let (code, _, err) = run(&["import", s(&dir2), s(&export)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, again, _) = run(&["export", s(&dir2)]);
+    assert_eq!(code, 0);
+    assert_eq!(again, exported);
+
+    // cat of one session prints the same bytes.
+    let one = sessions.iter().find(|s| expected.contains_key(*s)).unwrap();
+    let (code, out, _) = run(&["cat", s(&dir), one]);
+    assert_eq!(code, 0);
+    let want: String = expected[one].iter().map(|m| format!("{m}\n")).collect();
+    assert_eq!(out, want);
+}
+
+fn format_thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_lists_every_subcommand() {
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&["frobnicate"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = run(&["cat"]);
+    assert_eq!(code, 2);
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for sub in [
+        "demo", "sessions", "cat", "tail", "stats", "append", "pop", "clear", "verify", "repair",
+        "import", "export",
+    ] {
+        assert!(out.contains(sub), "help lists {sub}: {out}");
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_output_quietly() {
+    use std::io::{BufRead, BufReader};
+
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir).unwrap();
+    let filler = format!("{{\"role\":\"user\",\"content\":\"{}\"}}", "x".repeat(200));
+    let batch: Vec<&[u8]> = vec![filler.as_bytes(); 2000];
+    store.append_batch_raw("big", &batch).unwrap();
+    close(store);
+    // 400 KB of output: more than a pipe buffers, so the writer sees the pipe close.
+    let mut child = spawn(&["cat", s(&dir), "big"]);
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim_end(), filler);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
