@@ -1,0 +1,128 @@
+//! The convlog side of each measurement, through its public API only.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use convlog::{Durability, Store};
+
+use crate::workload::Corpus;
+
+pub fn open(dir: &Path, durability: Durability) -> Store {
+    Store::builder()
+        .durability(durability)
+        .open(dir)
+        .expect("open convlog store")
+}
+
+/// One `append_raw` per message, in workload order. Returns the elapsed time.
+pub fn append_each(store: &Store, sessions: &[String], corpus: &Corpus) -> Duration {
+    let t = Instant::now();
+    for i in 0..corpus.len() {
+        let s = corpus.session[i] as usize;
+        store
+            .append_raw(&sessions[s], corpus.get(i))
+            .expect("append_raw");
+    }
+    t.elapsed()
+}
+
+/// `append_batch_raw` of up to `batch` messages of one session at a time, visiting the
+/// sessions round-robin (a batch holds one session's messages). Returns the elapsed time.
+pub fn append_batched(
+    store: &Store,
+    sessions: &[String],
+    corpus: &Corpus,
+    batch: usize,
+) -> Duration {
+    let mut per_session: Vec<Vec<&[u8]>> = vec![Vec::new(); sessions.len()];
+    for i in 0..corpus.len() {
+        per_session[corpus.session[i] as usize].push(corpus.get(i));
+    }
+    let mut plan: Vec<(usize, &[&[u8]])> = Vec::new();
+    let mut round = 0;
+    loop {
+        let before = plan.len();
+        for (s, msgs) in per_session.iter().enumerate() {
+            if let Some(chunk) = msgs.chunks(batch).nth(round) {
+                plan.push((s, chunk));
+            }
+        }
+        if plan.len() == before {
+            break;
+        }
+        round += 1;
+    }
+    let t = Instant::now();
+    for (s, chunk) in plan {
+        store
+            .append_batch_raw(&sessions[s], chunk)
+            .expect("append_batch_raw");
+    }
+    t.elapsed()
+}
+
+/// Durable (`Durability::Always`) appends from `threads` threads for `run`; thread `t`
+/// appends to the sessions `names[t]`. Returns (appends, elapsed).
+pub fn durable(
+    dir: &Path,
+    names: Arc<Vec<Vec<String>>>,
+    corpus: Arc<Corpus>,
+    threads: usize,
+    run: Duration,
+) -> (u64, Duration) {
+    let store = open(dir, Durability::Always);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|th| {
+            let (store, stop, names, corpus) =
+                (store.clone(), stop.clone(), names.clone(), corpus.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let i = ((th as u64 + n * threads as u64) % corpus.len() as u64) as usize;
+                    let s = corpus.session[i] as usize;
+                    store
+                        .append_raw(&names[th][s], corpus.get(i))
+                        .expect("durable append");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(run);
+    stop.store(true, Ordering::Relaxed);
+    let total = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    (total, t.elapsed())
+}
+
+/// The last `n` messages of `session` as raw bytes (with their ids and timestamps).
+pub fn tail(store: &Store, session: &str, n: u64) -> Vec<convlog::Entry<Vec<u8>>> {
+    store
+        .tail(session, n)
+        .raw()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("tail")
+}
+
+/// Streams a whole session; returns (messages, payload bytes).
+pub fn stream(store: &Store, session: &str) -> (u64, u64) {
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for e in store.messages(session).raw() {
+        let e = e.expect("stream");
+        std::hint::black_box((e.interaction_id, e.timestamp, e.message.first()));
+        bytes += e.message.len() as u64;
+        n += 1;
+    }
+    (n, bytes)
+}
+
+/// Opens the store (as a writer, as an agent process would) and reads a tail.
+pub fn reopen_and_tail(dir: &Path, session: &str, n: u64) -> (Store, usize) {
+    let store = Store::open(dir).expect("reopen");
+    let got = tail(&store, session, n).len();
+    (store, got)
+}
