@@ -10,13 +10,18 @@ pub(super) fn map_file(file: &File) -> io::Result<Mapping> {
     if file.metadata()?.len() == 0 {
         return Ok(Mapping::from_vec(Vec::new()));
     }
-    // SAFETY: `Mmap::map` is unsafe because another process or thread could truncate or
-    // modify the file while the map lives, which is undefined behaviour (or SIGBUS). The
-    // store maps only *sealed* segments, which no convlog writer ever writes, truncates or
-    // deletes while a store is open (the write lock keeps other convlog writers out, salvage
-    // replaces a segment by rename, which leaves the mapped inode intact), and recovery drops
-    // its scan map of the active segment before truncating it. Tampering by a foreign process
-    // is outside what any mmap-based reader can defend against.
+    // SAFETY: `Mmap::map` is unsafe because the file could be truncated or modified while the
+    // map lives: touching a page past the new end raises SIGBUS, and a changed byte under a
+    // `&[u8]` breaks Rust's aliasing rules. The store maps (1) *sealed* segments, which no
+    // convlog writer ever writes, truncates or deletes while a store is open (the `LOCK` keeps
+    // other writers out; salvage replaces a segment by rename, which leaves a mapped inode
+    // intact), and (2) the writer's own *active* segment, of which readers only touch records
+    // below the append point, while the writer only appends above it and only ever cuts the
+    // file above it (trimming preallocated zeros, undoing a failed write): bytes a reader sees
+    // are written once, before the index points at them, and never change or go away.
+    // Recovery drops its scan maps before it truncates a torn tail. Read-only stores map only
+    // sealed segments. Tampering by a foreign process is outside what any mmap-based reader
+    // can defend against.
     #[allow(unsafe_code)]
     let map = unsafe { memmap2::Mmap::map(file)? };
     Ok(Mapping(std::sync::Arc::new(map)))

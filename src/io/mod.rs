@@ -64,8 +64,9 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// A read-only view of the file's current contents (a memory map on the real file system).
     ///
-    /// The caller must not truncate the file while the view lives; the store maps only
-    /// sealed segments, which it never changes.
+    /// The caller must not truncate away, or change, bytes it reads through the view while the
+    /// view lives (see the SAFETY argument in `io/mmap.rs`). A view may be a snapshot (the
+    /// simulated file system) or live (a shared memory map): callers must not depend on which.
     fn map(&self) -> io::Result<Mapping>;
 }
 

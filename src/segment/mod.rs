@@ -3,7 +3,7 @@
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub(crate) use writer::SegmentWriter;
 
@@ -20,8 +20,68 @@ use crate::io::{Mapping, VfsFile};
 pub(crate) enum SegmentData {
     /// A sealed segment: immutable, memory-mapped.
     Mapped(Mapping),
-    /// The active segment (or the last one of a read-only store): positioned reads.
-    File(Arc<dyn VfsFile>),
+    /// The active segment (or the last one of a read-only store).
+    File(Arc<ActiveView>),
+}
+
+/// The read side of the active segment: a memory map of its prefix, renewed when a record
+/// lies past it, with positioned reads as the fallback.
+///
+/// Invariant: readers only read records the index holds, which lie below the writer's append
+/// point; the writer only ever cuts the file *above* its append point (trimming preallocated
+/// space, undoing a failed write), so no mapped byte a reader touches is ever truncated.
+#[derive(Debug)]
+pub(crate) struct ActiveView {
+    file: Arc<dyn VfsFile>,
+    /// `None` until first needed, and after `invalidate`.
+    map: RwLock<Option<Mapping>>,
+    /// Whether mapping is allowed (not for read-only stores: another process writes the file).
+    mappable: bool,
+}
+
+impl ActiveView {
+    pub(crate) fn new(file: Arc<dyn VfsFile>, mappable: bool) -> Arc<ActiveView> {
+        Arc::new(ActiveView {
+            file,
+            map: RwLock::new(None),
+            mappable,
+        })
+    }
+
+    /// Forgets the map (after a failed write was undone: a map that is a snapshot, as on the
+    /// simulated file system, could still show the undone bytes).
+    pub(crate) fn invalidate(&self) {
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn mapped_record(&self, offset: u32, salt: u64) -> Option<OwnedRecord> {
+        if !self.mappable {
+            return None;
+        }
+        let current = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(r) = current
+            .as_deref()
+            .and_then(|m| decode_owned(m, offset, salt))
+        {
+            return Some(r);
+        }
+        // The record lies past the map (or no map yet): map the file as it is now.
+        let fresh = self.file.map().ok()?;
+        let r = decode_owned(&fresh, offset, salt);
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
+        r
+    }
+}
+
+/// The verified record at `offset` of `bytes`, if a whole one is there.
+fn decode_owned(bytes: &[u8], offset: u32, salt: u64) -> Option<OwnedRecord> {
+    match decode_record(bytes.get(offset as usize..)?, salt, DEFAULT_MAX_RECORD_LEN) {
+        Decoded::Record(r) => Some(OwnedRecord {
+            meta: r.meta,
+            payload: r.payload.to_vec(),
+        }),
+        _ => None,
+    }
 }
 
 /// A segment as the store's read path sees it.
@@ -61,7 +121,12 @@ impl Segment {
                     other => Err(corrupt(unexpected(other))),
                 }
             }
-            SegmentData::File(file) => {
+            SegmentData::File(view) => {
+                if let Some(r) = view.mapped_record(offset, self.salt) {
+                    return Ok(r);
+                }
+                // Positioned reads: a read-only store, or a map that failed.
+                let file = &view.file;
                 let mut header = [0u8; RECORD_HEADER_LEN];
                 file.read_exact_at(&mut header, off)
                     .map_err(|e| Error::io("read", &self.path, e))?;

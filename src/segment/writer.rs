@@ -21,12 +21,11 @@ pub(crate) struct SegmentWriter {
     pub(crate) file: Arc<dyn VfsFile>,
     pub(crate) len: u64,
     pub(crate) allocated: u64,
-    /// Whether to zero-fill ahead of the append point (so that steady-state `fdatasync`s
-    /// write data only, not file-size metadata).
-    pub(crate) preallocate: bool,
 }
 
-/// How far ahead of the append point a preallocating writer zero-fills.
+/// How far ahead of the append point the writer zero-fills, so that steady-state
+/// `fdatasync`s write data only (not file-size metadata), and one map of the active segment
+/// covers many appends.
 pub const PREALLOCATE_CHUNK: u64 = 1 << 20;
 
 impl SegmentWriter {
@@ -40,7 +39,6 @@ impl SegmentWriter {
         vfs: &dyn Vfs,
         dir: &Path,
         first_lsn: Lsn,
-        preallocate: bool,
     ) -> std::result::Result<SegmentWriter, (Error, bool)> {
         let id = SegmentId(first_lsn.0);
         let path = dir.join(id.file_name());
@@ -75,7 +73,6 @@ impl SegmentWriter {
             file,
             len: SEGMENT_HEADER_LEN as u64,
             allocated: SEGMENT_HEADER_LEN as u64,
-            preallocate,
         })
     }
 
@@ -83,7 +80,7 @@ impl SegmentWriter {
     /// possible; `Err((error, undone))` says whether that worked.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> std::result::Result<(), (Error, bool)> {
         let end = self.len + bytes.len() as u64;
-        if self.preallocate && end > self.allocated {
+        if end > self.allocated {
             let target = end + PREALLOCATE_CHUNK;
             if let Err(e) = self.zero_fill(target) {
                 // Zeros past the last record read as a clean end whatever part of them landed.

@@ -16,7 +16,7 @@ use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::index::Index;
 use crate::options::Options;
 use crate::recovery::{self, RecoveryReport};
-use crate::segment::{Segment, SegmentData, SegmentWriter};
+use crate::segment::{ActiveView, Segment, SegmentData, SegmentWriter};
 
 /// Name of the lock file in a store directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -161,7 +161,6 @@ impl Store {
                 reason: "no segment files in it",
             });
         }
-        let preallocate = opts.durability != Durability::Buffered;
         let mut segments = Vec::with_capacity(rec.segments.len() + 1);
         let mut writer = None;
         let last = rec.segments.len().checked_sub(1);
@@ -185,12 +184,11 @@ impl Store {
                     file: s.file.clone(),
                     len: s.valid_end,
                     allocated: allocated.max(s.valid_end),
-                    preallocate,
                 });
             }
             let data = match s.map {
                 Some(map) if !is_last => SegmentData::Mapped(map),
-                _ => SegmentData::File(s.file),
+                _ => SegmentData::File(ActiveView::new(s.file, !opts.read_only)),
             };
             segments.push(Arc::new(Segment {
                 id: s.id,
@@ -205,13 +203,12 @@ impl Store {
             let active = match writer {
                 Some(w) => w,
                 None => {
-                    let w = SegmentWriter::create(&*vfs, dir, rec.next_lsn, preallocate)
-                        .map_err(|(e, _)| e)?;
+                    let w = SegmentWriter::create(&*vfs, dir, rec.next_lsn).map_err(|(e, _)| e)?;
                     segments.push(Arc::new(Segment {
                         id: w.id,
                         salt: w.salt,
                         path: w.path.clone(),
-                        data: SegmentData::File(w.file.clone()),
+                        data: SegmentData::File(ActiveView::new(w.file.clone(), true)),
                     }));
                     w
                 }

@@ -12,7 +12,7 @@ use crate::format::{Kind, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, enc
 use crate::id::{Lsn, Timestamp};
 use crate::index::Pos;
 use crate::message::{ChatMessage, Entry};
-use crate::segment::{Segment, SegmentData, SegmentWriter};
+use crate::segment::{ActiveView, Segment, SegmentData, SegmentWriter};
 
 /// Most bytes one batch may frame: a batch is written to one segment, whose offsets are 32-bit.
 pub const MAX_BATCH_BYTES: u64 = 1 << 30;
@@ -331,6 +331,14 @@ impl Store {
             if !undone {
                 self.inner.syncer.poison();
             }
+            if let Some(SegmentData::File(view)) = self
+                .state()
+                .segments
+                .get(w.ordinal as usize)
+                .map(|s| &s.data)
+            {
+                view.invalidate();
+            }
             return Err(e);
         }
         w.next_lsn = Lsn(w.next_lsn.0 + events.len() as u64);
@@ -385,8 +393,8 @@ impl Store {
         self.inner.syncer.mark_durable(Lsn(w.next_lsn.0 - 1));
         let vfs = &*self.inner.opts.vfs;
         super::write_hint(vfs, &self.inner.dir, &w.active);
-        let new = SegmentWriter::create(vfs, &self.inner.dir, w.next_lsn, w.active.preallocate)
-            .map_err(|(e, clean)| {
+        let new =
+            SegmentWriter::create(vfs, &self.inner.dir, w.next_lsn).map_err(|(e, clean)| {
                 if !clean {
                     self.inner.syncer.poison();
                 }
@@ -404,7 +412,7 @@ impl Store {
             id: new.id,
             salt: new.salt,
             path: new.path.clone(),
-            data: SegmentData::File(new.file.clone()),
+            data: SegmentData::File(ActiveView::new(new.file.clone(), true)),
         }));
         w.ordinal = (st.segments.len() - 1) as u32;
         w.active = new;
