@@ -12,7 +12,7 @@ use crate::id::Lsn;
 /// |---|---|---|---|
 /// | `Always` | on stable storage (`fdatasync`) | yes | yes |
 /// | `Interval(d)` | in the OS page cache; synced within `d` | yes | all but the last `d` (plus one in-flight sync) |
-/// | `Buffered` | in the OS page cache | yes | only what a `sync()` (or a segment seal) covered |
+/// | `Buffered` | in the OS page cache | yes | only what a sync covered: `sync()`, a segment seal, or the background writeback every 8 MiB |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// `fdatasync` before `append` returns; concurrent appenders share one sync (group commit).
@@ -20,8 +20,9 @@ pub enum Durability {
     /// Synced at least every interval, by the appender that finds the interval passed or by a
     /// background thread when appends stop.
     Interval(Duration),
-    /// Written to the OS when `append` returns, synced only by [`crate::Store::sync`] and at
-    /// segment seals. The default.
+    /// Written to the OS when `append` returns; synced by [`crate::Store::sync`], at segment
+    /// seals, and by a background thread after every 8 MiB appended (so that a seal never
+    /// waits on a large fsync). The default.
     #[default]
     Buffered,
 }

@@ -63,6 +63,8 @@ struct Writer {
     next_lsn: Lsn,
     last_ts: Timestamp,
     last_sync: Instant,
+    /// Bytes appended since the last sync or kick of the flusher.
+    unsynced: u64,
     buf: Vec<u8>,
 }
 
@@ -108,11 +110,34 @@ pub struct StoreStats {
     pub durable_lsn: Lsn,
 }
 
-/// Background syncs for `Durability::Interval`.
+/// Bytes appended since the last sync after which a `Buffered` or `Interval` store syncs the
+/// active segment in the background: writeback stays steady, and sealing a segment (which
+/// must sync it) never waits on a large fsync.
+pub const WRITEBACK_BYTES: u64 = 8 << 20;
+
+/// The background sync thread of `Buffered` and `Interval` stores.
 #[derive(Debug, Default)]
 struct Flusher {
-    stop: Mutex<bool>,
+    state: Mutex<FlushState>,
     wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    stop: bool,
+    kicked: bool,
+}
+
+impl Flusher {
+    fn lock(&self) -> MutexGuard<'_, FlushState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for a sync now.
+    fn kick(&self) {
+        self.lock().kicked = true;
+        self.wake.notify_one();
+    }
 }
 
 impl Store {
@@ -219,6 +244,7 @@ impl Store {
                 next_lsn: rec.next_lsn,
                 last_ts: rec.last_ts,
                 last_sync: Instant::now(),
+                unsynced: 0,
                 buf: Vec::new(),
             })
         };
@@ -244,30 +270,39 @@ impl Store {
                 opts,
             }),
         };
-        if let (Durability::Interval(every), false) =
-            (store.inner.opts.durability, store.inner.opts.read_only)
-        {
-            store.spawn_flusher(every);
+        if !store.inner.opts.read_only {
+            match store.inner.opts.durability {
+                Durability::Always => {}
+                Durability::Interval(every) => store.spawn_flusher(Some(every)),
+                Durability::Buffered => store.spawn_flusher(None),
+            }
         }
         Ok(store)
     }
 
-    fn spawn_flusher(&self, every: Duration) {
+    /// Starts the background sync thread: it syncs every `every` (Interval), and whenever an
+    /// appender kicks it after [`WRITEBACK_BYTES`].
+    fn spawn_flusher(&self, every: Option<Duration>) {
         // The thread holds only a weak reference while it waits, so dropping the last
         // `Store` handle closes the store (and releases its lock) at once.
         let weak = Arc::downgrade(&self.inner);
         let flusher = self.inner.flusher.clone();
+        let every = every.unwrap_or(Duration::from_secs(3600));
         std::thread::spawn(move || {
             loop {
-                let stop = flusher.stop.lock().unwrap_or_else(|e| e.into_inner());
-                let (stop, _) = flusher
-                    .wake
-                    .wait_timeout(stop, every)
-                    .unwrap_or_else(|e| e.into_inner());
-                if *stop {
+                let mut state = flusher.lock();
+                if !state.kicked && !state.stop {
+                    state = flusher
+                        .wake
+                        .wait_timeout(state, every)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                if state.stop {
                     return;
                 }
-                drop(stop);
+                state.kicked = false;
+                drop(state);
                 let Some(inner) = weak.upgrade() else { return };
                 let store = Store { inner };
                 if store.inner.syncer.is_poisoned() {
@@ -380,7 +415,7 @@ impl Drop for Inner {
     /// syncs it and writes its hint, so the next open needs no scan. Best effort: if any step
     /// fails, the next open scans the segment instead.
     fn drop(&mut self) {
-        *self.flusher.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.flusher.lock().stop = true;
         self.flusher.wake.notify_all();
         if self.syncer.is_poisoned() {
             return;

@@ -343,6 +343,13 @@ impl Store {
         }
         w.next_lsn = Lsn(w.next_lsn.0 + events.len() as u64);
         w.last_ts = ts;
+        w.unsynced += w.buf.len() as u64;
+        if w.unsynced >= super::WRITEBACK_BYTES {
+            w.unsynced = 0;
+            if self.inner.opts.durability != Durability::Always {
+                self.inner.flusher.kick();
+            }
+        }
         let last = Lsn(w.next_lsn.0 - 1);
         let sync_due = match self.inner.opts.durability {
             Durability::Always => true,
@@ -391,6 +398,7 @@ impl Store {
             return Err(e);
         }
         self.inner.syncer.mark_durable(Lsn(w.next_lsn.0 - 1));
+        w.unsynced = 0;
         let vfs = &*self.inner.opts.vfs;
         super::write_hint(vfs, &self.inner.dir, &w.active);
         let new =
