@@ -138,6 +138,9 @@ pub enum SegmentHeaderError {
     Checksum,
     /// Checksummed, but from a version this build does not read.
     Version(u16),
+    /// Checksummed, but a reserved field is not zero (a writer gave it a meaning this build
+    /// does not know).
+    Reserved,
 }
 
 impl SegmentHeader {
@@ -174,6 +177,9 @@ impl SegmentHeader {
         if version != FORMAT_VERSION || usize::from(le_u16(b, SH_HEADER_LEN)) != SEGMENT_HEADER_LEN
         {
             return Err(SegmentHeaderError::Version(version));
+        }
+        if le_u32(b, SH_FLAGS) != 0 || le_u32(b, SH_RESERVED) != 0 {
+            return Err(SegmentHeaderError::Reserved);
         }
         Ok(SegmentHeader {
             first_lsn: Lsn(le_u64(b, SH_FIRST_LSN)),

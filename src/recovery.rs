@@ -110,6 +110,8 @@ pub(crate) struct RecoveredSegment {
     pub(crate) map: Option<Mapping>,
     /// End of the last committed record (the append point of the last segment).
     pub(crate) valid_end: u64,
+    /// Whether it was loaded from its hint, unscanned.
+    pub(crate) from_hint: bool,
 }
 
 /// Everything recovery rebuilt.
@@ -241,7 +243,11 @@ impl Scanner<'_> {
                     supported: crate::format::FORMAT_VERSION,
                 });
             }
-            Err(e) if is_last && all_zero(map.get(SEGMENT_HEADER_LEN..).unwrap_or(&[])) => {
+            Err(e)
+                if is_last
+                    && e != SegmentHeaderError::Reserved
+                    && all_zero(map.get(SEGMENT_HEADER_LEN..).unwrap_or(&[])) =>
+            {
                 // A crash interrupted the segment's creation: nothing was ever in it.
                 if self.mode == RecoveryMode::Strict {
                     return Err(self.corrupt(id, 0, header_damage(&e)));
@@ -331,6 +337,7 @@ impl Scanner<'_> {
                     && h.salt == header.salt
                     && h.valid_len == map.len() as u64
             });
+        let from_hint = hint.is_some();
         let valid_end = match hint {
             Some(h) => {
                 self.apply_hint(ordinal, &h, &map);
@@ -347,6 +354,7 @@ impl Scanner<'_> {
             file,
             map: keep_map.then_some(map),
             valid_end,
+            from_hint,
         });
         Ok(())
     }
@@ -654,6 +662,50 @@ fn timestamp_at(
     }
 }
 
+/// Verifies every record of `bytes[SEGMENT_HEADER_LEN..end]` (both CRCs, contiguous LSNs
+/// from `first_lsn`, the last record committed): the scan a hint let `open` skip, run before
+/// the first append to that segment so that new records never go after hidden damage.
+pub(crate) fn verify_records(
+    bytes: &[u8],
+    id: SegmentId,
+    salt: u64,
+    end: u64,
+) -> Result<()> {
+    let mut off = SEGMENT_HEADER_LEN as u64;
+    let mut expected = id.0;
+    let mut committed = true;
+    while off < end {
+        let rest = bytes.get(off as usize..end as usize).unwrap_or(&[]);
+        let damage = match decode_record(rest, salt, DEFAULT_MAX_RECORD_LEN) {
+            Decoded::Record(r) if r.meta.lsn.0 == expected => {
+                expected += if r.meta.kind == Kind::Gap { r.meta.arg.max(1) } else { 1 };
+                committed = r.meta.commit;
+                off += r.framed_len() as u64;
+                continue;
+            }
+            Decoded::Record(r) => Damage::LsnGap {
+                expected,
+                found: r.meta.lsn.0,
+            },
+            Decoded::Damaged(d) => d,
+            Decoded::End | Decoded::UnknownKind(_) => Damage::BadField { field: "record" },
+        };
+        return Err(Error::Corrupt {
+            segment: id,
+            offset: off,
+            damage,
+        });
+    }
+    if !committed {
+        return Err(Error::Corrupt {
+            segment: id,
+            offset: end,
+            damage: Damage::UncommittedBatch,
+        });
+    }
+    Ok(())
+}
+
 fn header_damage(e: &SegmentHeaderError) -> Damage {
     match e {
         SegmentHeaderError::Short => Damage::ShortSegment,
@@ -661,6 +713,9 @@ fn header_damage(e: &SegmentHeaderError) -> Damage {
         SegmentHeaderError::Checksum | SegmentHeaderError::Version(_) => {
             Damage::SegmentHeaderChecksum
         }
+        SegmentHeaderError::Reserved => Damage::BadField {
+            field: "segment header reserved field",
+        },
     }
 }
 

@@ -128,8 +128,15 @@ impl Segment {
                 // Positioned reads: a read-only store, or a map that failed.
                 let file = &view.file;
                 let mut header = [0u8; RECORD_HEADER_LEN];
-                file.read_exact_at(&mut header, off)
-                    .map_err(|e| Error::io("read", &self.path, e))?;
+                file.read_exact_at(&mut header, off).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        corrupt(Damage::BadLength {
+                            len: RECORD_HEADER_LEN as u64,
+                        })
+                    } else {
+                        Error::io("read", &self.path, e)
+                    }
+                })?;
                 let len = framed_len_from_header(&header);
                 let bound = (RECORD_HEADER_LEN + MAX_SESSION_LEN) as u64
                     + u64::from(DEFAULT_MAX_RECORD_LEN);
@@ -137,8 +144,14 @@ impl Segment {
                     return Err(corrupt(Damage::BadLength { len }));
                 }
                 let mut buf = vec![0u8; len as usize];
-                file.read_exact_at(&mut buf, off)
-                    .map_err(|e| Error::io("read", &self.path, e))?;
+                file.read_exact_at(&mut buf, off).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        // A length (damaged after the index was built) runs past the file.
+                        corrupt(Damage::BadLength { len })
+                    } else {
+                        Error::io("read", &self.path, e)
+                    }
+                })?;
                 match decode_record(&buf, self.salt, DEFAULT_MAX_RECORD_LEN) {
                     Decoded::Record(r) => Ok(OwnedRecord {
                         meta: r.meta,

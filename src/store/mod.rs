@@ -65,6 +65,9 @@ struct Writer {
     last_sync: Instant,
     /// Bytes appended since the last sync or kick of the flusher.
     unsynced: u64,
+    /// The active segment was loaded from its hint without a scan: verify it before the
+    /// first append, so that new records never go after damage nobody has seen.
+    unverified: bool,
     buf: Vec<u8>,
 }
 
@@ -188,10 +191,12 @@ impl Store {
         }
         let mut segments = Vec::with_capacity(rec.segments.len() + 1);
         let mut writer = None;
+        let mut unverified = false;
         let last = rec.segments.len().checked_sub(1);
         for (i, s) in rec.segments.into_iter().enumerate() {
             let is_last = Some(i) == last;
             if is_last && !opts.read_only {
+                unverified = s.from_hint;
                 if rec.report.torn_tail.is_some() && opts.recovery != crate::RecoveryMode::Strict {
                     // Make the cut physical and durable before anything new is appended.
                     s.file
@@ -245,6 +250,7 @@ impl Store {
                 last_ts: rec.last_ts,
                 last_sync: Instant::now(),
                 unsynced: 0,
+                unverified,
                 buf: Vec::new(),
             })
         };

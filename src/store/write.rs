@@ -275,6 +275,15 @@ impl Store {
         if self.inner.syncer.is_poisoned() {
             return Err(self.poisoned());
         }
+        if w.unverified {
+            let map = w
+                .active
+                .file
+                .map()
+                .map_err(|e| Error::io("map", &w.active.path, e))?;
+            crate::recovery::verify_records(&map, w.active.id, w.active.salt, w.active.len)?;
+            w.unverified = false;
+        }
         let count = self.state().index.count(session);
         let events = plan(count)?;
         if events.is_empty() {
