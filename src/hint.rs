@@ -195,66 +195,158 @@ impl Hint {
     }
 
     /// Decodes a hint; `None` for any damage (bad CRC, bad magic or version, bad lengths).
+    #[cfg(test)]
     pub(crate) fn decode(bytes: &[u8]) -> Option<Hint> {
-        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
-            return None;
-        }
-        let mut r = Reader(body);
-        if r.take(8)? != HINT_MAGIC || r.u16()? != HINT_VERSION || r.u16()? != 0 {
-            return None;
-        }
-        let count = r.u32()?;
-        let first_lsn = Lsn(r.u64()?);
-        let salt = r.u64()?;
-        let valid_len = r.u64()?;
-        let next_lsn = Lsn(r.u64()?);
-        let mut kinds = [0u64; 5];
-        for k in &mut kinds {
-            *k = r.u64()?;
-        }
-        // Every session entry takes at least 7 bytes: bound the allocation by what is there.
-        let mut sessions = Vec::with_capacity((count as usize).min(r.0.len() / 7));
-        for _ in 0..count {
-            let len = usize::from(r.u16()?);
-            let session = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
-            let n = r.u32()?;
-            let mut events = Vec::with_capacity((n as usize).min(r.0.len() / 9));
-            for _ in 0..n {
-                events.push(match r.u8()? {
-                    TAG_APPENDS => {
-                        let k = r.u32()? as usize;
-                        let first = Timestamp(r.u64()?);
-                        let last = Timestamp(r.u64()?);
-                        let raw = r.take(k.checked_mul(4)?)?;
-                        let offsets = raw
-                            .chunks_exact(4)
-                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                            .collect();
-                        HintEvent::Appends {
-                            first,
-                            last,
-                            offsets,
-                        }
-                    }
-                    TAG_POP => HintEvent::Pop(r.u64()?),
-                    TAG_TRUNCATE => HintEvent::Truncate(r.u64()?),
-                    _ => return None,
+        let mut sessions: Vec<(String, Vec<HintEvent>)> = Vec::new();
+        let header = parse(bytes, |session, event| {
+            if sessions.last().is_none_or(|(s, _)| s != session) {
+                sessions.push((session.to_owned(), Vec::new()));
+            }
+            if let Some((_, events)) = sessions.last_mut() {
+                events.push(match event {
+                    EventRef::Appends {
+                        first,
+                        last,
+                        offsets,
+                    } => HintEvent::Appends {
+                        first,
+                        last,
+                        offsets: offsets.collect(),
+                    },
+                    EventRef::Pop(n) => HintEvent::Pop(n),
+                    EventRef::Truncate(k) => HintEvent::Truncate(k),
                 });
             }
-            sessions.push((session, events));
-        }
-        if !r.0.is_empty() {
-            return None;
-        }
+        })?;
         Some(Hint {
-            first_lsn,
-            salt,
-            valid_len,
-            next_lsn,
-            kinds,
+            first_lsn: header.first_lsn,
+            salt: header.salt,
+            valid_len: header.valid_len,
+            next_lsn: header.next_lsn,
+            kinds: header.kinds,
             sessions,
         })
+    }
+}
+
+/// The fixed fields of a hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HintHeader {
+    pub(crate) sessions: u32,
+    pub(crate) first_lsn: Lsn,
+    pub(crate) salt: u64,
+    pub(crate) valid_len: u64,
+    pub(crate) next_lsn: Lsn,
+    pub(crate) kinds: [u64; 5],
+}
+
+/// One event of a hint, borrowed from its bytes.
+#[derive(Debug, Clone)]
+pub(crate) enum EventRef<'a> {
+    /// Messages appended at these offsets.
+    Appends {
+        first: Timestamp,
+        last: Timestamp,
+        offsets: Offsets<'a>,
+    },
+    /// The last `n` messages removed.
+    Pop(u64),
+    /// Cut to the first `keep` messages.
+    Truncate(u64),
+}
+
+/// The offsets of an appends run, read in place.
+#[derive(Debug, Clone)]
+pub(crate) struct Offsets<'a>(std::slice::ChunksExact<'a, u8>);
+
+impl Iterator for Offsets<'_> {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        self.0
+            .next()
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Offsets<'_> {}
+
+/// Walks a hint's events, in file order, calling `f` for each; `None` (after calling `f` for
+/// a prefix) if the bytes are not a valid hint. Allocates nothing.
+pub(crate) fn parse<'a>(
+    bytes: &'a [u8],
+    mut f: impl FnMut(&'a str, EventRef<'a>),
+) -> Option<HintHeader> {
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let mut r = Reader(body);
+    if r.take(8)? != HINT_MAGIC || r.u16()? != HINT_VERSION || r.u16()? != 0 {
+        return None;
+    }
+    let count = r.u32()?;
+    let first_lsn = Lsn(r.u64()?);
+    let salt = r.u64()?;
+    let valid_len = r.u64()?;
+    let next_lsn = Lsn(r.u64()?);
+    let mut kinds = [0u64; 5];
+    for k in &mut kinds {
+        *k = r.u64()?;
+    }
+    for _ in 0..count {
+        let len = usize::from(r.u16()?);
+        let session = std::str::from_utf8(r.take(len)?).ok()?;
+        let n = r.u32()?;
+        for _ in 0..n {
+            let event = match r.u8()? {
+                TAG_APPENDS => {
+                    let k = r.u32()? as usize;
+                    let first = Timestamp(r.u64()?);
+                    let last = Timestamp(r.u64()?);
+                    let raw = r.take(k.checked_mul(4)?)?;
+                    if k == 0 {
+                        return None;
+                    }
+                    EventRef::Appends {
+                        first,
+                        last,
+                        offsets: Offsets(raw.chunks_exact(4)),
+                    }
+                }
+                TAG_POP => EventRef::Pop(r.u64()?),
+                TAG_TRUNCATE => EventRef::Truncate(r.u64()?),
+                _ => return None,
+            };
+            f(session, event);
+        }
+    }
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some(HintHeader {
+        sessions: count,
+        first_lsn,
+        salt,
+        valid_len,
+        next_lsn,
+        kinds,
+    })
+}
+
+/// A hint file read and validated (checksum and structure), ready to be applied.
+#[derive(Debug)]
+pub(crate) struct LoadedHint {
+    bytes: Vec<u8>,
+    pub(crate) header: HintHeader,
+}
+
+impl LoadedHint {
+    /// Calls `f` for every event, in order.
+    pub(crate) fn for_each<'a>(&'a self, f: impl FnMut(&'a str, EventRef<'a>)) {
+        let _ = parse(&self.bytes, f);
     }
 }
 
@@ -280,8 +372,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads the hint of segment `id`, if there is a readable one.
-pub(crate) fn load(vfs: &dyn Vfs, dir: &Path, id: SegmentId) -> Option<Hint> {
+/// Reads and validates the hint of segment `id`, if there is a valid one.
+pub(crate) fn load(vfs: &dyn Vfs, dir: &Path, id: SegmentId) -> Option<LoadedHint> {
     let p = path(dir, id);
     let f = vfs.open(&p, OpenMode::Read).ok()?;
     let len = usize::try_from(f.len().ok()?).ok()?;
@@ -289,9 +381,10 @@ pub(crate) fn load(vfs: &dyn Vfs, dir: &Path, id: SegmentId) -> Option<Hint> {
     if len > (crate::options::MAX_SEGMENT_SIZE as usize) / 4 {
         return None;
     }
-    let mut buf = vec![0u8; len];
-    f.read_exact_at(&mut buf, 0).ok()?;
-    Hint::decode(&buf)
+    let mut bytes = vec![0u8; len];
+    f.read_exact_at(&mut bytes, 0).ok()?;
+    let header = parse(&bytes, |_, _| {})?;
+    Some(LoadedHint { bytes, header })
 }
 
 /// Writes the hint of segment `id` durably: temporary file, fdatasync, rename, directory fsync.

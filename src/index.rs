@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use crate::id::Timestamp;
 
 /// Where a record starts: the segment's ordinal in the store's segment table, and the byte
-/// offset in that segment. 8 bytes per message.
+/// offset in that segment. 8 bytes per message; with `Vec`'s doubling growth, a session's
+/// positions hold at most 16 bytes per message once it has a few messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pos {
     pub(crate) seg: u32,
@@ -67,31 +68,38 @@ impl Index {
         );
     }
 
-    /// Appends a run of messages of one segment (from a hint).
+    /// Appends a run of messages of one segment (from a hint): one lookup, no copy of the
+    /// offsets but into the session's positions.
     pub(crate) fn append_run(
         &mut self,
         session: &str,
         seg: u32,
-        offsets: &[u32],
+        offsets: impl ExactSizeIterator<Item = u32>,
         first: Timestamp,
         last: Timestamp,
     ) {
-        let Some((head, rest)) = offsets.split_first() else {
+        if offsets.len() == 0 {
             return;
-        };
-        self.append(session, Pos { seg, off: *head }, first);
-        if let Some(s) = self.sessions.get_mut(session) {
-            s.positions.extend(rest.iter().map(|&off| Pos { seg, off }));
-            s.last = last;
         }
+        let s = match self.sessions.get_mut(session) {
+            Some(s) => s,
+            None => {
+                self.next_epoch += 1;
+                self.sessions.entry(session.into()).or_insert(SessionState {
+                    positions: Vec::new(),
+                    first,
+                    last,
+                    epoch: self.next_epoch,
+                })
+            }
+        };
+        s.positions.extend(offsets.map(|off| Pos { seg, off }));
+        s.last = last;
     }
 
-    /// Gives back the slack of every position vector (after a rebuild).
-    pub(crate) fn shrink(&mut self) {
-        for s in self.sessions.values_mut() {
-            s.positions.shrink_to_fit();
-        }
-        self.sessions.shrink_to_fit();
+    /// Makes room for `n` more sessions.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.sessions.reserve(n);
     }
 
     /// Keeps the first `keep` messages. `last_ts` gives the timestamp of a position (needed

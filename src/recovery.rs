@@ -20,7 +20,7 @@ use crate::format::{
     RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader, SegmentHeaderError, crc_seed, decode_record,
     encode_record,
 };
-use crate::hint::{self, Hint, HintEvent};
+use crate::hint::{self, EventRef, LoadedHint};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::index::{Index, Pos};
 use crate::io::{Mapping, OpenMode, Vfs, VfsFile};
@@ -198,7 +198,6 @@ pub(crate) fn recover(
         again.report.duration = started.elapsed();
         return Ok(again);
     }
-    s.index.shrink();
     let next_lsn = s.expected.unwrap_or(Lsn::FIRST);
     s.report.last_lsn = Lsn(next_lsn.0.saturating_sub(1));
     s.report.duration = started.elapsed();
@@ -333,16 +332,16 @@ impl Scanner<'_> {
             .then(|| hint::load(self.vfs, self.dir, id))
             .flatten()
             .filter(|h| {
-                h.first_lsn == header.first_lsn
-                    && h.salt == header.salt
-                    && h.valid_len == map.len() as u64
+                h.header.first_lsn == header.first_lsn
+                    && h.header.salt == header.salt
+                    && h.header.valid_len == map.len() as u64
             });
         let from_hint = hint.is_some();
         let valid_end = match hint {
             Some(h) => {
                 self.apply_hint(ordinal, &h, &map);
                 self.report.hints_used += 1;
-                h.valid_len
+                h.header.valid_len
             }
             None => self.records(id, ordinal, header.salt, &map, is_last)?,
         };
@@ -502,36 +501,40 @@ impl Scanner<'_> {
         Ok(committed_end)
     }
 
-    fn apply_hint(&mut self, ordinal: u32, h: &Hint, map: &Mapping) {
-        for (kind, n) in Kind::ALL.iter().zip(h.kinds) {
+    fn apply_hint(&mut self, ordinal: u32, h: &LoadedHint, map: &Mapping) {
+        for (kind, n) in Kind::ALL.iter().zip(h.header.kinds) {
             if n > 0 {
                 *self.report.records_by_kind.entry(kind.name()).or_default() += n;
                 self.report.records += n;
             }
         }
-        for (session, events) in &h.sessions {
-            for e in events {
-                let keep = match e {
-                    HintEvent::Appends {
-                        first,
-                        last,
-                        offsets,
-                    } => {
-                        self.index
-                            .append_run(session, ordinal, offsets, *first, *last);
-                        self.last_ts = self.last_ts.max(*last);
-                        continue;
-                    }
-                    HintEvent::Pop(n) => self.index.count(session).saturating_sub(*n),
-                    HintEvent::Truncate(k) => *k,
-                };
-                let segments = &self.segments;
-                self.index.truncate(session, keep, |q| {
-                    timestamp_at(segments, ordinal, map, h.salt, q)
-                });
-            }
+        let salt = h.header.salt;
+        if ordinal == 0 {
+            self.index.reserve(h.header.sessions as usize);
         }
-        self.expected = Some(h.next_lsn);
+        let segments = &self.segments;
+        let index = &mut self.index;
+        let mut last_ts = self.last_ts;
+        h.for_each(|session, event| {
+            let keep = match event {
+                EventRef::Appends {
+                    first,
+                    last,
+                    offsets,
+                } => {
+                    index.append_run(session, ordinal, offsets, first, last);
+                    last_ts = last_ts.max(last);
+                    return;
+                }
+                EventRef::Pop(n) => index.count(session).saturating_sub(n),
+                EventRef::Truncate(k) => k,
+            };
+            index.truncate(session, keep, |q| {
+                timestamp_at(segments, ordinal, map, salt, q)
+            });
+        });
+        self.last_ts = last_ts;
+        self.expected = Some(h.header.next_lsn);
         self.plans.push(SegmentPlan::default());
     }
 
@@ -665,12 +668,7 @@ fn timestamp_at(
 /// Verifies every record of `bytes[SEGMENT_HEADER_LEN..end]` (both CRCs, contiguous LSNs
 /// from `first_lsn`, the last record committed): the scan a hint let `open` skip, run before
 /// the first append to that segment so that new records never go after hidden damage.
-pub(crate) fn verify_records(
-    bytes: &[u8],
-    id: SegmentId,
-    salt: u64,
-    end: u64,
-) -> Result<()> {
+pub(crate) fn verify_records(bytes: &[u8], id: SegmentId, salt: u64, end: u64) -> Result<()> {
     let mut off = SEGMENT_HEADER_LEN as u64;
     let mut expected = id.0;
     let mut committed = true;
@@ -678,7 +676,11 @@ pub(crate) fn verify_records(
         let rest = bytes.get(off as usize..end as usize).unwrap_or(&[]);
         let damage = match decode_record(rest, salt, DEFAULT_MAX_RECORD_LEN) {
             Decoded::Record(r) if r.meta.lsn.0 == expected => {
-                expected += if r.meta.kind == Kind::Gap { r.meta.arg.max(1) } else { 1 };
+                expected += if r.meta.kind == Kind::Gap {
+                    r.meta.arg.max(1)
+                } else {
+                    1
+                };
                 committed = r.meta.commit;
                 off += r.framed_len() as u64;
                 continue;

@@ -256,8 +256,9 @@ impl Store {
         };
         // What recovery read may still be only in the page cache (a process crash does not
         // lose it, but a power cut could): sync the active segment before calling it durable.
-        // Sealed segments were synced before their successors were created.
-        if let Some(w) = &writer {
+        // Sealed segments were synced before their successors were created, and a segment
+        // loaded from its hint was synced by the clean close that wrote the hint.
+        if let Some(w) = writer.as_ref().filter(|w| !w.unverified) {
             w.active.sync()?;
         }
         let durable = Lsn(rec.next_lsn.0.saturating_sub(1));
