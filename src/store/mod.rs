@@ -45,6 +45,8 @@ struct Inner {
     /// The active segment; `None` for a read-only store. Lock order: `writer`, then `state`.
     writer: Mutex<Option<Writer>>,
     syncer: Syncer,
+    /// Threads inside a write (for the group-commit leader's short wait).
+    appending: std::sync::atomic::AtomicUsize,
     report: RecoveryReport,
     flusher: Arc<Flusher>,
     _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
@@ -271,6 +273,7 @@ impl Store {
                 }),
                 writer: Mutex::new(writer),
                 syncer: Syncer::new(durable),
+                appending: std::sync::atomic::AtomicUsize::new(0),
                 report: rec.report,
                 flusher: Arc::new(Flusher::default()),
                 _lock: lock,

@@ -1,6 +1,7 @@
 //! The write path: append, append_batch, append_if, pop, truncate, clear, sync.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -16,6 +17,25 @@ use crate::segment::{ActiveView, Segment, SegmentData, SegmentWriter};
 
 /// Most bytes one batch may frame: a batch is written to one segment, whose offsets are 32-bit.
 pub const MAX_BATCH_BYTES: u64 = 1 << 30;
+
+/// How long a group-commit leader waits for appenders that are mid-write to join its sync.
+const GROUP_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Counts a thread as appending (between entering `write_events` and finishing its write).
+struct Appending<'a>(&'a AtomicUsize);
+
+impl<'a> Appending<'a> {
+    fn enter(count: &'a AtomicUsize) -> Appending<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Appending(count)
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// One event to log for a session.
 struct Event {
@@ -266,6 +286,7 @@ impl Store {
         session: &str,
         plan: impl FnOnce(u64) -> Result<Vec<Event>>,
     ) -> Result<Vec<Receipt>> {
+        let appending = Appending::enter(&self.inner.appending);
         let mut guard = self.writer();
         let Some(w) = guard.as_mut() else {
             return Err(Error::ReadOnly {
@@ -394,6 +415,7 @@ impl Store {
             }
         }
         drop(guard);
+        drop(appending);
         if sync_due {
             self.wait_durable(last)?;
         }
@@ -440,6 +462,17 @@ impl Store {
         self.inner.syncer.wait_durable(
             lsn,
             || {
+                // Group commit: appenders that are writing right now will want this sync
+                // too; give them a moment to get their records in first.
+                // Yield first, so writers the last sync just woke can start their appends.
+                let deadline = std::time::Instant::now() + GROUP_COMMIT_WAIT;
+                let mut yields = 0;
+                while (yields < 3 || self.inner.appending.load(Ordering::Acquire) > 0)
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::yield_now();
+                    yields += 1;
+                }
                 let (file, path, covered) = {
                     let guard = self.writer();
                     let Some(w) = guard.as_ref() else {
@@ -453,8 +486,10 @@ impl Store {
                 };
                 file.sync_data()
                     .map_err(|e| Error::io("fdatasync", path, e))?;
-                if let Some(w) = self.writer().as_mut() {
-                    w.last_sync = std::time::Instant::now();
+                if let Durability::Interval(_) = self.inner.opts.durability {
+                    if let Some(w) = self.writer().as_mut() {
+                        w.last_sync = std::time::Instant::now();
+                    }
                 }
                 Ok(covered)
             },
