@@ -486,10 +486,10 @@ impl Store {
                 };
                 file.sync_data()
                     .map_err(|e| Error::io("fdatasync", path, e))?;
-                if let Durability::Interval(_) = self.inner.opts.durability {
-                    if let Some(w) = self.writer().as_mut() {
-                        w.last_sync = std::time::Instant::now();
-                    }
+                if let (Durability::Interval(_), Some(w)) =
+                    (self.inner.opts.durability, self.writer().as_mut())
+                {
+                    w.last_sync = std::time::Instant::now();
                 }
                 Ok(covered)
             },
