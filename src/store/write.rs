@@ -486,8 +486,8 @@ impl Store {
                 };
                 file.sync_data()
                     .map_err(|e| Error::io("fdatasync", path, e))?;
-                if let (Durability::Interval(_), Some(w)) =
-                    (self.inner.opts.durability, self.writer().as_mut())
+                if matches!(self.inner.opts.durability, Durability::Interval(_))
+                    && let Some(w) = self.writer().as_mut()
                 {
                     w.last_sync = std::time::Instant::now();
                 }
