@@ -21,6 +21,8 @@ pub(crate) struct SegmentWriter {
     pub(crate) file: Arc<dyn VfsFile>,
     pub(crate) len: u64,
     pub(crate) allocated: u64,
+    /// The store's segment size: preallocation never runs further ahead than this.
+    pub(crate) segment_size: u64,
 }
 
 /// How far ahead of the append point the writer zero-fills, so that steady-state
@@ -39,6 +41,7 @@ impl SegmentWriter {
         vfs: &dyn Vfs,
         dir: &Path,
         first_lsn: Lsn,
+        segment_size: u64,
     ) -> std::result::Result<SegmentWriter, (Error, bool)> {
         let id = SegmentId(first_lsn.0);
         let path = dir.join(id.file_name());
@@ -73,6 +76,7 @@ impl SegmentWriter {
             file,
             len: SEGMENT_HEADER_LEN as u64,
             allocated: SEGMENT_HEADER_LEN as u64,
+            segment_size,
         })
     }
 
@@ -81,7 +85,7 @@ impl SegmentWriter {
     pub(crate) fn append(&mut self, bytes: &[u8]) -> std::result::Result<(), (Error, bool)> {
         let end = self.len + bytes.len() as u64;
         if end > self.allocated {
-            let target = end + PREALLOCATE_CHUNK;
+            let target = end + PREALLOCATE_CHUNK.min(self.segment_size);
             if let Err(e) = self.zero_fill(target) {
                 // Zeros past the last record read as a clean end whatever part of them landed.
                 let undone = self.file.set_len(self.allocated).is_ok();

@@ -216,6 +216,7 @@ impl Store {
                     file: s.file.clone(),
                     len: s.valid_end,
                     allocated: allocated.max(s.valid_end),
+                    segment_size: opts.segment_size,
                 });
             }
             let data = match s.map {
@@ -235,7 +236,8 @@ impl Store {
             let active = match writer {
                 Some(w) => w,
                 None => {
-                    let w = SegmentWriter::create(&*vfs, dir, rec.next_lsn).map_err(|(e, _)| e)?;
+                    let w = SegmentWriter::create(&*vfs, dir, rec.next_lsn, opts.segment_size)
+                        .map_err(|(e, _)| e)?;
                     segments.push(Arc::new(Segment {
                         id: w.id,
                         salt: w.salt,
@@ -262,6 +264,13 @@ impl Store {
         // loaded from its hint was synced by the clean close that wrote the hint.
         if let Some(w) = writer.as_ref().filter(|w| !w.unverified) {
             w.active.sync()?;
+        }
+        // The directory too: a crash may have come between creating a segment (or removing
+        // one) and the directory fsync, and new records must not go into a file whose
+        // directory entry a power cut could still take away.
+        if !opts.read_only {
+            vfs.sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir, e))?;
         }
         let durable = Lsn(rec.next_lsn.0.saturating_sub(1));
         let store = Store {

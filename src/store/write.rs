@@ -432,8 +432,8 @@ impl Store {
         w.unsynced = 0;
         let vfs = &*self.inner.opts.vfs;
         super::write_hint(vfs, &self.inner.dir, &w.active);
-        let new =
-            SegmentWriter::create(vfs, &self.inner.dir, w.next_lsn).map_err(|(e, clean)| {
+        let new = SegmentWriter::create(vfs, &self.inner.dir, w.next_lsn, w.active.segment_size)
+            .map_err(|(e, clean)| {
                 if !clean {
                     self.inner.syncer.poison();
                 }

@@ -1,0 +1,299 @@
+//! Opening an arbitrary store directory: `open` returns `Ok` or a typed error and never
+//! panics or allocates without bound (run with `-rss_limit_mb=256`); an image that opens
+//! reads back (each read `Ok` or a typed error); a writable open takes an append (or refuses
+//! it with `Corrupt` when it finds damage the open did not scan), and a reopen finds it.
+//!
+//! Input (see `fuzz/corpus-gen` for the seeds):
+//!
+//! ```text
+//! input := mode:u8 file*
+//!   mode bits 0-1: recovery (0 point-in-time, 1 strict, 2 salvage, 3 point-in-time);
+//!   bit 2: read-only; bit 3: append after a writable open, then reopen
+//! file := tag:u8 param:u8 len:u16le body[len]      (cut short at the end of the input)
+//!   tag % 6 = 0  raw segment     {ID[param % 8]:020}.seg
+//!             1  synthesized segment (body is a program, below), same name; with param
+//!                bit 7, the id is the LSN after the previous synthesized segment
+//!             2  raw hint named by the body's first 8 bytes (u64 LE): {id:020}.hint
+//!             3  raw other file  LOCK, leftovers and foreign names, by param
+//!             4  raw segment named by the body's first 8 bytes (u64 LE)
+//!             5  raw segment     {param:020}.seg
+//! ID = [1, 2, 3, 4, 5, 10, 17, 1000]
+//!
+//! segment program := lsn_mode:u8 salt:u64le hflags:u8 record*
+//!   lsn_mode: first LSN = id (0), id + 1 (1), id - 1 (2), else 8 more bytes
+//!   hflags bit 0: break the header CRC; 1: set the reserved flags; 2: version 2 (CRC
+//!   fixed); 3: bad magic
+//! record := op:u8 sess:u8 arg:u8 plen:u8 payload[plen] [dpos:u8 if damaged]
+//!   op bits 0-2: kind (append, pop, truncate, clear, gap, unknown 0, unknown 9, append)
+//!   bit 3: COMMIT; bits 4-5: LSN = expected, +1, -1, or the previous one again;
+//!   bits 6-7: damage after encoding: none, flip a byte, cut the record, 512 zeros after it
+//! ```
+#![no_main]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use convlog::format::{RecordMeta, SegmentHeader, encode_record};
+use convlog::io::sim::SimFs;
+use convlog::{Lsn, RecoveryMode, SegmentId, Store, Timestamp};
+use libfuzzer_sys::fuzz_target;
+
+const ID: [u64; 8] = [1, 2, 3, 4, 5, 10, 17, 1000];
+const DIR: &str = "/db";
+
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn u8(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+    fn bytes(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.0.len());
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        a
+    }
+    fn u64(&mut self) -> u64 {
+        let mut a = [0u8; 8];
+        let b = self.bytes(8);
+        a[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(a)
+    }
+}
+
+fn path(name: &str) -> PathBuf {
+    PathBuf::from(DIR).join(name)
+}
+
+/// Builds a segment from a program; returns its bytes and the LSN after its last record.
+fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
+    use convlog::format::Kind;
+    let mut p = Input(prog);
+    let first = match p.u8().unwrap_or(0) {
+        0 => id,
+        1 => id.wrapping_add(1),
+        2 => id.wrapping_sub(1),
+        _ => p.u64(),
+    };
+    let salt = p.u64();
+    let hflags = p.u8().unwrap_or(0);
+    let mut out = SegmentHeader {
+        first_lsn: Lsn(first),
+        salt,
+        created: Timestamp(1),
+    }
+    .encode()
+    .to_vec();
+    if hflags & 2 != 0 {
+        out[12] = 1;
+    }
+    if hflags & 4 != 0 {
+        out[8] = 2;
+    }
+    if hflags & 6 != 0 {
+        let crc = crc32fast::hash(&out[..44]);
+        out[44..48].copy_from_slice(&crc.to_le_bytes());
+    }
+    if hflags & 1 != 0 {
+        out[45] ^= 0x10;
+    }
+    if hflags & 8 != 0 {
+        out[0] = b'X';
+    }
+    let sessions: [&[u8]; 5] = [b"s0", b"s1", b"chat/2", b"\xff\xfe", &[b'x'; 256]];
+    let mut next = first;
+    let mut last = first;
+    while let Some(op) = p.u8() {
+        let sess = sessions[usize::from(p.u8().unwrap_or(0)) % sessions.len()];
+        let arg = u64::from(p.u8().unwrap_or(0));
+        let plen = usize::from(p.u8().unwrap_or(0));
+        let payload = p.bytes(plen).to_vec();
+        let kind_code = op & 7;
+        let lsn = match (op >> 4) & 3 {
+            0 => next,
+            1 => next.wrapping_add(1),
+            2 => next.wrapping_sub(1),
+            _ => last,
+        };
+        let start = out.len();
+        match kind_code {
+            0..=4 | 7 => {
+                let kind = [
+                    Kind::Append,
+                    Kind::Pop,
+                    Kind::Truncate,
+                    Kind::Clear,
+                    Kind::Gap,
+                ][usize::from(kind_code % 5)];
+                let kind = if kind_code == 7 { Kind::Append } else { kind };
+                let meta = RecordMeta {
+                    kind,
+                    commit: op & 8 != 0,
+                    lsn: Lsn(lsn),
+                    arg,
+                    timestamp: Timestamp(2),
+                };
+                encode_record(&mut out, salt, &meta, sess, &payload);
+                next = if kind == Kind::Gap {
+                    lsn.wrapping_add(arg.max(1))
+                } else {
+                    lsn.wrapping_add(1)
+                };
+            }
+            _ => {
+                // An unknown kind with valid checksums: encode as an append, then patch the
+                // kind byte and the header CRC.
+                let meta = RecordMeta {
+                    kind: Kind::Append,
+                    commit: op & 8 != 0,
+                    lsn: Lsn(lsn),
+                    arg,
+                    timestamp: Timestamp(2),
+                };
+                encode_record(&mut out, salt, &meta, sess, &payload);
+                out[start + 12] = if kind_code == 5 { 0 } else { 9 };
+                let mut h = crc32fast::Hasher::new_with_initial(convlog::format::crc_seed(salt));
+                h.update(&out[start + 4..start + 40 + sess.len()]);
+                let crc = h.finalize();
+                out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+                next = lsn.wrapping_add(1);
+            }
+        }
+        last = lsn;
+        match op >> 6 {
+            1 => {
+                let len = out.len() - start;
+                let at = start + usize::from(p.u8().unwrap_or(0)) % len;
+                out[at] ^= 0x5a;
+            }
+            2 => {
+                let len = out.len() - start;
+                let cut = start + usize::from(p.u8().unwrap_or(0)) % len;
+                out.truncate(cut);
+            }
+            3 => {
+                let _ = p.u8();
+                out.extend_from_slice(&[0u8; 512]);
+            }
+            _ => {}
+        }
+    }
+    (out, next)
+}
+
+fn other_name(param: u8) -> &'static str {
+    const NAMES: [&str; 8] = [
+        "LOCK",
+        "00000000000000000001.seg.salvage",
+        "00000000000000000001.hint.tmp",
+        "x.seg",
+        "0000000000000000001.seg",
+        "00000000000000000001.SEG",
+        "README",
+        "00000000000000000002.hint",
+    ];
+    NAMES[usize::from(param) % NAMES.len()]
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let Some(mode) = input.u8() else { return };
+    let fs = SimFs::new(u64::from(mode));
+    let mut chain = 1u64;
+    let mut files = 0;
+    while let (Some(tag), Some(param)) = (input.u8(), input.u8()) {
+        let len = usize::from(input.u8().unwrap_or(0)) | usize::from(input.u8().unwrap_or(0)) << 8;
+        let body = input.bytes(len);
+        files += 1;
+        if files > 12 {
+            break;
+        }
+        match tag % 6 {
+            0 => fs.write_file(
+                &path(&SegmentId(ID[usize::from(param) % 8]).file_name()),
+                body,
+            ),
+            1 => {
+                let id = if param & 0x80 != 0 {
+                    chain
+                } else {
+                    ID[usize::from(param) % 8]
+                };
+                let (bytes, next) = synth(id, body);
+                chain = next;
+                fs.write_file(&path(&SegmentId(id).file_name()), &bytes);
+            }
+            2 => {
+                let mut b = Input(body);
+                let id = b.u64();
+                fs.write_file(&path(&format!("{id:020}.hint")), b.0);
+            }
+            3 => fs.write_file(&path(other_name(param)), body),
+            4 => {
+                let mut b = Input(body);
+                let id = b.u64();
+                fs.write_file(&path(&SegmentId(id).file_name()), b.0);
+            }
+            _ => fs.write_file(&path(&SegmentId(u64::from(param)).file_name()), body),
+        }
+    }
+    let recovery = match mode & 3 {
+        1 => RecoveryMode::Strict,
+        2 => RecoveryMode::Salvage,
+        _ => RecoveryMode::PointInTime,
+    };
+    let read_only = mode & 4 != 0;
+    let opts = || {
+        Store::builder()
+            .vfs(Arc::new(fs.clone()))
+            .segment_size(4096)
+            .recovery(recovery)
+            .read_only(read_only)
+    };
+    let Ok(store) = opts().open(DIR) else {
+        return; // any typed error is fine
+    };
+    let mut count = 0u64;
+    for s in store.sessions() {
+        for e in store.messages(&s.id).raw() {
+            if e.is_ok() {
+                count += 1;
+            }
+        }
+        let _ = store.tail(&s.id, 2).raw().count();
+    }
+    let _ = count;
+    if read_only || mode & 8 == 0 {
+        return;
+    }
+    let before = store.last_lsn();
+    let receipt = match store.append_raw("fuzz-after-open", br#"{"role":"user","content":"after"}"#)
+    {
+        Ok(r) => r,
+        // A segment loaded from its hint is verified before the first append into it: damage
+        // found then refuses the write (and changes nothing).
+        Err(convlog::Error::Corrupt { .. }) => return,
+        Err(e) => panic!("a store that opened writable refused an append: {e:?}"),
+    };
+    assert_eq!(receipt.lsn, before.next());
+    drop(store);
+    let again = Store::builder()
+        .vfs(Arc::new(fs.clone()))
+        .segment_size(4096)
+        .open(DIR)
+        .expect("a store that took an append reopens");
+    assert_eq!(
+        again.last_lsn(),
+        receipt.lsn,
+        "the append is the last record"
+    );
+    let last = again
+        .tail("fuzz-after-open", 1)
+        .raw()
+        .next()
+        .expect("the appended message is there")
+        .expect("and reads back");
+    assert_eq!(last.message, br#"{"role":"user","content":"after"}"#);
+});
