@@ -18,8 +18,10 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Every session's messages as (interaction id, lsn, timestamp, raw bytes), plus session info.
-fn snapshot(store: &Store) -> Vec<(convlog::SessionInfo, Vec<(u64, u64, u64, Vec<u8>)>)> {
+/// Every session's info and messages as (interaction id, lsn, timestamp, raw bytes).
+type Snapshot = Vec<(convlog::SessionInfo, Vec<(u64, u64, u64, Vec<u8>)>)>;
+
+fn snapshot(store: &Store) -> Snapshot {
     store
         .sessions()
         .into_iter()
@@ -35,10 +37,7 @@ fn snapshot(store: &Store) -> Vec<(convlog::SessionInfo, Vec<(u64, u64, u64, Vec
         .collect()
 }
 
-fn build(
-    dir: &Path,
-    durability: Durability,
-) -> Vec<(convlog::SessionInfo, Vec<(u64, u64, u64, Vec<u8>)>)> {
+fn build(dir: &Path, durability: Durability) -> Snapshot {
     let store = Store::builder()
         .segment_size(SEG)
         .durability(durability)

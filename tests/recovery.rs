@@ -37,8 +37,10 @@ fn message(i: usize) -> serde_json::Value {
     json!({"role": "user", "content": format!("message {i} {}", "·".repeat(i % 40))})
 }
 
-/// The whole store as (session, raw message bytes) in LSN order of the messages.
-fn dump(store: &Store) -> Vec<(String, Vec<Vec<u8>>)> {
+/// The whole store: each session with its messages' raw bytes, in order.
+type Dump = Vec<(String, Vec<Vec<u8>>)>;
+
+fn dump(store: &Store) -> Dump {
     store
         .sessions()
         .into_iter()
@@ -66,7 +68,7 @@ fn records_end(seg: &Path) -> u64 {
 /// Builds a store of at least 3 segments whose last segment holds single appends and a batch.
 /// Returns the states after each committed unit written to the last segment, keyed by the
 /// end offset of that unit.
-fn build(dir: &Path) -> Vec<(u64, Vec<(String, Vec<Vec<u8>>)>)> {
+fn build(dir: &Path) -> Vec<(u64, Dump)> {
     let store = open(dir).unwrap();
     let mut i = 0;
     let mut before = dump(&store);
