@@ -343,7 +343,19 @@ impl Scanner<'_> {
                 self.report.hints_used += 1;
                 h.header.valid_len
             }
-            None => self.records(id, ordinal, header.salt, &map, is_last)?,
+            None => {
+                let end = self.records(id, ordinal, header.salt, &map, is_last)?;
+                // A sealed segment without a valid hint: write it now (best effort), so the
+                // next open need not scan it again.
+                if self.mode == RecoveryMode::PointInTime
+                    && !self.read_only
+                    && !is_last
+                    && let Some(h) = hint::build(&map, header.first_lsn, header.salt)
+                {
+                    let _ = hint::store(self.vfs, self.dir, id, &h);
+                }
+                end
+            }
         };
         let keep_map = !is_last;
         self.segments.push(RecoveredSegment {
@@ -633,6 +645,11 @@ impl Scanner<'_> {
             self.vfs
                 .sync_dir(self.dir)
                 .map_err(|e| Error::io("fsync directory", self.dir, e))?;
+            // The old hint names the old salt and is ignored; give the new file its own
+            // (best effort, as every hint: without it the segment is scanned).
+            if let Some(h) = hint::build(&out, Lsn(seg.id.0), salt) {
+                let _ = hint::store(self.vfs, self.dir, seg.id, &h);
+            }
         }
         Ok(dropped)
     }
