@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use crate::format::{DEFAULT_MAX_RECORD_LEN, Decoded, Kind, SEGMENT_HEADER_LEN, decode_record};
 use crate::id::{Lsn, SegmentId, Timestamp};
-use crate::io::{OpenMode, Vfs};
+use crate::io::{Mapping, OpenMode, Vfs};
 
 /// Magic bytes at the start of every hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"convlogH";
@@ -339,7 +339,7 @@ pub(crate) fn parse<'a>(
 /// A hint file read and validated (checksum and structure), ready to be applied.
 #[derive(Debug)]
 pub(crate) struct LoadedHint {
-    bytes: Vec<u8>,
+    bytes: Mapping,
     pub(crate) header: HintHeader,
 }
 
@@ -376,13 +376,9 @@ impl<'a> Reader<'a> {
 pub(crate) fn load(vfs: &dyn Vfs, dir: &Path, id: SegmentId) -> Option<LoadedHint> {
     let p = path(dir, id);
     let f = vfs.open(&p, OpenMode::Read).ok()?;
-    let len = usize::try_from(f.len().ok()?).ok()?;
-    // A hint holds at most ~5 bytes per record of a segment of at most 1 GiB.
-    if len > (crate::options::MAX_SEGMENT_SIZE as usize) / 4 {
-        return None;
-    }
-    let mut bytes = vec![0u8; len];
-    f.read_exact_at(&mut bytes, 0).ok()?;
+    // Mapped, not read: no copy, and no fresh heap pages to fault in. Hint files are written
+    // whole under a temporary name and renamed into place; none is ever changed after.
+    let bytes = f.map().ok()?;
     let header = parse(&bytes, |_, _| {})?;
     Some(LoadedHint { bytes, header })
 }

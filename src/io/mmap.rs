@@ -19,7 +19,9 @@ pub(super) fn map_file(file: &File) -> io::Result<Mapping> {
     // below the append point, while the writer only appends above it and only ever cuts the
     // file above it (trimming preallocated zeros, undoing a failed write): bytes a reader sees
     // are written once, before the index points at them, and never change or go away.
-    // Recovery drops its scan maps before it truncates a torn tail. Read-only stores map only
+    // (3) Hint files, which are written whole under a temporary name, renamed into place and
+    // never changed after (a rename leaves a mapped inode intact). Recovery drops its scan
+    // maps before it truncates a torn tail. Read-only stores map only
     // sealed segments. Tampering by a foreign process is outside what any mmap-based reader
     // can defend against.
     #[allow(unsafe_code)]
