@@ -131,6 +131,8 @@ struct Flusher {
 struct FlushState {
     stop: bool,
     kicked: bool,
+    /// Whether the thread runs.
+    started: bool,
 }
 
 impl Flusher {
@@ -138,10 +140,15 @@ impl Flusher {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks for a sync now.
-    fn kick(&self) {
-        self.lock().kicked = true;
+    /// Asks for a sync now; `true` if the thread must be started first.
+    fn kick(&self) -> bool {
+        let mut state = self.lock();
+        state.kicked = true;
+        let start = !state.started;
+        state.started = true;
+        drop(state);
         self.wake.notify_one();
+        start
     }
 }
 
@@ -262,13 +269,12 @@ impl Store {
         // lose it, but a power cut could): sync the active segment before calling it durable.
         // Sealed segments were synced before their successors were created, and a segment
         // loaded from its hint was synced by the clean close that wrote the hint.
-        if let Some(w) = writer.as_ref().filter(|w| !w.unverified) {
-            w.active.sync()?;
-        }
         // The directory too: a crash may have come between creating a segment (or removing
         // one) and the directory fsync, and new records must not go into a file whose
-        // directory entry a power cut could still take away.
-        if !opts.read_only {
+        // directory entry a power cut could still take away. (Not after a clean close: it
+        // synced the directory last, when it renamed the active segment's hint into place.)
+        if let Some(w) = writer.as_ref().filter(|w| !w.unverified) {
+            w.active.sync()?;
             vfs.sync_dir(dir)
                 .map_err(|e| Error::io("fsync directory", dir, e))?;
         }
@@ -289,23 +295,23 @@ impl Store {
                 opts,
             }),
         };
-        if !store.inner.opts.read_only {
-            match store.inner.opts.durability {
-                Durability::Always => {}
-                Durability::Interval(every) => store.spawn_flusher(Some(every)),
-                Durability::Buffered => store.spawn_flusher(None),
-            }
+        // `Interval` needs its thread from the start; `Buffered` starts it at its first kick.
+        if let (Durability::Interval(every), false) =
+            (store.inner.opts.durability, store.inner.opts.read_only)
+        {
+            store.spawn_flusher(Some(every));
         }
         Ok(store)
     }
 
     /// Starts the background sync thread: it syncs every `every` (Interval), and whenever an
     /// appender kicks it after [`WRITEBACK_BYTES`].
-    fn spawn_flusher(&self, every: Option<Duration>) {
+    pub(super) fn spawn_flusher(&self, every: Option<Duration>) {
         // The thread holds only a weak reference while it waits, so dropping the last
         // `Store` handle closes the store (and releases its lock) at once.
         let weak = Arc::downgrade(&self.inner);
         let flusher = self.inner.flusher.clone();
+        flusher.lock().started = true;
         let every = every.unwrap_or(Duration::from_secs(3600));
         std::thread::spawn(move || {
             loop {

@@ -376,8 +376,8 @@ impl Store {
         w.unsynced += w.buf.len() as u64;
         if w.unsynced >= super::WRITEBACK_BYTES {
             w.unsynced = 0;
-            if self.inner.opts.durability != Durability::Always {
-                self.inner.flusher.kick();
+            if self.inner.opts.durability != Durability::Always && self.inner.flusher.kick() {
+                self.spawn_flusher(None);
             }
         }
         let last = Lsn(w.next_lsn.0 - 1);
