@@ -3,6 +3,17 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Runs example `name` with `args`, asserts it succeeded, and returns its stdout.
+fn run_example(name: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(example(name)).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `target/<profile>/examples/<name>`, beside this test binary's `deps/` directory.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -14,16 +25,7 @@ fn example(name: &str) -> PathBuf {
 fn quickstart_writes_reopens_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let out = Command::new(example("quickstart"))
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = run_example("quickstart", &[store.as_os_str()]);
     for line in [
         "travel-agent: 5 messages appended durably, last LSN 5",
         "popped the last message of code-review: Some(\"Here is a plan for a Rust PR.\")",
@@ -51,14 +53,6 @@ fn reopen_probe_reports_a_time_per_open() {
         .append_raw("s", br#"{"role":"user","content":"hi"}"#)
         .unwrap();
     drop(store);
-    let out = Command::new(example("reopen_probe"))
-        .args([dir.path().to_str().unwrap(), "3"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("per open"));
+    let stdout = run_example("reopen_probe", &[dir.path().as_os_str(), "3".as_ref()]);
+    assert!(stdout.contains("per open"));
 }

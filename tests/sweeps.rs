@@ -543,28 +543,40 @@ fn strict_and_read_only_opens_of_a_torn_tail() {
     );
 }
 
+/// A store on the simulated file system with `n` messages of `len` bytes in session "s",
+/// closed cleanly (so the active segment has a hint). Returns the file system, the first
+/// segment's path and bytes, and the offset of its second record.
+fn closed_store_and_second_record(
+    seed: u64,
+    n: u64,
+    len: usize,
+) -> (convlog::io::sim::SimFs, std::path::PathBuf, Vec<u8>, usize) {
+    let fs = convlog::io::sim::SimFs::new(seed);
+    let store = Store::builder()
+        .vfs(Arc::new(fs.clone()))
+        .open(DIR)
+        .unwrap();
+    for i in 1..=n {
+        store.append_raw("s", &common::payload(i, len)).unwrap();
+    }
+    drop(store); // a clean close writes the active segment's hint
+    let seg = common::dir().join(SegmentId(1).file_name());
+    let bytes = fs.read_file(&seg).unwrap();
+    let salt = SegmentHeader::decode(&bytes).unwrap().salt;
+    let Decoded::Record(first) = decode_record(&bytes[SEGMENT_HEADER_LEN..], salt, 1 << 24) else {
+        panic!("no first record");
+    };
+    let second = SEGMENT_HEADER_LEN + first.framed_len();
+    (fs, seg, bytes, second)
+}
+
 /// Regression (found by `flip_every_record_header_bit`, hint variant): when a hint lets
 /// `open` skip scanning a segment, a record whose header was damaged afterwards (here its
 /// payload length) must read as `Corrupt`; it read as an I/O error (`UnexpectedEof`), as if
 /// the disk had failed.
 #[test]
 fn damaged_length_behind_a_hint_reads_as_corrupt() {
-    let fs = convlog::io::sim::SimFs::new(3);
-    let store = Store::builder()
-        .vfs(Arc::new(fs.clone()))
-        .open(DIR)
-        .unwrap();
-    for i in 1..=3 {
-        store.append_raw("s", &common::payload(i, 120)).unwrap();
-    }
-    drop(store); // a clean close writes the active segment's hint
-    let seg = common::dir().join(SegmentId(1).file_name());
-    let mut bytes = fs.read_file(&seg).unwrap();
-    let salt = SegmentHeader::decode(&bytes).unwrap().salt;
-    let Decoded::Record(first) = decode_record(&bytes[SEGMENT_HEADER_LEN..], salt, 1 << 24) else {
-        panic!("no first record");
-    };
-    let second = SEGMENT_HEADER_LEN + first.framed_len();
+    let (fs, seg, mut bytes, second) = closed_store_and_second_record(3, 3, 120);
     bytes[second + 10] ^= 0x01; // payload length += 65536: past the end of the file
     fs.write_file(&seg, &bytes);
     let store = match Store::builder().vfs(Arc::new(fs)).open(DIR) {
@@ -646,22 +658,7 @@ fn crc32fast_hash(bytes: &[u8]) -> u32 {
 /// open reports the damage, or the store stays openable.
 #[test]
 fn damage_hidden_by_a_hint_does_not_make_the_next_open_fail() {
-    let fs = convlog::io::sim::SimFs::new(4);
-    let store = Store::builder()
-        .vfs(Arc::new(fs.clone()))
-        .open(DIR)
-        .unwrap();
-    for i in 1..=5 {
-        store.append_raw("s", &common::payload(i, 80)).unwrap();
-    }
-    drop(store); // a clean close writes the active segment's hint
-    let seg = common::dir().join(SegmentId(1).file_name());
-    let mut bytes = fs.read_file(&seg).unwrap();
-    let salt = SegmentHeader::decode(&bytes).unwrap().salt;
-    let Decoded::Record(first) = decode_record(&bytes[SEGMENT_HEADER_LEN..], salt, 1 << 24) else {
-        panic!("no first record");
-    };
-    let second = SEGMENT_HEADER_LEN + first.framed_len();
+    let (fs, seg, mut bytes, second) = closed_store_and_second_record(4, 5, 80);
     bytes[second + RECORD_HEADER_LEN + 10] ^= 0x20; // a payload byte of message 2
     fs.write_file(&seg, &bytes);
     let open = || Store::builder().vfs(Arc::new(fs.clone())).open(DIR);
