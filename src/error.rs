@@ -207,6 +207,12 @@ pub enum Damage {
         /// Which field.
         field: &'static str,
     },
+    /// A record refers to its session by an offset where no earlier record names one.
+    #[error("session reference to offset {at} does not lead to an earlier named record")]
+    BadSessionRef {
+        /// The offset the reference holds.
+        at: u32,
+    },
     /// A record's LSN is not the one after its predecessor's.
     #[error("LSN gap: expected {expected}, found {found}")]
     LsnGap {

@@ -1,11 +1,11 @@
-//! The on-disk format, version 1: segment headers and record frames.
+//! The on-disk format, version 2: segment headers and record frames.
 //!
 //! Every integer is little-endian and fixed width. `docs/format.md` mirrors this comment.
 //!
 //! ```text
 //! Segment header (SEGMENT_HEADER_LEN = 48 bytes, at offset 0 of every segment file):
 //!   0  8  magic            b"convlog\x1a"
-//!   8  2  format version   u16 = 1
+//!   8  2  format version   u16 = 2
 //!  10  2  header length    u16 = 48
 //!  12  4  flags            u32 = 0 (reserved)
 //!  16  8  first LSN        u64: LSN of the first record; equals the file name
@@ -14,21 +14,27 @@
 //!  40  4  reserved         u32 = 0
 //!  44  4  header CRC       u32: crc32 of bytes 0..44
 //!
-//! Record (RECORD_HEADER_LEN = 40 bytes, then the session id, then the payload):
-//!   0  4  header CRC       u32: crc32 seeded with seed(salt), over bytes 4..40 and the session id
+//! Record (RECORD_HEADER_LEN = 44 bytes, then the session name if any, then the payload):
+//!   0  4  header CRC       u32: crc32 seeded with seed(salt), over bytes 4..44 and the name
 //!   4  4  payload CRC      u32: crc32 of the payload
 //!   8  4  payload length   u32 (<= max_record_len)
 //!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap
 //!  13  1  flags            u8: bit 0 = COMMIT (last record of a batch; set on single records)
-//!  14  2  session length   u16 (1..=256)
-//!  16  8  LSN              u64
-//!  24  8  argument         u64: interaction id (append, pop), kept count (truncate), lost LSNs (gap)
-//!  32  8  timestamp        u64: microseconds since the Unix epoch
-//!  40  s  session id       UTF-8, `session length` bytes
-//!  40+s p payload          the message's JSON exactly as serialized (append), empty otherwise
+//!  14  2  name length      u16: 1..=256 when the record names its session inline; 0 when
+//!                          it refers to an earlier record of the segment that does
+//!  16  4  session ref      u32: 0 for a named record; else the offset, in this segment, of
+//!                          an earlier named record of the same session
+//!  20  8  LSN              u64
+//!  28  8  argument         u64: interaction id (append, pop), kept count (truncate), lost LSNs (gap)
+//!  36  8  timestamp        u64: microseconds since the Unix epoch
+//!  44  n  session id       UTF-8, `name length` bytes (named records only)
+//!  44+n p payload          the message's JSON exactly as serialized (append), empty otherwise
 //! ```
 //!
-//! An all-zero record header ends a segment cleanly (preallocated space).
+//! A session's first record in a segment names it; its later records there refer to that
+//! record (4 bytes instead of the id), so a segment is self-contained and every record's
+//! session is found with one extra header read. An all-zero record header ends a segment
+//! cleanly (preallocated space).
 
 use crate::error::Damage;
 use crate::id::{Lsn, Timestamp};
@@ -36,11 +42,11 @@ use crate::id::{Lsn, Timestamp};
 /// Magic bytes at the start of every segment file.
 pub const MAGIC: [u8; 8] = *b"convlog\x1a";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Length of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 48;
-/// Length of the fixed part of a record header (the session id follows it).
-pub const RECORD_HEADER_LEN: usize = 40;
+/// Length of the fixed part of a record header (the session name, if any, follows it).
+pub const RECORD_HEADER_LEN: usize = 44;
 /// Longest session id, in bytes.
 pub const MAX_SESSION_LEN: usize = 256;
 /// Default limit on a record's payload, and the hard ceiling of `max_record_len`.
@@ -66,8 +72,9 @@ const RH_PAYLOAD_CRC: usize = RH_HEADER_CRC + 4;
 const RH_PAYLOAD_LEN: usize = RH_PAYLOAD_CRC + 4;
 const RH_KIND: usize = RH_PAYLOAD_LEN + 4;
 const RH_FLAGS: usize = RH_KIND + 1;
-const RH_SESSION_LEN: usize = RH_FLAGS + 1;
-const RH_LSN: usize = RH_SESSION_LEN + 2;
+const RH_NAME_LEN: usize = RH_FLAGS + 1;
+const RH_SESSION_REF: usize = RH_NAME_LEN + 2;
+const RH_LSN: usize = RH_SESSION_REF + 4;
 const RH_ARG: usize = RH_LSN + 8;
 const RH_TIMESTAMP: usize = RH_ARG + 8;
 const _: () = assert!(RH_TIMESTAMP + 8 == RECORD_HEADER_LEN);
@@ -204,16 +211,36 @@ pub struct RecordMeta {
     pub timestamp: Timestamp,
 }
 
+/// How a record names its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionField<'a> {
+    /// The session id, inline (1..=256 bytes): a session's first record in a segment.
+    Named(&'a [u8]),
+    /// The offset, in the same segment, of an earlier record that names the session.
+    Ref(u32),
+}
+
+impl SessionField<'_> {
+    /// Bytes this field adds to the fixed header: the inline name's length, or 0.
+    #[must_use]
+    pub fn inline_len(&self) -> usize {
+        match self {
+            SessionField::Named(name) => name.len(),
+            SessionField::Ref(_) => 0,
+        }
+    }
+}
+
 /// One record, borrowed from the bytes it was decoded from.
 ///
 /// Invariant: a `RecordRef` returned by [`decode_record`] passed both checksums, so its
-/// session id and payload are exactly the bytes that were written.
+/// session field and payload are exactly the bytes that were written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
     /// The fixed fields.
     pub meta: RecordMeta,
-    /// The session id (valid UTF-8 was checked by the writer, and is covered by the CRC).
-    pub session: &'a [u8],
+    /// Its session: inline, or a reference to be resolved with [`resolve_session`].
+    pub session: SessionField<'a>,
     /// The payload: the message JSON for appends, empty otherwise.
     pub payload: &'a [u8],
 }
@@ -222,7 +249,7 @@ impl RecordRef<'_> {
     /// Total framed length of this record.
     #[must_use]
     pub fn framed_len(&self) -> usize {
-        RECORD_HEADER_LEN + self.session.len() + self.payload.len()
+        RECORD_HEADER_LEN + self.session.inline_len() + self.payload.len()
     }
 }
 
@@ -234,38 +261,39 @@ pub fn crc_seed(salt: u64) -> u32 {
 
 /// Appends one framed record to `out`.
 ///
-/// The caller has validated the session id (1..=256 bytes) and bounded the payload length.
+/// The caller has validated the session id (1..=256 bytes) or made the reference point at a
+/// named record of the same session earlier in the segment, and bounded the payload length.
 pub fn encode_record(
     out: &mut Vec<u8>,
     salt: u64,
     meta: &RecordMeta,
-    session: &[u8],
+    session: SessionField<'_>,
     payload: &[u8],
 ) {
-    let start = out.len();
+    let (name, session_ref): (&[u8], u32) = match session {
+        SessionField::Named(name) => (name, 0),
+        SessionField::Ref(at) => (&[], at),
+    };
     let mut h = [0u8; RECORD_HEADER_LEN];
     h[RH_PAYLOAD_CRC..RH_PAYLOAD_LEN].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
     let payload_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     h[RH_PAYLOAD_LEN..RH_KIND].copy_from_slice(&payload_len.to_le_bytes());
     h[RH_KIND] = meta.kind as u8;
     h[RH_FLAGS] = if meta.commit { FLAG_COMMIT } else { 0 };
-    let session_len = u16::try_from(session.len()).unwrap_or(u16::MAX);
-    h[RH_SESSION_LEN..RH_LSN].copy_from_slice(&session_len.to_le_bytes());
+    let name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+    h[RH_NAME_LEN..RH_SESSION_REF].copy_from_slice(&name_len.to_le_bytes());
+    h[RH_SESSION_REF..RH_LSN].copy_from_slice(&session_ref.to_le_bytes());
     h[RH_LSN..RH_ARG].copy_from_slice(&meta.lsn.0.to_le_bytes());
     h[RH_ARG..RH_TIMESTAMP].copy_from_slice(&meta.arg.to_le_bytes());
     h[RH_TIMESTAMP..].copy_from_slice(&meta.timestamp.0.to_le_bytes());
     let mut crc = crc32fast::Hasher::new_with_initial(crc_seed(salt));
     crc.update(&h[RH_PAYLOAD_CRC..]);
-    crc.update(session);
+    crc.update(name);
     h[RH_HEADER_CRC..RH_PAYLOAD_CRC].copy_from_slice(&crc.finalize().to_le_bytes());
-    out.reserve(RECORD_HEADER_LEN + session.len() + payload.len());
+    out.reserve(RECORD_HEADER_LEN + name.len() + payload.len());
     out.extend_from_slice(&h);
-    out.extend_from_slice(session);
+    out.extend_from_slice(name);
     out.extend_from_slice(payload);
-    debug_assert_eq!(
-        out.len() - start,
-        RECORD_HEADER_LEN + session.len() + payload.len()
-    );
 }
 
 /// What [`decode_record`] found at an offset.
@@ -281,44 +309,55 @@ pub enum Decoded<'a> {
     UnknownKind(u8),
 }
 
-/// Decodes the record at the start of `buf`: the rest of a segment from some offset.
-///
-/// The header CRC is verified before any length in it is used; lengths are bounded by
-/// `max_payload` and by `buf.len()`; nothing is allocated.
-#[must_use]
-pub fn decode_record(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
-    if buf.is_empty() {
-        return Decoded::End;
-    }
-    let Some(h) = buf.get(..RECORD_HEADER_LEN) else {
-        return if buf.iter().all(|b| *b == 0) {
-            Decoded::End
-        } else {
-            Decoded::Damaged(Damage::BadLength {
-                len: buf.len() as u64,
-            })
-        };
-    };
-    if h.iter().all(|b| *b == 0) {
-        return Decoded::End;
-    }
-    let session_len = usize::from(le_u16(h, RH_SESSION_LEN));
-    if session_len == 0 || session_len > MAX_SESSION_LEN {
-        return Decoded::Damaged(Damage::BadField {
-            field: "session length",
+/// A record header whose checksum holds, and the inline name it covers.
+struct CheckedHeader<'a> {
+    h: &'a [u8],
+    name: &'a [u8],
+}
+
+/// Verifies the header CRC of the record at the start of `buf`: bounds the name length
+/// first (it says how many bytes the CRC covers), then checks the CRC. Nothing else of the
+/// header is trusted before this returns `Ok`.
+fn check_header(buf: &[u8], salt: u64) -> Result<CheckedHeader<'_>, Damage> {
+    let h = buf.get(..RECORD_HEADER_LEN).ok_or(Damage::BadLength {
+        len: buf.len() as u64,
+    })?;
+    let name_len = usize::from(le_u16(h, RH_NAME_LEN));
+    if name_len > MAX_SESSION_LEN {
+        return Err(Damage::BadField {
+            field: "name length",
         });
     }
-    let Some(session) = buf.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + session_len) else {
-        return Decoded::Damaged(Damage::BadLength {
-            len: session_len as u64,
-        });
-    };
+    let name = buf
+        .get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + name_len)
+        .ok_or(Damage::BadLength {
+            len: name_len as u64,
+        })?;
     let mut crc = crc32fast::Hasher::new_with_initial(crc_seed(salt));
     crc.update(&h[RH_PAYLOAD_CRC..]);
-    crc.update(session);
+    crc.update(name);
     if crc.finalize() != le_u32(h, RH_HEADER_CRC) {
-        return Decoded::Damaged(Damage::HeaderChecksum);
+        return Err(Damage::HeaderChecksum);
     }
+    Ok(CheckedHeader { h, name })
+}
+
+/// Decodes the record at the start of `buf`: the rest of a segment from some offset.
+///
+/// The header CRC is verified before any length in it is used (but the name length, which
+/// is bounded first); lengths are bounded by `max_payload` and by `buf.len()`; nothing is
+/// allocated. A session reference is checked for form only: [`resolve_session`] follows it.
+#[must_use]
+pub fn decode_record(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
+    let head = &buf[..buf.len().min(RECORD_HEADER_LEN)];
+    if head.iter().all(|b| *b == 0) {
+        // No bytes left, a zero tail shorter than a header, or a zero header: a clean end.
+        return Decoded::End;
+    }
+    let CheckedHeader { h, name } = match check_header(buf, salt) {
+        Ok(c) => c,
+        Err(d) => return Decoded::Damaged(d),
+    };
     // The header is verified: its lengths and fields can be trusted to be what was written.
     let Some(kind) = Kind::from_code(h[RH_KIND]) else {
         return Decoded::UnknownKind(h[RH_KIND]);
@@ -326,8 +365,18 @@ pub fn decode_record(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
     if h[RH_FLAGS] & !FLAG_COMMIT != 0 {
         return Decoded::Damaged(Damage::BadField { field: "flags" });
     }
+    let session_ref = le_u32(h, RH_SESSION_REF);
+    let session = match (name.is_empty(), session_ref) {
+        (false, 0) => SessionField::Named(name),
+        (true, at) if at as usize >= SEGMENT_HEADER_LEN => SessionField::Ref(at),
+        _ => {
+            return Decoded::Damaged(Damage::BadField {
+                field: "session ref",
+            });
+        }
+    };
     let payload_len = le_u32(h, RH_PAYLOAD_LEN);
-    let start = RECORD_HEADER_LEN + session_len;
+    let start = RECORD_HEADER_LEN + name.len();
     let end = start as u64 + u64::from(payload_len);
     if payload_len > max_payload || end > buf.len() as u64 {
         return Decoded::Damaged(Damage::BadLength {
@@ -351,13 +400,48 @@ pub fn decode_record(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
     })
 }
 
+/// Whether a record header whose checksum holds starts `buf` (resynchronization after damage
+/// looks for the next one).
+#[must_use]
+pub fn header_verifies(buf: &[u8], salt: u64) -> bool {
+    check_header(buf, salt).is_ok()
+}
+
+/// The session id of `record`, decoded at `offset` of `segment` (the whole segment file).
+///
+/// A named record carries it; a reference must point at an earlier offset of the same
+/// segment where a record whose header verifies names a session. Only that header is read:
+/// the named record itself is verified in full wherever it is read.
+///
+/// # Errors
+/// [`Damage::BadSessionRef`] when the reference does not lead to such a record.
+pub fn resolve_session<'a>(
+    segment: &'a [u8],
+    offset: u64,
+    record: &RecordRef<'a>,
+    salt: u64,
+) -> Result<&'a [u8], Damage> {
+    let at = match record.session {
+        SessionField::Named(name) => return Ok(name),
+        SessionField::Ref(at) => at,
+    };
+    let bad = Damage::BadSessionRef { at };
+    if u64::from(at) >= offset {
+        return Err(bad);
+    }
+    match segment.get(at as usize..).map(|b| check_header(b, salt)) {
+        Some(Ok(c)) if !c.name.is_empty() => Ok(c.name),
+        _ => Err(bad),
+    }
+}
+
 /// The framed length of a record whose verified header starts `header`, if it is one.
 ///
 /// Used by readers that fetch a record in two steps (header, then body) with positioned reads.
 #[must_use]
 pub fn framed_len_from_header(header: &[u8; RECORD_HEADER_LEN]) -> u64 {
     RECORD_HEADER_LEN as u64
-        + u64::from(le_u16(header, RH_SESSION_LEN))
+        + u64::from(le_u16(header, RH_NAME_LEN))
         + u64::from(le_u32(header, RH_PAYLOAD_LEN))
 }
 
@@ -427,7 +511,13 @@ mod tests {
     #[test]
     fn wrong_salt_does_not_validate() {
         let mut out = Vec::new();
-        encode_record(&mut out, 1, &meta(Kind::Append, 1), b"s", b"{}");
+        encode_record(
+            &mut out,
+            1,
+            &meta(Kind::Append, 1),
+            SessionField::Named(b"s"),
+            b"{}",
+        );
         assert!(matches!(decode_record(&out, 1, 1024), Decoded::Record(_)));
         assert_eq!(
             decode_record(&out, 2, 1024),
@@ -438,7 +528,13 @@ mod tests {
     #[test]
     fn payload_over_the_limit_is_rejected_before_reading_it() {
         let mut out = Vec::new();
-        encode_record(&mut out, 9, &meta(Kind::Append, 1), b"s", &[b'x'; 100]);
+        encode_record(
+            &mut out,
+            9,
+            &meta(Kind::Append, 1),
+            SessionField::Named(b"s"),
+            &[b'x'; 100],
+        );
         assert!(matches!(
             decode_record(&out, 9, 99),
             Decoded::Damaged(Damage::BadLength { len: 100 })
@@ -456,23 +552,118 @@ mod tests {
             &mut out,
             77,
             &meta(Kind::Truncate, 3),
-            b"session",
+            SessionField::Named(b"session"),
             b"{\"a\":1}",
         );
-        for bit in 0..(RECORD_HEADER_LEN + 7) * 8 {
-            let mut b = out.clone();
-            b[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                !matches!(decode_record(&b, 77, 1024), Decoded::Record(_)),
-                "bit {bit} flip accepted"
-            );
+        let second = out.len();
+        encode_record(
+            &mut out,
+            77,
+            &meta(Kind::Append, 4),
+            SessionField::Ref(SEGMENT_HEADER_LEN as u32),
+            b"{}",
+        );
+        for (start, covered) in [(0, RECORD_HEADER_LEN + 7), (second, RECORD_HEADER_LEN)] {
+            for bit in 0..covered * 8 {
+                let mut b = out[start..].to_vec();
+                b[bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    !matches!(decode_record(&b, 77, 1024), Decoded::Record(_)),
+                    "bit {bit} flip of the record at {start} accepted"
+                );
+            }
         }
+    }
+
+    /// A segment image: header, a record naming "alpha" at `SEGMENT_HEADER_LEN`, then one
+    /// referring to it at the returned offset.
+    fn named_then_ref() -> (Vec<u8>, u64) {
+        let mut seg = vec![0u8; SEGMENT_HEADER_LEN];
+        encode_record(
+            &mut seg,
+            5,
+            &meta(Kind::Append, 1),
+            SessionField::Named(b"alpha"),
+            b"{}",
+        );
+        let at = seg.len() as u64;
+        encode_record(
+            &mut seg,
+            5,
+            &meta(Kind::Append, 2),
+            SessionField::Ref(SEGMENT_HEADER_LEN as u32),
+            b"{}",
+        );
+        (seg, at)
+    }
+
+    #[test]
+    fn a_reference_resolves_to_the_name_of_an_earlier_named_record() {
+        let (seg, at) = named_then_ref();
+        let Decoded::Record(first) = decode_record(&seg[SEGMENT_HEADER_LEN..], 5, 1024) else {
+            panic!("first record");
+        };
+        assert_eq!(first.session, SessionField::Named(b"alpha"));
+        assert_eq!(
+            resolve_session(&seg, SEGMENT_HEADER_LEN as u64, &first, 5),
+            Ok(&b"alpha"[..])
+        );
+        let Decoded::Record(second) = decode_record(&seg[at as usize..], 5, 1024) else {
+            panic!("second record");
+        };
+        assert_eq!(second.framed_len(), RECORD_HEADER_LEN + 2);
+        assert_eq!(resolve_session(&seg, at, &second, 5), Ok(&b"alpha"[..]));
+        // Not forward, not to itself, not to a record that is itself a reference, not to
+        // bytes that are no record, not across salts.
+        let bad = |r: u32| Err(Damage::BadSessionRef { at: r });
+        let with_ref = |r: u32| RecordRef {
+            session: SessionField::Ref(r),
+            ..second
+        };
+        assert_eq!(
+            resolve_session(&seg, at, &with_ref(at as u32), 5),
+            bad(at as u32)
+        );
+        assert_eq!(
+            resolve_session(&seg, 10_000, &with_ref(at as u32), 5),
+            bad(at as u32)
+        );
+        assert_eq!(resolve_session(&seg, at, &with_ref(49), 5), bad(49));
+        assert_eq!(
+            resolve_session(&seg, at, &second, 6),
+            bad(SEGMENT_HEADER_LEN as u32)
+        );
+    }
+
+    #[test]
+    fn a_name_and_a_reference_together_or_neither_is_damage() {
+        let (mut seg, at) = named_then_ref();
+        let refs = |b: &mut [u8], v: u32, salt: u64| {
+            b[RH_SESSION_REF..RH_LSN].copy_from_slice(&v.to_le_bytes());
+            let name_len = usize::from(le_u16(b, RH_NAME_LEN));
+            let mut crc = crc32fast::Hasher::new_with_initial(crc_seed(salt));
+            crc.update(&b[RH_PAYLOAD_CRC..RECORD_HEADER_LEN + name_len]);
+            b[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+        };
+        let field = Decoded::Damaged(Damage::BadField {
+            field: "session ref",
+        });
+        refs(&mut seg[SEGMENT_HEADER_LEN..], 48, 5);
+        assert_eq!(decode_record(&seg[SEGMENT_HEADER_LEN..], 5, 1024), field);
+        refs(&mut seg[at as usize..], 47, 5);
+        assert_eq!(decode_record(&seg[at as usize..], 5, 1024), field);
     }
 
     #[test]
     fn unknown_kind_with_valid_checksum_is_reported_as_such() {
         let mut out = Vec::new();
-        encode_record(&mut out, 3, &meta(Kind::Append, 1), b"s", b"");
+        encode_record(
+            &mut out,
+            3,
+            &meta(Kind::Append, 1),
+            SessionField::Named(b"s"),
+            b"",
+        );
         out[RH_KIND] = 200;
         let mut crc = crc32fast::Hasher::new_with_initial(crc_seed(3));
         crc.update(&out[RH_PAYLOAD_CRC..RECORD_HEADER_LEN + 1]);
@@ -485,16 +676,18 @@ mod tests {
         fn records_round_trip(
             salt: u64, lsn: u64, arg: u64, ts: u64, commit: bool, kind in 0usize..5,
             session in proptest::collection::vec(any::<u8>(), 1..=256),
+            named: bool, at in (SEGMENT_HEADER_LEN as u32)..,
             payload in proptest::collection::vec(any::<u8>(), 0..2048),
         ) {
             let m = RecordMeta { kind: Kind::ALL[kind], commit, lsn: Lsn(lsn), arg, timestamp: Timestamp(ts) };
+            let session = if named { SessionField::Named(&session) } else { SessionField::Ref(at) };
             let mut out = Vec::new();
-            encode_record(&mut out, salt, &m, &session, &payload);
+            encode_record(&mut out, salt, &m, session, &payload);
             out.extend_from_slice(&[0u8; 3]);
             match decode_record(&out, salt, 4096) {
                 Decoded::Record(r) => {
                     prop_assert_eq!(r.meta, m);
-                    prop_assert_eq!(r.session, &session[..]);
+                    prop_assert_eq!(r.session, session);
                     prop_assert_eq!(r.payload, &payload[..]);
                     prop_assert_eq!(r.framed_len(), out.len() - 3);
                 }

@@ -29,7 +29,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::format::{DEFAULT_MAX_RECORD_LEN, Decoded, Kind, SEGMENT_HEADER_LEN, decode_record};
+use crate::format::{
+    DEFAULT_MAX_RECORD_LEN, Decoded, Kind, SEGMENT_HEADER_LEN, decode_record, resolve_session,
+};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::{Mapping, OpenMode, Vfs};
 
@@ -100,8 +102,9 @@ pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
             });
         open_batch = !r.meta.commit;
         kinds[r.meta.kind as usize - 1] += 1;
-        let evs = events.entry(r.session).or_insert_with(|| {
-            order.push(r.session);
+        let session = resolve_session(segment, off as u64, &r, salt).ok()?;
+        let evs = events.entry(session).or_insert_with(|| {
+            order.push(session);
             Vec::new()
         });
         let ts = r.meta.timestamp;
@@ -399,7 +402,7 @@ pub(crate) fn store(vfs: &dyn Vfs, dir: &Path, id: SegmentId, hint: &Hint) -> st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{RecordMeta, SegmentHeader, encode_record};
+    use crate::format::{RecordMeta, SegmentHeader, SessionField, encode_record};
 
     fn segment() -> Vec<u8> {
         let salt = 99;
@@ -410,7 +413,8 @@ mod tests {
         }
         .encode()
         .to_vec();
-        let rec = |b: &mut Vec<u8>, kind, lsn, arg, s: &[u8], p: &[u8]| {
+        let mut named: HashMap<&[u8], u32> = HashMap::new();
+        let mut rec = |b: &mut Vec<u8>, kind, lsn, arg, s: &'static [u8], p: &[u8]| {
             let meta = RecordMeta {
                 kind,
                 commit: true,
@@ -418,7 +422,14 @@ mod tests {
                 arg,
                 timestamp: Timestamp(lsn * 10),
             };
-            encode_record(b, salt, &meta, s, p);
+            let field = match named.get(s) {
+                Some(&at) => SessionField::Ref(at),
+                None => {
+                    named.insert(s, b.len() as u32);
+                    SessionField::Named(s)
+                }
+            };
+            encode_record(b, salt, &meta, field, p);
         };
         rec(&mut b, Kind::Append, 10, 1, b"a", b"{}");
         rec(&mut b, Kind::Append, 11, 1, b"b", b"{}");

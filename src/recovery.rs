@@ -10,15 +10,16 @@
 //!   sector (the etcd rule), or zeros from `x` to the end of its sector; anything else is
 //!   *corruption*.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Damage, Error, Result};
 use crate::format::{
-    DEFAULT_MAX_RECORD_LEN, Decoded, FLAG_COMMIT, Kind, MAX_SESSION_LEN, RECORD_HEADER_LEN,
-    RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader, SegmentHeaderError, crc_seed, decode_record,
-    encode_record,
+    DEFAULT_MAX_RECORD_LEN, Decoded, Kind, RECORD_HEADER_LEN, RecordMeta, RecordRef,
+    SEGMENT_HEADER_LEN, SegmentHeader, SegmentHeaderError, SessionField, decode_record,
+    encode_record, header_verifies, resolve_session,
 };
 use crate::hint::{self, EventRef, LoadedHint};
 use crate::id::{Lsn, SegmentId, Timestamp};
@@ -27,6 +28,8 @@ use crate::io::{Mapping, OpenMode, Vfs, VfsFile};
 use crate::options::RecoveryMode;
 use crate::segment::random_salt;
 
+/// The session id of the `gap` records salvage writes (they belong to no session).
+const GAP_SESSION: &[u8] = b"-";
 /// Sector size assumed by the torn-write rule.
 pub const SECTOR: usize = 512;
 /// Directory (inside the store) where salvage keeps the bytes it dropped.
@@ -137,10 +140,12 @@ struct SegmentPlan {
     rewrite: bool,
 }
 
-struct Pending {
+/// A verified record of a batch whose commit has not been seen yet.
+struct Pending<'m> {
     off: u64,
     meta: RecordMeta,
-    session: String,
+    /// Its session id, borrowed from the segment's map.
+    session: &'m str,
 }
 
 struct Scanner<'a> {
@@ -391,10 +396,8 @@ impl Scanner<'_> {
         loop {
             let rest = map.get(off as usize..).unwrap_or(&[]);
             let damage = match decode_record(rest, salt, DEFAULT_MAX_RECORD_LEN) {
-                Decoded::Record(r) => match std::str::from_utf8(r.session) {
-                    Err(_) => Damage::BadField {
-                        field: "session id",
-                    },
+                Decoded::Record(r) => match session_str(map, off, &r, salt) {
+                    Err(d) => d,
                     Ok(_) if r.meta.lsn.0 < expected.0 => Damage::LsnGap {
                         expected: expected.0,
                         found: r.meta.lsn.0,
@@ -421,7 +424,7 @@ impl Scanner<'_> {
                         pending.push(Pending {
                             off,
                             meta: r.meta,
-                            session: session.to_owned(),
+                            session,
                         });
                         off += r.framed_len() as u64;
                         if r.meta.commit {
@@ -550,7 +553,7 @@ impl Scanner<'_> {
         self.plans.push(SegmentPlan::default());
     }
 
-    fn apply(&mut self, ordinal: u32, p: &Pending, map: &Mapping) {
+    fn apply(&mut self, ordinal: u32, p: &Pending<'_>, map: &Mapping) {
         let pos = Pos {
             seg: ordinal,
             off: p.off as u32,
@@ -566,16 +569,16 @@ impl Scanner<'_> {
         let own_salt = self.current_salt;
         let ts_of = |q: Pos| timestamp_at(segments, ordinal, map, own_salt, q);
         match p.meta.kind {
-            Kind::Append => self.index.append(&p.session, pos, p.meta.timestamp),
+            Kind::Append => self.index.append(p.session, pos, p.meta.timestamp),
             Kind::Pop => {
-                let keep = self.index.count(&p.session).saturating_sub(1);
-                self.index.truncate(&p.session, keep, ts_of);
+                let keep = self.index.count(p.session).saturating_sub(1);
+                self.index.truncate(p.session, keep, ts_of);
             }
             Kind::Truncate => {
-                self.index.truncate(&p.session, p.meta.arg, ts_of);
+                self.index.truncate(p.session, p.meta.arg, ts_of);
             }
             Kind::Clear => {
-                self.index.truncate(&p.session, 0, ts_of);
+                self.index.truncate(p.session, 0, ts_of);
             }
             Kind::Gap => {}
         }
@@ -614,14 +617,28 @@ impl Scanner<'_> {
             }
             .encode()
             .to_vec();
+            // Kept records are re-encoded under the new salt, and their sessions named
+            // afresh: the records that named them may be among the dropped ones.
+            let mut named: HashMap<&[u8], u32> = HashMap::new();
+            let mut put = |out: &mut Vec<u8>, meta: &RecordMeta, session, payload: &[u8]| {
+                let field = match named.get(session) {
+                    Some(&at) => SessionField::Ref(at),
+                    None => {
+                        named.insert(session, out.len() as u32);
+                        SessionField::Named(session)
+                    }
+                };
+                encode_record(out, salt, meta, field, payload);
+            };
             for item in &plan.items {
                 match *item {
                     PlanItem::Keep(off) => {
                         let rest = whole.get(off as usize..).unwrap_or(&[]);
                         if let Decoded::Record(r) =
                             decode_record(rest, seg.salt, DEFAULT_MAX_RECORD_LEN)
+                            && let Ok(session) = resolve_session(&whole, off, &r, seg.salt)
                         {
-                            encode_record(&mut out, salt, &r.meta, r.session, r.payload);
+                            put(&mut out, &r.meta, session, r.payload);
                         }
                     }
                     PlanItem::Gap { lsn, count } => {
@@ -632,7 +649,7 @@ impl Scanner<'_> {
                             arg: count,
                             timestamp: Timestamp::now(),
                         };
-                        encode_record(&mut out, salt, &meta, b"-", &[]);
+                        put(&mut out, &meta, GAP_SESSION, &[]);
                     }
                 }
             }
@@ -693,14 +710,19 @@ pub(crate) fn verify_records(bytes: &[u8], id: SegmentId, salt: u64, end: u64) -
         let rest = bytes.get(off as usize..end as usize).unwrap_or(&[]);
         let damage = match decode_record(rest, salt, DEFAULT_MAX_RECORD_LEN) {
             Decoded::Record(r) if r.meta.lsn.0 == expected => {
-                expected += if r.meta.kind == Kind::Gap {
-                    r.meta.arg.max(1)
-                } else {
-                    1
-                };
-                committed = r.meta.commit;
-                off += r.framed_len() as u64;
-                continue;
+                match session_str(bytes, off, &r, salt) {
+                    Err(d) => d,
+                    Ok(_) => {
+                        expected += if r.meta.kind == Kind::Gap {
+                            r.meta.arg.max(1)
+                        } else {
+                            1
+                        };
+                        committed = r.meta.commit;
+                        off += r.framed_len() as u64;
+                        continue;
+                    }
+                }
             }
             Decoded::Record(r) => Damage::LsnGap {
                 expected,
@@ -762,25 +784,23 @@ fn all_zero(b: &[u8]) -> bool {
 
 /// The first offset at or after `from` where a record header with a valid checksum starts.
 fn find_header(map: &[u8], from: u64, salt: u64) -> Option<u64> {
-    let seed = crc_seed(salt);
     let last = map.len().checked_sub(RECORD_HEADER_LEN)?;
     (from as usize..=last)
-        .find(|&off| {
-            let h = &map[off..off + RECORD_HEADER_LEN];
-            let slen = usize::from(u16::from_le_bytes([h[14], h[15]]));
-            if slen == 0 || slen > MAX_SESSION_LEN || h[13] & !FLAG_COMMIT != 0 {
-                return false;
-            }
-            let Some(session) = map.get(off + RECORD_HEADER_LEN..off + RECORD_HEADER_LEN + slen)
-            else {
-                return false;
-            };
-            let mut crc = crc32fast::Hasher::new_with_initial(seed);
-            crc.update(&h[4..]);
-            crc.update(session);
-            crc.finalize() == u32::from_le_bytes([h[0], h[1], h[2], h[3]])
-        })
+        .find(|&off| header_verifies(&map[off..], salt))
         .map(|o| o as u64)
+}
+
+/// The session id of `r`, decoded at `off` of `map`: resolved and checked to be UTF-8.
+fn session_str<'m>(
+    map: &'m [u8],
+    off: u64,
+    r: &RecordRef<'m>,
+    salt: u64,
+) -> Result<&'m str, Damage> {
+    let bytes = resolve_session(map, off, r, salt)?;
+    std::str::from_utf8(bytes).map_err(|_| Damage::BadField {
+        field: "session id",
+    })
 }
 
 /// Whether `[from, to)` shows a sector that never reached the disk: an aligned all-zero

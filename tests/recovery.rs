@@ -3,6 +3,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use convlog::format::{
+    DEFAULT_MAX_RECORD_LEN, Decoded, FORMAT_VERSION, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    SegmentHeader, decode_record, resolve_session,
+};
 use convlog::{Damage, Error, RecoveryMode, Store};
 use serde_json::json;
 
@@ -58,11 +62,14 @@ fn dump(store: &Store) -> Dump {
 /// The end of the records in a segment file: the active segment is preallocated with zeros,
 /// and every record ends in a non-zero byte (a JSON `}` or a session id).
 fn records_end(seg: &Path) -> u64 {
+    // Decoded, not guessed from the last non-zero byte: a record may end in zero bytes.
     let bytes = fs::read(seg).unwrap();
-    bytes
-        .iter()
-        .rposition(|b| *b != 0)
-        .map_or(0, |i| i as u64 + 1)
+    let salt = SegmentHeader::decode(&bytes).unwrap().salt;
+    let mut off = SEGMENT_HEADER_LEN;
+    while let Decoded::Record(r) = decode_record(&bytes[off..], salt, DEFAULT_MAX_RECORD_LEN) {
+        off += r.framed_len();
+    }
+    off as u64
 }
 
 /// Builds a store of at least 3 segments whose last segment holds single appends and a batch.
@@ -315,6 +322,94 @@ fn damage_in_a_sealed_segment_is_corruption_and_salvage_keeps_the_rest() {
     assert_eq!(store.interaction_count("s"), n as u64);
 }
 
+/// The session of every record of a segment file, in order (resolving references).
+fn record_sessions(seg: &Path) -> Vec<String> {
+    let bytes = fs::read(seg).unwrap();
+    let salt = SegmentHeader::decode(&bytes).unwrap().salt;
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut out = Vec::new();
+    while let Decoded::Record(r) = decode_record(&bytes[off..], salt, DEFAULT_MAX_RECORD_LEN) {
+        let name = resolve_session(&bytes, off as u64, &r, salt).unwrap();
+        out.push(String::from_utf8(name.to_vec()).unwrap());
+        off += r.framed_len();
+    }
+    out
+}
+
+/// A segment's later records of a session refer to the record naming it. When salvage drops
+/// that record, the ones referring to it go too (their session is unknowable), each reported;
+/// every other record is kept, the same session's records in other segments included.
+#[test]
+fn salvage_of_a_damaged_naming_record_drops_the_records_that_refer_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let mut sent: [Vec<serde_json::Value>; 2] = Default::default();
+    let mut n = 0;
+    while segments(dir.path()).len() < 3 {
+        let s = n % 2;
+        store.append(["a", "b"][s], &message(n)).unwrap();
+        sent[s].push(message(n));
+        n += 1;
+    }
+    drop(store);
+    let first = segments(dir.path())[0].clone();
+    let in_first = record_sessions(&first);
+    assert_eq!(in_first[0], "a", "the first record names \"a\"");
+    let a_in_first = in_first.iter().filter(|s| *s == "a").count();
+    assert!(a_in_first >= 2, "{in_first:?}");
+    let mut bytes = fs::read(&first).unwrap();
+    bytes[SEGMENT_HEADER_LEN + RECORD_HEADER_LEN] ^= 0x01; // the name's only byte
+    fs::write(&first, &bytes).unwrap();
+    drop_hints(dir.path());
+    assert!(matches!(
+        open(dir.path()),
+        Err(Error::Corrupt {
+            offset: 48,
+            damage: Damage::HeaderChecksum,
+            ..
+        })
+    ));
+
+    let store = Store::builder()
+        .segment_size(SEG)
+        .recovery(RecoveryMode::Salvage)
+        .open(dir.path())
+        .unwrap();
+    let dropped = &store.recovery_report().dropped;
+    assert_eq!(dropped.len(), a_in_first, "{dropped:?}");
+    assert_eq!(dropped[0].damage, Damage::HeaderChecksum);
+    assert!(
+        dropped[1..]
+            .iter()
+            .all(|d| d.damage == Damage::BadSessionRef { at: 48 }),
+        "{dropped:?}"
+    );
+    let read = |s: &str| -> Vec<serde_json::Value> {
+        store
+            .messages(s)
+            .raw()
+            .map(|e| serde_json::from_slice(&e.unwrap().message).unwrap())
+            .collect()
+    };
+    assert_eq!(read("a"), sent[0][a_in_first..]);
+    assert_eq!(read("b"), sent[1]);
+    drop(store);
+    let store = Store::builder()
+        .segment_size(SEG)
+        .recovery(RecoveryMode::Strict)
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(
+        store.interaction_count("a"),
+        (sent[0].len() - a_in_first) as u64
+    );
+    assert_eq!(
+        record_sessions(&first)[0],
+        "-",
+        "a gap record now leads the segment"
+    );
+}
+
 #[test]
 fn damage_followed_by_a_valid_record_in_the_last_segment_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,20 +492,23 @@ fn foreign_and_future_files_get_typed_errors() {
         })
     ));
 
-    // A valid header of version 2.
-    let mut v2 = good.clone();
-    v2[8] = 2;
-    let crc = crc32fast::hash(&v2[..44]);
-    v2[44..48].copy_from_slice(&crc.to_le_bytes());
-    fs::write(&first, &v2).unwrap();
-    assert!(matches!(
-        open(dir.path()),
-        Err(Error::UnsupportedVersion {
-            found: 2,
-            supported: 1,
-            ..
-        })
-    ));
+    // A valid header of the next version (and of version 1, before sessions were referred
+    // to by offset).
+    for version in [FORMAT_VERSION + 1, 1] {
+        let mut other = good.clone();
+        other[8..10].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32fast::hash(&other[..44]);
+        other[44..48].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&first, &other).unwrap();
+        assert!(matches!(
+            open(dir.path()),
+            Err(Error::UnsupportedVersion {
+                found,
+                supported: FORMAT_VERSION,
+                ..
+            }) if found == version
+        ));
+    }
 
     fs::write(&first, &good).unwrap();
     assert!(open(dir.path()).is_ok());

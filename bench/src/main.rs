@@ -392,7 +392,8 @@ fn sync_bound(
 ) {
     let rounds: u32 = if args.quick { 1 } else { 3 };
     let slice = args.duration / rounds;
-    let rec = mean_len.round() as usize + convlog::format::RECORD_HEADER_LEN + 36;
+    // A typical record: a session's later records in a segment refer to the one naming it.
+    let rec = mean_len.round() as usize + convlog::format::RECORD_HEADER_LEN;
     let names: Arc<Vec<Vec<String>>> = Arc::new(
         (0..8)
             .map(|t| {

@@ -1,5 +1,6 @@
 //! `decode_record` on arbitrary bytes: never panics, never accepts a record over the limit
-//! or past the buffer, and whatever decodes re-encodes to exactly the bytes it came from.
+//! or past the buffer, and whatever decodes re-encodes to exactly the bytes it came from;
+//! `resolve_session` follows a reference without panicking.
 //! The same for segment headers.
 //!
 //! Input: `mode: u8, salt: u64, max_payload: u32, bytes...`. Random bytes almost never carry
@@ -9,8 +10,8 @@
 #![no_main]
 
 use convlog::format::{
-    Decoded, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, crc_seed, decode_record,
-    encode_record,
+    Decoded, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, SessionField, crc_seed,
+    decode_record, encode_record, resolve_session,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -29,7 +30,18 @@ fuzz_target!(|data: &[u8]| {
         Decoded::Record(r) => {
             assert!(r.payload.len() as u64 <= u64::from(max));
             assert!(r.framed_len() <= buf.len());
-            assert!(!r.session.is_empty() && r.session.len() <= 256);
+            match r.session {
+                SessionField::Named(name) => assert!(!name.is_empty() && name.len() <= 256),
+                SessionField::Ref(at) => {
+                    assert!(at as usize >= SEGMENT_HEADER_LEN);
+                    // Taken as a segment whose record sits at its end, the buffer resolves
+                    // the reference (or refuses it) without panicking.
+                    if let Ok(name) = resolve_session(&buf, buf.len() as u64, &r, salt) {
+                        assert!(!name.is_empty() && name.len() <= 256);
+                        assert!((at as usize) < buf.len());
+                    }
+                }
+            }
             let mut out = Vec::new();
             encode_record(&mut out, salt, &r.meta, r.session, r.payload);
             assert_eq!(

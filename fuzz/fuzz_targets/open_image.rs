@@ -21,19 +21,24 @@
 //!
 //! segment program := lsn_mode:u8 salt:u64le hflags:u8 record*
 //!   lsn_mode: first LSN = id (0), id + 1 (1), id - 1 (2), else 8 more bytes
-//!   hflags bit 0: break the header CRC; 1: set the reserved flags; 2: version 2 (CRC
+//!   hflags bit 0: break the header CRC; 1: set the reserved flags; 2: version 3 (CRC
 //!   fixed); 3: bad magic
 //! record := op:u8 sess:u8 arg:u8 plen:u8 payload[plen] [dpos:u8 if damaged]
+//!   sess bits 0-2: session; bits 6-7: named on its first record in the segment and
+//!   referred to after (0, 3), named again (1), a reference to offset 48 + (bits 0-5) (2)
 //!   op bits 0-2: kind (append, pop, truncate, clear, gap, unknown 0, unknown 9, append)
 //!   bit 3: COMMIT; bits 4-5: LSN = expected, +1, -1, or the previous one again;
 //!   bits 6-7: damage after encoding: none, flip a byte, cut the record, 512 zeros after it
 //! ```
 #![no_main]
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use convlog::format::{RecordMeta, SegmentHeader, encode_record};
+use convlog::format::{
+    RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader, SessionField, encode_record,
+};
 use convlog::io::sim::SimFs;
 use convlog::{Lsn, RecoveryMode, SegmentId, Store, Timestamp};
 use libfuzzer_sys::fuzz_target;
@@ -90,7 +95,7 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
         out[12] = 1;
     }
     if hflags & 4 != 0 {
-        out[8] = 2;
+        out[8] = 3;
     }
     if hflags & 6 != 0 {
         let crc = crc32fast::hash(&out[..44]);
@@ -105,8 +110,10 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
     let sessions: [&[u8]; 5] = [b"s0", b"s1", b"chat/2", b"\xff\xfe", &[b'x'; 256]];
     let mut next = first;
     let mut last = first;
+    let mut named: HashMap<&[u8], u32> = HashMap::new();
     while let Some(op) = p.u8() {
-        let sess = sessions[usize::from(p.u8().unwrap_or(0)) % sessions.len()];
+        let sb = p.u8().unwrap_or(0);
+        let sess = sessions[usize::from(sb & 7) % sessions.len()];
         let arg = u64::from(p.u8().unwrap_or(0));
         let plen = usize::from(p.u8().unwrap_or(0));
         let payload = p.bytes(plen).to_vec();
@@ -118,6 +125,14 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
             _ => last,
         };
         let start = out.len();
+        let field = match (sb >> 6, named.get(sess)) {
+            (2, _) => SessionField::Ref(SEGMENT_HEADER_LEN as u32 + u32::from(sb & 0x3f)),
+            (0 | 3, Some(&at)) => SessionField::Ref(at),
+            _ => {
+                named.insert(sess, start as u32);
+                SessionField::Named(sess)
+            }
+        };
         match kind_code {
             0..=4 | 7 => {
                 let kind = [
@@ -135,7 +150,7 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
                     arg,
                     timestamp: Timestamp(2),
                 };
-                encode_record(&mut out, salt, &meta, sess, &payload);
+                encode_record(&mut out, salt, &meta, field, &payload);
                 next = if kind == Kind::Gap {
                     lsn.wrapping_add(arg.max(1))
                 } else {
@@ -152,10 +167,10 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
                     arg,
                     timestamp: Timestamp(2),
                 };
-                encode_record(&mut out, salt, &meta, sess, &payload);
+                encode_record(&mut out, salt, &meta, field, &payload);
                 out[start + 12] = if kind_code == 5 { 0 } else { 9 };
                 let mut h = crc32fast::Hasher::new_with_initial(convlog::format::crc_seed(salt));
-                h.update(&out[start + 4..start + 40 + sess.len()]);
+                h.update(&out[start + 4..start + RECORD_HEADER_LEN + field.inline_len()]);
                 let crc = h.finalize();
                 out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
                 next = lsn.wrapping_add(1);

@@ -1,10 +1,11 @@
 //! The active segment's writer.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader, SessionField};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::{OpenMode, Vfs, VfsFile};
 
@@ -12,7 +13,8 @@ use crate::io::{OpenMode, Vfs, VfsFile};
 ///
 /// Invariant: `len` is the end of the last record written (or of the header); the bytes of
 /// the file from `len` to `allocated` are zeros (preallocated space, a clean end to any
-/// reader), and the file is `allocated` bytes long.
+/// reader), and the file is `allocated` bytes long. Every offset in `named` is a record below
+/// `len` that names its key.
 #[derive(Debug)]
 pub(crate) struct SegmentWriter {
     pub(crate) id: SegmentId,
@@ -23,6 +25,10 @@ pub(crate) struct SegmentWriter {
     pub(crate) allocated: u64,
     /// The store's segment size: preallocation never runs further ahead than this.
     pub(crate) segment_size: u64,
+    /// Where this segment's records that name each session are, for later records of the
+    /// session to refer to. Empty for a segment reopened after a close: its sessions are
+    /// named again on their next record (a name may appear more than once in a segment).
+    pub(crate) named: HashMap<Box<str>, u32>,
 }
 
 /// How far ahead of the append point the writer zero-fills, so that steady-state
@@ -77,7 +83,17 @@ impl SegmentWriter {
             len: SEGMENT_HEADER_LEN as u64,
             allocated: SEGMENT_HEADER_LEN as u64,
             segment_size,
+            named: HashMap::new(),
         })
+    }
+
+    /// The session field for a record of `session` written now: a reference to the record
+    /// that named it in this segment, or the name itself.
+    pub(crate) fn session_field<'a>(&self, session: &'a str) -> SessionField<'a> {
+        match self.named.get(session) {
+            Some(&at) => SessionField::Ref(at),
+            None => SessionField::Named(session.as_bytes()),
+        }
     }
 
     /// Writes `bytes` at the end. On failure the file is cut back to its old length when

@@ -224,6 +224,7 @@ impl Store {
                     len: s.valid_end,
                     allocated: allocated.max(s.valid_end),
                     segment_size: opts.segment_size,
+                    named: std::collections::HashMap::new(),
                 });
             }
             let data = match s.map {

@@ -9,7 +9,9 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use super::{Receipt, Store, Writer, validate_session_id};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
-use crate::format::{Kind, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record};
+use crate::format::{
+    Kind, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, SessionField, encode_record,
+};
 use crate::id::{Lsn, Timestamp};
 use crate::index::Pos;
 use crate::message::{ChatMessage, Entry};
@@ -310,10 +312,12 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        // An upper bound: the name is written only if no record of this segment names it yet.
         let framed: u64 = events
             .iter()
-            .map(|e| (RECORD_HEADER_LEN + session.len() + e.payload.len()) as u64)
-            .sum();
+            .map(|e| (RECORD_HEADER_LEN + e.payload.len()) as u64)
+            .sum::<u64>()
+            + session.len() as u64;
         if framed > MAX_BATCH_BYTES {
             return Err(Error::RecordTooLarge {
                 session: session.to_owned(),
@@ -332,6 +336,13 @@ impl Store {
         buf.clear();
         let mut receipts = Vec::with_capacity(events.len());
         let mut offsets = Vec::with_capacity(events.len());
+        // The first record names the session unless an earlier one in this segment did; the
+        // others refer to whichever record names it.
+        let first = w.active.session_field(session);
+        let named_at = match first {
+            SessionField::Named(_) => start as u32,
+            SessionField::Ref(at) => at,
+        };
         for (i, e) in events.iter().enumerate() {
             let lsn = Lsn(w.next_lsn.0 + i as u64);
             offsets.push((start + buf.len() as u64) as u32);
@@ -342,13 +353,12 @@ impl Store {
                 arg: e.arg,
                 timestamp: ts,
             };
-            encode_record(
-                &mut buf,
-                w.active.salt,
-                &meta,
-                session.as_bytes(),
-                &e.payload,
-            );
+            let field = if i == 0 {
+                first
+            } else {
+                SessionField::Ref(named_at)
+            };
+            encode_record(&mut buf, w.active.salt, &meta, field, &e.payload);
             receipts.push(Receipt {
                 lsn,
                 interaction_id: e.arg,
@@ -370,6 +380,9 @@ impl Store {
                 view.invalidate();
             }
             return Err(e);
+        }
+        if matches!(first, SessionField::Named(_)) {
+            w.active.named.insert(session.into(), named_at);
         }
         w.next_lsn = Lsn(w.next_lsn.0 + events.len() as u64);
         w.last_ts = ts;

@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use convlog::format::{Kind, RecordMeta, SegmentHeader, encode_record};
+use convlog::format::{
+    Kind, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader, SessionField,
+    encode_record,
+};
 use convlog::io::sim::{SimFs, Tear};
 use convlog::{Durability, Lsn, Store, Timestamp};
 
@@ -43,7 +46,12 @@ fn decode_record_seeds() {
             arg: 3,
             timestamp: Timestamp(1_700_000_000_000_000),
         };
-        encode_record(&mut v, salt, &meta, b"session-1", payload);
+        let session = if i % 2 == 0 {
+            SessionField::Named(b"session-1")
+        } else {
+            SessionField::Ref(SEGMENT_HEADER_LEN as u32)
+        };
+        encode_record(&mut v, salt, &meta, session, payload);
         write("decode_record", &format!("record-{}", kind.name()), &v);
     }
     let mut v = prefix(4, 1024);
@@ -57,7 +65,7 @@ fn decode_record_seeds() {
     );
     write("decode_record", "segment-header", &v);
     let mut v = prefix(3, 64);
-    v.extend_from_slice(&[0u8; 40]);
+    v.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
     v[13 + 14] = 2;
     v.extend_from_slice(b"s1{}");
     write("decode_record", "fixed-crcs", &v);
