@@ -288,8 +288,8 @@ impl Reference {
                 };
                 assert_eq!(
                     self.h.message_at(e.lsn.0),
-                    Some(e.message.as_slice()),
-                    "{what}: returned a message that was never appended (LSN {})",
+                    Some((s.id.as_str(), e.message.as_slice())),
+                    "{what}: returned a message that was never appended to that session (LSN {})",
                     e.lsn
                 );
             }

@@ -122,6 +122,7 @@ struct Unit {
 /// A message the model knows.
 #[derive(Debug, Clone)]
 struct Msg {
+    session: &'static str,
     bytes: Vec<u8>,
     lsn: u64,
 }
@@ -365,12 +366,12 @@ impl Harness {
         self.history.iter().map(|u| u.lsn).collect()
     }
 
-    /// The bytes of the message appended with `lsn`, if it was one.
-    pub fn message_at(&self, lsn: u64) -> Option<&[u8]> {
+    /// The session and bytes of the message appended with `lsn`, if it was one.
+    pub fn message_at(&self, lsn: u64) -> Option<(&str, &[u8])> {
         self.msgs
             .values()
             .find(|m| m.lsn == lsn)
-            .map(|m| m.bytes.as_slice())
+            .map(|m| (m.session, m.bytes.as_slice()))
     }
 
     /// Compares the sessions `store` lists, and their counts, with `state` (no file reads).
@@ -541,9 +542,14 @@ impl Harness {
     fn push_unit(&mut self, lsn: u64, state: State, new_msgs: Vec<(u64, Vec<u8>)>) {
         let first = lsn + 1 - new_msgs.len() as u64;
         for (i, (id, bytes)) in new_msgs.into_iter().enumerate() {
+            let session = state
+                .iter()
+                .find(|(_, ids)| ids.contains(&id))
+                .map_or("", |(s, _)| *s);
             self.msgs.insert(
                 id,
                 Msg {
+                    session,
                     bytes,
                     lsn: first + i as u64,
                 },
