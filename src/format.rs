@@ -309,6 +309,16 @@ pub enum Decoded<'a> {
     UnknownKind(u8),
 }
 
+/// The damage a decode result stands for where a whole record had to be (at an offset the
+/// index or a scan already verified). A record stands for none; it maps to a field error.
+pub(crate) fn decode_damage(d: Decoded<'_>) -> Damage {
+    match d {
+        Decoded::Damaged(d) => d,
+        Decoded::End => Damage::BadLength { len: 0 },
+        Decoded::UnknownKind(_) | Decoded::Record(_) => Damage::BadField { field: "kind" },
+    }
+}
+
 /// A record header whose checksum holds, and the inline name it covers.
 struct CheckedHeader<'a> {
     h: &'a [u8],
@@ -401,17 +411,21 @@ pub fn decode_record(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
 }
 
 /// Whether a record header whose checksum holds starts `buf` (resynchronization after damage
-/// looks for the next one).
+/// looks for the next one). An all-zero header never does: it ends a segment, whatever CRC
+/// seed the salt gives.
 #[must_use]
 pub fn header_verifies(buf: &[u8], salt: u64) -> bool {
-    check_header(buf, salt).is_ok()
+    let zero = buf
+        .get(..RECORD_HEADER_LEN)
+        .is_some_and(|h| h.iter().all(|b| *b == 0));
+    !zero && check_header(buf, salt).is_ok()
 }
 
 /// The session id of `record`, decoded at `offset` of `segment` (the whole segment file).
 ///
 /// A named record carries it; a reference must point at an earlier offset of the same
-/// segment where a record whose header verifies names a session. Only that header is read:
-/// the named record itself is verified in full wherever it is read.
+/// segment where a record whose header verifies names a session. Only that header (which
+/// covers the name) is read: a naming record whose payload is damaged still names its session.
 ///
 /// # Errors
 /// [`Damage::BadSessionRef`] when the reference does not lead to such a record.
@@ -506,6 +520,16 @@ mod tests {
         assert_eq!(decode_record(&[0u8; 100], 1, 1024), Decoded::End);
         assert_eq!(decode_record(&[0u8; 10], 1, 1024), Decoded::End);
         assert_eq!(decode_record(&[], 1, 1024), Decoded::End);
+    }
+
+    #[test]
+    fn an_all_zero_header_never_verifies_even_where_its_crc_would() {
+        // Seeded with crc_seed of this salt, the CRC of 40 zero bytes is 0: a zero header
+        // "checks". It must still end a segment, and never be taken for the next record.
+        let salt = 0x6245_9bb8;
+        assert!(check_header(&[0u8; RECORD_HEADER_LEN], salt).is_ok());
+        assert!(!header_verifies(&[0u8; RECORD_HEADER_LEN + 10], salt));
+        assert_eq!(decode_record(&[0u8; 100], salt, 1024), Decoded::End);
     }
 
     #[test]

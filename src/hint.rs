@@ -100,9 +100,9 @@ pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
             } else {
                 1
             });
+        let session = resolve_session(segment, off as u64, &r, salt).ok()?;
         open_batch = !r.meta.commit;
         kinds[r.meta.kind as usize - 1] += 1;
-        let session = resolve_session(segment, off as u64, &r, salt).ok()?;
         let evs = events.entry(session).or_insert_with(|| {
             order.push(session);
             Vec::new()

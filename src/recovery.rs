@@ -8,7 +8,8 @@
 //!   segment and either no valid record header follows `x`, or the bytes between `x` and the
 //!   next valid header show a sector that never reached the disk: an aligned all-zero 512-byte
 //!   sector (the etcd rule), or zeros from `x` to the end of its sector; anything else is
-//!   *corruption*.
+//!   *corruption*, and so is a record whose checksums hold but that is invalid (a bad session
+//!   reference, an LSN out of order): a whole record is never a torn write.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -197,9 +198,12 @@ pub(crate) fn recover(
     }
     if mode == RecoveryMode::Salvage && !read_only && s.plans.iter().any(|p| p.rewrite) {
         let dropped = s.rewrite_damaged()?;
+        let torn_tail = s.report.torn_tail;
         drop(s);
         let mut again = recover(vfs, dir, RecoveryMode::PointInTime, false)?;
         again.report.dropped = dropped;
+        // A torn tail in a rewritten last segment is gone from the second pass's view.
+        again.report.torn_tail = again.report.torn_tail.or(torn_tail);
         again.report.duration = started.elapsed();
         return Ok(again);
     }
@@ -395,17 +399,23 @@ impl Scanner<'_> {
         let len = map.len() as u64;
         loop {
             let rest = map.get(off as usize..).unwrap_or(&[]);
+            // The length of a record whose checksums hold but that is invalid all the same.
+            let mut whole = None;
             let damage = match decode_record(rest, salt, DEFAULT_MAX_RECORD_LEN) {
-                Decoded::Record(r) => match session_str(map, off, &r, salt) {
-                    Err(d) => d,
-                    Ok(_) if r.meta.lsn.0 < expected.0 => Damage::LsnGap {
-                        expected: expected.0,
-                        found: r.meta.lsn.0,
-                    },
-                    Ok(_) if r.meta.lsn.0 > expected.0 && !salvage => Damage::LsnGap {
-                        expected: expected.0,
-                        found: r.meta.lsn.0,
-                    },
+                Decoded::Record(r) => match session_str(map, off, &r, salt).and_then(|session| {
+                    if r.meta.lsn.0 < expected.0 || (r.meta.lsn.0 > expected.0 && !salvage) {
+                        Err(Damage::LsnGap {
+                            expected: expected.0,
+                            found: r.meta.lsn.0,
+                        })
+                    } else {
+                        Ok(session)
+                    }
+                }) {
+                    Err(d) => {
+                        whole = Some(r.framed_len() as u64);
+                        d
+                    }
                     Ok(session) => {
                         if r.meta.lsn.0 > expected.0 {
                             // Salvage: LSNs lost before this record (dropped earlier).
@@ -458,10 +468,15 @@ impl Scanner<'_> {
                 },
                 Decoded::Damaged(d) => d,
             };
-            // `off` is not a valid record: classify from the start of the uncommitted run.
+            // `off` is not a valid record: classify from the start of the uncommitted run. A
+            // record whose checksums hold was written whole, so it is never a torn write.
             let x = committed_end;
-            let next = find_header(map, off + 1, salt);
+            let next = match whole {
+                Some(n) => Some(off + n).filter(|end| *end < len),
+                None => find_header(map, off + 1, salt),
+            };
             let torn = is_last
+                && whole.is_none()
                 && match next {
                     None => true,
                     Some(y) => has_zero_sector(map, x, y),
@@ -633,13 +648,21 @@ impl Scanner<'_> {
             for item in &plan.items {
                 match *item {
                     PlanItem::Keep(off) => {
+                        // The scan verified this record; if it no longer does, the file changed
+                        // under us: stop before renaming anything over it.
                         let rest = whole.get(off as usize..).unwrap_or(&[]);
-                        if let Decoded::Record(r) =
-                            decode_record(rest, seg.salt, DEFAULT_MAX_RECORD_LEN)
-                            && let Ok(session) = resolve_session(&whole, off, &r, seg.salt)
-                        {
-                            put(&mut out, &r.meta, session, r.payload);
-                        }
+                        let (r, session) =
+                            match decode_record(rest, seg.salt, DEFAULT_MAX_RECORD_LEN) {
+                                Decoded::Record(r) => resolve_session(&whole, off, &r, seg.salt)
+                                    .map(|session| (r, session)),
+                                other => Err(crate::format::decode_damage(other)),
+                            }
+                            .map_err(|damage| Error::Corrupt {
+                                segment: seg.id,
+                                offset: off,
+                                damage,
+                            })?;
+                        put(&mut out, &r.meta, session, r.payload);
                     }
                     PlanItem::Gap { lsn, count } => {
                         let meta = RecordMeta {

@@ -1,40 +1,19 @@
 //! Recovery: torn tails, batch atomicity, corruption, salvage, read-only opens.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use convlog::format::{
-    DEFAULT_MAX_RECORD_LEN, Decoded, FORMAT_VERSION, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
-    SegmentHeader, decode_record, resolve_session,
-};
+use convlog::format::FORMAT_VERSION;
 use convlog::{Damage, Error, RecoveryMode, Store};
 use serde_json::json;
+
+mod store_files;
+use store_files::{drop_hints, records_end, segments, verify};
 
 const SEG: u64 = 4096;
 
 fn open(dir: &Path) -> convlog::Result<Store> {
     Store::builder().segment_size(SEG).open(dir)
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Removes the hint files, so that open scans every segment (hints skip the scan of segments
-/// that a clean close or a seal summarized).
-fn drop_hints(dir: &Path) {
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|e| e == "hint") {
-            fs::remove_file(p).unwrap();
-        }
-    }
 }
 
 fn message(i: usize) -> serde_json::Value {
@@ -61,17 +40,6 @@ fn dump(store: &Store) -> Dump {
 
 /// The end of the records in a segment file: the active segment is preallocated with zeros,
 /// and every record ends in a non-zero byte (a JSON `}` or a session id).
-fn records_end(seg: &Path) -> u64 {
-    // Decoded, not guessed from the last non-zero byte: a record may end in zero bytes.
-    let bytes = fs::read(seg).unwrap();
-    let salt = SegmentHeader::decode(&bytes).unwrap().salt;
-    let mut off = SEGMENT_HEADER_LEN;
-    while let Decoded::Record(r) = decode_record(&bytes[off..], salt, DEFAULT_MAX_RECORD_LEN) {
-        off += r.framed_len();
-    }
-    off as u64
-}
-
 /// Builds a store of at least 3 segments whose last segment holds single appends and a batch.
 /// Returns the states after each committed unit written to the last segment, keyed by the
 /// end offset of that unit.
@@ -235,13 +203,7 @@ fn damage_in_a_sealed_segment_is_corruption_and_salvage_keeps_the_rest() {
     assert_eq!(errors.len(), 1);
     assert!(matches!(errors[0], Error::Corrupt { .. }), "{}", errors[0]);
     drop(store);
-    assert!(matches!(
-        Store::builder()
-            .recovery(RecoveryMode::Strict)
-            .read_only(true)
-            .open(dir.path()),
-        Err(Error::Corrupt { .. })
-    ));
+    assert!(matches!(verify(dir.path()), Err(Error::Corrupt { .. })));
     drop_hints(dir.path());
 
     for mode in [RecoveryMode::Strict, RecoveryMode::PointInTime] {
@@ -320,94 +282,6 @@ fn damage_in_a_sealed_segment_is_corruption_and_salvage_keeps_the_rest() {
         segments(dir.path()).len()
     );
     assert_eq!(store.interaction_count("s"), n as u64);
-}
-
-/// The session of every record of a segment file, in order (resolving references).
-fn record_sessions(seg: &Path) -> Vec<String> {
-    let bytes = fs::read(seg).unwrap();
-    let salt = SegmentHeader::decode(&bytes).unwrap().salt;
-    let mut off = SEGMENT_HEADER_LEN;
-    let mut out = Vec::new();
-    while let Decoded::Record(r) = decode_record(&bytes[off..], salt, DEFAULT_MAX_RECORD_LEN) {
-        let name = resolve_session(&bytes, off as u64, &r, salt).unwrap();
-        out.push(String::from_utf8(name.to_vec()).unwrap());
-        off += r.framed_len();
-    }
-    out
-}
-
-/// A segment's later records of a session refer to the record naming it. When salvage drops
-/// that record, the ones referring to it go too (their session is unknowable), each reported;
-/// every other record is kept, the same session's records in other segments included.
-#[test]
-fn salvage_of_a_damaged_naming_record_drops_the_records_that_refer_to_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).unwrap();
-    let mut sent: [Vec<serde_json::Value>; 2] = Default::default();
-    let mut n = 0;
-    while segments(dir.path()).len() < 3 {
-        let s = n % 2;
-        store.append(["a", "b"][s], &message(n)).unwrap();
-        sent[s].push(message(n));
-        n += 1;
-    }
-    drop(store);
-    let first = segments(dir.path())[0].clone();
-    let in_first = record_sessions(&first);
-    assert_eq!(in_first[0], "a", "the first record names \"a\"");
-    let a_in_first = in_first.iter().filter(|s| *s == "a").count();
-    assert!(a_in_first >= 2, "{in_first:?}");
-    let mut bytes = fs::read(&first).unwrap();
-    bytes[SEGMENT_HEADER_LEN + RECORD_HEADER_LEN] ^= 0x01; // the name's only byte
-    fs::write(&first, &bytes).unwrap();
-    drop_hints(dir.path());
-    assert!(matches!(
-        open(dir.path()),
-        Err(Error::Corrupt {
-            offset: 48,
-            damage: Damage::HeaderChecksum,
-            ..
-        })
-    ));
-
-    let store = Store::builder()
-        .segment_size(SEG)
-        .recovery(RecoveryMode::Salvage)
-        .open(dir.path())
-        .unwrap();
-    let dropped = &store.recovery_report().dropped;
-    assert_eq!(dropped.len(), a_in_first, "{dropped:?}");
-    assert_eq!(dropped[0].damage, Damage::HeaderChecksum);
-    assert!(
-        dropped[1..]
-            .iter()
-            .all(|d| d.damage == Damage::BadSessionRef { at: 48 }),
-        "{dropped:?}"
-    );
-    let read = |s: &str| -> Vec<serde_json::Value> {
-        store
-            .messages(s)
-            .raw()
-            .map(|e| serde_json::from_slice(&e.unwrap().message).unwrap())
-            .collect()
-    };
-    assert_eq!(read("a"), sent[0][a_in_first..]);
-    assert_eq!(read("b"), sent[1]);
-    drop(store);
-    let store = Store::builder()
-        .segment_size(SEG)
-        .recovery(RecoveryMode::Strict)
-        .open(dir.path())
-        .unwrap();
-    assert_eq!(
-        store.interaction_count("a"),
-        (sent[0].len() - a_in_first) as u64
-    );
-    assert_eq!(
-        record_sessions(&first)[0],
-        "-",
-        "a gap record now leads the segment"
-    );
 }
 
 #[test]

@@ -435,7 +435,7 @@ fn flip_every_segment_header_bit() {
     eprintln!("sweeps/segment headers: {n} flips, all corruption");
 }
 
-/// Every bit of every record header (the fixed 40 bytes), in every segment.
+/// Every bit of every record header (the fixed 44 bytes), in every segment.
 #[test]
 fn flip_every_record_header_bit() {
     let r = reference();

@@ -9,8 +9,8 @@ pub(crate) use writer::SegmentWriter;
 
 use crate::error::{Damage, Error, Result};
 use crate::format::{
-    DEFAULT_MAX_RECORD_LEN, Decoded, MAX_SESSION_LEN, RECORD_HEADER_LEN, RecordMeta, decode_record,
-    framed_len_from_header,
+    DEFAULT_MAX_RECORD_LEN, Decoded, MAX_SESSION_LEN, RECORD_HEADER_LEN, RecordMeta, decode_damage,
+    decode_record, framed_len_from_header,
 };
 use crate::id::SegmentId;
 use crate::io::{Mapping, VfsFile};
@@ -118,7 +118,7 @@ impl Segment {
                         meta: r.meta,
                         payload: r.payload.to_vec(),
                     }),
-                    other => Err(corrupt(unexpected(other))),
+                    other => Err(corrupt(decode_damage(other))),
                 }
             }
             SegmentData::File(view) => {
@@ -157,18 +157,10 @@ impl Segment {
                         meta: r.meta,
                         payload: r.payload.to_vec(),
                     }),
-                    other => Err(corrupt(unexpected(other))),
+                    other => Err(corrupt(decode_damage(other))),
                 }
             }
         }
-    }
-}
-
-fn unexpected(d: Decoded<'_>) -> Damage {
-    match d {
-        Decoded::Damaged(d) => d,
-        Decoded::End => Damage::BadLength { len: 0 },
-        Decoded::UnknownKind(_) | Decoded::Record(_) => Damage::BadField { field: "kind" },
     }
 }
 
