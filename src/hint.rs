@@ -260,17 +260,27 @@ pub(crate) enum EventRef<'a> {
 
 /// The offsets of an appends run, read in place.
 #[derive(Debug, Clone)]
-pub(crate) struct Offsets<'a>(std::slice::ChunksExact<'a, u8>);
+pub(crate) struct Offsets<'a> {
+    at: usize,
+    chunks: std::slice::ChunksExact<'a, u8>,
+}
+
+impl Offsets<'_> {
+    /// Where the run's offsets start in the hint file: consecutive little-endian `u32`s.
+    pub(crate) fn at(&self) -> usize {
+        self.at
+    }
+}
 
 impl Iterator for Offsets<'_> {
     type Item = u32;
     fn next(&mut self) -> Option<u32> {
-        self.0
+        self.chunks
             .next()
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.0.size_hint()
+        self.chunks.size_hint()
     }
 }
 
@@ -309,6 +319,7 @@ pub(crate) fn parse<'a>(
                     let k = r.u32()? as usize;
                     let first = Timestamp(r.u64()?);
                     let last = Timestamp(r.u64()?);
+                    let at = body.len() - r.0.len();
                     let raw = r.take(k.checked_mul(4)?)?;
                     if k == 0 {
                         return None;
@@ -316,7 +327,10 @@ pub(crate) fn parse<'a>(
                     EventRef::Appends {
                         first,
                         last,
-                        offsets: Offsets(raw.chunks_exact(4)),
+                        offsets: Offsets {
+                            at,
+                            chunks: raw.chunks_exact(4),
+                        },
                     }
                 }
                 TAG_POP => EventRef::Pop(r.u64()?),
@@ -347,6 +361,11 @@ pub(crate) struct LoadedHint {
 }
 
 impl LoadedHint {
+    /// The file's bytes (validated; they never change: see [`load`]).
+    pub(crate) fn bytes(&self) -> &Mapping {
+        &self.bytes
+    }
+
     /// Calls `f` for every event, in order.
     pub(crate) fn for_each<'a>(&'a self, f: impl FnMut(&'a str, EventRef<'a>)) {
         let _ = parse(&self.bytes, f);
@@ -458,6 +477,25 @@ mod tests {
         assert_eq!(h.sessions[1].1[1], HintEvent::Truncate(0));
         assert!(build(&seg[..seg.len() - 1], Lsn(10), 99).is_none());
         assert!(build(&seg, Lsn(11), 99).is_none(), "LSNs must match");
+    }
+
+    #[test]
+    fn offsets_say_where_they_are_in_the_file() {
+        let h = build(&segment(), Lsn(10), 99).unwrap();
+        let bytes = h.encode();
+        let mut runs = 0;
+        parse(&bytes, |_, event| {
+            if let EventRef::Appends { offsets, .. } = event {
+                let at = offsets.at();
+                for (j, off) in offsets.enumerate() {
+                    let b = &bytes[at + 4 * j..at + 4 * j + 4];
+                    assert_eq!(u32::from_le_bytes(b.try_into().unwrap()), off);
+                }
+                runs += 1;
+            }
+        })
+        .unwrap();
+        assert_eq!(runs, 3);
     }
 
     #[test]

@@ -542,6 +542,8 @@ impl Scanner<'_> {
         if ordinal == 0 {
             self.index.reserve(h.header.sessions as usize);
         }
+        // The index keeps the hint mapped: runs of appends stay in it, uncopied.
+        self.index.map_hint(ordinal, h.bytes().clone());
         let segments = &self.segments;
         let index = &mut self.index;
         let mut last_ts = self.last_ts;

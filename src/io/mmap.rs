@@ -20,7 +20,8 @@ pub(super) fn map_file(file: &File) -> io::Result<Mapping> {
     // file above it (trimming preallocated zeros, undoing a failed write): bytes a reader sees
     // are written once, before the index points at them, and never change or go away.
     // (3) Hint files, which are written whole under a temporary name, renamed into place and
-    // never changed after (a rename leaves a mapped inode intact). Recovery drops its scan
+    // never changed after (a rename leaves a mapped inode intact); the session index keeps
+    // them mapped while the store is open. Recovery drops its scan
     // maps before it truncates a torn tail. Read-only stores map only
     // sealed segments. Tampering by a foreign process is outside what any mmap-based reader
     // can defend against.

@@ -107,7 +107,8 @@ pub struct StoreStats {
     pub sessions: usize,
     /// Live messages.
     pub messages: u64,
-    /// Heap bytes held by the session index.
+    /// Bytes the session index holds in memory: its heap, plus the hint files it keeps
+    /// mapped (it reads the positions of messages loaded from a hint in place), counted whole.
     pub index_bytes: usize,
     /// The last LSN written.
     pub last_lsn: Lsn,
@@ -378,9 +379,9 @@ impl Store {
             .iter()
             .map(|(id, s)| SessionInfo {
                 id: id.to_owned(),
-                count: s.positions.len() as u64,
-                first: s.first,
-                last: s.last,
+                count: s.count(),
+                first: s.first(),
+                last: s.last(),
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -396,7 +397,7 @@ impl Store {
             segments: state.segments.len(),
             sessions: state.index.len(),
             messages: state.index.messages(),
-            index_bytes: state.index.heap_bytes(),
+            index_bytes: state.index.memory_bytes(),
             last_lsn,
             durable_lsn: self.inner.syncer.durable(),
         }

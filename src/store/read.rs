@@ -90,7 +90,7 @@ impl RawMessages {
             .state()
             .index
             .get(session)
-            .map_or((None, 0), |s| (Some(s.epoch), s.positions.len() as u64));
+            .map_or((None, 0), |s| (Some(s.epoch()), s.count()));
         let from = from.max(1);
         RawMessages {
             store,
@@ -114,13 +114,13 @@ impl RawMessages {
         let Some(s) = state
             .index
             .get(&self.session)
-            .filter(|s| Some(s.epoch) == self.epoch)
+            .filter(|s| Some(s.epoch()) == self.epoch)
         else {
             return false;
         };
         let upto = self.end.min(self.next + CHUNK);
         for id in self.next..upto {
-            let Some(p) = s.positions.get((id - 1) as usize) else {
+            let Some(p) = s.position(id) else {
                 return false;
             };
             let Some(seg) = state.segments.get(p.seg as usize) else {

@@ -1,0 +1,323 @@
+//! A session's record positions: runs borrowed from mapped hint files, then owned positions.
+//!
+//! Why: copying every offset of every hint into per-session vectors on open costs ~8 bytes of
+//! fresh heap per message, written and page-faulted in before the first read (at 200k
+//! messages, most of the open). A hint already holds a session's offsets in one segment as
+//! consecutive little-endian `u32`s, and hint files never change once renamed into place, so
+//! the index keeps the hints mapped and a session's positions refer to those bytes instead:
+//! opening costs one 16-byte run per (session, segment), and a read resolves only the
+//! positions it returns (a binary search over the session's runs, then one `u32` each).
+
+use crate::io::Mapping;
+
+use super::Pos;
+
+/// Hint files the index borrows offsets from, by segment ordinal.
+///
+/// Invariant: a hint is only added after it was validated (checksum and structure, see
+/// `hint::parse`), and its bytes never change (hint files are renamed into place whole and
+/// never written again; a newer hint for the same segment is a new file).
+#[derive(Debug, Default)]
+pub(crate) struct MappedHints(Vec<Option<Mapping>>);
+
+impl MappedHints {
+    /// Keeps the hint of segment `seg` for runs to borrow from.
+    pub(crate) fn insert(&mut self, seg: u32, bytes: Mapping) {
+        let i = seg as usize;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, None);
+        }
+        self.0[i] = Some(bytes);
+    }
+
+    /// Whether segment `seg` has a hint here.
+    pub(crate) fn contains(&self, seg: u32) -> bool {
+        self.0.get(seg as usize).is_some_and(Option::is_some)
+    }
+
+    /// The `j`-th offset of the run of segment `seg` whose offsets start at byte `at`.
+    fn offset(&self, seg: u32, at: usize, j: usize) -> Option<u32> {
+        let bytes = self.0.get(seg as usize)?.as_deref()?;
+        let start = at.checked_add(j.checked_mul(4)?)?;
+        let b = bytes.get(start..start.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Bytes of the hint files kept (mapped: page cache, not heap; counted whole).
+    pub(crate) fn bytes(&self) -> usize {
+        self.0.iter().flatten().map(|m| m.len()).sum::<usize>()
+            + self.0.capacity() * size_of::<Option<Mapping>>()
+    }
+}
+
+/// Consecutive appends of one segment, whose offsets are the little-endian `u32`s at byte
+/// `at` of that segment's hint in [`MappedHints`]; as many as `end` minus the previous run's
+/// `end` (0 for the first run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    seg: u32,
+    at: u32,
+    /// Positions up to and including this run (the index of the position after it).
+    end: u64,
+}
+
+/// A session's positions in log order: `runs` first, then `owned`.
+///
+/// Invariants: `runs[k].end` strictly increase (every run is non-empty), so position
+/// `i < runs_end` lies in the first run whose `end > i`; every run's offsets are in the
+/// `MappedHints` the caller resolves positions with. Appends always go to `owned`: a run comes
+/// only from a hint, and a run that would follow owned positions (a hinted segment after a
+/// scanned one) is copied into `owned` instead, so the order is kept.
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    runs: Vec<Run>,
+    owned: Vec<Pos>,
+}
+
+impl Positions {
+    /// How many positions there are.
+    pub(crate) fn len(&self) -> u64 {
+        self.runs_end() + self.owned.len() as u64
+    }
+
+    fn runs_end(&self) -> u64 {
+        self.runs.last().map_or(0, |r| r.end)
+    }
+
+    /// Adds one position at the end.
+    pub(crate) fn push(&mut self, pos: Pos) {
+        self.owned.push(pos);
+    }
+
+    /// Adds the appends of a hint's run for segment `seg` at the end: `offsets` are the
+    /// `u32`s at byte `at` of that hint, which must be (or be put) in the `MappedHints` that
+    /// positions are resolved with. Borrows them in place unless owned positions come first.
+    pub(crate) fn push_run(
+        &mut self,
+        seg: u32,
+        at: usize,
+        offsets: impl ExactSizeIterator<Item = u32>,
+    ) {
+        let n = offsets.len() as u64;
+        if n == 0 {
+            return;
+        }
+        match u32::try_from(at) {
+            Ok(at) if self.owned.is_empty() => {
+                let end = self.runs_end() + n;
+                self.runs.push(Run { seg, at, end });
+            }
+            // Owned positions come first (or `at` is past 4 GiB, which no hint reaches): copy.
+            _ => self.owned.extend(offsets.map(|off| Pos { seg, off })),
+        }
+    }
+
+    /// Keeps the first `keep` positions.
+    pub(crate) fn truncate(&mut self, keep: u64) {
+        let runs_end = self.runs_end();
+        if keep >= runs_end {
+            let keep = usize::try_from(keep - runs_end).unwrap_or(usize::MAX);
+            self.owned.truncate(keep);
+            self.owned.shrink_to(self.owned.len().saturating_mul(2));
+            return;
+        }
+        self.owned = Vec::new();
+        // The run holding position `keep` (the first one dropped) ends the kept runs, cut
+        // at `keep`; it goes too if that leaves it empty.
+        let k = self.runs.partition_point(|r| r.end <= keep);
+        self.runs.truncate(k + 1);
+        if self.run_start(k) == keep {
+            self.runs.pop();
+        } else if let Some(r) = self.runs.last_mut() {
+            r.end = keep;
+        }
+    }
+
+    /// Where run `k` starts: the previous run's end.
+    fn run_start(&self, k: usize) -> u64 {
+        k.checked_sub(1)
+            .and_then(|p| self.runs.get(p))
+            .map_or(0, |r| r.end)
+    }
+
+    /// The position at index `i` (0-based); `None` past the end, or if a run's hint bytes
+    /// are not in `hints` (a broken invariant, not a file-system condition).
+    pub(crate) fn get(&self, hints: &MappedHints, i: u64) -> Option<Pos> {
+        let runs_end = self.runs_end();
+        if i >= runs_end {
+            return self.owned.get(usize::try_from(i - runs_end).ok()?).copied();
+        }
+        let k = self.runs.partition_point(|r| r.end <= i);
+        let r = self.runs.get(k)?;
+        let j = usize::try_from(i - self.run_start(k)).ok()?;
+        let off = hints.offset(r.seg, r.at as usize, j)?;
+        Some(Pos { seg: r.seg, off })
+    }
+
+    /// Heap bytes held (at capacity); the hint bytes runs borrow are counted by
+    /// [`MappedHints::bytes`].
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.runs.capacity() * size_of::<Run>() + self.owned.capacity() * size_of::<Pos>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+    use super::*;
+
+    /// Builds hints and positions side by side with a plain `Vec<Pos>` model.
+    #[derive(Default)]
+    struct Harness {
+        hints: MappedHints,
+        positions: Positions,
+        model: Vec<Pos>,
+        segs: u32,
+    }
+
+    impl Harness {
+        /// A hint of a fresh segment holding `n` offsets after `pad` bytes of other data.
+        fn run(&mut self, n: u32, pad: usize) {
+            let seg = self.segs;
+            self.segs += 1;
+            let offsets: Vec<u32> = (0..n).map(|j| 1000 * seg + 7 * j).collect();
+            let mut bytes = vec![0xAB; pad];
+            for o in &offsets {
+                bytes.extend_from_slice(&o.to_le_bytes());
+            }
+            self.hints.insert(seg, Mapping::from_vec(bytes));
+            self.positions.push_run(seg, pad, offsets.iter().copied());
+            self.model
+                .extend(offsets.iter().map(|&off| Pos { seg, off }));
+        }
+
+        fn push(&mut self, off: u32) {
+            let pos = Pos { seg: 9999, off };
+            self.positions.push(pos);
+            self.model.push(pos);
+        }
+
+        fn truncate(&mut self, keep: u64) {
+            self.positions.truncate(keep);
+            self.model.truncate(keep as usize);
+        }
+
+        fn check(&self) -> Result<(), String> {
+            let len = self.model.len() as u64;
+            if self.positions.len() != len {
+                return Err(format!("len {} != {len}", self.positions.len()));
+            }
+            for i in 0..len + 2 {
+                let got = self.positions.get(&self.hints, i);
+                if got != self.model.get(i as usize).copied() {
+                    return Err(format!(
+                        "position {i}: {got:?} != {:?}",
+                        self.model.get(i as usize)
+                    ));
+                }
+            }
+            let runs = &self.positions.runs;
+            if runs.windows(2).any(|w| w[0].end >= w[1].end)
+                || runs.first().is_some_and(|r| r.end == 0)
+            {
+                return Err(format!("run ends not increasing from 0: {runs:?}"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn runs_then_owned_cut_at_every_point() {
+        for keep in 0..=12 {
+            let mut h = Harness::default();
+            h.run(3, 88);
+            h.run(1, 0);
+            h.run(4, 5);
+            h.push(1);
+            h.push(2);
+            h.push(3);
+            h.push(4);
+            h.check().unwrap();
+            h.truncate(keep);
+            h.check().unwrap();
+            // Appends after the cut go after what was kept.
+            h.push(50);
+            h.check().unwrap();
+            assert_eq!(h.positions.len(), keep.min(12) + 1);
+        }
+    }
+
+    #[test]
+    fn a_run_after_owned_positions_is_copied_in_order() {
+        let mut h = Harness::default();
+        h.run(2, 0);
+        h.push(5);
+        h.run(3, 16);
+        assert_eq!(h.positions.runs.len(), 1);
+        assert_eq!(h.positions.owned.len(), 4);
+        h.check().unwrap();
+        h.truncate(1);
+        h.check().unwrap();
+        h.run(2, 4);
+        assert_eq!(h.positions.runs.len(), 2, "owned is empty again: borrowed");
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn missing_hint_bytes_read_as_absent_not_a_panic() {
+        let mut p = Positions::default();
+        p.push_run(3, 8, [1u32, 2].into_iter());
+        let hints = MappedHints::default();
+        assert_eq!(p.get(&hints, 0), None);
+        let mut short = MappedHints::default();
+        short.insert(3, Mapping::from_vec(vec![0; 10]));
+        assert_eq!(p.get(&short, 0), None);
+        assert_eq!(p.len(), 2);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Run(u32, usize),
+        Push(u32),
+        Truncate(u64),
+        Pop(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u32..40, 0usize..9).prop_map(|(n, pad)| Op::Run(n, pad)),
+            4 => any::<u32>().prop_map(Op::Push),
+            1 => (0u64..120).prop_map(Op::Truncate),
+            2 => (1u64..5).prop_map(Op::Pop),
+        ]
+    }
+
+    #[test]
+    fn matches_a_vec_model() {
+        let seed = 0x0715_0005_u64;
+        let config = Config {
+            cases: 512,
+            rng_seed: RngSeed::Fixed(seed),
+            source_file: Some(file!()),
+            ..Config::default()
+        };
+        let result = TestRunner::new(config).run(&proptest::collection::vec(op(), 0..60), |ops| {
+            let mut h = Harness::default();
+            for op in ops {
+                match op {
+                    Op::Run(n, pad) => h.run(n, pad),
+                    Op::Push(off) => h.push(off),
+                    Op::Truncate(keep) => h.truncate(keep),
+                    Op::Pop(n) => h.truncate(h.model.len().saturating_sub(n as usize) as u64),
+                }
+                h.check().map_err(TestCaseError::fail)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}\n(proptest seed {seed:#x})");
+        }
+    }
+}
