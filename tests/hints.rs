@@ -233,3 +233,29 @@ fn changes_after_a_hint_only_open_match_those_after_a_full_scan() {
         assert_eq!(contents(&open(dir.path())), want);
     }
 }
+
+#[test]
+fn a_close_without_writes_keeps_the_active_segments_hint() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let want = build(dir.path(), Durability::Buffered);
+    let active = files(dir.path(), "hint").pop().unwrap();
+    // A hint is replaced by rename: a new inode.
+    let inode = || fs::metadata(&active).unwrap().ino();
+    let written = inode();
+    let open = || Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+    let store = open();
+    assert_eq!(snapshot(&store), want);
+    store.sync().unwrap();
+    drop(store);
+    assert_eq!(inode(), written, "nothing written: the hint is still exact");
+    let store = open();
+    assert_eq!(store.recovery_report().bytes_scanned, 0);
+    store.append("s0", &json!({"role": "user"})).unwrap();
+    let want = snapshot(&store);
+    drop(store);
+    assert_ne!(inode(), written, "an append: the hint is written anew");
+    let store = open();
+    assert_eq!(store.recovery_report().bytes_scanned, 0);
+    assert_eq!(snapshot(&store), want);
+}

@@ -68,7 +68,8 @@ struct Writer {
     /// Bytes appended since the last sync or kick of the flusher.
     unsynced: u64,
     /// The active segment was loaded from its hint without a scan: verify it before the
-    /// first append, so that new records never go after damage nobody has seen.
+    /// first append, so that new records never go after damage nobody has seen. Until then
+    /// nothing was written to it, so its hint is still exact.
     unverified: bool,
     buf: Vec<u8>,
 }
@@ -440,7 +441,9 @@ impl Store {
 impl Drop for Inner {
     /// A clean close: stops the flusher, then trims the active segment's preallocated space,
     /// syncs it and writes its hint, so the next open needs no scan. Best effort: if any step
-    /// fails, the next open scans the segment instead.
+    /// fails, the next open scans the segment instead. Nothing to do if nothing was written
+    /// since an open that loaded the active segment from its hint: that hint is still exact,
+    /// and the close that wrote it synced and trimmed the segment.
     fn drop(&mut self) {
         self.flusher.lock().stop = true;
         self.flusher.wake.notify_all();
@@ -450,6 +453,9 @@ impl Drop for Inner {
         let Some(w) = self.writer.get_mut().unwrap_or_else(|e| e.into_inner()) else {
             return;
         };
+        if w.unverified {
+            return;
+        }
         if w.active.trim().is_err() || w.active.sync().is_err() {
             return;
         }
