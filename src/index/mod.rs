@@ -3,6 +3,7 @@
 mod positions;
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use crate::hint::Offsets;
 use crate::id::Timestamp;
@@ -38,15 +39,17 @@ pub(crate) struct Session<'a> {
     hints: &'a MappedHints,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     /// Its number of messages (its last interaction id).
     pub(crate) fn count(&self) -> u64 {
         self.state.positions.len()
     }
 
-    /// Where the message with interaction id `id` (1-based) is.
-    pub(crate) fn position(&self, id: u64) -> Option<Pos> {
-        self.state.positions.get(self.hints, id.checked_sub(1)?)
+    /// Where the messages with interaction ids `ids` (1-based; clamped to the session) are,
+    /// in order. Costs O(log runs + what it yields).
+    pub(crate) fn positions(&self, ids: Range<u64>) -> impl Iterator<Item = Pos> + 'a {
+        let (from, to) = (ids.start.saturating_sub(1), ids.end.saturating_sub(1));
+        self.state.positions.range(self.hints, from, to)
     }
 
     /// Timestamp of its first message.

@@ -35,12 +35,15 @@ impl MappedHints {
         self.0.get(seg as usize).is_some_and(Option::is_some)
     }
 
-    /// The `j`-th offset of the run of segment `seg` whose offsets start at byte `at`.
-    fn offset(&self, seg: u32, at: usize, j: usize) -> Option<u32> {
-        let bytes = self.0.get(seg as usize)?.as_deref()?;
-        let start = at.checked_add(j.checked_mul(4)?)?;
-        let b = bytes.get(start..start.checked_add(4)?)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    /// The bytes of offsets `j0..j1` of the run of segment `seg` whose offsets start at byte
+    /// `at`; empty if they are not all there (a broken invariant, not a file-system condition).
+    fn offsets(&self, seg: u32, at: u32, j0: u64, j1: u64) -> &[u8] {
+        let range = || {
+            let start = usize::try_from(j0.checked_mul(4)?.checked_add(at.into())?).ok()?;
+            let end = usize::try_from(j1.checked_mul(4)?.checked_add(at.into())?).ok()?;
+            self.0.get(seg as usize)?.as_deref()?.get(start..end)
+        };
+        range().unwrap_or(&[])
     }
 
     /// Bytes of the hint files kept (mapped: page cache, not heap; counted whole).
@@ -140,18 +143,43 @@ impl Positions {
             .map_or(0, |r| r.end)
     }
 
-    /// The position at index `i` (0-based); `None` past the end, or if a run's hint bytes
-    /// are not in `hints` (a broken invariant, not a file-system condition).
+    /// The position at index `i` (0-based); `None` past the end.
     pub(crate) fn get(&self, hints: &MappedHints, i: u64) -> Option<Pos> {
+        self.range(hints, i, i.saturating_add(1)).next()
+    }
+
+    /// The positions at indexes `from..to` (0-based; clamped to the end), in order: one
+    /// binary search, then each position read in place. Yields fewer if a run's hint bytes
+    /// are not in `hints` (a broken invariant, not a file-system condition).
+    pub(crate) fn range<'a>(
+        &'a self,
+        hints: &'a MappedHints,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Pos> + 'a {
+        let to = to.min(self.len());
+        // The runs from the one holding `from` on, each with where it starts.
+        let k = self.runs.partition_point(|r| r.end <= from);
+        let runs = self.runs.get(k..).unwrap_or(&[]).iter().zip(k..);
+        let borrowed = runs
+            .map(|(r, k)| (r, self.run_start(k)))
+            .take_while(move |&(_, start)| start < to)
+            .flat_map(move |(r, start)| {
+                let (j0, j1) = (from.max(start) - start, to.min(r.end) - start);
+                let bytes = hints.offsets(r.seg, r.at, j0, j1);
+                bytes.chunks_exact(4).map(|c| Pos {
+                    seg: r.seg,
+                    off: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                })
+            });
         let runs_end = self.runs_end();
-        if i >= runs_end {
-            return self.owned.get(usize::try_from(i - runs_end).ok()?).copied();
-        }
-        let k = self.runs.partition_point(|r| r.end <= i);
-        let r = self.runs.get(k)?;
-        let j = usize::try_from(i - self.run_start(k)).ok()?;
-        let off = hints.offset(r.seg, r.at as usize, j)?;
-        Some(Pos { seg: r.seg, off })
+        let owned_index =
+            |i: u64| usize::try_from(i.saturating_sub(runs_end)).unwrap_or(usize::MAX);
+        let owned = self
+            .owned
+            .get(owned_index(from)..owned_index(to))
+            .unwrap_or(&[]);
+        borrowed.chain(owned.iter().copied())
     }
 
     /// Heap bytes held (at capacity); the hint bytes runs borrow are counted by
@@ -216,6 +244,14 @@ mod tests {
                         "position {i}: {got:?} != {:?}",
                         self.model.get(i as usize)
                     ));
+                }
+                for n in [0, 1, 2, 7, 33, u64::MAX - i] {
+                    let got: Vec<Pos> = self.positions.range(&self.hints, i, i + n).collect();
+                    let want = self.model.get(i as usize..).unwrap_or(&[]);
+                    let want = &want[..want.len().min(n as usize)];
+                    if got != want {
+                        return Err(format!("range {i}..+{n}: {got:?} != {want:?}"));
+                    }
                 }
             }
             let runs = &self.positions.runs;

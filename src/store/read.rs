@@ -92,13 +92,15 @@ impl RawMessages {
             .get(session)
             .map_or((None, 0), |s| (Some(s.epoch()), s.count()));
         let from = from.max(1);
+        let end = end.min(count + 1).max(from);
         RawMessages {
             store,
             session: session.to_owned(),
             next: from,
-            end: end.min(count + 1).max(from),
+            end,
             epoch,
-            ahead: VecDeque::new(),
+            // One chunk at a time: allocated once, at its size.
+            ahead: VecDeque::with_capacity(CHUNK.min(end - from) as usize),
         }
     }
 
@@ -119,14 +121,16 @@ impl RawMessages {
             return false;
         };
         let upto = self.end.min(self.next + CHUNK);
-        for id in self.next..upto {
-            let Some(p) = s.position(id) else {
-                return false;
-            };
-            let Some(seg) = state.segments.get(p.seg as usize) else {
-                return false;
-            };
+        let mut id = self.next;
+        // Internal iteration: `positions` chains borrowed runs and owned positions.
+        let fetched: Result<(), ()> = s.positions(self.next..upto).try_for_each(|p| {
+            let seg = state.segments.get(p.seg as usize).ok_or(())?;
             self.ahead.push_back((id, seg.clone(), p.off));
+            id += 1;
+            Ok(())
+        });
+        if fetched.is_err() || id != upto {
+            return false;
         }
         self.next = upto;
         true
