@@ -25,6 +25,10 @@
 //!
 //! Events of different sessions commute, so a hint groups them by session; within a session
 //! they keep log order.
+//!
+//! The session index reads an appends event's offsets in place, from the mapped file, for as
+//! long as the store is open (`index/positions.rs`, through [`Offsets::at`]): they must stay
+//! consecutive little-endian `u32`s, whatever else the layout becomes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
