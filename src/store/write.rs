@@ -1,5 +1,6 @@
 //! The write path: append, append_batch, append_if, pop, truncate, clear, sync.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -39,11 +40,11 @@ impl Drop for Appending<'_> {
     }
 }
 
-/// One event to log for a session.
-struct Event {
+/// One event to log for a session; raw JSON is borrowed from the caller, not copied.
+struct Event<'a> {
     kind: Kind,
     arg: u64,
-    payload: Vec<u8>,
+    payload: Cow<'a, [u8]>,
 }
 
 impl Store {
@@ -58,7 +59,7 @@ impl Store {
     /// A failed append changes nothing.
     pub fn append<T: Serialize + ?Sized>(&self, session: &str, message: &T) -> Result<Receipt> {
         let payload = self.serialize(session, message)?;
-        self.append_payloads(session, None, vec![payload])
+        self.append_payloads(session, None, vec![Cow::Owned(payload)])
             .map(|r| r[0])
     }
 
@@ -68,7 +69,7 @@ impl Store {
     /// As [`Store::append`]; [`Error::InvalidMessage`] when the bytes are not one JSON object.
     pub fn append_raw(&self, session: &str, json: &[u8]) -> Result<Receipt> {
         validate_object(session, json)?;
-        self.append_payloads(session, None, vec![json.to_vec()])
+        self.append_payloads(session, None, vec![Cow::Borrowed(json)])
             .map(|r| r[0])
     }
 
@@ -84,7 +85,7 @@ impl Store {
         message: &T,
     ) -> Result<Receipt> {
         let payload = self.serialize(session, message)?;
-        self.append_payloads(session, Some(expected_next_id), vec![payload])
+        self.append_payloads(session, Some(expected_next_id), vec![Cow::Owned(payload)])
             .map(|r| r[0])
     }
 
@@ -99,7 +100,7 @@ impl Store {
     ) -> Result<Vec<Receipt>> {
         let payloads = messages
             .iter()
-            .map(|m| self.serialize(session, m))
+            .map(|m| self.serialize(session, m).map(Cow::Owned))
             .collect::<Result<Vec<_>>>()?;
         self.append_payloads(session, None, payloads)
     }
@@ -116,7 +117,7 @@ impl Store {
         for m in messages {
             validate_object(session, m.as_ref())?;
         }
-        let payloads = messages.iter().map(|m| m.as_ref().to_vec()).collect();
+        let payloads = messages.iter().map(|m| Cow::Borrowed(m.as_ref())).collect();
         self.append_payloads(session, None, payloads)
     }
 
@@ -169,7 +170,7 @@ impl Store {
             Ok(vec![Event {
                 kind: Kind::Pop,
                 arg: count,
-                payload: Vec::new(),
+                payload: Cow::Borrowed(&[]),
             }])
         })?;
         Ok(popped)
@@ -191,7 +192,7 @@ impl Store {
             Ok(vec![Event {
                 kind: Kind::Truncate,
                 arg: keep,
-                payload: Vec::new(),
+                payload: Cow::Borrowed(&[]),
             }])
         })?;
         Ok(removed)
@@ -213,7 +214,7 @@ impl Store {
                 vec![Event {
                     kind: Kind::Clear,
                     arg: count,
-                    payload: Vec::new(),
+                    payload: Cow::Borrowed(&[]),
                 }]
             })
         })?;
@@ -248,7 +249,7 @@ impl Store {
         &self,
         session: &str,
         expected_next: Option<u64>,
-        payloads: Vec<Vec<u8>>,
+        payloads: Vec<Cow<'_, [u8]>>,
     ) -> Result<Vec<Receipt>> {
         validate_session_id(session)?;
         let max = self.inner.opts.max_record_len;
@@ -283,10 +284,10 @@ impl Store {
 
     /// Logs the events `plan` makes from the session's current count, as one committed
     /// batch, then applies them to the index and waits as the durability mode says.
-    fn write_events(
+    fn write_events<'p>(
         &self,
         session: &str,
-        plan: impl FnOnce(u64) -> Result<Vec<Event>>,
+        plan: impl FnOnce(u64) -> Result<Vec<Event<'p>>>,
     ) -> Result<Vec<Receipt>> {
         let appending = Appending::enter(&self.inner.appending);
         let mut guard = self.writer();
