@@ -51,6 +51,11 @@ pub const RECORD_HEADER_LEN: usize = 44;
 pub const MAX_SESSION_LEN: usize = 256;
 /// Default limit on a record's payload, and the hard ceiling of `max_record_len`.
 pub const DEFAULT_MAX_RECORD_LEN: u32 = 16 << 20;
+/// How many records of a session a writer lets refer to one record naming it before it names
+/// the session again: a naming record whose header is damaged then costs a salvage at most
+/// this many records of its session (they lose their session with it), for one more copy of
+/// the id (36 bytes for a UUID) per 1024 records.
+pub const NAME_EVERY: u32 = 1024;
 /// Flag bit: this record commits itself and every uncommitted record before it.
 pub const FLAG_COMMIT: u8 = 1;
 

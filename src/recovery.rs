@@ -492,13 +492,18 @@ impl Scanner<'_> {
             pending.clear();
             expected = committed_next;
             plan.rewrite = true;
-            self.report.dropped.push(DroppedRange {
-                segment: id,
-                offset: x,
-                len: resume - x,
-                damage,
-                quarantined: None,
-            });
+            match self.report.dropped.last_mut() {
+                // Adjacent damage (records that lost their session with the one naming it,
+                // say) makes one range, named by its first damage.
+                Some(d) if d.segment == id && d.offset + d.len == x => d.len = resume - d.offset,
+                _ => self.report.dropped.push(DroppedRange {
+                    segment: id,
+                    offset: x,
+                    len: resume - x,
+                    damage,
+                    quarantined: None,
+                }),
+            }
             off = resume;
             committed_end = resume;
             if resume >= len {

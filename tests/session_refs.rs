@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use convlog::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use convlog::format::{NAME_EVERY, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use convlog::{Damage, Error, RecoveryMode, Store};
 use serde_json::json;
 
@@ -191,10 +191,18 @@ fn salvage_of_a_damaged_naming_record_drops_the_records_that_refer_to_it() {
         segments(dir.path())[0].clone(),
         segments(dir.path())[2].clone(),
     );
-    let lost: usize = [&first, &last]
+    // The records of "a" in the two segments to damage: (segment file name, offset, length).
+    let a_records: Vec<(String, u64, u64)> = [&first, &last]
         .iter()
-        .map(|seg| records(seg).iter().filter(|r| r.session == "a").count())
-        .sum();
+        .flat_map(|seg| {
+            let name = seg.file_name().unwrap().to_str().unwrap().to_owned();
+            records(seg)
+                .into_iter()
+                .filter(|r| r.session == "a")
+                .map(move |r| (name.clone(), r.off, r.len))
+        })
+        .collect();
+    let lost = a_records.len();
     let a_in_first = records(&first).iter().filter(|r| r.session == "a").count();
     for seg in [&first, &last] {
         let recs = records(seg);
@@ -213,22 +221,38 @@ fn salvage_of_a_damaged_naming_record_drops_the_records_that_refer_to_it() {
     ));
 
     let store = open(dir.path(), RecoveryMode::Salvage).unwrap();
+    // Exactly the records of "a" in those segments were dropped (adjacent ones as one range),
+    // each range kept aside.
     let dropped = &store.recovery_report().dropped;
-    assert_eq!(dropped.len(), lost, "{dropped:?}");
+    let covered = |d: &convlog::DroppedRange| -> u64 {
+        a_records
+            .iter()
+            .filter(|(seg, off, _)| {
+                *seg == d.segment.file_name() && (d.offset..d.offset + d.len).contains(off)
+            })
+            .map(|(_, _, len)| len)
+            .sum()
+    };
+    assert!(
+        dropped.iter().all(|d| covered(d) == d.len
+            && d.quarantined.is_some()
+            && matches!(
+                d.damage,
+                Damage::HeaderChecksum | Damage::BadSessionRef { .. }
+            )),
+        "{dropped:?}"
+    );
+    assert_eq!(
+        dropped.iter().map(covered).sum::<u64>(),
+        a_records.iter().map(|r| r.2).sum::<u64>(),
+        "{dropped:?}"
+    );
     assert_eq!(
         dropped
             .iter()
             .filter(|d| d.damage == Damage::HeaderChecksum)
             .count(),
         2
-    );
-    assert!(
-        dropped.iter().all(|d| d.quarantined.is_some()
-            && matches!(
-                d.damage,
-                Damage::HeaderChecksum | Damage::BadSessionRef { .. }
-            )),
-        "{dropped:?}"
     );
     assert_eq!(store.recovery_report().torn_tail, None);
     let middle = sent[0].len() - lost;
@@ -242,4 +266,51 @@ fn salvage_of_a_damaged_naming_record_drops_the_records_that_refer_to_it() {
         "-",
         "a gap record now leads the segment"
     );
+}
+
+/// A writer names a session again once `NAME_EVERY` records refer to one record naming it,
+/// within a batch as across calls: a damaged name then costs a salvage at most that many
+/// records of its session, dropped as one range with the naming record.
+#[test]
+fn a_session_is_named_again_every_name_every_records_which_bounds_a_salvage_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = NAME_EVERY as usize;
+    let small = |i: usize| json!({"role": "user", "content": i});
+    let store = Store::builder().open(dir.path()).unwrap(); // one 64 MiB segment
+    let batch: Vec<_> = (0..n + 100).map(small).collect();
+    store.append_batch("a", &batch).unwrap();
+    for i in n + 100..2 * n + 100 {
+        store.append("a", &small(i)).unwrap();
+    }
+    store.append("b", &small(0)).unwrap();
+    drop(store);
+    let seg = &segments(dir.path())[0];
+    let recs = records(seg);
+    let named: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].named).collect();
+    assert_eq!(named, [0, n + 1, 2 * (n + 1), 2 * n + 100]);
+    assert_eq!(recs[2 * n + 100].session, "b");
+
+    // The third name's header damaged (a single append; damage inside a batch drops the
+    // whole batch): it and the records referring to it are dropped, as one range.
+    let third = 2 * (n + 1);
+    flip(seg, recs[third].off + RECORD_HEADER_LEN as u64);
+    drop_hints(dir.path());
+    let store = Store::builder()
+        .recovery(RecoveryMode::Salvage)
+        .open(dir.path())
+        .unwrap();
+    let dropped = &store.recovery_report().dropped;
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    let last_a = &recs[2 * n + 99];
+    assert_eq!(
+        (dropped[0].offset, dropped[0].len, &dropped[0].damage),
+        (
+            recs[third].off,
+            last_a.off + last_a.len - recs[third].off,
+            &Damage::HeaderChecksum
+        )
+    );
+    let kept: Vec<_> = (0..third).map(small).collect();
+    assert_eq!(read(&store, "a"), kept);
+    assert_eq!(read(&store, "b"), [small(0)]);
 }

@@ -5,7 +5,7 @@ mod writer;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-pub(crate) use writer::SegmentWriter;
+pub(crate) use writer::{Naming, SegmentWriter};
 
 use crate::error::{Damage, Error, Result};
 use crate::format::{

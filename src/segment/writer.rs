@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{SEGMENT_HEADER_LEN, SegmentHeader, SessionField};
+use crate::format::{NAME_EVERY, SEGMENT_HEADER_LEN, SegmentHeader, SessionField};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::{OpenMode, Vfs, VfsFile};
 
@@ -13,8 +13,8 @@ use crate::io::{OpenMode, Vfs, VfsFile};
 ///
 /// Invariant: `len` is the end of the last record written (or of the header); the bytes of
 /// the file from `len` to `allocated` are zeros (preallocated space, a clean end to any
-/// reader), and the file is `allocated` bytes long. Every offset in `named` is a record below
-/// `len` that names its key.
+/// reader), and the file is `allocated` bytes long. Every `Naming` in `named` is at a record
+/// below `len` that names its key.
 #[derive(Debug)]
 pub(crate) struct SegmentWriter {
     pub(crate) id: SegmentId,
@@ -25,10 +25,40 @@ pub(crate) struct SegmentWriter {
     pub(crate) allocated: u64,
     /// The store's segment size: preallocation never runs further ahead than this.
     pub(crate) segment_size: u64,
-    /// Where this segment's records that name each session are, for later records of the
+    /// Where this segment's latest record naming each session is, for later records of the
     /// session to refer to. Empty for a segment reopened after a close: its sessions are
     /// named again on their next record (a name may appear more than once in a segment).
-    pub(crate) named: HashMap<Box<str>, u32>,
+    pub(crate) named: HashMap<Box<str>, Naming>,
+}
+
+/// Where a session is named in the active segment, and how many records refer there since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Naming {
+    at: u32,
+    refs: u32,
+}
+
+impl Naming {
+    /// The session field of the next record of `session`, which starts at offset `at`:
+    /// a reference to the record naming it, or the name itself when the session is not named
+    /// in this segment yet or [`NAME_EVERY`] records already refer to that one. Updates
+    /// `naming` to what holds after that record.
+    pub(crate) fn next<'a>(
+        naming: &mut Option<Naming>,
+        session: &'a str,
+        at: u32,
+    ) -> SessionField<'a> {
+        match naming {
+            Some(n) if n.refs < NAME_EVERY => {
+                n.refs += 1;
+                SessionField::Ref(n.at)
+            }
+            _ => {
+                *naming = Some(Naming { at, refs: 0 });
+                SessionField::Named(session.as_bytes())
+            }
+        }
+    }
 }
 
 /// How far ahead of the append point the writer zero-fills, so that steady-state
@@ -87,12 +117,13 @@ impl SegmentWriter {
         })
     }
 
-    /// The session field for a record of `session` written now: a reference to the record
-    /// that named it in this segment, or the name itself.
-    pub(crate) fn session_field<'a>(&self, session: &'a str) -> SessionField<'a> {
-        match self.named.get(session) {
-            Some(&at) => SessionField::Ref(at),
-            None => SessionField::Named(session.as_bytes()),
+    /// Records what `Naming::next` left for `session`, once its records are written.
+    pub(crate) fn set_naming(&mut self, session: &str, naming: Naming) {
+        match self.named.get_mut(session) {
+            Some(n) => *n = naming,
+            None => {
+                self.named.insert(session.into(), naming);
+            }
         }
     }
 

@@ -11,12 +11,12 @@ use super::{Receipt, Store, Writer, validate_session_id};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::format::{
-    Kind, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, SessionField, encode_record,
+    Kind, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record,
 };
 use crate::id::{Lsn, Timestamp};
 use crate::index::Pos;
 use crate::message::{ChatMessage, Entry};
-use crate::segment::{ActiveView, Segment, SegmentData, SegmentWriter};
+use crate::segment::{ActiveView, Naming, Segment, SegmentData, SegmentWriter};
 
 /// Most bytes one batch may frame: a batch is written to one segment, whose offsets are 32-bit.
 pub const MAX_BATCH_BYTES: u64 = 1 << 30;
@@ -313,12 +313,14 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // An upper bound: the name is written only if no record of this segment names it yet.
+        // An upper bound: the name goes in the first record and then once every
+        // `NAME_EVERY + 1` records at most (see `Naming::next`).
+        let names = events.len() as u64 / (u64::from(NAME_EVERY) + 1) + 1;
         let framed: u64 = events
             .iter()
             .map(|e| (RECORD_HEADER_LEN + e.payload.len()) as u64)
             .sum::<u64>()
-            + session.len() as u64;
+            + names * session.len() as u64;
         if framed > MAX_BATCH_BYTES {
             return Err(Error::RecordTooLarge {
                 session: session.to_owned(),
@@ -337,16 +339,12 @@ impl Store {
         buf.clear();
         let mut receipts = Vec::with_capacity(events.len());
         let mut offsets = Vec::with_capacity(events.len());
-        // The first record names the session unless an earlier one in this segment did; the
-        // others refer to whichever record names it.
-        let first = w.active.session_field(session);
-        let named_at = match first {
-            SessionField::Named(_) => start as u32,
-            SessionField::Ref(at) => at,
-        };
+        // Each record refers to the record naming the session in this segment, or names it.
+        let mut naming = w.active.named.get(session).copied();
         for (i, e) in events.iter().enumerate() {
             let lsn = Lsn(w.next_lsn.0 + i as u64);
-            offsets.push((start + buf.len() as u64) as u32);
+            let at = (start + buf.len() as u64) as u32;
+            offsets.push(at);
             let meta = RecordMeta {
                 kind: e.kind,
                 commit: i + 1 == events.len(),
@@ -354,11 +352,7 @@ impl Store {
                 arg: e.arg,
                 timestamp: ts,
             };
-            let field = if i == 0 {
-                first
-            } else {
-                SessionField::Ref(named_at)
-            };
+            let field = Naming::next(&mut naming, session, at);
             encode_record(&mut buf, w.active.salt, &meta, field, &e.payload);
             receipts.push(Receipt {
                 lsn,
@@ -382,8 +376,8 @@ impl Store {
             }
             return Err(e);
         }
-        if matches!(first, SessionField::Named(_)) {
-            w.active.named.insert(session.into(), named_at);
+        if let Some(naming) = naming {
+            w.active.set_naming(session, naming);
         }
         w.next_lsn = Lsn(w.next_lsn.0 + events.len() as u64);
         w.last_ts = ts;
