@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 use convlog::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use convlog::io::sim::SplitMix as Rng;
 use convlog::{SegmentId, Store};
 use serde::Deserialize;
 use serde_json::Value;
@@ -847,23 +848,9 @@ fn export_writes_files_and_single_sessions() {
     );
 }
 
-/// SplitMix64, for reproducible test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
+/// One of `items`, drawn from `rng`.
+fn pick<'a>(rng: &mut Rng, items: &[&'a str]) -> &'a str {
+    items[rng.below(items.len() as u64) as usize]
 }
 
 /// A JSON string literal for `text`, escaped in one of the many valid ways.
@@ -912,7 +899,7 @@ const PIECES: [&str; 16] = [
 
 fn text(rng: &mut Rng, words: usize) -> String {
     (0..words)
-        .map(|_| rng.pick(&PIECES))
+        .map(|_| pick(rng, &PIECES))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -920,7 +907,10 @@ fn text(rng: &mut Rng, words: usize) -> String {
 /// One message's JSON, written by hand: varied key order, whitespace, escapes, numbers.
 fn message(rng: &mut Rng, i: usize) -> String {
     let sp = if rng.below(5) == 0 { " " } else { "" };
-    let role = rng.pick(&["system", "user", "assistant", "tool", "developer", "critic"]);
+    let role = pick(
+        rng,
+        &["system", "user", "assistant", "tool", "developer", "critic"],
+    );
     let content = if i % 2011 == 7 {
         // A few large contents (~100 KB).
         let big = text(rng, 100_000 / 6);

@@ -1,22 +1,15 @@
 //! Hint files: used on open when valid, ignored (and the segment scanned) when not.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use convlog::{Durability, Store};
 use serde_json::json;
 
-const SEG: u64 = 8192;
+mod store_files;
+use store_files::files;
 
-fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
-    v.sort();
-    v
-}
+const SEG: u64 = 8192;
 
 /// Every session's info and messages as (interaction id, lsn, timestamp, raw bytes).
 type Snapshot = Vec<(convlog::SessionInfo, Vec<(u64, u64, u64, Vec<u8>)>)>;

@@ -302,7 +302,7 @@ fn sigkill_loses_no_acknowledged_operation() {
             model = Model::default();
         }
         let dir = tmp.path().join("store");
-        let round_seed = rng.next();
+        let round_seed = rng.next_u64();
         let wait_ready = rng.below(8) != 0;
         let delay = Duration::from_micros(rng.below(if wait_ready { 30_000 } else { 15_000 }));
         if !wait_ready {

@@ -343,7 +343,7 @@ fn truncate_last_segment_at_every_offset() {
                     if cut == full.len() {
                         continue;
                     }
-                    bytes.extend((cut..full.len()).map(|_| rng.next() as u8));
+                    bytes.extend((cut..full.len()).map(|_| rng.next_u64() as u8));
                 }
                 _ => {}
             }

@@ -3,23 +3,20 @@
 //! Everything is derived from one seed with a hand-written PRNG (SplitMix64), so two runs with
 //! the same seed and size produce the same bytes, and both engines store exactly those bytes.
 
+use convlog::io::sim::SplitMix;
 use serde_json::{Value, json};
 
-/// SplitMix64: tiny, fast, statistically fine for generating test data.
+/// The workload's draws, on convlog's SplitMix64 stream.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SplitMix(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (n > 0), by multiply-shift.

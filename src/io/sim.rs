@@ -58,12 +58,15 @@ pub enum Tear {
     Sectors(usize),
 }
 
-/// A small splitmix64 generator: deterministic and dependency-free.
+/// SplitMix64: a small deterministic generator, with no dependency. The simulated file system
+/// draws its torn writes from it; the tests, fuzz targets, demo and benchmark draw their
+/// reproducible data from it. The field is the state: `SplitMix(seed)` starts a stream.
 #[derive(Debug, Clone, Default)]
-struct SplitMix(u64);
+pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -71,17 +74,13 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    /// A number in `0..n` (0 when `n` is 0).
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            return 0;
-        }
-        // The result is below `n`, so it fits back in a usize.
-        usize::try_from(self.next() % n as u64).unwrap_or(0)
+    /// A number in `0..n`, by modulo; 0 when `n` is 0 (and the stream does not advance).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 
     fn coin(&mut self) -> bool {
-        self.next() & 1 == 1
+        self.next_u64() & 1 == 1
     }
 }
 
@@ -308,7 +307,7 @@ impl SimFs {
                 next.durable.insert(path.clone(), fresh);
             }
         }
-        next.rng = SplitMix(rng.next());
+        next.rng = SplitMix(rng.next_u64());
         SimFs(Arc::new(Mutex::new(next)))
     }
 
@@ -548,7 +547,8 @@ impl VfsFile for SimFile {
         if let Some(fault) = s.begin(false) {
             if self.writable {
                 // A short write: some prefix may have landed before the error.
-                let prefix = s.rng.below(buf.len());
+                // Below `buf.len()`, so it fits back in a usize.
+                let prefix = usize::try_from(s.rng.below(buf.len() as u64)).unwrap_or(0);
                 if prefix > 0 {
                     write_at(&mut s.inode(self.ino)?.written, &buf[..prefix], offset)?;
                 }

@@ -996,20 +996,6 @@ pub fn count_from_env(var: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A small deterministic generator for the custom loops.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
+/// The deterministic generator of the custom loops (the simulated file system's).
+#[allow(unused_imports)] // not every test binary draws numbers
+pub use convlog::io::sim::SplitMix as Rng;

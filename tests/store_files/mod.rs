@@ -9,15 +9,20 @@ use convlog::format::{
     decode_record, encode_record, resolve_session,
 };
 
-/// The segment files of `dir`, in LSN order.
-pub fn segments(dir: &Path) -> Vec<PathBuf> {
+/// The files of `dir` with extension `ext`, sorted (for segments and hints: in LSN order).
+pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     v.sort();
     v
+}
+
+/// The segment files of `dir`, in LSN order.
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    files(dir, "seg")
 }
 
 /// Removes the hint files, so that open scans every segment (hints skip the scan of segments

@@ -14,6 +14,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
+use convlog::io::sim::SplitMix;
 use convlog::{
     ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, Role, SegmentId, Store, ToolCall,
 };
@@ -722,20 +723,16 @@ fn text(rng: &mut Rng, len: usize) -> String {
     s
 }
 
-/// SplitMix64: small, fast, good enough for generating test data.
-struct Rng(u64);
+/// The demo's draws, on the library's SplitMix64 stream.
+struct Rng(SplitMix);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SplitMix(seed))
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)`.
