@@ -1,8 +1,8 @@
 //! When appended bytes become durable: the sync policy, group commit, and poisoning.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::id::Lsn;
 
@@ -14,6 +14,7 @@ use crate::id::Lsn;
 /// | `Interval(d)` | in the OS page cache; synced within `d` | yes | all but the last `d` (plus one in-flight sync) |
 /// | `Buffered` | in the OS page cache | yes | only what a sync covered: `sync()`, a segment seal, or the background writeback every 8 MiB |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Durability {
     /// `fdatasync` before `append` returns; concurrent appenders share one sync (group commit).
     Always,
@@ -116,6 +117,115 @@ impl Syncer {
                 }
             }
         }
+    }
+}
+
+/// Bytes appended since the last sync after which a `Buffered` or `Interval` store syncs the
+/// active segment in the background: writeback stays steady, and sealing a segment (which
+/// must sync it) never waits on a large fsync.
+pub const WRITEBACK_BYTES: u64 = 8 << 20;
+
+/// How long a group-commit leader waits for appenders that are mid-write to join its sync.
+const GROUP_COMMIT_WAIT: Duration = Duration::from_micros(50);
+
+/// Group commit: before the leader syncs, lets appenders that are writing right now get
+/// their records in, so that one sync covers them too. Yields first, so writers the last
+/// sync just woke can start their appends; then waits while any is mid-write, at most
+/// [`GROUP_COMMIT_WAIT`].
+pub(crate) fn gather_group(appending: &AtomicUsize) {
+    let deadline = Instant::now() + GROUP_COMMIT_WAIT;
+    let mut yields = 0;
+    while (yields < 3 || appending.load(Ordering::Acquire) > 0) && Instant::now() < deadline {
+        std::thread::yield_now();
+        yields += 1;
+    }
+}
+
+/// Counts a thread as appending (between entering a write and finishing it), for
+/// [`gather_group`].
+pub(crate) struct Appending<'a>(&'a AtomicUsize);
+
+impl<'a> Appending<'a> {
+    pub(crate) fn enter(count: &'a AtomicUsize) -> Appending<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Appending(count)
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The background sync thread of `Buffered` and `Interval` stores: it syncs every interval
+/// (`Interval`), and whenever an appender kicks it after [`WRITEBACK_BYTES`].
+#[derive(Debug, Default)]
+pub(crate) struct Flusher {
+    state: Mutex<FlushState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    stop: bool,
+    kicked: bool,
+    /// Whether the thread runs.
+    started: bool,
+}
+
+impl Flusher {
+    fn lock(&self) -> MutexGuard<'_, FlushState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks for a sync now; `true` if the thread must be started first.
+    pub(crate) fn kick(&self) -> bool {
+        let mut state = self.lock();
+        state.kicked = true;
+        let start = !state.started;
+        state.started = true;
+        drop(state);
+        self.wake.notify_one();
+        start
+    }
+
+    /// Stops the thread (at its next wake-up, which this causes).
+    pub(crate) fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_all();
+    }
+
+    /// Starts the thread: it calls `sync` every `every` (or an hour: only kicks) and on every
+    /// kick, until stopped or `sync` returns `false` (the store is gone or poisoned).
+    pub(crate) fn spawn(
+        self: &std::sync::Arc<Self>,
+        every: Option<Duration>,
+        sync: impl Fn() -> bool + Send + 'static,
+    ) {
+        let flusher = self.clone();
+        flusher.lock().started = true;
+        let every = every.unwrap_or(Duration::from_secs(3600));
+        std::thread::spawn(move || {
+            loop {
+                let mut state = flusher.lock();
+                if !state.kicked && !state.stop {
+                    state = flusher
+                        .wake
+                        .wait_timeout(state, every)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                if state.stop {
+                    return;
+                }
+                state.kicked = false;
+                drop(state);
+                if !sync() {
+                    return;
+                }
+            }
+        });
     }
 }
 

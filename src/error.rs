@@ -151,8 +151,9 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// A session was popped, truncated or cleared while an iterator was reading it.
-    #[error("session {session:?} was changed (pop, truncate or clear) while being read")]
+    /// A read could not resolve a position its snapshot held: a broken internal invariant,
+    /// never the result of concurrent writes (reads are snapshots).
+    #[error("session {session:?}: a message position the read held could not be resolved")]
     SessionChanged {
         /// The session.
         session: String,

@@ -1,11 +1,11 @@
-//! The on-disk format, version 2: segment headers and record frames.
+//! The on-disk format, version 3: segment headers and record frames.
 //!
 //! Every integer is little-endian and fixed width. `docs/format.md` mirrors this comment.
 //!
 //! ```text
 //! Segment header (SEGMENT_HEADER_LEN = 48 bytes, at offset 0 of every segment file):
 //!   0  8  magic            b"convlog\x1a"
-//!   8  2  format version   u16 = 2
+//!   8  2  format version   u16 = 3
 //!  10  2  header length    u16 = 48
 //!  12  4  flags            u32 = 0 (reserved)
 //!  16  8  first LSN        u64: LSN of the first record; equals the file name
@@ -19,7 +19,8 @@
 //!   4  4  payload CRC      u32: crc32 of the payload
 //!   8  4  payload length   u32 (<= max_record_len)
 //!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap
-//!  13  1  flags            u8: bit 0 = COMMIT (last record of a batch; set on single records)
+//!  13  1  flags            u8: bit 0 = COMMIT (last record of a unit), bit 1 = FIRST (first
+//!                          record of a unit); a single record has both
 //!  14  2  name length      u16: 1..=256 when the record names its session inline; 0 when
 //!                          it refers to an earlier record of the segment that does
 //!  16  4  session ref      u32: 0 for a named record; else the offset, in this segment, of
@@ -42,7 +43,7 @@ use crate::id::{Lsn, Timestamp};
 /// Magic bytes at the start of every segment file.
 pub const MAGIC: [u8; 8] = *b"convlog\x1a";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Length of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 48;
 /// Length of the fixed part of a record header (the session name, if any, follows it).
@@ -58,6 +59,10 @@ pub const DEFAULT_MAX_RECORD_LEN: u32 = 16 << 20;
 pub const NAME_EVERY: u32 = 1024;
 /// Flag bit: this record commits itself and every uncommitted record before it.
 pub const FLAG_COMMIT: u8 = 1;
+/// Flag bit: this record starts a unit (a single record, or the first of a batch). With
+/// [`FLAG_COMMIT`] it makes unit boundaries explicit, so a salvage that loses a record can
+/// still tell which of the records after it belong to the same (now broken) unit.
+pub const FLAG_FIRST: u8 = 2;
 
 // Segment header offsets.
 const SH_MAGIC: usize = 0;
@@ -85,7 +90,8 @@ const RH_TIMESTAMP: usize = RH_ARG + 8;
 const _: () = assert!(RH_TIMESTAMP + 8 == RECORD_HEADER_LEN);
 
 /// The kind of event a record holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Kind {
     /// One message appended; the argument is its interaction id.
     Append = 1,
@@ -206,7 +212,9 @@ impl SegmentHeader {
 pub struct RecordMeta {
     /// The event kind.
     pub kind: Kind,
-    /// Whether this record commits the batch it ends.
+    /// Whether this record starts a unit (a single record, or a batch's first).
+    pub first: bool,
+    /// Whether this record commits the unit it ends.
     pub commit: bool,
     /// Its LSN.
     pub lsn: Lsn,
@@ -214,6 +222,24 @@ pub struct RecordMeta {
     pub arg: u64,
     /// When it was appended.
     pub timestamp: Timestamp,
+}
+
+impl RecordMeta {
+    /// How many LSNs the record stands for: 1, or for a `gap` record the LSNs it says were
+    /// lost (at least 1). The next record's LSN is `lsn + lsn_span()`.
+    #[must_use]
+    pub fn lsn_span(&self) -> u64 {
+        match self.kind {
+            Kind::Gap => self.arg.max(1),
+            _ => 1,
+        }
+    }
+
+    /// The LSN the record after this one must carry.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        Lsn(self.lsn.0.saturating_add(self.lsn_span()))
+    }
 }
 
 /// How a record names its session.
@@ -284,7 +310,8 @@ pub fn encode_record(
     let payload_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     h[RH_PAYLOAD_LEN..RH_KIND].copy_from_slice(&payload_len.to_le_bytes());
     h[RH_KIND] = meta.kind as u8;
-    h[RH_FLAGS] = if meta.commit { FLAG_COMMIT } else { 0 };
+    h[RH_FLAGS] =
+        if meta.commit { FLAG_COMMIT } else { 0 } | if meta.first { FLAG_FIRST } else { 0 };
     let name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
     h[RH_NAME_LEN..RH_SESSION_REF].copy_from_slice(&name_len.to_le_bytes());
     h[RH_SESSION_REF..RH_LSN].copy_from_slice(&session_ref.to_le_bytes());
@@ -377,7 +404,7 @@ pub fn decode_record(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
     let Some(kind) = Kind::from_code(h[RH_KIND]) else {
         return Decoded::UnknownKind(h[RH_KIND]);
     };
-    if h[RH_FLAGS] & !FLAG_COMMIT != 0 {
+    if h[RH_FLAGS] & !(FLAG_COMMIT | FLAG_FIRST) != 0 {
         return Decoded::Damaged(Damage::BadField { field: "flags" });
     }
     let session_ref = le_u32(h, RH_SESSION_REF);
@@ -405,6 +432,7 @@ pub fn decode_record(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
     Decoded::Record(RecordRef {
         meta: RecordMeta {
             kind,
+            first: h[RH_FLAGS] & FLAG_FIRST != 0,
             commit: h[RH_FLAGS] & FLAG_COMMIT != 0,
             lsn: Lsn(le_u64(h, RH_LSN)),
             arg: le_u64(h, RH_ARG),
@@ -490,6 +518,7 @@ mod tests {
     fn meta(kind: Kind, lsn: u64) -> RecordMeta {
         RecordMeta {
             kind,
+            first: true,
             commit: true,
             lsn: Lsn(lsn),
             arg: 7,
@@ -703,12 +732,12 @@ mod tests {
     proptest! {
         #[test]
         fn records_round_trip(
-            salt: u64, lsn: u64, arg: u64, ts: u64, commit: bool, kind in 0usize..5,
+            salt: u64, lsn: u64, arg: u64, ts: u64, commit: bool, first: bool, kind in 0usize..5,
             session in proptest::collection::vec(any::<u8>(), 1..=256),
             named: bool, at in (SEGMENT_HEADER_LEN as u32)..,
             payload in proptest::collection::vec(any::<u8>(), 0..2048),
         ) {
-            let m = RecordMeta { kind: Kind::ALL[kind], commit, lsn: Lsn(lsn), arg, timestamp: Timestamp(ts) };
+            let m = RecordMeta { kind: Kind::ALL[kind], first, commit, lsn: Lsn(lsn), arg, timestamp: Timestamp(ts) };
             let session = if named { SessionField::Named(&session) } else { SessionField::Ref(at) };
             let mut out = Vec::new();
             encode_record(&mut out, salt, &m, session, &payload);

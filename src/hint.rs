@@ -2,7 +2,7 @@
 //!
 //! A hint is derived data. It is written when a segment is sealed (and for the active
 //! segment when the store closes cleanly), through a temporary file, `fdatasync`, rename and
-//! a directory fsync. A missing, damaged or mismatched hint is ignored and the segment is
+//! a directory fsync. It is built by the segment reader, like every pass over records. A missing, damaged or mismatched hint is ignored and the segment is
 //! scanned instead: a hint is never a reason for `open` to fail.
 //!
 //! ```text
@@ -13,7 +13,7 @@
 //!  12  4  sessions       u32: number of session entries
 //!  16  8  first LSN      u64: must equal the segment's
 //!  24  8  salt           u64: must equal the segment's
-//!  32  8  valid length   u64: must equal the segment file's length
+//!  32  8  valid length   u64: where the segment's records end (zeros, if anything, follow)
 //!  40  8  next LSN       u64: the LSN after the segment's last record
 //!  48 40  kind counts    5 x u64: records of each kind (append, pop, truncate, clear, gap)
 //!  88  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
@@ -33,11 +33,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::format::{
-    DEFAULT_MAX_RECORD_LEN, Decoded, Kind, SEGMENT_HEADER_LEN, decode_record, resolve_session,
-};
+use crate::error::Result;
+use crate::format::{Kind, SEGMENT_HEADER_LEN};
 use crate::id::{Lsn, SegmentId, Timestamp};
-use crate::io::{Mapping, OpenMode, Vfs};
+use crate::io::{Dir, Mapping, OpenMode, Vfs};
+use crate::recovery::all_zero;
+use crate::segment::{Record, SegmentReader, Units, Why};
 
 /// Magic bytes at the start of every hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"convlogH";
@@ -80,74 +81,68 @@ pub(crate) fn path(dir: &Path, id: SegmentId) -> PathBuf {
     dir.join(format!("{:020}.hint", id.0))
 }
 
-/// Summarizes a whole, valid segment. `None` if any record fails to verify or a batch is
-/// left open (then no hint is written and the segment will be scanned).
+/// Summarizes a whole, valid segment. `None` if its records do not end cleanly (a record
+/// fails to verify, a unit is left open, or non-zero bytes follow the last record): then no
+/// hint is written and the segment will be scanned.
 pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
-    let mut order: Vec<&[u8]> = Vec::new();
-    let mut events: HashMap<&[u8], Vec<HintEvent>> = HashMap::new();
-    let mut off = SEGMENT_HEADER_LEN;
-    let mut next_lsn = first_lsn;
-    let mut open_batch = false;
+    let mut order: Vec<&str> = Vec::new();
+    let mut events: HashMap<&str, Vec<HintEvent>> = HashMap::new();
     let mut kinds = [0u64; 5];
-    loop {
-        let r = match decode_record(segment.get(off..)?, salt, DEFAULT_MAX_RECORD_LEN) {
-            Decoded::Record(r) => r,
-            Decoded::End if off == segment.len() => break,
-            _ => return None,
-        };
-        if r.meta.lsn != next_lsn {
-            return None;
-        }
-        next_lsn = Lsn(r.meta.lsn.0
-            + if r.meta.kind == Kind::Gap {
-                r.meta.arg.max(1)
-            } else {
-                1
+    let start = SEGMENT_HEADER_LEN as u64;
+    let mut units = Units::new(SegmentReader::new(segment, salt, start, Some(first_lsn)));
+    let mut next_lsn = first_lsn;
+    while let Some(unit) = units.next_unit() {
+        for r in unit {
+            kinds[r.meta.kind as usize - 1] += 1;
+            next_lsn = r.meta.next_lsn();
+            let evs = events.entry(r.session).or_insert_with(|| {
+                order.push(r.session);
+                Vec::new()
             });
-        let session = resolve_session(segment, off as u64, &r, salt).ok()?;
-        open_batch = !r.meta.commit;
-        kinds[r.meta.kind as usize - 1] += 1;
-        let evs = events.entry(session).or_insert_with(|| {
-            order.push(session);
-            Vec::new()
-        });
-        let ts = r.meta.timestamp;
-        match (r.meta.kind, evs.last_mut()) {
-            (Kind::Append, Some(HintEvent::Appends { last, offsets, .. })) => {
-                *last = ts;
-                offsets.push(off as u32);
-            }
-            (Kind::Append, _) => evs.push(HintEvent::Appends {
-                first: ts,
-                last: ts,
-                offsets: vec![off as u32],
-            }),
-            (Kind::Pop, Some(HintEvent::Pop(n))) => *n += 1,
-            (Kind::Pop, _) => evs.push(HintEvent::Pop(1)),
-            (Kind::Truncate, _) => evs.push(HintEvent::Truncate(r.meta.arg)),
-            (Kind::Clear, _) => evs.push(HintEvent::Truncate(0)),
-            (Kind::Gap, _) => {}
+            push_event(evs, r);
         }
-        off += r.framed_len();
     }
-    if open_batch {
+    let end = units.committed_end();
+    let clean = units
+        .stop()
+        .is_some_and(|s| s.why == Why::End && s.at == end)
+        && segment.get(end as usize..).is_some_and(all_zero);
+    if !clean {
         return None;
     }
     let sessions = order
         .into_iter()
-        .filter_map(|s| {
-            let evs = events.remove(s)?;
-            Some((String::from_utf8(s.to_vec()).ok()?, evs))
-        })
-        .collect::<Vec<_>>();
+        .filter_map(|s| Some((s.to_owned(), events.remove(s)?)))
+        .collect();
     Some(Hint {
         first_lsn,
         salt,
-        valid_len: segment.len() as u64,
+        valid_len: end,
         next_lsn,
         kinds,
         sessions,
     })
+}
+
+/// Adds record `r` to its session's events, folding consecutive appends and pops.
+fn push_event(evs: &mut Vec<HintEvent>, r: &Record<'_>) {
+    let (ts, off) = (r.meta.timestamp, r.offset as u32);
+    match (r.meta.kind, evs.last_mut()) {
+        (Kind::Append, Some(HintEvent::Appends { last, offsets, .. })) => {
+            *last = ts;
+            offsets.push(off);
+        }
+        (Kind::Append, _) => evs.push(HintEvent::Appends {
+            first: ts,
+            last: ts,
+            offsets: vec![off],
+        }),
+        (Kind::Pop, Some(HintEvent::Pop(n))) => *n += 1,
+        (Kind::Pop, _) => evs.push(HintEvent::Pop(1)),
+        (Kind::Truncate, _) => evs.push(HintEvent::Truncate(r.meta.arg)),
+        (Kind::Clear, _) => evs.push(HintEvent::Truncate(0)),
+        (Kind::Gap, _) => {}
+    }
 }
 
 impl Hint {
@@ -409,17 +404,15 @@ pub(crate) fn load(vfs: &dyn Vfs, dir: &Path, id: SegmentId) -> Option<LoadedHin
     Some(LoadedHint { bytes, header })
 }
 
-/// Writes the hint of segment `id` durably: temporary file, fdatasync, rename, directory fsync.
-pub(crate) fn store(vfs: &dyn Vfs, dir: &Path, id: SegmentId, hint: &Hint) -> std::io::Result<()> {
-    let dest = path(dir, id);
-    let tmp = dest.with_extension("hint.tmp");
-    let _ = vfs.remove_file(&tmp);
-    let f = vfs.open(&tmp, OpenMode::CreateNew)?;
-    f.write_all_at(&hint.encode(), 0)?;
-    f.sync_data()?;
-    drop(f);
-    vfs.rename(&tmp, &dest)?;
-    vfs.sync_dir(dir)
+/// Builds and writes the hint of segment `id` (whose bytes are `segment`) durably, by
+/// atomic replace. `Ok(false)` when the segment does not end cleanly (no hint is written).
+/// Callers treat failure as best effort: a hint is derived data.
+pub(crate) fn write(dir: Dir<'_>, segment: &[u8], id: SegmentId, salt: u64) -> Result<bool> {
+    let Some(h) = build(segment, Lsn(id.0), salt) else {
+        return Ok(false);
+    };
+    dir.atomic_write(&path(dir.path, id), &h.encode())?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -437,9 +430,11 @@ mod tests {
         .encode()
         .to_vec();
         let mut named: HashMap<&[u8], u32> = HashMap::new();
+        let first = true;
         let mut rec = |b: &mut Vec<u8>, kind, lsn, arg, s: &'static [u8], p: &[u8]| {
             let meta = RecordMeta {
                 kind,
+                first,
                 commit: true,
                 lsn: Lsn(lsn),
                 arg,

@@ -38,27 +38,28 @@
 
 mod durability;
 mod error;
+#[doc(hidden)]
 pub mod format;
 mod hint;
 mod id;
 mod index;
 pub mod io;
 mod message;
-mod options;
-pub mod recovery;
+mod recovery;
 mod segment;
 mod store;
 
 pub use durability::Durability;
 pub use error::{Damage, Error, Result};
+pub use format::Kind;
 pub use id::{Lsn, SegmentId, Timestamp};
 pub use message::{ChatMessage, Content, Entry, FunctionCall, Role, ToolCall};
-pub use options::{
-    DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options, RecoveryMode,
+pub use recovery::{
+    Classification, DroppedRange, QUARANTINE_DIR, RecoveryMode, RecoveryReport, TornTail,
 };
-pub use recovery::{DroppedRange, RecoveryReport, TornTail};
 pub use store::{
-    LOCK_FILE, Messages, RawMessages, Receipt, SessionInfo, Store, StoreStats, validate_session_id,
+    DEFAULT_SEGMENT_SIZE, LOCK_FILE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Messages, Options,
+    RawMessages, Receipt, SessionInfo, Store, StoreStats, validate_session_id,
 };
 
 /// The README's examples, compiled and run as doctests.

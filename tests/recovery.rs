@@ -16,6 +16,11 @@ fn open(dir: &Path) -> convlog::Result<Store> {
     Store::builder().segment_size(SEG).open(dir)
 }
 
+/// Where a segment's records end: its files keep preallocated zeros after them.
+fn nonzero_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}
+
 fn message(i: usize) -> serde_json::Value {
     json!({"role": "user", "content": format!("message {i} {}", "·".repeat(i % 40))})
 }
@@ -123,7 +128,7 @@ fn torn_tail_at_every_byte_offset_of_the_last_segment() {
         if cut < 48 || leftover.iter().all(|b| *b == 0) {
             assert!(report.torn_tail.is_none(), "cut at {cut}: {report:?}");
         } else {
-            assert_eq!(report.classification(), "torn tail", "cut at {cut}");
+            assert_eq!(report.classification().name(), "torn tail", "cut at {cut}");
         }
         // An append then a reopen keeps everything.
         let before = dump(&store);
@@ -140,7 +145,7 @@ fn torn_tail_at_every_byte_offset_of_the_last_segment() {
         );
         assert_eq!(after, before, "cut at {cut}");
         assert_eq!(
-            store.recovery_report().classification(),
+            store.recovery_report().classification().name(),
             "clean",
             "cut at {cut}"
         );
@@ -242,7 +247,7 @@ fn damage_in_a_sealed_segment_is_corruption_and_salvage_keeps_the_rest() {
         .open(dir.path())
         .unwrap();
     let report = store.recovery_report().clone();
-    assert_eq!(report.classification(), "salvaged");
+    assert_eq!(report.classification().name(), "salvaged");
     let d = &report.dropped[0];
     assert!(
         matches!(d.damage, Damage::PayloadChecksum | Damage::HeaderChecksum),
@@ -272,7 +277,13 @@ fn damage_in_a_sealed_segment_is_corruption_and_salvage_keeps_the_rest() {
         .open(dir.path())
         .unwrap();
     assert_eq!(store.interaction_count("s"), n as u64);
-    assert_eq!(store.recovery_report().records_by_kind.get("gap"), Some(&1));
+    assert_eq!(
+        store
+            .recovery_report()
+            .records_by_kind
+            .get(&convlog::Kind::Gap),
+        Some(&1)
+    );
     drop(store);
     // The rewritten segment got a hint of its own: a default open scans nothing.
     let store = open(dir.path()).unwrap();
@@ -320,7 +331,7 @@ fn strict_mode_refuses_a_torn_tail_and_changes_nothing() {
     drop(store);
     let seg = segments(dir.path()).pop().unwrap();
     let bytes = fs::read(&seg).unwrap();
-    fs::write(&seg, &bytes[..bytes.len() - 3]).unwrap();
+    fs::write(&seg, &bytes[..nonzero_end(&bytes) - 3]).unwrap();
     let err = Store::builder()
         .recovery(RecoveryMode::Strict)
         .open(dir.path())
@@ -335,15 +346,22 @@ fn strict_mode_refuses_a_torn_tail_and_changes_nothing() {
         ),
         "{err}"
     );
-    assert_eq!(fs::read(&seg).unwrap().len(), bytes.len() - 3);
+    assert_eq!(fs::read(&seg).unwrap().len(), nonzero_end(&bytes) - 3);
     let store = open(dir.path()).unwrap();
     assert_eq!(store.interaction_count("s"), 1);
-    let torn = store.recovery_report().torn_tail.unwrap();
-    assert!(torn.nonzero && torn.bytes > 0);
+    let torn = store.recovery_report().torn_tail.clone().unwrap();
+    assert!(torn.bytes > 0);
+    let after = fs::read(&seg).unwrap();
     assert_eq!(
-        fs::read(&seg).unwrap().len() as u64,
+        nonzero_end(&after) as u64,
         torn.offset,
-        "the cut is physical"
+        "the cut is physical (zeroed: files never shrink)"
+    );
+    let kept = fs::read(torn.quarantined.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        kept.len() as u64,
+        torn.bytes,
+        "the cut bytes are kept aside"
     );
 }
 
@@ -419,7 +437,7 @@ fn read_only_opens_never_change_a_file_and_refuse_writes() {
     three_segment_store(dir.path());
     let seg = segments(dir.path()).pop().unwrap();
     let bytes = fs::read(&seg).unwrap();
-    fs::write(&seg, &bytes[..bytes.len() - 5]).unwrap(); // a torn tail
+    fs::write(&seg, &bytes[..nonzero_end(&bytes) - 5]).unwrap(); // a torn tail
     let listing = |d: &Path| {
         let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(d)
             .unwrap()

@@ -32,6 +32,7 @@ fn payload(len: usize) -> Vec<u8> {
 fn meta() -> RecordMeta {
     RecordMeta {
         kind: Kind::Append,
+        first: true,
         commit: true,
         lsn: Lsn(123_456),
         arg: 789,

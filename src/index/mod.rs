@@ -5,10 +5,11 @@ mod positions;
 use std::collections::HashMap;
 use std::ops::Range;
 
-use crate::hint::Offsets;
+use crate::format::{Kind, RecordMeta};
 use crate::id::Timestamp;
 use crate::io::Mapping;
 
+pub(crate) use positions::Snapshot;
 use positions::{MappedHints, Positions};
 
 /// Where a record starts: the segment's ordinal in the store's segment table, and the byte
@@ -22,14 +23,12 @@ pub(crate) struct Pos {
 /// One session's live messages.
 ///
 /// Invariant: position `i` (0-based) is the record of interaction id `i + 1`; `first` and
-/// `last` are the timestamps of the first and of the last position. `epoch` changes whenever
-/// messages are removed, so a reader can tell its positions went stale.
+/// `last` are the timestamps of the first and of the last position.
 #[derive(Debug)]
 struct SessionState {
     positions: Positions,
     first: Timestamp,
     last: Timestamp,
-    epoch: u64,
 }
 
 /// A session as the index's readers see it.
@@ -46,10 +45,11 @@ impl<'a> Session<'a> {
     }
 
     /// Where the messages with interaction ids `ids` (1-based; clamped to the session) are,
-    /// in order. Costs O(log runs + what it yields).
-    pub(crate) fn positions(&self, ids: Range<u64>) -> impl Iterator<Item = Pos> + 'a {
+    /// as a snapshot that later changes to the session do not affect. Index `i` of the
+    /// snapshot is interaction id `i + 1`.
+    pub(crate) fn snapshot(&self, ids: Range<u64>) -> Snapshot {
         let (from, to) = (ids.start.saturating_sub(1), ids.end.saturating_sub(1));
-        self.state.positions.range(self.hints, from, to)
+        self.state.positions.snapshot(self.hints, from, to)
     }
 
     /// Timestamp of its first message.
@@ -61,10 +61,43 @@ impl<'a> Session<'a> {
     pub(crate) fn last(&self) -> Timestamp {
         self.state.last
     }
+}
 
-    /// Changes whenever messages are removed from it.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.state.epoch
+/// One change to a session, as the fold ([`Index::apply`]) takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// One message appended, its record at `pos`.
+    Append { pos: Pos, ts: Timestamp },
+    /// `count` messages appended in segment `seg`, whose record offsets are the consecutive
+    /// little-endian `u32`s at byte `at` of that segment's hint (given to
+    /// [`Index::map_hint`] first); `first` and `last` are their first and last timestamps.
+    AppendRun {
+        seg: u32,
+        at: usize,
+        count: u64,
+        first: Timestamp,
+        last: Timestamp,
+    },
+    /// The last `n` messages removed (consecutive pops).
+    Pop(u64),
+    /// All but the first `k` messages removed (truncate; a clear keeps 0).
+    Keep(u64),
+}
+
+impl Change {
+    /// What the record with `meta` at `pos` does to its session; `None` for records that
+    /// change no session (gaps).
+    pub(crate) fn of_record(meta: &RecordMeta, pos: Pos) -> Option<Change> {
+        Some(match meta.kind {
+            Kind::Append => Change::Append {
+                pos,
+                ts: meta.timestamp,
+            },
+            Kind::Pop => Change::Pop(1),
+            Kind::Truncate => Change::Keep(meta.arg),
+            Kind::Clear => Change::Keep(0),
+            Kind::Gap => return None,
+        })
     }
 }
 
@@ -77,7 +110,6 @@ impl<'a> Session<'a> {
 pub(crate) struct Index {
     sessions: HashMap<Box<str>, SessionState>,
     hints: MappedHints,
-    next_epoch: u64,
 }
 
 impl Index {
@@ -104,53 +136,29 @@ impl Index {
         self.sessions.len()
     }
 
-    /// Calls `f` on the state of `session`, created empty (with a fresh epoch) if it has none.
-    fn update(&mut self, session: &str, first: Timestamp, f: impl FnOnce(&mut SessionState)) {
+    /// Calls `f` on the state of `session` (and the mapped hints), created empty if it has
+    /// none.
+    fn update(
+        &mut self,
+        session: &str,
+        first: Timestamp,
+        f: impl FnOnce(&mut SessionState, &MappedHints),
+    ) {
         if let Some(s) = self.sessions.get_mut(session) {
-            return f(s);
+            return f(s, &self.hints);
         }
-        self.next_epoch += 1;
         let mut s = SessionState {
             positions: Positions::default(),
             first,
             last: first,
-            epoch: self.next_epoch,
         };
-        f(&mut s);
+        f(&mut s, &self.hints);
         self.sessions.insert(session.into(), s);
     }
 
-    pub(crate) fn append(&mut self, session: &str, pos: Pos, ts: Timestamp) {
-        self.update(session, ts, |s| {
-            s.positions.push(pos);
-            s.last = ts;
-        });
-    }
-
-    /// Keeps the hint of segment `seg`, validated, for the runs of [`Index::append_run`] to
-    /// borrow from.
+    /// Keeps the hint of segment `seg`, validated, for [`Change::AppendRun`]s to borrow from.
     pub(crate) fn map_hint(&mut self, seg: u32, bytes: Mapping) {
         self.hints.insert(seg, bytes);
-    }
-
-    /// Appends a run of messages of segment `seg`, read from its hint (which must have been
-    /// given to [`Index::map_hint`]): one lookup, and the offsets stay in the hint.
-    pub(crate) fn append_run(
-        &mut self,
-        session: &str,
-        seg: u32,
-        offsets: Offsets<'_>,
-        first: Timestamp,
-        last: Timestamp,
-    ) {
-        if offsets.len() == 0 {
-            return;
-        }
-        debug_assert!(self.hints.contains(seg), "hint of segment {seg} not mapped");
-        self.update(session, first, |s| {
-            s.positions.push_run(seg, offsets.at(), offsets);
-            s.last = last;
-        });
     }
 
     /// Makes room for `n` more sessions.
@@ -158,14 +166,52 @@ impl Index {
         self.sessions.reserve(n);
     }
 
-    /// Keeps the first `keep` messages. `last_ts` gives the timestamp of a position (needed
-    /// for the new last message). Returns how many were removed.
-    pub(crate) fn truncate(
+    /// The fold: applies one change to `session`. Every change to the index, whether from a
+    /// scanned record, a hint, or a write of this process, goes through here.
+    ///
+    /// `ts_at` gives the timestamp of the record at a position; it is called only when
+    /// messages are removed and some remain (for the new last message's timestamp).
+    /// Returns how many messages were removed.
+    pub(crate) fn apply(
         &mut self,
         session: &str,
-        keep: u64,
-        last_ts: impl FnOnce(Pos) -> Timestamp,
+        change: Change,
+        ts_at: impl FnOnce(Pos) -> Timestamp,
     ) -> u64 {
+        match change {
+            Change::Append { pos, ts } => {
+                self.update(session, ts, |s, _| {
+                    s.positions.push(pos);
+                    s.last = ts;
+                });
+                0
+            }
+            Change::AppendRun {
+                seg,
+                at,
+                count,
+                first,
+                last,
+            } => {
+                if count > 0 {
+                    debug_assert!(self.hints.contains(seg), "hint of segment {seg} not mapped");
+                    self.update(session, first, |s, hints| {
+                        s.positions.push_run(hints, seg, at, count);
+                        s.last = last;
+                    });
+                }
+                0
+            }
+            Change::Pop(n) => {
+                let keep = self.count(session).saturating_sub(n);
+                self.keep(session, keep, ts_at)
+            }
+            Change::Keep(k) => self.keep(session, k, ts_at),
+        }
+    }
+
+    /// Keeps the first `keep` messages. Returns how many were removed.
+    fn keep(&mut self, session: &str, keep: u64, last_ts: impl FnOnce(Pos) -> Timestamp) -> u64 {
         let Some(s) = self.sessions.get_mut(session) else {
             return 0;
         };
@@ -181,8 +227,6 @@ impl Index {
         if let Some(p) = s.positions.get(&self.hints, keep - 1) {
             s.last = last_ts(p);
         }
-        self.next_epoch += 1;
-        s.epoch = self.next_epoch;
         len - keep
     }
 
@@ -211,21 +255,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn truncate_updates_count_timestamps_and_epoch() {
+    fn the_fold_appends_pops_keeps_and_clears() {
         let mut ix = Index::default();
         for i in 0..5u32 {
-            ix.append(
-                "s",
-                Pos {
-                    seg: 0,
-                    off: i * 100,
-                },
-                Timestamp(u64::from(i)),
-            );
+            let pos = Pos {
+                seg: 0,
+                off: i * 100,
+            };
+            let ts = Timestamp(u64::from(i));
+            ix.apply("s", Change::Append { pos, ts }, |_| Timestamp(0));
         }
-        let epoch = ix.get("s").unwrap().epoch();
         assert_eq!(
-            ix.truncate("s", 3, |p| Timestamp(u64::from(p.off / 100))),
+            ix.apply("s", Change::Keep(3), |p| Timestamp(u64::from(p.off / 100))),
             2
         );
         let s = ix.get("s").unwrap();
@@ -233,11 +274,19 @@ mod tests {
             (s.count(), s.first(), s.last()),
             (3, Timestamp(0), Timestamp(2))
         );
-        assert_ne!(s.epoch(), epoch);
-        assert_eq!(ix.truncate("s", 7, |_| Timestamp(0)), 0);
-        assert_eq!(ix.truncate("s", 0, |_| Timestamp(0)), 3);
+        assert_eq!(ix.apply("s", Change::Keep(7), |_| Timestamp(0)), 0);
+        assert_eq!(ix.apply("s", Change::Pop(1), |_| Timestamp(1)), 1);
+        assert_eq!(ix.apply("s", Change::Keep(0), |_| Timestamp(0)), 2);
         assert!(ix.get("s").is_none());
-        ix.append("s", Pos { seg: 1, off: 0 }, Timestamp(9));
-        assert!(ix.get("s").unwrap().epoch() > epoch);
+        let pos = Pos { seg: 1, off: 0 };
+        ix.apply(
+            "s",
+            Change::Append {
+                pos,
+                ts: Timestamp(9),
+            },
+            |_| Timestamp(0),
+        );
+        assert_eq!(ix.count("s"), 1);
     }
 }

@@ -8,6 +8,8 @@
 //! opening costs one 16-byte run per (session, segment), and a read resolves only the
 //! positions it returns (a binary search over the session's runs, then one `u32` each).
 
+use std::sync::Arc;
+
 use crate::io::Mapping;
 
 use super::Pos;
@@ -28,6 +30,11 @@ impl MappedHints {
             self.0.resize(i + 1, None);
         }
         self.0[i] = Some(bytes);
+    }
+
+    /// The hint of segment `seg`, if kept.
+    fn get(&self, seg: u32) -> Option<&Mapping> {
+        self.0.get(seg as usize)?.as_ref()
     }
 
     /// Whether segment `seg` has a hint here.
@@ -64,23 +71,36 @@ struct Run {
     end: u64,
 }
 
-/// A session's positions in log order: `runs` first, then `owned`.
+/// How many owned positions one block holds. Blocks are shared with read snapshots, so a
+/// push into a block a reader holds copies at most this many positions.
+const BLOCK: usize = 256;
+
+/// A session's positions in log order: `runs` first, then the owned `blocks`.
 ///
 /// Invariants: `runs[k].end` strictly increase (every run is non-empty), so position
 /// `i < runs_end` lies in the first run whose `end > i`; every run's offsets are in the
-/// `MappedHints` the caller resolves positions with. Appends always go to `owned`: a run comes
+/// `MappedHints` the caller resolves positions with. Every block but the last holds exactly
+/// [`BLOCK`] positions, and no block is empty. Appends always go to the blocks: a run comes
 /// only from a hint, and a run that would follow owned positions (a hinted segment after a
-/// scanned one) is copied into `owned` instead, so the order is kept.
+/// scanned one) is copied into the blocks instead, so the order is kept. Blocks are
+/// copy-on-write (`Arc`): a [`Snapshot`] keeps the ones it covers as they were.
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
     runs: Vec<Run>,
-    owned: Vec<Pos>,
+    blocks: Vec<Arc<Vec<Pos>>>,
 }
 
 impl Positions {
     /// How many positions there are.
     pub(crate) fn len(&self) -> u64 {
-        self.runs_end() + self.owned.len() as u64
+        self.runs_end() + self.owned_len()
+    }
+
+    fn owned_len(&self) -> u64 {
+        match self.blocks.last() {
+            Some(b) => ((self.blocks.len() - 1) * BLOCK + b.len()) as u64,
+            None => 0,
+        }
     }
 
     fn runs_end(&self) -> u64 {
@@ -89,29 +109,36 @@ impl Positions {
 
     /// Adds one position at the end.
     pub(crate) fn push(&mut self, pos: Pos) {
-        self.owned.push(pos);
+        match self.blocks.last_mut() {
+            Some(b) if b.len() < BLOCK => Arc::make_mut(b).push(pos),
+            _ => {
+                let mut b = Vec::with_capacity(BLOCK);
+                b.push(pos);
+                self.blocks.push(Arc::new(b));
+            }
+        }
     }
 
-    /// Adds the appends of a hint's run for segment `seg` at the end: `offsets` are the
-    /// `u32`s at byte `at` of that hint, which must be (or be put) in the `MappedHints` that
-    /// positions are resolved with. Borrows them in place unless owned positions come first.
-    pub(crate) fn push_run(
-        &mut self,
-        seg: u32,
-        at: usize,
-        offsets: impl ExactSizeIterator<Item = u32>,
-    ) {
-        let n = offsets.len() as u64;
-        if n == 0 {
+    /// Adds the `count` appends of a hint's run for segment `seg`, whose offsets are the
+    /// `u32`s at byte `at` of that hint in `hints`, at the end. Borrows them in place unless
+    /// owned positions come first (then copies them).
+    pub(crate) fn push_run(&mut self, hints: &MappedHints, seg: u32, at: usize, count: u64) {
+        if count == 0 {
             return;
         }
         match u32::try_from(at) {
-            Ok(at) if self.owned.is_empty() => {
-                let end = self.runs_end() + n;
+            Ok(at) if self.blocks.is_empty() => {
+                let end = self.runs_end() + count;
                 self.runs.push(Run { seg, at, end });
             }
             // Owned positions come first (or `at` is past 4 GiB, which no hint reaches): copy.
-            _ => self.owned.extend(offsets.map(|off| Pos { seg, off })),
+            _ => {
+                let at = u32::try_from(at).unwrap_or(u32::MAX);
+                for c in hints.offsets(seg, at, 0, count).chunks_exact(4) {
+                    let off = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    self.push(Pos { seg, off });
+                }
+            }
         }
     }
 
@@ -120,11 +147,18 @@ impl Positions {
         let runs_end = self.runs_end();
         if keep >= runs_end {
             let keep = usize::try_from(keep - runs_end).unwrap_or(usize::MAX);
-            self.owned.truncate(keep);
-            self.owned.shrink_to(self.owned.len().saturating_mul(2));
+            if keep >= self.owned_len() as usize {
+                return;
+            }
+            self.blocks.truncate(keep.div_ceil(BLOCK));
+            if let Some(b) = self.blocks.last_mut()
+                && keep % BLOCK != 0
+            {
+                Arc::make_mut(b).truncate(keep % BLOCK);
+            }
             return;
         }
-        self.owned = Vec::new();
+        self.blocks = Vec::new();
         // The run holding position `keep` (the first one dropped) ends the kept runs, cut
         // at `keep`; it goes too if that leaves it empty.
         let k = self.runs.partition_point(|r| r.end <= keep);
@@ -145,47 +179,107 @@ impl Positions {
 
     /// The position at index `i` (0-based); `None` past the end.
     pub(crate) fn get(&self, hints: &MappedHints, i: u64) -> Option<Pos> {
-        self.range(hints, i, i.saturating_add(1)).next()
+        self.snapshot(hints, i, i.saturating_add(1)).get(i)
     }
 
-    /// The positions at indexes `from..to` (0-based; clamped to the end), in order: one
-    /// binary search, then each position read in place. Yields fewer if a run's hint bytes
-    /// are not in `hints` (a broken invariant, not a file-system condition).
-    pub(crate) fn range<'a>(
-        &'a self,
-        hints: &'a MappedHints,
-        from: u64,
-        to: u64,
-    ) -> impl Iterator<Item = Pos> + 'a {
+    /// The positions at indexes `from..to` (0-based; clamped to the end), as they are now,
+    /// for as long as the snapshot lives: later appends, pops and truncations do not change
+    /// it. Costs O(log runs) plus a clone of the runs and blocks it covers.
+    pub(crate) fn snapshot(&self, hints: &MappedHints, from: u64, to: u64) -> Snapshot {
         let to = to.min(self.len());
-        // The runs from the one holding `from` on, each with where it starts.
+        let from = from.min(to);
         let k = self.runs.partition_point(|r| r.end <= from);
-        let runs = self.runs.get(k..).unwrap_or(&[]).iter().zip(k..);
-        let borrowed = runs
+        let runs = self.runs[k..]
+            .iter()
+            .zip(k..)
             .map(|(r, k)| (r, self.run_start(k)))
-            .take_while(move |&(_, start)| start < to)
-            .flat_map(move |(r, start)| {
-                let (j0, j1) = (from.max(start) - start, to.min(r.end) - start);
-                let bytes = hints.offsets(r.seg, r.at, j0, j1);
-                bytes.chunks_exact(4).map(|c| Pos {
+            .take_while(|&(_, start)| start < to)
+            .filter_map(|(r, start)| {
+                Some(SnapRun {
+                    start,
+                    end: r.end,
+                    at: r.at,
                     seg: r.seg,
-                    off: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                    hint: hints.get(r.seg)?.clone(),
                 })
-            });
+            })
+            .collect();
         let runs_end = self.runs_end();
-        let owned_index =
-            |i: u64| usize::try_from(i.saturating_sub(runs_end)).unwrap_or(usize::MAX);
-        let owned = self
-            .owned
-            .get(owned_index(from)..owned_index(to))
-            .unwrap_or(&[]);
-        borrowed.chain(owned.iter().copied())
+        let owned = |i: u64| usize::try_from(i.saturating_sub(runs_end)).unwrap_or(usize::MAX);
+        let (b0, b1) = (owned(from) / BLOCK, owned(to).div_ceil(BLOCK));
+        let blocks = self
+            .blocks
+            .get(b0..b1.min(self.blocks.len()))
+            .unwrap_or(&[])
+            .to_vec();
+        Snapshot {
+            runs,
+            blocks,
+            blocks_start: runs_end + (b0 * BLOCK) as u64,
+            from,
+            to,
+        }
     }
 
     /// Heap bytes held (at capacity); the hint bytes runs borrow are counted by
     /// [`MappedHints::bytes`].
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.runs.capacity() * size_of::<Run>() + self.owned.capacity() * size_of::<Pos>()
+        self.runs.capacity() * size_of::<Run>()
+            + self.blocks.capacity() * size_of::<Arc<Vec<Pos>>>()
+            + self
+                .blocks
+                .iter()
+                .map(|b| b.capacity() * size_of::<Pos>() + 2 * size_of::<usize>())
+                .sum::<usize>()
+    }
+}
+
+/// A run as a snapshot keeps it: with its hint's bytes.
+#[derive(Debug, Clone)]
+struct SnapRun {
+    start: u64,
+    end: u64,
+    seg: u32,
+    at: u32,
+    hint: Mapping,
+}
+
+/// A session's positions `from..to` as they were when it was taken (see
+/// [`Positions::snapshot`]): the runs and blocks it covers, shared, never changed.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Snapshot {
+    runs: Vec<SnapRun>,
+    blocks: Vec<Arc<Vec<Pos>>>,
+    /// The index of `blocks[0][0]`.
+    blocks_start: u64,
+    from: u64,
+    to: u64,
+}
+
+impl Snapshot {
+    /// The indexes it covers.
+    pub(crate) fn range(&self) -> std::ops::Range<u64> {
+        self.from..self.to
+    }
+
+    /// The position at index `i`; `None` outside [`Snapshot::range`].
+    pub(crate) fn get(&self, i: u64) -> Option<Pos> {
+        if !self.range().contains(&i) {
+            return None;
+        }
+        if i < self.blocks_start {
+            let r = &self.runs[self.runs.partition_point(|r| r.end <= i)..]
+                .first()
+                .filter(|r| r.start <= i)?;
+            let byte = usize::try_from((i - r.start) * 4 + u64::from(r.at)).ok()?;
+            let c = r.hint.get(byte..byte + 4)?;
+            return Some(Pos {
+                seg: r.seg,
+                off: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            });
+        }
+        let j = usize::try_from(i - self.blocks_start).ok()?;
+        self.blocks.get(j / BLOCK)?.get(j % BLOCK).copied()
     }
 }
 
@@ -216,7 +310,7 @@ mod tests {
                 bytes.extend_from_slice(&o.to_le_bytes());
             }
             self.hints.insert(seg, Mapping::from_vec(bytes));
-            self.positions.push_run(seg, pad, offsets.iter().copied());
+            self.positions.push_run(&self.hints, seg, pad, u64::from(n));
             self.model
                 .extend(offsets.iter().map(|&off| Pos { seg, off }));
         }
@@ -246,7 +340,8 @@ mod tests {
                     ));
                 }
                 for n in [0, 1, 2, 7, 33, u64::MAX - i] {
-                    let got: Vec<Pos> = self.positions.range(&self.hints, i, i + n).collect();
+                    let snap = self.positions.snapshot(&self.hints, i, i.saturating_add(n));
+                    let got: Vec<Pos> = snap.range().filter_map(|j| snap.get(j)).collect();
                     let want = self.model.get(i as usize..).unwrap_or(&[]);
                     let want = &want[..want.len().min(n as usize)];
                     if got != want {
@@ -292,7 +387,7 @@ mod tests {
         h.push(5);
         h.run(3, 16);
         assert_eq!(h.positions.runs.len(), 1);
-        assert_eq!(h.positions.owned.len(), 4);
+        assert_eq!(h.positions.owned_len(), 4);
         h.check().unwrap();
         h.truncate(1);
         h.check().unwrap();
@@ -304,13 +399,33 @@ mod tests {
     #[test]
     fn missing_hint_bytes_read_as_absent_not_a_panic() {
         let mut p = Positions::default();
-        p.push_run(3, 8, [1u32, 2].into_iter());
+        p.push_run(&MappedHints::default(), 3, 8, 2);
         let hints = MappedHints::default();
         assert_eq!(p.get(&hints, 0), None);
         let mut short = MappedHints::default();
         short.insert(3, Mapping::from_vec(vec![0; 10]));
         assert_eq!(p.get(&short, 0), None);
         assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_what_it_saw_through_pops_truncations_and_appends() {
+        let mut h = Harness::default();
+        h.run(5, 3);
+        for off in 0..600 {
+            h.push(off);
+        }
+        let snap = h.positions.snapshot(&h.hints, 2, 600);
+        let before: Vec<Pos> = snap.range().filter_map(|j| snap.get(j)).collect();
+        assert_eq!(before, h.model[2..600]);
+        h.truncate(300);
+        for off in 1000..1400 {
+            h.push(off);
+        }
+        h.truncate(1);
+        h.check().unwrap();
+        let after: Vec<Pos> = snap.range().filter_map(|j| snap.get(j)).collect();
+        assert_eq!(after, before);
     }
 
     #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 //! [`StdFs`] is the real file system. Tests plug in a simulated one (see `sim`) that keeps
 //! written and durable bytes apart, so crashes can be replayed deterministically.
 
+mod dir;
 mod mmap;
 pub mod sim;
 mod std_fs;
@@ -14,6 +15,7 @@ use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
+pub(crate) use dir::Dir;
 pub use std_fs::StdFs;
 
 /// How to open a file.
@@ -47,6 +49,9 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     ///
     /// `Ok(None)` when another holder has it. The lock lives as long as the returned guard.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;
+    /// Whether someone holds the advisory lock on `path` right now (a missing file is not
+    /// locked). Creates and changes nothing.
+    fn is_locked(&self, path: &Path) -> io::Result<bool>;
 }
 
 /// An open file.

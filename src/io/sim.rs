@@ -481,6 +481,10 @@ impl Vfs for SimFs {
             path: path.to_path_buf(),
         })))
     }
+
+    fn is_locked(&self, path: &Path) -> io::Result<bool> {
+        Ok(self.state().locks.contains(path))
+    }
 }
 
 /// Holds a [`SimFs`] lock until dropped.

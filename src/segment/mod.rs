@@ -1,10 +1,12 @@
 //! Segment files: the active one being appended to, and sealed, memory-mapped ones.
 
+mod reader;
 mod writer;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+pub(crate) use reader::{Record, SegmentReader, Stop, Units, Why, find_committed, record_at};
 pub(crate) use writer::{Naming, SegmentWriter};
 
 use crate::error::{Damage, Error, Result};
@@ -162,6 +164,21 @@ impl Segment {
             }
         }
     }
+}
+
+/// Overwrites `len` bytes of `file` from `offset` with zeros (a clean end to any reader).
+/// Files of a store are never shrunk, because another process may have them mapped: what is
+/// cut is zeroed instead.
+pub(crate) fn zero_range(file: &dyn VfsFile, offset: u64, len: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let end = offset.saturating_add(len);
+    let mut at = offset;
+    while at < end {
+        let n = (end - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// A fresh random salt for a new segment (no crate needed: std's random hasher keys).

@@ -13,7 +13,10 @@ use crate::io::{OpenMode, Vfs, VfsFile};
 ///
 /// Invariant: `len` is the end of the last record written (or of the header); the bytes of
 /// the file from `len` to `allocated` are zeros (preallocated space, a clean end to any
-/// reader), and the file is `allocated` bytes long. Every `Naming` in `named` is at a record
+/// reader), and the file is `allocated` bytes long. The file never shrinks (another process
+/// may have it mapped, and a mapped page past a file's end faults): bytes taken back are
+/// zeroed, and preallocation stops at the segment size, so a sealed segment keeps less than
+/// one unit of zeros at its end. Every `Naming` in `named` is at a record
 /// below `len` that names its key.
 #[derive(Debug)]
 pub(crate) struct SegmentWriter {
@@ -132,11 +135,12 @@ impl SegmentWriter {
     pub(crate) fn append(&mut self, bytes: &[u8]) -> std::result::Result<(), (Error, bool)> {
         let end = self.len + bytes.len() as u64;
         if end > self.allocated {
-            let target = end + PREALLOCATE_CHUNK.min(self.segment_size);
-            if let Err(e) = self.zero_fill(target) {
-                // Zeros past the last record read as a clean end whatever part of them landed.
-                let undone = self.file.set_len(self.allocated).is_ok();
-                return Err((Error::io("preallocate", &self.path, e), undone));
+            let target = (end + PREALLOCATE_CHUNK).min(self.segment_size.max(end));
+            if let Err(e) = super::zero_range(&*self.file, self.allocated, target - self.allocated)
+            {
+                // Zeros past the last record read as a clean end whatever part of them
+                // landed: nothing to undo.
+                return Err((Error::io("preallocate", &self.path, e), true));
             }
             self.allocated = target;
         }
@@ -147,41 +151,13 @@ impl SegmentWriter {
                 Ok(())
             }
             Err(e) => {
-                // Undo by cutting the file back to the last record (giving up preallocated
-                // space): one metadata operation. Zero-filling instead could land only in part
-                // and leave zeros *before* surviving records of the failed write, which
-                // recovery would rightly call corruption. If the cut fails, the partial write
-                // is a torn tail for recovery, and the caller poisons the store.
-                let undone = self.file.set_len(self.len).is_ok();
-                if undone {
-                    self.allocated = self.len;
-                }
+                // Undo by zeroing what part of the write may have landed (the space is
+                // preallocated, so this needs no new blocks). If that fails too, the partial
+                // write is a torn tail for recovery, and the caller poisons the store.
+                let undone = super::zero_range(&*self.file, self.len, bytes.len() as u64).is_ok();
                 Err((Error::io("write", &self.path, e), undone))
             }
         }
-    }
-
-    fn zero_fill(&self, to: u64) -> std::io::Result<()> {
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-        let mut at = self.allocated;
-        while at < to {
-            let n = (to - at).min(ZEROS.len() as u64) as usize;
-            self.file.write_all_at(&ZEROS[..n], at)?;
-            at += n as u64;
-        }
-        Ok(())
-    }
-
-    /// Cuts preallocated space off, so the file ends at the last record (before sealing or a
-    /// clean close).
-    pub(crate) fn trim(&mut self) -> Result<()> {
-        if self.allocated != self.len {
-            self.file
-                .set_len(self.len)
-                .map_err(|e| Error::io("truncate", &self.path, e))?;
-            self.allocated = self.len;
-        }
-        Ok(())
     }
 
     pub(crate) fn sync(&self) -> Result<()> {

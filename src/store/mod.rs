@@ -1,20 +1,21 @@
 //! The store: open and recover, then append, read, change and sync sessions.
 
+mod options;
 mod read;
 mod write;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+pub use options::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use read::{Messages, RawMessages};
 
-use crate::durability::{Durability, Syncer};
+use crate::durability::{Durability, Flusher, Syncer};
 use crate::error::{Error, Result};
 use crate::format::MAX_SESSION_LEN;
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::index::Index;
-use crate::options::Options;
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{ActiveView, Segment, SegmentData, SegmentWriter};
 
@@ -71,6 +72,13 @@ struct Writer {
     /// first append, so that new records never go after damage nobody has seen. Until then
     /// nothing was written to it, so its hint is still exact.
     unverified: bool,
+    /// Whether anything was written since the open (a close with nothing written leaves
+    /// every file as it found it).
+    written: bool,
+    /// What the last framed unit left of the session's naming in the active segment.
+    naming: Option<crate::segment::Naming>,
+    /// How many records the last framed unit holds.
+    framed_records: u64,
     buf: Vec<u8>,
 }
 
@@ -115,43 +123,6 @@ pub struct StoreStats {
     pub last_lsn: Lsn,
     /// The last LSN known durable.
     pub durable_lsn: Lsn,
-}
-
-/// Bytes appended since the last sync after which a `Buffered` or `Interval` store syncs the
-/// active segment in the background: writeback stays steady, and sealing a segment (which
-/// must sync it) never waits on a large fsync.
-pub const WRITEBACK_BYTES: u64 = 8 << 20;
-
-/// The background sync thread of `Buffered` and `Interval` stores.
-#[derive(Debug, Default)]
-struct Flusher {
-    state: Mutex<FlushState>,
-    wake: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct FlushState {
-    stop: bool,
-    kicked: bool,
-    /// Whether the thread runs.
-    started: bool,
-}
-
-impl Flusher {
-    fn lock(&self) -> MutexGuard<'_, FlushState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Asks for a sync now; `true` if the thread must be started first.
-    fn kick(&self) -> bool {
-        let mut state = self.lock();
-        state.kicked = true;
-        let start = !state.started;
-        state.started = true;
-        drop(state);
-        self.wake.notify_one();
-        start
-    }
 }
 
 impl Store {
@@ -207,16 +178,8 @@ impl Store {
         for (i, s) in rec.segments.into_iter().enumerate() {
             let is_last = Some(i) == last;
             if is_last && !opts.read_only {
+                // Recovery already made any cut of a torn tail physical and durable.
                 unverified = s.from_hint;
-                if rec.report.torn_tail.is_some() && opts.recovery != crate::RecoveryMode::Strict {
-                    // Make the cut physical and durable before anything new is appended.
-                    s.file
-                        .set_len(s.valid_end)
-                        .map_err(|e| Error::io("truncate", &s.path, e))?;
-                    s.file
-                        .sync_data()
-                        .map_err(|e| Error::io("fdatasync", &s.path, e))?;
-                }
                 let allocated = s.file.len().map_err(|e| Error::io("stat", &s.path, e))?;
                 writer = Some(SegmentWriter {
                     id: s.id,
@@ -265,6 +228,9 @@ impl Store {
                 last_sync: Instant::now(),
                 unsynced: 0,
                 unverified,
+                written: false,
+                naming: None,
+                framed_records: 0,
                 buf: Vec::new(),
             })
         };
@@ -307,37 +273,17 @@ impl Store {
         Ok(store)
     }
 
-    /// Starts the background sync thread: it syncs every `every` (Interval), and whenever an
-    /// appender kicks it after [`WRITEBACK_BYTES`].
+    /// Starts the background sync thread (see [`Flusher`]).
     pub(super) fn spawn_flusher(&self, every: Option<Duration>) {
         // The thread holds only a weak reference while it waits, so dropping the last
         // `Store` handle closes the store (and releases its lock) at once.
         let weak = Arc::downgrade(&self.inner);
-        let flusher = self.inner.flusher.clone();
-        flusher.lock().started = true;
-        let every = every.unwrap_or(Duration::from_secs(3600));
-        std::thread::spawn(move || {
-            loop {
-                let mut state = flusher.lock();
-                if !state.kicked && !state.stop {
-                    state = flusher
-                        .wake
-                        .wait_timeout(state, every)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                if state.stop {
-                    return;
-                }
-                state.kicked = false;
-                drop(state);
-                let Some(inner) = weak.upgrade() else { return };
-                let store = Store { inner };
-                if store.inner.syncer.is_poisoned() {
-                    return;
-                }
-                let _ = store.sync();
-            }
+        self.inner.flusher.spawn(every, move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let store = Store { inner };
+            !store.inner.syncer.is_poisoned() && store.sync().is_ok()
         });
     }
 
@@ -439,24 +385,19 @@ impl Store {
 }
 
 impl Drop for Inner {
-    /// A clean close: stops the flusher, then trims the active segment's preallocated space,
-    /// syncs it and writes its hint, so the next open needs no scan. Best effort: if any step
-    /// fails, the next open scans the segment instead. Nothing to do if nothing was written
-    /// since an open that loaded the active segment from its hint: that hint is still exact,
-    /// and the close that wrote it synced and trimmed the segment.
+    /// A clean close: stops the flusher, then syncs the active segment and writes its hint,
+    /// so the next open needs no scan. Best effort: if any step fails, the next open scans
+    /// the segment instead. Nothing to do if nothing was written since the open: every file
+    /// stays as the open found it.
     fn drop(&mut self) {
-        self.flusher.lock().stop = true;
-        self.flusher.wake.notify_all();
+        self.flusher.stop();
         if self.syncer.is_poisoned() {
             return;
         }
         let Some(w) = self.writer.get_mut().unwrap_or_else(|e| e.into_inner()) else {
             return;
         };
-        if w.unverified {
-            return;
-        }
-        if w.active.trim().is_err() || w.active.sync().is_err() {
+        if !w.written || w.active.sync().is_err() {
             return;
         }
         write_hint(&*self.opts.vfs, &self.dir, &w.active);
@@ -467,9 +408,7 @@ impl Drop for Inner {
 /// Best effort: a hint is derived data, and a segment without one is scanned on open.
 fn write_hint(vfs: &dyn crate::io::Vfs, dir: &Path, seg: &SegmentWriter) {
     let Ok(map) = seg.file.map() else { return };
-    if let Some(h) = crate::hint::build(&map, Lsn(seg.id.0), seg.salt) {
-        let _ = crate::hint::store(vfs, dir, seg.id, &h);
-    }
+    let _ = crate::hint::write(crate::io::Dir::new(vfs, dir), &map, seg.id, seg.salt);
 }
 
 /// Checks a session id: 1 to 256 bytes, no control characters.

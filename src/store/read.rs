@@ -1,8 +1,7 @@
 //! The read path: streaming iterators over a session's messages.
 
-use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, Range, RangeBounds};
 
 use serde::de::DeserializeOwned;
 
@@ -10,26 +9,25 @@ use std::sync::Arc;
 
 use super::Store;
 use crate::error::{Error, Result};
+use crate::index::Snapshot;
 use crate::message::{ChatMessage, Entry};
 use crate::segment::Segment;
 
 impl Store {
     /// Every message of `session`, oldest first, decoded as [`ChatMessage`]s one at a time.
     ///
-    /// An unknown session reads as empty. The iterator covers the messages present when it
-    /// was made; later appends are not included. If the session is popped, truncated or
-    /// cleared while it is read, the iterator yields [`Error::SessionChanged`] (after at most
-    /// one chunk of positions it had already fetched, which still name the records as they
-    /// were: records are immutable) and stops.
+    /// An unknown session reads as empty. The iterator is a snapshot: it yields exactly the
+    /// messages present when it was made, whatever is appended, popped, truncated or cleared
+    /// meanwhile (records are immutable, and stay on disk while it reads).
     #[must_use]
     pub fn messages(&self, session: &str) -> Messages<ChatMessage> {
         self.range(session, ..)
     }
 
-    /// The messages of `session` whose interaction ids fall in `ids` (1-based), oldest first.
+    /// The messages of `session` whose interaction ids fall in `ids` (1-based), oldest first;
+    /// a snapshot, as [`Store::messages`].
     #[must_use]
     pub fn range(&self, session: &str, ids: impl RangeBounds<u64>) -> Messages<ChatMessage> {
-        let count = self.interaction_count(session);
         let from = match ids.start_bound() {
             Bound::Included(&a) => a.max(1),
             Bound::Excluded(&a) => a.saturating_add(1).max(1),
@@ -39,17 +37,17 @@ impl Store {
             Bound::Included(&b) => b.saturating_add(1),
             Bound::Excluded(&b) => b,
             Bound::Unbounded => u64::MAX,
-        }
-        .min(count + 1);
-        Messages::new(RawMessages::new(self.clone(), session, from, to))
+        };
+        Messages::new(RawMessages::new(self.clone(), session, |_| from..to))
     }
 
-    /// The last `n` messages of `session`, oldest first. Costs O(n), whatever the session's
-    /// length.
+    /// The last `n` messages of `session`, oldest first: a snapshot of exactly
+    /// `min(n, count)` messages. Costs O(n), whatever the session's length.
     #[must_use]
     pub fn tail(&self, session: &str, n: u64) -> Messages<ChatMessage> {
-        let count = self.interaction_count(session);
-        self.range(session, count.saturating_sub(n) + 1..)
+        Messages::new(RawMessages::new(self.clone(), session, |count| {
+            count.saturating_sub(n) + 1..count + 1
+        }))
     }
 
     /// One message by interaction id, as raw JSON bytes; `None` when absent.
@@ -60,47 +58,47 @@ impl Store {
         if interaction_id == 0 {
             return Ok(None);
         }
-        RawMessages::new(self.clone(), session, interaction_id, interaction_id + 1)
-            .next()
-            .transpose()
+        RawMessages::new(self.clone(), session, |_| {
+            interaction_id..interaction_id.saturating_add(1)
+        })
+        .next()
+        .transpose()
     }
 }
 
 /// A streaming iterator over a session's messages as raw JSON bytes, exactly as stored.
 ///
-/// Holds a handle to the store and at most 32 positions at a time (fetched under one
-/// short lock): constant memory.
+/// A snapshot: it holds the positions of the messages it will yield, taken under one guard
+/// when it was made (shared with the index, copy-on-write: a few words per 256 messages),
+/// and a handle to the store; it decodes one message at a time. Every item is one message
+/// (or the error reading it), so its length is exact.
 #[derive(Debug)]
 pub struct RawMessages {
     store: Store,
     session: String,
+    positions: Snapshot,
+    /// The index of the next position (interaction id - 1).
     next: u64,
-    end: u64,
-    epoch: Option<u64>,
-    /// Positions fetched ahead: (interaction id, segment, offset), in order.
-    ahead: VecDeque<(u64, Arc<Segment>, u32)>,
+    /// The segment of the last position read, by ordinal.
+    segment: Option<(u32, Arc<Segment>)>,
 }
 
-/// How many positions an iterator fetches per lock acquisition.
-const CHUNK: u64 = 32;
-
 impl RawMessages {
-    fn new(store: Store, session: &str, from: u64, end: u64) -> RawMessages {
-        let (epoch, count) = store
-            .state()
-            .index
-            .get(session)
-            .map_or((None, 0), |s| (Some(s.epoch()), s.count()));
-        let from = from.max(1);
-        let end = end.min(count + 1).max(from);
+    /// The messages whose interaction ids `ids(count)` gives, `count` being the session's
+    /// count under the same guard that takes their positions.
+    fn new(store: Store, session: &str, ids: impl FnOnce(u64) -> Range<u64>) -> RawMessages {
+        let positions = {
+            let state = store.state();
+            let s = state.index.get(session);
+            let range = ids(s.map_or(0, |s| s.count()));
+            s.map(|s| s.snapshot(range)).unwrap_or_default()
+        };
         RawMessages {
             store,
             session: session.to_owned(),
-            next: from,
-            end,
-            epoch,
-            // One chunk at a time: allocated once, at its size.
-            ahead: VecDeque::with_capacity(CHUNK.min(end - from) as usize),
+            next: positions.range().start,
+            positions,
+            segment: None,
         }
     }
 
@@ -110,30 +108,16 @@ impl RawMessages {
         Messages::new(self)
     }
 
-    /// Fetches the next chunk of positions; `false` if the session changed under us.
-    fn fill(&mut self) -> bool {
-        let state = self.store.state();
-        let Some(s) = state
-            .index
-            .get(&self.session)
-            .filter(|s| Some(s.epoch()) == self.epoch)
-        else {
-            return false;
-        };
-        let upto = self.end.min(self.next + CHUNK);
-        let mut id = self.next;
-        // Internal iteration: `positions` chains borrowed runs and owned positions.
-        let fetched: Result<(), ()> = s.positions(self.next..upto).try_for_each(|p| {
-            let seg = state.segments.get(p.seg as usize).ok_or(())?;
-            self.ahead.push_back((id, seg.clone(), p.off));
-            id += 1;
-            Ok(())
-        });
-        if fetched.is_err() || id != upto {
-            return false;
+    /// The segment with ordinal `seg` (segment ordinals never change while a store is open).
+    fn segment(&mut self, seg: u32) -> Option<Arc<Segment>> {
+        match &self.segment {
+            Some((s, segment)) if *s == seg => Some(segment.clone()),
+            _ => {
+                let segment = self.store.state().segments.get(seg as usize)?.clone();
+                self.segment = Some((seg, segment.clone()));
+                Some(segment)
+            }
         }
-        self.next = upto;
-        true
     }
 }
 
@@ -141,20 +125,19 @@ impl Iterator for RawMessages {
     type Item = Result<Entry<Vec<u8>>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.ahead.is_empty() {
-            if self.next >= self.end {
-                return None;
-            }
-            if !self.fill() {
-                self.end = self.next;
-                return Some(Err(Error::SessionChanged {
-                    session: self.session.clone(),
-                }));
-            }
+        let i = self.next;
+        if i >= self.positions.range().end {
+            return None;
         }
-        let (id, segment, off) = self.ahead.pop_front()?;
-        Some(segment.read_at(off).map(|r| Entry {
-            interaction_id: id,
+        self.next += 1;
+        let Some(pos) = self.positions.get(i) else {
+            return Some(Err(self.lost()));
+        };
+        let Some(segment) = self.segment(pos.seg) else {
+            return Some(Err(self.lost()));
+        };
+        Some(segment.read_at(pos.off).map(|r| Entry {
+            interaction_id: i + 1,
             lsn: r.meta.lsn,
             timestamp: r.meta.timestamp,
             message: r.payload,
@@ -162,8 +145,17 @@ impl Iterator for RawMessages {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = usize::try_from(self.end - self.next).unwrap_or(usize::MAX) + self.ahead.len();
+        let n = usize::try_from(self.positions.range().end - self.next).unwrap_or(usize::MAX);
         (n, Some(n))
+    }
+}
+
+impl RawMessages {
+    /// A position the snapshot holds could not be resolved (a broken invariant).
+    fn lost(&self) -> Error {
+        Error::SessionChanged {
+            session: self.session.clone(),
+        }
     }
 }
 

@@ -2,43 +2,23 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{Receipt, Store, Writer, validate_session_id};
-use crate::durability::Durability;
+use crate::durability::{Appending, Durability, WRITEBACK_BYTES, gather_group};
 use crate::error::{Error, Result};
 use crate::format::{
     Kind, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record,
 };
 use crate::id::{Lsn, Timestamp};
-use crate::index::Pos;
+use crate::index::{Change, Pos};
 use crate::message::{ChatMessage, Entry};
 use crate::segment::{ActiveView, Naming, Segment, SegmentData, SegmentWriter};
 
 /// Most bytes one batch may frame: a batch is written to one segment, whose offsets are 32-bit.
 pub const MAX_BATCH_BYTES: u64 = 1 << 30;
-
-/// How long a group-commit leader waits for appenders that are mid-write to join its sync.
-const GROUP_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
-
-/// Counts a thread as appending (between entering `write_events` and finishing its write).
-struct Appending<'a>(&'a AtomicUsize);
-
-impl<'a> Appending<'a> {
-    fn enter(count: &'a AtomicUsize) -> Appending<'a> {
-        count.fetch_add(1, Ordering::AcqRel);
-        Appending(count)
-    }
-}
-
-impl Drop for Appending<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// One event to log for a session; raw JSON is borrowed from the caller, not copied.
 struct Event<'a> {
@@ -283,7 +263,7 @@ impl Store {
     }
 
     /// Logs the events `plan` makes from the session's current count, as one committed
-    /// batch, then applies them to the index and waits as the durability mode says.
+    /// unit, then applies them to the index and waits as the durability mode says.
     fn write_events<'p>(
         &self,
         session: &str,
@@ -299,20 +279,32 @@ impl Store {
         if self.inner.syncer.is_poisoned() {
             return Err(self.poisoned());
         }
-        if w.unverified {
-            let map = w
-                .active
-                .file
-                .map()
-                .map_err(|e| Error::io("map", &w.active.path, e))?;
-            crate::recovery::verify_records(&map, w.active.id, w.active.salt, w.active.len)?;
-            w.unverified = false;
-        }
-        let count = self.state().index.count(session);
-        let events = plan(count)?;
+        let events = plan(self.state().index.count(session))?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        self.make_room(w, session, &events)?;
+        let (receipts, offsets) = frame(w, session, &events);
+        self.write(w)?;
+        self.apply(w, session, &events, &offsets, &receipts);
+        let last = Lsn(w.next_lsn.0 - 1);
+        let sync_due = match self.inner.opts.durability {
+            Durability::Always => true,
+            Durability::Interval(every) => w.last_sync.elapsed() >= every,
+            Durability::Buffered => false,
+        };
+        drop(guard);
+        drop(appending);
+        if sync_due {
+            self.wait_durable(last)?;
+        }
+        Ok(receipts)
+    }
+
+    /// Before a unit goes in the active segment: checks its size, verifies a segment that
+    /// was loaded from its hint (new records never go after damage nobody has seen), and
+    /// seals the segment if the unit does not fit.
+    fn make_room(&self, w: &mut Writer, session: &str, events: &[Event<'_>]) -> Result<()> {
         // An upper bound: the name goes in the first record and then once every
         // `NAME_EVERY + 1` records at most (see `Naming::next`).
         let names = events.len() as u64 / (u64::from(NAME_EVERY) + 1) + 1;
@@ -328,40 +320,26 @@ impl Store {
                 max: MAX_BATCH_BYTES,
             });
         }
+        if w.unverified {
+            let a = &w.active;
+            let map = a.file.map().map_err(|e| Error::io("map", &a.path, e))?;
+            crate::recovery::verify_segment(&map, a.id, a.salt, a.len)?;
+            let dir = crate::io::Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
+            crate::recovery::cut_tail(dir, &*a.file, &a.path, &map, a.id, a.len)?;
+            w.unverified = false;
+        }
         if w.active.len > SEGMENT_HEADER_LEN as u64
             && w.active.len + framed > self.inner.opts.segment_size
         {
             self.rotate(w)?;
         }
-        let ts = Timestamp::now().max(w.last_ts);
-        let start = w.active.len;
-        let mut buf = std::mem::take(&mut w.buf);
-        buf.clear();
-        let mut receipts = Vec::with_capacity(events.len());
-        let mut offsets = Vec::with_capacity(events.len());
-        // Each record refers to the record naming the session in this segment, or names it.
-        let mut naming = w.active.named.get(session).copied();
-        for (i, e) in events.iter().enumerate() {
-            let lsn = Lsn(w.next_lsn.0 + i as u64);
-            let at = (start + buf.len() as u64) as u32;
-            offsets.push(at);
-            let meta = RecordMeta {
-                kind: e.kind,
-                commit: i + 1 == events.len(),
-                lsn,
-                arg: e.arg,
-                timestamp: ts,
-            };
-            let field = Naming::next(&mut naming, session, at);
-            encode_record(&mut buf, w.active.salt, &meta, field, &e.payload);
-            receipts.push(Receipt {
-                lsn,
-                interaction_id: e.arg,
-                timestamp: ts,
-            });
-        }
-        let written = w.active.append(&buf);
-        w.buf = buf;
+        Ok(())
+    }
+
+    /// Writes the framed unit in `w.buf` at the end of the active segment. On failure the
+    /// store stays as it was (or is poisoned when the write could not be undone).
+    fn write(&self, w: &mut Writer) -> Result<()> {
+        let written = w.active.append(&w.buf);
         if let Err((e, undone)) = written {
             if !undone {
                 self.inner.syncer.poison();
@@ -376,63 +354,62 @@ impl Store {
             }
             return Err(e);
         }
-        if let Some(naming) = naming {
-            w.active.set_naming(session, naming);
-        }
-        w.next_lsn = Lsn(w.next_lsn.0 + events.len() as u64);
-        w.last_ts = ts;
+        w.written = true;
+        w.next_lsn = Lsn(w.next_lsn.0 + w.framed_records);
         w.unsynced += w.buf.len() as u64;
-        if w.unsynced >= super::WRITEBACK_BYTES {
+        if w.unsynced >= WRITEBACK_BYTES {
             w.unsynced = 0;
             if self.inner.opts.durability != Durability::Always && self.inner.flusher.kick() {
                 self.spawn_flusher(None);
             }
         }
-        let last = Lsn(w.next_lsn.0 - 1);
-        let sync_due = match self.inner.opts.durability {
-            Durability::Always => true,
-            Durability::Interval(every) => w.last_sync.elapsed() >= every,
-            Durability::Buffered => false,
-        };
-        {
-            let mut st = self.state_mut();
-            let st = &mut *st;
-            for (e, off) in events.iter().zip(offsets) {
-                let pos = Pos {
-                    seg: w.ordinal,
-                    off,
-                };
-                match e.kind {
-                    Kind::Append => st.index.append(session, pos, ts),
-                    Kind::Pop | Kind::Truncate | Kind::Clear => {
-                        let keep = match e.kind {
-                            Kind::Pop => e.arg - 1,
-                            Kind::Truncate => e.arg,
-                            _ => 0,
-                        };
-                        let segments = &st.segments;
-                        st.index.truncate(session, keep, |p| {
-                            segments
-                                .get(p.seg as usize)
-                                .and_then(|s| s.read_at(p.off).ok())
-                                .map_or(ts, |r| r.meta.timestamp)
-                        });
-                    }
-                    Kind::Gap => {}
-                }
-            }
+        Ok(())
+    }
+
+    /// Folds the unit just written into the index: the same fold recovery uses.
+    fn apply(
+        &self,
+        w: &mut Writer,
+        session: &str,
+        events: &[Event<'_>],
+        offsets: &[u32],
+        receipts: &[Receipt],
+    ) {
+        if let Some(naming) = w.naming {
+            w.active.set_naming(session, naming);
         }
-        drop(guard);
-        drop(appending);
-        if sync_due {
-            self.wait_durable(last)?;
+        let mut st = self.state_mut();
+        let st = &mut *st;
+        for ((e, &off), r) in events.iter().zip(offsets).zip(receipts) {
+            w.last_ts = r.timestamp;
+            let meta = RecordMeta {
+                kind: e.kind,
+                first: false,
+                commit: true,
+                lsn: r.lsn,
+                arg: e.arg,
+                timestamp: r.timestamp,
+            };
+            let pos = Pos {
+                seg: w.ordinal,
+                off,
+            };
+            let Some(change) = Change::of_record(&meta, pos) else {
+                continue;
+            };
+            let segments = &st.segments;
+            st.index.apply(session, change, |p| {
+                segments
+                    .get(p.seg as usize)
+                    .and_then(|s| s.read_at(p.off).ok())
+                    .map_or(r.timestamp, |r| r.meta.timestamp)
+            });
         }
-        Ok(receipts)
     }
 
     /// Seals the active segment (synced, then mapped) and starts a new one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
-        if let Err(e) = w.active.trim().and_then(|()| w.active.sync()) {
+        if let Err(e) = w.active.sync() {
             self.inner.syncer.poison();
             return Err(e);
         }
@@ -470,17 +447,7 @@ impl Store {
         self.inner.syncer.wait_durable(
             lsn,
             || {
-                // Group commit: appenders that are writing right now will want this sync
-                // too; give them a moment to get their records in first.
-                // Yield first, so writers the last sync just woke can start their appends.
-                let deadline = std::time::Instant::now() + GROUP_COMMIT_WAIT;
-                let mut yields = 0;
-                while (yields < 3 || self.inner.appending.load(Ordering::Acquire) > 0)
-                    && std::time::Instant::now() < deadline
-                {
-                    std::thread::yield_now();
-                    yields += 1;
-                }
+                gather_group(&self.inner.appending);
                 let (file, path, covered) = {
                     let guard = self.writer();
                     let Some(w) = guard.as_ref() else {
@@ -510,6 +477,42 @@ impl Store {
             path: self.inner.dir.clone(),
         }
     }
+}
+
+/// Frames `events` as one unit of records of `session` into `w.buf`, at the end of the
+/// active segment: the first record carries `FIRST`, the last `COMMIT`; each record refers
+/// to the record naming the session in this segment, or names it. Returns the receipts and
+/// the records' offsets; `w.naming` and `w.framed_records` say what the unit leaves behind.
+fn frame(w: &mut Writer, session: &str, events: &[Event<'_>]) -> (Vec<Receipt>, Vec<u32>) {
+    let ts = Timestamp::now().max(w.last_ts);
+    let start = w.active.len;
+    w.buf.clear();
+    let mut receipts = Vec::with_capacity(events.len());
+    let mut offsets = Vec::with_capacity(events.len());
+    let mut naming = w.active.named.get(session).copied();
+    for (i, e) in events.iter().enumerate() {
+        let lsn = Lsn(w.next_lsn.0 + i as u64);
+        let at = (start + w.buf.len() as u64) as u32;
+        offsets.push(at);
+        let meta = RecordMeta {
+            kind: e.kind,
+            first: i == 0,
+            commit: i + 1 == events.len(),
+            lsn,
+            arg: e.arg,
+            timestamp: ts,
+        };
+        let field = Naming::next(&mut naming, session, at);
+        encode_record(&mut w.buf, w.active.salt, &meta, field, &e.payload);
+        receipts.push(Receipt {
+            lsn,
+            interaction_id: e.arg,
+            timestamp: ts,
+        });
+    }
+    w.naming = naming;
+    w.framed_records = events.len() as u64;
+    (receipts, offsets)
 }
 
 fn not_an_object(session: &str) -> Error {

@@ -38,7 +38,7 @@ pub fn open_writable(dir: &Path, create: bool) -> CliResult<Store> {
         .open(dir)
         .in_store(dir)?;
     let report = store.recovery_report();
-    if let Some(t) = report.torn_tail {
+    if let Some(t) = &report.torn_tail {
         eprintln!(
             "convlog: note: cut a torn tail of {} bytes at segment {} offset {} in {} \
              (a write that a crash interrupted)",
@@ -339,25 +339,33 @@ pub fn human_duration(d: Duration) -> String {
 }
 
 /// `records_by_kind` as `append 20,000, pop 312`.
-pub fn kinds(by_kind: &std::collections::BTreeMap<&'static str, u64>) -> String {
+pub fn kinds(by_kind: &std::collections::BTreeMap<convlog::Kind, u64>) -> String {
     if by_kind.is_empty() {
         return "none".into();
     }
     by_kind
         .iter()
-        .map(|(k, n)| format!("{k} {}", thousands(*n)))
+        .map(|(k, n)| format!("{} {}", k.name(), thousands(*n)))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// A recovery report's torn tail, for people.
+/// `records_by_kind` keyed by kind name, for JSON output.
+pub fn kind_names(
+    by_kind: &std::collections::BTreeMap<convlog::Kind, u64>,
+) -> std::collections::BTreeMap<&'static str, u64> {
+    by_kind.iter().map(|(k, n)| (k.name(), *n)).collect()
+}
+
 pub fn torn_tail(t: &convlog::TornTail) -> String {
+    let kept = t
+        .quarantined
+        .as_ref()
+        .map_or(String::new(), |p| format!(" (copied to {})", p.display()));
     format!(
-        "{} bytes at segment {} offset {}{}",
-        t.bytes,
-        t.segment,
-        t.offset,
-        if t.nonzero { "" } else { " (all zero)" }
+        "{} bytes at segment {} offset {}{kept}",
+        t.bytes, t.segment, t.offset
     )
 }
 

@@ -342,7 +342,7 @@ fn recreate(dir: &Path) -> CliResult {
         let name = name.to_string_lossy();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         let ours = if is_dir {
-            name == convlog::recovery::QUARANTINE_DIR
+            name == convlog::QUARANTINE_DIR
         } else {
             is_store_file(&name)
         };

@@ -37,7 +37,7 @@ pub fn run(args: Args) -> CliResult {
     let report = store.recovery_report();
     let mut text = String::new();
     match report.classification() {
-        "clean" => text.push_str(&format!(
+        convlog::Classification::Clean => text.push_str(&format!(
             "{}: clean, nothing to repair\n",
             args.dir.display()
         )),

@@ -7,7 +7,9 @@ use convlog::RecoveryMode;
 use serde::Serialize;
 
 use crate::error::CliResult;
-use crate::util::{Out, disk_bytes, human_bytes, kinds, open_read_only, thousands, torn_tail};
+use crate::util::{
+    Out, disk_bytes, human_bytes, kind_names, kinds, open_read_only, thousands, torn_tail,
+};
 
 /// Arguments of `convlog stats`.
 #[derive(Debug, clap::Args)]
@@ -26,7 +28,7 @@ struct Stats<'a> {
     segments: usize,
     bytes: u64,
     records: u64,
-    records_by_kind: &'a BTreeMap<&'static str, u64>,
+    records_by_kind: BTreeMap<&'static str, u64>,
     sessions: usize,
     messages: u64,
     index_bytes: usize,
@@ -49,13 +51,13 @@ pub fn run(args: Args) -> CliResult {
             segments: stats.segments,
             bytes,
             records: report.records,
-            records_by_kind: &report.records_by_kind,
+            records_by_kind: kind_names(&report.records_by_kind),
             sessions: stats.sessions,
             messages: stats.messages,
             index_bytes: stats.index_bytes,
             last_lsn: stats.last_lsn.0,
-            recovery: report.classification(),
-            torn_tail_bytes: report.torn_tail.map(|t| t.bytes),
+            recovery: report.classification().name(),
+            torn_tail_bytes: report.torn_tail.as_ref().map(|t| t.bytes),
         })?;
         return out.finish();
     }

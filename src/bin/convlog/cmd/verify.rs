@@ -29,7 +29,7 @@ pub struct Args {
 struct Clean {
     segments: usize,
     records: u64,
-    records_by_kind: std::collections::BTreeMap<&'static str, u64>,
+    records_by_kind: std::collections::BTreeMap<convlog::Kind, u64>,
     bytes: u64,
     last_lsn: u64,
     sessions: usize,
@@ -48,7 +48,7 @@ pub fn run(args: Args) -> CliResult {
             "dir": args.dir.to_string_lossy(),
             "segments": c.segments,
             "records": c.records,
-            "records_by_kind": c.records_by_kind,
+            "records_by_kind": crate::util::kind_names(&c.records_by_kind),
             "bytes": c.bytes,
             "last_lsn": c.last_lsn,
             "sessions": c.sessions,

@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::Store;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::format::DEFAULT_MAX_RECORD_LEN;
 use crate::io::{StdFs, Vfs};
-use crate::store::Store;
+use crate::recovery::RecoveryMode;
 
 /// Default segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -15,22 +16,6 @@ pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 pub const MIN_SEGMENT_SIZE: u64 = 4 << 10;
 /// Largest segment size accepted: offsets in the index are 32-bit.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
-
-/// What `open` does with damage it finds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RecoveryMode {
-    /// Any damage, even a torn tail, fails the open with [`Error::Corrupt`]; nothing is changed.
-    Strict,
-    /// A torn tail (damage in the last segment after which no valid record follows) is cut
-    /// off; any other damage fails the open with [`Error::Corrupt`]. The default.
-    #[default]
-    PointInTime,
-    /// Keeps every valid record. Damaged bytes are copied to `quarantine/` and, on a writable
-    /// open, each damaged segment is rewritten without them (a `gap` record stands in for lost
-    /// LSNs). The report lists what was dropped. **Data in the damaged ranges is lost** to
-    /// the store (but kept aside).
-    Salvage,
-}
 
 /// How to open a [`Store`]. Build with [`Store::builder`], finish with [`Options::open`].
 #[derive(Debug, Clone)]

@@ -1,0 +1,307 @@
+//! Recovery: read every segment through the one segment reader, classify what it stops at,
+//! cut torn tails, salvage, and rebuild the index through the one fold.
+//!
+//! - [`scan`] reads the segments in LSN order, applies committed units (or a segment's hint)
+//!   to the index, and classifies each stop: a clean end, a torn tail, or corruption;
+//! - [`salvage`] (in [`RecoveryMode::Salvage`]) sets damaged bytes and unreadable files
+//!   aside in `quarantine/` and rewrites the damaged segments without them.
+//!
+//! The rules are in `docs/format.md` ("Recovery").
+
+mod salvage;
+mod scan;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Damage, Result};
+use crate::format::Kind;
+use crate::id::{Lsn, SegmentId, Timestamp};
+use crate::index::Index;
+use crate::io::{Dir, Mapping, Vfs, VfsFile};
+
+/// Sector size assumed by the torn-write rule.
+pub const SECTOR: usize = 512;
+/// Directory (inside the store) where recovery keeps the bytes it cut or dropped.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// What `open` does with damage it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecoveryMode {
+    /// Any damage, even a torn tail, fails the open with [`crate::Error::Corrupt`]; nothing
+    /// is changed. Every segment is read in full (hints are not trusted).
+    Strict,
+    /// A torn tail (damage in the last segment, past its last known durable point, after
+    /// which no whole record follows, or only after a sector that never reached the disk) is
+    /// cut off, its bytes kept in `quarantine/`; any other damage fails the open with
+    /// [`crate::Error::Corrupt`]. The default.
+    #[default]
+    PointInTime,
+    /// Keeps every valid record and never half a unit (batch). Damaged bytes, and files that
+    /// are not readable segments, are moved or copied to `quarantine/` and, on a writable
+    /// open, each damaged segment is rewritten without them (a `gap` record stands in for
+    /// lost LSNs). The report lists what was dropped. **Data in the damaged ranges is lost**
+    /// to the store (but kept aside).
+    Salvage,
+}
+
+/// How an open found the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Classification {
+    /// Every record read was valid and the log ended cleanly.
+    Clean,
+    /// A write that a crash interrupted was found at the end of the log (and cut off, on a
+    /// writable open).
+    TornTail,
+    /// Salvage dropped damaged ranges or set files aside.
+    Salvaged,
+}
+
+impl Classification {
+    /// `"clean"`, `"torn tail"` or `"salvaged"`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Classification::Clean => "clean",
+            Classification::TornTail => "torn tail",
+            Classification::Salvaged => "salvaged",
+        }
+    }
+}
+
+impl fmt::Display for Classification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the last open found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Segment files read record by record.
+    pub segments_scanned: usize,
+    /// Segments loaded from their hint files instead: **not checked** by this open (every
+    /// read checks the records it returns; `Strict` opens, as `convlog verify`, check all).
+    pub hints_used: usize,
+    /// Committed records replayed into the index (from scans and hints).
+    pub records: u64,
+    /// Those records by kind.
+    pub records_by_kind: BTreeMap<Kind, u64>,
+    /// Bytes of segment files scanned record by record.
+    pub bytes_scanned: u64,
+    /// The last LSN recovered (0 for an empty store).
+    pub last_lsn: Lsn,
+    /// The torn tail found in the last segment, if any (cut off unless read-only or strict).
+    pub torn_tail: Option<TornTail>,
+    /// A read-only open that found another process holding the write lock: the last segment
+    /// was read up to its last committed unit, and the bytes after it (the writer's, not yet
+    /// written whole) were left unclassified: this many.
+    pub live_tail: Option<u64>,
+    /// Last segments whose creation a crash interrupted (header never completed): removed.
+    pub removed_segments: Vec<SegmentId>,
+    /// Damaged ranges salvage dropped (and files it set aside).
+    pub dropped: Vec<DroppedRange>,
+    /// Time the open's recovery took.
+    pub duration: Duration,
+}
+
+impl RecoveryReport {
+    /// How the open found the store.
+    #[must_use]
+    pub fn classification(&self) -> Classification {
+        if !self.dropped.is_empty() {
+            Classification::Salvaged
+        } else if self.torn_tail.is_some() || !self.removed_segments.is_empty() {
+            Classification::TornTail
+        } else {
+            Classification::Clean
+        }
+    }
+
+    fn count(&mut self, kind: Kind, n: u64) {
+        if n > 0 {
+            *self.records_by_kind.entry(kind).or_default() += n;
+            self.records += n;
+        }
+    }
+}
+
+/// Bytes at the end of the last segment that were not a whole committed unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TornTail {
+    /// The segment.
+    pub segment: SegmentId,
+    /// Where the valid log ends (the cut point).
+    pub offset: u64,
+    /// How many bytes from there on were not zero (what the cut overwrote with zeros).
+    pub bytes: u64,
+    /// Where those bytes were copied before the cut (`None` when the open changed nothing).
+    pub quarantined: Option<PathBuf>,
+}
+
+/// A damaged range that salvage dropped, or a file it set aside whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DroppedRange {
+    /// The segment (for a file set aside: the segment its name claims).
+    pub segment: SegmentId,
+    /// Offset of the first dropped byte.
+    pub offset: u64,
+    /// Bytes dropped.
+    pub len: u64,
+    /// What was wrong at `offset`.
+    pub damage: Damage,
+    /// Where the dropped bytes were copied (`None` on a read-only open).
+    pub quarantined: Option<PathBuf>,
+}
+
+/// A recovered segment, ready for the store.
+#[derive(Debug)]
+pub(crate) struct RecoveredSegment {
+    pub(crate) id: SegmentId,
+    pub(crate) salt: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn VfsFile>,
+    pub(crate) map: Option<Mapping>,
+    /// End of the last committed record (the append point of the last segment).
+    pub(crate) valid_end: u64,
+    /// Whether it was loaded from its hint, unscanned.
+    pub(crate) from_hint: bool,
+}
+
+/// Everything recovery rebuilt.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<RecoveredSegment>,
+    pub(crate) index: Index,
+    pub(crate) next_lsn: Lsn,
+    pub(crate) last_ts: Timestamp,
+    pub(crate) report: RecoveryReport,
+}
+
+/// Recovers the store in `dir`: returns the index and segments, or a typed error.
+pub(crate) fn recover(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    mode: RecoveryMode,
+    read_only: bool,
+) -> Result<Recovered> {
+    let started = Instant::now();
+    let dir = Dir::new(vfs, dir);
+    // A read-only open beside a live writer must not take the writer's unfinished bytes for
+    // damage: it reads the last segment up to its last committed unit.
+    let live = read_only
+        && vfs
+            .is_locked(&dir.join(crate::store::LOCK_FILE))
+            .unwrap_or(false);
+    let mut scan = scan::Scan::new(dir, mode, read_only, live)?;
+    scan.run()?;
+    if mode == RecoveryMode::Salvage && !read_only && scan.needs_rewrite() {
+        let (dropped, torn_tail) = salvage::rewrite(&mut scan)?;
+        drop(scan);
+        let mut again = recover(vfs, dir.path, RecoveryMode::PointInTime, false)?;
+        again.report.dropped = dropped;
+        // A torn tail in a rewritten last segment is gone from the second pass's view.
+        again.report.torn_tail = again.report.torn_tail.or(torn_tail);
+        again.report.duration = started.elapsed();
+        return Ok(again);
+    }
+    let mut rec = scan.finish()?;
+    rec.report.duration = started.elapsed();
+    Ok(rec)
+}
+
+/// Whether every byte of `b` is zero.
+pub(crate) fn all_zero(b: &[u8]) -> bool {
+    b.iter().all(|x| *x == 0)
+}
+
+/// Whether `[from, to)` shows a sector that never reached the disk: an aligned all-zero
+/// sector wholly inside it, or zeros from `from` to the end of `from`'s sector (the sector
+/// that held the durable end kept its old content: the durable prefix, then zeros).
+fn has_zero_sector(map: &[u8], from: u64, to: u64) -> bool {
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(map.len());
+    let end = usize::try_from(to).unwrap_or(usize::MAX).min(map.len());
+    let first = from.div_ceil(SECTOR) * SECTOR;
+    if first > from && first <= end && all_zero(&map[from..first]) {
+        return true;
+    }
+    (first..end)
+        .step_by(SECTOR)
+        .any(|s| s + SECTOR <= end && all_zero(&map[s..s + SECTOR]))
+}
+
+/// Cuts a torn tail off the last segment, physically, before anything new is appended:
+/// copies the non-zero bytes from `offset` on to `quarantine/` (nothing is destroyed), then
+/// overwrites them with zeros and syncs. The file never shrinks: another process may have it
+/// mapped. `None` when every byte from `offset` on is already zero.
+pub(crate) fn cut_tail(
+    dir: Dir<'_>,
+    file: &dyn VfsFile,
+    path: &Path,
+    map: &[u8],
+    segment: SegmentId,
+    offset: u64,
+) -> Result<Option<TornTail>> {
+    let bytes = scan::nonzero_extent(map, offset);
+    let from = usize::try_from(offset).unwrap_or(usize::MAX);
+    let Some(torn) = map.get(from..from.saturating_add(bytes as usize)) else {
+        return Ok(None);
+    };
+    if bytes == 0 {
+        return Ok(None);
+    }
+    let qdir_path = dir.join(QUARANTINE_DIR);
+    dir.create_dir(&qdir_path)?;
+    let qdir = Dir::new(dir.vfs, &qdir_path);
+    let copy = qdir.join(&format!("{:020}-{offset:012}.torn", segment.0));
+    qdir.write_new(&copy, torn)?;
+    qdir.sync()?;
+    dir.sync()?;
+    crate::segment::zero_range(file, offset, bytes)
+        .map_err(|e| crate::Error::io("write", path, e))?;
+    file.sync_data()
+        .map_err(|e| crate::Error::io("fdatasync", path, e))?;
+    Ok(Some(TornTail {
+        segment,
+        offset,
+        bytes,
+        quarantined: Some(copy),
+    }))
+}
+
+/// Verifies every record of a segment (both CRCs, contiguous LSNs from its first, units
+/// whole) up to `end`: the scan a hint let `open` skip, run before the first append to that
+/// segment so that new records never go after damage nobody has seen. (Non-zero bytes after
+/// `end` are past the durable point the hint records: a torn tail, for [`cut_tail`].)
+pub(crate) fn verify_segment(bytes: &[u8], id: SegmentId, salt: u64, end: u64) -> Result<()> {
+    use crate::segment::{SegmentReader, Units};
+    let start = crate::format::SEGMENT_HEADER_LEN as u64;
+    let mut units = Units::new(SegmentReader::new(bytes, salt, start, Some(Lsn(id.0))));
+    while units.next_unit().is_some() {
+        if units.committed_end() >= end {
+            break;
+        }
+    }
+    let corrupt = |offset, damage| crate::Error::Corrupt {
+        segment: id,
+        offset,
+        damage,
+    };
+    if units.committed_end() != end {
+        let stop = units.stop().cloned();
+        let at = stop.as_ref().map_or(end, |s| s.at);
+        let damage = stop
+            .and_then(|s| s.damage())
+            .unwrap_or(Damage::UncommittedBatch);
+        return Err(corrupt(at, damage));
+    }
+    Ok(())
+}
