@@ -308,7 +308,11 @@ pub struct ToolCall {
 }
 
 /// One message as read back, with where it sits in the log.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializes as `{"interaction_id":..,"lsn":..,"timestamp":..,"message":..}`, with the LSN
+/// and the timestamp as numbers (the timestamp in microseconds since the Unix epoch, as the
+/// CLI's `--meta` output writes it; its `Display` is RFC 3339).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry<T> {
     /// 1-based, gapless position in its session.
     pub interaction_id: u64,
@@ -413,5 +417,19 @@ mod tests {
         for json in ["[]", "1", "\"s\"", "null"] {
             assert!(serde_json::from_str::<ChatMessage>(json).is_err(), "{json}");
         }
+    }
+
+    #[test]
+    fn entries_serialize_with_numeric_lsn_and_timestamp() {
+        let e = Entry {
+            interaction_id: 3,
+            lsn: Lsn(9),
+            timestamp: Timestamp(1_700_000_000_123_456),
+            message: ChatMessage::user("hi"),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"interaction_id":3,"lsn":9,"timestamp":1700000000123456,"message":{"role":"user","content":"hi"}}"#
+        );
     }
 }

@@ -757,3 +757,31 @@ fn stats_count_segments_sessions_and_index_memory() {
         Some(&((sessions * per) as u64))
     );
 }
+
+#[test]
+fn entries_serialize_and_timestamps_display_as_rfc3339() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let r = store.append("s", &ChatMessage::user("hi")).unwrap();
+    let e = store.tail("s", 1).next().unwrap().unwrap();
+    let v = serde_json::to_value(&e).unwrap();
+    assert_eq!(
+        v,
+        json!({
+            "interaction_id": 1,
+            "lsn": r.lsn.0,
+            "timestamp": r.timestamp.as_micros(),
+            "message": {"role": "user", "content": "hi"},
+        })
+    );
+    let shown = e.timestamp.to_string();
+    // 2026-12-02T00:18:45.123456Z
+    assert_eq!(shown.len(), 27, "{shown}");
+    assert!(shown.ends_with('Z') && &shown[10..11] == "T" && &shown[19..20] == ".");
+    assert_eq!(
+        shown[20..26].parse::<u64>().unwrap(),
+        e.timestamp.as_micros() % 1_000_000
+    );
+    let raw = store.tail("s", 1).raw().next().unwrap().unwrap();
+    assert!(serde_json::to_value(&raw).unwrap()["lsn"].is_u64());
+}
