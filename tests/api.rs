@@ -785,3 +785,86 @@ fn entries_serialize_and_timestamps_display_as_rfc3339() {
     let raw = store.tail("s", 1).raw().next().unwrap().unwrap();
     assert!(serde_json::to_value(&raw).unwrap()["lsn"].is_u64());
 }
+
+#[test]
+fn a_second_open_in_the_same_process_shares_the_open_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path()).unwrap();
+    // Another spelling of the same directory is the same store.
+    let b = Store::open(dir.path().join(".")).unwrap();
+    a.append("s", &ChatMessage::user("from a")).unwrap();
+    b.append("s", &ChatMessage::user("from b")).unwrap();
+    assert_eq!(texts(&a, "s"), ["from a", "from b"]);
+    assert_eq!(texts(&b, "s"), ["from a", "from b"]);
+    assert_eq!(a.last_lsn(), b.last_lsn());
+    // A read-only open is unaffected: its own snapshot, no lock.
+    let ro = Store::builder().read_only(true).open(dir.path()).unwrap();
+    assert!(ro.is_read_only() && !a.is_read_only());
+    assert_eq!(ro.interaction_count("s"), 2);
+    drop(a);
+    b.append("s", &ChatMessage::user("b alone")).unwrap();
+    drop(b);
+    drop(ro);
+    // Once the last handle is gone the store is closed; a reopen opens it afresh.
+    let c = Store::open(dir.path()).unwrap();
+    assert_eq!(texts(&c, "s"), ["from a", "from b", "b alone"]);
+    assert_eq!(c.recovery_report().classification(), "clean");
+}
+
+#[test]
+fn a_second_open_with_other_options_is_already_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::builder()
+        .segment_size(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    for opts in [
+        Store::builder(),
+        Store::builder()
+            .segment_size(64 << 10)
+            .durability(Durability::Always),
+        Store::builder()
+            .segment_size(64 << 10)
+            .recovery(convlog::RecoveryMode::Salvage),
+    ] {
+        let err = opts.open(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::AlreadyOpen { .. }), "{err}");
+        assert!(
+            err.to_string().contains("already open in this process"),
+            "{err}"
+        );
+    }
+    let same = Store::builder()
+        .segment_size(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    same.append("s", &ChatMessage::user("x")).unwrap();
+    assert_eq!(first.interaction_count("s"), 1);
+    drop((first, same));
+    assert!(
+        Store::open(dir.path()).is_ok(),
+        "closed with its last handle"
+    );
+}
+
+#[test]
+fn threads_opening_and_dropping_one_store_never_see_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let dir = dir.path();
+            s.spawn(move || {
+                for i in 0..25 {
+                    let store = Store::open(dir).unwrap_or_else(|e| panic!("{t}/{i}: {e}"));
+                    store
+                        .append(&format!("t{t}"), &json!({"role": "user", "i": i}))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let store = Store::open(dir.path()).unwrap();
+    for t in 0..4 {
+        assert_eq!(ids(&store, &format!("t{t}")), (1..=25).collect::<Vec<_>>());
+    }
+}

@@ -11,7 +11,7 @@ use std::any::Any;
 use std::fmt;
 use std::io;
 use std::ops::Deref;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use std_fs::StdFs;
@@ -47,6 +47,15 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     ///
     /// `Ok(None)` when another holder has it. The lock lives as long as the returned guard.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;
+    /// The operating system's canonical path of the existing directory `dir`, when this file
+    /// system is the operating system's: then two writable opens of one directory in a
+    /// process share one open store instead of the second failing on the lock.
+    ///
+    /// `None` (the default) for any other file system: each open stands alone.
+    fn canonical_path(&self, dir: &Path) -> Option<PathBuf> {
+        let _ = dir;
+        None
+    }
 }
 
 /// An open file.

@@ -4,7 +4,7 @@ use std::any::Any;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Mapping, OpenMode, Vfs, VfsFile, mmap};
@@ -72,6 +72,10 @@ impl Vfs for StdFs {
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    fn canonical_path(&self, dir: &Path) -> Option<PathBuf> {
+        fs::canonicalize(dir).ok()
     }
 }
 
