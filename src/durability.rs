@@ -14,6 +14,7 @@ use crate::id::Lsn;
 /// | `Interval(d)` | in the OS page cache; synced within `d` | yes | all but the last `d` (plus one in-flight sync) |
 /// | `Buffered` | in the OS page cache | yes | only what a sync covered: `sync()`, a segment seal, or the background writeback every 8 MiB |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Durability {
     /// `fdatasync` before `append` returns; concurrent appenders share one sync (group commit).
     Always,

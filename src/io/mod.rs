@@ -4,6 +4,8 @@
 //! written and durable bytes apart, so crashes can be replayed deterministically.
 
 mod mmap;
+// The simulated file system and its fault injection: for tests, not a stable API (hidden).
+#[doc(hidden)]
 pub mod sim;
 mod std_fs;
 

@@ -81,6 +81,7 @@ struct Writer {
 
 /// What an append returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Receipt {
     /// The record's LSN.
     pub lsn: Lsn,
@@ -92,6 +93,7 @@ pub struct Receipt {
 
 /// A live session, as listed by [`Store::sessions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionInfo {
     /// The session id.
     pub id: String,
