@@ -67,10 +67,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         for e in store.messages(&s.id) {
             let e = e?;
             let text = e.message.text().map(str::to_owned).unwrap_or_else(|| {
-                let calls = e.message.tool_calls.as_deref().unwrap_or_default();
+                let calls = e.message.tool_calls();
                 format!("<{} tool call(s)>", calls.len())
             });
-            println!("  #{} [{}] {}", e.interaction_id, e.message.role, text);
+            let role = e.message.role().map_or("-", |r| r.as_str());
+            println!("  #{} [{role}] {text}", e.interaction_id);
         }
     }
     let last2: Vec<u64> = store

@@ -68,6 +68,17 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The store is already open for writing in this process, with other options.
+    ///
+    /// A second writable open of a directory with the same options returns a handle to the
+    /// open store instead; this error says the options (durability, segment size, record
+    /// limit, recovery mode) differ.
+    #[error("store {path} is already open in this process")]
+    AlreadyOpen {
+        /// The store directory.
+        path: PathBuf,
+    },
+
     /// The path is not a convlog store (and the open was not allowed to create one).
     #[error("{path} is not a convlog store: {reason}")]
     NotAStore {

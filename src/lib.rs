@@ -66,3 +66,52 @@ pub use store::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Public types that may grow are `#[non_exhaustive]`: other crates can neither build
+/// [`Receipt`] or [`SessionInfo`] with a struct literal nor match [`Durability`] without a
+/// wildcard arm.
+///
+/// ```compile_fail,E0639
+/// use convlog::{Lsn, Receipt, Timestamp};
+/// let _ = Receipt { lsn: Lsn(1), interaction_id: 1, timestamp: Timestamp(0) };
+/// ```
+///
+/// ```compile_fail,E0639
+/// use convlog::{SessionInfo, Timestamp};
+/// let _ = SessionInfo { id: "s".into(), count: 1, first: Timestamp(0), last: Timestamp(0) };
+/// ```
+///
+/// ```compile_fail,E0004
+/// use convlog::Durability;
+/// fn code(d: Durability) -> u8 {
+///     match d {
+///         Durability::Always => 0,
+///         Durability::Interval(_) => 1,
+///         Durability::Buffered => 2,
+///     }
+/// }
+/// ```
+///
+/// With a wildcard arm, or `..` in a pattern, the same code compiles:
+///
+/// ```
+/// use convlog::{Durability, Receipt, SessionInfo};
+/// fn code(d: Durability) -> u8 {
+///     match d {
+///         Durability::Always => 0,
+///         Durability::Interval(_) => 1,
+///         Durability::Buffered => 2,
+///         _ => 3,
+///     }
+/// }
+/// fn lsn(r: Receipt) -> u64 {
+///     let Receipt { lsn, .. } = r;
+///     lsn.0
+/// }
+/// fn count(s: &SessionInfo) -> u64 {
+///     let SessionInfo { count, .. } = s;
+///     *count
+/// }
+/// ```
+#[cfg(doctest)]
+pub struct NonExhaustiveDoctests;

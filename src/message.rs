@@ -9,35 +9,40 @@ use serde_json::{Map, Value};
 
 use crate::id::{Lsn, Timestamp};
 
-/// One message in the OpenAI chat format.
+/// One message or item of a conversation: any JSON object, with the OpenAI chat fields typed.
+///
+/// Every JSON object decodes: chat messages (`{"role":"user","content":"hi"}`), and items
+/// without a role, such as the OpenAI Agents SDK's and Responses API's
+/// `{"type":"function_call_output","call_id":"c1","output":"42"}`. A named field whose value
+/// does not have the expected shape (a `role` that is not a string, `tool_calls` elements that
+/// are not [`ToolCall`]s, ...) is left in [`ChatMessage::extra`] instead of failing the decode.
 ///
 /// Fields this type does not name are kept in [`ChatMessage::extra`] and written back, so
-/// a message round-trips through `ChatMessage` without losing anything (key order of the
-/// extra fields may change; use the raw read API for byte-exact round trips).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// a message round-trips through `ChatMessage` without losing anything: the JSON written back
+/// equals the JSON read as a value (key order may change; use the raw read API for byte-exact
+/// round trips).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatMessage {
-    /// Who wrote it.
-    pub role: Role,
-    /// The content: absent, null, a string, or an array of content parts.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
+    /// Who wrote it; `None` for items without a (string) `role`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The content: absent (`None`), null, a string, an array of content parts, or any
+    /// other JSON value.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
     /// An optional participant name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// A legacy function call (as in Automata's `FunctionCall`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub function_call: Option<FunctionCall>,
     /// Tool calls made by an assistant message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
     /// The tool call a `tool` message answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
-    /// Every other field, preserved.
+    /// Every other field, preserved (and any named field whose value has another shape).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -47,7 +52,7 @@ impl ChatMessage {
     #[must_use]
     pub fn new(role: Role, text: impl Into<String>) -> ChatMessage {
         ChatMessage {
-            role,
+            role: Some(role),
             content: Some(Content::Text(text.into())),
             name: None,
             function_call: None,
@@ -84,6 +89,12 @@ impl ChatMessage {
         }
     }
 
+    /// The author's role; `None` for an item without one.
+    #[must_use]
+    pub fn role(&self) -> Option<&Role> {
+        self.role.as_ref()
+    }
+
     /// The content as text, when it is a string.
     #[must_use]
     pub fn text(&self) -> Option<&str> {
@@ -92,10 +103,82 @@ impl ChatMessage {
             _ => None,
         }
     }
+
+    /// The tool calls of an assistant message; empty when it has none.
+    #[must_use]
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        self.tool_calls.as_deref().unwrap_or_default()
+    }
+
+    /// The item's `type` field when it is a string: `"message"`, `"function_call"`,
+    /// `"function_call_output"`... in the Responses API and the Agents SDK. Chat messages
+    /// have none.
+    #[must_use]
+    pub fn item_type(&self) -> Option<&str> {
+        self.extra.get("type").and_then(Value::as_str)
+    }
+
+    /// The item's `call_id` field when it is a string: the id that pairs a Responses-API
+    /// `function_call` with its `function_call_output`. (A chat `tool` message names its
+    /// call in [`ChatMessage::tool_call_id`] instead.)
+    #[must_use]
+    pub fn call_id(&self) -> Option<&str> {
+        self.extra.get("call_id").and_then(Value::as_str)
+    }
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Content>, D::Error> {
-    Content::deserialize(d).map(Some)
+impl<'de> Deserialize<'de> for ChatMessage {
+    /// Decodes any JSON object; fails only for other JSON values.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ChatMessage, D::Error> {
+        let object = Map::<String, Value>::deserialize(d)?;
+        let mut m = ChatMessage {
+            role: None,
+            content: None,
+            name: None,
+            function_call: None,
+            tool_calls: None,
+            tool_call_id: None,
+            extra: Map::new(),
+        };
+        for (key, value) in object {
+            // A value of another shape than the field's stays in `extra`, under its key.
+            let value = match (key.as_str(), value) {
+                ("role", Value::String(s)) => {
+                    m.role = Some(Role::from(s));
+                    continue;
+                }
+                ("content", v) => {
+                    m.content = Some(Content::from(v));
+                    continue;
+                }
+                ("name", Value::String(s)) => {
+                    m.name = Some(s);
+                    continue;
+                }
+                ("tool_call_id", Value::String(s)) => {
+                    m.tool_call_id = Some(s);
+                    continue;
+                }
+                ("function_call", v) => match FunctionCall::deserialize(&v) {
+                    Ok(call) => {
+                        m.function_call = Some(call);
+                        continue;
+                    }
+                    Err(_) => v,
+                },
+                ("tool_calls", v) => match Vec::<ToolCall>::deserialize(&v) {
+                    Ok(calls) => {
+                        m.tool_calls = Some(calls);
+                        continue;
+                    }
+                    Err(_) => v,
+                },
+                (_, v) => v,
+            };
+            m.extra.insert(key, value);
+        }
+        Ok(m)
+    }
 }
 
 /// The role of a message's author. Unknown roles are kept as [`Role::Other`].
@@ -133,6 +216,15 @@ impl Role {
     }
 }
 
+impl From<String> for Role {
+    fn from(s: String) -> Role {
+        match Role::from(s.as_str()) {
+            Role::Other(_) => Role::Other(s),
+            known => known,
+        }
+    }
+}
+
 impl From<&str> for Role {
     fn from(s: &str) -> Role {
         match s {
@@ -166,7 +258,7 @@ impl<'de> Deserialize<'de> for Role {
     }
 }
 
-/// A message's content.
+/// A message's content: every JSON value is one of these.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
@@ -176,6 +268,19 @@ pub enum Content {
     Text(String),
     /// An array of content parts (text, images, files...), kept as JSON.
     Parts(Vec<Value>),
+    /// Any other JSON value (an object, a number, a boolean), kept as is.
+    Other(Value),
+}
+
+impl From<Value> for Content {
+    fn from(v: Value) -> Content {
+        match v {
+            Value::Null => Content::Null,
+            Value::String(s) => Content::Text(s),
+            Value::Array(parts) => Content::Parts(parts),
+            other => Content::Other(other),
+        }
+    }
 }
 
 /// A function call: a name and its arguments as a JSON string.
@@ -203,7 +308,11 @@ pub struct ToolCall {
 }
 
 /// One message as read back, with where it sits in the log.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializes as `{"interaction_id":..,"lsn":..,"timestamp":..,"message":..}`, with the LSN
+/// and the timestamp as numbers (the timestamp in microseconds since the Unix epoch, as the
+/// CLI's `--meta` output writes it; its `Display` is RFC 3339).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry<T> {
     /// 1-based, gapless position in its session.
     pub interaction_id: u64,
@@ -223,7 +332,7 @@ mod tests {
     fn openai_shapes_round_trip() {
         let json = r#"{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}],"refusal":null}"#;
         let m: ChatMessage = serde_json::from_str(json).unwrap();
-        assert_eq!(m.role, Role::Assistant);
+        assert_eq!(m.role(), Some(&Role::Assistant));
         assert_eq!(m.content, Some(Content::Null));
         let calls = m.tool_calls.as_ref().unwrap();
         assert_eq!(calls[0].function.name, "get_weather");
@@ -238,7 +347,7 @@ mod tests {
             r#"{"role":"critic","function_call":{"name":"f","arguments":"{}"}}"#,
         )
         .unwrap();
-        assert_eq!(m.role, Role::Other("critic".into()));
+        assert_eq!(m.role(), Some(&Role::Other("critic".into())));
         assert_eq!(m.content, None);
         let s = serde_json::to_string(&m).unwrap();
         assert_eq!(
@@ -253,5 +362,74 @@ mod tests {
         let m: ChatMessage = serde_json::from_str(json).unwrap();
         assert!(matches!(&m.content, Some(Content::Parts(p)) if p.len() == 2));
         assert_eq!(serde_json::to_string(&m).unwrap(), json);
+    }
+
+    #[test]
+    fn any_json_object_decodes_and_round_trips() {
+        for json in [
+            r#"{"type":"function_call_output","call_id":"c1","output":"42"}"#,
+            r#"{"type":"function_call","call_id":"c1","name":"f","arguments":"{}"}"#,
+            r#"{"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi"}]}"#,
+            r#"{}"#,
+            r#"{"role":7,"content":{"a":1},"name":["x"],"tool_call_id":3,"function_call":"f"}"#,
+            r#"{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}},{"odd":true}]}"#,
+            r#"{"role":"user","content":12.5}"#,
+            r#"{"content":true,"tool_calls":null}"#,
+        ] {
+            let m: ChatMessage =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            let back = serde_json::to_value(&m).unwrap();
+            assert_eq!(back, serde_json::from_str::<Value>(json).unwrap(), "{json}");
+            let again: ChatMessage = serde_json::from_value(back).unwrap();
+            assert_eq!(again, m, "{json}");
+        }
+    }
+
+    #[test]
+    fn item_helpers_read_sdk_items() {
+        let m: ChatMessage = serde_json::from_str(
+            r#"{"type":"function_call","call_id":"c1","name":"f","arguments":"{}"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.role(), None);
+        assert_eq!(m.item_type(), Some("function_call"));
+        assert_eq!(m.call_id(), Some("c1"));
+        assert_eq!(m.name.as_deref(), Some("f"));
+        assert!(m.tool_calls().is_empty());
+        assert_eq!(m.text(), None);
+
+        // Odd shapes of named fields land in `extra`; the typed fields stay empty.
+        let m: ChatMessage =
+            serde_json::from_str(r#"{"role":7,"tool_calls":[{"odd":true}],"content":{"a":1}}"#)
+                .unwrap();
+        assert_eq!(m.role(), None);
+        assert_eq!(m.extra.get("role"), Some(&Value::from(7)));
+        assert!(m.tool_calls.is_none() && m.extra.contains_key("tool_calls"));
+        assert!(matches!(&m.content, Some(Content::Other(Value::Object(_)))));
+
+        let m = ChatMessage::assistant("x");
+        assert_eq!(m.role(), Some(&Role::Assistant));
+        assert_eq!((m.item_type(), m.call_id()), (None, None));
+    }
+
+    #[test]
+    fn only_objects_decode() {
+        for json in ["[]", "1", "\"s\"", "null"] {
+            assert!(serde_json::from_str::<ChatMessage>(json).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn entries_serialize_with_numeric_lsn_and_timestamp() {
+        let e = Entry {
+            interaction_id: 3,
+            lsn: Lsn(9),
+            timestamp: Timestamp(1_700_000_000_123_456),
+            message: ChatMessage::user("hi"),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"interaction_id":3,"lsn":9,"timestamp":1700000000123456,"message":{"role":"user","content":"hi"}}"#
+        );
     }
 }

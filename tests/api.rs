@@ -354,14 +354,19 @@ fn generic_and_raw_messages_round_trip() {
         .message;
     assert_eq!(back, note);
     let m: Vec<ChatMessage> = store.range("g", 2..).map(|e| e.unwrap().message).collect();
-    assert_eq!(m[0].role, Role::Tool);
+    assert_eq!(m[0].role(), Some(&Role::Tool));
     assert_eq!(m[0].tool_call_id.as_deref(), Some("c1"));
     assert_eq!(m[1].extra.get("z"), Some(&json!(1)));
     let bytes = store.tail("g", 1).raw().next().unwrap().unwrap().message;
     assert_eq!(bytes, raw);
-    // A stored message that is not a ChatMessage (no role) is a typed decode error.
+    // A stored message that does not decode as the requested type is a typed decode error.
     store.append("g", &json!({"kind": "note"})).unwrap();
-    let err = store.tail("g", 1).next().unwrap().unwrap_err();
+    let err = store
+        .tail("g", 1)
+        .decode_as::<Note>()
+        .next()
+        .unwrap()
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -372,13 +377,53 @@ fn generic_and_raw_messages_round_trip() {
         ),
         "{err}"
     );
-    assert!(matches!(store.pop("g"), Err(Error::Decode { .. })));
-    assert_eq!(
-        store.interaction_count("g"),
-        4,
-        "a pop that cannot decode removes nothing"
-    );
+    // As a ChatMessage (any JSON object), it decodes.
+    let note = store.tail("g", 1).next().unwrap().unwrap().message;
+    assert_eq!(note.role(), None);
+    assert_eq!(note.extra.get("kind"), Some(&json!("note")));
     assert!(store.pop_raw("g").unwrap().is_some());
+}
+
+#[test]
+fn agents_sdk_and_responses_items_read_and_pop_as_chat_messages() {
+    let items = [
+        json!({"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}),
+        json!({"type": "function_call_output", "call_id": "c1", "output": "42"}),
+        json!({"type": "message", "role": "assistant",
+               "content": [{"type": "output_text", "text": "hi"}]}),
+        json!({"type": "reasoning", "id": "rs_1", "summary": [], "content": {"odd": 1}}),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for item in &items {
+        store
+            .append_raw("sdk", serde_json::to_string(item).unwrap().as_bytes())
+            .unwrap();
+    }
+    let values = |it: convlog::Messages<ChatMessage>| -> Vec<serde_json::Value> {
+        it.map(|e| serde_json::to_value(e.unwrap().message).unwrap())
+            .collect()
+    };
+    assert_eq!(values(store.messages("sdk")), items);
+    assert_eq!(values(store.tail("sdk", 2)), items[2..]);
+    assert_eq!(values(store.range("sdk", 2..3)), items[1..2]);
+    let call = store.messages("sdk").next().unwrap().unwrap().message;
+    assert_eq!(
+        (call.role(), call.item_type(), call.call_id()),
+        (None, Some("function_call"), Some("c1"))
+    );
+    let reply = store.tail("sdk", 2).next().unwrap().unwrap().message;
+    assert_eq!(reply.role(), Some(&Role::Assistant));
+    assert!(matches!(reply.content, Some(Content::Parts(ref p)) if p.len() == 1));
+    // A typed value written back through `append` is the same JSON again.
+    store.append("copy", &call).unwrap();
+    assert_eq!(values(store.messages("copy")), items[..1]);
+    for (n, want) in items.iter().enumerate().rev() {
+        let popped = store.pop("sdk").unwrap().unwrap();
+        assert_eq!(popped.interaction_id, n as u64 + 1);
+        assert_eq!(&serde_json::to_value(popped.message).unwrap(), want);
+    }
+    assert_eq!(store.interaction_count("sdk"), 0);
 }
 
 #[test]
@@ -746,4 +791,115 @@ fn stats_count_segments_sessions_and_index_memory() {
             .get(&convlog::Kind::Append),
         Some(&((sessions * per) as u64))
     );
+}
+
+#[test]
+fn entries_serialize_and_timestamps_display_as_rfc3339() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let r = store.append("s", &ChatMessage::user("hi")).unwrap();
+    let e = store.tail("s", 1).next().unwrap().unwrap();
+    let v = serde_json::to_value(&e).unwrap();
+    assert_eq!(
+        v,
+        json!({
+            "interaction_id": 1,
+            "lsn": r.lsn.0,
+            "timestamp": r.timestamp.as_micros(),
+            "message": {"role": "user", "content": "hi"},
+        })
+    );
+    let shown = e.timestamp.to_string();
+    // 2026-12-02T00:18:45.123456Z
+    assert_eq!(shown.len(), 27, "{shown}");
+    assert!(shown.ends_with('Z') && &shown[10..11] == "T" && &shown[19..20] == ".");
+    assert_eq!(
+        shown[20..26].parse::<u64>().unwrap(),
+        e.timestamp.as_micros() % 1_000_000
+    );
+    let raw = store.tail("s", 1).raw().next().unwrap().unwrap();
+    assert!(serde_json::to_value(&raw).unwrap()["lsn"].is_u64());
+}
+
+#[test]
+fn a_second_open_in_the_same_process_shares_the_open_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path()).unwrap();
+    // Another spelling of the same directory is the same store.
+    let b = Store::open(dir.path().join(".")).unwrap();
+    a.append("s", &ChatMessage::user("from a")).unwrap();
+    b.append("s", &ChatMessage::user("from b")).unwrap();
+    assert_eq!(texts(&a, "s"), ["from a", "from b"]);
+    assert_eq!(texts(&b, "s"), ["from a", "from b"]);
+    assert_eq!(a.last_lsn(), b.last_lsn());
+    // A read-only open is unaffected: its own snapshot, no lock.
+    let ro = Store::builder().read_only(true).open(dir.path()).unwrap();
+    assert!(ro.is_read_only() && !a.is_read_only());
+    assert_eq!(ro.interaction_count("s"), 2);
+    drop(a);
+    b.append("s", &ChatMessage::user("b alone")).unwrap();
+    drop(b);
+    drop(ro);
+    // Once the last handle is gone the store is closed; a reopen opens it afresh.
+    let c = Store::open(dir.path()).unwrap();
+    assert_eq!(texts(&c, "s"), ["from a", "from b", "b alone"]);
+    assert_eq!(c.recovery_report().classification(), convlog::Classification::Clean);
+}
+
+#[test]
+fn a_second_open_with_other_options_is_already_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::builder()
+        .segment_size(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    for opts in [
+        Store::builder(),
+        Store::builder()
+            .segment_size(64 << 10)
+            .durability(Durability::Always),
+        Store::builder()
+            .segment_size(64 << 10)
+            .recovery(convlog::RecoveryMode::Salvage),
+    ] {
+        let err = opts.open(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::AlreadyOpen { .. }), "{err}");
+        assert!(
+            err.to_string().contains("already open in this process"),
+            "{err}"
+        );
+    }
+    let same = Store::builder()
+        .segment_size(64 << 10)
+        .open(dir.path())
+        .unwrap();
+    same.append("s", &ChatMessage::user("x")).unwrap();
+    assert_eq!(first.interaction_count("s"), 1);
+    drop((first, same));
+    assert!(
+        Store::open(dir.path()).is_ok(),
+        "closed with its last handle"
+    );
+}
+
+#[test]
+fn threads_opening_and_dropping_one_store_never_see_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let dir = dir.path();
+            s.spawn(move || {
+                for i in 0..25 {
+                    let store = Store::open(dir).unwrap_or_else(|e| panic!("{t}/{i}: {e}"));
+                    store
+                        .append(&format!("t{t}"), &json!({"role": "user", "i": i}))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let store = Store::open(dir.path()).unwrap();
+    for t in 0..4 {
+        assert_eq!(ids(&store, &format!("t{t}")), (1..=25).collect::<Vec<_>>());
+    }
 }

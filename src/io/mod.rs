@@ -5,6 +5,8 @@
 
 mod dir;
 mod mmap;
+// The simulated file system and its fault injection: for tests, not a stable API (hidden).
+#[doc(hidden)]
 pub mod sim;
 mod std_fs;
 
@@ -12,7 +14,7 @@ use std::any::Any;
 use std::fmt;
 use std::io;
 use std::ops::Deref;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub(crate) use dir::Dir;
@@ -52,6 +54,15 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// Whether someone holds the advisory lock on `path` right now (a missing file is not
     /// locked). Creates and changes nothing.
     fn is_locked(&self, path: &Path) -> io::Result<bool>;
+    /// The operating system's canonical path of the existing directory `dir`, when this file
+    /// system is the operating system's: then two writable opens of one directory in a
+    /// process share one open store instead of the second failing on the lock.
+    ///
+    /// `None` (the default) for any other file system: each open stands alone.
+    fn canonical_path(&self, dir: &Path) -> Option<PathBuf> {
+        let _ = dir;
+        None
+    }
 }
 
 /// An open file.

@@ -1,5 +1,8 @@
 //! A deterministic simulated file system for crash testing.
 //!
+//! **For convlog's own tests, fuzzers and tools; not a stable API.** It is public only so
+//! that they can reach it, hidden from the documentation, and may change in any release.
+//!
 //! [`SimFs`] keeps, like redb's crash-test backend, what has been *written* apart from what
 //! is *durable*:
 //!

@@ -3,13 +3,108 @@
 use std::any::Any;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Mapping, OpenMode, Vfs, VfsFile, mmap};
 
+/// `O_NONBLOCK`: opening a FIFO (or a device) then returns at once instead of waiting for a
+/// peer. It changes nothing for a regular file, the only kind [`StdFs::open`] accepts.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(any(
+        target_arch = "mips",
+        target_arch = "mips32r6",
+        target_arch = "mips64",
+        target_arch = "mips64r6",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    ))
+))]
+const O_NONBLOCK: i32 = 0o4000;
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "mips",
+        target_arch = "mips32r6",
+        target_arch = "mips64",
+        target_arch = "mips64r6"
+    )
+))]
+const O_NONBLOCK: i32 = 0x80;
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    any(target_arch = "sparc", target_arch = "sparc64")
+))]
+const O_NONBLOCK: i32 = 0x4000;
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+))]
+const O_NONBLOCK: i32 = 0x0004;
+/// Elsewhere, no flag: the checks before and after the open still refuse what is not a
+/// regular file, but a FIFO swapped in between them could block the open.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)))]
+const O_NONBLOCK: i32 = 0;
+
+/// The error for a path that is not a regular file (a FIFO, socket, device, directory or
+/// symbolic link): convlog never opens one.
+fn not_regular(path: &Path, kind: fs::FileType) -> io::Error {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{} is {what}, not a regular file", path.display()),
+    )
+}
+
+/// Opens `path` without waiting on it, and refuses anything but a regular file: checked
+/// before the open (without following a symbolic link) and again on the opened file.
+fn open_regular(o: &mut OpenOptions, path: &Path, exists: bool) -> io::Result<File> {
+    if exists {
+        let kind = fs::symlink_metadata(path)?.file_type();
+        if !kind.is_file() {
+            return Err(not_regular(path, kind));
+        }
+    }
+    let file = o.custom_flags(O_NONBLOCK).open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(path, kind));
+    }
+    Ok(file)
+}
+
 /// The operating system's file system (Unix).
+///
+/// It opens regular files only: a FIFO, socket, device, directory or symbolic link where a
+/// store file is expected is an [`io::ErrorKind::InvalidInput`] error, never a wait.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;
 
@@ -45,7 +140,8 @@ impl Vfs for StdFs {
             OpenMode::ReadWrite => o.read(true).write(true),
             OpenMode::CreateNew => o.read(true).write(true).create_new(true),
         };
-        Ok(Arc::new(StdFile(o.open(path)?)))
+        let file = open_regular(&mut o, path, mode != OpenMode::CreateNew)?;
+        Ok(Arc::new(StdFile(file)))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -61,12 +157,9 @@ impl Vfs for StdFs {
     }
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(false);
+        let file = open_regular(&mut o, path, path.symlink_metadata().is_ok())?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(file))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -75,7 +168,9 @@ impl Vfs for StdFs {
     }
 
     fn is_locked(&self, path: &Path) -> io::Result<bool> {
-        let file = match File::open(path) {
+        let mut o = OpenOptions::new();
+        o.read(true);
+        let file = match open_regular(&mut o, path, true) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
@@ -85,6 +180,10 @@ impl Vfs for StdFs {
             Err(fs::TryLockError::WouldBlock) => Ok(true),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    fn canonical_path(&self, dir: &Path) -> Option<PathBuf> {
+        fs::canonicalize(dir).ok()
     }
 }
 
@@ -111,5 +210,76 @@ impl VfsFile for StdFile {
 
     fn map(&self) -> io::Result<Mapping> {
         mmap::map_file(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mkfifo {}", path.display());
+    }
+
+    /// Runs `f` on a thread; panics if it takes over 10 s (a blocking open would hang).
+    fn promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the open blocked")
+    }
+
+    #[test]
+    fn opens_only_regular_files_and_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("00000000000000000001.hint");
+        mkfifo(&fifo);
+        let regular = dir.path().join("file");
+        fs::write(&regular, b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&regular, &link).unwrap();
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        for (path, what) in [
+            (&fifo, "a FIFO"),
+            (&link, "a symbolic link"),
+            (&sub, "a directory"),
+        ] {
+            for mode in [OpenMode::Read, OpenMode::ReadWrite] {
+                let p = path.clone();
+                let err = promptly(move || StdFs.open(&p, mode).map(|_| ()))
+                    .expect_err("opened a file that is not regular");
+                assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+                assert!(err.to_string().contains(what), "{err}");
+            }
+            let p = path.clone();
+            let err = promptly(move || StdFs.open(&p, OpenMode::CreateNew).map(|_| ()))
+                .expect_err("created over an existing path");
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        }
+        let lock = dir.path().join("LOCK");
+        mkfifo(&lock);
+        let p = lock.clone();
+        let err = promptly(move || StdFs.try_lock(&p).map(|_| ())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        // The list holds regular files only.
+        assert_eq!(StdFs.list(dir.path()).unwrap(), ["file"]);
+        // Regular files open as before.
+        let f = StdFs.open(&regular, OpenMode::ReadWrite).unwrap();
+        f.write_all_at(b"yz", 1).unwrap();
+        assert_eq!(f.len().unwrap(), 3);
+        let new = StdFs
+            .open(&dir.path().join("new"), OpenMode::CreateNew)
+            .unwrap();
+        new.write_all_at(b"n", 0).unwrap();
+        assert!(StdFs.try_lock(&dir.path().join("LOCK2")).unwrap().is_some());
     }
 }

@@ -2,6 +2,7 @@
 
 mod options;
 mod read;
+mod registry;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +31,9 @@ pub const LOCK_FILE: &str = "LOCK";
 /// One writer per directory: a writable open takes an exclusive `flock` on `LOCK`, released
 /// when the last handle is dropped. The lock file is opened close-on-exec, but a child that
 /// another thread forks holds a copy until it execs: a drop-and-reopen racing a process
-/// spawn in the same program can briefly see [`Error::Locked`].
+/// spawn in the same program can briefly see [`Error::Locked`]. A second writable open in
+/// the same process returns a handle to the store already open (or [`Error::AlreadyOpen`] if
+/// its options differ).
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -51,6 +54,8 @@ struct Inner {
     report: RecoveryReport,
     flusher: Arc<Flusher>,
     _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// This store's entry in the process's registry; after `_lock`, so it drops after it.
+    registration: Option<registry::Registration>,
 }
 
 #[derive(Debug)]
@@ -84,6 +89,7 @@ struct Writer {
 
 /// What an append returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Receipt {
     /// The record's LSN.
     pub lsn: Lsn,
@@ -95,6 +101,7 @@ pub struct Receipt {
 
 /// A live session, as listed by [`Store::sessions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionInfo {
     /// The session id.
     pub id: String,
@@ -140,6 +147,10 @@ impl Store {
     }
 
     pub(crate) fn open_with(opts: Options, dir: &Path) -> Result<Store> {
+        let registration = match registry::claim(&opts, dir)? {
+            registry::Claim::Shared(store) => return Ok(store),
+            registry::Claim::Open(registration) => registration,
+        };
         let vfs = opts.vfs.clone();
         let lock = if opts.read_only {
             if !vfs.is_dir(dir) {
@@ -261,9 +272,11 @@ impl Store {
                 report: rec.report,
                 flusher: Arc::new(Flusher::default()),
                 _lock: lock,
+                registration,
                 opts,
             }),
         };
+        registry::Registration::publish(&store);
         // `Interval` needs its thread from the start; `Buffered` starts it at its first kick.
         if let (Durability::Interval(every), false) =
             (store.inner.opts.durability, store.inner.opts.read_only)

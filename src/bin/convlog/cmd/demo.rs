@@ -219,7 +219,7 @@ pub fn run(args: Args) -> CliResult {
             out.push_str(&format!(
                 "           #{:<5} {:<9} {}\n",
                 e.interaction_id,
-                e.message.role.as_str(),
+                e.message.role().map_or("-", Role::as_str),
                 preview(&e.message)
             ));
         }
@@ -426,8 +426,8 @@ fn schedule(conversations: &[Conversation], agents: usize, seed: u64) -> Vec<Vec
                     i += 1;
                     let end_of_turn = match ops.get(i - 1) {
                         Some(Op::Append(m)) => {
-                            m.role == Role::Assistant && m.tool_calls.is_none()
-                                || m.role == Role::System
+                            m.role() == Some(&Role::Assistant) && m.tool_calls.is_none()
+                                || m.role() == Some(&Role::System)
                         }
                         _ => false,
                     };

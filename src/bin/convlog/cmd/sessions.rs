@@ -76,14 +76,14 @@ pub fn run(args: Args) -> CliResult {
         .unwrap_or(0)
         .clamp("SESSION".len(), 64);
     out.text(&format!(
-        "{:<id_width$}  {:>9}  {:<20}  {}\n",
+        "{:<id_width$}  {:>9}  {:<27}  {}\n",
         "SESSION", "MESSAGES", "FIRST", "LAST"
     ))?;
     let mut total = 0;
     for s in &sessions {
         total += s.count;
         out.text(&format!(
-            "{:<id_width$}  {:>9}  {:<20}  {}\n",
+            "{:<id_width$}  {:>9}  {:<27}  {}\n",
             s.id,
             thousands(s.count),
             rfc3339(s.first),
