@@ -1135,3 +1135,128 @@ fn a_reader_that_goes_away_ends_output_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn creation_interrupted_after_the_lock_is_finished_by_the_next_writer() {
+    let tmp = TempDir::new().unwrap();
+    // A writer killed right after it created and locked `LOCK`.
+    let dir = tmp.path().join("only-lock");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    let (code, out, err) = run(&["append", s(&dir), "s", "{}"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "appended to \"s\": interaction 1, LSN 1\n");
+    let (code, out, err) = run(&["cat", s(&dir), "s"]);
+    assert_eq!((code, out.as_str()), (0, "{}\n"), "{err}");
+
+    // Killed while writing the first segment's header: `LOCK` and a short segment.
+    let header = {
+        let fresh = tmp.path().join("fresh");
+        close(Store::open(&fresh).unwrap());
+        std::fs::read(fresh.join(SegmentId(1).file_name())).unwrap()
+    };
+    let dir = tmp.path().join("half-header");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    std::fs::write(
+        dir.join(SegmentId(1).file_name()),
+        &header[..SEGMENT_HEADER_LEN / 2],
+    )
+    .unwrap();
+    let file = tmp.path().join("in.jsonl");
+    std::fs::write(&file, "{\"session\":\"x\",\"message\":{\"n\":1}}\n").unwrap();
+    let (code, _, err) = run(&["import", s(&dir), s(&file)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 message"), "{out}");
+
+    // `import` finishes an interrupted creation too.
+    let dir = tmp.path().join("only-lock-import");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    let (code, _, err) = run(&["import", s(&dir), s(&file)]);
+    assert_eq!(code, 0, "{err}");
+
+    // Anything else in the directory still keeps it from becoming a store.
+    let dir = tmp.path().join("lock-and-notes");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let (code, _, err) = run(&["append", s(&dir), "s", "{}"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a convlog store"), "{err}");
+    assert!(!dir.join(SegmentId(1).file_name()).exists());
+    // And the read-only commands do not take a bare `LOCK` for a store.
+    let dir = tmp.path().join("only-lock-read");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    let (code, _, err) = run(&["stats", s(&dir)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no segment files"), "{err}");
+}
+
+#[test]
+fn writers_racing_to_create_one_store_succeed_or_find_it_locked() {
+    let tmp = TempDir::new().unwrap();
+    // The loser's view, made deterministic: the winner has created and locked `LOCK` and not
+    // yet written the first segment.
+    let dir = tmp.path().join("mid-creation");
+    std::fs::create_dir(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("LOCK")).unwrap();
+    lock.try_lock().unwrap();
+    for args in [
+        vec!["append", s(&dir), "s", "{}"],
+        vec!["import", s(&dir), "-"],
+    ] {
+        let (code, _, err) = run_with_stdin(&args, "{\"session\":\"s\",\"message\":{}}\n");
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            err.contains("locked by another writer") && !err.contains("not a convlog store"),
+            "{args:?}: {err}"
+        );
+    }
+    {
+        let _guard = fork_guard();
+        drop(lock);
+    }
+    let (code, _, err) = run(&["append", s(&dir), "s", "{}"]);
+    assert_eq!(
+        code, 0,
+        "the winner died: the next writer creates the store: {err}"
+    );
+
+    // The real race.
+    for round in 0..12 {
+        let dir = tmp.path().join(format!("race-{round}"));
+        // Each child reads its message from stdin before it touches the store: start all of
+        // them, then release them at once by closing their stdin.
+        let mut children: Vec<Child> = (0..8)
+            .map(|_| spawn(&["append", s(&dir), "s", "-"]))
+            .collect();
+        let mut inputs: Vec<_> = children
+            .iter_mut()
+            .map(|c| c.stdin.take().unwrap())
+            .collect();
+        for (i, input) in inputs.iter_mut().enumerate() {
+            writeln!(input, "{{\"n\":{i}}}").unwrap();
+        }
+        drop(inputs);
+        let mut appended = 0;
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("not a convlog store"), "round {round}: {err}");
+            match out.status.code() {
+                Some(0) => appended += 1,
+                code => assert!(
+                    code == Some(1) && err.contains("locked by another writer"),
+                    "round {round}: {code:?} {err}"
+                ),
+            }
+        }
+        assert!(appended >= 1, "round {round}: someone creates the store");
+        let store = Store::builder().read_only(true).open(&dir).unwrap();
+        assert_eq!(store.interaction_count("s"), appended);
+    }
+}
