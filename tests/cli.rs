@@ -1260,3 +1260,56 @@ fn writers_racing_to_create_one_store_succeed_or_find_it_locked() {
         assert_eq!(store.interaction_count("s"), appended);
     }
 }
+
+#[test]
+fn export_refuses_to_write_into_the_store_it_reads() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let segment = dir.join(SegmentId(1).file_name());
+    let before = std::fs::read(&segment).unwrap();
+    let listed = listing(&dir);
+
+    let symlink = tmp.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&segment, &symlink).unwrap();
+    let hardlink = tmp.path().join("hard.jsonl");
+    std::fs::hard_link(&segment, &hardlink).unwrap();
+    let dangling = tmp.path().join("dangling.jsonl");
+    std::os::unix::fs::symlink(dir.join("new.jsonl"), &dangling).unwrap();
+    let dotdot = dir.join("..").join("store").join(SegmentId(1).file_name());
+    let new_inside = dir.join("out.jsonl");
+    for (out, needle) in [
+        (segment.clone(), "inside the store directory"),
+        (dotdot, "inside the store directory"),
+        (new_inside.clone(), "inside the store directory"),
+        (symlink, "inside the store directory"),
+        (dangling, "inside the store directory"),
+        (hardlink, "is the store's file"),
+    ] {
+        for session in [None, Some("alpha")] {
+            let mut args = vec!["export", s(&dir)];
+            if let Some(session) = session {
+                args.extend(["--session", session]);
+            }
+            args.push(s(&out));
+            let (code, stdout, err) = run(&args);
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(stdout.is_empty(), "{args:?}: {stdout}");
+            assert!(
+                err.starts_with("convlog: refusing to write to ") && err.contains(needle),
+                "{args:?}: {err}"
+            );
+            assert_eq!(std::fs::read(&segment).unwrap(), before, "{args:?}");
+            assert_eq!(listing(&dir), listed, "{args:?} changed the store");
+        }
+    }
+    assert!(!new_inside.exists());
+    // The store is whole: it still reads back.
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("5 messages"), "{out}");
+    // A file beside the store is fine.
+    let beside = tmp.path().join("out.jsonl");
+    let (code, _, err) = run(&["export", s(&dir), s(&beside)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(parse_export(&std::fs::read_to_string(&beside).unwrap()).len(), 5);
+}

@@ -114,6 +114,86 @@ pub fn require_store(dir: &Path) -> CliResult<()> {
     Err(not_a_store("no segment files in it"))
 }
 
+/// Fails unless writing to `out` (created or truncated) leaves every file of the store in
+/// `dir` alone: `out` must not lie inside the store directory (after resolving `..` and
+/// symbolic links), and must not be an existing file that is one of the store's (a symbolic
+/// or hard link to it). Checked before anything is created or truncated.
+pub fn require_outside_store(dir: &Path, out: &Path) -> CliResult<()> {
+    let store = std::fs::canonicalize(dir).map_err(|e| CliError::io("resolve", dir, e))?;
+    let refuse = |why: String| {
+        CliError::Message(format!(
+            "refusing to write to {}: {why}; nothing was written (pick a file outside {})",
+            out.display(),
+            dir.display()
+        ))
+    };
+    let target = resolve_output(out)?;
+    if target.starts_with(&store) {
+        return Err(refuse(format!(
+            "it is inside the store directory {}, and writing there could destroy the \
+             store's data",
+            dir.display()
+        )));
+    }
+    if let Ok(meta) = std::fs::metadata(out) {
+        use std::os::unix::fs::MetadataExt;
+        let mut stack = vec![store.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let Ok(m) = entry.metadata() else { continue };
+                if m.is_dir() {
+                    stack.push(entry.path());
+                } else if m.dev() == meta.dev() && m.ino() == meta.ino() {
+                    let name = entry.path();
+                    let name = name.strip_prefix(&store).unwrap_or(&name);
+                    return Err(refuse(format!(
+                        "it is the store's file {} (through a link), and writing it would \
+                         destroy the store's data",
+                        dir.join(name).display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The absolute path a file created at `path` would get: symbolic links followed (also a
+/// dangling one, which creating the file would follow too), `..` resolved.
+fn resolve_output(path: &Path) -> CliResult<PathBuf> {
+    let mut p = path.to_owned();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&p).map_err(|e| CliError::io("read link", &p, e))?;
+                p = match p.parent() {
+                    Some(parent) if link.is_relative() => parent.join(link),
+                    _ => link,
+                };
+                continue;
+            }
+            Ok(_) => return std::fs::canonicalize(&p).map_err(|e| CliError::io("resolve", &p, e)),
+            Err(_) => {}
+        }
+        let Some(name) = p.file_name() else {
+            return std::fs::canonicalize(&p).map_err(|e| CliError::io("resolve", &p, e));
+        };
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let parent = std::fs::canonicalize(parent).map_err(|e| CliError::io("create", path, e))?;
+        return Ok(parent.join(name));
+    }
+    Err(CliError::Message(format!(
+        "cannot create {}: too many levels of symbolic links",
+        path.display()
+    )))
+}
+
 /// Checks a session id given on the command line.
 pub fn check_session(session: &str) -> CliResult<()> {
     convlog::validate_session_id(session).map_err(|e| CliError::Input(e.to_string()))
