@@ -1311,5 +1311,86 @@ fn export_refuses_to_write_into_the_store_it_reads() {
     let beside = tmp.path().join("out.jsonl");
     let (code, _, err) = run(&["export", s(&dir), s(&beside)]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(parse_export(&std::fs::read_to_string(&beside).unwrap()).len(), 5);
+    assert_eq!(
+        parse_export(&std::fs::read_to_string(&beside).unwrap()).len(),
+        5
+    );
+}
+
+#[test]
+fn a_failing_repair_says_what_to_do_instead_of_suggesting_repair() {
+    let tmp = TempDir::new().unwrap();
+    // One segment whose header is damaged: nothing for salvage to keep.
+    let dir = chat_store(&tmp);
+    let path = dir.join(SegmentId(1).file_name());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    // Other commands point at repair.
+    for args in [vec!["verify", s(&dir)], vec!["stats", s(&dir)]] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            err.contains(&format!("`convlog repair {}`", s(&dir))),
+            "{args:?}: {err}"
+        );
+    }
+    // Repair itself does not.
+    let (code, out, err) = run(&["repair", s(&dir)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains("convlog repair"), "circular advice: {err}");
+    assert!(!err.contains("salvages every valid record"), "{err}");
+    assert!(
+        err.starts_with(&format!("convlog: cannot repair {}", s(&dir)))
+            && err.contains("00000000000000000001.seg at offset 0: bad segment magic")
+            && err.contains("only segment")
+            && err.contains(&format!("move {}", s(&path))),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "repair changed nothing");
+
+    // Several segments, the first one's header damaged: move it aside as told, repair again.
+    let dir = tmp.path().join("segmented");
+    let store = Store::builder().segment_size(4096).open(&dir).unwrap();
+    let filler = format!("{{\"role\":\"user\",\"content\":\"{}\"}}", "y".repeat(300));
+    for i in 0..60 {
+        store
+            .append_raw(&format!("s{}", i % 3), filler.as_bytes())
+            .unwrap();
+    }
+    close(store);
+    let segments: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(segments.len() >= 3, "{segments:?}");
+    let first = &segments[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    bytes[0] = b'X';
+    std::fs::write(first, &bytes).unwrap();
+    let (code, _, err) = run(&["repair", s(&dir)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("convlog repair"), "circular advice: {err}");
+    assert!(
+        err.contains("bad segment magic")
+            && err.contains(&format!("To salvage the other segments, move {}", s(first))),
+        "{err}"
+    );
+    let aside = tmp.path().join("aside");
+    std::fs::create_dir(&aside).unwrap();
+    std::fs::rename(first, aside.join("seg")).unwrap();
+    let _ = std::fs::rename(first.with_extension("hint"), aside.join("hint"));
+    let (code, out, err) = run(&["repair", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(s(&dir)), "{out}");
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("clean"), "{out}");
 }

@@ -352,6 +352,22 @@ pub fn segment_bytes_in(dir: &Path) -> u64 {
         .sum()
 }
 
+/// How many segment files `dir` holds.
+pub fn segment_files_in(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(SegmentId::parse_file_name)
+                .is_some()
+        })
+        .count()
+}
+
 /// A timestamp as RFC 3339 UTC with second precision: `2026-05-01T12:34:56Z`.
 pub fn rfc3339(ts: Timestamp) -> String {
     let secs = ts.0 / 1_000_000;
