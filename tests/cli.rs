@@ -1349,7 +1349,11 @@ fn a_failing_repair_says_what_to_do_instead_of_suggesting_repair() {
             && err.contains(&format!("move {}", s(&path))),
         "{err}"
     );
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "repair changed nothing");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "repair changed nothing"
+    );
 
     // Several segments, the first one's header damaged: move it aside as told, repair again.
     let dir = tmp.path().join("segmented");
@@ -1393,4 +1397,83 @@ fn a_failing_repair_says_what_to_do_instead_of_suggesting_repair() {
     let (code, out, err) = run(&["verify", s(&dir)]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("clean"), "{out}");
+}
+
+/// The segment files of the store in `dir`, sorted.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(SegmentId::parse_file_name)
+                .is_some()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn segment_size_sets_where_segments_are_sealed() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("small");
+    let message = format!("{{\"role\":\"user\",\"content\":\"{}\"}}", "z".repeat(500));
+    for i in 0..30 {
+        let size = if i % 2 == 0 { "4096" } else { "4K" };
+        let (code, _, err) = run(&[
+            "append",
+            s(&dir),
+            "s",
+            &message,
+            "--segment-size",
+            size,
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let segments = segment_files(&dir);
+    assert!(segments.len() >= 3, "30 × 0.5 KiB in 4 KiB segments: {segments:?}");
+    for seg in &segments[..segments.len() - 1] {
+        let len = std::fs::metadata(seg).unwrap().len();
+        assert!(len <= 4096 + 600, "{seg:?} is {len} bytes");
+    }
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("30 messages"), "{out}");
+
+    // import too, with a suffix.
+    let file = tmp.path().join("in.jsonl");
+    // One session per line: a batch (one session's messages) never spans segments.
+    let lines: String = (0..40)
+        .map(|i| format!("{{\"session\":\"t{i}\",\"message\":{message}}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let dir = tmp.path().join("imported");
+    let (code, _, err) = run(&["import", s(&dir), s(&file), "--segment-size", "8K"]);
+    assert_eq!(code, 0, "{err}");
+    let n = segment_files(&dir).len();
+    assert!(n >= 2, "40 × 0.5 KiB in 8 KiB segments: {n}");
+    // Without the option, the default (64 MiB) holds it all in one.
+    let dir = tmp.path().join("default");
+    let (code, _, err) = run(&["import", s(&dir), s(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(segment_files(&dir).len(), 1);
+
+    // Out of range or malformed: an error, and nothing is created.
+    let dir = tmp.path().join("never");
+    for (size, code_wanted, needle) in [
+        ("100", 1, "invalid --segment-size: 100 is outside"),
+        ("2G", 1, "invalid --segment-size"),
+        ("12X", 2, "not a size"),
+    ] {
+        let (code, _, err) = run(&["append", s(&dir), "s", "{}", "--segment-size", size]);
+        assert_eq!(code, code_wanted, "{size}: {err}");
+        assert!(err.contains(needle), "{size}: {err}");
+        assert!(!dir.exists(), "{size}");
+    }
+    let (code, _, err) = run(&["demo", "--dir", s(&dir), "--segment-size", "1K"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("invalid --segment-size"), "{err}");
+    assert!(!dir.exists());
 }

@@ -25,18 +25,20 @@ pub fn open_read_only(dir: &Path, mode: RecoveryMode) -> CliResult<Store> {
 }
 
 /// Opens the store in `dir` for writing; with `create`, a missing or empty directory becomes
-/// a new store.
+/// a new store. `segment_size` (`--segment-size`) is the size at which this writer seals a
+/// segment; the library's default when `None`.
 ///
 /// Appends are buffered; callers finish with [`sync`] so one fsync covers all their writes.
 /// A torn tail the open cut off is mentioned on stderr.
-pub fn open_writable(dir: &Path, create: bool) -> CliResult<Store> {
+pub fn open_writable(dir: &Path, create: bool, segment_size: Option<u64>) -> CliResult<Store> {
     if !(create && may_create(dir)) {
         require_store(dir)?;
     }
-    let store = Store::builder()
-        .durability(Durability::Buffered)
-        .open(dir)
-        .in_store(dir)?;
+    let mut builder = Store::builder().durability(Durability::Buffered);
+    if let Some(bytes) = segment_size {
+        builder = builder.segment_size(bytes);
+    }
+    let store = builder.open(dir).map_err(|e| open_error(dir, e))?;
     let report = store.recovery_report();
     if let Some(t) = report.torn_tail {
         eprintln!(
@@ -74,6 +76,44 @@ fn may_create(dir: &Path) -> bool {
         }),
         Err(e) => e.kind() == io::ErrorKind::NotFound,
     }
+}
+
+/// A library error from opening the store in `dir` for writing: an out-of-range
+/// `--segment-size` (which the library checks before it touches a file) is bad input.
+pub fn open_error(dir: &Path, e: convlog::Error) -> CliError {
+    match e {
+        convlog::Error::InvalidOption {
+            option: "segment_size",
+            reason,
+        } => CliError::Input(format!(
+            "invalid --segment-size: {reason} (4K to 1G); nothing was written"
+        )),
+        e => CliError::store(dir, e),
+    }
+}
+
+/// Parses `--segment-size`: a number of bytes, optionally with a binary suffix `K`, `M` or
+/// `G` (also `KiB`, `MiB`, `GiB`; any case): `65536`, `64K`, `16M`, `1G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size: a number of bytes, optionally followed by K, M or G"
+            ));
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not a size: a number of bytes, optionally followed by K, M or G")
+    })?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Makes everything written through `store` durable.
@@ -518,6 +558,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1gb"), Ok(1 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("K").is_err());
+        assert!(parse_size("12T").is_err());
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("-4096").is_err());
+        assert!(parse_size("99999999999999G").is_err());
     }
 
     #[test]

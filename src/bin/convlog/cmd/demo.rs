@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use convlog::io::sim::SplitMix;
 use convlog::{
-    ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, Role, SegmentId, Store, ToolCall,
+    ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    Role, SegmentId, Store, ToolCall,
 };
 use serde_json::{Map, Value, json};
 
 use crate::error::{CliError, CliResult, InStore};
-use crate::util::{disk_bytes, human_bytes, human_duration, kinds, plural, thousands, torn_tail};
+use crate::util::{
+    disk_bytes, human_bytes, human_duration, kinds, open_error, plural, thousands, torn_tail,
+};
 
 /// Arguments of `convlog demo`.
 #[derive(Debug, clap::Args)]
@@ -45,6 +48,10 @@ pub struct Args {
     /// Seed of the conversation generator (same seed, same conversations).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The size at which a segment is sealed and the next one started, in bytes, or with a
+    /// suffix: 64K, 16M, 1G (4K to 1G; default 64M).
+    #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
+    pub segment_size: Option<u64>,
 }
 
 /// `--durability`.
@@ -83,6 +90,15 @@ pub fn run(args: Args) -> CliResult {
         DurabilityArg::Buffered => Durability::Buffered,
     };
     let durability_name = format!("{:?}", args.durability).to_lowercase();
+    // Checked before the old demo store is deleted (the library checks it again).
+    if let Some(bytes) = args.segment_size
+        && !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&bytes)
+    {
+        return Err(CliError::Input(format!(
+            "invalid --segment-size: {bytes} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE} \
+             (4K to 1G)"
+        )));
+    }
 
     recreate(&args.dir)?;
 
@@ -130,10 +146,13 @@ pub fn run(args: Args) -> CliResult {
     ));
 
     // Write.
-    let store = Store::builder()
-        .durability(durability)
+    let mut builder = Store::builder().durability(durability);
+    if let Some(bytes) = args.segment_size {
+        builder = builder.segment_size(bytes);
+    }
+    let store = builder
         .open(&args.dir)
-        .in_store(&args.dir)?;
+        .map_err(|e| open_error(&args.dir, e))?;
     let barrier = Barrier::new(agents + 1);
     let (elapsed, latencies) = std::thread::scope(|scope| -> CliResult<_> {
         let handles: Vec<_> = schedules
