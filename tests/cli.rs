@@ -1422,18 +1422,14 @@ fn segment_size_sets_where_segments_are_sealed() {
     let message = format!("{{\"role\":\"user\",\"content\":\"{}\"}}", "z".repeat(500));
     for i in 0..30 {
         let size = if i % 2 == 0 { "4096" } else { "4K" };
-        let (code, _, err) = run(&[
-            "append",
-            s(&dir),
-            "s",
-            &message,
-            "--segment-size",
-            size,
-        ]);
+        let (code, _, err) = run(&["append", s(&dir), "s", &message, "--segment-size", size]);
         assert_eq!(code, 0, "{err}");
     }
     let segments = segment_files(&dir);
-    assert!(segments.len() >= 3, "30 × 0.5 KiB in 4 KiB segments: {segments:?}");
+    assert!(
+        segments.len() >= 3,
+        "30 × 0.5 KiB in 4 KiB segments: {segments:?}"
+    );
     for seg in &segments[..segments.len() - 1] {
         let len = std::fs::metadata(seg).unwrap().len();
         assert!(len <= 4096 + 600, "{seg:?} is {len} bytes");
@@ -1476,4 +1472,88 @@ fn segment_size_sets_where_segments_are_sealed() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("invalid --segment-size"), "{err}");
     assert!(!dir.exists());
+}
+
+#[test]
+fn demo_replaces_only_its_own_store_unless_forced() {
+    let tmp = TempDir::new().unwrap();
+    let small = ["--sessions", "3", "--messages", "30", "--agents", "2"];
+    let demo = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["demo", "--dir", s(dir)];
+        args.extend_from_slice(&small);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // A store holding a user's data, written by `convlog append`.
+    let dir = tmp.path().join("mine");
+    let (code, _, err) = run(&[
+        "append",
+        s(&dir),
+        "precious",
+        r#"{"role":"user","content":"keep me"}"#,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let before = listing(&dir);
+    let (code, out, err) = demo(&dir, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("refusing to replace")
+            && err.contains("did not write")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(listing(&dir), before, "the store was left alone");
+    let (code, out, _) = run(&["cat", s(&dir), "precious"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "{\"role\":\"user\",\"content\":\"keep me\"}\n")
+    );
+
+    // --force replaces it.
+    let (code, out, err) = demo(&dir, &["--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("replaced the store that was there: --force"),
+        "{out}"
+    );
+    let store = Store::builder().read_only(true).open(&dir).unwrap();
+    assert!(!store.contains("precious"));
+    assert_eq!(store.stats().messages, 30);
+    drop(store);
+    // From then on it is the demo's own: replaced without --force.
+    let (code, out, err) = demo(&dir, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("replaced the store an earlier demo wrote"),
+        "{out}"
+    );
+    // Appending to the demo's store keeps it the demo's.
+    let (code, _, err) = run(&["append", s(&dir), "extra", "{}"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = demo(&dir, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    // --force never deletes files that are not a store's.
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let (code, _, err) = demo(&dir, &["--force"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("refusing to delete") && err.contains("notes.txt"),
+        "{err}"
+    );
+    assert!(dir.join("notes.txt").exists());
+
+    // An empty directory is used as it is, and a file is refused.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, out, err) = demo(&empty, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(new)"), "{out}");
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let (code, _, err) = demo(&file, &["--force"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is a file"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }

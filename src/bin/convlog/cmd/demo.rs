@@ -29,9 +29,14 @@ use crate::util::{
 /// Arguments of `convlog demo`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store directory: deleted and recreated (only if it is a convlog store or empty).
+    /// The store directory. Missing or empty: created. Holding a store an earlier demo wrote:
+    /// replaced. Holding any other store: refused unless --force. Holding anything that is
+    /// not a store's: always refused.
     #[arg(long, default_value = "convlog-demo")]
     pub dir: PathBuf,
+    /// Replace the store in --dir even if the demo did not write it (its data is deleted).
+    #[arg(long)]
+    pub force: bool,
     /// Number of conversations.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub sessions: u64,
@@ -100,7 +105,7 @@ pub fn run(args: Args) -> CliResult {
         )));
     }
 
-    recreate(&args.dir)?;
+    let previous = recreate(&args.dir, args.force)?;
 
     // Conversations, generated before the clock starts.
     let generated = Instant::now();
@@ -135,13 +140,14 @@ pub fn run(args: Args) -> CliResult {
     let mut out = String::new();
     out.push_str(&format!(
         "convlog demo: {} agents, {} conversations, {} messages (seed {}), durability {}\n\
-         store {} (recreated); conversations generated in {}\n\n",
+         store {} ({}); conversations generated in {}\n\n",
         agents,
         thousands(args.sessions),
         thousands(args.messages),
         args.seed,
         durability_name,
         args.dir.display(),
+        previous,
         human_duration(generated),
     ));
 
@@ -348,31 +354,68 @@ fn preview(m: &ChatMessage) -> String {
     format!("\"{flat}{more}\" ({} bytes)", text.len())
 }
 
-/// Deletes `dir` and makes it anew, only if it holds nothing but a convlog store.
-fn recreate(dir: &Path) -> CliResult {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(CliError::io("read directory", dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| CliError::io("read directory", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let ours = if is_dir {
-            name == convlog::recovery::QUARANTINE_DIR
-        } else {
-            is_store_file(&name)
-        };
-        if !ours {
+/// The file the demo writes into its store directory, so that a later run knows the store
+/// there is the demo's own to replace.
+const DEMO_MARKER: &str = ".convlog-demo";
+
+/// Empties `dir` (or creates it) for a new demo store and marks it as the demo's; says what
+/// was there.
+///
+/// Only a store's files are ever deleted, and only when the store is the demo's own (it
+/// holds [`DEMO_MARKER`]), holds no data (no segment), or `force` is given; never a store
+/// another process has open for writing.
+fn recreate(dir: &Path, force: bool) -> CliResult<&'static str> {
+    let previous = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "new",
+        Err(_) if dir.exists() && !dir.is_dir() => {
             return Err(CliError::Message(format!(
-                "refusing to delete {}: it holds {name:?}, which is not part of a convlog store \
-                 (pick another --dir)",
+                "--dir {} is a file, not a directory",
                 dir.display()
             )));
         }
-    }
+        Err(e) => return Err(CliError::io("read directory", dir, e)),
+        Ok(entries) => {
+            let (mut marked, mut data, mut any) = (false, false, false);
+            for entry in entries {
+                let entry = entry.map_err(|e| CliError::io("read directory", dir, e))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                any = true;
+                let ours = if is_dir {
+                    data = true;
+                    name == convlog::recovery::QUARANTINE_DIR
+                } else if name == DEMO_MARKER {
+                    marked = true;
+                    true
+                } else {
+                    data |= SegmentId::parse_file_name(&name).is_some();
+                    is_store_file(&name)
+                };
+                if !ours {
+                    return Err(CliError::Message(format!(
+                        "refusing to delete {}: it holds {name:?}, which is not part of a \
+                         convlog store (pick another --dir)",
+                        dir.display()
+                    )));
+                }
+            }
+            if data && !marked && !force {
+                return Err(CliError::Message(format!(
+                    "refusing to replace {}: it holds a convlog store that `convlog demo` did \
+                     not write, and the demo would delete its data (pick another --dir, or pass \
+                     --force to delete it)",
+                    dir.display()
+                )));
+            }
+            match (any, marked) {
+                (false, _) => "new",
+                (true, true) => "replaced the store an earlier demo wrote",
+                (true, false) if data => "replaced the store that was there: --force",
+                (true, false) => "new",
+            }
+        }
+    };
     // Refuse a store some process has open for writing.
     let lock = dir.join(LOCK_FILE);
     if let Ok(file) = std::fs::File::open(&lock)
@@ -385,7 +428,28 @@ fn recreate(dir: &Path) -> CliResult {
             },
         ));
     }
-    std::fs::remove_dir_all(dir).map_err(|e| CliError::io("delete", dir, e))
+    // Empty the directory, keeping the directory itself (its owner and permissions).
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries {
+            let entry = entry.map_err(|e| CliError::io("read directory", dir, e))?;
+            let path = entry.path();
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| CliError::io("delete", &path, e))?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| CliError::io("create directory", dir, e))?;
+    let marker = dir.join(DEMO_MARKER);
+    std::fs::write(
+        &marker,
+        "This directory holds a store written by `convlog demo`; the next `convlog demo` \
+         with this --dir deletes and rewrites it.\n",
+    )
+    .map_err(|e| CliError::io("write", &marker, e))?;
+    Ok(previous)
 }
 
 /// Whether a file name is one a store keeps: `LOCK`, or `{20 digits}.ext` (a segment, or a
