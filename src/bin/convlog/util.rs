@@ -503,6 +503,41 @@ pub fn kinds(by_kind: &std::collections::BTreeMap<&'static str, u64>) -> String 
         .join(", ")
 }
 
+/// What an open's recovery checked, for people, without calling segments clean that it
+/// loaded from their hint files unread: `clean: 2 segments scanned (1.2 MiB)`, or
+/// `no damage found: 0 segments scanned (0 B); 1 segment loaded from its hint file without a
+/// scan (not checked; `convlog verify DIR` checks every byte)`.
+///
+/// `segments` is the number of segments the store holds ([`convlog::StoreStats::segments`]);
+/// those not loaded from a hint were scanned record by record.
+pub fn recovery_summary(report: &convlog::RecoveryReport, segments: usize, dir: &Path) -> String {
+    let from_hints = report.hints_used.min(segments);
+    let scanned = segments - from_hints;
+    let status = match report.classification() {
+        "clean" if from_hints > 0 => "no damage found",
+        c => c,
+    };
+    let mut text = format!(
+        "{status}: {} scanned ({})",
+        plural(scanned as u64, "segment"),
+        human_bytes(report.bytes_scanned)
+    );
+    if from_hints > 0 {
+        text.push_str(&format!(
+            "; {} loaded from {} without a scan (not checked; `convlog verify {}` checks \
+             every byte)",
+            plural(from_hints as u64, "segment"),
+            if from_hints == 1 {
+                "its hint file"
+            } else {
+                "their hint files"
+            },
+            dir.display()
+        ));
+    }
+    text
+}
+
 /// A recovery report's torn tail, for people.
 pub fn torn_tail(t: &convlog::TornTail) -> String {
     format!(

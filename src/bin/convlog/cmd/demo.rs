@@ -23,7 +23,8 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{CliError, CliResult, InStore};
 use crate::util::{
-    disk_bytes, human_bytes, human_duration, kinds, open_error, plural, thousands, torn_tail,
+    disk_bytes, human_bytes, human_duration, kinds, open_error, plural, recovery_summary,
+    thousands, torn_tail,
 };
 
 /// Arguments of `convlog demo`.
@@ -185,15 +186,15 @@ pub fn run(args: Args) -> CliResult {
     store.sync().in_store(&args.dir)?;
     let synced = synced.elapsed();
     let stats = store.stats();
-    let on_disk = disk_bytes(&store)?;
+    // Closing trims the active segment's preallocated space: the size on disk is counted
+    // after the reopen below, as `convlog stats` counts it.
     drop(store);
 
     let secs = elapsed.as_secs_f64().max(1e-9);
     let (p50, p99, max) = percentiles(latencies);
     out.push_str(&format!(
         "append   {} and {} in {}: {} appends/s, {}/s of JSON ({})\n\
-         \x20        latency p50 {}, p99 {}, max {}; final sync {}\n\
-         on disk  {}, {} for {}, {}\n",
+         \x20        latency p50 {}, p99 {}, max {}; final sync {}\n",
         plural(appends, "append"),
         plural(pops, "pop"),
         human_duration(elapsed),
@@ -204,10 +205,6 @@ pub fn run(args: Args) -> CliResult {
         human_duration(p99),
         human_duration(max),
         human_duration(synced),
-        plural(stats.segments as u64, "segment"),
-        human_bytes(on_disk),
-        plural(stats.sessions as u64, "session"),
-        plural(stats.messages, "message"),
     ));
 
     // Reopen.
@@ -215,14 +212,17 @@ pub fn run(args: Args) -> CliResult {
     let store = Store::open(&args.dir).in_store(&args.dir)?;
     let open_time = opened.elapsed();
     let report = store.recovery_report().clone();
+    let reopened = store.stats();
     out.push_str(&format!(
-        "reopen   {} (recovery {}: {} from {}, {} indexed from hint files, {} scanned)\n",
+        "on disk  {}, {} for {}, {}\n\
+         reopen   {} ({}; {})\n",
+        plural(reopened.segments as u64, "segment"),
+        human_bytes(disk_bytes(&store)?),
+        plural(stats.sessions as u64, "session"),
+        plural(stats.messages, "message"),
         human_duration(open_time),
-        report.classification(),
         plural(report.records, "record"),
-        plural(report.segments_scanned as u64, "segment"),
-        report.hints_used,
-        human_bytes(report.bytes_scanned),
+        recovery_summary(&report, reopened.segments, &args.dir),
     ));
 
     // Tail of the longest session.

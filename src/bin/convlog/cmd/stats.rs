@@ -7,7 +7,9 @@ use convlog::RecoveryMode;
 use serde::Serialize;
 
 use crate::error::CliResult;
-use crate::util::{Out, disk_bytes, human_bytes, kinds, open_read_only, thousands, torn_tail};
+use crate::util::{
+    Out, disk_bytes, human_bytes, kinds, open_read_only, recovery_summary, thousands, torn_tail,
+};
 
 /// Arguments of `convlog stats`.
 #[derive(Debug, clap::Args)]
@@ -32,6 +34,9 @@ struct Stats<'a> {
     index_bytes: usize,
     last_lsn: u64,
     recovery: &'static str,
+    segments_scanned: usize,
+    segments_from_hint_files: usize,
+    bytes_scanned: u64,
     torn_tail_bytes: Option<u64>,
 }
 
@@ -55,6 +60,9 @@ pub fn run(args: Args) -> CliResult {
             index_bytes: stats.index_bytes,
             last_lsn: stats.last_lsn.0,
             recovery: report.classification(),
+            segments_scanned: stats.segments - report.hints_used.min(stats.segments),
+            segments_from_hint_files: report.hints_used.min(stats.segments),
+            bytes_scanned: report.bytes_scanned,
             torn_tail_bytes: report.torn_tail.map(|t| t.bytes),
         })?;
         return out.finish();
@@ -77,7 +85,7 @@ pub fn run(args: Args) -> CliResult {
         thousands(stats.messages),
         human_bytes(stats.index_bytes as u64),
         stats.last_lsn,
-        report.classification(),
+        recovery_summary(report, stats.segments, &args.dir),
     );
     if let Some(t) = &report.torn_tail {
         text.push_str(&format!(
