@@ -1651,3 +1651,128 @@ fn demo_and_stats_report_the_same_size_on_disk() {
         "{out}"
     );
 }
+
+/// Runs `convlog args...` in the working directory `cwd`; returns (exit code, stdout, stderr).
+fn run_in(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let child = {
+        let _guard = fork_guard();
+        Command::new(env!("CARGO_BIN_EXE_convlog"))
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run convlog")
+    };
+    let out = child.wait_with_output().expect("wait for convlog");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A shell command line's words: blanks separate them, single quotes quote, and an unquoted
+/// `#` after a blank starts a comment. (All the README's commands need.)
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quoted, mut in_word) = (Vec::new(), String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if quoted => word.push(c),
+            '#' if !in_word => break,
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    assert!(!quoted, "unbalanced quote in {line:?}");
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+#[test]
+fn the_readme_cli_examples_run_as_written_after_the_demo() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("## The `convlog` CLI").unwrap()..];
+    let block = &section[section.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    let tmp = TempDir::new().unwrap();
+    let mut ran = Vec::new();
+    for line in block.lines() {
+        let words = shell_words(line);
+        let args: Vec<&str> = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["cargo", "run", "--release", "--", ref rest @ ..] => rest.to_vec(),
+            ["cargo", "install", "--locked", "--path", "."] => continue,
+            ["convlog", ref rest @ ..] => rest.to_vec(),
+            _ => panic!("unexpected README command {line:?}"),
+        };
+        let (code, out, err) = run_in(tmp.path(), &args);
+        assert_eq!(code, 0, "README: {line}\n{out}{err}");
+        ran.push(args[0].to_owned());
+        if args[0] == "demo" {
+            // The demo's `next:` lines run too, spelled for this binary (target/debug).
+            let next: Vec<&str> = out
+                .lines()
+                .skip_while(|l| !l.starts_with("next: "))
+                .map(|l| l.trim_start_matches("next: ").trim())
+                .take_while(|l| l.starts_with("cargo run -- "))
+                .collect();
+            assert!(next.len() >= 3, "{out}");
+            for cmd in next {
+                let words = shell_words(cmd.trim_start_matches("cargo run -- "));
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                let (code, out, err) = run_in(tmp.path(), &words);
+                assert_eq!(code, 0, "demo's next: {cmd}\n{out}{err}");
+            }
+        }
+    }
+    assert_eq!(
+        ran,
+        [
+            "demo", "sessions", "cat", "tail", "stats", "append", "pop", "clear", "verify",
+            "repair", "export", "import"
+        ]
+    );
+    // The exported session went into the new store whole.
+    let (code, out, err) = run_in(tmp.path(), &["verify", "chats"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 session"), "{out}");
+}
+
+#[test]
+fn readme_names_its_license_and_platforms_and_no_invisible_references() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let cli = std::fs::read_to_string(root.join("docs/cli.md")).unwrap();
+    for (name, text) in [("README.md", &readme), ("docs/cli.md", &cli)] {
+        for gone in [
+            "issue 5",
+            "DESIGN",
+            "the performance issue",
+            "cargo install --path",
+        ] {
+            assert!(!text.contains(gone), "{name} mentions {gone:?}");
+        }
+    }
+    assert!(readme.contains("Supported platforms: Unix (Linux and macOS)"));
+    assert!(readme.contains(r#"convlog = { path = "../convlog", default-features = false }"#));
+    let mit = std::fs::read_to_string(root.join("LICENSE-MIT")).unwrap();
+    assert!(mit.contains("Copyright (c) the convlog developers"));
+    let apache = std::fs::read_to_string(root.join("LICENSE-APACHE")).unwrap();
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+}

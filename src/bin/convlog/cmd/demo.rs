@@ -226,7 +226,8 @@ pub fn run(args: Args) -> CliResult {
     ));
 
     // Tail of the longest session.
-    if let Some(longest) = store.sessions().into_iter().max_by_key(|s| s.count) {
+    let longest = store.sessions().into_iter().max_by_key(|s| s.count);
+    if let Some(longest) = &longest {
         let started = Instant::now();
         let tail: Vec<_> = store
             .tail(&longest.id, 20)
@@ -277,8 +278,7 @@ pub fn run(args: Args) -> CliResult {
          \x20 last LSN          {}\n\
          \x20 torn tail         {}\n\
          \x20 dropped           {}\n\
-         \x20 duration          {}\n\n\
-         next: convlog sessions {} --sort count --reverse\n",
+         \x20 duration          {}\n\n",
         report.classification(),
         report.segments_scanned,
         report.hints_used,
@@ -293,11 +293,60 @@ pub fn run(args: Args) -> CliResult {
             format!("{} ranges", report.dropped.len())
         },
         human_duration(report.duration),
-        args.dir.display(),
+    ));
+    out.push_str(&next_steps(
+        &args.dir,
+        longest.as_ref().map(|s| s.id.as_str()),
     ));
     let mut stdout = crate::util::Out::stdout();
     stdout.text(&out)?;
     stdout.finish()
+}
+
+/// The `next:` lines: commands to try on the store, spelled the way this binary was run:
+/// through `cargo run` when it lives in a cargo target directory (`target/release`,
+/// `target/debug`), as `convlog` once installed.
+fn next_steps(dir: &Path, session: Option<&str>) -> String {
+    let exe = std::env::current_exe().ok();
+    let profile = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str());
+    let (run, installed) = match profile {
+        Some("release") => ("cargo run --release --", false),
+        Some("debug") => ("cargo run --", false),
+        _ => ("convlog", true),
+    };
+    let dir = shell_word(&dir.to_string_lossy());
+    let mut commands = vec![format!("{run} sessions {dir} --sort count --reverse")];
+    if let Some(session) = session {
+        commands.push(format!("{run} tail {dir} {} -n 5", shell_word(session)));
+    }
+    commands.push(format!("{run} verify {dir}"));
+    let mut text = String::new();
+    for (i, c) in commands.iter().enumerate() {
+        text.push_str(if i == 0 { "next: " } else { "      " });
+        text.push_str(c);
+        text.push('\n');
+    }
+    if !installed {
+        text.push_str("      (after `cargo install --locked --path .`, as `convlog ...`)\n");
+    }
+    text
+}
+
+/// `word` as one shell word: as it is when that is safe, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// One agent: waits for the start, then runs its schedule; returns each append's latency.
@@ -656,11 +705,10 @@ fn conversation(seed: u64, c: usize, agents: usize, n: u64) -> Conversation {
     let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c as u64);
     let agent = c % agents;
     let (name, persona) = AGENTS[agent % AGENTS.len()];
-    let id = if agent < AGENTS.len() {
-        format!("{name}/{:08x}", rng.next() as u32)
-    } else {
-        format!("{name}-{agent}/{:08x}", rng.next() as u32)
-    };
+    // Plain, stable ids (`support-bot-1`, `code-reviewer-2`, ...) that docs can name. The
+    // draw that once made a random suffix is kept, so a seed still generates the same text.
+    let _ = rng.next();
+    let id = format!("{name}-{}", c + 1);
     let mut b = Ops {
         ops: Vec::new(),
         left: n,
@@ -850,6 +898,14 @@ mod tests {
         assert!(sizes.iter().all(|&n| n >= 1));
         assert!(sizes[0] > 10 * sizes[49]);
         assert_eq!(zipf_sizes(3, 3, 1.1), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("convlog-demo"), "convlog-demo");
+        assert_eq!(shell_word("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]
