@@ -843,7 +843,10 @@ fn a_second_open_in_the_same_process_shares_the_open_store() {
     // Once the last handle is gone the store is closed; a reopen opens it afresh.
     let c = Store::open(dir.path()).unwrap();
     assert_eq!(texts(&c, "s"), ["from a", "from b", "b alone"]);
-    assert_eq!(c.recovery_report().classification(), convlog::Classification::Clean);
+    assert_eq!(
+        c.recovery_report().classification(),
+        convlog::Classification::Clean
+    );
 }
 
 #[test]

@@ -383,7 +383,7 @@ fn stats_reports_counters_in_text_and_json() {
         "sessions    2",
         "messages    4",
         "in memory",
-        "recovery    clean",
+        "recovery    no damage found: 0 segments scanned",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
@@ -1134,4 +1134,620 @@ fn a_reader_that_goes_away_ends_output_quietly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn creation_interrupted_after_the_lock_is_finished_by_the_next_writer() {
+    let tmp = TempDir::new().unwrap();
+    // A writer killed right after it created and locked `LOCK`.
+    let dir = tmp.path().join("only-lock");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    let (code, out, err) = run(&["append", s(&dir), "s", "{}"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "appended to \"s\": interaction 1, LSN 1\n");
+    let (code, out, err) = run(&["cat", s(&dir), "s"]);
+    assert_eq!((code, out.as_str()), (0, "{}\n"), "{err}");
+
+    // Killed while writing the first segment's header: `LOCK` and a short segment.
+    let header = {
+        let fresh = tmp.path().join("fresh");
+        close(Store::open(&fresh).unwrap());
+        std::fs::read(fresh.join(SegmentId(1).file_name())).unwrap()
+    };
+    let dir = tmp.path().join("half-header");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    std::fs::write(
+        dir.join(SegmentId(1).file_name()),
+        &header[..SEGMENT_HEADER_LEN / 2],
+    )
+    .unwrap();
+    let file = tmp.path().join("in.jsonl");
+    std::fs::write(&file, "{\"session\":\"x\",\"message\":{\"n\":1}}\n").unwrap();
+    let (code, _, err) = run(&["import", s(&dir), s(&file)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 message"), "{out}");
+
+    // `import` finishes an interrupted creation too.
+    let dir = tmp.path().join("only-lock-import");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    let (code, _, err) = run(&["import", s(&dir), s(&file)]);
+    assert_eq!(code, 0, "{err}");
+
+    // Anything else in the directory still keeps it from becoming a store.
+    let dir = tmp.path().join("lock-and-notes");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let (code, _, err) = run(&["append", s(&dir), "s", "{}"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a convlog store"), "{err}");
+    assert!(!dir.join(SegmentId(1).file_name()).exists());
+    // And the read-only commands do not take a bare `LOCK` for a store.
+    let dir = tmp.path().join("only-lock-read");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("LOCK"), "").unwrap();
+    let (code, _, err) = run(&["stats", s(&dir)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no segment files"), "{err}");
+}
+
+#[test]
+fn writers_racing_to_create_one_store_succeed_or_find_it_locked() {
+    let tmp = TempDir::new().unwrap();
+    // The loser's view, made deterministic: the winner has created and locked `LOCK` and not
+    // yet written the first segment.
+    let dir = tmp.path().join("mid-creation");
+    std::fs::create_dir(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join("LOCK")).unwrap();
+    lock.try_lock().unwrap();
+    for args in [
+        vec!["append", s(&dir), "s", "{}"],
+        vec!["import", s(&dir), "-"],
+    ] {
+        let (code, _, err) = run_with_stdin(&args, "{\"session\":\"s\",\"message\":{}}\n");
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            err.contains("locked by another writer") && !err.contains("not a convlog store"),
+            "{args:?}: {err}"
+        );
+    }
+    {
+        let _guard = fork_guard();
+        drop(lock);
+    }
+    let (code, _, err) = run(&["append", s(&dir), "s", "{}"]);
+    assert_eq!(
+        code, 0,
+        "the winner died: the next writer creates the store: {err}"
+    );
+
+    // The real race.
+    for round in 0..12 {
+        let dir = tmp.path().join(format!("race-{round}"));
+        // Each child reads its message from stdin before it touches the store: start all of
+        // them, then release them at once by closing their stdin.
+        let mut children: Vec<Child> = (0..8)
+            .map(|_| spawn(&["append", s(&dir), "s", "-"]))
+            .collect();
+        let mut inputs: Vec<_> = children
+            .iter_mut()
+            .map(|c| c.stdin.take().unwrap())
+            .collect();
+        for (i, input) in inputs.iter_mut().enumerate() {
+            writeln!(input, "{{\"n\":{i}}}").unwrap();
+        }
+        drop(inputs);
+        let mut appended = 0;
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("not a convlog store"), "round {round}: {err}");
+            match out.status.code() {
+                Some(0) => appended += 1,
+                code => assert!(
+                    code == Some(1) && err.contains("locked by another writer"),
+                    "round {round}: {code:?} {err}"
+                ),
+            }
+        }
+        assert!(appended >= 1, "round {round}: someone creates the store");
+        let store = Store::builder().read_only(true).open(&dir).unwrap();
+        assert_eq!(store.interaction_count("s"), appended);
+    }
+}
+
+#[test]
+fn export_refuses_to_write_into_the_store_it_reads() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let segment = dir.join(SegmentId(1).file_name());
+    let before = std::fs::read(&segment).unwrap();
+    let listed = listing(&dir);
+
+    let symlink = tmp.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&segment, &symlink).unwrap();
+    let hardlink = tmp.path().join("hard.jsonl");
+    std::fs::hard_link(&segment, &hardlink).unwrap();
+    let dangling = tmp.path().join("dangling.jsonl");
+    std::os::unix::fs::symlink(dir.join("new.jsonl"), &dangling).unwrap();
+    let dotdot = dir.join("..").join("store").join(SegmentId(1).file_name());
+    let new_inside = dir.join("out.jsonl");
+    for (out, needle) in [
+        (segment.clone(), "inside the store directory"),
+        (dotdot, "inside the store directory"),
+        (new_inside.clone(), "inside the store directory"),
+        (symlink, "inside the store directory"),
+        (dangling, "inside the store directory"),
+        (hardlink, "is the store's file"),
+    ] {
+        for session in [None, Some("alpha")] {
+            let mut args = vec!["export", s(&dir)];
+            if let Some(session) = session {
+                args.extend(["--session", session]);
+            }
+            args.push(s(&out));
+            let (code, stdout, err) = run(&args);
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(stdout.is_empty(), "{args:?}: {stdout}");
+            assert!(
+                err.starts_with("convlog: refusing to write to ") && err.contains(needle),
+                "{args:?}: {err}"
+            );
+            assert_eq!(std::fs::read(&segment).unwrap(), before, "{args:?}");
+            assert_eq!(listing(&dir), listed, "{args:?} changed the store");
+        }
+    }
+    assert!(!new_inside.exists());
+    // The store is whole: it still reads back.
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("5 messages"), "{out}");
+    // A file beside the store is fine.
+    let beside = tmp.path().join("out.jsonl");
+    let (code, _, err) = run(&["export", s(&dir), s(&beside)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        parse_export(&std::fs::read_to_string(&beside).unwrap()).len(),
+        5
+    );
+}
+
+#[test]
+fn a_failing_repair_says_what_to_do_instead_of_suggesting_repair() {
+    let tmp = TempDir::new().unwrap();
+    // One segment whose header is damaged: nothing for salvage to keep.
+    let dir = chat_store(&tmp);
+    let path = dir.join(SegmentId(1).file_name());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    // Other commands point at repair.
+    for args in [vec!["verify", s(&dir)], vec!["stats", s(&dir)]] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            err.contains(&format!("`convlog repair {}`", s(&dir))),
+            "{args:?}: {err}"
+        );
+    }
+    // Repair itself sets the unreadable segment aside, whole, and says where.
+    let (code, out, err) = run(&["repair", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".aside"), "{out}");
+    let aside = dir
+        .join("quarantine")
+        .join(format!("{}.aside", SegmentId(1).file_name()));
+    assert_eq!(
+        std::fs::read(&aside).unwrap(),
+        bytes,
+        "kept aside byte for byte"
+    );
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("clean"), "{out}");
+
+    // A repair that cannot proceed (a segment of a newer format) says so, without
+    // suggesting itself, and changes nothing.
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let path = dir.join(SegmentId(1).file_name());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8] = 99; // format version 99, header checksum recomputed
+    let crc = crc32fast::hash(&bytes[..44]);
+    bytes[44..48].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, out, err) = run(&["repair", s(&dir)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("unsupported format version 99"), "{err}");
+    assert!(!err.contains("convlog repair"), "circular advice: {err}");
+    assert!(!err.contains("salvages every valid record"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "repair changed nothing"
+    );
+}
+
+/// The segment files of the store in `dir`, sorted.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(SegmentId::parse_file_name)
+                .is_some()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn segment_size_sets_where_segments_are_sealed() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("small");
+    let message = format!("{{\"role\":\"user\",\"content\":\"{}\"}}", "z".repeat(500));
+    for i in 0..30 {
+        let size = if i % 2 == 0 { "4096" } else { "4K" };
+        let (code, _, err) = run(&["append", s(&dir), "s", &message, "--segment-size", size]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let segments = segment_files(&dir);
+    assert!(
+        segments.len() >= 3,
+        "30 × 0.5 KiB in 4 KiB segments: {segments:?}"
+    );
+    for seg in &segments[..segments.len() - 1] {
+        let len = std::fs::metadata(seg).unwrap().len();
+        assert!(len <= 4096 + 600, "{seg:?} is {len} bytes");
+    }
+    let (code, out, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("30 messages"), "{out}");
+
+    // import too, with a suffix.
+    let file = tmp.path().join("in.jsonl");
+    // One session per line: a batch (one session's messages) never spans segments.
+    let lines: String = (0..40)
+        .map(|i| format!("{{\"session\":\"t{i}\",\"message\":{message}}}\n"))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let dir = tmp.path().join("imported");
+    let (code, _, err) = run(&["import", s(&dir), s(&file), "--segment-size", "8K"]);
+    assert_eq!(code, 0, "{err}");
+    let n = segment_files(&dir).len();
+    assert!(n >= 2, "40 × 0.5 KiB in 8 KiB segments: {n}");
+    // Without the option, the default (64 MiB) holds it all in one.
+    let dir = tmp.path().join("default");
+    let (code, _, err) = run(&["import", s(&dir), s(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(segment_files(&dir).len(), 1);
+
+    // Out of range or malformed: an error, and nothing is created.
+    let dir = tmp.path().join("never");
+    for (size, code_wanted, needle) in [
+        ("100", 1, "invalid --segment-size: 100 is outside"),
+        ("2G", 1, "invalid --segment-size"),
+        ("12X", 2, "not a size"),
+    ] {
+        let (code, _, err) = run(&["append", s(&dir), "s", "{}", "--segment-size", size]);
+        assert_eq!(code, code_wanted, "{size}: {err}");
+        assert!(err.contains(needle), "{size}: {err}");
+        assert!(!dir.exists(), "{size}");
+    }
+    let (code, _, err) = run(&["demo", "--dir", s(&dir), "--segment-size", "1K"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("invalid --segment-size"), "{err}");
+    assert!(!dir.exists());
+}
+
+#[test]
+fn demo_replaces_only_its_own_store_unless_forced() {
+    let tmp = TempDir::new().unwrap();
+    let small = ["--sessions", "3", "--messages", "30", "--agents", "2"];
+    let demo = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["demo", "--dir", s(dir)];
+        args.extend_from_slice(&small);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // A store holding a user's data, written by `convlog append`.
+    let dir = tmp.path().join("mine");
+    let (code, _, err) = run(&[
+        "append",
+        s(&dir),
+        "precious",
+        r#"{"role":"user","content":"keep me"}"#,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let before = listing(&dir);
+    let (code, out, err) = demo(&dir, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("refusing to replace")
+            && err.contains("did not write")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(listing(&dir), before, "the store was left alone");
+    let (code, out, _) = run(&["cat", s(&dir), "precious"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "{\"role\":\"user\",\"content\":\"keep me\"}\n")
+    );
+
+    // --force replaces it.
+    let (code, out, err) = demo(&dir, &["--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("replaced the store that was there: --force"),
+        "{out}"
+    );
+    let store = Store::builder().read_only(true).open(&dir).unwrap();
+    assert!(!store.contains("precious"));
+    assert_eq!(store.stats().messages, 30);
+    drop(store);
+    // From then on it is the demo's own: replaced without --force.
+    let (code, out, err) = demo(&dir, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("replaced the store an earlier demo wrote"),
+        "{out}"
+    );
+    // Appending to the demo's store keeps it the demo's.
+    let (code, _, err) = run(&["append", s(&dir), "extra", "{}"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = demo(&dir, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    // --force never deletes files that are not a store's.
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let (code, _, err) = demo(&dir, &["--force"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("refusing to delete") && err.contains("notes.txt"),
+        "{err}"
+    );
+    assert!(dir.join("notes.txt").exists());
+
+    // An empty directory is used as it is, and a file is refused.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, out, err) = demo(&empty, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(new)"), "{out}");
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let (code, _, err) = demo(&file, &["--force"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is a file"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn stats_says_which_segments_it_checked() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    // A clean close wrote the segment's hint: the open loads it without reading the segment.
+    let hint = dir.join(SegmentId(1).file_name()).with_extension("hint");
+    assert!(hint.exists());
+    let (code, out, err) = run(&["stats", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("recovery    clean"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "recovery    no damage found: 0 segments scanned (0 B); 1 segment loaded from its \
+             hint file without a scan (not checked; `convlog verify {}` checks every byte)",
+            s(&dir)
+        )),
+        "{out}"
+    );
+    let (_, out, _) = run(&["stats", s(&dir), "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["segments_scanned"], 0);
+    assert_eq!(v["segments_from_hint_files"], 1);
+    assert_eq!(v["bytes_scanned"], 0);
+
+    // Damage in a segment loaded from its hint goes unseen by stats: that is why it says so.
+    // Without the hint, the segment is scanned, and clean means checked.
+    std::fs::remove_file(&hint).unwrap();
+    let (code, out, err) = run(&["stats", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    let len = std::fs::metadata(dir.join(SegmentId(1).file_name()))
+        .unwrap()
+        .len();
+    assert!(
+        out.contains("recovery    clean: 1 segment scanned (") && !out.contains("hint file"),
+        "{out}"
+    );
+    let (_, out, _) = run(&["stats", s(&dir), "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["segments_scanned"], 1);
+    assert_eq!(v["segments_from_hint_files"], 0);
+    assert_eq!(v["bytes_scanned"], len);
+}
+
+#[test]
+fn demo_and_stats_report_the_same_size_on_disk() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("demo");
+    let (code, out, err) = run(&[
+        "demo",
+        "--dir",
+        s(&dir),
+        "--sessions",
+        "5",
+        "--messages",
+        "300",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // on disk  1 segment, 312.5 KiB for 5 sessions, 300 messages
+    let line = out.lines().find(|l| l.starts_with("on disk  ")).unwrap();
+    let demo_size = line
+        .split(", ")
+        .nth(1)
+        .and_then(|x| x.strip_suffix(" for 5 sessions"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let (code, stats, err) = run(&["stats", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+    // segments    1 (312.5 KiB on disk)
+    let line = stats.lines().find(|l| l.starts_with("segments ")).unwrap();
+    let stats_size = line
+        .split_once('(')
+        .and_then(|(_, x)| x.strip_suffix(" on disk)"))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(demo_size, stats_size, "demo:\n{out}\nstats:\n{stats}");
+    // Both count the segment files, as they are on disk once the demo has closed the store
+    // (no preallocated space).
+    let (_, json, _) = run(&["stats", s(&dir), "--json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let on_disk: u64 = segment_files(&dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(v["bytes"], on_disk);
+    assert!(
+        on_disk < 1 << 20,
+        "300 small messages, no 1 MiB preallocation: {on_disk}"
+    );
+    // The demo's reopen does not claim hint-loaded segments were checked either.
+    assert!(
+        out.contains("1 segment loaded from its hint file without a scan (not checked"),
+        "{out}"
+    );
+}
+
+/// Runs `convlog args...` in the working directory `cwd`; returns (exit code, stdout, stderr).
+fn run_in(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let child = {
+        let _guard = fork_guard();
+        Command::new(env!("CARGO_BIN_EXE_convlog"))
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run convlog")
+    };
+    let out = child.wait_with_output().expect("wait for convlog");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A shell command line's words: blanks separate them, single quotes quote, and an unquoted
+/// `#` after a blank starts a comment. (All the README's commands need.)
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quoted, mut in_word) = (Vec::new(), String::new(), false, false);
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if quoted => word.push(c),
+            '#' if !in_word => break,
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    assert!(!quoted, "unbalanced quote in {line:?}");
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+#[test]
+fn the_readme_cli_examples_run_as_written_after_the_demo() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("## The `convlog` CLI").unwrap()..];
+    let block = &section[section.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    let tmp = TempDir::new().unwrap();
+    let mut ran = Vec::new();
+    for line in block.lines() {
+        let words = shell_words(line);
+        let args: Vec<&str> = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["cargo", "run", "--release", "--", ref rest @ ..] => rest.to_vec(),
+            ["cargo", "install", "--locked", "--path", "."] => continue,
+            ["convlog", ref rest @ ..] => rest.to_vec(),
+            _ => panic!("unexpected README command {line:?}"),
+        };
+        let (code, out, err) = run_in(tmp.path(), &args);
+        assert_eq!(code, 0, "README: {line}\n{out}{err}");
+        ran.push(args[0].to_owned());
+        if args[0] == "demo" {
+            // The demo's `next:` lines run too, spelled for this binary (target/debug).
+            let next: Vec<&str> = out
+                .lines()
+                .skip_while(|l| !l.starts_with("next: "))
+                .map(|l| l.trim_start_matches("next: ").trim())
+                .take_while(|l| l.starts_with("cargo run -- "))
+                .collect();
+            assert!(next.len() >= 3, "{out}");
+            for cmd in next {
+                let words = shell_words(cmd.trim_start_matches("cargo run -- "));
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                let (code, out, err) = run_in(tmp.path(), &words);
+                assert_eq!(code, 0, "demo's next: {cmd}\n{out}{err}");
+            }
+        }
+    }
+    assert_eq!(
+        ran,
+        [
+            "demo", "sessions", "cat", "tail", "stats", "append", "pop", "clear", "verify",
+            "repair", "export", "import"
+        ]
+    );
+    // The exported session went into the new store whole.
+    let (code, out, err) = run_in(tmp.path(), &["verify", "chats"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 session"), "{out}");
+}
+
+#[test]
+fn readme_names_its_license_and_platforms_and_no_invisible_references() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let cli = std::fs::read_to_string(root.join("docs/cli.md")).unwrap();
+    for (name, text) in [("README.md", &readme), ("docs/cli.md", &cli)] {
+        for gone in [
+            "issue 5",
+            "DESIGN",
+            "the performance issue",
+            "cargo install --path",
+        ] {
+            assert!(!text.contains(gone), "{name} mentions {gone:?}");
+        }
+    }
+    assert!(readme.contains("Supported platforms: Unix (Linux and macOS)"));
+    assert!(readme.contains(r#"convlog = { path = "../convlog", default-features = false }"#));
+    let mit = std::fs::read_to_string(root.join("LICENSE-MIT")).unwrap();
+    assert!(mit.contains("Copyright (c) the convlog developers"));
+    let apache = std::fs::read_to_string(root.join("LICENSE-APACHE")).unwrap();
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
 }

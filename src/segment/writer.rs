@@ -67,7 +67,12 @@ impl Naming {
 /// How far ahead of the append point the writer zero-fills, so that steady-state
 /// `fdatasync`s write data only (not file-size metadata), and one map of the active segment
 /// covers many appends.
+/// At most this far: the chunk is the segment's current length, from
+/// [`MIN_PREALLOCATE_CHUNK`] up to this, so a small store stays small on disk (its files
+/// never shrink) and a large one preallocates a megabyte at a time.
 pub const PREALLOCATE_CHUNK: u64 = 1 << 20;
+/// The least the writer zero-fills ahead at a time.
+pub const MIN_PREALLOCATE_CHUNK: u64 = 64 << 10;
 
 impl SegmentWriter {
     /// Creates a segment whose first record will have `first_lsn`: writes and syncs its
@@ -135,7 +140,8 @@ impl SegmentWriter {
     pub(crate) fn append(&mut self, bytes: &[u8]) -> std::result::Result<(), (Error, bool)> {
         let end = self.len + bytes.len() as u64;
         if end > self.allocated {
-            let target = (end + PREALLOCATE_CHUNK).min(self.segment_size.max(end));
+            let chunk = self.len.clamp(MIN_PREALLOCATE_CHUNK, PREALLOCATE_CHUNK);
+            let target = (end + chunk).min(self.segment_size.max(end));
             if let Err(e) = super::zero_range(&*self.file, self.allocated, target - self.allocated)
             {
                 // Zeros past the last record read as a clean end whatever part of them

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
+use super::Options;
 use super::{Inner, Store};
 use crate::error::{Error, Result};
-use super::Options;
 
 /// A directory's state in the registry.
 #[derive(Debug)]

@@ -14,6 +14,15 @@ pub enum CliError {
         /// The library's error.
         source: convlog::Error,
     },
+    /// `convlog repair` failed on the store in `dir`: phrased without suggesting a repair.
+    Repair {
+        /// The store directory.
+        dir: PathBuf,
+        /// The library's error.
+        source: convlog::Error,
+        /// How many segment files the directory holds.
+        segments: usize,
+    },
     /// A file (or stdin/stdout) could not be read or written.
     Io {
         /// What was being done ("read", "create", ...).
@@ -37,6 +46,16 @@ impl CliError {
         match self {
             CliError::BrokenPipe => 0,
             _ => 1,
+        }
+    }
+
+    /// A library error of `convlog repair` on the store in `dir`, which holds `segments`
+    /// segment files.
+    pub fn repair(dir: &Path, source: convlog::Error, segments: usize) -> CliError {
+        CliError::Repair {
+            dir: dir.to_owned(),
+            source,
+            segments,
         }
     }
 
@@ -65,6 +84,11 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Store { dir, source } => describe(f, dir, source),
+            CliError::Repair {
+                dir,
+                source,
+                segments,
+            } => describe_repair(f, dir, source, *segments),
             CliError::Io { op, path, source } => {
                 write!(f, "cannot {op} {}: {source}", path.display())
             }
@@ -91,6 +115,53 @@ fn describe(f: &mut fmt::Formatter<'_>, dir: &Path, e: &convlog::Error) -> fmt::
              (`convlog repair {dir}` salvages every valid record)"
         ),
         E::UnknownRecordKind { .. } => write!(f, "store {dir}: {e}"),
+        _ => write!(f, "{e}"),
+    }
+}
+
+/// Phrases a failure of `convlog repair` itself. Salvage keeps every valid record it can
+/// reach, so what stops it is damage it cannot read past: a segment whose header is damaged,
+/// or that is out of place in the LSN order. Suggesting `convlog repair` again would go in
+/// a circle; what helps is moving that segment out of the way by hand.
+fn describe_repair(
+    f: &mut fmt::Formatter<'_>,
+    dir: &Path,
+    e: &convlog::Error,
+    segments: usize,
+) -> fmt::Result {
+    use convlog::Error as E;
+    let shown = dir.display();
+    match e {
+        E::Corrupt {
+            segment,
+            offset,
+            damage,
+        } => {
+            let path = dir.join(segment.file_name());
+            let path = path.display();
+            write!(
+                f,
+                "cannot repair {shown}: segment {segment} at offset {offset}: {damage}; \
+                 salvage cannot read past this damage. "
+            )?;
+            if segments > 1 {
+                write!(
+                    f,
+                    "To salvage the other segments, move {path} (and its .hint file, if any) \
+                     out of {shown} by hand, keeping it: it is the only copy of its records. \
+                     Then run repair again: the other segments' records are kept, and the LSNs \
+                     that segment held are logged as a gap"
+                )
+            } else {
+                write!(
+                    f,
+                    "It is the store's only segment, so there is nothing else to salvage: move \
+                     {path} (and its .hint file, if any) out of {shown} by hand to keep it; \
+                     `convlog append` or `convlog import` then start a new store there"
+                )
+            }
+        }
+        E::UnknownRecordKind { .. } => write!(f, "cannot repair {shown}: {e}"),
         _ => write!(f, "{e}"),
     }
 }

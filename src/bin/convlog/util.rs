@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use convlog::{Durability, RecoveryMode, SegmentId, Store, Timestamp};
+use convlog::{Durability, LOCK_FILE, RecoveryMode, SegmentId, Store, Timestamp};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -25,18 +25,20 @@ pub fn open_read_only(dir: &Path, mode: RecoveryMode) -> CliResult<Store> {
 }
 
 /// Opens the store in `dir` for writing; with `create`, a missing or empty directory becomes
-/// a new store.
+/// a new store. `segment_size` (`--segment-size`) is the size at which this writer seals a
+/// segment; the library's default when `None`.
 ///
 /// Appends are buffered; callers finish with [`sync`] so one fsync covers all their writes.
 /// A torn tail the open cut off is mentioned on stderr.
-pub fn open_writable(dir: &Path, create: bool) -> CliResult<Store> {
+pub fn open_writable(dir: &Path, create: bool, segment_size: Option<u64>) -> CliResult<Store> {
     if !(create && may_create(dir)) {
         require_store(dir)?;
     }
-    let store = Store::builder()
-        .durability(Durability::Buffered)
-        .open(dir)
-        .in_store(dir)?;
+    let mut builder = Store::builder().durability(Durability::Buffered);
+    if let Some(bytes) = segment_size {
+        builder = builder.segment_size(bytes);
+    }
+    let store = builder.open(dir).map_err(|e| open_error(dir, e))?;
     let report = store.recovery_report();
     if let Some(t) = &report.torn_tail {
         eprintln!(
@@ -51,12 +53,67 @@ pub fn open_writable(dir: &Path, create: bool) -> CliResult<Store> {
     Ok(store)
 }
 
-/// Whether a new store may be made in `dir`: it is missing or an empty directory.
+/// Whether a new store may be made (or its creation finished) in `dir`: it is missing, or a
+/// directory holding nothing but what creating a store writes first.
+///
+/// The library creates a store in steps: the directory, then `LOCK` (locked), then the first
+/// segment file and its header. A writer killed between them leaves `LOCK` alone, or `LOCK`
+/// and a segment whose header never completed (which recovery removes); a second writer
+/// racing the first sees the same. Either may go ahead: the lock decides who writes, and the
+/// loser is told the store is locked. Any other entry means the directory holds something
+/// convlog did not write, and it is left alone.
 fn may_create(dir: &Path) -> bool {
     match std::fs::read_dir(dir) {
-        Ok(mut entries) => entries.next().is_none(),
+        Ok(entries) => entries.into_iter().all(|entry| {
+            entry.is_ok_and(|e| {
+                let name = e.file_name();
+                let is_file = e.file_type().is_ok_and(|t| t.is_file());
+                is_file
+                    && name
+                        .to_str()
+                        .is_some_and(|n| n == LOCK_FILE || SegmentId::parse_file_name(n).is_some())
+            })
+        }),
         Err(e) => e.kind() == io::ErrorKind::NotFound,
     }
+}
+
+/// A library error from opening the store in `dir` for writing: an out-of-range
+/// `--segment-size` (which the library checks before it touches a file) is bad input.
+pub fn open_error(dir: &Path, e: convlog::Error) -> CliError {
+    match e {
+        convlog::Error::InvalidOption {
+            option: "segment_size",
+            reason,
+        } => CliError::Input(format!(
+            "invalid --segment-size: {reason} (4K to 1G); nothing was written"
+        )),
+        e => CliError::store(dir, e),
+    }
+}
+
+/// Parses `--segment-size`: a number of bytes, optionally with a binary suffix `K`, `M` or
+/// `G` (also `KiB`, `MiB`, `GiB`; any case): `65536`, `64K`, `16M`, `1G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, suffix) = t.split_at(split);
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size: a number of bytes, optionally followed by K, M or G"
+            ));
+        }
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not a size: a number of bytes, optionally followed by K, M or G")
+    })?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Makes everything written through `store` durable.
@@ -95,6 +152,86 @@ pub fn require_store(dir: &Path) -> CliResult<()> {
         }
     }
     Err(not_a_store("no segment files in it"))
+}
+
+/// Fails unless writing to `out` (created or truncated) leaves every file of the store in
+/// `dir` alone: `out` must not lie inside the store directory (after resolving `..` and
+/// symbolic links), and must not be an existing file that is one of the store's (a symbolic
+/// or hard link to it). Checked before anything is created or truncated.
+pub fn require_outside_store(dir: &Path, out: &Path) -> CliResult<()> {
+    let store = std::fs::canonicalize(dir).map_err(|e| CliError::io("resolve", dir, e))?;
+    let refuse = |why: String| {
+        CliError::Message(format!(
+            "refusing to write to {}: {why}; nothing was written (pick a file outside {})",
+            out.display(),
+            dir.display()
+        ))
+    };
+    let target = resolve_output(out)?;
+    if target.starts_with(&store) {
+        return Err(refuse(format!(
+            "it is inside the store directory {}, and writing there could destroy the \
+             store's data",
+            dir.display()
+        )));
+    }
+    if let Ok(meta) = std::fs::metadata(out) {
+        use std::os::unix::fs::MetadataExt;
+        let mut stack = vec![store.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let Ok(m) = entry.metadata() else { continue };
+                if m.is_dir() {
+                    stack.push(entry.path());
+                } else if m.dev() == meta.dev() && m.ino() == meta.ino() {
+                    let name = entry.path();
+                    let name = name.strip_prefix(&store).unwrap_or(&name);
+                    return Err(refuse(format!(
+                        "it is the store's file {} (through a link), and writing it would \
+                         destroy the store's data",
+                        dir.join(name).display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The absolute path a file created at `path` would get: symbolic links followed (also a
+/// dangling one, which creating the file would follow too), `..` resolved.
+fn resolve_output(path: &Path) -> CliResult<PathBuf> {
+    let mut p = path.to_owned();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&p).map_err(|e| CliError::io("read link", &p, e))?;
+                p = match p.parent() {
+                    Some(parent) if link.is_relative() => parent.join(link),
+                    _ => link,
+                };
+                continue;
+            }
+            Ok(_) => return std::fs::canonicalize(&p).map_err(|e| CliError::io("resolve", &p, e)),
+            Err(_) => {}
+        }
+        let Some(name) = p.file_name() else {
+            return std::fs::canonicalize(&p).map_err(|e| CliError::io("resolve", &p, e));
+        };
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let parent = std::fs::canonicalize(parent).map_err(|e| CliError::io("create", path, e))?;
+        return Ok(parent.join(name));
+    }
+    Err(CliError::Message(format!(
+        "cannot create {}: too many levels of symbolic links",
+        path.display()
+    )))
 }
 
 /// Checks a session id given on the command line.
@@ -255,6 +392,22 @@ pub fn segment_bytes_in(dir: &Path) -> u64 {
         .sum()
 }
 
+/// How many segment files `dir` holds.
+pub fn segment_files_in(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(SegmentId::parse_file_name)
+                .is_some()
+        })
+        .count()
+}
+
 /// A timestamp as RFC 3339 UTC with microseconds: `2026-05-01T12:34:56.123456Z`.
 pub fn rfc3339(ts: Timestamp) -> String {
     ts.to_string()
@@ -326,6 +479,40 @@ pub fn kinds(by_kind: &std::collections::BTreeMap<convlog::Kind, u64>) -> String
         .join(", ")
 }
 
+/// What an open's recovery checked, for people, without calling segments clean that it
+/// loaded from their hint files unread: `clean: 2 segments scanned (1.2 MiB)`, or
+/// `no damage found: 0 segments scanned (0 B); 1 segment loaded from its hint file without a
+/// scan (not checked; `convlog verify DIR` checks every byte)`.
+///
+/// `segments` is the number of segments the store holds ([`convlog::StoreStats::segments`]).
+pub fn recovery_summary(report: &convlog::RecoveryReport, segments: usize, dir: &Path) -> String {
+    let from_hints = report.hints_used.min(segments);
+    let scanned = report.segments_scanned;
+    let status = match report.classification() {
+        convlog::Classification::Clean if from_hints > 0 => "no damage found",
+        c => c.name(),
+    };
+    let mut text = format!(
+        "{status}: {} scanned ({})",
+        plural(scanned as u64, "segment"),
+        human_bytes(report.bytes_scanned)
+    );
+    if from_hints > 0 {
+        text.push_str(&format!(
+            "; {} loaded from {} without a scan (not checked; `convlog verify {}` checks \
+             every byte)",
+            plural(from_hints as u64, "segment"),
+            if from_hints == 1 {
+                "its hint file"
+            } else {
+                "their hint files"
+            },
+            dir.display()
+        ));
+    }
+    text
+}
+
 /// A recovery report's torn tail, for people.
 /// `records_by_kind` keyed by kind name, for JSON output.
 pub fn kind_names(
@@ -348,6 +535,23 @@ pub fn torn_tail(t: &convlog::TornTail) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1gb"), Ok(1 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("K").is_err());
+        assert!(parse_size("12T").is_err());
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("-4096").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+    }
 
     #[test]
     fn numbers_read_well() {

@@ -22,6 +22,11 @@ pub struct Args {
     /// The message, a JSON object; `-` or nothing reads JSONL (one object per line) from
     /// stdin and appends all of it, or nothing when a line is invalid.
     pub message: Option<String>,
+    /// The size at which a segment is sealed and the next one started, in bytes, or with a
+    /// suffix: 64K, 16M, 1G (4K to 1G; default 64M). It applies to the segments this run
+    /// writes; the store does not record it.
+    #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
+    pub segment_size: Option<u64>,
 }
 
 /// Appends the message(s) and prints where they landed.
@@ -41,7 +46,7 @@ pub fn run(args: Args) -> CliResult {
             "stdin holds no message: nothing appended".into(),
         ));
     }
-    let store = open_writable(&args.dir, true)?;
+    let store = open_writable(&args.dir, true, args.segment_size)?;
     let mut receipts = Vec::with_capacity(messages.len());
     let mut batch: Vec<&[u8]> = Vec::new();
     let mut batch_bytes = 0;

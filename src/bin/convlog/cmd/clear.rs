@@ -17,7 +17,7 @@ pub struct Args {
 /// Clears the session and says how many messages went.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
-    let store = open_writable(&args.dir, false)?;
+    let store = open_writable(&args.dir, false, None)?;
     let removed = store.clear(&args.session).in_store(&args.dir)?;
     sync(&store)?;
     if removed == 0 {

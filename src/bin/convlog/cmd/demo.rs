@@ -16,19 +16,28 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use convlog::io::sim::SplitMix;
 use convlog::{
-    ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, Role, SegmentId, Store, ToolCall,
+    ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    Role, SegmentId, Store, ToolCall,
 };
 use serde_json::{Map, Value, json};
 
 use crate::error::{CliError, CliResult, InStore};
-use crate::util::{disk_bytes, human_bytes, human_duration, kinds, plural, thousands, torn_tail};
+use crate::util::{
+    disk_bytes, human_bytes, human_duration, kinds, open_error, plural, recovery_summary,
+    thousands, torn_tail,
+};
 
 /// Arguments of `convlog demo`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store directory: deleted and recreated (only if it is a convlog store or empty).
+    /// The store directory. Missing or empty: created. Holding a store an earlier demo wrote:
+    /// replaced. Holding any other store: refused unless --force. Holding anything that is
+    /// not a store's: always refused.
     #[arg(long, default_value = "convlog-demo")]
     pub dir: PathBuf,
+    /// Replace the store in --dir even if the demo did not write it (its data is deleted).
+    #[arg(long)]
+    pub force: bool,
     /// Number of conversations.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub sessions: u64,
@@ -45,6 +54,10 @@ pub struct Args {
     /// Seed of the conversation generator (same seed, same conversations).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The size at which a segment is sealed and the next one started, in bytes, or with a
+    /// suffix: 64K, 16M, 1G (4K to 1G; default 64M).
+    #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
+    pub segment_size: Option<u64>,
 }
 
 /// `--durability`.
@@ -83,8 +96,17 @@ pub fn run(args: Args) -> CliResult {
         DurabilityArg::Buffered => Durability::Buffered,
     };
     let durability_name = format!("{:?}", args.durability).to_lowercase();
+    // Checked before the old demo store is deleted (the library checks it again).
+    if let Some(bytes) = args.segment_size
+        && !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&bytes)
+    {
+        return Err(CliError::Input(format!(
+            "invalid --segment-size: {bytes} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE} \
+             (4K to 1G)"
+        )));
+    }
 
-    recreate(&args.dir)?;
+    let previous = recreate(&args.dir, args.force)?;
 
     // Conversations, generated before the clock starts.
     let generated = Instant::now();
@@ -119,21 +141,25 @@ pub fn run(args: Args) -> CliResult {
     let mut out = String::new();
     out.push_str(&format!(
         "convlog demo: {} agents, {} conversations, {} messages (seed {}), durability {}\n\
-         store {} (recreated); conversations generated in {}\n\n",
+         store {} ({}); conversations generated in {}\n\n",
         agents,
         thousands(args.sessions),
         thousands(args.messages),
         args.seed,
         durability_name,
         args.dir.display(),
+        previous,
         human_duration(generated),
     ));
 
     // Write.
-    let store = Store::builder()
-        .durability(durability)
+    let mut builder = Store::builder().durability(durability);
+    if let Some(bytes) = args.segment_size {
+        builder = builder.segment_size(bytes);
+    }
+    let store = builder
         .open(&args.dir)
-        .in_store(&args.dir)?;
+        .map_err(|e| open_error(&args.dir, e))?;
     let barrier = Barrier::new(agents + 1);
     let (elapsed, latencies) = std::thread::scope(|scope| -> CliResult<_> {
         let handles: Vec<_> = schedules
@@ -160,15 +186,15 @@ pub fn run(args: Args) -> CliResult {
     store.sync().in_store(&args.dir)?;
     let synced = synced.elapsed();
     let stats = store.stats();
-    let on_disk = disk_bytes(&store)?;
+    // Closing trims the active segment's preallocated space: the size on disk is counted
+    // after the reopen below, as `convlog stats` counts it.
     drop(store);
 
     let secs = elapsed.as_secs_f64().max(1e-9);
     let (p50, p99, max) = percentiles(latencies);
     out.push_str(&format!(
         "append   {} and {} in {}: {} appends/s, {}/s of JSON ({})\n\
-         \x20        latency p50 {}, p99 {}, max {}; final sync {}\n\
-         on disk  {}, {} for {}, {}\n",
+         \x20        latency p50 {}, p99 {}, max {}; final sync {}\n",
         plural(appends, "append"),
         plural(pops, "pop"),
         human_duration(elapsed),
@@ -179,10 +205,6 @@ pub fn run(args: Args) -> CliResult {
         human_duration(p99),
         human_duration(max),
         human_duration(synced),
-        plural(stats.segments as u64, "segment"),
-        human_bytes(on_disk),
-        plural(stats.sessions as u64, "session"),
-        plural(stats.messages, "message"),
     ));
 
     // Reopen.
@@ -190,18 +212,22 @@ pub fn run(args: Args) -> CliResult {
     let store = Store::open(&args.dir).in_store(&args.dir)?;
     let open_time = opened.elapsed();
     let report = store.recovery_report().clone();
+    let reopened = store.stats();
     out.push_str(&format!(
-        "reopen   {} (recovery {}: {} from {}, {} indexed from hint files, {} scanned)\n",
+        "on disk  {}, {} for {}, {}\n\
+         reopen   {} ({}; {})\n",
+        plural(reopened.segments as u64, "segment"),
+        human_bytes(disk_bytes(&store)?),
+        plural(stats.sessions as u64, "session"),
+        plural(stats.messages, "message"),
         human_duration(open_time),
-        report.classification(),
         plural(report.records, "record"),
-        plural(report.segments_scanned as u64, "segment"),
-        report.hints_used,
-        human_bytes(report.bytes_scanned),
+        recovery_summary(&report, reopened.segments, &args.dir),
     ));
 
     // Tail of the longest session.
-    if let Some(longest) = store.sessions().into_iter().max_by_key(|s| s.count) {
+    let longest = store.sessions().into_iter().max_by_key(|s| s.count);
+    if let Some(longest) = &longest {
         let started = Instant::now();
         let tail: Vec<_> = store
             .tail(&longest.id, 20)
@@ -252,8 +278,7 @@ pub fn run(args: Args) -> CliResult {
          \x20 last LSN          {}\n\
          \x20 torn tail         {}\n\
          \x20 dropped           {}\n\
-         \x20 duration          {}\n\n\
-         next: convlog sessions {} --sort count --reverse\n",
+         \x20 duration          {}\n\n",
         report.classification(),
         report.segments_scanned,
         report.hints_used,
@@ -268,11 +293,60 @@ pub fn run(args: Args) -> CliResult {
             format!("{} ranges", report.dropped.len())
         },
         human_duration(report.duration),
-        args.dir.display(),
+    ));
+    out.push_str(&next_steps(
+        &args.dir,
+        longest.as_ref().map(|s| s.id.as_str()),
     ));
     let mut stdout = crate::util::Out::stdout();
     stdout.text(&out)?;
     stdout.finish()
+}
+
+/// The `next:` lines: commands to try on the store, spelled the way this binary was run:
+/// through `cargo run` when it lives in a cargo target directory (`target/release`,
+/// `target/debug`), as `convlog` once installed.
+fn next_steps(dir: &Path, session: Option<&str>) -> String {
+    let exe = std::env::current_exe().ok();
+    let profile = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str());
+    let (run, installed) = match profile {
+        Some("release") => ("cargo run --release --", false),
+        Some("debug") => ("cargo run --", false),
+        _ => ("convlog", true),
+    };
+    let dir = shell_word(&dir.to_string_lossy());
+    let mut commands = vec![format!("{run} sessions {dir} --sort count --reverse")];
+    if let Some(session) = session {
+        commands.push(format!("{run} tail {dir} {} -n 5", shell_word(session)));
+    }
+    commands.push(format!("{run} verify {dir}"));
+    let mut text = String::new();
+    for (i, c) in commands.iter().enumerate() {
+        text.push_str(if i == 0 { "next: " } else { "      " });
+        text.push_str(c);
+        text.push('\n');
+    }
+    if !installed {
+        text.push_str("      (after `cargo install --locked --path .`, as `convlog ...`)\n");
+    }
+    text
+}
+
+/// `word` as one shell word: as it is when that is safe, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// One agent: waits for the start, then runs its schedule; returns each append's latency.
@@ -329,31 +403,68 @@ fn preview(m: &ChatMessage) -> String {
     format!("\"{flat}{more}\" ({} bytes)", text.len())
 }
 
-/// Deletes `dir` and makes it anew, only if it holds nothing but a convlog store.
-fn recreate(dir: &Path) -> CliResult {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(CliError::io("read directory", dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| CliError::io("read directory", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let ours = if is_dir {
-            name == convlog::QUARANTINE_DIR
-        } else {
-            is_store_file(&name)
-        };
-        if !ours {
+/// The file the demo writes into its store directory, so that a later run knows the store
+/// there is the demo's own to replace.
+const DEMO_MARKER: &str = ".convlog-demo";
+
+/// Empties `dir` (or creates it) for a new demo store and marks it as the demo's; says what
+/// was there.
+///
+/// Only a store's files are ever deleted, and only when the store is the demo's own (it
+/// holds [`DEMO_MARKER`]), holds no data (no segment), or `force` is given; never a store
+/// another process has open for writing.
+fn recreate(dir: &Path, force: bool) -> CliResult<&'static str> {
+    let previous = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "new",
+        Err(_) if dir.exists() && !dir.is_dir() => {
             return Err(CliError::Message(format!(
-                "refusing to delete {}: it holds {name:?}, which is not part of a convlog store \
-                 (pick another --dir)",
+                "--dir {} is a file, not a directory",
                 dir.display()
             )));
         }
-    }
+        Err(e) => return Err(CliError::io("read directory", dir, e)),
+        Ok(entries) => {
+            let (mut marked, mut data, mut any) = (false, false, false);
+            for entry in entries {
+                let entry = entry.map_err(|e| CliError::io("read directory", dir, e))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                any = true;
+                let ours = if is_dir {
+                    data = true;
+                    name == convlog::QUARANTINE_DIR
+                } else if name == DEMO_MARKER {
+                    marked = true;
+                    true
+                } else {
+                    data |= SegmentId::parse_file_name(&name).is_some();
+                    is_store_file(&name)
+                };
+                if !ours {
+                    return Err(CliError::Message(format!(
+                        "refusing to delete {}: it holds {name:?}, which is not part of a \
+                         convlog store (pick another --dir)",
+                        dir.display()
+                    )));
+                }
+            }
+            if data && !marked && !force {
+                return Err(CliError::Message(format!(
+                    "refusing to replace {}: it holds a convlog store that `convlog demo` did \
+                     not write, and the demo would delete its data (pick another --dir, or pass \
+                     --force to delete it)",
+                    dir.display()
+                )));
+            }
+            match (any, marked) {
+                (false, _) => "new",
+                (true, true) => "replaced the store an earlier demo wrote",
+                (true, false) if data => "replaced the store that was there: --force",
+                (true, false) => "new",
+            }
+        }
+    };
     // Refuse a store some process has open for writing.
     let lock = dir.join(LOCK_FILE);
     if let Ok(file) = std::fs::File::open(&lock)
@@ -366,7 +477,28 @@ fn recreate(dir: &Path) -> CliResult {
             },
         ));
     }
-    std::fs::remove_dir_all(dir).map_err(|e| CliError::io("delete", dir, e))
+    // Empty the directory, keeping the directory itself (its owner and permissions).
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries {
+            let entry = entry.map_err(|e| CliError::io("read directory", dir, e))?;
+            let path = entry.path();
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| CliError::io("delete", &path, e))?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| CliError::io("create directory", dir, e))?;
+    let marker = dir.join(DEMO_MARKER);
+    std::fs::write(
+        &marker,
+        "This directory holds a store written by `convlog demo`; the next `convlog demo` \
+         with this --dir deletes and rewrites it.\n",
+    )
+    .map_err(|e| CliError::io("write", &marker, e))?;
+    Ok(previous)
 }
 
 /// Whether a file name is one a store keeps: `LOCK`, or `{20 digits}.ext` (a segment, or a
@@ -573,11 +705,10 @@ fn conversation(seed: u64, c: usize, agents: usize, n: u64) -> Conversation {
     let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c as u64);
     let agent = c % agents;
     let (name, persona) = AGENTS[agent % AGENTS.len()];
-    let id = if agent < AGENTS.len() {
-        format!("{name}/{:08x}", rng.next() as u32)
-    } else {
-        format!("{name}-{agent}/{:08x}", rng.next() as u32)
-    };
+    // Plain, stable ids (`support-bot-1`, `code-reviewer-2`, ...) that docs can name. The
+    // draw that once made a random suffix is kept, so a seed still generates the same text.
+    let _ = rng.next();
+    let id = format!("{name}-{}", c + 1);
     let mut b = Ops {
         ops: Vec::new(),
         left: n,
@@ -767,6 +898,14 @@ mod tests {
         assert!(sizes.iter().all(|&n| n >= 1));
         assert!(sizes[0] > 10 * sizes[49]);
         assert_eq!(zipf_sizes(3, 3, 1.1), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("convlog-demo"), "convlog-demo");
+        assert_eq!(shell_word("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

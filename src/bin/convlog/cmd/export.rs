@@ -7,7 +7,8 @@ use convlog::RecoveryMode;
 
 use crate::error::{CliError, CliResult, InStore};
 use crate::util::{
-    Out, check_session, one_line, open_read_only, plural, progress, require_session,
+    Out, check_session, one_line, open_read_only, plural, progress, require_outside_store,
+    require_session,
 };
 
 /// Arguments of `convlog export`.
@@ -18,7 +19,8 @@ pub struct Args {
     /// Export only this session.
     #[arg(long, short)]
     pub session: Option<String>,
-    /// The output file (created or truncated); stdout when absent or `-`.
+    /// The output file (created or truncated); stdout when absent or `-`. Never a file
+    /// inside the store directory, nor a link to one of the store's files.
     pub file: Option<PathBuf>,
 }
 
@@ -37,6 +39,9 @@ pub fn run(args: Args) -> CliResult {
     };
     let total: u64 = sessions.iter().map(|s| store.interaction_count(s)).sum();
     let to_file = args.file.as_ref().filter(|f| f.as_os_str() != "-");
+    if let Some(f) = to_file {
+        require_outside_store(&args.dir, f)?;
+    }
     let mut out = match to_file {
         Some(f) => Out::create(f)?,
         None => Out::stdout(),

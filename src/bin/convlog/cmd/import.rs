@@ -34,6 +34,11 @@ pub struct Args {
     /// Append every valid line and list the invalid ones, instead of stopping at the first.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// The size at which a segment is sealed and the next one started, in bytes, or with a
+    /// suffix: 64K, 16M, 1G (4K to 1G; default 64M). It applies to the segments this run
+    /// writes; the store does not record it.
+    #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
+    pub segment_size: Option<u64>,
 }
 
 /// One input line, borrowing the message bytes from it.
@@ -75,7 +80,7 @@ pub fn run(args: Args) -> CliResult {
         bar.finish_and_clear();
         checked?;
     }
-    let store = open_writable(&args.dir, true)?;
+    let store = open_writable(&args.dir, true, args.segment_size)?;
     let bar = progress(source.len(), "importing", true);
     let summary = apply(&source, Some(&store), args.skip_invalid, &run_id, &bar);
     bar.finish_and_clear();

@@ -21,7 +21,7 @@ pub struct Args {
 /// Pops the last message and prints it as one JSON line; fails when the session is empty.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
-    let store = open_writable(&args.dir, false)?;
+    let store = open_writable(&args.dir, false, None)?;
     let Some(entry) = store.pop_raw(&args.session).in_store(&args.dir)? else {
         return Err(CliError::Message(format!(
             "session {:?} in store {} is empty: nothing to pop",

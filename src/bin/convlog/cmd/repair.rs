@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use convlog::{Durability, RecoveryMode, Store};
 
-use crate::error::{CliResult, InStore};
+use crate::error::{CliError, CliResult};
 use crate::util::{
-    Out, human_bytes, human_duration, kinds, plural, require_store, segment_bytes_in, spinner,
-    torn_tail,
+    Out, human_bytes, human_duration, kinds, plural, require_store, segment_bytes_in,
+    segment_files_in, spinner, torn_tail,
 };
 
 /// Arguments of `convlog repair`.
@@ -31,7 +31,7 @@ pub fn run(args: Args) -> CliResult {
         .durability(Durability::Always)
         .recovery(RecoveryMode::Salvage)
         .open(&args.dir)
-        .in_store(&args.dir);
+        .map_err(|e| CliError::repair(&args.dir, e, segment_files_in(&args.dir)));
     spin.finish_and_clear();
     let store = opened?;
     let report = store.recovery_report();

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::error::CliResult;
 use crate::util::{
-    Out, disk_bytes, human_bytes, kind_names, kinds, open_read_only, thousands, torn_tail,
+    Out, disk_bytes, human_bytes, kind_names, kinds, open_read_only, recovery_summary, thousands,
+    torn_tail,
 };
 
 /// Arguments of `convlog stats`.
@@ -34,6 +35,9 @@ struct Stats<'a> {
     index_bytes: usize,
     last_lsn: u64,
     recovery: &'static str,
+    segments_scanned: usize,
+    segments_from_hint_files: usize,
+    bytes_scanned: u64,
     torn_tail_bytes: Option<u64>,
 }
 
@@ -57,6 +61,9 @@ pub fn run(args: Args) -> CliResult {
             index_bytes: stats.index_bytes,
             last_lsn: stats.last_lsn.0,
             recovery: report.classification().name(),
+            segments_scanned: report.segments_scanned,
+            segments_from_hint_files: report.hints_used,
+            bytes_scanned: report.bytes_scanned,
             torn_tail_bytes: report.torn_tail.as_ref().map(|t| t.bytes),
         })?;
         return out.finish();
@@ -79,7 +86,7 @@ pub fn run(args: Args) -> CliResult {
         thousands(stats.messages),
         human_bytes(stats.index_bytes as u64),
         stats.last_lsn,
-        report.classification(),
+        recovery_summary(report, stats.segments, &args.dir),
     );
     if let Some(t) = &report.torn_tail {
         text.push_str(&format!(
