@@ -1,0 +1,189 @@
+//! Opening a store: take the write lock, recover, and assemble the segments and the writer.
+
+use std::any::Any;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use super::{Inner, LOCK_FILE, Options, State, Store, Writer, registry};
+use crate::durability::{Durability, Flusher, Syncer};
+use crate::error::{Error, Result};
+use crate::id::Lsn;
+use crate::io::{Dir, OpenMode, Vfs};
+use crate::recovery::{self, Recovered};
+use crate::segment::{ActiveView, Segment, SegmentData, SegmentWriter};
+
+/// The write lock, and whether this open created its file.
+struct Lock {
+    guard: Box<dyn Any + Send + Sync>,
+    created: bool,
+}
+
+impl Store {
+    pub(crate) fn open_with(opts: Options, dir: &Path) -> Result<Store> {
+        let registration = match registry::claim(&opts, dir)? {
+            registry::Claim::Shared(store) => return Ok(store),
+            registry::Claim::Open(registration) => registration,
+        };
+        let vfs = opts.vfs.clone();
+        let lock = if opts.read_only {
+            if !vfs.is_dir(dir) {
+                return Err(Error::NotAStore {
+                    path: dir.to_owned(),
+                    reason: "no such directory",
+                });
+            }
+            None
+        } else {
+            Some(take_lock(&*vfs, dir)?)
+        };
+        let opened = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only)
+            .and_then(|rec| assemble(&opts, dir, rec));
+        let (state, writer, rec_report, next_lsn) = match opened {
+            Ok(parts) => parts,
+            Err(e) => {
+                // A failed open changes nothing: not even the lock file it made (removed while
+                // still held, so no other opener can hold it meanwhile).
+                if let Some(l) = lock
+                    && l.created
+                {
+                    let _ = vfs.remove_file(&dir.join(LOCK_FILE));
+                    drop(l.guard);
+                }
+                return Err(e);
+            }
+        };
+        let durable = Lsn(next_lsn.0.saturating_sub(1));
+        let store = Store {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                state: RwLock::new(state),
+                writer: Mutex::new(writer),
+                syncer: Syncer::new(durable),
+                appending: std::sync::atomic::AtomicUsize::new(0),
+                report: rec_report,
+                flusher: Arc::new(Flusher::default()),
+                _lock: lock.map(|l| l.guard),
+                registration,
+                opts,
+            }),
+        };
+        registry::Registration::publish(&store);
+        // `Interval` needs its thread from the start; `Buffered` starts it at its first kick.
+        if let (Durability::Interval(every), false) =
+            (store.inner.opts.durability, store.inner.opts.read_only)
+        {
+            store.spawn_flusher(Some(every));
+        }
+        Ok(store)
+    }
+}
+
+/// Creates the directory if need be and takes the exclusive write lock without waiting.
+fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Lock> {
+    vfs.create_dir_all(dir)
+        .map_err(|e| Error::io("create directory", dir, e))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let created = vfs.open(&lock_path, OpenMode::Read).is_err();
+    match vfs.try_lock(&lock_path) {
+        Ok(Some(guard)) => Ok(Lock { guard, created }),
+        Ok(None) => Err(Error::Locked {
+            path: dir.to_owned(),
+        }),
+        Err(e) => Err(Error::io("lock", lock_path, e)),
+    }
+}
+
+type Assembled = (State, Option<Writer>, recovery::RecoveryReport, Lsn);
+
+/// The store's segments and (when writable) its writer, from what recovery rebuilt.
+fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
+    if opts.read_only && rec.segments.is_empty() {
+        // A writable open always leaves at least one segment: this is no store.
+        return Err(Error::NotAStore {
+            path: dir.to_owned(),
+            reason: "no segment files in it",
+        });
+    }
+    let vfs = &*opts.vfs;
+    let mut segments = Vec::with_capacity(rec.segments.len() + 1);
+    let mut active = None;
+    let mut unverified = false;
+    let last = rec.segments.len().checked_sub(1);
+    for (i, s) in rec.segments.into_iter().enumerate() {
+        let is_last = Some(i) == last;
+        if is_last && !opts.read_only {
+            // Recovery already made any cut of a torn tail physical and durable.
+            unverified = s.from_hint;
+            let allocated = s.file.len().map_err(|e| Error::io("stat", &s.path, e))?;
+            active = Some(SegmentWriter {
+                id: s.id,
+                salt: s.salt,
+                path: s.path.clone(),
+                file: s.file.clone(),
+                len: s.valid_end,
+                allocated: allocated.max(s.valid_end),
+                segment_size: opts.segment_size,
+                named: std::collections::HashMap::new(),
+            });
+        }
+        let data = match s.map {
+            Some(map) if !is_last => SegmentData::Mapped(map),
+            _ => SegmentData::File(ActiveView::new(s.file, !opts.read_only)),
+        };
+        segments.push(Arc::new(Segment {
+            id: s.id,
+            salt: s.salt,
+            path: s.path,
+            data,
+        }));
+    }
+    let writer = if opts.read_only {
+        None
+    } else {
+        let active = match active {
+            Some(w) => w,
+            None => {
+                let w = SegmentWriter::create(vfs, dir, rec.next_lsn, opts.segment_size)
+                    .map_err(|(e, _)| e)?;
+                segments.push(Arc::new(Segment {
+                    id: w.id,
+                    salt: w.salt,
+                    path: w.path.clone(),
+                    data: SegmentData::File(ActiveView::new(w.file.clone(), true)),
+                }));
+                w
+            }
+        };
+        Some(Writer {
+            ordinal: (segments.len() - 1) as u32,
+            active,
+            next_lsn: rec.next_lsn,
+            last_ts: rec.last_ts,
+            last_sync: Instant::now(),
+            unsynced: 0,
+            unverified,
+            written: false,
+            naming: None,
+            framed_records: 0,
+            buf: Vec::new(),
+        })
+    };
+    // What recovery read may still be only in the page cache (a process crash does not
+    // lose it, but a power cut could): sync the active segment before calling it durable.
+    // Sealed segments were synced before their successors were created, and a segment
+    // loaded from its hint was synced by the clean close that wrote the hint.
+    // The directory too: a crash may have come between creating a segment (or removing
+    // one) and the directory fsync, and new records must not go into a file whose
+    // directory entry a power cut could still take away. (Not after a clean close: it
+    // synced the directory last, when it renamed the active segment's hint into place.)
+    if let Some(w) = writer.as_ref().filter(|w| !w.unverified) {
+        w.active.sync()?;
+        Dir::new(vfs, dir).sync()?;
+    }
+    let state = State {
+        segments,
+        index: rec.index,
+    };
+    Ok((state, writer, rec.report, rec.next_lsn))
+}
