@@ -1,0 +1,242 @@
+//! Unit tests of the format module.
+use super::*;
+use proptest::prelude::*;
+
+fn meta(kind: Kind, lsn: u64) -> RecordMeta {
+    RecordMeta {
+        kind,
+        first: true,
+        commit: true,
+        lsn: Lsn(lsn),
+        arg: 7,
+        timestamp: Timestamp(1_700_000_000_000_000),
+    }
+}
+
+#[test]
+fn segment_header_round_trips_and_rejects_damage() {
+    let h = SegmentHeader {
+        first_lsn: Lsn(42),
+        salt: 0xdead_beef_0123_4567,
+        created: Timestamp(5),
+    };
+    let bytes = h.encode();
+    assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
+    assert_eq!(
+        SegmentHeader::decode(&bytes[..47]),
+        Err(SegmentHeaderError::Short)
+    );
+    for bit in 0..SEGMENT_HEADER_LEN * 8 {
+        let mut b = bytes;
+        b[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            SegmentHeader::decode(&b).is_err(),
+            "bit {bit} flip accepted"
+        );
+    }
+}
+
+#[test]
+fn all_zero_header_is_a_clean_end() {
+    assert_eq!(decode_record(&[0u8; 100], 1, 1024), Decoded::End);
+    assert_eq!(decode_record(&[0u8; 10], 1, 1024), Decoded::End);
+    assert_eq!(decode_record(&[], 1, 1024), Decoded::End);
+}
+
+#[test]
+fn an_all_zero_header_never_verifies_even_where_its_crc_would() {
+    // Seeded with crc_seed of this salt, the CRC of 40 zero bytes is 0: a zero header
+    // "checks". It must still end a segment, and never be taken for the next record.
+    let salt = 0x6245_9bb8;
+    assert!(check_header(&[0u8; RECORD_HEADER_LEN], salt).is_ok());
+    assert!(!header_verifies(&[0u8; RECORD_HEADER_LEN + 10], salt));
+    assert_eq!(decode_record(&[0u8; 100], salt, 1024), Decoded::End);
+}
+
+#[test]
+fn wrong_salt_does_not_validate() {
+    let mut out = Vec::new();
+    encode_record(
+        &mut out,
+        1,
+        &meta(Kind::Append, 1),
+        SessionField::Named(b"s"),
+        b"{}",
+    );
+    assert!(matches!(decode_record(&out, 1, 1024), Decoded::Record(_)));
+    assert_eq!(
+        decode_record(&out, 2, 1024),
+        Decoded::Damaged(Damage::HeaderChecksum)
+    );
+}
+
+#[test]
+fn payload_over_the_limit_is_rejected_before_reading_it() {
+    let mut out = Vec::new();
+    encode_record(
+        &mut out,
+        9,
+        &meta(Kind::Append, 1),
+        SessionField::Named(b"s"),
+        &[b'x'; 100],
+    );
+    assert!(matches!(
+        decode_record(&out, 9, 99),
+        Decoded::Damaged(Damage::BadLength { len: 100 })
+    ));
+    assert!(matches!(
+        decode_record(&out[..out.len() - 1], 9, 1000),
+        Decoded::Damaged(Damage::BadLength { len: 100 })
+    ));
+}
+
+#[test]
+fn every_header_bit_flip_is_detected() {
+    let mut out = Vec::new();
+    encode_record(
+        &mut out,
+        77,
+        &meta(Kind::Truncate, 3),
+        SessionField::Named(b"session"),
+        b"{\"a\":1}",
+    );
+    let second = out.len();
+    encode_record(
+        &mut out,
+        77,
+        &meta(Kind::Append, 4),
+        SessionField::Ref(SEGMENT_HEADER_LEN as u32),
+        b"{}",
+    );
+    for (start, covered) in [(0, RECORD_HEADER_LEN + 7), (second, RECORD_HEADER_LEN)] {
+        for bit in 0..covered * 8 {
+            let mut b = out[start..].to_vec();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                !matches!(decode_record(&b, 77, 1024), Decoded::Record(_)),
+                "bit {bit} flip of the record at {start} accepted"
+            );
+        }
+    }
+}
+
+/// A segment image: header, a record naming "alpha" at `SEGMENT_HEADER_LEN`, then one
+/// referring to it at the returned offset.
+fn named_then_ref() -> (Vec<u8>, u64) {
+    let mut seg = vec![0u8; SEGMENT_HEADER_LEN];
+    encode_record(
+        &mut seg,
+        5,
+        &meta(Kind::Append, 1),
+        SessionField::Named(b"alpha"),
+        b"{}",
+    );
+    let at = seg.len() as u64;
+    encode_record(
+        &mut seg,
+        5,
+        &meta(Kind::Append, 2),
+        SessionField::Ref(SEGMENT_HEADER_LEN as u32),
+        b"{}",
+    );
+    (seg, at)
+}
+
+#[test]
+fn a_reference_resolves_to_the_name_of_an_earlier_named_record() {
+    let (seg, at) = named_then_ref();
+    let Decoded::Record(first) = decode_record(&seg[SEGMENT_HEADER_LEN..], 5, 1024) else {
+        panic!("first record");
+    };
+    assert_eq!(first.session, SessionField::Named(b"alpha"));
+    assert_eq!(
+        resolve_session(&seg, SEGMENT_HEADER_LEN as u64, &first, 5),
+        Ok(&b"alpha"[..])
+    );
+    let Decoded::Record(second) = decode_record(&seg[at as usize..], 5, 1024) else {
+        panic!("second record");
+    };
+    assert_eq!(second.framed_len(), RECORD_HEADER_LEN + 2);
+    assert_eq!(resolve_session(&seg, at, &second, 5), Ok(&b"alpha"[..]));
+    // Not forward, not to itself, not to a record that is itself a reference, not to
+    // bytes that are no record, not across salts.
+    let bad = |r: u32| Err(Damage::BadSessionRef { at: r });
+    let with_ref = |r: u32| RecordRef {
+        session: SessionField::Ref(r),
+        ..second
+    };
+    assert_eq!(
+        resolve_session(&seg, at, &with_ref(at as u32), 5),
+        bad(at as u32)
+    );
+    assert_eq!(
+        resolve_session(&seg, 10_000, &with_ref(at as u32), 5),
+        bad(at as u32)
+    );
+    assert_eq!(resolve_session(&seg, at, &with_ref(49), 5), bad(49));
+    assert_eq!(
+        resolve_session(&seg, at, &second, 6),
+        bad(SEGMENT_HEADER_LEN as u32)
+    );
+}
+
+#[test]
+fn a_name_and_a_reference_together_or_neither_is_damage() {
+    let (mut seg, at) = named_then_ref();
+    let refs = |b: &mut [u8], v: u32, salt: u64| {
+        b[RH_SESSION_REF..RH_LSN].copy_from_slice(&v.to_le_bytes());
+        let name_len = usize::from(le_u16(b, RH_NAME_LEN));
+        let mut crc = crc32fast::Hasher::new_with_initial(crc_seed(salt));
+        crc.update(&b[RH_PAYLOAD_CRC..RECORD_HEADER_LEN + name_len]);
+        b[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+    };
+    let field = Decoded::Damaged(Damage::BadField {
+        field: "session ref",
+    });
+    refs(&mut seg[SEGMENT_HEADER_LEN..], 48, 5);
+    assert_eq!(decode_record(&seg[SEGMENT_HEADER_LEN..], 5, 1024), field);
+    refs(&mut seg[at as usize..], 47, 5);
+    assert_eq!(decode_record(&seg[at as usize..], 5, 1024), field);
+}
+
+#[test]
+fn unknown_kind_with_valid_checksum_is_reported_as_such() {
+    let mut out = Vec::new();
+    encode_record(
+        &mut out,
+        3,
+        &meta(Kind::Append, 1),
+        SessionField::Named(b"s"),
+        b"",
+    );
+    out[RH_KIND] = 200;
+    let mut crc = crc32fast::Hasher::new_with_initial(crc_seed(3));
+    crc.update(&out[RH_PAYLOAD_CRC..RECORD_HEADER_LEN + 1]);
+    out[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+    assert_eq!(decode_record(&out, 3, 1024), Decoded::UnknownKind(200));
+}
+
+proptest! {
+    #[test]
+    fn records_round_trip(
+        salt: u64, lsn: u64, arg: u64, ts: u64, commit: bool, first: bool, kind in 0usize..5,
+        session in proptest::collection::vec(any::<u8>(), 1..=256),
+        named: bool, at in (SEGMENT_HEADER_LEN as u32)..,
+        payload in proptest::collection::vec(any::<u8>(), 0..2048),
+    ) {
+        let m = RecordMeta { kind: Kind::ALL[kind], first, commit, lsn: Lsn(lsn), arg, timestamp: Timestamp(ts) };
+        let session = if named { SessionField::Named(&session) } else { SessionField::Ref(at) };
+        let mut out = Vec::new();
+        encode_record(&mut out, salt, &m, session, &payload);
+        out.extend_from_slice(&[0u8; 3]);
+        match decode_record(&out, salt, 4096) {
+            Decoded::Record(r) => {
+                prop_assert_eq!(r.meta, m);
+                prop_assert_eq!(r.session, session);
+                prop_assert_eq!(r.payload, &payload[..]);
+                prop_assert_eq!(r.framed_len(), out.len() - 3);
+            }
+            other => prop_assert!(false, "decoded {:?}", other),
+        }
+    }
+}

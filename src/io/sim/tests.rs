@@ -1,0 +1,173 @@
+//! Unit tests of the sim module.
+use super::*;
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+/// A SimFs with `/d` made, and `/d/f` created and written (nothing synced).
+fn setup(bytes: &[u8]) -> io::Result<(SimFs, Arc<dyn VfsFile>)> {
+    let fs = SimFs::new(7);
+    fs.create_dir_all(&p("/d"))?;
+    let f = fs.open(&p("/d/f"), OpenMode::CreateNew)?;
+    f.write_all_at(bytes, 0)?;
+    Ok((fs, f))
+}
+
+#[test]
+fn unsynced_create_vanishes() -> io::Result<()> {
+    let (fs, f) = setup(b"hello")?;
+    f.sync_data()?;
+    let after = fs.crash(Tear::DropUnsynced);
+    assert_eq!(after.read_file(&p("/d/f")), None);
+    assert!(after.is_dir(&p("/d")));
+    assert!(after.list(&p("/d"))?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn synced_file_and_dir_survive() -> io::Result<()> {
+    let (fs, f) = setup(b"hello")?;
+    f.sync_data()?;
+    fs.sync_dir(&p("/d"))?;
+    let after = fs.crash(Tear::Sectors(512));
+    assert_eq!(after.read_file(&p("/d/f")).as_deref(), Some(&b"hello"[..]));
+    assert_eq!(after.list(&p("/d"))?, vec!["f".to_owned()]);
+    let g = after.open(&p("/d/f"), OpenMode::Read)?;
+    let mut buf = [0u8; 5];
+    g.read_exact_at(&mut buf, 0)?;
+    assert_eq!(&buf, b"hello");
+    assert!(
+        matches!(g.write_all_at(b"x", 0), Err(e) if e.kind() == io::ErrorKind::PermissionDenied)
+    );
+    assert!(
+        matches!(g.read_exact_at(&mut buf, 1), Err(e) if e.kind() == io::ErrorKind::UnexpectedEof)
+    );
+    Ok(())
+}
+
+#[test]
+fn unsynced_rename_reverts() -> io::Result<()> {
+    let (fs, f) = setup(b"v1")?;
+    f.sync_data()?;
+    fs.sync_dir(&p("/d"))?;
+    fs.rename(&p("/d/f"), &p("/d/g"))?;
+    // The handle follows the inode across the rename.
+    f.write_all_at(b"!", 2)?;
+    assert_eq!(fs.read_file(&p("/d/g")).as_deref(), Some(&b"v1!"[..]));
+    assert_eq!(fs.paths(), vec![p("/d/g")]);
+    let after = fs.crash(Tear::DropUnsynced);
+    assert_eq!(after.paths(), vec![p("/d/f")]);
+    assert_eq!(after.read_file(&p("/d/f")).as_deref(), Some(&b"v1"[..]));
+    Ok(())
+}
+
+#[test]
+fn drop_unsynced_keeps_exactly_durable_bytes() -> io::Result<()> {
+    let (fs, f) = setup(&[1u8; 1000])?;
+    f.sync_data()?;
+    fs.sync_dir(&p("/d"))?;
+    f.write_all_at(&[2u8; 3000], 500)?;
+    assert_eq!(fs.durable_len(&p("/d/f")), Some(1000));
+    let after = fs.crash(Tear::DropUnsynced);
+    assert_eq!(after.read_file(&p("/d/f")), Some(vec![1u8; 1000]));
+    assert_eq!(after.durable_len(&p("/d/f")), Some(1000));
+    Ok(())
+}
+
+#[test]
+fn sectors_tear_only_at_boundaries() -> io::Result<()> {
+    let old: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+    let mut new = old.clone();
+    new.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+    new.extend(std::iter::repeat_n(9u8, 3000));
+    let mut kept = BTreeSet::new();
+    for seed in 0..20 {
+        let fs = SimFs::new(seed);
+        fs.write_file(&p("/d/f"), &old);
+        let f = fs.open(&p("/d/f"), OpenMode::ReadWrite)?;
+        f.write_all_at(&new, 0)?;
+        let got = fs
+            .crash(Tear::Sectors(512))
+            .read_file(&p("/d/f"))
+            .unwrap_or_default();
+        assert!(got.len() == old.len() || got.len() == new.len());
+        for (i, chunk) in got.chunks(512).enumerate() {
+            let start = i * 512;
+            let fresh = &new[start..start + chunk.len()];
+            let stale: Vec<u8> = (start..start + chunk.len())
+                .map(|j| old.get(j).copied().unwrap_or(0))
+                .collect();
+            assert!(
+                chunk == fresh || chunk == &stale[..],
+                "sector {i} is torn inside"
+            );
+            kept.insert(chunk == fresh);
+        }
+    }
+    assert_eq!(kept.len(), 2, "both old and new sectors occur");
+    Ok(())
+}
+
+#[test]
+fn fail_at_fires_exactly_at_op_n() -> io::Result<()> {
+    let (fs, f) = setup(b"abc")?;
+    let n = fs.ops();
+    fs.fail_at(n + 2, Fault::NoSpace);
+    f.len()?;
+    let err = f.write_all_at(b"defgh", 3).err();
+    assert!(matches!(err, Some(ref e) if e.raw_os_error() == Some(28)));
+    assert_eq!(fs.ops(), n + 2);
+    f.write_all_at(b"xyz", 0)?;
+    fs.fail_sticky(fs.ops() + 1, Fault::Io);
+    assert!(matches!(f.len(), Err(e) if e.raw_os_error() == Some(5)));
+    assert!(matches!(fs.list(&p("/d")), Err(e) if e.raw_os_error() == Some(5)));
+    fs.clear_faults();
+    assert!(matches!(f.len(), Ok(len) if len >= 3));
+    Ok(())
+}
+
+#[test]
+fn failed_sync_leaves_durable_unchanged() -> io::Result<()> {
+    let (fs, f) = setup(b"first")?;
+    f.sync_data()?;
+    f.write_all_at(b"second", 0)?;
+    fs.fail_next_sync(Fault::Io);
+    assert!(matches!(f.sync_data(), Err(e) if e.raw_os_error() == Some(5)));
+    assert_eq!(fs.durable_len(&p("/d/f")), Some(5));
+    fs.sync_dir(&p("/d"))?;
+    let after = fs.crash(Tear::DropUnsynced);
+    assert_eq!(after.read_file(&p("/d/f")).as_deref(), Some(&b"first"[..]));
+    Ok(())
+}
+
+#[test]
+fn try_lock_excludes_until_drop() -> io::Result<()> {
+    let fs = SimFs::new(1);
+    fs.create_dir_all(&p("/d"))?;
+    let guard = fs.try_lock(&p("/d/LOCK"))?;
+    assert!(guard.is_some());
+    assert_eq!(fs.paths(), vec![p("/d/LOCK")]);
+    assert!(fs.try_lock(&p("/d/LOCK"))?.is_none());
+    drop(guard);
+    assert!(fs.try_lock(&p("/d/LOCK"))?.is_some());
+    Ok(())
+}
+
+#[test]
+fn same_seed_same_result() -> io::Result<()> {
+    let run = |seed| -> io::Result<Option<Vec<u8>>> {
+        let fs = SimFs::new(seed);
+        fs.write_file(&p("/d/f"), &[0u8; 4096]);
+        let f = fs.open(&p("/d/f"), OpenMode::ReadWrite)?;
+        fs.fail_at(fs.ops() + 2, Fault::Io);
+        f.write_all_at(&[1u8; 8192], 0)?;
+        assert!(f.write_all_at(&[2u8; 8192], 0).is_err());
+        Ok(fs
+            .crash(Tear::Sectors(512))
+            .crash(Tear::Sectors(512))
+            .read_file(&p("/d/f")))
+    };
+    assert_eq!(run(3)?, run(3)?);
+    Ok(())
+}
