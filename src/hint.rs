@@ -37,8 +37,7 @@ use crate::error::Result;
 use crate::format::{Kind, SEGMENT_HEADER_LEN};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::{Dir, Mapping, OpenMode, Vfs};
-use crate::recovery::all_zero;
-use crate::segment::{Record, SegmentReader, Units, Why};
+use crate::segment::{Record, SegmentReader, Units, Why, all_zero};
 
 /// Magic bytes at the start of every hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"convlogH";

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use super::{OpenMode, Vfs, VfsFile};
 use crate::error::{Error, Result};
 
+/// Name of the lock file in a store directory.
+pub const LOCK_FILE: &str = "LOCK";
+
 /// A directory of the store, and the file system it is on.
 #[derive(Clone, Copy)]
 pub(crate) struct Dir<'a> {

@@ -21,7 +21,8 @@ use crate::error::{Damage, Result};
 use crate::format::Kind;
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::index::Index;
-use crate::io::{Dir, Mapping, Vfs, VfsFile};
+use crate::io::{Dir, LOCK_FILE, Mapping, Vfs, VfsFile};
+use crate::segment::all_zero;
 
 /// Sector size assumed by the torn-write rule.
 pub const SECTOR: usize = 512;
@@ -197,10 +198,7 @@ pub(crate) fn recover(
     let dir = Dir::new(vfs, dir);
     // A read-only open beside a live writer must not take the writer's unfinished bytes for
     // damage: it reads the last segment up to its last committed unit.
-    let live = read_only
-        && vfs
-            .is_locked(&dir.join(crate::store::LOCK_FILE))
-            .unwrap_or(false);
+    let live = read_only && vfs.is_locked(&dir.join(LOCK_FILE)).unwrap_or(false);
     let mut scan = scan::Scan::new(dir, mode, read_only, live)?;
     scan.run()?;
     if mode == RecoveryMode::Salvage && !read_only && scan.needs_rewrite() {
@@ -216,11 +214,6 @@ pub(crate) fn recover(
     let mut rec = scan.finish()?;
     rec.report.duration = started.elapsed();
     Ok(rec)
-}
-
-/// Whether every byte of `b` is zero.
-pub(crate) fn all_zero(b: &[u8]) -> bool {
-    b.iter().all(|x| *x == 0)
 }
 
 /// Whether `[from, to)` shows a sector that never reached the disk: an aligned all-zero

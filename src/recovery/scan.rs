@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::{
-    DroppedRange, Recovered, RecoveredSegment, RecoveryMode, RecoveryReport, TornTail, all_zero,
+    DroppedRange, Recovered, RecoveredSegment, RecoveryMode, RecoveryReport, TornTail,
     has_zero_sector,
 };
 use crate::error::{Damage, Error, Result};
@@ -16,7 +16,7 @@ use crate::hint::{self, EventRef, LoadedHint};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::index::{Change, Index, Pos};
 use crate::io::{Dir, Mapping, OpenMode};
-use crate::segment::{Record, SegmentReader, Stop, Units, Why, find_committed};
+use crate::segment::{Record, SegmentReader, Stop, Units, Why, all_zero, find_committed};
 
 /// One step of a salvage rewrite of a segment.
 #[derive(Debug, Clone, Copy)]

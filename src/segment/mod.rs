@@ -6,7 +6,9 @@ mod writer;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-pub(crate) use reader::{Record, SegmentReader, Stop, Units, Why, find_committed, record_at};
+pub(crate) use reader::{
+    Record, SegmentReader, Stop, Units, Why, all_zero, find_committed, record_at,
+};
 pub(crate) use writer::{Naming, SegmentWriter};
 
 use crate::error::{Damage, Error, Result};

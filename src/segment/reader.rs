@@ -281,6 +281,11 @@ impl<'a> Units<'a> {
     }
 }
 
+/// Whether every byte of `b` is zero (preallocated space, a clean end).
+pub(crate) fn all_zero(b: &[u8]) -> bool {
+    b.iter().all(|x| *x == 0)
+}
+
 /// The first offset at or after `from` where a run of whole records (both checksums hold)
 /// starts that reaches a record carrying `COMMIT`: bytes that a writer finished writing and
 /// committed, so damage before them is no torn write. A trailing uncommitted run (the rest of

@@ -21,8 +21,7 @@ use crate::index::Index;
 use crate::recovery::RecoveryReport;
 use crate::segment::{Segment, SegmentWriter};
 
-/// Name of the lock file in a store directory.
-pub const LOCK_FILE: &str = "LOCK";
+pub use crate::io::LOCK_FILE;
 
 /// An open convlog store: one directory of segment files.
 ///

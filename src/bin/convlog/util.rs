@@ -374,12 +374,11 @@ pub fn spinner(message: String) -> ProgressBar {
     bar
 }
 
-/// Sum of the sizes of the segment files in `dir` (for progress before an open).
-pub fn segment_bytes_in(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
+/// The directory entries of `dir` named like segment files (none if it cannot be read).
+fn segment_entries(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
         .filter_map(Result::ok)
         .filter(|e| {
             e.file_name()
@@ -387,6 +386,11 @@ pub fn segment_bytes_in(dir: &Path) -> u64 {
                 .and_then(SegmentId::parse_file_name)
                 .is_some()
         })
+}
+
+/// Sum of the sizes of the segment files in `dir` (for progress before an open).
+pub fn segment_bytes_in(dir: &Path) -> u64 {
+    segment_entries(dir)
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum()
@@ -394,18 +398,7 @@ pub fn segment_bytes_in(dir: &Path) -> u64 {
 
 /// How many segment files `dir` holds.
 pub fn segment_files_in(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(SegmentId::parse_file_name)
-                .is_some()
-        })
-        .count()
+    segment_entries(dir).count()
 }
 
 /// A timestamp as RFC 3339 UTC with microseconds: `2026-05-01T12:34:56.123456Z`.
