@@ -34,6 +34,8 @@ struct Clean {
     last_lsn: u64,
     sessions: usize,
     messages: u64,
+    /// Bytes after the last committed record of a segment a live writer is appending to.
+    live_tail: Option<u64>,
 }
 
 /// Verifies the store; the first problem found is the error.
@@ -53,21 +55,31 @@ pub fn run(args: Args) -> CliResult {
             "last_lsn": c.last_lsn,
             "sessions": c.sessions,
             "messages": c.messages,
+            "live_tail_bytes": c.live_tail,
             "duration_ms": elapsed.as_secs_f64() * 1e3,
         }))?,
-        (Ok(c), false) => out.text(&format!(
-            "{}: clean\n  {}, {}, {} ({}), last LSN {}\n  \
+        (Ok(c), false) => out
+            .text(&format!(
+                "{}: clean\n  {}, {}, {} ({}), last LSN {}\n  \
              {}, {}, every one read back\n  verified in {}\n",
-            args.dir.display(),
-            plural(c.segments as u64, "segment"),
-            human_bytes(c.bytes),
-            plural(c.records, "record"),
-            kinds(&c.records_by_kind),
-            c.last_lsn,
-            plural(c.sessions as u64, "session"),
-            plural(c.messages, "message"),
-            human_duration(elapsed),
-        ))?,
+                args.dir.display(),
+                plural(c.segments as u64, "segment"),
+                human_bytes(c.bytes),
+                plural(c.records, "record"),
+                kinds(&c.records_by_kind),
+                c.last_lsn,
+                plural(c.sessions as u64, "session"),
+                plural(c.messages, "message"),
+                human_duration(elapsed),
+            ))
+            .and_then(|()| match c.live_tail {
+                Some(n) => out.text(&format!(
+                    "  a writer is appending: the {} after its last committed record were not \
+                 checked\n",
+                    human_bytes(n)
+                )),
+                None => Ok(()),
+            })?,
         (Err(e), true) => out.json_pretty(&error_json(&args, e))?,
         (Err(_), false) => {}
     }
@@ -119,6 +131,7 @@ fn check(args: &Args) -> CliResult<Clean> {
         last_lsn: report.last_lsn.0,
         sessions: stats.sessions,
         messages: stats.messages,
+        live_tail: report.live_tail,
     })
 }
 
