@@ -20,7 +20,7 @@
 //!             1  synthesized segment (body is a program, below), same name; with param
 //!                bit 7, the id is the LSN after the previous synthesized segment
 //!             2  raw hint named by the body's first 8 bytes (u64 LE): {id:020}.hint
-//!             3  raw other file  LOCK, leftovers and foreign names, by param
+//!             3  raw other file  LOCK, leftovers, foreign names, quarantine/, by param
 //!             4  raw segment named by the body's first 8 bytes (u64 LE)
 //!             5  raw segment     {param:020}.seg
 //! ID = [1, 2, 3, 4, 5, 10, 17, 1000]
@@ -222,7 +222,7 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
 }
 
 fn other_name(param: u8) -> &'static str {
-    const NAMES: [&str; 8] = [
+    const NAMES: [&str; 10] = [
         "LOCK",
         "00000000000000000001.seg.salvage",
         "00000000000000000001.hint.tmp",
@@ -231,6 +231,9 @@ fn other_name(param: u8) -> &'static str {
         "00000000000000000001.SEG",
         "README",
         "00000000000000000002.hint",
+        // A file where recovery puts its quarantine directory, and a leftover inside it.
+        "quarantine",
+        "quarantine/00000000000000000001-000000000048.bin",
     ];
     NAMES[usize::from(param) % NAMES.len()]
 }
