@@ -1,6 +1,8 @@
 //! `decode_record` on arbitrary bytes: never panics, never accepts a record over the limit
-//! or past the buffer, and whatever decodes re-encodes to exactly the bytes it came from;
-//! `resolve_session` follows a reference without panicking.
+//! or past the buffer or with a flag bit other than COMMIT and FIRST, and whatever decodes
+//! re-encodes to exactly the bytes it came from (both flags included); `resolve_session`
+//! follows a reference without panicking; a record's LSN span is at least 1 (more only for
+//! a gap) and `next_lsn` adds it, saturating.
 //! The same for segment headers.
 //!
 //! Input: `mode: u8, salt: u64, max_payload: u32, bytes...`. Random bytes almost never carry
@@ -10,8 +12,8 @@
 #![no_main]
 
 use convlog::format::{
-    Decoded, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader, SessionField, crc_seed,
-    decode_record, encode_record, resolve_session,
+    Decoded, FLAG_COMMIT, FLAG_FIRST, Kind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader,
+    SessionField, crc_seed, decode_record, encode_record, resolve_session,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -30,6 +32,14 @@ fuzz_target!(|data: &[u8]| {
         Decoded::Record(r) => {
             assert!(r.payload.len() as u64 <= u64::from(max));
             assert!(r.framed_len() <= buf.len());
+            // Byte 13 holds the flags: exactly the two the meta carries.
+            let flags = if r.meta.commit { FLAG_COMMIT } else { 0 }
+                | if r.meta.first { FLAG_FIRST } else { 0 };
+            assert_eq!(buf[13], flags, "flags byte");
+            let span = r.meta.lsn_span();
+            assert!(span >= 1);
+            assert!(r.meta.kind == Kind::Gap || span == 1);
+            assert_eq!(r.meta.next_lsn().0, r.meta.lsn.0.saturating_add(span));
             match r.session {
                 SessionField::Named(name) => assert!(!name.is_empty() && name.len() <= 256),
                 SessionField::Ref(at) => {

@@ -1,38 +1,48 @@
 //! Opening an arbitrary store directory: `open` returns `Ok` or a typed error and never
-//! panics or allocates without bound (run with `-rss_limit_mb=256`); an image that opens
-//! reads back (each read `Ok` or a typed error); a writable open takes an append (or refuses
-//! it with `Corrupt` when it finds damage the open did not scan), and a reopen finds it.
+//! panics or allocates without bound (run with `-rss_limit_mb=256`). A store that opens reads
+//! back: each session yields exactly its count of messages (and `tail` its last ones), each
+//! `Ok` or, only when the open trusted a hint instead of scanning a segment, `Corrupt`; when
+//! the open scanned every segment, every read is `Ok`, in LSN order, at or below `last_lsn`.
+//! A read-only open changes no file. A writable open takes an append (or refuses it with
+//! `Corrupt` when it finds damage the open did not scan); after a clean close, a reopen finds
+//! the same messages (and the append); when the first open scanned every segment (or
+//! salvaged), that reopen is `Strict` and finds the store clean: recovery leaves nothing for
+//! the next open to repair.
 //!
 //! Input (see `fuzz/corpus-gen` for the seeds):
 //!
 //! ```text
 //! input := mode:u8 file*
 //!   mode bits 0-1: recovery (0 point-in-time, 1 strict, 2 salvage, 3 point-in-time);
-//!   bit 2: read-only; bit 3: append after a writable open, then reopen
+//!   bit 2: read-only; bit 3: append after a writable open
 //! file := tag:u8 param:u8 len:u16le body[len]      (cut short at the end of the input)
 //!   tag % 6 = 0  raw segment     {ID[param % 8]:020}.seg
 //!             1  synthesized segment (body is a program, below), same name; with param
 //!                bit 7, the id is the LSN after the previous synthesized segment
 //!             2  raw hint named by the body's first 8 bytes (u64 LE): {id:020}.hint
-//!             3  raw other file  LOCK, leftovers and foreign names, by param
+//!             3  raw other file  LOCK, leftovers, foreign names, quarantine/, by param
 //!             4  raw segment named by the body's first 8 bytes (u64 LE)
 //!             5  raw segment     {param:020}.seg
 //! ID = [1, 2, 3, 4, 5, 10, 17, 1000]
 //!
 //! segment program := lsn_mode:u8 salt:u64le hflags:u8 record*
 //!   lsn_mode: first LSN = id (0), id + 1 (1), id - 1 (2), else 8 more bytes
-//!   hflags bit 0: break the header CRC; 1: set the reserved flags; 2: version 3 (CRC
-//!   fixed); 3: bad magic
+//!   hflags bit 0: break the header CRC; 1: set the reserved flags; 2: version 4 (newer; CRC
+//!   fixed); 3: bad magic; 4: version 2 (older; CRC fixed); 5: pad the file with zeros to
+//!   4096 bytes, as the writer preallocates
 //! record := op:u8 sess:u8 arg:u8 plen:u8 payload[plen] [dpos:u8 if damaged]
-//!   sess bits 0-2: session; bits 6-7: named on its first record in the segment and
-//!   referred to after (0, 3), named again (1), a reference to offset 48 + (bits 0-5) (2)
+//!   sess bits 0-2: session; bit 3: break the unit framing (FIRST set where the record
+//!   continues an open unit, or clear where it must start one); bits 6-7: named on its first
+//!   record in the segment and referred to after (0, 3), named again (1), a reference to
+//!   offset 48 + (bits 0-5, so bit 3 also breaks the framing there) (2)
 //!   op bits 0-2: kind (append, pop, truncate, clear, gap, unknown 0, unknown 9, append)
-//!   bit 3: COMMIT; bits 4-5: LSN = expected, +1, -1, or the previous one again;
+//!   bit 3: COMMIT (FIRST follows from it: set on a segment's first record and after each
+//!   COMMIT); bits 4-5: LSN = expected, +1, -1, or the previous one again;
 //!   bits 6-7: damage after encoding: none, flip a byte, cut the record, 512 zeros after it
 //! ```
 #![no_main]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -40,7 +50,7 @@ use convlog::format::{
     RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader, SessionField, encode_record,
 };
 use convlog::io::sim::SimFs;
-use convlog::{Lsn, RecoveryMode, SegmentId, Store, Timestamp};
+use convlog::{Classification, Lsn, RecoveryMode, SegmentId, Store, Timestamp};
 use libfuzzer_sys::fuzz_target;
 
 const ID: [u64; 8] = [1, 2, 3, 4, 5, 10, 17, 1000];
@@ -95,9 +105,12 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
         out[12] = 1;
     }
     if hflags & 4 != 0 {
-        out[8] = 3;
+        out[8] = 4;
     }
-    if hflags & 6 != 0 {
+    if hflags & 16 != 0 {
+        out[8] = 2;
+    }
+    if hflags & 22 != 0 {
         let crc = crc32fast::hash(&out[..44]);
         out[44..48].copy_from_slice(&crc.to_le_bytes());
     }
@@ -111,6 +124,8 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
     let mut next = first;
     let mut last = first;
     let mut named: HashMap<&[u8], u32> = HashMap::new();
+    // Whether the last record left a unit open (no COMMIT): the next one must not be FIRST.
+    let mut open_unit = false;
     while let Some(op) = p.u8() {
         let sb = p.u8().unwrap_or(0);
         let sess = sessions[usize::from(sb & 7) % sessions.len()];
@@ -118,6 +133,9 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
         let plen = usize::from(p.u8().unwrap_or(0));
         let payload = p.bytes(plen).to_vec();
         let kind_code = op & 7;
+        let commit = op & 8 != 0;
+        let first_flag = !open_unit ^ (sb & 8 != 0);
+        open_unit = !commit;
         let lsn = match (op >> 4) & 3 {
             0 => next,
             1 => next.wrapping_add(1),
@@ -145,7 +163,8 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
                 let kind = if kind_code == 7 { Kind::Append } else { kind };
                 let meta = RecordMeta {
                     kind,
-                    commit: op & 8 != 0,
+                    first: first_flag,
+                    commit,
                     lsn: Lsn(lsn),
                     arg,
                     timestamp: Timestamp(2),
@@ -162,7 +181,8 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
                 // kind byte and the header CRC.
                 let meta = RecordMeta {
                     kind: Kind::Append,
-                    commit: op & 8 != 0,
+                    first: first_flag,
+                    commit,
                     lsn: Lsn(lsn),
                     arg,
                     timestamp: Timestamp(2),
@@ -195,11 +215,14 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
             _ => {}
         }
     }
+    if hflags & 32 != 0 && out.len() < 4096 {
+        out.resize(4096, 0);
+    }
     (out, next)
 }
 
 fn other_name(param: u8) -> &'static str {
-    const NAMES: [&str; 8] = [
+    const NAMES: [&str; 10] = [
         "LOCK",
         "00000000000000000001.seg.salvage",
         "00000000000000000001.hint.tmp",
@@ -208,6 +231,9 @@ fn other_name(param: u8) -> &'static str {
         "00000000000000000001.SEG",
         "README",
         "00000000000000000002.hint",
+        // A file where recovery puts its quarantine directory, and a leftover inside it.
+        "quarantine",
+        "quarantine/00000000000000000001-000000000048.bin",
     ];
     NAMES[usize::from(param) % NAMES.len()]
 }
@@ -260,55 +286,126 @@ fuzz_target!(|data: &[u8]| {
         _ => RecoveryMode::PointInTime,
     };
     let read_only = mode & 4 != 0;
-    let opts = || {
+    let open = |recovery: RecoveryMode, read_only: bool| {
         Store::builder()
             .vfs(Arc::new(fs.clone()))
             .segment_size(4096)
             .recovery(recovery)
             .read_only(read_only)
+            .open(DIR)
     };
-    let Ok(store) = opts().open(DIR) else {
+    let image = read_only.then(|| dir_image(&fs));
+    let Ok(store) = open(recovery, read_only) else {
         return; // any typed error is fine
     };
-    let mut count = 0u64;
-    for s in store.sessions() {
-        for e in store.messages(&s.id).raw() {
-            if e.is_ok() {
-                count += 1;
-            }
-        }
-        let _ = store.tail(&s.id, 2).raw().count();
-    }
-    let _ = count;
-    if read_only || mode & 8 == 0 {
+    let mut contents = read_back(&store);
+    if let Some(image) = image {
+        drop(store);
+        assert!(
+            image == dir_image(&fs),
+            "a read-only open changed the directory"
+        );
         return;
     }
-    let before = store.last_lsn();
-    let receipt = match store.append_raw("fuzz-after-open", br#"{"role":"user","content":"after"}"#)
-    {
-        Ok(r) => r,
-        // A segment loaded from its hint is verified before the first append into it: damage
-        // found then refuses the write (and changes nothing).
-        Err(convlog::Error::Corrupt { .. }) => return,
-        Err(e) => panic!("a store that opened writable refused an append: {e:?}"),
-    };
-    assert_eq!(receipt.lsn, before.next());
+    // Salvage rewrites what it keeps from records it verified, so the hints it writes are
+    // as good as a scan.
+    let scanned = store.recovery_report().hints_used == 0 || recovery == RecoveryMode::Salvage;
+    if mode & 8 != 0 {
+        let before = store.last_lsn();
+        match store.append_raw(SESSION, AFTER) {
+            Ok(receipt) => {
+                assert_eq!(receipt.lsn, before.next());
+                contents
+                    .entry(SESSION.to_owned())
+                    .or_default()
+                    .push(Some(AFTER.to_vec()));
+            }
+            // A segment loaded from its hint is verified before the first append into it:
+            // damage found then refuses the write (and changes nothing).
+            Err(convlog::Error::Corrupt { .. }) if !scanned => {}
+            Err(e) => panic!("a store that opened writable refused an append: {e:?}"),
+        }
+    }
     drop(store);
-    let again = Store::builder()
-        .vfs(Arc::new(fs.clone()))
-        .segment_size(4096)
-        .open(DIR)
-        .expect("a store that took an append reopens");
-    assert_eq!(
-        again.last_lsn(),
-        receipt.lsn,
-        "the append is the last record"
+    let again_mode = if scanned {
+        RecoveryMode::Strict
+    } else {
+        RecoveryMode::PointInTime
+    };
+    let again = match open(again_mode, false) {
+        Ok(s) => s,
+        Err(e) => panic!("a store closed cleanly does not reopen ({again_mode:?}): {e:?}"),
+    };
+    if scanned {
+        let report = again.recovery_report();
+        assert_eq!(
+            report.classification(),
+            Classification::Clean,
+            "recovery left damage behind: {report:?}"
+        );
+    }
+    let found = read_back(&again);
+    assert!(
+        found == contents,
+        "a reopen found other messages:\n before: {contents:?}\n after: {found:?}"
     );
-    let last = again
-        .tail("fuzz-after-open", 1)
-        .raw()
-        .next()
-        .expect("the appended message is there")
-        .expect("and reads back");
-    assert_eq!(last.message, br#"{"role":"user","content":"after"}"#);
 });
+
+const SESSION: &str = "fuzz-after-open";
+const AFTER: &[u8] = br#"{"role":"user","content":"after"}"#;
+
+/// Every file of the image, with its bytes.
+fn dir_image(fs: &SimFs) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    fs.paths()
+        .into_iter()
+        .map(|p| {
+            let b = fs.read_file(&p);
+            (p, b)
+        })
+        .collect()
+}
+
+/// Reads every session of an open store back, checking what any open store guarantees;
+/// returns each session's messages (`None` for one whose read failed).
+fn read_back(store: &Store) -> BTreeMap<String, Vec<Option<Vec<u8>>>> {
+    // Whether the open read every record the index holds (and so checked it).
+    let scanned = store.recovery_report().hints_used == 0;
+    let last = store.last_lsn();
+    let mut out = BTreeMap::new();
+    let mut total = 0;
+    for s in store.sessions() {
+        let mut msgs = Vec::new();
+        let mut prev = Lsn(0);
+        for (i, e) in store.messages(&s.id).raw().enumerate() {
+            match e {
+                Ok(e) => {
+                    assert_eq!(e.interaction_id, i as u64 + 1, "session {:?}", s.id);
+                    if scanned {
+                        assert!(
+                            prev < e.lsn && e.lsn <= last,
+                            "session {:?}: message {} at LSN {:?} after {prev:?} (last {last:?})",
+                            s.id,
+                            i + 1,
+                            e.lsn
+                        );
+                    }
+                    prev = e.lsn;
+                    msgs.push(Some(e.message));
+                }
+                Err(convlog::Error::Corrupt { .. }) if !scanned => msgs.push(None),
+                Err(e) => panic!("session {:?}: message {} does not read: {e:?}", s.id, i + 1),
+            }
+        }
+        assert_eq!(msgs.len() as u64, s.count, "session {:?}", s.id);
+        assert_eq!(
+            store.tail(&s.id, 2).raw().count() as u64,
+            s.count.min(2),
+            "session {:?}",
+            s.id
+        );
+        total += s.count;
+        out.insert(s.id, msgs);
+    }
+    assert_eq!(store.stats().messages, total);
+    out
+}

@@ -39,8 +39,11 @@ fn decode_record_seeds() {
         } else {
             b""
         };
+        // Every combination of the unit flags: a single record (both), a batch's first,
+        // middle and last record.
         let meta = RecordMeta {
             kind: *kind,
+            first: i % 4 < 2,
             commit: i % 2 == 0,
             lsn: Lsn(1 + i as u64),
             arg: 3,
@@ -123,6 +126,14 @@ fn build_store(fs: &SimFs, n: u32, close: bool) {
     if close {
         drop(store);
     } else {
+        // Written but never synced: a crash may tear these.
+        for i in 0..6 {
+            let msg = format!(
+                r#"{{"role":"user","content":"unsynced {i} {}"}}"#,
+                "y".repeat(300)
+            );
+            store.append_raw("s0", msg.as_bytes()).unwrap();
+        }
         std::mem::forget(store);
     }
 }
@@ -156,6 +167,20 @@ fn open_image_seeds() {
         v.extend_from_slice(&prog);
     }
     write("open_image", "synth-chain", &v);
+    // One synthesized segment: a batch of three, then a record whose FIRST flag is wrong (it
+    // starts a unit inside the next batch), the rest of that batch, and the preallocated
+    // zeros after it; salvage mode.
+    let mut prog = vec![0u8];
+    prog.extend_from_slice(&9u64.to_le_bytes());
+    prog.push(32);
+    for (op, sess) in [(0u8, 1u8), (0, 1), (8, 1), (0, 2), (0, 1 | 8), (8, 1)] {
+        prog.extend_from_slice(&[op, sess, 1, 7]);
+        prog.extend_from_slice(br#"{"a":1}"#);
+    }
+    let mut v = vec![2u8, 1, 0];
+    v.extend_from_slice(&(prog.len() as u16).to_le_bytes());
+    v.extend_from_slice(&prog);
+    write("open_image", "synth-framing", &v);
 }
 
 fn ops_crash_seeds() {
