@@ -73,6 +73,30 @@ impl<'a> Dir<'a> {
         f.sync_data().map_err(|e| Error::io("fdatasync", path, e))
     }
 
+    /// Writes `bytes` to a new file named `name` in this directory, or `name.2`, `name.3`, ...
+    /// if that exists (nothing kept aside is ever replaced), and syncs it; returns its path.
+    /// The caller syncs the directory.
+    pub(crate) fn write_unique(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        let mut path = self.join(name);
+        let mut n = 1u64;
+        loop {
+            match self.vfs.open(&path, OpenMode::CreateNew) {
+                Ok(f) => {
+                    f.write_all_at(bytes, 0)
+                        .map_err(|e| Error::io("write", &path, e))?;
+                    f.sync_data()
+                        .map_err(|e| Error::io("fdatasync", &path, e))?;
+                    return Ok(path);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    n += 1;
+                    path = self.join(&format!("{name}.{n}"));
+                }
+                Err(e) => return Err(Error::io("create", &path, e)),
+            }
+        }
+    }
+
     /// Replaces `dest` with `bytes` atomically: a temporary file beside it (`<dest>.tmp`),
     /// `fdatasync`, rename over `dest`, directory fsync. A reader sees the old file or the
     /// new one, whole; a file mapped before keeps its old inode.

@@ -254,8 +254,7 @@ pub(crate) fn cut_tail(
     let qdir_path = dir.join(QUARANTINE_DIR);
     dir.create_dir(&qdir_path)?;
     let qdir = Dir::new(dir.vfs, &qdir_path);
-    let copy = qdir.join(&format!("{:020}-{offset:012}.torn", segment.0));
-    qdir.write_new(&copy, torn)?;
+    let copy = qdir.write_unique(&format!("{:020}-{offset:012}.torn", segment.0), torn)?;
     qdir.sync()?;
     dir.sync()?;
     crate::segment::zero_range(file, offset, bytes)

@@ -29,9 +29,8 @@ pub(super) fn rewrite(scan: &mut Scan<'_>) -> Result<(Vec<DroppedRange>, Option<
             continue;
         };
         let bytes = read_range(seg, d.offset, d.len)?;
-        let path = qdir.join(&format!("{:020}-{:012}.bin", d.segment.0, d.offset));
-        qdir.write_new(&path, &bytes)?;
-        d.quarantined = Some(path);
+        let name = format!("{:020}-{:012}.bin", d.segment.0, d.offset);
+        d.quarantined = Some(qdir.write_unique(&name, &bytes)?);
     }
     // Files that are no readable segment in their place go aside whole, by rename.
     for aside in std::mem::take(&mut scan.set_aside) {
