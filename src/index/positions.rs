@@ -111,11 +111,8 @@ impl Positions {
     pub(crate) fn push(&mut self, pos: Pos) {
         match self.blocks.last_mut() {
             Some(b) if b.len() < BLOCK => Arc::make_mut(b).push(pos),
-            _ => {
-                let mut b = Vec::with_capacity(BLOCK);
-                b.push(pos);
-                self.blocks.push(Arc::new(b));
-            }
+            // A new block grows as a vector does (a small session holds a small one).
+            _ => self.blocks.push(Arc::new(vec![pos])),
         }
     }
 
