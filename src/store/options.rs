@@ -87,7 +87,9 @@ impl Options {
     /// [`Error::InvalidOption`] for out-of-range options; [`Error::Locked`] when another
     /// process writes the store; [`Error::Corrupt`], [`Error::UnsupportedVersion`] or
     /// [`Error::UnknownRecordKind`] for damage the recovery mode does not repair;
-    /// [`Error::NotAStore`] for a read-only open of a missing directory; [`Error::Io`].
+    /// [`Error::NotAStore`] for a read-only open of a missing directory;
+    /// [`Error::AlreadyOpen`] when this process has the store open with other options;
+    /// [`Error::Io`]. A failed open changes nothing (a `LOCK` file it made is removed).
     pub fn open(self, dir: impl AsRef<Path>) -> Result<Store> {
         self.validate()?;
         Store::open_with(self, dir.as_ref())

@@ -104,8 +104,9 @@ impl Store {
     /// Removes and returns the last message of `session` (`None` when it is empty).
     ///
     /// # Errors
-    /// [`Error::Decode`] when the message is not a [`ChatMessage`] (then nothing is removed;
-    /// use [`Store::pop_raw`]); otherwise as [`Store::truncate`].
+    /// [`Error::Decode`] if the stored bytes are not a JSON object (never for a store this
+    /// crate wrote: every JSON object decodes as a [`ChatMessage`]); then nothing is removed.
+    /// Otherwise as [`Store::truncate`].
     pub fn pop(&self, session: &str) -> Result<Option<Entry<ChatMessage>>> {
         self.pop_with(session, |entry| {
             let message =
