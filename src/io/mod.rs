@@ -51,6 +51,7 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// Takes an exclusive advisory lock on `path` (created if missing) without waiting.
     ///
     /// `Ok(None)` when another holder has it. The lock lives as long as the returned guard.
+    /// Holders that only probe it ([`Vfs::is_locked`]) are waited out, briefly.
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;
     /// Whether someone holds the advisory lock on `path` right now (a missing file is not
     /// locked). Creates and changes nothing.

@@ -101,6 +101,10 @@ fn open_regular(o: &mut OpenOptions, path: &Path, exists: bool) -> io::Result<Fi
     Ok(file)
 }
 
+/// How long a writer waits for read-only opens that hold the lock shared (probing it) to let
+/// go; an exclusive holder (a writer) is reported at once.
+const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The operating system's file system (Unix).
 ///
 /// It opens regular files only: a FIFO, socket, device, directory or symbolic link where a
@@ -160,10 +164,25 @@ impl Vfs for StdFs {
         let mut o = OpenOptions::new();
         o.read(true).write(true).create(true).truncate(false);
         let file = open_regular(&mut o, path, path.symlink_metadata().is_ok())?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(file))),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(e),
+        let deadline = std::time::Instant::now() + PROBE_PATIENCE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(Box::new(file))),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
+            // Held. By a writer (exclusively: then a shared lock is refused too), or only by
+            // read-only opens probing it for an instant (`is_locked`): wait those out.
+            let probe = open_regular(OpenOptions::new().read(true), path, true)?;
+            match probe.try_lock_shared() {
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+                Ok(()) if std::time::Instant::now() >= deadline => return Ok(None),
+                Ok(()) => {
+                    drop(probe);
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+            }
         }
     }
 

@@ -196,11 +196,7 @@ pub(crate) fn recover(
 ) -> Result<Recovered> {
     let started = Instant::now();
     let dir = Dir::new(vfs, dir);
-    // A read-only open beside a live writer must not take the writer's unfinished bytes for
-    // damage: it reads the last segment up to its last committed unit.
-    let live = read_only && vfs.is_locked(&dir.join(LOCK_FILE)).unwrap_or(false);
-    let mut scan = scan::Scan::new(dir, mode, read_only, live)?;
-    scan.run()?;
+    let mut scan = scan_consistent(dir, mode, read_only)?;
     if mode == RecoveryMode::Salvage && !read_only && scan.needs_rewrite() {
         let (dropped, torn_tail) = salvage::rewrite(&mut scan)?;
         drop(scan);
@@ -214,6 +210,32 @@ pub(crate) fn recover(
     let mut rec = scan.finish()?;
     rec.report.duration = started.elapsed();
     Ok(rec)
+}
+
+/// Reads the store once. A read-only open beside a writer may list the directory while the
+/// writer creates a segment (a listing is no snapshot: it can miss a new file and show a
+/// newer one), and then see a gap that is not there: when a read-only scan fails and the
+/// segment files listed have changed since, it reads again (a few times at most).
+fn scan_consistent(dir: Dir<'_>, mode: RecoveryMode, read_only: bool) -> Result<scan::Scan<'_>> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 1;
+    loop {
+        // A read-only open beside a live writer must not take the writer's unfinished bytes
+        // for damage: it reads the last segment up to its last committed unit.
+        let live = read_only && dir.vfs.is_locked(&dir.join(LOCK_FILE)).unwrap_or(false);
+        let mut scan = scan::Scan::new(dir, mode, read_only, live)?;
+        let listed = scan.listed().to_vec();
+        match scan.run() {
+            Ok(()) => return Ok(scan),
+            Err(e) if !read_only || attempt == ATTEMPTS => return Err(e),
+            Err(e) => {
+                if scan::Scan::new(dir, mode, read_only, live)?.listed() == listed {
+                    return Err(e);
+                }
+                attempt += 1;
+            }
+        }
+    }
 }
 
 /// Whether `[from, to)` shows a sector that never reached the disk: an aligned all-zero

@@ -96,8 +96,13 @@ impl<'a> Scan<'a> {
         })
     }
 
+    /// The segment files the directory listed when this scan began.
+    pub(super) fn listed(&self) -> &[SegmentId] {
+        &self.ids
+    }
+
     pub(super) fn run(&mut self) -> Result<()> {
-        let ids = std::mem::take(&mut self.ids);
+        let ids = self.ids.clone();
         for (i, id) in ids.iter().enumerate() {
             self.segment(*id, i + 1 == ids.len())?;
         }
@@ -218,7 +223,8 @@ impl<'a> Scan<'a> {
                     && e != SegmentHeaderError::Reserved
                     && all_zero(map.get(SEGMENT_HEADER_LEN..).unwrap_or(&[])) =>
             {
-                if self.mode == RecoveryMode::Strict {
+                // (Beside a live writer, a segment being created: not part of the log yet.)
+                if self.mode == RecoveryMode::Strict && !self.live {
                     return Err(corrupt(id, 0, header_damage(&e)));
                 }
                 self.interrupted_creation(id, path)?;
