@@ -1719,8 +1719,8 @@ fn the_readme_cli_examples_run_as_written_after_the_demo() {
     assert_eq!(
         ran,
         [
-            "demo", "sessions", "cat", "tail", "stats", "append", "pop", "clear", "verify",
-            "repair", "export", "import"
+            "demo", "sessions", "cat", "tail", "window", "stats", "append", "pop", "clear",
+            "verify", "repair", "export", "import"
         ]
     );
     // The exported session went into the new store whole.
@@ -1750,4 +1750,63 @@ fn readme_names_its_license_and_platforms_and_no_invisible_references() {
     assert!(mit.contains("Copyright (c) the convlog developers"));
     let apache = std::fs::read_to_string(root.join("LICENSE-APACHE")).unwrap();
     assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+}
+
+/// `convlog window` prints the longest recent history within its budget that starts at a
+/// user message and keeps each tool result with its call, with the system message first.
+#[test]
+fn window_prints_a_budgeted_history_that_never_splits_a_tool_call() {
+    let tmp = TempDir::new().unwrap();
+    let dir = store_with(
+        &tmp,
+        &[
+            ("w", r#"{"role":"system","content":"Be brief."}"#),
+            ("w", r#"{"role":"user","content":"weather?"}"#),
+            (
+                "w",
+                r#"{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"wx","arguments":"{}"}}]}"#,
+            ),
+            (
+                "w",
+                r#"{"role":"tool","tool_call_id":"c1","content":"18C"}"#,
+            ),
+            ("w", r#"{"role":"assistant","content":"18C."}"#),
+        ],
+    );
+    // Four messages would start at the tool call: the window starts at the user message.
+    let (code, out, err) = run(&["window", s(&dir), "w", "--max-messages", "4"]);
+    assert_eq!(code, 0, "{err}");
+    let roles: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["role"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+    let (code, out, err) = run(&[
+        "window",
+        s(&dir),
+        "w",
+        "--max-messages",
+        "4",
+        "--keep-system",
+        "--with-meta",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["interaction_id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [1],
+        "with the system message, 4 cannot reach back to the user message"
+    );
 }

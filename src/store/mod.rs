@@ -4,6 +4,7 @@ mod open;
 mod options;
 mod read;
 mod registry;
+mod window;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use options::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use read::{Messages, RawMessages};
+pub use window::WindowSpec;
 
 use crate::durability::{Flusher, Syncer};
 use crate::error::{Error, Result};

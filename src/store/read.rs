@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use std::sync::Arc;
 
-use super::Store;
+use super::{State, Store};
 use crate::error::{Error, Result};
 use crate::index::Snapshot;
 use crate::message::{ChatMessage, Entry};
@@ -87,19 +87,56 @@ impl RawMessages {
     /// The messages whose interaction ids `ids(count)` gives, `count` being the session's
     /// count under the same guard that takes their positions.
     fn new(store: Store, session: &str, ids: impl FnOnce(u64) -> Range<u64>) -> RawMessages {
-        let positions = {
-            let state = store.state();
-            let s = state.index.get(session);
-            let range = ids(s.map_or(0, |s| s.count()));
-            s.map(|s| s.snapshot(range)).unwrap_or_default()
-        };
+        let state = store.state();
+        let messages = RawMessages::from_state(&state, &store, session, ids);
+        drop(state);
+        messages
+    }
+
+    /// As [`RawMessages::new`], under a guard the caller holds (to take several reads under
+    /// one).
+    pub(super) fn from_state(
+        state: &State,
+        store: &Store,
+        session: &str,
+        ids: impl FnOnce(u64) -> Range<u64>,
+    ) -> RawMessages {
+        let s = state.index.get(session);
+        let range = ids(s.map_or(0, |s| s.count()));
+        let positions = s.map(|s| s.snapshot(range)).unwrap_or_default();
         RawMessages {
-            store,
+            store: store.clone(),
             session: session.to_owned(),
             next: positions.range().start,
             positions,
             segment: None,
         }
+    }
+
+    /// The interaction id of the last message this read covers (0 if none).
+    pub(super) fn last_id(&self) -> u64 {
+        self.positions.range().end
+    }
+
+    /// The message with interaction id `id`, if this read covers it (random access; the
+    /// iterator's position does not move).
+    pub(super) fn entry(&mut self, id: u64) -> Option<Result<Entry<Vec<u8>>>> {
+        let i = id.checked_sub(1)?;
+        if !self.positions.range().contains(&i) {
+            return None;
+        }
+        let Some(pos) = self.positions.get(i) else {
+            return Some(Err(self.lost()));
+        };
+        let Some(segment) = self.segment(pos.seg) else {
+            return Some(Err(self.lost()));
+        };
+        Some(segment.read_at(pos.off).map(|r| Entry {
+            interaction_id: id,
+            lsn: r.meta.lsn,
+            timestamp: r.meta.timestamp,
+            message: r.payload,
+        }))
     }
 
     /// Decodes each message as `T` instead of yielding raw bytes.
@@ -125,23 +162,10 @@ impl Iterator for RawMessages {
     type Item = Result<Entry<Vec<u8>>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let i = self.next;
-        if i >= self.positions.range().end {
-            return None;
-        }
-        self.next += 1;
-        let Some(pos) = self.positions.get(i) else {
-            return Some(Err(self.lost()));
-        };
-        let Some(segment) = self.segment(pos.seg) else {
-            return Some(Err(self.lost()));
-        };
-        Some(segment.read_at(pos.off).map(|r| Entry {
-            interaction_id: i + 1,
-            lsn: r.meta.lsn,
-            timestamp: r.meta.timestamp,
-            message: r.payload,
-        }))
+        let id = self.next + 1;
+        let entry = self.entry(id)?;
+        self.next = id;
+        Some(entry)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

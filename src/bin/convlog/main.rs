@@ -36,6 +36,9 @@ enum Command {
     Cat(cmd::cat::Args),
     /// Print the last messages of a session as JSONL.
     Tail(cmd::tail::Args),
+    /// The longest recent history within a budget that never splits a tool call from its
+    /// result (JSONL).
+    Window(cmd::window::Args),
     /// Print counters about a store.
     Stats(cmd::stats::Args),
     /// Append one message (JSON argument) or many (JSONL on stdin) to a session.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Sessions(a) => cmd::sessions::run(a),
         Command::Cat(a) => cmd::cat::run(a),
         Command::Tail(a) => cmd::tail::run(a),
+        Command::Window(a) => cmd::window::run(a),
         Command::Stats(a) => cmd::stats::run(a),
         Command::Append(a) => cmd::append::run(a),
         Command::Pop(a) => cmd::pop::run(a),

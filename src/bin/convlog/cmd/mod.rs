@@ -12,3 +12,4 @@ pub mod sessions;
 pub mod stats;
 pub mod tail;
 pub mod verify;
+pub mod window;
