@@ -51,6 +51,8 @@ fn op() -> impl Strategy<Value = Op> {
         7 => (sess(), any::<bool>()).prop_map(|(s, typed)| Op::Pop { s, typed }),
         4 => (sess(), any::<u16>()).prop_map(|(s, keep)| Op::Truncate { s, keep }),
         2 => sess().prop_map(|s| Op::Clear { s }),
+        2 => (sess(), any::<u8>(), len(), prop::bool::weighted(0.2))
+            .prop_map(|(s, n, len, stale)| Op::Replace { s, n, len, stale }),
         6 => Just(Op::Sync),
         5 => (0u8..3, 0u8..2).prop_map(|(tear, durability)| Op::Crash { tear, durability }),
         2 => (0u8..2).prop_map(|durability| Op::Reopen { durability }),

@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn op(code: u8, a: u8, b: u8) -> Op {
     let len = u16::from(b) * 23;
-    match code % 16 {
+    match code % 17 {
         0..=4 => Op::Append {
             s: a,
             len,
@@ -49,6 +49,12 @@ fn op(code: u8, a: u8, b: u8) -> Op {
         12 => Op::Reopen { durability: a },
         13 => Op::Kill { durability: a },
         14 => Op::Check,
+        15 => Op::Replace {
+            s: a,
+            n: b,
+            len: u16::from(a) * 13,
+            stale: code & 0x20 != 0,
+        },
         _ => Op::Fault {
             after: a,
             kind: b,

@@ -101,6 +101,48 @@ impl Store {
         self.append_payloads(session, None, payloads)
     }
 
+    /// Makes `session` exactly `messages` (raw JSON objects, stored byte for byte), as one
+    /// committed unit: after a crash at any instant it holds its old history or the new one,
+    /// never neither, and a concurrent reader sees one or the other. The new messages get
+    /// interaction ids `1..=n`. With `expected_next_id`, nothing changes unless the session's
+    /// next interaction id is that one (no append landed since the caller read it).
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the next id differs; otherwise as [`Store::append_raw`], for
+    /// any message; then nothing changes.
+    pub fn replace<B: AsRef<[u8]>>(
+        &self,
+        session: &str,
+        expected_next_id: Option<u64>,
+        messages: &[B],
+    ) -> Result<Vec<Receipt>> {
+        validate_session_id(session)?;
+        for m in messages {
+            validate_object(session, m.as_ref())?;
+        }
+        self.check_sizes(session, messages.iter().map(|m| m.as_ref().len()))?;
+        let mut cleared = false;
+        let mut receipts = self.write_events(session, |count| {
+            check_expected(session, expected_next_id, count)?;
+            cleared = count > 0;
+            let clear = cleared.then(|| Event {
+                kind: Kind::Clear,
+                arg: count,
+                payload: Cow::Borrowed(&[][..]),
+            });
+            let appends = messages.iter().enumerate().map(|(i, m)| Event {
+                kind: Kind::Append,
+                arg: i as u64 + 1,
+                payload: Cow::Borrowed(m.as_ref()),
+            });
+            Ok(clear.into_iter().chain(appends).collect())
+        })?;
+        if cleared {
+            receipts.remove(0);
+        }
+        Ok(receipts)
+    }
+
     /// Removes and returns the last message of `session` (`None` when it is empty).
     ///
     /// # Errors
@@ -233,24 +275,9 @@ impl Store {
         payloads: Vec<Cow<'_, [u8]>>,
     ) -> Result<Vec<Receipt>> {
         validate_session_id(session)?;
-        let max = self.inner.opts.max_record_len;
-        if let Some(p) = payloads.iter().find(|p| p.len() as u64 > u64::from(max)) {
-            return Err(Error::RecordTooLarge {
-                session: session.to_owned(),
-                len: p.len() as u64,
-                max: u64::from(max),
-            });
-        }
+        self.check_sizes(session, payloads.iter().map(|p| p.len()))?;
         self.write_events(session, |count| {
-            if let Some(expected) = expected_next
-                && expected != count + 1
-            {
-                return Err(Error::Conflict {
-                    session: session.to_owned(),
-                    expected,
-                    actual: count + 1,
-                });
-            }
+            check_expected(session, expected_next, count)?;
             Ok(payloads
                 .into_iter()
                 .enumerate()
@@ -261,6 +288,19 @@ impl Store {
                 })
                 .collect())
         })
+    }
+
+    /// Refuses a payload over the store's `max_record_len`.
+    fn check_sizes(&self, session: &str, lens: impl Iterator<Item = usize>) -> Result<()> {
+        let max = u64::from(self.inner.opts.max_record_len);
+        match lens.map(|l| l as u64).find(|l| *l > max) {
+            Some(len) => Err(Error::RecordTooLarge {
+                session: session.to_owned(),
+                len,
+                max,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Logs the events `plan` makes from the session's current count, as one committed
@@ -514,6 +554,19 @@ fn frame(w: &mut Writer, session: &str, events: &[Event<'_>]) -> (Vec<Receipt>, 
     w.naming = naming;
     w.framed_records = events.len() as u64;
     (receipts, offsets)
+}
+
+/// `Error::Conflict` unless the session's next interaction id (after `count` messages) is the
+/// one the caller expects (if it expects one).
+fn check_expected(session: &str, expected: Option<u64>, count: u64) -> Result<()> {
+    match expected {
+        Some(e) if e != count + 1 => Err(Error::Conflict {
+            session: session.to_owned(),
+            expected: e,
+            actual: count + 1,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn not_an_object(session: &str) -> Error {

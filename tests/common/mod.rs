@@ -93,6 +93,9 @@ pub enum Op {
     Truncate { s: u8, keep: u16 },
     /// `clear`.
     Clear { s: u8 },
+    /// `replace` with `n` new messages (0: the session becomes empty), the expected next id
+    /// right or (with `stale`) off by one.
+    Replace { s: u8, n: u8, len: u16, stale: bool },
     /// `sync`.
     Sync,
     /// A power cut with this tear, then an open with this durability.
@@ -715,6 +718,37 @@ impl Harness {
                     Err(e) => Err(e),
                 };
                 self.settle(r, before, u64::from(count > 0), next, Vec::new(), false)
+            }
+            Op::Replace { s, n, len, stale } => {
+                let name = session(s);
+                let count = self.state().get(name).map_or(0, Vec::len) as u64;
+                let n = usize::from(n % 6);
+                let msgs: Vec<(u64, Vec<u8>)> = (0..n).map(|_| self.new_msg(len)).collect();
+                let bodies: Vec<&[u8]> = msgs.iter().map(|(_, b)| b.as_slice()).collect();
+                let expected = count + 1 + u64::from(stale);
+                let store = self.store.as_ref().expect("open");
+                let r = store.replace(name, Some(expected), &bodies);
+                let r = match r {
+                    Ok(receipts) => {
+                        let ids: Vec<u64> = receipts.iter().map(|r| r.interaction_id).collect();
+                        if ids != (1..=n as u64).collect::<Vec<_>>() {
+                            return Err(self.fail(format!("replace receipts {ids:?}")));
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                let mut next = self.state().clone();
+                next.remove(name);
+                if n > 0 {
+                    next.insert(name, msgs.iter().map(|(id, _)| *id).collect());
+                }
+                let records = if stale {
+                    0
+                } else {
+                    u64::from(count > 0) + n as u64
+                };
+                self.settle(r, before, records, next, msgs, stale)
             }
             Op::Sync => {
                 let store = self.store.as_ref().expect("open");
