@@ -1810,3 +1810,34 @@ fn window_prints_a_budgeted_history_that_never_splits_a_tool_call() {
         "with the system message, 4 cannot reach back to the user message"
     );
 }
+
+/// `convlog replace` makes a session exactly its stdin, only when the expected next id holds.
+#[test]
+fn replace_makes_a_session_exactly_its_stdin_when_nothing_was_appended_since() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let before = run(&["cat", s(&dir), "alpha"]).1;
+    let new = "{\"role\":\"system\",\"content\":\"summary\"}\n{\"role\":\"user\",\"content\":\"go on\"}\n";
+    let (code, _, err) = run_with_stdin(&["replace", s(&dir), "alpha", "--expect", "1", "-"], new);
+    assert_eq!(code, 1, "a stale expectation is a conflict");
+    assert!(err.contains("conflict"), "{err}");
+    assert_eq!(run(&["cat", s(&dir), "alpha"]).1, before, "nothing changed");
+    let (_, meta, _) = run(&["cat", s(&dir), "alpha", "--with-meta"]);
+    let next = meta.lines().count() + 1;
+    let (code, out, err) = run_with_stdin(
+        &[
+            "replace",
+            s(&dir),
+            "alpha",
+            "--expect",
+            &next.to_string(),
+            "-",
+        ],
+        new,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 messages"), "{out}");
+    assert_eq!(run(&["cat", s(&dir), "alpha"]).1, new);
+    let (code, _, err) = run(&["verify", s(&dir)]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -45,6 +45,8 @@ enum Command {
     Append(cmd::append::Args),
     /// Remove a session's last message and print it.
     Pop(cmd::pop::Args),
+    /// Make a session exactly the JSONL on stdin, atomically.
+    Replace(cmd::replace::Args),
     /// Remove every message of a session.
     Clear(cmd::clear::Args),
     /// Check every record, checksum and the LSN chain; exit 0 only when clean.
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Cat(a) => cmd::cat::run(a),
         Command::Tail(a) => cmd::tail::run(a),
         Command::Window(a) => cmd::window::run(a),
+        Command::Replace(a) => cmd::replace::run(a),
         Command::Stats(a) => cmd::stats::run(a),
         Command::Append(a) => cmd::append::run(a),
         Command::Pop(a) => cmd::pop::run(a),

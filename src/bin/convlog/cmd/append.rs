@@ -88,7 +88,7 @@ pub fn run(args: Args) -> CliResult {
 }
 
 /// Reads and checks every line of stdin; any invalid line fails the whole append.
-fn read_stdin() -> CliResult<Vec<Vec<u8>>> {
+pub fn read_stdin() -> CliResult<Vec<Vec<u8>>> {
     let source = Source::stdin()?;
     let mut lines = source.lines()?;
     let mut messages = Vec::new();

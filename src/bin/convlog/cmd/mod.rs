@@ -8,6 +8,7 @@ pub mod export;
 pub mod import;
 pub mod pop;
 pub mod repair;
+pub mod replace;
 pub mod sessions;
 pub mod stats;
 pub mod tail;
