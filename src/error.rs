@@ -113,6 +113,15 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// An idempotency key is empty or longer than 256 bytes.
+    #[error("invalid idempotency key for session {session:?}: {reason}")]
+    InvalidKey {
+        /// The session it was meant for.
+        session: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
     /// A message is not a JSON object, or failed to serialize.
     #[error("invalid message for session {session:?}: {reason}")]
     InvalidMessage {

@@ -8,18 +8,20 @@
 //! ```text
 //! Hint file `{first_lsn:020}.hint` (little-endian):
 //!   0  8  magic          b"convlogH"
-//!   8  2  version        u16 = 1
+//!   8  2  version        u16 = 2
 //!  10  2  reserved       u16 = 0
 //!  12  4  sessions       u32: number of session entries
 //!  16  8  first LSN      u64: must equal the segment's
 //!  24  8  salt           u64: must equal the segment's
 //!  32  8  valid length   u64: where the segment's records end (zeros, if anything, follow)
 //!  40  8  next LSN       u64: the LSN after the segment's last record
-//!  48 40  kind counts    5 x u64: records of each kind (append, pop, truncate, clear, gap)
-//!  88  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
+//!  48 48  kind counts    6 x u64: records of each kind (append, pop, truncate, clear, gap, key)
+//!  96  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
 //!           1 appends:   u32 n, u64 first timestamp, u64 last timestamp, n x u32 offsets
 //!           2 pop:       u64 messages popped (consecutive pops folded)
 //!           3 truncate:  u64 messages kept (clear = truncate to 0)
+//!           4 key:       u16 length, key bytes, u64 LSN of the first append it names,
+//!                        u64 timestamp, u64 appends it names
 //!  end-4  4  CRC-32 of every byte before it
 //! ```
 //!
@@ -42,11 +44,12 @@ use crate::segment::{Record, SegmentReader, Units, Why, all_zero};
 /// Magic bytes at the start of every hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"convlogH";
 /// The hint format version.
-pub const HINT_VERSION: u16 = 1;
-const HEADER_LEN: usize = 88;
+pub const HINT_VERSION: u16 = 2;
+const HEADER_LEN: usize = 96;
 const TAG_APPENDS: u8 = 1;
 const TAG_POP: u8 = 2;
 const TAG_TRUNCATE: u8 = 3;
+const TAG_KEY: u8 = 4;
 
 /// One session's events within a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,13 @@ pub(crate) enum HintEvent {
     Pop(u64),
     /// Cut to the first `keep` messages.
     Truncate(u64),
+    /// An idempotency key naming the `count` appends after it, the first with `lsn`.
+    Key {
+        key: Vec<u8>,
+        lsn: Lsn,
+        ts: Timestamp,
+        count: u64,
+    },
 }
 
 /// A decoded hint.
@@ -71,7 +81,7 @@ pub(crate) struct Hint {
     pub(crate) valid_len: u64,
     pub(crate) next_lsn: Lsn,
     /// Records of each kind, indexed by `kind code - 1`.
-    pub(crate) kinds: [u64; 5],
+    pub(crate) kinds: [u64; 6],
     pub(crate) sessions: Vec<(String, Vec<HintEvent>)>,
 }
 
@@ -86,7 +96,7 @@ pub(crate) fn path(dir: &Path, id: SegmentId) -> PathBuf {
 pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
     let mut order: Vec<&str> = Vec::new();
     let mut events: HashMap<&str, Vec<HintEvent>> = HashMap::new();
-    let mut kinds = [0u64; 5];
+    let mut kinds = [0u64; 6];
     let start = SEGMENT_HEADER_LEN as u64;
     let mut units = Units::new(SegmentReader::new(segment, salt, start, Some(first_lsn)));
     let mut next_lsn = first_lsn;
@@ -140,6 +150,12 @@ fn push_event(evs: &mut Vec<HintEvent>, r: &Record<'_>) {
         (Kind::Pop, _) => evs.push(HintEvent::Pop(1)),
         (Kind::Truncate, _) => evs.push(HintEvent::Truncate(r.meta.arg)),
         (Kind::Clear, _) => evs.push(HintEvent::Truncate(0)),
+        (Kind::Key, _) => evs.push(HintEvent::Key {
+            key: r.payload.to_vec(),
+            lsn: r.meta.lsn.next(),
+            ts,
+            count: r.meta.arg,
+        }),
         (Kind::Gap, _) => {}
     }
 }
@@ -187,6 +203,19 @@ impl Hint {
                         b.push(TAG_TRUNCATE);
                         b.extend_from_slice(&k.to_le_bytes());
                     }
+                    HintEvent::Key {
+                        key,
+                        lsn,
+                        ts,
+                        count,
+                    } => {
+                        b.push(TAG_KEY);
+                        b.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                        b.extend_from_slice(key);
+                        b.extend_from_slice(&lsn.0.to_le_bytes());
+                        b.extend_from_slice(&ts.0.to_le_bytes());
+                        b.extend_from_slice(&count.to_le_bytes());
+                    }
                 }
             }
         }
@@ -216,6 +245,17 @@ impl Hint {
                     },
                     EventRef::Pop(n) => HintEvent::Pop(n),
                     EventRef::Truncate(k) => HintEvent::Truncate(k),
+                    EventRef::Key {
+                        key,
+                        lsn,
+                        ts,
+                        count,
+                    } => HintEvent::Key {
+                        key: key.to_vec(),
+                        lsn,
+                        ts,
+                        count,
+                    },
                 });
             }
         })?;
@@ -238,7 +278,7 @@ pub(crate) struct HintHeader {
     pub(crate) salt: u64,
     pub(crate) valid_len: u64,
     pub(crate) next_lsn: Lsn,
-    pub(crate) kinds: [u64; 5],
+    pub(crate) kinds: [u64; 6],
 }
 
 /// One event of a hint, borrowed from its bytes.
@@ -254,6 +294,13 @@ pub(crate) enum EventRef<'a> {
     Pop(u64),
     /// Cut to the first `keep` messages.
     Truncate(u64),
+    /// An idempotency key naming the `count` appends after it, the first with `lsn`.
+    Key {
+        key: &'a [u8],
+        lsn: Lsn,
+        ts: Timestamp,
+        count: u64,
+    },
 }
 
 /// The offsets of an appends run, read in place.
@@ -303,7 +350,7 @@ pub(crate) fn parse<'a>(
     let salt = r.u64()?;
     let valid_len = r.u64()?;
     let next_lsn = Lsn(r.u64()?);
-    let mut kinds = [0u64; 5];
+    let mut kinds = [0u64; 6];
     for k in &mut kinds {
         *k = r.u64()?;
     }
@@ -333,6 +380,15 @@ pub(crate) fn parse<'a>(
                 }
                 TAG_POP => EventRef::Pop(r.u64()?),
                 TAG_TRUNCATE => EventRef::Truncate(r.u64()?),
+                TAG_KEY => {
+                    let len = usize::from(r.u16()?);
+                    EventRef::Key {
+                        key: r.take(len)?,
+                        lsn: Lsn(r.u64()?),
+                        ts: Timestamp(r.u64()?),
+                        count: r.u64()?,
+                    }
+                }
                 _ => return None,
             };
             f(session, event);
@@ -463,7 +519,7 @@ mod tests {
         let seg = segment();
         let h = build(&seg, Lsn(10), 99).unwrap();
         assert_eq!(h.next_lsn, Lsn(17));
-        assert_eq!(h.kinds, [4, 2, 0, 1, 0]);
+        assert_eq!(h.kinds, [4, 2, 0, 1, 0, 0]);
         assert_eq!(h.valid_len, seg.len() as u64);
         assert_eq!(h.sessions.len(), 2);
         let (name, a) = &h.sessions[0];

@@ -1841,3 +1841,26 @@ fn replace_makes_a_session_exactly_its_stdin_when_nothing_was_appended_since() {
     let (code, _, err) = run(&["verify", s(&dir)]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// `convlog append --key K` is safe to retry: the second run prints the first run's receipt
+/// and appends nothing.
+#[test]
+fn append_with_a_key_is_safe_to_retry() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("keyed");
+    let args = [
+        "append",
+        s(&dir),
+        "s",
+        r#"{"role":"user","content":"once"}"#,
+        "--key",
+        "req-7",
+    ];
+    let (code, first, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let (code, again, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(again, first, "the original receipt");
+    let (_, out, _) = run(&["cat", s(&dir), "s"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+}

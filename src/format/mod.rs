@@ -18,7 +18,7 @@
 //!   0  4  header CRC       u32: crc32 seeded with seed(salt), over bytes 4..44 and the name
 //!   4  4  payload CRC      u32: crc32 of the payload
 //!   8  4  payload length   u32 (<= max_record_len)
-//!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap
+//!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap, 6 key
 //!  13  1  flags            u8: bit 0 = COMMIT (last record of a unit), bit 1 = FIRST (first
 //!                          record of a unit); a single record has both
 //!  14  2  name length      u16: 1..=256 when the record names its session inline; 0 when
@@ -26,7 +26,8 @@
 //!  16  4  session ref      u32: 0 for a named record; else the offset, in this segment, of
 //!                          an earlier named record of the same session
 //!  20  8  LSN              u64
-//!  28  8  argument         u64: interaction id (append, pop), kept count (truncate), lost LSNs (gap)
+//!  28  8  argument         u64: interaction id (append, pop), kept count (truncate), lost LSNs
+//!                          (gap), appends the key names (key)
 //!  36  8  timestamp        u64: microseconds since the Unix epoch
 //!  44  n  session id       UTF-8, `name length` bytes (named records only)
 //!  44+n p payload          the message's JSON exactly as serialized (append), empty otherwise
@@ -48,6 +49,8 @@ pub const FORMAT_VERSION: u16 = 3;
 pub const SEGMENT_HEADER_LEN: usize = 48;
 /// Length of the fixed part of a record header (the session name, if any, follows it).
 pub const RECORD_HEADER_LEN: usize = 44;
+/// Longest idempotency key, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
 /// Longest session id, in bytes.
 pub const MAX_SESSION_LEN: usize = 256;
 /// Default limit on a record's payload, and the hard ceiling of `max_record_len`.
@@ -103,16 +106,20 @@ pub enum Kind {
     Clear = 4,
     /// Written by salvage in place of damaged records: `argument` LSNs were lost here.
     Gap = 5,
+    /// An idempotency key (the payload, 1 to 256 bytes) naming the `argument` appends that
+    /// follow it in its unit: a retry with the same key in the session writes nothing.
+    Key = 6,
 }
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Append,
         Kind::Pop,
         Kind::Truncate,
         Kind::Clear,
         Kind::Gap,
+        Kind::Key,
     ];
 
     /// The kind for a code byte, if this build knows it.
@@ -130,6 +137,7 @@ impl Kind {
             Kind::Truncate => "truncate",
             Kind::Clear => "clear",
             Kind::Gap => "gap",
+            Kind::Key => "key",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use crate::format::{Kind, RecordMeta};
-use crate::id::Timestamp;
+use crate::id::{Lsn, Timestamp};
 use crate::io::Mapping;
 
 pub(crate) use positions::Snapshot;
@@ -29,6 +29,54 @@ struct SessionState {
     positions: Positions,
     first: Timestamp,
     last: Timestamp,
+    /// Idempotency keys of its live messages (most sessions have none).
+    keys: Option<Box<Keys>>,
+}
+
+/// What an idempotency key names: the appends of one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Keyed {
+    /// The interaction id of the first append it names.
+    pub(crate) first_id: u64,
+    /// The LSN of that append (the others follow it).
+    pub(crate) first_lsn: Lsn,
+    /// The unit's timestamp.
+    pub(crate) timestamp: Timestamp,
+    /// How many appends it names.
+    pub(crate) count: u64,
+}
+
+/// A session's idempotency keys.
+///
+/// Invariant: `order` holds every key of `map` once, by ascending `first_id`, so removing the
+/// keys of removed messages costs what is removed.
+#[derive(Debug, Default)]
+struct Keys {
+    map: HashMap<Box<[u8]>, Keyed>,
+    order: Vec<(u64, Box<[u8]>)>,
+}
+
+impl Keys {
+    /// Forgets the keys whose messages are not all among the first `keep`.
+    fn keep(&mut self, keep: u64) {
+        while let Some((first, key)) = self.order.last() {
+            let Some(k) = self.map.get(key) else {
+                self.order.pop();
+                continue;
+            };
+            if *first + k.count - 1 <= keep {
+                break;
+            }
+            self.map.remove(key);
+            self.order.pop();
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.map.capacity() * (size_of::<(Box<[u8]>, Keyed)>() + 1)
+            + self.order.capacity() * size_of::<(u64, Box<[u8]>)>()
+            + self.order.iter().map(|(_, k)| 2 * k.len()).sum::<usize>()
+    }
 }
 
 /// A session as the index's readers see it.
@@ -52,6 +100,11 @@ impl<'a> Session<'a> {
         self.state.positions.snapshot(self.hints, from, to)
     }
 
+    /// What the idempotency key `key` names in it, if anything.
+    pub(crate) fn key(&self, key: &[u8]) -> Option<Keyed> {
+        self.state.keys.as_ref()?.map.get(key).copied()
+    }
+
     /// Timestamp of its first message.
     pub(crate) fn first(&self) -> Timestamp {
         self.state.first
@@ -65,7 +118,7 @@ impl<'a> Session<'a> {
 
 /// One change to a session, as the fold ([`Index::apply`]) takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
+pub(crate) enum Change<'a> {
     /// One message appended, its record at `pos`.
     Append { pos: Pos, ts: Timestamp },
     /// `count` messages appended in segment `seg`, whose record offsets are the consecutive
@@ -82,12 +135,19 @@ pub(crate) enum Change {
     Pop(u64),
     /// All but the first `k` messages removed (truncate; a clear keeps 0).
     Keep(u64),
+    /// An idempotency key naming the `count` appends that follow, the first with `lsn`.
+    Key {
+        key: &'a [u8],
+        lsn: Lsn,
+        ts: Timestamp,
+        count: u64,
+    },
 }
 
-impl Change {
-    /// What the record with `meta` at `pos` does to its session; `None` for records that
-    /// change no session (gaps).
-    pub(crate) fn of_record(meta: &RecordMeta, pos: Pos) -> Option<Change> {
+impl<'a> Change<'a> {
+    /// What the record with `meta` and `payload` at `pos` does to its session; `None` for
+    /// records that change no session (gaps).
+    pub(crate) fn of_record(meta: &RecordMeta, pos: Pos, payload: &'a [u8]) -> Option<Change<'a>> {
         Some(match meta.kind {
             Kind::Append => Change::Append {
                 pos,
@@ -96,6 +156,12 @@ impl Change {
             Kind::Pop => Change::Pop(1),
             Kind::Truncate => Change::Keep(meta.arg),
             Kind::Clear => Change::Keep(0),
+            Kind::Key => Change::Key {
+                key: payload,
+                lsn: meta.lsn.next(),
+                ts: meta.timestamp,
+                count: meta.arg,
+            },
             Kind::Gap => return None,
         })
     }
@@ -151,6 +217,7 @@ impl Index {
             positions: Positions::default(),
             first,
             last: first,
+            keys: None,
         };
         f(&mut s, &self.hints);
         self.sessions.insert(session.into(), s);
@@ -175,10 +242,31 @@ impl Index {
     pub(crate) fn apply(
         &mut self,
         session: &str,
-        change: Change,
+        change: Change<'_>,
         ts_at: impl FnOnce(Pos) -> Timestamp,
     ) -> u64 {
         match change {
+            Change::Key {
+                key,
+                lsn,
+                ts,
+                count,
+            } => {
+                self.update(session, ts, |s, _| {
+                    let first_id = s.positions.len() + 1;
+                    let keys = s.keys.get_or_insert_with(Box::default);
+                    let keyed = Keyed {
+                        first_id,
+                        first_lsn: lsn,
+                        timestamp: ts,
+                        count,
+                    };
+                    if keys.map.insert(key.into(), keyed).is_none() {
+                        keys.order.push((first_id, key.into()));
+                    }
+                });
+                0
+            }
             Change::Append { pos, ts } => {
                 self.update(session, ts, |s, _| {
                     s.positions.push(pos);
@@ -224,6 +312,9 @@ impl Index {
             return len;
         }
         s.positions.truncate(keep);
+        if let Some(keys) = s.keys.as_mut() {
+            keys.keep(keep);
+        }
         if let Some(p) = s.positions.get(&self.hints, keep - 1) {
             s.last = last_ts(p);
         }
@@ -239,7 +330,13 @@ impl Index {
             + self
                 .sessions
                 .iter()
-                .map(|(k, s)| k.len() + s.positions.heap_bytes())
+                .map(|(k, s)| {
+                    k.len()
+                        + s.positions.heap_bytes()
+                        + s.keys
+                            .as_ref()
+                            .map_or(0, |keys| size_of::<Keys>() + keys.heap_bytes())
+                })
                 .sum::<usize>()
             + self.hints.bytes()
     }

@@ -465,7 +465,7 @@ impl<'a> Scan<'a> {
             seg: ordinal,
             off: r.offset as u32,
         };
-        let Some(change) = Change::of_record(&r.meta, pos) else {
+        let Some(change) = Change::of_record(&r.meta, pos, r.payload) else {
             return;
         };
         let segments = &self.segments;
@@ -505,6 +505,17 @@ impl<'a> Scan<'a> {
                 }
                 EventRef::Pop(n) => Change::Pop(n),
                 EventRef::Truncate(k) => Change::Keep(k),
+                EventRef::Key {
+                    key,
+                    lsn,
+                    ts,
+                    count,
+                } => Change::Key {
+                    key,
+                    lsn,
+                    ts,
+                    count,
+                },
             };
             index.apply(session, change, |q| {
                 timestamp_at(segments, ordinal, map, salt, q)

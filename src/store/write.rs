@@ -10,7 +10,7 @@ use super::{Receipt, Store, Writer, validate_session_id};
 use crate::durability::{Appending, Durability, WRITEBACK_BYTES, gather_group};
 use crate::error::{Error, Result};
 use crate::format::{
-    Kind, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record,
+    Kind, MAX_KEY_LEN, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record,
 };
 use crate::id::{Lsn, Timestamp};
 use crate::index::{Change, Pos};
@@ -101,6 +101,77 @@ impl Store {
         self.append_payloads(session, None, payloads)
     }
 
+    /// Appends `message` under the idempotency key `key` (1 to 256 bytes): if `session`
+    /// already holds a message appended with `key`, its original [`Receipt`] comes back and
+    /// nothing is written, also after a reopen or a crash (the key is logged in the same unit
+    /// as the message). A key is remembered while the messages it names are in the session:
+    /// a pop, truncate or clear that removes them forgets it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] for an empty or over-long key; otherwise as [`Store::append`].
+    pub fn append_with_key<T: Serialize + ?Sized>(
+        &self,
+        session: &str,
+        key: &str,
+        message: &T,
+    ) -> Result<Receipt> {
+        let payload = self.serialize(session, message)?;
+        self.append_keyed(session, key, vec![Cow::Owned(payload)])
+            .map(|r| r[0])
+    }
+
+    /// [`Store::append_with_key`] for raw JSON objects, stored byte for byte; a batch, all or
+    /// nothing, named by one key (a retry returns every original receipt).
+    ///
+    /// # Errors
+    /// As [`Store::append_with_key`] and [`Store::append_batch_raw`].
+    pub fn append_batch_raw_with_key<B: AsRef<[u8]>>(
+        &self,
+        session: &str,
+        key: &str,
+        messages: &[B],
+    ) -> Result<Vec<Receipt>> {
+        for m in messages {
+            validate_object(session, m.as_ref())?;
+        }
+        let payloads = messages.iter().map(|m| Cow::Borrowed(m.as_ref())).collect();
+        self.append_keyed(session, key, payloads)
+    }
+
+    fn append_keyed(
+        &self,
+        session: &str,
+        key: &str,
+        payloads: Vec<Cow<'_, [u8]>>,
+    ) -> Result<Vec<Receipt>> {
+        validate_session_id(session)?;
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(Error::InvalidKey {
+                session: session.to_owned(),
+                reason: if key.is_empty() {
+                    "empty"
+                } else {
+                    "longer than 256 bytes"
+                },
+            });
+        }
+        self.check_sizes(session, payloads.iter().map(|p| p.len()))?;
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write_events(session, Some(key.as_bytes()), |count| {
+            Ok(payloads
+                .into_iter()
+                .enumerate()
+                .map(|(i, payload)| Event {
+                    kind: Kind::Append,
+                    arg: count + 1 + i as u64,
+                    payload,
+                })
+                .collect())
+        })
+    }
+
     /// Makes `session` exactly `messages` (raw JSON objects, stored byte for byte), as one
     /// committed unit: after a crash at any instant it holds its old history or the new one,
     /// never neither, and a concurrent reader sees one or the other. The new messages get
@@ -122,7 +193,7 @@ impl Store {
         }
         self.check_sizes(session, messages.iter().map(|m| m.as_ref().len()))?;
         let mut cleared = false;
-        let mut receipts = self.write_events(session, |count| {
+        let mut receipts = self.write_events(session, None, |count| {
             check_expected(session, expected_next_id, count)?;
             cleared = count > 0;
             let clear = cleared.then(|| Event {
@@ -182,7 +253,7 @@ impl Store {
     ) -> Result<Option<T>> {
         validate_session_id(session)?;
         let mut popped = None;
-        self.write_events(session, |count| {
+        self.write_events(session, None, |count| {
             if count == 0 {
                 return Ok(Vec::new());
             }
@@ -207,7 +278,7 @@ impl Store {
     pub fn truncate(&self, session: &str, keep: u64) -> Result<u64> {
         validate_session_id(session)?;
         let mut removed = 0;
-        self.write_events(session, |count| {
+        self.write_events(session, None, |count| {
             if keep >= count {
                 return Ok(Vec::new());
             }
@@ -229,7 +300,7 @@ impl Store {
     pub fn clear(&self, session: &str) -> Result<u64> {
         validate_session_id(session)?;
         let mut removed = 0;
-        self.write_events(session, |count| {
+        self.write_events(session, None, |count| {
             removed = count;
             Ok(if count == 0 {
                 Vec::new()
@@ -276,7 +347,7 @@ impl Store {
     ) -> Result<Vec<Receipt>> {
         validate_session_id(session)?;
         self.check_sizes(session, payloads.iter().map(|p| p.len()))?;
-        self.write_events(session, |count| {
+        self.write_events(session, None, |count| {
             check_expected(session, expected_next, count)?;
             Ok(payloads
                 .into_iter()
@@ -305,9 +376,13 @@ impl Store {
 
     /// Logs the events `plan` makes from the session's current count, as one committed
     /// unit, then applies them to the index and waits as the durability mode says.
+    ///
+    /// With an idempotency `key`: if the session already holds the appends it names, their
+    /// receipts come back and nothing is written; else the unit starts with a `key` record.
     fn write_events<'p>(
         &self,
         session: &str,
+        key: Option<&'p [u8]>,
         plan: impl FnOnce(u64) -> Result<Vec<Event<'p>>>,
     ) -> Result<Vec<Receipt>> {
         let appending = Appending::enter(&self.inner.appending);
@@ -320,14 +395,36 @@ impl Store {
         if self.inner.syncer.is_poisoned() {
             return Err(self.poisoned());
         }
-        let events = plan(self.state().index.count(session))?;
+        let (count, keyed) = {
+            let state = self.state();
+            let s = state.index.get(session);
+            let keyed = key.and_then(|k| s.and_then(|s| s.key(k)));
+            (s.map_or(0, |s| s.count()), keyed)
+        };
+        if let Some(k) = keyed {
+            return Ok(keyed_receipts(&k));
+        }
+        let mut events = plan(count)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(key) = key {
+            events.insert(
+                0,
+                Event {
+                    kind: Kind::Key,
+                    arg: events.len() as u64,
+                    payload: Cow::Borrowed(key),
+                },
+            );
+        }
         self.make_room(w, session, &events)?;
-        let (receipts, offsets) = frame(w, session, &events);
+        let (mut receipts, offsets) = frame(w, session, &events);
         self.write(w)?;
         self.apply(w, session, &events, &offsets, &receipts);
+        if key.is_some() {
+            receipts.remove(0);
+        }
         let last = Lsn(w.next_lsn.0 - 1);
         let sync_due = match self.inner.opts.durability {
             Durability::Always => true,
@@ -435,7 +532,7 @@ impl Store {
                 seg: w.ordinal,
                 off,
             };
-            let Some(change) = Change::of_record(&meta, pos) else {
+            let Some(change) = Change::of_record(&meta, pos, &e.payload) else {
                 continue;
             };
             let segments = &st.segments;
@@ -554,6 +651,17 @@ fn frame(w: &mut Writer, session: &str, events: &[Event<'_>]) -> (Vec<Receipt>, 
     w.naming = naming;
     w.framed_records = events.len() as u64;
     (receipts, offsets)
+}
+
+/// The receipts of the appends an idempotency key names.
+fn keyed_receipts(k: &crate::index::Keyed) -> Vec<Receipt> {
+    (0..k.count)
+        .map(|i| Receipt {
+            lsn: Lsn(k.first_lsn.0 + i),
+            interaction_id: k.first_id + i,
+            timestamp: k.timestamp,
+        })
+        .collect()
 }
 
 /// `Error::Conflict` unless the session's next interaction id (after `count` messages) is the

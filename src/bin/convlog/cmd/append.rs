@@ -27,6 +27,11 @@ pub struct Args {
     /// writes; the store does not record it.
     #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
     pub segment_size: Option<u64>,
+    /// An idempotency key: if the session already holds messages appended with this key,
+    /// print their receipts and append nothing (a retry is safe). With stdin, every line is
+    /// one atomic batch under the key.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
 }
 
 /// Appends the message(s) and prints where they landed.
@@ -47,10 +52,26 @@ pub fn run(args: Args) -> CliResult {
         ));
     }
     let store = open_writable(&args.dir, true, args.segment_size)?;
+    let receipts = match &args.key {
+        Some(key) => store
+            .append_batch_raw_with_key(&args.session, key, &messages)
+            .in_store(&args.dir)?,
+        None => append_in_batches(&store, &args, &messages)?,
+    };
+    sync(&store)?;
+    report(&args, &receipts)
+}
+
+/// Appends `messages` in atomic batches of at most [`MAX_BATCH_BYTES`].
+fn append_in_batches(
+    store: &convlog::Store,
+    args: &Args,
+    messages: &[Vec<u8>],
+) -> CliResult<Vec<convlog::Receipt>> {
     let mut receipts = Vec::with_capacity(messages.len());
     let mut batch: Vec<&[u8]> = Vec::new();
     let mut batch_bytes = 0;
-    for m in &messages {
+    for m in messages {
         if !batch.is_empty() && batch_bytes + m.len() > MAX_BATCH_BYTES {
             receipts.extend(
                 store
@@ -68,7 +89,11 @@ pub fn run(args: Args) -> CliResult {
             .append_batch_raw(&args.session, &batch)
             .in_store(&args.dir)?,
     );
-    sync(&store)?;
+    Ok(receipts)
+}
+
+/// Prints where the messages landed.
+fn report(args: &Args, receipts: &[convlog::Receipt]) -> CliResult {
     match (receipts.first(), receipts.last()) {
         (Some(a), Some(b)) if receipts.len() == 1 => print(&format!(
             "appended to {:?}: interaction {}, LSN {}\n",

@@ -1,0 +1,155 @@
+//! Idempotent appends: a retry with a key the session already used returns the original
+//! receipt and writes nothing, in this process, after a clean reopen (hint files), after a
+//! reopen that scans, and after a power cut; pops, truncations and clears forget the keys of
+//! the messages they remove.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use convlog::io::Vfs;
+use convlog::io::sim::{SimFs, Tear};
+use convlog::{Durability, Error, Store};
+use serde_json::json;
+
+fn open(fs: &SimFs) -> Store {
+    Store::builder()
+        .vfs(Arc::new(fs.clone()))
+        .durability(Durability::Always)
+        .segment_size(4096)
+        .open("/k")
+        .unwrap()
+}
+
+#[test]
+fn a_retry_returns_the_original_receipt_and_writes_nothing() {
+    let fs = SimFs::new(1);
+    let store = open(&fs);
+    let first = store
+        .append_with_key("s", "req-1", &json!({"role": "user", "content": "hi"}))
+        .unwrap();
+    let lsn = store.last_lsn();
+    let again = store
+        .append_with_key("s", "req-1", &json!({"role": "user", "content": "hi"}))
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.last_lsn(), lsn, "nothing written");
+    assert_eq!(store.interaction_count("s"), 1);
+    // The same key in another session is another key.
+    let other = store
+        .append_with_key("t", "req-1", &json!({"a": 1}))
+        .unwrap();
+    assert_eq!(other.interaction_id, 1);
+    // A batch under one key: all of it, once.
+    let batch = [br#"{"n":1}"#.as_slice(), br#"{"n":2}"#];
+    let r = store
+        .append_batch_raw_with_key("s", "req-2", &batch)
+        .unwrap();
+    assert_eq!(
+        r.iter().map(|r| r.interaction_id).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(
+        store
+            .append_batch_raw_with_key("s", "req-2", &batch)
+            .unwrap(),
+        r
+    );
+    assert_eq!(store.interaction_count("s"), 3);
+    assert!(matches!(
+        store.append_with_key("s", "", &json!({})),
+        Err(Error::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        store.append_with_key("s", &"k".repeat(257), &json!({})),
+        Err(Error::InvalidKey { .. })
+    ));
+}
+
+#[test]
+fn keys_survive_reopens_with_and_without_hints_and_a_power_cut() {
+    let fs = SimFs::new(2);
+    let store = open(&fs);
+    let mut receipts = Vec::new();
+    for i in 0..60 {
+        let m = json!({"role": "user", "content": format!("message {i} {}", "x".repeat(80))});
+        receipts.push(store.append_with_key("s", &format!("k{i}"), &m).unwrap());
+    }
+    assert!(store.segment_ids().len() > 2, "rotations happened");
+    drop(store);
+    let check = |store: &Store, what: &str| {
+        let lsn = store.last_lsn();
+        for (i, want) in receipts.iter().enumerate() {
+            let got = store
+                .append_with_key("s", &format!("k{i}"), &json!({"retry": true}))
+                .unwrap();
+            assert_eq!(&got, want, "{what}: key k{i}");
+        }
+        assert_eq!(store.last_lsn(), lsn, "{what}: a retry wrote something");
+    };
+    check(&open(&fs), "reopen from hints");
+    let dir = std::path::Path::new("/k");
+    for name in fs.list(dir).unwrap() {
+        if name.ends_with(".hint") {
+            fs.remove_file(&dir.join(name)).unwrap();
+        }
+    }
+    check(&open(&fs), "reopen by scan");
+    let crashed = fs.crash(Tear::Sectors(512));
+    check(&open(&crashed), "after a power cut");
+}
+
+#[test]
+fn removing_a_keyed_message_forgets_its_key() {
+    let fs = SimFs::new(3);
+    let store = open(&fs);
+    store.append_with_key("s", "a", &json!({"n": 1})).unwrap();
+    store.append_with_key("s", "b", &json!({"n": 2})).unwrap();
+    store.pop_raw("s").unwrap();
+    let b = store.append_with_key("s", "b", &json!({"n": 3})).unwrap();
+    assert_eq!(b.interaction_id, 2, "a popped message's key is forgotten");
+    assert_eq!(
+        store
+            .append_with_key("s", "a", &json!({"n": 9}))
+            .unwrap()
+            .interaction_id,
+        1,
+        "a kept message's key is remembered"
+    );
+    store.clear("s").unwrap();
+    assert_eq!(
+        store
+            .append_with_key("s", "a", &json!({"n": 4}))
+            .unwrap()
+            .interaction_id,
+        1
+    );
+    assert_eq!(store.interaction_count("s"), 1);
+    drop(store);
+    let store = open(&fs);
+    let r = store.append_with_key("s", "a", &json!({"n": 5})).unwrap();
+    assert_eq!((r.interaction_id, store.interaction_count("s")), (1, 1));
+}
+
+/// What a key costs the index: measured, and printed for the notes.
+#[test]
+fn index_memory_per_key_is_bounded() {
+    let n = 5000u64;
+    let index_bytes = |keyed: bool| {
+        let store = Store::builder()
+            .vfs(Arc::new(SimFs::new(4)))
+            .open("/m")
+            .unwrap();
+        for i in 0..n {
+            let key = format!("{i:08}-aaaa-bbbb-cccc-dddddddddddd"); // 36 bytes, like a UUID
+            if keyed {
+                store.append_with_key("s", &key, &json!({"a": 1})).unwrap();
+            } else {
+                store.append_raw("s", br#"{"a":1}"#).unwrap();
+            }
+        }
+        store.stats().index_bytes as f64
+    };
+    let per_key = (index_bytes(true) - index_bytes(false)) / n as f64;
+    println!("index memory per 36-byte key: {per_key:.1} B");
+    assert!(per_key > 36.0 && per_key < 250.0, "{per_key} B per key");
+}
