@@ -211,3 +211,52 @@ fn failed_write_and_failed_undo_leave_an_openable_store() {
         assert_eq!(store.interaction_count("s"), 1, "seed {seed}");
     }
 }
+
+/// Review finding: the cut of a torn tail found before the first append behind a hint
+/// (after a reopen from that hint) did not poison the store when its fdatasync failed, so the
+/// next append could go after a cut that never reached the disk.
+#[test]
+fn a_failed_sync_of_the_cut_before_the_first_append_poisons() {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    let dir = PathBuf::from("/d");
+    let seg = dir.join("00000000000000000001.seg");
+    let hint = dir.join("00000000000000000001.hint");
+    let mut checked = false;
+    for n in 1..40u64 {
+        let fs = SimFs::new(7);
+        let open = || {
+            convlog::Store::builder()
+                .vfs(Arc::new(fs.clone()))
+                .open(&dir)
+                .unwrap()
+        };
+        open().append("s", &serde_json::json!({"m": 1})).unwrap();
+        let h = fs.read_file(&hint).unwrap();
+        let end = u64::from_le_bytes(h[32..40].try_into().unwrap()) as usize;
+        let mut b = fs.read_file(&seg).unwrap();
+        if b.len() < end + 600 {
+            b.resize(end + 600, 0);
+        }
+        b[end + 100..end + 200].fill(0x5a); // torn bytes past the hint's end
+        fs.write_file(&seg, &b);
+        let store = open();
+        fs.fail_at(fs.ops() + n, Fault::Io);
+        if let Err(convlog::Error::Io {
+            op: "fdatasync",
+            path,
+            ..
+        }) = store.append("s", &serde_json::json!({"m": 2}))
+            && path == seg
+        {
+            checked = true;
+            fs.clear_faults();
+            let again = store.append("s", &serde_json::json!({"m": 3}));
+            assert!(
+                matches!(again, Err(convlog::Error::Poisoned { .. })),
+                "next append: {again:?}"
+            );
+        }
+    }
+    assert!(checked, "no fault landed on the cut's fdatasync");
+}

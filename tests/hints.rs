@@ -252,3 +252,24 @@ fn a_close_without_writes_keeps_the_active_segments_hint() {
     assert_eq!(store.recovery_report().bytes_scanned, 0);
     assert_eq!(snapshot(&store), want);
 }
+
+/// Review finding: a hint whose checksum holds but whose next LSN is 0 made the open panic
+/// (an LSN subtraction underflowed). Such a hint is not used; the open never panics.
+#[test]
+fn a_hint_with_a_nonsense_next_lsn_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = convlog::Store::open(dir.path()).unwrap();
+        store.append("s", &serde_json::json!({"c": "x"})).unwrap();
+    }
+    let hint = dir.path().join("00000000000000000001.hint");
+    let mut h = std::fs::read(&hint).unwrap();
+    h[40..48].copy_from_slice(&0u64.to_le_bytes());
+    let n = h.len() - 4;
+    let crc = crc32fast::hash(&h[..n]);
+    h[n..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&hint, h).unwrap();
+    let store = convlog::Store::open(dir.path()).unwrap();
+    assert_eq!(store.interaction_count("s"), 1);
+    assert_eq!(store.recovery_report().hints_used, 0);
+}

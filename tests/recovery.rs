@@ -167,6 +167,8 @@ fn a_batch_cut_anywhere_is_all_or_nothing() {
     let after = records_end(&seg);
     drop(store);
     let bytes = fs::read(&seg).unwrap();
+    // A crash, not a clean close: no hint records the batch as durable.
+    drop_hints(dir.path());
     for cut in before..after {
         fs::write(&seg, &bytes[..cut as usize]).unwrap();
         let store = open(dir.path()).unwrap();
@@ -331,6 +333,8 @@ fn strict_mode_refuses_a_torn_tail_and_changes_nothing() {
     drop(store);
     let seg = segments(dir.path()).pop().unwrap();
     let bytes = fs::read(&seg).unwrap();
+    // A torn write of a crash: no clean close wrote a hint recording it as durable.
+    drop_hints(dir.path());
     fs::write(&seg, &bytes[..nonzero_end(&bytes) - 3]).unwrap();
     let err = Store::builder()
         .recovery(RecoveryMode::Strict)
@@ -438,6 +442,7 @@ fn read_only_opens_never_change_a_file_and_refuse_writes() {
     let seg = segments(dir.path()).pop().unwrap();
     let bytes = fs::read(&seg).unwrap();
     fs::write(&seg, &bytes[..nonzero_end(&bytes) - 5]).unwrap(); // a torn tail
+    drop_hints(dir.path()); // of a crash: no hint records the cut bytes as durable
     let listing = |d: &Path| {
         let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(d)
             .unwrap()
@@ -542,4 +547,24 @@ fn torn_tails_cut_at_one_offset_keep_every_copy() {
     }
     assert_ne!(copies[0], copies[1]);
     assert_eq!(fs::read(&copies[0]).unwrap(), b"first torn write");
+}
+
+/// Review finding: a last segment now shorter than the end its (matching) hint records lost
+/// bytes that a clean close had synced: that is corruption, never a torn tail to cut.
+#[test]
+fn a_segment_cut_below_its_hints_durable_end_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .durability(convlog::Durability::Always)
+        .open(dir.path())
+        .unwrap();
+    for i in 0..20 {
+        store.append("s", &message(i)).unwrap();
+    }
+    drop(store);
+    let seg = segments(dir.path()).pop().unwrap();
+    let bytes = fs::read(&seg).unwrap();
+    fs::write(&seg, &bytes[..nonzero_end(&bytes) - 10]).unwrap();
+    let err = open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }

@@ -12,19 +12,15 @@ pub(super) fn map_file(file: &File) -> io::Result<Mapping> {
     }
     // SAFETY: `Mmap::map` is unsafe because the file could be truncated or modified while the
     // map lives: touching a page past the new end raises SIGBUS, and a changed byte under a
-    // `&[u8]` breaks Rust's aliasing rules. The store maps (1) *sealed* segments, which no
-    // convlog writer ever writes, truncates or deletes while a store is open (the `LOCK` keeps
-    // other writers out; salvage replaces a segment by rename, which leaves a mapped inode
-    // intact), and (2) the writer's own *active* segment, of which readers only touch records
-    // below the append point, while the writer only appends above it and only ever cuts the
-    // file above it (trimming preallocated zeros, undoing a failed write): bytes a reader sees
-    // are written once, before the index points at them, and never change or go away.
-    // (3) Hint files, which are written whole under a temporary name, renamed into place and
-    // never changed after (a rename leaves a mapped inode intact); the session index keeps
-    // them mapped while the store is open. Recovery drops its scan
-    // maps before it truncates a torn tail. Read-only stores map only
-    // sealed segments. Tampering by a foreign process is outside what any mmap-based reader
-    // can defend against.
+    // `&[u8]` breaks Rust's aliasing rules. No convlog code, in any process, ever shortens a
+    // store file (there is no such operation on `VfsFile`: a cut is zeroed, preallocated zeros
+    // stay), so no page of a map goes away. Bytes a reader reads through a map are written once,
+    // before anything points at them: (1) sealed segments are never written again; (2) in the
+    // active segment, readers only read records the index holds, below the writer's append
+    // point, while the writer writes only above it; (3) hint files are written whole under a
+    // temporary name and renamed into place, never changed after (a rename, like a removal,
+    // leaves a mapped inode intact). Tampering by a foreign process is outside what any
+    // mmap-based reader can defend against.
     #[allow(unsafe_code)]
     let map = unsafe { memmap2::Mmap::map(file)? };
     Ok(Mapping(std::sync::Arc::new(map)))

@@ -67,7 +67,8 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     }
 }
 
-/// An open file.
+/// An open file. There is no way to shorten one: no store file is ever shortened, because
+/// another process may have it mapped (see `docs/format.md`, "Files never shrink").
 #[allow(clippy::len_without_is_empty)] // a file's length is an I/O call, not a collection's size
 pub trait VfsFile: Send + Sync + fmt::Debug {
     /// The file's current length.
@@ -76,8 +77,6 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
-    /// Truncates or extends (with zeros) the file.
-    fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the file's data durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// A read-only view of the file's current contents (a memory map on the real file system).

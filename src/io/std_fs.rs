@@ -101,6 +101,17 @@ fn open_regular(o: &mut OpenOptions, path: &Path, exists: bool) -> io::Result<Fi
     Ok(file)
 }
 
+/// Whether `file` is the file at `path` (same device and inode), not one unlinked since.
+fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+}
+
 /// How long a writer waits for read-only opens that hold the lock shared (probing it) to let
 /// go; an exclusive holder (a writer) is reported at once.
 const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -163,10 +174,16 @@ impl Vfs for StdFs {
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>> {
         let mut o = OpenOptions::new();
         o.read(true).write(true).create(true).truncate(false);
-        let file = open_regular(&mut o, path, path.symlink_metadata().is_ok())?;
+        let mut file = open_regular(&mut o, path, path.symlink_metadata().is_ok())?;
         let deadline = std::time::Instant::now() + PROBE_PATIENCE;
         loop {
             match file.try_lock() {
+                // Locked, but the file may have been unlinked (a failed open removes the
+                // `LOCK` it made) while this one waited: only the file at `path` counts.
+                Ok(()) if !same_file(&file, path)? => {
+                    file = open_regular(&mut o, path, path.symlink_metadata().is_ok())?;
+                    continue;
+                }
                 Ok(()) => return Ok(Some(Box::new(file))),
                 Err(fs::TryLockError::WouldBlock) => {}
                 Err(fs::TryLockError::Error(e)) => return Err(e),
@@ -217,10 +234,6 @@ impl VfsFile for StdFile {
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buf, offset)
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {

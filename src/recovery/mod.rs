@@ -214,27 +214,33 @@ pub(crate) fn recover(
 
 /// Reads the store once. A read-only open beside a writer may list the directory while the
 /// writer creates a segment (a listing is no snapshot: it can miss a new file and show a
-/// newer one), and then see a gap that is not there: when a read-only scan fails and the
-/// segment files listed have changed since, it reads again (a few times at most).
+/// newer one) and then see a gap that is not there, or start before a writer does and then
+/// see its unfinished write: when a read-only scan fails (or finds a torn tail) and the
+/// segment files listed have changed since, or a writer has started, it reads again (a few
+/// times at most).
 fn scan_consistent(dir: Dir<'_>, mode: RecoveryMode, read_only: bool) -> Result<scan::Scan<'_>> {
     const ATTEMPTS: usize = 5;
+    let is_live = || read_only && dir.vfs.is_locked(&dir.join(LOCK_FILE)).unwrap_or(false);
     let mut attempt = 1;
     loop {
         // A read-only open beside a live writer must not take the writer's unfinished bytes
         // for damage: it reads the last segment up to its last committed unit.
-        let live = read_only && dir.vfs.is_locked(&dir.join(LOCK_FILE)).unwrap_or(false);
+        let live = is_live();
         let mut scan = scan::Scan::new(dir, mode, read_only, live)?;
         let listed = scan.listed().to_vec();
-        match scan.run() {
-            Ok(()) => return Ok(scan),
-            Err(e) if !read_only || attempt == ATTEMPTS => return Err(e),
-            Err(e) => {
-                if scan::Scan::new(dir, mode, read_only, live)?.listed() == listed {
-                    return Err(e);
-                }
-                attempt += 1;
-            }
+        let result = scan.run();
+        let suspect = result.is_err() || scan.report.torn_tail.is_some();
+        if !read_only || !suspect || attempt == ATTEMPTS {
+            return result.map(|()| scan);
         }
+        // Read again if the directory changed under the scan, or a writer started during it
+        // (then what looked damaged may be its unfinished write).
+        let relisted = scan::Scan::new(dir, mode, read_only, live).map(|s| s.listed().to_vec());
+        let changed = relisted.is_ok_and(|l| l != listed) || (!live && is_live());
+        if !changed {
+            return result.map(|()| scan);
+        }
+        attempt += 1;
     }
 }
 
@@ -295,11 +301,19 @@ pub(crate) fn cut_tail(
 /// whole) up to `end`: the scan a hint let `open` skip, run before the first append to that
 /// segment so that new records never go after damage nobody has seen. (Non-zero bytes after
 /// `end` are past the durable point the hint records: a torn tail, for [`cut_tail`].)
-pub(crate) fn verify_segment(bytes: &[u8], id: SegmentId, salt: u64, end: u64) -> Result<()> {
+pub(crate) fn verify_segment(
+    bytes: &[u8],
+    id: SegmentId,
+    salt: u64,
+    end: u64,
+    next_lsn: Lsn,
+) -> Result<()> {
     use crate::segment::{SegmentReader, Units};
     let start = crate::format::SEGMENT_HEADER_LEN as u64;
     let mut units = Units::new(SegmentReader::new(bytes, salt, start, Some(Lsn(id.0))));
-    while units.next_unit().is_some() {
+    let mut next = Lsn(id.0);
+    while let Some(unit) = units.next_unit() {
+        next = unit.last().map_or(next, |r| r.meta.next_lsn());
         if units.committed_end() >= end {
             break;
         }
@@ -316,6 +330,16 @@ pub(crate) fn verify_segment(bytes: &[u8], id: SegmentId, salt: u64, end: u64) -
             .and_then(|s| s.damage())
             .unwrap_or(Damage::UncommittedBatch);
         return Err(corrupt(at, damage));
+    }
+    if next != next_lsn {
+        // The hint the open trusted disagrees with the records.
+        return Err(corrupt(
+            end,
+            Damage::LsnGap {
+                expected: next_lsn.0,
+                found: next.0,
+            },
+        ));
     }
     Ok(())
 }

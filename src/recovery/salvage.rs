@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use super::scan::{Item, Scan};
 use super::{DroppedRange, QUARANTINE_DIR, RecoveredSegment, TornTail};
 use crate::error::{Error, Result};
-use crate::format::{Kind, RecordMeta, SegmentHeader, SessionField, encode_record};
+use crate::format::{Kind, RecordMeta, SegmentHeader, encode_record};
 use crate::hint;
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::Dir;
-use crate::segment::{random_salt, record_at};
+use crate::segment::{Naming, random_salt, record_at};
 
 /// The session id of the `gap` records salvage writes (they belong to no session).
 const GAP_SESSION: &[u8] = b"-";
@@ -118,16 +118,13 @@ fn encode_segment(
     }
     .encode()
     .to_vec();
-    let mut named: HashMap<Vec<u8>, u32> = HashMap::new();
+    // As the writer does: each session named on its first record, and again after
+    // `NAME_EVERY` references, so a damaged name costs a later salvage at most that many.
+    let mut named: HashMap<Vec<u8>, Option<Naming>> = HashMap::new();
     let mut put = |meta: &RecordMeta, session: &[u8], payload: &[u8]| {
         let at = out.len() as u32;
-        let field = match named.get(session) {
-            Some(&at) => SessionField::Ref(at),
-            None => {
-                named.insert(session.to_vec(), at);
-                SessionField::Named(session)
-            }
-        };
+        let naming = named.entry(session.to_vec()).or_default();
+        let field = Naming::next(naming, session, at);
         encode_record(&mut out, salt, meta, field, payload);
     };
     body(&mut put)?;

@@ -116,7 +116,7 @@ impl<'a> Scan<'a> {
     }
 
     pub(super) fn finish(mut self) -> Result<Recovered> {
-        self.report.last_lsn = Lsn(self.expected.0 - 1);
+        self.report.last_lsn = Lsn(self.expected.0.saturating_sub(1));
         Ok(Recovered {
             segments: self.segments,
             index: self.index,
@@ -145,21 +145,26 @@ impl<'a> Scan<'a> {
         self.chain(id)?;
         let ordinal = self.segments.len() as u32;
         let len = map.len() as u64;
+        // A hint of this segment (same first LSN and salt) whose fields are sane.
         let hint = hint::load(self.dir.vfs, self.dir.path, id).filter(|h| {
             h.header.first_lsn == header.first_lsn
                 && h.header.salt == header.salt
-                && h.header.valid_len <= len
+                && h.header.next_lsn >= h.header.first_lsn
+                && h.header.valid_len >= SEGMENT_HEADER_LEN as u64
         });
         // Everything below the watermark is known durable, so damage there is never a torn
         // write: all of a sealed segment, and a last segment up to where its hint (written
-        // after a sync, at a clean close) says it ended.
+        // after a sync, at a clean close) says it ended, even when the file is now shorter
+        // (then durable bytes were lost: corruption).
         let watermark = match (&hint, is_last) {
             (_, false) => len,
             (Some(h), true) => h.header.valid_len,
             (None, true) => SEGMENT_HEADER_LEN as u64,
         };
         let usable = hint.filter(|h| {
-            self.mode == RecoveryMode::PointInTime && ends_at(&map, h.header.valid_len)
+            self.mode == RecoveryMode::PointInTime
+                && h.header.valid_len <= len
+                && ends_at(&map, h.header.valid_len)
         });
         let from_hint = usable.is_some();
         let valid_end = match usable {

@@ -32,8 +32,9 @@ pub(crate) enum SegmentData {
 /// lies past it, with positioned reads as the fallback.
 ///
 /// Invariant: readers only read records the index holds, which lie below the writer's append
-/// point; the writer only ever cuts the file *above* its append point (trimming preallocated
-/// space, undoing a failed write), so no mapped byte a reader touches is ever truncated.
+/// point; the writer only writes above it (appending, zero-filling ahead, zeroing what a
+/// failed write may have left), and no file is ever shortened, so no mapped byte a reader
+/// touches changes or goes away.
 #[derive(Debug)]
 pub(crate) struct ActiveView {
     file: Arc<dyn VfsFile>,
@@ -108,6 +109,22 @@ impl Segment {
     /// Reads and re-verifies the record at `offset` (an offset the index holds, so recovery
     /// already verified it once; checksums are checked again on every read).
     pub(crate) fn read_at(&self, offset: u32) -> Result<OwnedRecord> {
+        let r = self.read_any(offset)?;
+        if r.meta.kind != crate::format::Kind::Append {
+            // Positions only ever name appends: the index (or a hint it trusted) is wrong.
+            return Err(Error::Corrupt {
+                segment: self.id,
+                offset: u64::from(offset),
+                damage: Damage::BadField {
+                    field: "kind (a message position names no append)",
+                },
+            });
+        }
+        Ok(r)
+    }
+
+    /// Reads and re-verifies the record at `offset`, of any kind.
+    fn read_any(&self, offset: u32) -> Result<OwnedRecord> {
         let off = u64::from(offset);
         let corrupt = |damage| Error::Corrupt {
             segment: self.id,

@@ -163,6 +163,13 @@ impl<'a> Iterator for SegmentReader<'a> {
             .and_then(|a| self.bytes.get(a..))
             .unwrap_or(&[]);
         let why = match decode_record(rest, self.salt, DEFAULT_MAX_RECORD_LEN) {
+            Decoded::Record(r) if at + r.framed_len() as u64 > u64::from(u32::MAX) => {
+                // Offsets in the index and in session refs are 32-bit: a record ending past
+                // 4 GiB (which no writer makes) is refused, not wrapped.
+                Why::Damaged(Damage::BadLength {
+                    len: r.framed_len() as u64,
+                })
+            }
             Decoded::Record(r) => match self.check(&r) {
                 Ok(session) => {
                     let record = Record {
@@ -304,7 +311,10 @@ pub(crate) fn find_committed(bytes: &[u8], mut from: u64, salt: u64) -> Option<u
             }
             off += r.framed_len() as u64;
         }
-        from = at + 1;
+        // No commit in the run from `at` to `off`: a header at a record boundary inside it
+        // reaches the same end, so the search goes on from past the run (linear, not
+        // quadratic, in a torn batch).
+        from = (at + 1).max(off);
     }
 }
 

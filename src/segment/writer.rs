@@ -48,7 +48,7 @@ impl Naming {
     /// `naming` to what holds after that record.
     pub(crate) fn next<'a>(
         naming: &mut Option<Naming>,
-        session: &'a str,
+        session: &'a [u8],
         at: u32,
     ) -> SessionField<'a> {
         match naming {
@@ -58,7 +58,7 @@ impl Naming {
             }
             _ => {
                 *naming = Some(Naming { at, refs: 0 });
-                SessionField::Named(session.as_bytes())
+                SessionField::Named(session)
             }
         }
     }

@@ -461,9 +461,14 @@ impl Store {
         if w.unverified {
             let a = &w.active;
             let map = a.file.map().map_err(|e| Error::io("map", &a.path, e))?;
-            crate::recovery::verify_segment(&map, a.id, a.salt, a.len)?;
+            crate::recovery::verify_segment(&map, a.id, a.salt, a.len, w.next_lsn)?;
             let dir = crate::io::Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
-            crate::recovery::cut_tail(dir, &*a.file, &a.path, &map, a.id, a.len)?;
+            if let Err(e) = crate::recovery::cut_tail(dir, &*a.file, &a.path, &map, a.id, a.len) {
+                // The cut may have reached the page cache but not the disk: never append
+                // after it. A reopen re-derives the truth.
+                self.inner.syncer.poison();
+                return Err(e);
+            }
             w.unverified = false;
         }
         if w.active.len > SEGMENT_HEADER_LEN as u64
@@ -640,7 +645,7 @@ fn frame(w: &mut Writer, session: &str, events: &[Event<'_>]) -> (Vec<Receipt>, 
             arg: e.arg,
             timestamp: ts,
         };
-        let field = Naming::next(&mut naming, session, at);
+        let field = Naming::next(&mut naming, session.as_bytes(), at);
         encode_record(&mut w.buf, w.active.salt, &meta, field, &e.payload);
         receipts.push(Receipt {
             lsn,

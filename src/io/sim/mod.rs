@@ -566,14 +566,6 @@ impl VfsFile for SimFile {
         write_at(&mut s.inode(self.ino)?.written, buf, offset)
     }
 
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.run(|inode| {
-            self.check_writable()?;
-            inode.written.resize(to_usize(len)?, 0);
-            Ok(())
-        })
-    }
-
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.fs.state();
         if let Some(fault) = s.begin(true) {
