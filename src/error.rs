@@ -113,6 +113,13 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A session that must not exist yet (the destination of a fork) holds messages.
+    #[error("session {session:?} already exists")]
+    SessionExists {
+        /// The session.
+        session: String,
+    },
+
     /// An idempotency key is empty or longer than 256 bytes.
     #[error("invalid idempotency key for session {session:?}: {reason}")]
     InvalidKey {

@@ -15,8 +15,9 @@
 //!  24  8  salt           u64: must equal the segment's
 //!  32  8  valid length   u64: where the segment's records end (zeros, if anything, follow)
 //!  40  8  next LSN       u64: the LSN after the segment's last record
-//!  48 48  kind counts    6 x u64: records of each kind (append, pop, truncate, clear, gap, key)
-//!  96  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
+//!  48 56  kind counts    7 x u64: records of each kind (append, pop, truncate, clear, gap, key,
+//!                         fork)
+//! 104  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
 //!           1 appends:   u32 n, u64 first timestamp, u64 last timestamp, n x u32 offsets
 //!           2 pop:       u64 messages popped (consecutive pops folded)
 //!           3 truncate:  u64 messages kept (clear = truncate to 0)
@@ -45,7 +46,7 @@ use crate::segment::{Record, SegmentReader, Units, Why, all_zero};
 pub const HINT_MAGIC: [u8; 8] = *b"convlogH";
 /// The hint format version.
 pub const HINT_VERSION: u16 = 2;
-const HEADER_LEN: usize = 96;
+const HEADER_LEN: usize = 104;
 const TAG_APPENDS: u8 = 1;
 const TAG_POP: u8 = 2;
 const TAG_TRUNCATE: u8 = 3;
@@ -81,7 +82,7 @@ pub(crate) struct Hint {
     pub(crate) valid_len: u64,
     pub(crate) next_lsn: Lsn,
     /// Records of each kind, indexed by `kind code - 1`.
-    pub(crate) kinds: [u64; 6],
+    pub(crate) kinds: [u64; 7],
     pub(crate) sessions: Vec<(String, Vec<HintEvent>)>,
 }
 
@@ -91,17 +92,22 @@ pub(crate) fn path(dir: &Path, id: SegmentId) -> PathBuf {
 }
 
 /// Summarizes a whole, valid segment. `None` if its records do not end cleanly (a record
-/// fails to verify, a unit is left open, or non-zero bytes follow the last record): then no
-/// hint is written and the segment will be scanned.
+/// fails to verify, a unit is left open, or non-zero bytes follow the last record), or if it
+/// holds a fork: then no hint is written and the segment will be scanned.
 pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
     let mut order: Vec<&str> = Vec::new();
     let mut events: HashMap<&str, Vec<HintEvent>> = HashMap::new();
-    let mut kinds = [0u64; 6];
+    let mut kinds = [0u64; 7];
     let start = SEGMENT_HEADER_LEN as u64;
     let mut units = Units::new(SegmentReader::new(segment, salt, start, Some(first_lsn)));
     let mut next_lsn = first_lsn;
     while let Some(unit) = units.next_unit() {
         for r in unit {
+            if r.meta.kind == Kind::Fork {
+                // A fork depends on its source's state at that point of the log, which a
+                // hint (events grouped by session) does not keep: scan such a segment.
+                return None;
+            }
             kinds[r.meta.kind as usize - 1] += 1;
             next_lsn = r.meta.next_lsn();
             let evs = events.entry(r.session).or_insert_with(|| {
@@ -156,7 +162,7 @@ fn push_event(evs: &mut Vec<HintEvent>, r: &Record<'_>) {
             ts,
             count: r.meta.arg,
         }),
-        (Kind::Gap, _) => {}
+        (Kind::Gap | Kind::Fork, _) => {}
     }
 }
 
@@ -278,7 +284,7 @@ pub(crate) struct HintHeader {
     pub(crate) salt: u64,
     pub(crate) valid_len: u64,
     pub(crate) next_lsn: Lsn,
-    pub(crate) kinds: [u64; 6],
+    pub(crate) kinds: [u64; 7],
 }
 
 /// One event of a hint, borrowed from its bytes.
@@ -350,7 +356,7 @@ pub(crate) fn parse<'a>(
     let salt = r.u64()?;
     let valid_len = r.u64()?;
     let next_lsn = Lsn(r.u64()?);
-    let mut kinds = [0u64; 6];
+    let mut kinds = [0u64; 7];
     for k in &mut kinds {
         *k = r.u64()?;
     }
@@ -519,7 +525,7 @@ mod tests {
         let seg = segment();
         let h = build(&seg, Lsn(10), 99).unwrap();
         assert_eq!(h.next_lsn, Lsn(17));
-        assert_eq!(h.kinds, [4, 2, 0, 1, 0, 0]);
+        assert_eq!(h.kinds, [4, 2, 0, 1, 0, 0, 0]);
         assert_eq!(h.valid_len, seg.len() as u64);
         assert_eq!(h.sessions.len(), 2);
         let (name, a) = &h.sessions[0];

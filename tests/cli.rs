@@ -1864,3 +1864,23 @@ fn append_with_a_key_is_safe_to_retry() {
     let (_, out, _) = run(&["cat", s(&dir), "s"]);
     assert_eq!(out.lines().count(), 1, "{out}");
 }
+
+/// `convlog fork` starts a session as another's first messages; the source's later changes
+/// do not reach it.
+#[test]
+fn fork_starts_a_session_as_another_ones_prefix() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let (_, alpha, _) = run(&["cat", s(&dir), "alpha"]);
+    let (code, out, err) = run(&["fork", s(&dir), "alpha", "alpha-b", "--at", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 messages"), "{out}");
+    let first_two: String = alpha.lines().take(2).map(|l| format!("{l}\n")).collect();
+    assert_eq!(run(&["cat", s(&dir), "alpha-b"]).1, first_two);
+    let (code, _, _) = run(&["clear", s(&dir), "alpha"]);
+    assert_eq!(code, 0);
+    assert_eq!(run(&["cat", s(&dir), "alpha-b"]).1, first_two);
+    let (code, _, err) = run(&["fork", s(&dir), "beta", "alpha-b"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+}

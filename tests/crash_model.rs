@@ -53,6 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => sess().prop_map(|s| Op::Clear { s }),
         2 => (sess(), any::<u8>(), len(), prop::bool::weighted(0.2))
             .prop_map(|(s, n, len, stale)| Op::Replace { s, n, len, stale }),
+        2 => (sess(), sess(), any::<u16>()).prop_map(|(s, d, at)| Op::Fork { s, d, at }),
         6 => Just(Op::Sync),
         5 => (0u8..3, 0u8..2).prop_map(|(tear, durability)| Op::Crash { tear, durability }),
         2 => (0u8..2).prop_map(|durability| Op::Reopen { durability }),

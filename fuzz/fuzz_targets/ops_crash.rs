@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn op(code: u8, a: u8, b: u8) -> Op {
     let len = u16::from(b) * 23;
-    match code % 17 {
+    match code % 18 {
         0..=4 => Op::Append {
             s: a,
             len,
@@ -54,6 +54,11 @@ fn op(code: u8, a: u8, b: u8) -> Op {
             n: b,
             len: u16::from(a) * 13,
             stale: code & 0x20 != 0,
+        },
+        16 => Op::Fork {
+            s: a,
+            d: b,
+            at: u16::from(code >> 4),
         },
         _ => Op::Fault {
             after: a,

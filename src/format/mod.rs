@@ -18,7 +18,7 @@
 //!   0  4  header CRC       u32: crc32 seeded with seed(salt), over bytes 4..44 and the name
 //!   4  4  payload CRC      u32: crc32 of the payload
 //!   8  4  payload length   u32 (<= max_record_len)
-//!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap, 6 key
+//!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap, 6 key, 7 fork
 //!  13  1  flags            u8: bit 0 = COMMIT (last record of a unit), bit 1 = FIRST (first
 //!                          record of a unit); a single record has both
 //!  14  2  name length      u16: 1..=256 when the record names its session inline; 0 when
@@ -27,7 +27,7 @@
 //!                          an earlier named record of the same session
 //!  20  8  LSN              u64
 //!  28  8  argument         u64: interaction id (append, pop), kept count (truncate), lost LSNs
-//!                          (gap), appends the key names (key)
+//!                          (gap), appends the key names (key), messages shared (fork)
 //!  36  8  timestamp        u64: microseconds since the Unix epoch
 //!  44  n  session id       UTF-8, `name length` bytes (named records only)
 //!  44+n p payload          the message's JSON exactly as serialized (append), empty otherwise
@@ -109,17 +109,21 @@ pub enum Kind {
     /// An idempotency key (the payload, 1 to 256 bytes) naming the `argument` appends that
     /// follow it in its unit: a retry with the same key in the session writes nothing.
     Key = 6,
+    /// The session starts as the first `argument` messages of the session named in the
+    /// payload, sharing them (one record, whatever their number).
+    Fork = 7,
 }
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Append,
         Kind::Pop,
         Kind::Truncate,
         Kind::Clear,
         Kind::Gap,
         Kind::Key,
+        Kind::Fork,
     ];
 
     /// The kind for a code byte, if this build knows it.
@@ -138,6 +142,7 @@ impl Kind {
             Kind::Clear => "clear",
             Kind::Gap => "gap",
             Kind::Key => "key",
+            Kind::Fork => "fork",
         }
     }
 }

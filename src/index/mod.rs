@@ -142,6 +142,8 @@ pub(crate) enum Change<'a> {
         ts: Timestamp,
         count: u64,
     },
+    /// The session becomes the first `at` messages of `src`, shared.
+    Fork { src: &'a str, at: u64 },
 }
 
 impl<'a> Change<'a> {
@@ -161,6 +163,10 @@ impl<'a> Change<'a> {
                 lsn: meta.lsn.next(),
                 ts: meta.timestamp,
                 count: meta.arg,
+            },
+            Kind::Fork => Change::Fork {
+                src: std::str::from_utf8(payload).ok()?,
+                at: meta.arg,
             },
             Kind::Gap => return None,
         })
@@ -246,6 +252,30 @@ impl Index {
         ts_at: impl FnOnce(Pos) -> Timestamp,
     ) -> u64 {
         match change {
+            Change::Fork { src, at } => {
+                self.sessions.remove(session);
+                let Some(from) = self.sessions.get(src) else {
+                    return 0;
+                };
+                let positions = from.positions.fork(at);
+                if positions.len() == 0 {
+                    return 0;
+                }
+                let first = from.first;
+                let last = positions
+                    .get(&self.hints, positions.len() - 1)
+                    .map_or(from.last, ts_at);
+                self.sessions.insert(
+                    session.into(),
+                    SessionState {
+                        positions,
+                        first,
+                        last,
+                        keys: None,
+                    },
+                );
+                0
+            }
             Change::Key {
                 key,
                 lsn,

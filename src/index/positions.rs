@@ -84,15 +84,123 @@ const BLOCK: usize = 256;
 /// only from a hint, and a run that would follow owned positions (a hinted segment after a
 /// scanned one) is copied into the blocks instead, so the order is kept. Blocks are
 /// copy-on-write (`Arc`): a [`Snapshot`] keeps the ones it covers as they were.
-#[derive(Debug, Default)]
-pub(crate) struct Positions {
+#[derive(Debug, Default, Clone)]
+struct Own {
     runs: Vec<Run>,
     blocks: Vec<Arc<Vec<Pos>>>,
 }
 
+/// A session's positions: a prefix shared with the session it was forked from (if any), then
+/// its own runs and blocks.
+///
+/// Invariant: `base.len` is at most the length of `base.src`, which no one changes (it is a
+/// frozen copy: its parts are shared copy-on-write with the source session, which copies its
+/// block table on its next change). A fork costs O(1); reads of a fork resolve a prefix
+/// position through the chain of bases.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Positions {
+    base: Option<Base>,
+    own: Arc<Own>,
+}
+
+/// The shared prefix of a forked session.
+#[derive(Debug, Clone)]
+struct Base {
+    src: Arc<Positions>,
+    len: u64,
+}
+
 impl Positions {
+    fn base_len(&self) -> u64 {
+        self.base.as_ref().map_or(0, |b| b.len)
+    }
+
     /// How many positions there are.
     pub(crate) fn len(&self) -> u64 {
+        self.base_len() + self.own.len()
+    }
+
+    /// Adds one position at the end.
+    pub(crate) fn push(&mut self, pos: Pos) {
+        Arc::make_mut(&mut self.own).push(pos);
+    }
+
+    /// Adds the `count` appends of a hint's run for segment `seg` (see [`Own::push_run`]).
+    pub(crate) fn push_run(&mut self, hints: &MappedHints, seg: u32, at: usize, count: u64) {
+        Arc::make_mut(&mut self.own).push_run(hints, seg, at, count);
+    }
+
+    /// Keeps the first `keep` positions.
+    pub(crate) fn truncate(&mut self, keep: u64) {
+        let base = self.base_len();
+        if keep >= base {
+            if keep - base < self.own.len() {
+                Arc::make_mut(&mut self.own).truncate(keep - base);
+            }
+            return;
+        }
+        self.own = Arc::default();
+        match &mut self.base {
+            Some(b) if keep > 0 => b.len = keep,
+            _ => self.base = None,
+        }
+    }
+
+    /// A new session's positions: the first `at` of these, shared. O(1).
+    pub(crate) fn fork(&self, at: u64) -> Positions {
+        let len = at.min(self.len());
+        if len == 0 {
+            return Positions::default();
+        }
+        Positions {
+            base: Some(Base {
+                src: Arc::new(self.clone()),
+                len,
+            }),
+            own: Arc::default(),
+        }
+    }
+
+    /// The position at index `i` (0-based); `None` past the end.
+    pub(crate) fn get(&self, hints: &MappedHints, i: u64) -> Option<Pos> {
+        self.snapshot(hints, i, i.saturating_add(1)).get(i)
+    }
+
+    /// The positions at indexes `from..to` (0-based; clamped to the end), as they are now,
+    /// for as long as the snapshot lives: later appends, pops and truncations do not change
+    /// it. Costs O(log runs) plus a clone of the runs and blocks it covers.
+    pub(crate) fn snapshot(&self, hints: &MappedHints, from: u64, to: u64) -> Snapshot {
+        let to = to.min(self.len());
+        let from = from.min(to);
+        let base_len = self.base_len();
+        let base = match &self.base {
+            Some(b) if from < base_len => {
+                Some(Box::new(b.src.snapshot(hints, from, to.min(base_len))))
+            }
+            _ => None,
+        };
+        let mut own = self.own.snapshot(
+            hints,
+            from.saturating_sub(base_len),
+            to.saturating_sub(base_len),
+            base_len,
+        );
+        own.base = base;
+        own.from = from;
+        own.to = to;
+        own
+    }
+
+    /// Heap bytes held (at capacity) by its own part; a shared prefix is counted where it
+    /// came from. The hint bytes runs borrow are counted by [`MappedHints::bytes`].
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.own.heap_bytes() + self.base.as_ref().map_or(0, |_| size_of::<Positions>())
+    }
+}
+
+impl Own {
+    /// How many positions there are.
+    fn len(&self) -> u64 {
         self.runs_end() + self.owned_len()
     }
 
@@ -108,7 +216,7 @@ impl Positions {
     }
 
     /// Adds one position at the end.
-    pub(crate) fn push(&mut self, pos: Pos) {
+    fn push(&mut self, pos: Pos) {
         match self.blocks.last_mut() {
             Some(b) if b.len() < BLOCK => Arc::make_mut(b).push(pos),
             // A new block grows as a vector does (a small session holds a small one).
@@ -119,7 +227,7 @@ impl Positions {
     /// Adds the `count` appends of a hint's run for segment `seg`, whose offsets are the
     /// `u32`s at byte `at` of that hint in `hints`, at the end. Borrows them in place unless
     /// owned positions come first (then copies them).
-    pub(crate) fn push_run(&mut self, hints: &MappedHints, seg: u32, at: usize, count: u64) {
+    fn push_run(&mut self, hints: &MappedHints, seg: u32, at: usize, count: u64) {
         if count == 0 {
             return;
         }
@@ -140,7 +248,7 @@ impl Positions {
     }
 
     /// Keeps the first `keep` positions.
-    pub(crate) fn truncate(&mut self, keep: u64) {
+    fn truncate(&mut self, keep: u64) {
         let runs_end = self.runs_end();
         if keep >= runs_end {
             let keep = usize::try_from(keep - runs_end).unwrap_or(usize::MAX);
@@ -174,15 +282,9 @@ impl Positions {
             .map_or(0, |r| r.end)
     }
 
-    /// The position at index `i` (0-based); `None` past the end.
-    pub(crate) fn get(&self, hints: &MappedHints, i: u64) -> Option<Pos> {
-        self.snapshot(hints, i, i.saturating_add(1)).get(i)
-    }
-
-    /// The positions at indexes `from..to` (0-based; clamped to the end), as they are now,
-    /// for as long as the snapshot lives: later appends, pops and truncations do not change
-    /// it. Costs O(log runs) plus a clone of the runs and blocks it covers.
-    pub(crate) fn snapshot(&self, hints: &MappedHints, from: u64, to: u64) -> Snapshot {
+    /// The positions `from..to` of this part (clamped), indexed from `offset` (where the
+    /// part starts in its session).
+    fn snapshot(&self, hints: &MappedHints, from: u64, to: u64, offset: u64) -> Snapshot {
         let to = to.min(self.len());
         let from = from.min(to);
         let k = self.runs.partition_point(|r| r.end <= from);
@@ -193,8 +295,8 @@ impl Positions {
             .take_while(|&(_, start)| start < to)
             .filter_map(|(r, start)| {
                 Some(SnapRun {
-                    start,
-                    end: r.end,
+                    start: offset + start,
+                    end: offset + r.end,
                     at: r.at,
                     seg: r.seg,
                     hint: hints.get(r.seg)?.clone(),
@@ -210,17 +312,18 @@ impl Positions {
             .unwrap_or(&[])
             .to_vec();
         Snapshot {
+            base: None,
             runs,
             blocks,
-            blocks_start: runs_end + (b0 * BLOCK) as u64,
-            from,
-            to,
+            own_start: offset,
+            blocks_start: offset + runs_end + (b0 * BLOCK) as u64,
+            from: offset + from,
+            to: offset + to,
         }
     }
 
-    /// Heap bytes held (at capacity); the hint bytes runs borrow are counted by
-    /// [`MappedHints::bytes`].
-    pub(crate) fn heap_bytes(&self) -> usize {
+    /// Heap bytes held (at capacity).
+    fn heap_bytes(&self) -> usize {
         self.runs.capacity() * size_of::<Run>()
             + self.blocks.capacity() * size_of::<Arc<Vec<Pos>>>()
             + self
@@ -245,6 +348,10 @@ struct SnapRun {
 /// [`Positions::snapshot`]): the runs and blocks it covers, shared, never changed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Snapshot {
+    /// The part of the range in the session's shared prefix (a fork's).
+    base: Option<Box<Snapshot>>,
+    /// Where the session's own part starts: indexes below are in `base`.
+    own_start: u64,
     runs: Vec<SnapRun>,
     blocks: Vec<Arc<Vec<Pos>>>,
     /// The index of `blocks[0][0]`.
@@ -263,6 +370,9 @@ impl Snapshot {
     pub(crate) fn get(&self, i: u64) -> Option<Pos> {
         if !self.range().contains(&i) {
             return None;
+        }
+        if i < self.own_start {
+            return self.base.as_ref()?.get(i);
         }
         if i < self.blocks_start {
             let r = &self.runs[self.runs.partition_point(|r| r.end <= i)..]
@@ -346,7 +456,7 @@ mod tests {
                     }
                 }
             }
-            let runs = &self.positions.runs;
+            let runs = &self.positions.own.runs;
             if runs.windows(2).any(|w| w[0].end >= w[1].end)
                 || runs.first().is_some_and(|r| r.end == 0)
             {
@@ -383,13 +493,17 @@ mod tests {
         h.run(2, 0);
         h.push(5);
         h.run(3, 16);
-        assert_eq!(h.positions.runs.len(), 1);
-        assert_eq!(h.positions.owned_len(), 4);
+        assert_eq!(h.positions.own.runs.len(), 1);
+        assert_eq!(h.positions.own.owned_len(), 4);
         h.check().unwrap();
         h.truncate(1);
         h.check().unwrap();
         h.run(2, 4);
-        assert_eq!(h.positions.runs.len(), 2, "owned is empty again: borrowed");
+        assert_eq!(
+            h.positions.own.runs.len(),
+            2,
+            "owned is empty again: borrowed"
+        );
         h.check().unwrap();
     }
 
@@ -425,12 +539,48 @@ mod tests {
         assert_eq!(after, before);
     }
 
+    #[test]
+    fn a_fork_keeps_its_prefix_through_every_change_to_its_source() {
+        let mut h = Harness::default();
+        h.run(5, 3);
+        for off in 0..700 {
+            h.push(off);
+        }
+        let fork = h.positions.fork(600);
+        let want: Vec<Pos> = h.model[..600].to_vec();
+        fn read(hints: &MappedHints, p: &Positions) -> Vec<Pos> {
+            let snap = p.snapshot(hints, 0, u64::MAX);
+            snap.range().filter_map(|j| snap.get(j)).collect()
+        }
+        assert_eq!(read(&h.hints, &fork), want);
+        h.truncate(10);
+        h.push(5000);
+        h.truncate(0);
+        h.push(6000);
+        assert_eq!(
+            read(&h.hints, &fork),
+            want,
+            "the source changed; the fork did not"
+        );
+        // A fork of a fork, cut and extended.
+        let mut f2 = fork.fork(300);
+        f2.push(Pos { seg: 77, off: 1 });
+        f2.truncate(250);
+        f2.push(Pos { seg: 77, off: 2 });
+        let mut want2 = want[..250].to_vec();
+        want2.push(Pos { seg: 77, off: 2 });
+        assert_eq!(read(&h.hints, &f2), want2);
+        assert_eq!(read(&h.hints, &fork), want);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Run(u32, usize),
         Push(u32),
         Truncate(u64),
         Pop(u64),
+        /// Continue on a fork of the first `n` positions (the source is dropped).
+        Fork(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -439,6 +589,7 @@ mod tests {
             4 => any::<u32>().prop_map(Op::Push),
             1 => (0u64..120).prop_map(Op::Truncate),
             2 => (1u64..5).prop_map(Op::Pop),
+            1 => (0u64..120).prop_map(Op::Fork),
         ]
     }
 
@@ -459,6 +610,10 @@ mod tests {
                     Op::Push(off) => h.push(off),
                     Op::Truncate(keep) => h.truncate(keep),
                     Op::Pop(n) => h.truncate(h.model.len().saturating_sub(n as usize) as u64),
+                    Op::Fork(n) => {
+                        h.positions = h.positions.fork(n);
+                        h.model.truncate(n as usize);
+                    }
                 }
                 h.check().map_err(TestCaseError::fail)?;
             }

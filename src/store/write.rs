@@ -172,6 +172,41 @@ impl Store {
         })
     }
 
+    /// Starts `dst` as the first `at` messages of `src` (all of them with `None`; at most
+    /// all), sharing them: one logged record and O(1) time, whatever `src`'s length. `dst`'s
+    /// interaction ids go on from `at + 1`; from then on the two are independent: no pop,
+    /// truncate or clear of `src` changes `dst`'s prefix, nor the reverse. A fork of a fork
+    /// works. Returns how many messages `dst` holds (0, and nothing logged, when there are
+    /// none to share).
+    ///
+    /// # Errors
+    /// [`Error::SessionExists`] when `dst` holds messages; [`Error::InvalidSessionId`];
+    /// [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`].
+    pub fn fork(&self, src: &str, dst: &str, at: Option<u64>) -> Result<u64> {
+        validate_session_id(src)?;
+        validate_session_id(dst)?;
+        let mut shared = 0;
+        self.write_events(dst, None, |count| {
+            if count > 0 {
+                return Err(Error::SessionExists {
+                    session: dst.to_owned(),
+                });
+            }
+            let available = self.state().index.count(src);
+            shared = at.map_or(available, |at| at.min(available));
+            if shared == 0 || src == dst {
+                shared = 0;
+                return Ok(Vec::new());
+            }
+            Ok(vec![Event {
+                kind: Kind::Fork,
+                arg: shared,
+                payload: Cow::Borrowed(src.as_bytes()),
+            }])
+        })?;
+        Ok(shared)
+    }
+
     /// Makes `session` exactly `messages` (raw JSON objects, stored byte for byte), as one
     /// committed unit: after a crash at any instant it holds its old history or the new one,
     /// never neither, and a concurrent reader sees one or the other. The new messages get

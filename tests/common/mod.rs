@@ -93,6 +93,8 @@ pub enum Op {
     Truncate { s: u8, keep: u16 },
     /// `clear`.
     Clear { s: u8 },
+    /// `fork` of session `s` into session `d` at `at % (count + 2)`.
+    Fork { s: u8, d: u8, at: u16 },
     /// `replace` with `n` new messages (0: the session becomes empty), the expected next id
     /// right or (with `stale`) off by one.
     Replace { s: u8, n: u8, len: u16, stale: bool },
@@ -718,6 +720,34 @@ impl Harness {
                     Err(e) => Err(e),
                 };
                 self.settle(r, before, u64::from(count > 0), next, Vec::new(), false)
+            }
+            Op::Fork { s, d, at } => {
+                let (src, dst) = (session(s), session(d));
+                let src_ids = self.state().get(src).cloned().unwrap_or_default();
+                let at = u64::from(at) % (src_ids.len() as u64 + 2);
+                let exists = self.state().contains_key(dst);
+                let shared = if exists || src == dst {
+                    0
+                } else {
+                    at.min(src_ids.len() as u64)
+                };
+                let store = self.store.as_ref().expect("open");
+                let r = match store.fork(src, dst, Some(at)) {
+                    Err(Error::SessionExists { .. }) if exists => Ok(()),
+                    Ok(_) if exists => {
+                        return Err(self.fail("fork into an existing session succeeded"));
+                    }
+                    Ok(n) if n != shared => {
+                        return Err(self.fail(format!("fork shared {n}, model says {shared}")));
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                let mut next = self.state().clone();
+                if shared > 0 {
+                    next.insert(dst, src_ids[..shared as usize].to_vec());
+                }
+                self.settle(r, before, u64::from(shared > 0), next, Vec::new(), false)
             }
             Op::Replace { s, n, len, stale } => {
                 let name = session(s);

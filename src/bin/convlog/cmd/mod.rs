@@ -5,6 +5,7 @@ pub mod cat;
 pub mod clear;
 pub mod demo;
 pub mod export;
+pub mod fork;
 pub mod import;
 pub mod pop;
 pub mod repair;
