@@ -15,14 +15,15 @@
 //!  24  8  salt           u64: must equal the segment's
 //!  32  8  valid length   u64: where the segment's records end (zeros, if anything, follow)
 //!  40  8  next LSN       u64: the LSN after the segment's last record
-//!  48 56  kind counts    7 x u64: records of each kind (append, pop, truncate, clear, gap, key,
-//!                         fork)
-//! 104  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
+//!  48 64  kind counts    8 x u64: records of each kind (append, pop, truncate, clear, gap, key,
+//!                         fork, meta)
+//! 112  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
 //!           1 appends:   u32 n, u64 first timestamp, u64 last timestamp, n x u32 offsets
 //!           2 pop:       u64 messages popped (consecutive pops folded)
 //!           3 truncate:  u64 messages kept (clear = truncate to 0)
 //!           4 key:       u16 length, key bytes, u64 LSN of the first append it names,
 //!                        u64 timestamp, u64 appends it names
+//!           5 meta:      u32 offset of the session's latest meta record in the segment
 //!  end-4  4  CRC-32 of every byte before it
 //! ```
 //!
@@ -46,11 +47,12 @@ use crate::segment::{Record, SegmentReader, Units, Why, all_zero};
 pub const HINT_MAGIC: [u8; 8] = *b"convlogH";
 /// The hint format version.
 pub const HINT_VERSION: u16 = 2;
-const HEADER_LEN: usize = 104;
+const HEADER_LEN: usize = 112;
 const TAG_APPENDS: u8 = 1;
 const TAG_POP: u8 = 2;
 const TAG_TRUNCATE: u8 = 3;
 const TAG_KEY: u8 = 4;
+const TAG_META: u8 = 5;
 
 /// One session's events within a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,8 @@ pub(crate) enum HintEvent {
         ts: Timestamp,
         count: u64,
     },
+    /// The session's metadata, in the record at this offset.
+    Meta(u32),
 }
 
 /// A decoded hint.
@@ -82,7 +86,7 @@ pub(crate) struct Hint {
     pub(crate) valid_len: u64,
     pub(crate) next_lsn: Lsn,
     /// Records of each kind, indexed by `kind code - 1`.
-    pub(crate) kinds: [u64; 7],
+    pub(crate) kinds: [u64; 8],
     pub(crate) sessions: Vec<(String, Vec<HintEvent>)>,
 }
 
@@ -97,7 +101,7 @@ pub(crate) fn path(dir: &Path, id: SegmentId) -> PathBuf {
 pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
     let mut order: Vec<&str> = Vec::new();
     let mut events: HashMap<&str, Vec<HintEvent>> = HashMap::new();
-    let mut kinds = [0u64; 7];
+    let mut kinds = [0u64; 8];
     let start = SEGMENT_HEADER_LEN as u64;
     let mut units = Units::new(SegmentReader::new(segment, salt, start, Some(first_lsn)));
     let mut next_lsn = first_lsn;
@@ -162,6 +166,8 @@ fn push_event(evs: &mut Vec<HintEvent>, r: &Record<'_>) {
             ts,
             count: r.meta.arg,
         }),
+        (Kind::Meta, Some(HintEvent::Meta(at))) => *at = off,
+        (Kind::Meta, _) => evs.push(HintEvent::Meta(off)),
         (Kind::Gap | Kind::Fork, _) => {}
     }
 }
@@ -222,6 +228,10 @@ impl Hint {
                         b.extend_from_slice(&ts.0.to_le_bytes());
                         b.extend_from_slice(&count.to_le_bytes());
                     }
+                    HintEvent::Meta(at) => {
+                        b.push(TAG_META);
+                        b.extend_from_slice(&at.to_le_bytes());
+                    }
                 }
             }
         }
@@ -262,6 +272,7 @@ impl Hint {
                         ts,
                         count,
                     },
+                    EventRef::Meta(at) => HintEvent::Meta(at),
                 });
             }
         })?;
@@ -284,7 +295,7 @@ pub(crate) struct HintHeader {
     pub(crate) salt: u64,
     pub(crate) valid_len: u64,
     pub(crate) next_lsn: Lsn,
-    pub(crate) kinds: [u64; 7],
+    pub(crate) kinds: [u64; 8],
 }
 
 /// One event of a hint, borrowed from its bytes.
@@ -307,6 +318,8 @@ pub(crate) enum EventRef<'a> {
         ts: Timestamp,
         count: u64,
     },
+    /// The session's metadata, in the record at this offset.
+    Meta(u32),
 }
 
 /// The offsets of an appends run, read in place.
@@ -356,7 +369,7 @@ pub(crate) fn parse<'a>(
     let salt = r.u64()?;
     let valid_len = r.u64()?;
     let next_lsn = Lsn(r.u64()?);
-    let mut kinds = [0u64; 7];
+    let mut kinds = [0u64; 8];
     for k in &mut kinds {
         *k = r.u64()?;
     }
@@ -395,6 +408,7 @@ pub(crate) fn parse<'a>(
                         count: r.u64()?,
                     }
                 }
+                TAG_META => EventRef::Meta(r.u32()?),
                 _ => return None,
             };
             f(session, event);
@@ -525,7 +539,7 @@ mod tests {
         let seg = segment();
         let h = build(&seg, Lsn(10), 99).unwrap();
         assert_eq!(h.next_lsn, Lsn(17));
-        assert_eq!(h.kinds, [4, 2, 0, 1, 0, 0, 0]);
+        assert_eq!(h.kinds, [4, 2, 0, 1, 0, 0, 0, 0]);
         assert_eq!(h.valid_len, seg.len() as u64);
         assert_eq!(h.sessions.len(), 2);
         let (name, a) = &h.sessions[0];

@@ -1884,3 +1884,31 @@ fn fork_starts_a_session_as_another_ones_prefix() {
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
 }
+
+/// `convlog meta` sets and prints a session's metadata; `sessions --json` shows it and
+/// `sessions --where` filters by it.
+#[test]
+fn meta_sets_prints_lists_and_filters() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let (code, _, err) = run(&["meta", s(&dir), "alpha", r#"{"title":"Hello","user":"u1"}"#]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["meta", s(&dir), "alpha"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "{\"title\":\"Hello\",\"user\":\"u1\"}\n");
+    let (code, _, err) = run(&["meta", s(&dir), "beta", "[1]"]);
+    assert_eq!(code, 1, "not an object");
+    assert!(
+        err.contains("not a JSON object") || err.contains("object"),
+        "{err}"
+    );
+    let (_, json, _) = run(&["sessions", s(&dir), "--json"]);
+    let rows: Vec<Value> = serde_json::from_str(&json).unwrap();
+    let alpha = rows.iter().find(|r| r["id"] == "alpha").unwrap();
+    assert_eq!(alpha["meta"]["title"], "Hello");
+    let (_, listed, _) = run(&["sessions", s(&dir), "--where", "user=u1"]);
+    assert!(
+        listed.contains("alpha") && !listed.contains("beta"),
+        "{listed}"
+    );
+}

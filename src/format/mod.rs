@@ -18,7 +18,8 @@
 //!   0  4  header CRC       u32: crc32 seeded with seed(salt), over bytes 4..44 and the name
 //!   4  4  payload CRC      u32: crc32 of the payload
 //!   8  4  payload length   u32 (<= max_record_len)
-//!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap, 6 key, 7 fork
+//!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap, 6 key, 7 fork,
+//!                          8 meta
 //!  13  1  flags            u8: bit 0 = COMMIT (last record of a unit), bit 1 = FIRST (first
 //!                          record of a unit); a single record has both
 //!  14  2  name length      u16: 1..=256 when the record names its session inline; 0 when
@@ -30,7 +31,8 @@
 //!                          (gap), appends the key names (key), messages shared (fork)
 //!  36  8  timestamp        u64: microseconds since the Unix epoch
 //!  44  n  session id       UTF-8, `name length` bytes (named records only)
-//!  44+n p payload          the message's JSON exactly as serialized (append), empty otherwise
+//!  44+n p payload          the message's JSON exactly as serialized (append), the key (key),
+//!                          the source session (fork), the metadata JSON (meta), else empty
 //! ```
 //!
 //! A session's first record in a segment names it; its later records there refer to that
@@ -112,11 +114,13 @@ pub enum Kind {
     /// The session starts as the first `argument` messages of the session named in the
     /// payload, sharing them (one record, whatever their number).
     Fork = 7,
+    /// The session's metadata: a small JSON object (the payload) replacing any earlier one.
+    Meta = 8,
 }
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Append,
         Kind::Pop,
         Kind::Truncate,
@@ -124,6 +128,7 @@ impl Kind {
         Kind::Gap,
         Kind::Key,
         Kind::Fork,
+        Kind::Meta,
     ];
 
     /// The kind for a code byte, if this build knows it.
@@ -143,6 +148,7 @@ impl Kind {
             Kind::Gap => "gap",
             Kind::Key => "key",
             Kind::Fork => "fork",
+            Kind::Meta => "meta",
         }
     }
 }

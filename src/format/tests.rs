@@ -219,7 +219,7 @@ fn unknown_kind_with_valid_checksum_is_reported_as_such() {
 proptest! {
     #[test]
     fn records_round_trip(
-        salt: u64, lsn: u64, arg: u64, ts: u64, commit: bool, first: bool, kind in 0usize..7,
+        salt: u64, lsn: u64, arg: u64, ts: u64, commit: bool, first: bool, kind in 0usize..8,
         session in proptest::collection::vec(any::<u8>(), 1..=256),
         named: bool, at in (SEGMENT_HEADER_LEN as u32)..,
         payload in proptest::collection::vec(any::<u8>(), 0..2048),

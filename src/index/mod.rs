@@ -144,6 +144,8 @@ pub(crate) enum Change<'a> {
     },
     /// The session becomes the first `at` messages of `src`, shared.
     Fork { src: &'a str, at: u64 },
+    /// The session's metadata is the record at `pos`.
+    Meta { pos: Pos },
 }
 
 impl<'a> Change<'a> {
@@ -168,6 +170,7 @@ impl<'a> Change<'a> {
                 src: std::str::from_utf8(payload).ok()?,
                 at: meta.arg,
             },
+            Kind::Meta => Change::Meta { pos },
             Kind::Gap => return None,
         })
     }
@@ -181,6 +184,9 @@ impl<'a> Change<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     sessions: HashMap<Box<str>, SessionState>,
+    /// Where each session's latest metadata record is (independent of its messages: a
+    /// clear keeps it).
+    metas: HashMap<Box<str>, Pos>,
     hints: MappedHints,
 }
 
@@ -194,6 +200,11 @@ impl Index {
             state,
             hints: &self.hints,
         }
+    }
+
+    /// Where `session`'s latest metadata record is.
+    pub(crate) fn meta(&self, session: &str) -> Option<Pos> {
+        self.metas.get(session).copied()
     }
 
     pub(crate) fn count(&self, session: &str) -> u64 {
@@ -252,6 +263,10 @@ impl Index {
         ts_at: impl FnOnce(Pos) -> Timestamp,
     ) -> u64 {
         match change {
+            Change::Meta { pos } => {
+                self.metas.insert(session.into(), pos);
+                0
+            }
             Change::Fork { src, at } => {
                 self.sessions.remove(session);
                 let Some(from) = self.sessions.get(src) else {
@@ -369,6 +384,8 @@ impl Index {
                 })
                 .sum::<usize>()
             + self.hints.bytes()
+            + self.metas.capacity() * (size_of::<(Box<str>, Pos)>() + 1)
+            + self.metas.keys().map(|k| k.len()).sum::<usize>()
     }
 
     /// Total live messages.

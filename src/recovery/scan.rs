@@ -510,6 +510,9 @@ impl<'a> Scan<'a> {
                 }
                 EventRef::Pop(n) => Change::Pop(n),
                 EventRef::Truncate(k) => Change::Keep(k),
+                EventRef::Meta(off) => Change::Meta {
+                    pos: Pos { seg: ordinal, off },
+                },
                 EventRef::Key {
                     key,
                     lsn,

@@ -109,14 +109,19 @@ impl Segment {
     /// Reads and re-verifies the record at `offset` (an offset the index holds, so recovery
     /// already verified it once; checksums are checked again on every read).
     pub(crate) fn read_at(&self, offset: u32) -> Result<OwnedRecord> {
+        self.read_kind(offset, crate::format::Kind::Append)
+    }
+
+    /// [`Segment::read_at`] for a record that must be of `kind` (an index position names a
+    /// record of a known kind: if it is another, the index, or a hint it trusted, is wrong).
+    pub(crate) fn read_kind(&self, offset: u32, kind: crate::format::Kind) -> Result<OwnedRecord> {
         let r = self.read_any(offset)?;
-        if r.meta.kind != crate::format::Kind::Append {
-            // Positions only ever name appends: the index (or a hint it trusted) is wrong.
+        if r.meta.kind != kind {
             return Err(Error::Corrupt {
                 segment: self.id,
                 offset: u64::from(offset),
                 damage: Damage::BadField {
-                    field: "kind (a message position names no append)",
+                    field: "kind (an index position names a record of another kind)",
                 },
             });
         }

@@ -1,5 +1,6 @@
 //! The store: open and recover, then append, read, change and sync sessions.
 
+mod meta;
 mod open;
 mod options;
 mod read;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+pub use meta::MAX_META_LEN;
 pub use options::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use read::{Messages, RawMessages};
 pub use window::WindowSpec;

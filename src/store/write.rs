@@ -21,10 +21,10 @@ use crate::segment::{ActiveView, Naming, Segment, SegmentData, SegmentWriter};
 pub const MAX_BATCH_BYTES: u64 = 1 << 30;
 
 /// One event to log for a session; raw JSON is borrowed from the caller, not copied.
-struct Event<'a> {
-    kind: Kind,
-    arg: u64,
-    payload: Cow<'a, [u8]>,
+pub(super) struct Event<'a> {
+    pub(super) kind: Kind,
+    pub(super) arg: u64,
+    pub(super) payload: Cow<'a, [u8]>,
 }
 
 impl Store {
@@ -362,7 +362,11 @@ impl Store {
         self.wait_durable(self.last_lsn())
     }
 
-    fn serialize<T: Serialize + ?Sized>(&self, session: &str, message: &T) -> Result<Vec<u8>> {
+    pub(super) fn serialize<T: Serialize + ?Sized>(
+        &self,
+        session: &str,
+        message: &T,
+    ) -> Result<Vec<u8>> {
         let bytes = serde_json::to_vec(message).map_err(|e| Error::InvalidMessage {
             session: session.to_owned(),
             reason: e.to_string(),
@@ -414,7 +418,7 @@ impl Store {
     ///
     /// With an idempotency `key`: if the session already holds the appends it names, their
     /// receipts come back and nothing is written; else the unit starts with a `key` record.
-    fn write_events<'p>(
+    pub(super) fn write_events<'p>(
         &self,
         session: &str,
         key: Option<&'p [u8]>,
@@ -725,7 +729,7 @@ fn not_an_object(session: &str) -> Error {
 }
 
 /// Checks that `json` is exactly one JSON object (whitespace around it allowed).
-fn validate_object(session: &str, json: &[u8]) -> Result<()> {
+pub(super) fn validate_object(session: &str, json: &[u8]) -> Result<()> {
     struct ObjectOnly;
     impl<'de> Deserialize<'de> for ObjectOnly {
         fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {

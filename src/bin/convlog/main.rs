@@ -45,6 +45,8 @@ enum Command {
     Append(cmd::append::Args),
     /// Remove a session's last message and print it.
     Pop(cmd::pop::Args),
+    /// Print or set a session's metadata (a JSON object).
+    Meta(cmd::meta::Args),
     /// Start a new session as another's first messages, sharing them (O(1)).
     Fork(cmd::fork::Args),
     /// Make a session exactly the JSONL on stdin, atomically.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Window(a) => cmd::window::run(a),
         Command::Replace(a) => cmd::replace::run(a),
         Command::Fork(a) => cmd::fork::run(a),
+        Command::Meta(a) => cmd::meta::run(a),
         Command::Stats(a) => cmd::stats::run(a),
         Command::Append(a) => cmd::append::run(a),
         Command::Pop(a) => cmd::pop::run(a),

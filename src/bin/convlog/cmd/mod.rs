@@ -7,6 +7,7 @@ pub mod demo;
 pub mod export;
 pub mod fork;
 pub mod import;
+pub mod meta;
 pub mod pop;
 pub mod repair;
 pub mod replace;

@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use convlog::{RecoveryMode, SessionInfo};
 use serde::Serialize;
 
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult, InStore};
 use crate::util::{Out, open_read_only, plural, rfc3339, thousands};
 
 /// Arguments of `convlog sessions`.
@@ -20,9 +20,14 @@ pub struct Args {
     /// Reverse the order.
     #[arg(long, short)]
     pub reverse: bool,
-    /// Print a JSON array (timestamps as microseconds since the epoch).
+    /// Print a JSON array (timestamps as microseconds since the epoch), with each session's
+    /// metadata.
     #[arg(long)]
     pub json: bool,
+    /// Only sessions whose metadata has KEY equal to VALUE (VALUE as JSON, or as a string
+    /// when it is not JSON): `--where user=u42`, `--where pinned=true`.
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    pub filter: Option<String>,
 }
 
 /// What `sessions` sorts by.
@@ -45,27 +50,45 @@ struct Row<'a> {
     count: u64,
     first: u64,
     last: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// Lists the sessions.
 pub fn run(args: Args) -> CliResult {
     let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
-    let mut sessions = store.sessions();
+    let mut sessions = match &args.filter {
+        Some(f) => {
+            let (key, value) = f
+                .split_once('=')
+                .ok_or_else(|| CliError::Input(format!("--where {f:?}: expected KEY=VALUE")))?;
+            let value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+            store.sessions_where(key, &value).in_store(&args.dir)?
+        }
+        None => store.sessions(),
+    };
     sort(&mut sessions, args.sort);
     if args.reverse {
         sessions.reverse();
     }
     let mut out = Out::stdout();
     if args.json {
-        let rows: Vec<Row<'_>> = sessions
+        let rows = sessions
             .iter()
-            .map(|s| Row {
-                id: &s.id,
-                count: s.count,
-                first: s.first.0,
-                last: s.last.0,
+            .map(|s| {
+                let meta = store.meta(&s.id).in_store(&args.dir)?;
+                Ok(Row {
+                    id: &s.id,
+                    count: s.count,
+                    first: s.first.0,
+                    last: s.last.0,
+                    meta: meta.and_then(|m| {
+                        serde_json::value::RawValue::from_string(String::from_utf8(m).ok()?).ok()
+                    }),
+                })
             })
-            .collect();
+            .collect::<CliResult<Vec<Row<'_>>>>()?;
         out.json_pretty(&rows)?;
         return out.finish();
     }

@@ -1,0 +1,48 @@
+//! `convlog meta DIR SESSION [JSON]`: print a session's metadata, or set it.
+
+use std::path::PathBuf;
+
+use convlog::RecoveryMode;
+
+use crate::error::{CliError, CliResult, InStore};
+use crate::util::{Out, check_session, open_read_only, open_writable, print, sync};
+
+/// Arguments of `convlog meta`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store directory.
+    pub dir: PathBuf,
+    /// The session.
+    pub session: String,
+    /// New metadata, a JSON object (replacing the old); without it, print the current one.
+    pub json: Option<String>,
+}
+
+/// Prints or sets the metadata.
+pub fn run(args: Args) -> CliResult {
+    check_session(&args.session)?;
+    match &args.json {
+        Some(json) => {
+            let store = open_writable(&args.dir, true, None)?;
+            let lsn = store
+                .set_meta_raw(&args.session, json.as_bytes())
+                .in_store(&args.dir)?;
+            sync(&store)?;
+            print(&format!(
+                "set the metadata of {:?} (LSN {lsn})\n",
+                args.session
+            ))
+        }
+        None => {
+            let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+            let meta = store.meta(&args.session).in_store(&args.dir)?;
+            let meta = meta.ok_or_else(|| {
+                CliError::Message(format!("session {:?} has no metadata", args.session))
+            })?;
+            let mut out = Out::stdout();
+            out.bytes(&meta)?;
+            out.text("\n")?;
+            out.finish()
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Session metadata: logged, latest wins, kept through clears and reopens (scans and hints),
+//! filterable.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use convlog::io::Vfs;
+use convlog::io::sim::SimFs;
+use convlog::{Error, Store};
+use serde_json::{Value, json};
+
+fn open(fs: &SimFs) -> Store {
+    Store::builder()
+        .vfs(Arc::new(fs.clone()))
+        .segment_size(4096)
+        .open("/m")
+        .unwrap()
+}
+
+fn meta(store: &Store, s: &str) -> Option<Value> {
+    store
+        .meta(s)
+        .unwrap()
+        .map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+#[test]
+fn metadata_is_logged_replaced_kept_and_filtered() {
+    let fs = SimFs::new(1);
+    let store = open(&fs);
+    assert_eq!(meta(&store, "a"), None);
+    store
+        .set_meta("a", &json!({"title": "first", "user": "u1"}))
+        .unwrap();
+    store
+        .set_meta("a", &json!({"title": "Trip to Paris", "user": "u1"}))
+        .unwrap();
+    store.set_meta("b", &json!({"user": "u2"})).unwrap();
+    for i in 0..80 {
+        store
+            .append(
+                ["a", "b", "c"][i % 3],
+                &json!({"role": "user", "content": format!("m{i} {}", "x".repeat(60))}),
+            )
+            .unwrap();
+    }
+    store.clear("b").unwrap();
+    assert_eq!(meta(&store, "a").unwrap()["title"], "Trip to Paris");
+    assert_eq!(
+        meta(&store, "b").unwrap()["user"],
+        "u2",
+        "a clear keeps the metadata"
+    );
+    let u1: Vec<String> = store
+        .sessions_where("user", &json!("u1"))
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(u1, ["a"]);
+    assert!(matches!(
+        store.set_meta_raw("a", b"[1,2]"),
+        Err(Error::InvalidMessage { .. })
+    ));
+    assert!(store.segment_ids().len() > 2);
+    drop(store);
+    let store = open(&fs);
+    assert!(store.recovery_report().hints_used > 0);
+    assert_eq!(
+        meta(&store, "a").unwrap()["title"],
+        "Trip to Paris",
+        "from hints"
+    );
+    drop(store);
+    let dir = std::path::Path::new("/m");
+    for name in fs.list(dir).unwrap() {
+        if name.ends_with(".hint") {
+            fs.remove_file(&dir.join(name)).unwrap();
+        }
+    }
+    let store = open(&fs);
+    assert_eq!(
+        meta(&store, "a").unwrap()["title"],
+        "Trip to Paris",
+        "from a scan"
+    );
+    assert_eq!(meta(&store, "b").unwrap()["user"], "u2");
+    assert_eq!(meta(&store, "c"), None);
+}
