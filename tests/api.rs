@@ -906,3 +906,38 @@ fn threads_opening_and_dropping_one_store_never_see_locked() {
         assert_eq!(ids(&store, &format!("t{t}")), (1..=25).collect::<Vec<_>>());
     }
 }
+
+/// A reader during `replace` and `fork` sees the old session or the new one, never a mix.
+#[test]
+fn readers_see_a_replace_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a: Vec<String> = (0..10)
+        .map(|i| format!(r#"{{"role":"user","content":"a{i}"}}"#))
+        .collect();
+    let b: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"role":"user","content":"b{i}"}}"#))
+        .collect();
+    store.replace("s", None, &a).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..400 {
+                let next = if i % 2 == 0 { &b } else { &a };
+                store.replace("s", None, next).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let mut reads = 0;
+        while !stop.load(std::sync::atomic::Ordering::Acquire) || reads < 50 {
+            let texts: Vec<String> = store
+                .messages("s")
+                .map(|e| e.unwrap().message.text().unwrap().to_owned())
+                .collect();
+            let all_a = texts.len() == 10 && texts.iter().all(|t| t.starts_with('a'));
+            let all_b = texts.len() == 5 && texts.iter().all(|t| t.starts_with('b'));
+            assert!(all_a || all_b, "a mix: {texts:?}");
+            reads += 1;
+        }
+    });
+}
