@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use convlog::{Durability, Store};
+use convlog::format::{Decoded, SEGMENT_HEADER_LEN, SegmentHeader, decode_record};
+use convlog::{Durability, SegmentId, Store, WindowSpec};
 
 use crate::workload::Corpus;
 
@@ -125,4 +126,89 @@ pub fn reopen_and_tail(dir: &Path, session: &str, n: u64) -> (Store, usize) {
     let store = Store::open(dir).expect("reopen");
     let got = tail(&store, session, n).len();
     (store, got)
+}
+
+/// Appends the first `n` messages of `corpus` to `session`, 1000 per `append_batch_raw`.
+pub fn fill(store: &Store, session: &str, corpus: &Corpus, n: usize) {
+    let msgs: Vec<&[u8]> = (0..n).map(|i| corpus.get(i)).collect();
+    for chunk in msgs.chunks(1000) {
+        store
+            .append_batch_raw(session, chunk)
+            .expect("append_batch_raw");
+    }
+}
+
+/// Forks all of `src` into the new session `dst`; returns the elapsed time.
+pub fn fork(store: &Store, src: &str, dst: &str) -> Duration {
+    let t = Instant::now();
+    let shared = store.fork(src, dst, None).expect("fork");
+    let e = t.elapsed();
+    assert_eq!(
+        shared,
+        store.interaction_count(src),
+        "a fork shares all of its source"
+    );
+    e
+}
+
+/// The history window of `session` for `spec`, raw.
+pub fn window(store: &Store, session: &str, spec: &WindowSpec) -> Vec<convlog::Entry<Vec<u8>>> {
+    store.window(session, spec).expect("window")
+}
+
+/// Makes `session` exactly `msgs`, on the condition that its next id is `expected_next`.
+pub fn replace(store: &Store, session: &str, expected_next: u64, msgs: &[&[u8]]) {
+    let r = store
+        .replace(session, Some(expected_next), msgs)
+        .expect("replace");
+    assert_eq!(r.len(), msgs.len());
+}
+
+/// One keyed append per message (`append_batch_raw_with_key` of one message: the raw form of
+/// `append_with_key`), message `i` under `keys[i]`, in workload order. Returns the elapsed
+/// time.
+pub fn append_keyed(
+    store: &Store,
+    sessions: &[String],
+    corpus: &Corpus,
+    keys: &[String],
+) -> Duration {
+    assert_eq!(keys.len(), corpus.len(), "one key per message");
+    let t = Instant::now();
+    for (i, key) in keys.iter().enumerate() {
+        let s = corpus.session[i] as usize;
+        store
+            .append_batch_raw_with_key(&sessions[s], key, &[corpus.get(i)])
+            .expect("append_batch_raw_with_key");
+    }
+    t.elapsed()
+}
+
+/// Bytes of records in the store's segment files: each file's header plus its records up to
+/// the first clean end (the files themselves are preallocated, so their lengths grow in
+/// chunks, not by record).
+pub fn segment_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(Result::ok)
+    {
+        let name = e.file_name();
+        if SegmentId::parse_file_name(&name.to_string_lossy()).is_none() {
+            continue;
+        }
+        let buf = std::fs::read(e.path()).expect("read segment");
+        total += records_end(&buf);
+    }
+    total
+}
+
+/// Where the records of one segment file end.
+fn records_end(buf: &[u8]) -> u64 {
+    let salt = SegmentHeader::decode(buf).expect("segment header").salt;
+    let mut at = SEGMENT_HEADER_LEN;
+    while let Decoded::Record(r) = decode_record(&buf[at..], salt, u32::MAX) {
+        at += r.framed_len();
+    }
+    at as u64
 }

@@ -8,6 +8,7 @@
 
 mod convlog_side;
 mod floor;
+mod sessionops;
 mod sqlite;
 mod sysinfo;
 mod workload;
@@ -21,8 +22,15 @@ use convlog::Durability;
 use crate::sqlite::Schema;
 use crate::workload::Workload;
 
-const GROUPS: [&str; 7] = [
-    "buffered", "durable", "floor", "reopen", "tail", "stream", "space",
+const GROUPS: [&str; 8] = [
+    "buffered",
+    "durable",
+    "floor",
+    "reopen",
+    "tail",
+    "stream",
+    "space",
+    "sessionops",
 ];
 const SESSIONS: usize = 1000;
 const ZIPF_S: f64 = 1.1;
@@ -143,6 +151,7 @@ struct Results {
     stream: Option<(f64, f64)>,
     index_per_msg: Option<f64>,
     disk: Option<(f64, f64)>,
+    sessionops: Option<sessionops::Results>,
 }
 
 const THREADS: [usize; 3] = [1, 4, 8];
@@ -305,6 +314,10 @@ fn main() {
         let reps = if args.quick { 3 } else { 9 };
         let (c, s) = reopen_pair(&conv_dir, &sql_dir, &big_session, reps, &log);
         r.reopen.push((corpus.len(), c, s));
+    }
+    // Before the 2M build: keyed appends use the corpus; its stores are removed when done.
+    if want("sessionops") {
+        r.sessionops = Some(sessionops::run(&args, &workload, &corpus, &root, &log));
     }
     drop(corpus);
 
@@ -838,6 +851,9 @@ fn render(r: &Results, largest: u64) -> String {
         target: "≤ 1.06".into(),
         met: met(v.map(|v| v.0 <= 1.06)),
     });
+    if let Some(s) = &r.sessionops {
+        rows.extend(sessionops::rows(s));
+    }
 
     let head = Row {
         metric: "metric".into(),

@@ -41,6 +41,7 @@ pub const DB_FILE: &str = "messages.db";
 const INSERT: &str =
     "INSERT INTO messages (session_id, interaction_id, body, ts) VALUES (?1, ?2, ?3, ?4)";
 const TAIL: &str = "SELECT interaction_id, ts, body FROM messages WHERE session_id = ?1 ORDER BY interaction_id DESC LIMIT ?2";
+const DELETE: &str = "DELETE FROM messages WHERE session_id = ?1";
 const STREAM: &str =
     "SELECT interaction_id, ts, body FROM messages WHERE session_id = ?1 ORDER BY interaction_id";
 
@@ -294,6 +295,27 @@ pub fn stream(c: &Connection, session: &str) -> (u64, u64) {
 pub fn reopen_and_tail(dir: &Path, session: &str, n: i64) -> Vec<(i64, i64, Vec<u8>)> {
     let c = Connection::open(dir.join(DB_FILE)).expect("open");
     tail(&c, session, n)
+}
+
+/// Makes `session` exactly `msgs` (interaction ids `1..=n`) in one transaction: DELETE its
+/// rows, then INSERT the new ones.
+pub fn replace(c: &Connection, session: &str, msgs: &[&[u8]]) {
+    c.prepare_cached("BEGIN")
+        .and_then(|mut s| s.execute([]))
+        .expect("begin");
+    c.prepare_cached(DELETE)
+        .and_then(|mut s| s.execute(params![session]))
+        .expect("delete");
+    let mut st = c.prepare_cached(INSERT).expect("prepare insert");
+    let ts = now_micros();
+    for (i, body) in msgs.iter().enumerate() {
+        st.execute(params![session, i as i64 + 1, body, ts])
+            .expect("insert");
+    }
+    drop(st);
+    c.prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+        .expect("commit");
 }
 
 /// Checkpoints the WAL into the database and truncates it.

@@ -169,6 +169,86 @@ impl Corpus {
     }
 }
 
+impl Corpus {
+    /// One long chat of `n` small messages (about 200 B of JSON each), all in session 0: a
+    /// system prompt, then turns of `user` → (one turn in five) an `assistant` tool call and
+    /// its `tool` result → `assistant` answer. For the session-operation lines, which need
+    /// sessions of up to 1M messages built quickly.
+    pub fn small_chat(n: usize, seed: u64) -> Corpus {
+        let mut rng = Rng::new(mix(seed, 2));
+        let mut bytes = Vec::with_capacity(n * 220);
+        let mut ends = Vec::with_capacity(n);
+        let mut turn = SmallTurn::System;
+        while ends.len() < n {
+            let v;
+            (v, turn) = small_message(&mut rng, turn);
+            serde_json::to_writer(&mut bytes, &v).expect("serializing a Value cannot fail");
+            ends.push(bytes.len());
+        }
+        Corpus {
+            session: vec![0; n],
+            ends,
+            bytes,
+        }
+    }
+}
+
+/// What the small chat says next.
+enum SmallTurn {
+    System,
+    User,
+    Call,
+    Result(String),
+    Answer,
+}
+
+/// The message for `turn`, and the turn after it.
+fn small_message(rng: &mut Rng, turn: SmallTurn) -> (Value, SmallTurn) {
+    match turn {
+        SmallTurn::System => {
+            let n = rng.length(170);
+            let v = json!({"role": "system", "content": text(rng, n)});
+            (v, SmallTurn::User)
+        }
+        SmallTurn::User => {
+            let n = rng.length(160);
+            let v = json!({"role": "user", "content": text(rng, n)});
+            let next = if rng.chance(0.2) {
+                SmallTurn::Call
+            } else {
+                SmallTurn::Answer
+            };
+            (v, next)
+        }
+        SmallTurn::Call => {
+            let id = call_id(rng);
+            let args = json!({"path": path(rng)}).to_string();
+            let v = json!({"role": "assistant", "content": null, "tool_calls": [{
+                "id": id,
+                "type": "function",
+                "function": {"name": "read_file", "arguments": args},
+            }]});
+            (v, SmallTurn::Result(id))
+        }
+        SmallTurn::Result(id) => {
+            let n = rng.length(110);
+            let v = json!({"role": "tool", "tool_call_id": id, "content": text(rng, n)});
+            (v, SmallTurn::Answer)
+        }
+        SmallTurn::Answer => {
+            let n = rng.length(150);
+            let v = json!({"role": "assistant", "content": text(rng, n)});
+            (v, SmallTurn::User)
+        }
+    }
+}
+
+/// `n` UUID-formatted (36-byte) strings: session ids, idempotency keys.
+pub fn uuids(n: usize, seed: u64) -> Vec<String> {
+    let mut rng = Rng::new(mix(seed, 3));
+    (0..n).map(|_| uuid(&mut rng)).collect()
+}
+
 /// Where one conversation is: system prompt, then turns of user → (assistant tool calls →
 /// tool results)* → assistant answer.
 struct SessionGen {
@@ -497,5 +577,18 @@ mod tests {
             assert!(v.is_object());
         }
         assert_eq!(w.sessions[0].len(), 36);
+    }
+
+    #[test]
+    fn small_chat_is_small_and_well_formed() {
+        let c = Corpus::small_chat(2000, 7);
+        assert_eq!(c.len(), 2000);
+        let mean = c.input_bytes() as f64 / c.len() as f64;
+        assert!((150.0..260.0).contains(&mean), "mean {mean}");
+        for i in 0..c.len() {
+            let v: Value = serde_json::from_slice(c.get(i)).unwrap();
+            assert!(v.is_object());
+        }
+        assert!(uuids(3, 7).iter().all(|u| u.len() == 36));
     }
 }
