@@ -1,0 +1,122 @@
+//! Messages in and out: a dict, a JSON `str` or `bytes` in; dicts or JSON text out.
+//!
+//! Encoding and decoding use CPython's own `json` module (its C accelerator), with the GIL
+//! held; the store call itself runs with the GIL released. Decoding several messages joins
+//! them into one JSON array first (without the GIL), so a read of N messages is one
+//! `json.loads` call, not N.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+
+use crate::errors;
+
+static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static MAPPING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn dumps(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    DUMPS
+        .get_or_try_init(py, || {
+            PyModule::import(py, "convlog._codec")?
+                .getattr("dumps")
+                .map(Bound::unbind)
+        })
+        .map(|f| f.bind(py))
+}
+
+fn loads(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    LOADS
+        .get_or_try_init(py, || {
+            PyModule::import(py, "json")?
+                .getattr("loads")
+                .map(Bound::unbind)
+        })
+        .map(|f| f.bind(py))
+}
+
+fn is_mapping(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = obj.py();
+    let mapping = MAPPING.get_or_try_init(py, || {
+        PyModule::import(py, "collections.abc")?
+            .getattr("Mapping")
+            .map(Bound::unbind)
+    })?;
+    obj.is_instance(mapping.bind(py))
+}
+
+/// `message` as JSON text: `bytes` and `str` as given, a dict (or other mapping) encoded.
+/// The result is a `bytes` or `str` object; [`bytes_of`] borrows its bytes.
+pub(crate) fn encode<'py>(
+    session: &str,
+    message: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = message.py();
+    if message.is_instance_of::<PyBytes>() || message.is_instance_of::<PyString>() {
+        return Ok(message.clone());
+    }
+    let dict = if message.is_instance_of::<PyDict>() {
+        message.clone()
+    } else if is_mapping(message)? {
+        PyDict::from_sequence(&message.call_method0("items")?)?.into_any()
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "a message is a dict, a JSON str or bytes, not {}",
+            message.get_type().name()?
+        )));
+    };
+    match dumps(py)?.call1((dict,)) {
+        Ok(text) => Ok(text),
+        Err(e) if e.is_instance_of::<PyValueError>(py) => {
+            let err = errors::new_err(
+                py,
+                "InvalidMessage",
+                format!("invalid message for session {session:?}: {}", e.value(py)),
+                vec![("session", PyString::new(py, session).into_any().unbind())],
+            );
+            err.set_cause(py, Some(e));
+            Err(err)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The bytes of what [`encode`] returned.
+pub(crate) fn bytes_of<'a>(encoded: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    if let Ok(b) = encoded.cast::<PyBytes>() {
+        return Ok(b.as_bytes());
+    }
+    Ok(encoded.cast::<PyString>()?.to_str()?.as_bytes())
+}
+
+/// Stored JSON as text. Stored messages were checked to be JSON, hence UTF-8.
+pub(crate) fn text<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let s = std::str::from_utf8(json).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(PyString::new(py, s))
+}
+
+/// One stored message as a fresh Python object.
+pub(crate) fn decode<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    loads(py)?.call1((text(py, json)?,))
+}
+
+/// Joins stored messages into one JSON array (call without the GIL).
+pub(crate) fn join<B: AsRef<[u8]>>(messages: &[B]) -> Vec<u8> {
+    let len: usize = messages.iter().map(|m| m.as_ref().len() + 1).sum();
+    let mut out = Vec::with_capacity(len + 2);
+    out.push(b'[');
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m.as_ref());
+    }
+    out.push(b']');
+    out
+}
+
+/// What [`join`] made, as a list of fresh Python objects.
+pub(crate) fn decode_joined<'py>(py: Python<'py>, joined: &[u8]) -> PyResult<Bound<'py, PyList>> {
+    Ok(decode(py, joined)?.cast_into::<PyList>()?)
+}
