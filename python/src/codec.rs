@@ -13,17 +13,21 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use crate::errors;
 
 static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static DUMPS_ASCII: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static MAPPING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn dumps(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    DUMPS
-        .get_or_try_init(py, || {
-            PyModule::import(py, "convlog._codec")?
-                .getattr("dumps")
-                .map(Bound::unbind)
-        })
-        .map(|f| f.bind(py))
+fn codec_fn<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
+        PyModule::import(py, "convlog._codec")?
+            .getattr(name)
+            .map(Bound::unbind)
+    })
+    .map(|f| f.bind(py))
 }
 
 fn loads(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
@@ -66,7 +70,11 @@ pub(crate) fn encode<'py>(
             message.get_type().name()?
         )));
     };
-    match dumps(py)?.call1((dict,)) {
+    match codec_fn(py, &DUMPS, "dumps")?.call1((&dict,)) {
+        // A str with lone surrogates has no UTF-8 form: spell them as JSON escapes instead.
+        Ok(text) if text.cast::<PyString>().is_ok_and(|t| t.to_str().is_err()) => {
+            codec_fn(py, &DUMPS_ASCII, "dumps_ascii")?.call1((&dict,))
+        }
         Ok(text) => Ok(text),
         Err(e) if e.is_instance_of::<PyValueError>(py) => {
             let err = errors::new_err(

@@ -123,9 +123,10 @@ fn from_store(py: Python<'_>, e: convlog::Error) -> PyErr {
         E::Io { path, source, .. } => (
             "IoError",
             vec![
-                ("filename", obj(py, path.as_path())),
+                // Not `filename` nor `strerror`: with them set, `OSError.__str__` would
+                // replace the library's message (which says what was being done).
+                ("path", obj(py, path.as_path())),
                 ("errno", obj(py, source.raw_os_error())),
-                ("strerror", obj(py, source.to_string())),
             ],
         ),
         _ => ("Error", Vec::new()),
