@@ -5,8 +5,7 @@ under ``RunnableWithMessageHistory`` and wherever LangChain takes a chat history
 message is stored as ``langchain_core.messages.message_to_dict(message)`` (its type and
 every field), so every message type comes back equal to what was added.
 
-Note: langchain-core deprecated ``BaseChatMessageHistory`` in 1.6.4 (removal in 2.0), and
-warns once when a subclass is made.
+Note: langchain-core deprecated ``BaseChatMessageHistory`` in 1.6.4, for removal in 2.0.
 """
 
 from __future__ import annotations
