@@ -1,14 +1,17 @@
 //! Messages in and out: a dict, a JSON `str` or `bytes` in; dicts or JSON text out.
 //!
-//! Encoding and decoding use CPython's own `json` module (its C accelerator), with the GIL
-//! held; the store call itself runs with the GIL released. Decoding several messages joins
-//! them into one JSON array first (without the GIL), so a read of N messages is one
-//! `json.loads` call, not N.
+//! Encoding uses CPython's own `json` module (its C accelerator), with the GIL held; the
+//! store call itself runs with the GIL released. Decoding builds the Python objects straight
+//! from the stored bytes with serde_json (several messages are joined into one JSON array
+//! first, without the GIL), and falls back to `json.loads` for the JSON that path does not
+//! take exactly: integers past 2**53 that do not fit 64 bits, lone surrogate escapes, nesting
+//! deeper than 128. So a message reads back as `json.loads` would read it.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::errors;
 
@@ -104,9 +107,85 @@ pub(crate) fn text<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyS
     Ok(PyString::new(py, s))
 }
 
-/// One stored message as a fresh Python object.
+/// One stored message (or a joined array of them) as fresh Python objects.
 pub(crate) fn decode<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    if let Ok(v) = Seed(py).deserialize(&mut de)
+        && de.end().is_ok()
+    {
+        return Ok(v);
+    }
     loads(py)?.call1((text(py, json)?,))
+}
+
+/// Builds the Python value of one JSON value.
+#[derive(Clone, Copy)]
+struct Seed<'py>(Python<'py>);
+
+fn py_fail<E: de::Error>(e: PyErr) -> E {
+    E::custom(e)
+}
+
+impl<'de, 'py> DeserializeSeed<'de> for Seed<'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, 'py> Visitor<'de> for Seed<'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(PyBool::new(self.0, v).to_owned().into_any())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(PyInt::new(self.0, v).into_any())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(PyInt::new(self.0, v).into_any())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // serde_json reads an integer too long for 64 bits as a float: leave those (and any
+        // integral float past 2**53, which may have been one) to `json.loads`.
+        if v.fract() == 0.0 && v.abs() >= 9_007_199_254_740_992.0 {
+            return Err(E::custom("integer past 64 bits"));
+        }
+        Ok(PyFloat::new(self.0, v).into_any())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(PyString::new(self.0, v).into_any())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(self.0.None().into_bound(self.0))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
+        }
+        Ok(PyList::new(self.0, items).map_err(py_fail)?.into_any())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let dict = PyDict::new(self.0);
+        while let Some(key) = map.next_key_seed(self)? {
+            let value = map.next_value_seed(self)?;
+            dict.set_item(key, value).map_err(py_fail)?;
+        }
+        Ok(dict.into_any())
+    }
 }
 
 /// Joins stored messages into one JSON array (call without the GIL).

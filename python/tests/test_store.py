@@ -508,3 +508,28 @@ def test_io_error_carries_the_path_and_errno(tmp_path: pathlib.Path) -> None:
     assert isinstance(e.value, OSError) and e.value.errno == 20  # ENOTDIR
     assert pathlib.Path(e.value.path) == blocker / "store"
     assert str(e.value).startswith(f"I/O error: create directory {blocker / 'store'}")
+
+
+def test_reads_decode_as_json_loads_does(store_dir: pathlib.Path) -> None:
+    import random
+
+    rnd = random.Random(7)
+    floats = [rnd.uniform(-1e6, 1e6) for _ in range(200)] + [rnd.random() * 10 ** rnd.randint(-300, 300) for _ in range(200)]
+    texts = [
+        json.dumps({"floats": floats}),
+        '{"dup": 1, "dup": 2}',  # the last one wins, as in json.loads
+        '{"big": 123456789012345678901234567890, "neg": -98765432109876543210, "e": 1e16, "f": 1.5e300}',
+        '{"s": "\\ud83d\\ude00 \\ud83d lone", "esc": "\\n\\t\\"\\\\\\/"}',
+        '{"deep": ' + "[" * 300 + "]" * 300 + "}",
+        '{"u64": 18446744073709551615, "i64": -9223372036854775808, "small": 9007199254740993}',
+    ]
+    with Store(store_dir) as s:
+        for t in texts:
+            s.append("d", t)
+        got = s.tail("d")
+        for t, g in zip(texts, got):
+            assert g == json.loads(t)
+            assert repr(g) == repr(json.loads(t))
+        for i, t in enumerate(texts, start=1):
+            assert s.get("d", i) == json.loads(t)
+        assert list(s.messages("d")) == [json.loads(t) for t in texts]

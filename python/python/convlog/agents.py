@@ -11,16 +11,16 @@ private store for this one object, in a temporary directory removed by ``close()
 other ``db_path`` is a store directory that sessions with other ids share, and that a later
 object (or process) reopens.
 
-The async methods run the store call in a worker thread (``asyncio.to_thread``, as the
-SDK's ``SQLiteSession`` does): no blocking I/O on the event loop's thread. One object may be
-used from several threads, each running its own event loop.
+The async methods run the store call in a worker thread (the loop's default executor, as
+``asyncio.to_thread`` and the SDK's ``SQLiteSession`` do): no blocking I/O on the event
+loop's thread. One object may be used from several threads, each running its own loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from agents.memory.session_settings import (
@@ -42,26 +42,21 @@ _T = TypeVar("_T")
 _CLOSED = "ConvlogSession is closed"
 
 
-async def _finish(awaitable: Awaitable[_T]) -> _T:
+async def _finish(fut: asyncio.Future[_T]) -> _T:
     """Await a write to its end even if the caller is cancelled meanwhile (then re-raise the
     cancellation): a cancelled ``add_items`` has either written its items or not, and the
     caller is not told it failed while the write goes on. The SDK's sessions do the same."""
-    task = asyncio.ensure_future(awaitable)
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError as exc:
-            cancelled = cancelled or exc
     try:
-        result = task.result()
-    except BaseException:
-        if cancelled is not None:
-            raise cancelled from None
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        if fut.done():
+            raise
+        while not fut.done():
+            try:
+                await asyncio.wait({fut})
+            except asyncio.CancelledError:
+                pass
         raise
-    if cancelled is not None:
-        raise cancelled
-    return result
 
 
 class ConvlogSession:
@@ -107,8 +102,10 @@ class ConvlogSession:
         if self._closed:
             raise RuntimeError(_CLOSED)
 
-    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(*args)`` in a worker thread; a store closed meanwhile reads as closed."""
+    def _run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        """``fn(*args)`` in a worker thread of the loop's default executor, with the
+        caller's context variables (as ``asyncio.to_thread``); a store closed meanwhile
+        reads as closed."""
         self._check_open()
 
         def call() -> _T:
@@ -117,7 +114,8 @@ class ConvlogSession:
             except _errors.Closed:
                 raise RuntimeError(_CLOSED) from None
 
-        return await asyncio.to_thread(call)
+        ctx = contextvars.copy_context()
+        return asyncio.get_running_loop().run_in_executor(None, ctx.run, call)
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         """The latest ``limit`` items, oldest first (all of them when the limit is None).
