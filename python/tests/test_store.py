@@ -533,3 +533,17 @@ def test_reads_decode_as_json_loads_does(store_dir: pathlib.Path) -> None:
         for i, t in enumerate(texts, start=1):
             assert s.get("d", i) == json.loads(t)
         assert list(s.messages("d")) == [json.loads(t) for t in texts]
+
+
+def test_a_large_read_leaves_the_garbage_collector_as_it_found_it(store_dir: pathlib.Path) -> None:
+    with Store(store_dir) as s:
+        s.append_batch("gc", [{"content": "c" * 1000}] * 500)  # 500 KB: the GC is paused
+        assert gc.isenabled()
+        assert len(s.tail("gc")) == 500
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            assert len(s.tail("gc")) == 500
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
