@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString};
 use serde_json::value::RawValue;
 
+use crate::cache::{self, TailCache};
 use crate::codec;
 use crate::errors::Fail;
 
@@ -46,6 +47,8 @@ struct Shared {
     iters: Mutex<Vec<Weak<Mutex<Cursor>>>>,
     /// The private directory of a `":memory:"` store, removed on close.
     temp: Mutex<Option<tempfile::TempDir>>,
+    /// The store's cache of recently read session tails (writable stores only).
+    cache: Mutex<Option<Arc<TailCache>>>,
 }
 
 impl Shared {
@@ -162,17 +165,20 @@ fn durability(value: Option<&Bound<'_, PyAny>>) -> PyResult<convlog::Durability>
     )))
 }
 
-/// Reads every message of `iter` into one JSON array.
-fn joined(iter: convlog::RawMessages) -> convlog::Result<Vec<u8>> {
+/// Reads every message of `iter` into one JSON array; with the last interaction id read.
+fn joined(iter: convlog::RawMessages) -> convlog::Result<(Vec<u8>, u64)> {
     let mut out = vec![b'['];
+    let mut last = 0;
     for entry in iter {
+        let entry = entry?;
         if out.len() > 1 {
             out.push(b',');
         }
-        out.extend_from_slice(&entry?.message);
+        out.extend_from_slice(&entry.message);
+        last = entry.interaction_id;
     }
     out.push(b']');
-    Ok(out)
+    Ok((out, last))
 }
 
 impl Store {
@@ -187,6 +193,58 @@ impl Store {
             None => Err(Fail::Closed),
         })
         .map_err(|e| e.into_py_err(py))
+    }
+
+    fn cache(&self) -> Option<Arc<TailCache>> {
+        lock(&self.shared.cache).clone()
+    }
+
+    /// The last `n` messages from the cache, without I/O; `None` on a miss.
+    fn cached<'py>(
+        &self,
+        py: Python<'py>,
+        cache: &TailCache,
+        session: &str,
+        n: u64,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let count = match self.shared.read().as_ref() {
+            Some(store) => store.interaction_count(session),
+            None => return Err(Fail::Closed.into_py_err(py)),
+        };
+        cache.get(py, session, n, count)
+    }
+
+    /// Tells the cache that `encoded` was appended to `session` from `first_id` on.
+    fn appended(&self, py: Python<'_>, session: &str, first_id: u64, encoded: &[&[u8]]) {
+        let Some(cache) = self.cache() else { return };
+        let items = if cache.holds(py, session) {
+            codec::decode_joined(py, &codec::join(encoded))
+                .ok()
+                .map(|list| list.iter().map(Bound::unbind).collect())
+        } else {
+            None
+        };
+        cache.appended(py, session, first_id, items);
+    }
+
+    fn changed(&self, py: Python<'_>, session: &str) {
+        if let Some(cache) = self.cache() {
+            cache.changed(py, session);
+        }
+    }
+
+    fn begin_write(&self, py: Python<'_>, session: &str) {
+        if let Some(cache) = self.cache() {
+            cache.begin_write(py, session);
+        }
+    }
+
+    /// Ends the write [`Store::begin_write`] registered: `appended` on success.
+    fn end_append(&self, py: Python<'_>, session: &str, first_id: Option<u64>, encoded: &[&[u8]]) {
+        match first_id {
+            Some(id) => self.appended(py, session, id, encoded),
+            None => self.changed(py, session),
+        }
     }
 
     fn iter(
@@ -262,6 +320,7 @@ impl Store {
                 store: RwLock::new(Some(store)),
                 iters: Mutex::new(Vec::new()),
                 temp: Mutex::new(temp),
+                cache: Mutex::new((!read_only).then(|| TailCache::for_dir(&dir))),
             }),
             path: dir,
             read_only,
@@ -307,7 +366,15 @@ impl Store {
     ) -> PyResult<Receipt> {
         let encoded = codec::encode(session, message)?;
         let bytes = codec::bytes_of(&encoded)?;
-        self.run(py, |s| Ok(s.append_raw(session, bytes)?.into()))
+        self.begin_write(py, session);
+        let r = self.run(py, |s| Ok(Receipt::from(s.append_raw(session, bytes)?)));
+        self.end_append(
+            py,
+            session,
+            r.as_ref().ok().map(|r| r.interaction_id),
+            &[bytes],
+        );
+        r
     }
 
     fn append_if(
@@ -319,7 +386,8 @@ impl Store {
     ) -> PyResult<Receipt> {
         let encoded = codec::encode(session, message)?;
         let bytes = codec::bytes_of(&encoded)?;
-        self.run(py, |s| {
+        self.begin_write(py, session);
+        let r = self.run(py, |s| {
             // `append_if` takes a `Serialize` value: a raw JSON value keeps the bytes as given.
             let raw = std::str::from_utf8(bytes)
                 .map_err(|e| e.to_string())
@@ -330,8 +398,19 @@ impl Store {
                     session: session.to_owned(),
                     reason,
                 })?;
-            Ok(s.append_if(session, expected_next_id, &raw)?.into())
-        })
+            Ok(Receipt::from(s.append_if(
+                session,
+                expected_next_id,
+                &raw,
+            )?))
+        });
+        self.end_append(
+            py,
+            session,
+            r.as_ref().ok().map(|r| r.interaction_id),
+            &[bytes],
+        );
+        r
     }
 
     fn append_batch(
@@ -353,12 +432,20 @@ impl Store {
             .iter()
             .map(codec::bytes_of)
             .collect::<PyResult<Vec<&[u8]>>>()?;
-        self.run(py, |s| {
+        self.begin_write(py, session);
+        let receipts = self.run(py, |s| {
             Ok(s.append_batch_raw(session, &bytes)?
                 .into_iter()
                 .map(Receipt::from)
-                .collect())
-        })
+                .collect::<Vec<_>>())
+        });
+        let first = receipts
+            .as_ref()
+            .ok()
+            .and_then(|r| r.first())
+            .map(|r| r.interaction_id);
+        self.end_append(py, session, first, &bytes);
+        receipts
     }
 
     #[pyo3(signature = (session, n=None))]
@@ -368,9 +455,49 @@ impl Store {
         session: &str,
         n: Option<u64>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let n = n.unwrap_or(u64::MAX);
-        let json = self.run(py, |s| Ok(joined(s.tail(session, n).raw())?))?;
-        codec::decode_joined(py, &json)
+        let cache = self.cache();
+        let Some((cache, n)) = cache
+            .zip(n)
+            .filter(|(_, n)| (1..=cache::PER_SESSION as u64).contains(n))
+        else {
+            let n = n.unwrap_or(u64::MAX);
+            let (json, _) = self.run(py, |s| Ok(joined(s.tail(session, n).raw())?))?;
+            return codec::decode_joined(py, &json);
+        };
+        if let Some(hit) = self.cached(py, &cache, session, n)? {
+            return Ok(hit);
+        }
+        let writes = cache.begin_fill(py);
+        let (json, last) = self.run(py, |s| Ok(joined(s.tail(session, n).raw())?))?;
+        let decoded = codec::decode_joined(py, &json)?;
+        let fresh = decoded
+            .iter()
+            .map(|o| cache::copy(&o))
+            .collect::<PyResult<Vec<_>>>()?;
+        cache.fill(
+            py,
+            writes,
+            session,
+            last,
+            decoded.iter().map(Bound::unbind).collect(),
+        );
+        PyList::new(py, fresh)
+    }
+
+    /// `tail(session, n)` if the cache holds those messages (no I/O at all), else `None`.
+    fn tail_if_cached<'py>(
+        &self,
+        py: Python<'py>,
+        session: &str,
+        n: u64,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        match self.cache() {
+            Some(cache) if (1..=cache::PER_SESSION as u64).contains(&n) => {
+                self.cached(py, &cache, session, n)
+            }
+            _ if self.shared.read().is_none() => Err(Fail::Closed.into_py_err(py)),
+            _ => Ok(None),
+        }
     }
 
     #[pyo3(signature = (session, n=None))]
@@ -456,8 +583,10 @@ impl Store {
     }
 
     fn pop<'py>(&self, py: Python<'py>, session: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let popped = self.run(py, |s| Ok(s.pop_raw(session)?))?;
-        popped.map(|e| codec::decode(py, &e.message)).transpose()
+        self.begin_write(py, session);
+        let popped = self.run(py, |s| Ok(s.pop_raw(session)?));
+        self.changed(py, session);
+        popped?.map(|e| codec::decode(py, &e.message)).transpose()
     }
 
     fn pop_json<'py>(
@@ -465,16 +594,24 @@ impl Store {
         py: Python<'py>,
         session: &str,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
-        let popped = self.run(py, |s| Ok(s.pop_raw(session)?))?;
-        popped.map(|e| codec::text(py, &e.message)).transpose()
+        self.begin_write(py, session);
+        let popped = self.run(py, |s| Ok(s.pop_raw(session)?));
+        self.changed(py, session);
+        popped?.map(|e| codec::text(py, &e.message)).transpose()
     }
 
     fn truncate(&self, py: Python<'_>, session: &str, keep: u64) -> PyResult<u64> {
-        self.run(py, |s| Ok(s.truncate(session, keep)?))
+        self.begin_write(py, session);
+        let removed = self.run(py, |s| Ok(s.truncate(session, keep)?));
+        self.changed(py, session);
+        removed
     }
 
     fn clear(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
-        self.run(py, |s| Ok(s.clear(session)?))
+        self.begin_write(py, session);
+        let removed = self.run(py, |s| Ok(s.clear(session)?));
+        self.changed(py, session);
+        removed
     }
 
     fn sync(&self, py: Python<'_>) -> PyResult<u64> {
@@ -494,6 +631,8 @@ impl Store {
     }
 
     fn close(&self, py: Python<'_>) {
+        let cache = lock(&self.shared.cache).take();
+        drop(cache);
         py.detach(|| {
             let store = self
                 .shared

@@ -177,18 +177,24 @@ async def test_no_store_call_runs_on_the_event_loop_thread() -> None:
             attr = getattr(real, name)
 
             def call(*args: Any) -> Any:
-                threads.append(threading.get_ident())
+                if name == "tail_if_cached":  # memory only: the one call made on the loop
+                    on_loop.append(threading.get_ident())
+                else:
+                    threads.append(threading.get_ident())
                 return attr(*args)
 
             return call
 
+    on_loop: list[int] = []
     s._store = Spy()  # type: ignore[assignment]
     await s.add_items(ITEMS)
     await s.get_items()
-    await s.get_items(limit=2)
+    await s.get_items(limit=2)  # a miss: read in a worker thread, then cached
+    assert await s.get_items(limit=2) == ITEMS[-2:]  # a hit
     await s.pop_item()
     await s.clear_session()
     assert len(threads) == 5 and loop_thread not in threads
+    assert on_loop == [loop_thread, loop_thread]
     s._store = real
     s.close()
 
@@ -373,3 +379,23 @@ async def test_wrapped_by_encrypted_session(tmp_path: pathlib.Path) -> None:
     await enc.clear_session()
     assert await inner.get_items() == []
     inner.close()
+
+
+async def test_cached_reads_follow_every_write(tmp_path: pathlib.Path) -> None:
+    a = ConvlogSession("c", tmp_path / "db")
+    b = ConvlogSession("c", tmp_path / "db")  # the same session through another object
+    await a.add_items(ITEMS[:3])
+    assert await a.get_items(limit=2) == ITEMS[1:3]  # fills the cache
+    await b.add_items(ITEMS[3:5])
+    assert await a.get_items(limit=2) == ITEMS[3:5]
+    assert await a.pop_item() == ITEMS[4]
+    assert await b.get_items(limit=3) == ITEMS[1:4]
+    got = await a.get_items(limit=3)
+    got[0]["role"] = "mutated"
+    assert await a.get_items(limit=3) == ITEMS[1:4]
+    await b.clear_session()
+    assert await a.get_items(limit=3) == []
+    await a.add_items(ITEMS[:1])
+    assert await b.get_items(limit=3) == ITEMS[:1]
+    a.close()
+    b.close()

@@ -547,3 +547,172 @@ def test_a_large_read_leaves_the_garbage_collector_as_it_found_it(store_dir: pat
             assert not gc.isenabled()
         finally:
             gc.enable()
+
+
+def test_tail_cache_follows_every_write(store_dir: pathlib.Path) -> None:
+    a = Store(store_dir)
+    b = Store(store_dir)  # shares the open store, and its cache
+    a.append_batch("c", [{"i": i} for i in range(1, 11)])
+    assert a.tail_if_cached("c", 3) is None  # nothing read yet
+    assert a.tail("c", 3) == [{"i": 8}, {"i": 9}, {"i": 10}]
+    assert a.tail_if_cached("c", 3) == [{"i": 8}, {"i": 9}, {"i": 10}]
+    assert a.tail_if_cached("c", 4) is None  # the cache holds what was read, and later writes
+    b.append("c", {"i": 11})
+    b.append_batch("c", [{"i": 12}, '{"i": 13}'])
+    b.append_if("c", 14, b'{"i": 14}')
+    assert a.tail_if_cached("c", 7) == [{"i": i} for i in range(8, 15)]
+    hit = a.tail_if_cached("c", 2)
+    assert hit == [{"i": 13}, {"i": 14}]
+    hit[0]["i"] = "mutated"  # a fresh copy
+    assert a.tail("c", 2) == [{"i": 13}, {"i": 14}]
+    for change in (lambda: b.pop("c"), lambda: b.truncate("c", 9), lambda: b.clear("c")):
+        assert a.tail("c", 3) == b.tail_if_cached("c", 3)
+        change()
+        assert a.tail_if_cached("c", 3) is None
+        assert a.tail("c", 3) == [json.loads(t) for t in a.tail_json("c", 3)]
+    assert a.tail("c", 3) == []
+    assert a.tail_if_cached("c", 3) == []
+    b.append("c", {"i": "new"})
+    assert a.tail_if_cached("c", 3) == [{"i": "new"}]  # a complete entry extends too
+    assert a.tail_if_cached("c", 65) is None and a.tail_if_cached("c", 0) is None
+    a.close()
+    b.close()
+    with pytest.raises(convlog.Closed):
+        a.tail_if_cached("c", 1)
+
+
+def test_no_cache_on_read_only_stores(store_dir: pathlib.Path) -> None:
+    with Store(store_dir) as s:
+        s.append("r", {"a": 1})
+    with Store(store_dir, read_only=True) as ro:
+        assert ro.tail("r", 1) == [{"a": 1}]
+        assert ro.tail_if_cached("r", 1) is None
+
+
+def test_tail_cache_under_concurrent_writers_and_readers(store_dir: pathlib.Path) -> None:
+    s = Store(store_dir)
+    stop = threading.Event()
+    errors: list[str] = []
+    writers, per = 3, 400
+
+    def writer(w: int) -> None:
+        for i in range(per):
+            if i % 2:
+                s.append("hot", {"w": w, "i": i})
+            else:
+                s.append_batch("hot", [{"w": w, "i": i}, {"w": w, "i": i, "b": 1}])
+
+    def reader() -> None:
+        last = 0
+        while not stop.is_set():
+            n = 1 + last % 20
+            before = s.count("hot")
+            got = s.tail_if_cached("hot", n)
+            if got is None:
+                got = s.tail("hot", n)
+            after = s.count("hot")
+            if not min(n, before) <= len(got) <= min(n, after):
+                errors.append(f"{len(got)} of {n} with count from {before} to {after}")
+            last += 1
+
+    def checker() -> None:
+        # Each read must be exactly what the store holds at some instant: compare with the
+        # library's own view, taken before and after (no pops here, so the count only grows).
+        while not stop.is_set():
+            before = s.count("hot")
+            got = s.tail("hot", 10)
+            after = s.count("hot")
+            for k in range(before, after + 1):
+                ids = list(range(max(1, k - 9), k + 1))
+                if len(got) == len(ids) and all(
+                    s.get("hot", i) == m for i, m in zip(ids, got)
+                ):
+                    break
+            else:
+                errors.append("a tail that matches no state of the store")
+
+    ts = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    rs = [threading.Thread(target=reader) for _ in range(2)] + [threading.Thread(target=checker)]
+    for t in rs + ts:
+        t.start()
+    for t in ts:
+        t.join()
+    stop.set()
+    for t in rs:
+        t.join()
+    assert errors == []
+    total = writers * per * 3 // 2
+    assert s.count("hot") == total
+    assert s.tail("hot", 20) == [json.loads(t) for t in s.tail_json("hot", 20)]
+    assert s.tail_if_cached("hot", 20) == s.tail("hot", 20)
+    s.close()
+
+
+def test_tail_cache_with_pops_truncates_and_clears_racing_readers(store_dir: pathlib.Path) -> None:
+    import random
+
+    s = Store(store_dir)
+    rnd = random.Random(3)
+    states: list[list[int]] = [[]]  # states[v]: the session's item ids after write v
+    done = 0  # writes completed (their call returned)
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def writer() -> None:
+        nonlocal done
+        items: list[int] = []
+        next_id = 0
+        for _ in range(1500):
+            op = rnd.random()
+            # The state after this write is recorded before it is made, `done` after.
+            if op < 0.6 or not items:
+                k = rnd.choice([1, 1, 3])
+                batch = list(range(next_id, next_id + k))
+                next_id += k
+                items = items + batch
+                states.append(items)
+                if k == 1:
+                    s.append("x", {"id": batch[0]})
+                else:
+                    s.append_batch("x", [{"id": i} for i in batch])
+            elif op < 0.85:
+                last = items[-1]
+                items = items[:-1]
+                states.append(items)
+                assert s.pop("x") == {"id": last}
+            elif op < 0.97:
+                keep = rnd.randrange(len(items) + 1)
+                items = items[:keep]
+                states.append(items)
+                s.truncate("x", keep)
+            else:
+                items = []
+                states.append(items)
+                s.clear("x")
+            done += 1
+
+    def reader() -> None:
+        while not stop.is_set():
+            n = rnd.randint(1, 30)
+            v0 = done
+            got = s.tail_if_cached("x", n)
+            if got is None:
+                got = s.tail("x", n)
+            v1 = done
+            ids = [m["id"] for m in got]
+            # Exactly some state from the one before the read to the one being written after.
+            if not any(states[v][-n:] == ids for v in range(v0, min(v1 + 2, len(states)))):
+                errors.append(f"read {ids} between writes {v0} and {v1}")
+
+    rs = [threading.Thread(target=reader) for _ in range(3)]
+    w = threading.Thread(target=writer)
+    for t in rs:
+        t.start()
+    w.start()
+    w.join()
+    stop.set()
+    for t in rs:
+        t.join()
+    assert errors == []
+    assert [m["id"] for m in s.tail("x", 30)] == states[-1][-30:]
+    s.close()

@@ -104,6 +104,14 @@ class Store:
     def tail(self, session: str, n: int | None = None) -> list[Any]:
         """The last ``n`` messages (all when ``n`` is None), oldest first, as fresh dicts.
         Costs O(n) whatever the session's length."""
+    def tail_if_cached(self, session: str, n: int) -> list[Any] | None:
+        """``tail(session, n)`` if the store's cache holds those messages, else None; never
+        does I/O (for async callers, on the event loop's thread).
+
+        A writable store keeps the decoded last 64 messages of the sessions it recently
+        read with ``tail(session, n)`` (``n`` of at most 64), up to 8192 messages in all
+        (least recently used first out), and every write of this process updates or drops
+        them. A hit returns fresh copies (new dicts and lists)."""
     def tail_json(self, session: str, n: int | None = None) -> list[str]:
         """``tail`` as the JSON text of each message, as stored."""
     def messages(self, session: str, start: int | None = None, stop: int | None = None) -> Messages:

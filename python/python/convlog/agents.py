@@ -13,7 +13,10 @@ object (or process) reopens.
 
 The async methods run the store call in a worker thread (the loop's default executor, as
 ``asyncio.to_thread`` and the SDK's ``SQLiteSession`` do): no blocking I/O on the event
-loop's thread. One object may be used from several threads, each running its own loop.
+loop's thread. The one exception does no I/O: ``get_items(limit)`` for a limit of at most
+64, when the store's in-memory cache of recently read or written session tails holds
+those items, copies them on the loop's thread. One object may be used from several
+threads, each running its own loop.
 """
 
 from __future__ import annotations
@@ -128,6 +131,15 @@ class ConvlogSession:
             n = None
         if n == 0:
             return []
+        if n is not None:
+            # The last items of a session just read or written are in memory: served here,
+            # without I/O (and without the hop to a worker thread).
+            try:
+                cached = self._store.tail_if_cached(self.session_id, n)
+            except _errors.Closed:
+                raise RuntimeError(_CLOSED) from None
+            if cached is not None:
+                return cached
         return await self._run(self._store.tail, self.session_id, n)
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
