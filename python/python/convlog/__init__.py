@@ -1,0 +1,61 @@
+"""convlog: an embedded, append-only store for the conversations of LLM agents.
+
+``convlog.Store`` is the store itself (a Rust library; every call releases the GIL).
+``convlog.agents.ConvlogSession`` is an OpenAI Agents SDK session,
+``convlog.langchain.ConvlogChatMessageHistory`` a LangChain chat history, and
+``convlog.automata`` a drop-in for Automata's ``OpenAIAutomataConversationDatabase``.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    AlreadyOpen,
+    Closed,
+    Conflict,
+    Corrupt,
+    Error,
+    InvalidMessage,
+    InvalidOption,
+    InvalidSessionId,
+    IoError,
+    Locked,
+    NotAStore,
+    Poisoned,
+    ReadOnly,
+    RecordTooLarge,
+    UnsupportedFormat,
+)
+from ._convlog import (
+    MAX_SESSION_ID_BYTES,
+    Messages,
+    Receipt,
+    SessionInfo,
+    Store,
+    validate_session_id,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_SESSION_ID_BYTES",
+    "AlreadyOpen",
+    "Closed",
+    "Conflict",
+    "Corrupt",
+    "Error",
+    "InvalidMessage",
+    "InvalidOption",
+    "InvalidSessionId",
+    "IoError",
+    "Locked",
+    "Messages",
+    "NotAStore",
+    "Poisoned",
+    "ReadOnly",
+    "Receipt",
+    "RecordTooLarge",
+    "SessionInfo",
+    "Store",
+    "UnsupportedFormat",
+    "validate_session_id",
+]

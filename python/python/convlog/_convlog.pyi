@@ -1,0 +1,152 @@
+"""Type stubs of the native module: convlog's Rust ``Store``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, final
+
+#: A message: a dict (or other mapping) of JSON values, or its JSON text as str or bytes.
+Message = Mapping[str, Any] | str | bytes
+
+MAX_SESSION_ID_BYTES: int
+
+def validate_session_id(session: object) -> None:
+    """Raise ``InvalidSessionId`` unless ``session`` is a str of 1 to 256 UTF-8 bytes
+    without control characters."""
+
+@final
+class Receipt:
+    """Where an appended message went."""
+
+    #: Its 1-based, gapless position in its session.
+    interaction_id: int
+    #: The record's log sequence number (store-wide, +1 per record).
+    lsn: int
+    #: When it was appended: microseconds since the Unix epoch.
+    timestamp: int
+    def __init__(self, interaction_id: int, lsn: int, timestamp: int) -> None: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class SessionInfo:
+    """A live session, as ``Store.sessions()`` lists it."""
+
+    id: str
+    #: How many messages it holds (its last interaction id).
+    count: int
+    #: When its first and last messages were appended (microseconds since the Unix epoch).
+    first: int
+    last: int
+
+@final
+class Messages(Iterator[Any]):
+    """A lazy iterator over a session's messages, oldest first: a snapshot of the messages
+    present when it was made (later appends, pops and clears do not change it), read and
+    decoded 64 at a time, so a session of millions is read in constant memory. Raises
+    ``Closed`` if its ``Store`` is closed before it is exhausted."""
+
+    def __iter__(self) -> Messages: ...
+    def __next__(self) -> Any: ...
+    def __length_hint__(self) -> int: ...
+
+@final
+class Store:
+    """An open convlog store: one directory of segment files.
+
+    ``path`` is the store's directory (created when missing), or ``":memory:"`` for a
+    private store in a temporary directory that ``close()`` removes.
+
+    ``durability``: ``"buffered"`` (the default: written to the OS when an append returns,
+    synced by ``sync()``, at segment seals and every 8 MiB), ``"always"`` (fdatasync before
+    an append returns; concurrent appenders share one sync), or a number of seconds (synced
+    at least that often).
+
+    Thread-safe, and the GIL is released during every store call. Several ``Store``
+    objects on one path in one process share one open store (its write lock is taken once),
+    as long as they are opened with the same options (else ``AlreadyOpen``); it closes when
+    the last of them closes. Another process opening the path for writing gets ``Locked``.
+
+    A usable context manager: ``with Store(path) as store: ...`` closes it. After
+    ``close()`` every method raises ``Closed``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Literal["buffered", "always"] | float | None = None,
+        read_only: bool = False,
+        segment_size: int | None = None,
+        max_record_len: int | None = None,
+    ) -> None: ...
+    @property
+    def path(self) -> Path: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def read_only(self) -> bool: ...
+    @property
+    def last_lsn(self) -> int: ...
+    @property
+    def durable_lsn(self) -> int: ...
+    def append(self, session: str, message: Message) -> Receipt:
+        """Append one message (a dict, or a JSON object as str or bytes, stored byte for
+        byte) to ``session``."""
+    def append_batch(self, session: str, messages: Iterable[Message]) -> list[Receipt]:
+        """Append several messages atomically: after a crash all of them are there or none."""
+    def append_if(self, session: str, expected_next_id: int, message: Message) -> Receipt:
+        """Append only if the session's next interaction id is ``expected_next_id`` (1 for an
+        empty session); else raise ``Conflict`` and change nothing."""
+    def tail(self, session: str, n: int | None = None) -> list[Any]:
+        """The last ``n`` messages (all when ``n`` is None), oldest first, as fresh dicts.
+        Costs O(n) whatever the session's length."""
+    def tail_if_cached(self, session: str, n: int) -> list[Any] | None:
+        """``tail(session, n)`` if the store's cache holds those messages, else None; never
+        does I/O (for async callers, on the event loop's thread).
+
+        A writable store keeps the decoded last 64 messages of the sessions it recently
+        read with ``tail(session, n)`` (``n`` of at most 64), up to 8192 messages in all
+        (least recently used first out), and every write of this process updates or drops
+        them. A hit returns fresh copies (new dicts and lists)."""
+    def tail_json(self, session: str, n: int | None = None) -> list[str]:
+        """``tail`` as the JSON text of each message, as stored."""
+    def messages(self, session: str, start: int | None = None, stop: int | None = None) -> Messages:
+        """A lazy iterator over the messages whose interaction ids are in
+        ``range(start, stop)`` (ids are 1-based; by default every message)."""
+    def messages_json(
+        self, session: str, start: int | None = None, stop: int | None = None
+    ) -> Messages:
+        """``messages`` yielding the JSON text of each message."""
+    def get(self, session: str, interaction_id: int) -> Any | None:
+        """One message by interaction id, or None."""
+    def get_json(self, session: str, interaction_id: int) -> str | None: ...
+    def count(self, session: str) -> int:
+        """How many messages ``session`` holds (0 for an unknown session)."""
+    def __contains__(self, session: str) -> bool: ...
+    def sessions(self) -> list[SessionInfo]:
+        """Every live session, sorted by id."""
+    def pop(self, session: str) -> Any | None:
+        """Remove and return the last message (a logged event), or None when empty."""
+    def pop_json(self, session: str) -> str | None: ...
+    def truncate(self, session: str, keep: int) -> int:
+        """Cut ``session`` to its first ``keep`` messages; return how many were removed."""
+    def clear(self, session: str) -> int:
+        """Empty ``session`` (it stays usable); return how many messages were removed."""
+    def sync(self) -> int:
+        """Make everything appended so far durable; return the durable LSN."""
+    def stats(self) -> dict[str, int]:
+        """segments, sessions, messages, index_bytes, last_lsn, durable_lsn."""
+    def close(self) -> None:
+        """Close this object (idempotent). Waits for calls under way; the store itself closes
+        (synced, unlocked) when the last object sharing it closes."""
+    def __enter__(self) -> Store: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]: ...

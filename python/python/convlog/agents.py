@@ -1,0 +1,170 @@
+"""An OpenAI Agents SDK session kept in a convlog store (``pip install convlog-store[agents]``).
+
+``ConvlogSession`` implements the SDK's ``Session`` protocol, so it goes wherever the SDK
+takes a session: ``Runner.run(agent, "...", session=ConvlogSession("user-42", "chats"))``,
+``Runner.run_sync``, ``Runner.run_streamed``, or as the ``underlying_session`` of the SDK's
+``EncryptedSession``.
+
+Items are stored as opaque JSON, one record each, and come back as fresh objects equal to
+what was added. ``db_path=":memory:"`` (the default, as for ``SQLiteSession``) is a
+private store for this one object, in a temporary directory removed by ``close()``; any
+other ``db_path`` is a store directory that sessions with other ids share, and that a later
+object (or process) reopens.
+
+The async methods run the store call in a worker thread (the loop's default executor, as
+``asyncio.to_thread`` and the SDK's ``SQLiteSession`` do): no blocking I/O on the event
+loop's thread. The one exception does no I/O: ``get_items(limit)`` for a limit of at most
+64, when the store's in-memory cache of recently read or written session tails holds
+those items, copies them on the loop's thread. One object may be used from several
+threads, each running its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from agents.memory.session_settings import (
+    SessionSettings,
+    coerce_session_settings,
+    resolve_session_limit,
+)
+
+from . import _errors
+from ._convlog import Store, validate_session_id
+
+if TYPE_CHECKING:
+    from agents.items import TResponseInputItem
+
+__all__ = ["ConvlogSession"]
+
+_T = TypeVar("_T")
+
+_CLOSED = "ConvlogSession is closed"
+
+
+async def _finish(fut: asyncio.Future[_T]) -> _T:
+    """Await a write to its end even if the caller is cancelled meanwhile (then re-raise the
+    cancellation): a cancelled ``add_items`` has either written its items or not, and the
+    caller is not told it failed while the write goes on. The SDK's sessions do the same."""
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        if fut.done():
+            raise
+        while not fut.done():
+            try:
+                await asyncio.wait({fut})
+            except asyncio.CancelledError:
+                pass
+        raise
+
+
+class ConvlogSession:
+    """The OpenAI Agents SDK ``Session`` protocol on a convlog store.
+
+    Args:
+        session_id: the conversation's id: a str of 1 to 256 UTF-8 bytes without control
+            characters (else ``convlog.InvalidSessionId``, a ``ValueError``).
+        db_path: a store directory (created when missing), or ``":memory:"``.
+        session_settings: an ``agents.SessionSettings`` (a dict is normalized with the
+            SDK's own helper); its ``limit`` is the default of ``get_items``.
+        durability: the store's durability (``"buffered"``, ``"always"`` or seconds), see
+            ``convlog.Store``.
+    """
+
+    session_id: str
+    session_settings: SessionSettings | None
+
+    def __init__(
+        self,
+        session_id: str,
+        db_path: str | os.PathLike[str] = ":memory:",
+        session_settings: SessionSettings | dict[str, Any] | None = None,
+        *,
+        durability: str | float | None = None,
+    ) -> None:
+        validate_session_id(session_id)
+        self.session_id = session_id
+        self.session_settings = (
+            coerce_session_settings(session_settings)
+            if session_settings is not None
+            else SessionSettings()
+        )
+        self.db_path = db_path
+        self._closed = False
+        self._store = Store(db_path, durability=durability)
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<ConvlogSession {self.session_id!r} in {os.fspath(self.db_path)!r}{state}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(_CLOSED)
+
+    def _run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        """``fn(*args)`` in a worker thread of the loop's default executor, with the
+        caller's context variables (as ``asyncio.to_thread``); a store closed meanwhile
+        reads as closed."""
+        self._check_open()
+
+        def call() -> _T:
+            try:
+                return fn(*args)
+            except _errors.Closed:
+                raise RuntimeError(_CLOSED) from None
+
+        ctx = contextvars.copy_context()
+        return asyncio.get_running_loop().run_in_executor(None, ctx.run, call)
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The latest ``limit`` items, oldest first (all of them when the limit is None).
+
+        ``limit=None`` falls back to ``session_settings.limit``; ``0`` gives ``[]``; a
+        negative limit gives every item (as ``SQLiteSession``, whose SQL ``LIMIT`` does)."""
+        self._check_open()
+        n = resolve_session_limit(limit, self.session_settings)
+        if n is not None and n < 0:
+            n = None
+        if n == 0:
+            return []
+        if n is not None:
+            # The last items of a session just read or written are in memory: served here,
+            # without I/O (and without the hop to a worker thread).
+            try:
+                cached = self._store.tail_if_cached(self.session_id, n)
+            except _errors.Closed:
+                raise RuntimeError(_CLOSED) from None
+            if cached is not None:
+                return cached
+        return await self._run(self._store.tail, self.session_id, n)
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        """Append ``items`` atomically (all of them or, after a crash, none)."""
+        self._check_open()
+        if not items:
+            return
+        await _finish(self._run(self._store.append_batch, self.session_id, list(items)))
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Remove and return the newest item of this session, or None when it is empty."""
+        return await _finish(self._run(self._store.pop, self.session_id))
+
+    async def clear_session(self) -> None:
+        """Remove every item of this session; the session stays usable."""
+        await _finish(self._run(self._store.clear, self.session_id))
+
+    def close(self) -> None:
+        """Close this session's handle on the store (a ``":memory:"`` store is removed).
+        Every later operation raises ``RuntimeError("ConvlogSession is closed")``."""
+        self._closed = True
+        self._store.close()
+
+    def __enter__(self) -> ConvlogSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,264 @@
+//! The decoded last messages of recently read sessions, so that `tail(session, n)` for a
+//! small `n` is answered from memory: no I/O, no JSON decoding, no thread hop for async
+//! callers (`Store.tail_if_cached`).
+//!
+//! One cache per open store directory, shared by every writable `Store` object on it (they
+//! share one open store). Only this process writes that store while it is open (the write
+//! lock), and every write of this module's `Store` updates the cache after the library
+//! wrote, under the cache's lock:
+//!
+//! - an append extends a session's entry when the entry ends right before the new messages,
+//!   and drops it otherwise; pop, truncate and clear drop it;
+//! - a read fills an entry only if no write at all happened since the read began (the
+//!   `writes` counter), so a fill never installs a state that a write already replaced;
+//! - a hit is served only while no write to the session is under way (each write registers
+//!   before it calls the library, and unregisters with its cache update), and only if the
+//!   entry's count is the session's count in the store.
+//!
+//! Cached objects are never handed out: a hit returns fresh copies of their dicts and lists
+//! (sharing only immutable leaves: str, int, float, bool, None).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
+use pyo3::types::{PyDict, PyList};
+
+/// Messages cached per session: the last ones.
+pub(crate) const PER_SESSION: usize = 64;
+/// Messages cached per store, over all its sessions (the least recently used go first).
+const BUDGET: usize = 8192;
+
+#[derive(Default)]
+struct State {
+    /// Writes seen since the cache was made.
+    writes: u64,
+    /// A clock for least-recently-used eviction.
+    tick: u64,
+    /// Messages held, over all entries.
+    held: usize,
+    sessions: HashMap<String, Tail>,
+    /// Writes under way, by session: between their call into the library and their update.
+    in_flight: HashMap<String, usize>,
+}
+
+impl State {
+    fn end_write(&mut self, session: &str) {
+        self.writes += 1;
+        if let Some(n) = self.in_flight.get_mut(session) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(session);
+            }
+        }
+    }
+}
+
+struct Tail {
+    /// The session's count when this entry was last made right: `items` are the messages
+    /// with interaction ids `count - items.len() + 1 ..= count`.
+    count: u64,
+    items: VecDeque<Py<PyAny>>,
+    used: u64,
+}
+
+/// The cache of one open store directory.
+pub(crate) struct TailCache {
+    state: Mutex<State>,
+}
+
+static CACHES: Mutex<Vec<(PathBuf, Weak<TailCache>)>> = Mutex::new(Vec::new());
+
+impl TailCache {
+    /// The cache of the store open in `dir` (by canonical path).
+    pub(crate) fn for_dir(dir: &std::path::Path) -> Arc<TailCache> {
+        let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+        let mut caches = CACHES.lock().unwrap_or_else(|e| e.into_inner());
+        caches.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(c) = caches
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return c;
+        }
+        let cache = Arc::new(TailCache {
+            state: Mutex::new(State::default()),
+        });
+        caches.push((key, Arc::downgrade(&cache)));
+        cache
+    }
+
+    fn lock(&self, py: Python<'_>) -> MutexGuard<'_, State> {
+        // Waits without the GIL, so a holder that needs the GIL is never blocked by a waiter.
+        self.state
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last `n` messages of `session` (fresh copies), if the cache holds them and its
+    /// entry agrees with the store's `count`.
+    pub(crate) fn get<'py>(
+        &self,
+        py: Python<'py>,
+        session: &str,
+        n: u64,
+        count: u64,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let held: Vec<Py<PyAny>> = {
+            let mut st = self.lock(py);
+            if st.in_flight.contains_key(session) {
+                return Ok(None);
+            }
+            st.tick += 1;
+            let tick = st.tick;
+            let Some(tail) = st.sessions.get_mut(session) else {
+                return Ok(None);
+            };
+            let have = tail.items.len() as u64;
+            if tail.count != count || (n > have && have < count) {
+                return Ok(None);
+            }
+            tail.used = tick;
+            let take = n.min(have) as usize;
+            tail.items
+                .iter()
+                .skip(tail.items.len() - take)
+                .map(|o| o.clone_ref(py))
+                .collect()
+        };
+        let fresh = held
+            .iter()
+            .map(|o| copy(o.bind(py)))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Some(PyList::new(py, fresh)?))
+    }
+
+    /// The write counter, to pass to [`TailCache::fill`] after a read.
+    pub(crate) fn begin_fill(&self, py: Python<'_>) -> u64 {
+        self.lock(py).writes
+    }
+
+    /// Caches what a read that began at `writes` found: the last messages of `session`
+    /// (`items`, fresh objects nobody else holds), which then had `count` messages.
+    pub(crate) fn fill(
+        &self,
+        py: Python<'_>,
+        writes: u64,
+        session: &str,
+        count: u64,
+        items: Vec<Py<PyAny>>,
+    ) {
+        let mut st = self.lock(py);
+        if st.writes != writes {
+            return;
+        }
+        let mut items: VecDeque<Py<PyAny>> = items.into();
+        while items.len() > PER_SESSION {
+            items.pop_front();
+        }
+        st.tick += 1;
+        let tail = Tail {
+            count,
+            items,
+            used: st.tick,
+        };
+        st.held += tail.items.len();
+        if let Some(old) = st.sessions.insert(session.to_owned(), tail) {
+            st.held -= old.items.len();
+        }
+        evict(&mut st);
+    }
+
+    /// Registers a write to `session` about to be made; [`TailCache::appended`] or
+    /// [`TailCache::changed`] must follow, whatever its outcome.
+    pub(crate) fn begin_write(&self, py: Python<'_>, session: &str) {
+        *self
+            .lock(py)
+            .in_flight
+            .entry(session.to_owned())
+            .or_insert(0) += 1;
+    }
+
+    /// Whether an entry for `session` exists (so an append should decode what it wrote).
+    pub(crate) fn holds(&self, py: Python<'_>, session: &str) -> bool {
+        self.lock(py).sessions.contains_key(session)
+    }
+
+    /// After an append of messages `first_id..` to `session`: extends its entry with
+    /// `items` (decoded copies of them) when the entry ends at `first_id - 1`, else drops it.
+    pub(crate) fn appended(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        first_id: u64,
+        items: Option<Vec<Py<PyAny>>>,
+    ) {
+        let mut st = self.lock(py);
+        st.end_write(session);
+        let Some(tail) = st.sessions.get_mut(session) else {
+            return;
+        };
+        match items {
+            Some(items) if tail.count + 1 == first_id => {
+                let before = tail.items.len();
+                tail.count += items.len() as u64;
+                tail.items.extend(items);
+                while tail.items.len() > PER_SESSION {
+                    tail.items.pop_front();
+                }
+                let after = tail.items.len();
+                st.held = st.held + after - before;
+                evict(&mut st);
+            }
+            _ => drop_entry(&mut st, session),
+        }
+    }
+
+    /// After a pop, truncate or clear of `session`, or a write that failed.
+    pub(crate) fn changed(&self, py: Python<'_>, session: &str) {
+        let mut st = self.lock(py);
+        st.end_write(session);
+        drop_entry(&mut st, session);
+    }
+}
+
+fn drop_entry(st: &mut State, session: &str) {
+    if let Some(old) = st.sessions.remove(session) {
+        st.held -= old.items.len();
+    }
+}
+
+/// Drops the least recently used entries until the cache is within its budget.
+fn evict(st: &mut State) {
+    while st.held > BUDGET {
+        let Some(oldest) = st
+            .sessions
+            .iter()
+            .min_by_key(|(_, t)| t.used)
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        drop_entry(st, &oldest);
+    }
+}
+
+/// A fresh copy of a decoded JSON value: new dicts and lists, the same immutable leaves.
+pub(crate) fn copy<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    if let Ok(d) = obj.cast_exact::<PyDict>() {
+        let out = PyDict::new(py);
+        for (k, v) in d.iter() {
+            out.set_item(k, copy(&v)?)?;
+        }
+        return Ok(out.into_any());
+    }
+    if let Ok(l) = obj.cast_exact::<PyList>() {
+        let items = l.iter().map(|v| copy(&v)).collect::<PyResult<Vec<_>>>()?;
+        return Ok(PyList::new(py, items)?.into_any());
+    }
+    Ok(obj.clone())
+}

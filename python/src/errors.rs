@@ -1,0 +1,135 @@
+//! convlog's Rust errors as the Python exceptions of `convlog._errors`.
+
+use pyo3::IntoPyObjectExt;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyModule;
+
+/// A failure inside a store call, made into a Python exception once the GIL is held again.
+pub(crate) enum Fail {
+    /// The `Store` object was closed.
+    Closed,
+    /// The library said no.
+    Store(convlog::Error),
+}
+
+impl From<convlog::Error> for Fail {
+    fn from(e: convlog::Error) -> Fail {
+        Fail::Store(e)
+    }
+}
+
+static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// The exception class `name` of `convlog._errors`.
+pub(crate) fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    let module = ERRORS.get_or_try_init(py, || {
+        PyModule::import(py, "convlog._errors").map(Bound::unbind)
+    })?;
+    module.bind(py).getattr(name)
+}
+
+/// An exception of class `name` with `message`, and `attrs` set on it.
+pub(crate) fn new_err(
+    py: Python<'_>,
+    name: &str,
+    message: String,
+    attrs: Vec<(&'static str, Py<PyAny>)>,
+) -> PyErr {
+    let made = (|| -> PyResult<PyErr> {
+        let exc = class(py, name)?.call1((message,))?;
+        for (k, v) in attrs {
+            exc.setattr(k, v)?;
+        }
+        Ok(PyErr::from_value(exc))
+    })();
+    made.unwrap_or_else(|e| e)
+}
+
+impl Fail {
+    /// The Python exception for this failure.
+    pub(crate) fn into_py_err(self, py: Python<'_>) -> PyErr {
+        match self {
+            Fail::Closed => new_err(py, "Closed", "the Store is closed".into(), Vec::new()),
+            Fail::Store(e) => from_store(py, e),
+        }
+    }
+}
+
+fn obj<'py, T: IntoPyObjectExt<'py>>(py: Python<'py>, v: T) -> Py<PyAny> {
+    v.into_py_any(py).unwrap_or_else(|_| py.None())
+}
+
+/// The Rust `Error` as a Python exception carrying its message, and its fields as attributes.
+fn from_store(py: Python<'_>, e: convlog::Error) -> PyErr {
+    use convlog::Error as E;
+    let message = e.to_string();
+    let (name, attrs): (&str, Vec<(&'static str, Py<PyAny>)>) = match &e {
+        E::Conflict {
+            session,
+            expected,
+            actual,
+        } => (
+            "Conflict",
+            vec![
+                ("session", obj(py, session.as_str())),
+                ("expected", obj(py, *expected)),
+                ("actual", obj(py, *actual)),
+            ],
+        ),
+        E::Locked { path } => ("Locked", vec![("path", obj(py, path.as_path()))]),
+        E::AlreadyOpen { path } => ("AlreadyOpen", vec![("path", obj(py, path.as_path()))]),
+        E::Corrupt {
+            segment, offset, ..
+        } => (
+            "Corrupt",
+            vec![
+                ("segment", obj(py, segment.file_name())),
+                ("offset", obj(py, *offset)),
+            ],
+        ),
+        E::UnknownRecordKind {
+            segment, offset, ..
+        } => (
+            "UnsupportedFormat",
+            vec![
+                ("segment", obj(py, segment.file_name())),
+                ("offset", obj(py, *offset)),
+            ],
+        ),
+        E::UnsupportedVersion { path, .. } => {
+            ("UnsupportedFormat", vec![("path", obj(py, path.as_path()))])
+        }
+        E::InvalidSessionId { session, .. } => (
+            "InvalidSessionId",
+            vec![("session", obj(py, session.as_str()))],
+        ),
+        E::InvalidMessage { session, .. } => (
+            "InvalidMessage",
+            vec![("session", obj(py, session.as_str()))],
+        ),
+        E::RecordTooLarge { session, len, max } => (
+            "RecordTooLarge",
+            vec![
+                ("session", obj(py, session.as_str())),
+                ("size", obj(py, *len)),
+                ("limit", obj(py, *max)),
+            ],
+        ),
+        E::ReadOnly { path } => ("ReadOnly", vec![("path", obj(py, path.as_path()))]),
+        E::Poisoned { path } => ("Poisoned", vec![("path", obj(py, path.as_path()))]),
+        E::NotAStore { path, .. } => ("NotAStore", vec![("path", obj(py, path.as_path()))]),
+        E::InvalidOption { option, .. } => ("InvalidOption", vec![("option", obj(py, *option))]),
+        E::Io { path, source, .. } => (
+            "IoError",
+            vec![
+                // Not `filename` nor `strerror`: with them set, `OSError.__str__` would
+                // replace the library's message (which says what was being done).
+                ("path", obj(py, path.as_path())),
+                ("errno", obj(py, source.raw_os_error())),
+            ],
+        ),
+        _ => ("Error", Vec::new()),
+    };
+    new_err(py, name, message, attrs)
+}

@@ -1,0 +1,42 @@
+//! The native module `convlog._convlog` of the Python package `convlog-store`.
+//!
+//! It wraps the Rust library's `Store`; the Python package (`python/python/convlog/`) adds
+//! the exception classes, the type stubs and the framework adapters (OpenAI Agents SDK,
+//! LangChain, Automata).
+
+mod cache;
+mod codec;
+mod errors;
+mod store;
+
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+/// Raises `InvalidSessionId` unless `session` is a valid session id: a `str` of 1 to 256
+/// UTF-8 bytes without control characters.
+#[pyfunction]
+fn validate_session_id(session: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = session.py();
+    let Ok(s) = session.cast::<PyString>() else {
+        let kind = session.get_type().name()?;
+        return Err(errors::new_err(
+            py,
+            "InvalidSessionId",
+            format!("invalid session id: a session id is a str, not {kind}"),
+            vec![("session", session.clone().unbind())],
+        ));
+    };
+    convlog::validate_session_id(s.to_str()?).map_err(|e| errors::Fail::Store(e).into_py_err(py))
+}
+
+/// The native half of the `convlog` package.
+#[pymodule]
+fn _convlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<store::Store>()?;
+    m.add_class::<store::Receipt>()?;
+    m.add_class::<store::SessionInfo>()?;
+    m.add_class::<store::Messages>()?;
+    m.add_function(wrap_pyfunction!(validate_session_id, m)?)?;
+    m.add("MAX_SESSION_ID_BYTES", 256)?;
+    Ok(())
+}

@@ -1,0 +1,766 @@
+//! `convlog.Store`: one open store, shared by every `Store` object on its path in the process.
+//!
+//! Every call into the library runs with the GIL released (`Python::detach`). The open store
+//! sits behind a read-write lock: calls take it shared for their duration, `close()` takes it
+//! exclusively (so `close()` waits for calls under way, then nothing else runs). Every lock is
+//! taken without the GIL, so a thread waiting for one never holds the GIL.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString};
+use serde_json::value::RawValue;
+
+use crate::cache::{self, TailCache};
+use crate::codec;
+use crate::errors::Fail;
+
+/// How many messages an iterator reads (and decodes) at a time.
+const CHUNK: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What one `messages()` iterator reads from.
+enum Cursor {
+    Live(convlog::RawMessages),
+    /// Every message was yielded.
+    Done,
+    /// Its `Store` was closed first.
+    Closed,
+    /// A read failed after the messages before it were read: raised next.
+    Failed(Option<convlog::Error>),
+}
+
+type Slot = Arc<Mutex<Cursor>>;
+
+/// The state a `Store` object shares with nothing else but its own iterators' slots.
+struct Shared {
+    /// `None` once closed. Declared before `temp`: the store closes before its directory goes.
+    store: RwLock<Option<convlog::Store>>,
+    /// The iterators made by this object, closed with it.
+    iters: Mutex<Vec<Weak<Mutex<Cursor>>>>,
+    /// The private directory of a `":memory:"` store, removed on close.
+    temp: Mutex<Option<tempfile::TempDir>>,
+    /// The store's cache of recently read session tails (writable stores only).
+    cache: Mutex<Option<Arc<TailCache>>>,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Option<convlog::Store>> {
+        self.store.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What an append returns: where the message went.
+#[pyclass(module = "convlog", name = "Receipt", frozen, eq, hash, get_all)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// The message's 1-based, gapless position in its session.
+    interaction_id: u64,
+    /// The record's log sequence number (store-wide).
+    lsn: u64,
+    /// When it was appended, in microseconds since the Unix epoch.
+    timestamp: u64,
+}
+
+impl From<convlog::Receipt> for Receipt {
+    fn from(r: convlog::Receipt) -> Receipt {
+        Receipt {
+            interaction_id: r.interaction_id,
+            lsn: r.lsn.0,
+            timestamp: r.timestamp.as_micros(),
+        }
+    }
+}
+
+#[pymethods]
+impl Receipt {
+    #[new]
+    fn new(interaction_id: u64, lsn: u64, timestamp: u64) -> Receipt {
+        Receipt {
+            interaction_id,
+            lsn,
+            timestamp,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Receipt(interaction_id={}, lsn={}, timestamp={})",
+            self.interaction_id, self.lsn, self.timestamp
+        )
+    }
+}
+
+/// A live session, as `Store.sessions()` lists it.
+#[pyclass(module = "convlog", name = "SessionInfo", frozen, eq, get_all)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id.
+    id: String,
+    /// How many messages it holds (its last interaction id).
+    count: u64,
+    /// When its first message was appended (microseconds since the Unix epoch).
+    first: u64,
+    /// When its last message was appended (microseconds since the Unix epoch).
+    last: u64,
+}
+
+#[pymethods]
+impl SessionInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "SessionInfo(id={:?}, count={}, first={}, last={})",
+            self.id, self.count, self.first, self.last
+        )
+    }
+}
+
+/// An open convlog store (see `convlog/__init__.pyi` for the Python documentation).
+#[pyclass(module = "convlog", name = "Store", frozen)]
+pub struct Store {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    read_only: bool,
+    memory: bool,
+}
+
+fn durability(value: Option<&Bound<'_, PyAny>>) -> PyResult<convlog::Durability> {
+    let Some(v) = value else {
+        return Ok(convlog::Durability::Buffered);
+    };
+    if v.is_none() {
+        return Ok(convlog::Durability::Buffered);
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return match s.to_str()? {
+            "buffered" => Ok(convlog::Durability::Buffered),
+            "always" => Ok(convlog::Durability::Always),
+            other => Err(PyValueError::new_err(format!(
+                "durability is \"buffered\", \"always\" or an interval in seconds, not {other:?}"
+            ))),
+        };
+    }
+    let is_bool = v.is_instance_of::<pyo3::types::PyBool>();
+    if !is_bool && (v.is_instance_of::<PyFloat>() || v.is_instance_of::<PyInt>()) {
+        let secs: f64 = v.extract()?;
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "a durability interval is a positive number of seconds, not {secs}"
+            )));
+        }
+        let d =
+            Duration::try_from_secs_f64(secs).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        return Ok(convlog::Durability::Interval(d));
+    }
+    Err(PyTypeError::new_err(format!(
+        "durability is \"buffered\", \"always\" or a float of seconds, not {}",
+        v.get_type().name()?
+    )))
+}
+
+/// Reads every message of `iter` into one JSON array; with the last interaction id read.
+fn joined(iter: convlog::RawMessages) -> convlog::Result<(Vec<u8>, u64)> {
+    let mut out = vec![b'['];
+    let mut last = 0;
+    for entry in iter {
+        let entry = entry?;
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&entry.message);
+        last = entry.interaction_id;
+    }
+    out.push(b']');
+    Ok((out, last))
+}
+
+impl Store {
+    /// Runs `f` on the open store without the GIL.
+    fn run<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&convlog::Store) -> Result<T, Fail> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| match self.shared.read().as_ref() {
+            Some(store) => f(store),
+            None => Err(Fail::Closed),
+        })
+        .map_err(|e| e.into_py_err(py))
+    }
+
+    fn cache(&self) -> Option<Arc<TailCache>> {
+        lock(&self.shared.cache).clone()
+    }
+
+    /// The last `n` messages from the cache, without I/O; `None` on a miss.
+    fn cached<'py>(
+        &self,
+        py: Python<'py>,
+        cache: &TailCache,
+        session: &str,
+        n: u64,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let count = match self.shared.read().as_ref() {
+            Some(store) => store.interaction_count(session),
+            None => return Err(Fail::Closed.into_py_err(py)),
+        };
+        cache.get(py, session, n, count)
+    }
+
+    /// Tells the cache that `encoded` was appended to `session` from `first_id` on.
+    fn appended(&self, py: Python<'_>, session: &str, first_id: u64, encoded: &[&[u8]]) {
+        let Some(cache) = self.cache() else { return };
+        let items = if cache.holds(py, session) {
+            codec::decode_joined(py, &codec::join(encoded))
+                .ok()
+                .map(|list| list.iter().map(Bound::unbind).collect())
+        } else {
+            None
+        };
+        cache.appended(py, session, first_id, items);
+    }
+
+    fn changed(&self, py: Python<'_>, session: &str) {
+        if let Some(cache) = self.cache() {
+            cache.changed(py, session);
+        }
+    }
+
+    fn begin_write(&self, py: Python<'_>, session: &str) {
+        if let Some(cache) = self.cache() {
+            cache.begin_write(py, session);
+        }
+    }
+
+    /// Ends the write [`Store::begin_write`] registered: `appended` on success.
+    fn end_append(&self, py: Python<'_>, session: &str, first_id: Option<u64>, encoded: &[&[u8]]) {
+        match first_id {
+            Some(id) => self.appended(py, session, id, encoded),
+            None => self.changed(py, session),
+        }
+    }
+
+    fn iter(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        start: Option<u64>,
+        stop: Option<u64>,
+        json: bool,
+    ) -> PyResult<Messages> {
+        let start = start.unwrap_or(1);
+        let shared = &self.shared;
+        let slot = self.run(py, |store| {
+            let raw = match stop {
+                Some(stop) => store.range(session, start..stop).raw(),
+                None => store.range(session, start..).raw(),
+            };
+            let slot: Slot = Arc::new(Mutex::new(Cursor::Live(raw)));
+            let mut iters = lock(&shared.iters);
+            iters.retain(|w| w.strong_count() > 0);
+            iters.push(Arc::downgrade(&slot));
+            Ok(slot)
+        })?;
+        Ok(Messages {
+            slot,
+            buffer: VecDeque::new(),
+            json,
+        })
+    }
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    #[pyo3(signature = (path, *, durability=None, read_only=false, segment_size=None, max_record_len=None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        durability: Option<&Bound<'_, PyAny>>,
+        read_only: bool,
+        segment_size: Option<u64>,
+        max_record_len: Option<u32>,
+    ) -> PyResult<Store> {
+        let mut opts = convlog::Store::builder()
+            .durability(self::durability(durability)?)
+            .read_only(read_only);
+        if let Some(n) = segment_size {
+            opts = opts.segment_size(n);
+        }
+        if let Some(n) = max_record_len {
+            opts = opts.max_record_len(n);
+        }
+        let memory = path.as_os_str() == ":memory:";
+        let (dir, temp) = if memory {
+            if read_only {
+                return Err(PyValueError::new_err(
+                    "a \":memory:\" store is private and new: it cannot be read-only",
+                ));
+            }
+            let temp = tempfile::Builder::new()
+                .prefix("convlog-memory-")
+                .tempdir()
+                .map_err(PyErr::from)?;
+            (temp.path().to_owned(), Some(temp))
+        } else {
+            (path, None)
+        };
+        let store = py
+            .detach(|| opts.open(&dir))
+            .map_err(|e| Fail::from(e).into_py_err(py))?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                store: RwLock::new(Some(store)),
+                iters: Mutex::new(Vec::new()),
+                temp: Mutex::new(temp),
+                cache: Mutex::new((!read_only).then(|| TailCache::for_dir(&dir))),
+            }),
+            path: dir,
+            read_only,
+            memory,
+        })
+    }
+
+    /// The store's directory (for `":memory:"`, its private temporary directory).
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> bool {
+        py.detach(|| self.shared.read().is_none())
+    }
+
+    /// Whether the store was opened read-only.
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The LSN of the last record written.
+    #[getter]
+    fn last_lsn(&self, py: Python<'_>) -> PyResult<u64> {
+        self.run(py, |s| Ok(s.last_lsn().0))
+    }
+
+    /// The LSN up to which every record is on stable storage.
+    #[getter]
+    fn durable_lsn(&self, py: Python<'_>) -> PyResult<u64> {
+        self.run(py, |s| Ok(s.durable_lsn().0))
+    }
+
+    fn append(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<Receipt> {
+        let encoded = codec::encode(session, message)?;
+        let bytes = codec::bytes_of(&encoded)?;
+        self.begin_write(py, session);
+        let r = self.run(py, |s| Ok(Receipt::from(s.append_raw(session, bytes)?)));
+        self.end_append(
+            py,
+            session,
+            r.as_ref().ok().map(|r| r.interaction_id),
+            &[bytes],
+        );
+        r
+    }
+
+    fn append_if(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        expected_next_id: u64,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<Receipt> {
+        let encoded = codec::encode(session, message)?;
+        let bytes = codec::bytes_of(&encoded)?;
+        self.begin_write(py, session);
+        let r = self.run(py, |s| {
+            // `append_if` takes a `Serialize` value: a raw JSON value keeps the bytes as given.
+            let raw = std::str::from_utf8(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    RawValue::from_string(t.trim_ascii().to_owned()).map_err(|e| e.to_string())
+                })
+                .map_err(|reason| convlog::Error::InvalidMessage {
+                    session: session.to_owned(),
+                    reason,
+                })?;
+            Ok(Receipt::from(s.append_if(
+                session,
+                expected_next_id,
+                &raw,
+            )?))
+        });
+        self.end_append(
+            py,
+            session,
+            r.as_ref().ok().map(|r| r.interaction_id),
+            &[bytes],
+        );
+        r
+    }
+
+    fn append_batch(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        messages: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Receipt>> {
+        if messages.is_instance_of::<PyString>() || messages.is_instance_of::<PyDict>() {
+            return Err(PyTypeError::new_err(
+                "append_batch takes a list (or other iterable) of messages",
+            ));
+        }
+        let encoded = messages
+            .try_iter()?
+            .map(|m| codec::encode(session, &m?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let bytes = encoded
+            .iter()
+            .map(codec::bytes_of)
+            .collect::<PyResult<Vec<&[u8]>>>()?;
+        self.begin_write(py, session);
+        let receipts = self.run(py, |s| {
+            Ok(s.append_batch_raw(session, &bytes)?
+                .into_iter()
+                .map(Receipt::from)
+                .collect::<Vec<_>>())
+        });
+        let first = receipts
+            .as_ref()
+            .ok()
+            .and_then(|r| r.first())
+            .map(|r| r.interaction_id);
+        self.end_append(py, session, first, &bytes);
+        receipts
+    }
+
+    #[pyo3(signature = (session, n=None))]
+    fn tail<'py>(
+        &self,
+        py: Python<'py>,
+        session: &str,
+        n: Option<u64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let cache = self.cache();
+        let Some((cache, n)) = cache
+            .zip(n)
+            .filter(|(_, n)| (1..=cache::PER_SESSION as u64).contains(n))
+        else {
+            let n = n.unwrap_or(u64::MAX);
+            let (json, _) = self.run(py, |s| Ok(joined(s.tail(session, n).raw())?))?;
+            return codec::decode_joined(py, &json);
+        };
+        if let Some(hit) = self.cached(py, &cache, session, n)? {
+            return Ok(hit);
+        }
+        let writes = cache.begin_fill(py);
+        let (json, last) = self.run(py, |s| Ok(joined(s.tail(session, n).raw())?))?;
+        let decoded = codec::decode_joined(py, &json)?;
+        let fresh = decoded
+            .iter()
+            .map(|o| cache::copy(&o))
+            .collect::<PyResult<Vec<_>>>()?;
+        cache.fill(
+            py,
+            writes,
+            session,
+            last,
+            decoded.iter().map(Bound::unbind).collect(),
+        );
+        PyList::new(py, fresh)
+    }
+
+    /// `tail(session, n)` if the cache holds those messages (no I/O at all), else `None`.
+    fn tail_if_cached<'py>(
+        &self,
+        py: Python<'py>,
+        session: &str,
+        n: u64,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        match self.cache() {
+            Some(cache) if (1..=cache::PER_SESSION as u64).contains(&n) => {
+                self.cached(py, &cache, session, n)
+            }
+            _ if self.shared.read().is_none() => Err(Fail::Closed.into_py_err(py)),
+            _ => Ok(None),
+        }
+    }
+
+    #[pyo3(signature = (session, n=None))]
+    fn tail_json<'py>(
+        &self,
+        py: Python<'py>,
+        session: &str,
+        n: Option<u64>,
+    ) -> PyResult<Vec<Bound<'py, PyString>>> {
+        let n = n.unwrap_or(u64::MAX);
+        let all = self.run(py, |s| {
+            s.tail(session, n)
+                .raw()
+                .map(|e| e.map(|e| e.message))
+                .collect::<convlog::Result<Vec<_>>>()
+                .map_err(Fail::from)
+        })?;
+        all.iter().map(|m| codec::text(py, m)).collect()
+    }
+
+    #[pyo3(signature = (session, start=None, stop=None))]
+    fn messages(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        start: Option<u64>,
+        stop: Option<u64>,
+    ) -> PyResult<Messages> {
+        self.iter(py, session, start, stop, false)
+    }
+
+    #[pyo3(signature = (session, start=None, stop=None))]
+    fn messages_json(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        start: Option<u64>,
+        stop: Option<u64>,
+    ) -> PyResult<Messages> {
+        self.iter(py, session, start, stop, true)
+    }
+
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        session: &str,
+        interaction_id: u64,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let found = self.run(py, |s| Ok(s.read_entry(session, interaction_id)?))?;
+        found.map(|e| codec::decode(py, &e.message)).transpose()
+    }
+
+    fn get_json<'py>(
+        &self,
+        py: Python<'py>,
+        session: &str,
+        interaction_id: u64,
+    ) -> PyResult<Option<Bound<'py, PyString>>> {
+        let found = self.run(py, |s| Ok(s.read_entry(session, interaction_id)?))?;
+        found.map(|e| codec::text(py, &e.message)).transpose()
+    }
+
+    fn count(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
+        self.run(py, |s| Ok(s.interaction_count(session)))
+    }
+
+    fn __contains__(&self, py: Python<'_>, session: &str) -> PyResult<bool> {
+        self.run(py, |s| Ok(s.contains(session)))
+    }
+
+    fn sessions(&self, py: Python<'_>) -> PyResult<Vec<SessionInfo>> {
+        self.run(py, |s| {
+            Ok(s.sessions()
+                .into_iter()
+                .map(|i| SessionInfo {
+                    id: i.id,
+                    count: i.count,
+                    first: i.first.as_micros(),
+                    last: i.last.as_micros(),
+                })
+                .collect())
+        })
+    }
+
+    fn pop<'py>(&self, py: Python<'py>, session: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.begin_write(py, session);
+        let popped = self.run(py, |s| Ok(s.pop_raw(session)?));
+        self.changed(py, session);
+        popped?.map(|e| codec::decode(py, &e.message)).transpose()
+    }
+
+    fn pop_json<'py>(
+        &self,
+        py: Python<'py>,
+        session: &str,
+    ) -> PyResult<Option<Bound<'py, PyString>>> {
+        self.begin_write(py, session);
+        let popped = self.run(py, |s| Ok(s.pop_raw(session)?));
+        self.changed(py, session);
+        popped?.map(|e| codec::text(py, &e.message)).transpose()
+    }
+
+    fn truncate(&self, py: Python<'_>, session: &str, keep: u64) -> PyResult<u64> {
+        self.begin_write(py, session);
+        let removed = self.run(py, |s| Ok(s.truncate(session, keep)?));
+        self.changed(py, session);
+        removed
+    }
+
+    fn clear(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
+        self.begin_write(py, session);
+        let removed = self.run(py, |s| Ok(s.clear(session)?));
+        self.changed(py, session);
+        removed
+    }
+
+    fn sync(&self, py: Python<'_>) -> PyResult<u64> {
+        self.run(py, |s| Ok(s.sync()?.0))
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let st = self.run(py, |s| Ok(s.stats()))?;
+        let d = PyDict::new(py);
+        d.set_item("segments", st.segments)?;
+        d.set_item("sessions", st.sessions)?;
+        d.set_item("messages", st.messages)?;
+        d.set_item("index_bytes", st.index_bytes)?;
+        d.set_item("last_lsn", st.last_lsn.0)?;
+        d.set_item("durable_lsn", st.durable_lsn.0)?;
+        Ok(d)
+    }
+
+    fn close(&self, py: Python<'_>) {
+        let cache = lock(&self.shared.cache).take();
+        drop(cache);
+        py.detach(|| {
+            let store = self
+                .shared
+                .store
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            let iters = std::mem::take(&mut *lock(&self.shared.iters));
+            for slot in iters.iter().filter_map(Weak::upgrade) {
+                let mut cursor = lock(&slot);
+                if matches!(*cursor, Cursor::Live(_)) {
+                    *cursor = Cursor::Closed;
+                }
+            }
+            // The last handle in the process closes the store: sync, hint, unlock.
+            drop(store);
+            drop(lock(&self.shared.temp).take());
+        });
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let state = if self.closed(py) {
+            "closed"
+        } else if self.read_only {
+            "read-only"
+        } else {
+            "open"
+        };
+        let path = if self.memory {
+            ":memory:".to_owned()
+        } else {
+            self.path.display().to_string()
+        };
+        format!("<convlog.Store {path:?} {state}>")
+    }
+}
+
+/// A lazy iterator over a session's messages: a snapshot, read and decoded a chunk at a time.
+#[pyclass(module = "convlog", name = "Messages")]
+pub struct Messages {
+    slot: Slot,
+    buffer: VecDeque<Py<PyAny>>,
+    json: bool,
+}
+
+/// Reads the next chunk of raw messages; `None` at the end.
+fn next_chunk(slot: &Slot) -> Result<Option<Vec<Vec<u8>>>, Fail> {
+    let mut cursor = lock(slot);
+    let raw = match &mut *cursor {
+        Cursor::Live(raw) => raw,
+        Cursor::Done => return Ok(None),
+        Cursor::Closed => return Err(Fail::Closed),
+        Cursor::Failed(e) => {
+            let e = e.take();
+            *cursor = Cursor::Done;
+            return e.map_or(Ok(None), |e| Err(Fail::Store(e)));
+        }
+    };
+    let mut out = Vec::with_capacity(CHUNK.min(raw.len()));
+    while out.len() < CHUNK {
+        match raw.next() {
+            Some(Ok(entry)) => out.push(entry.message),
+            Some(Err(e)) if out.is_empty() => {
+                *cursor = Cursor::Done;
+                return Err(Fail::Store(e));
+            }
+            Some(Err(e)) => {
+                *cursor = Cursor::Failed(Some(e));
+                return Ok(Some(out));
+            }
+            None => break,
+        }
+    }
+    if raw.len() == 0 {
+        // Drop the snapshot (and its handle on the store) as soon as it is read.
+        *cursor = Cursor::Done;
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+#[pymethods]
+impl Messages {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if let Some(m) = self.buffer.pop_front() {
+            return Ok(Some(m));
+        }
+        let slot = self.slot.clone();
+        let Some(chunk) = py
+            .detach(move || next_chunk(&slot))
+            .map_err(|e| e.into_py_err(py))?
+        else {
+            return Ok(None);
+        };
+        if self.json {
+            for m in &chunk {
+                self.buffer
+                    .push_back(codec::text(py, m)?.into_any().unbind());
+            }
+        } else {
+            let list = codec::decode_joined(py, &codec::join(&chunk))?;
+            for m in list.iter() {
+                self.buffer.push_back(m.unbind());
+            }
+        }
+        Ok(self.buffer.pop_front())
+    }
+
+    /// How many messages are left (a hint for `list()`).
+    fn __length_hint__(&self, py: Python<'_>) -> usize {
+        let slot = self.slot.clone();
+        let left = py.detach(move || match &*lock(&slot) {
+            Cursor::Live(raw) => raw.len(),
+            _ => 0,
+        });
+        left + self.buffer.len()
+    }
+}

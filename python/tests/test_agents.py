@@ -1,0 +1,401 @@
+"""convlog.agents.ConvlogSession against the OpenAI Agents SDK: the protocol, the Runner,
+EncryptedSession, and the SDK's own SQLiteSession as the reference behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import pathlib
+import threading
+from typing import Any
+
+import pytest
+from agents import Agent, Runner, SessionSettings, SQLiteSession, set_tracing_disabled
+from agents.memory import Session
+from agents.testing import ScriptedModel, assistant_message, function_call
+
+import convlog
+from convlog.agents import ConvlogSession
+
+set_tracing_disabled(True)  # no trace export (and no API key) in tests
+
+ITEMS: list[Any] = [
+    {"role": "user", "content": "Hello 👋 — ça va? 日本語"},
+    {
+        "type": "message",
+        "role": "assistant",
+        "id": "msg_1",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "She said \"hi\" and 'bye'", "annotations": []}],
+    },
+    {
+        "type": "function_call",
+        "call_id": "call_1",
+        "name": "lookup",
+        "arguments": '{"q": "Robert\'); DROP TABLE agent_messages;--"}',
+        "id": "fc_1",
+        "status": "completed",
+    },
+    {"type": "function_call_output", "call_id": "call_1", "output": '{"rows": [], "note": "\\\\n"}'},
+    {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "think"}]},
+    {"__enc__": 1, "v": 1, "kid": "hkdf-v1", "payload": "gAAAAABo" + "x" * 100},
+    {"role": "user", "content": [{"type": "input_text", "text": "line1\nline2\t\u0000 end"}],
+     "extra_field": {"nested": [1, 2.5, None, True]}},
+]
+
+
+async def test_round_trip_of_sdk_items() -> None:
+    s = ConvlogSession("rt")
+    await s.add_items(ITEMS)
+    got = await s.get_items()
+    assert got == ITEMS
+    # Fresh objects, equal to what was added, not the same ones.
+    assert all(a is not b for a, b in zip(got, ITEMS))
+    got[0]["content"] = "mutated"
+    assert (await s.get_items())[0] == ITEMS[0]
+    s.close()
+
+
+async def test_get_items_limits() -> None:
+    s = ConvlogSession("lim")
+    items = [{"role": "user", "content": str(i)} for i in range(10)]
+    await s.add_items(items)
+    assert await s.get_items(limit=3) == items[-3:]
+    assert await s.get_items(3) == items[-3:]
+    assert await s.get_items(limit=0) == []
+    assert await s.get_items(limit=100) == items
+    assert await s.get_items(limit=None) == items
+    assert await s.get_items(limit=-1) == items  # as SQLiteSession (SQL's LIMIT -1)
+    s.close()
+
+
+async def test_session_settings_limit_is_the_default() -> None:
+    s = ConvlogSession("set", session_settings=SessionSettings(limit=2))
+    await s.add_items([{"role": "user", "content": str(i)} for i in range(5)])
+    assert [i["content"] for i in await s.get_items()] == ["3", "4"]
+    assert [i["content"] for i in await s.get_items(limit=4)] == ["1", "2", "3", "4"]
+    # A dict is normalized by the SDK's own helper.
+    d = ConvlogSession("set2", session_settings={"limit": 1})
+    assert isinstance(d.session_settings, SessionSettings) and d.session_settings.limit == 1
+    with pytest.raises(TypeError):
+        ConvlogSession("set3", session_settings={"limt": 1})
+    # Settings (and methods) can be replaced on an instance.
+    s.session_settings = SessionSettings(limit=1)
+    assert [i["content"] for i in await s.get_items()] == ["4"]
+    assert ConvlogSession("set4").session_settings == SessionSettings()
+    s.close()
+    d.close()
+
+
+async def test_pop_item_is_per_session(tmp_path: pathlib.Path) -> None:
+    a = ConvlogSession("a", tmp_path / "db")
+    b = ConvlogSession("b", tmp_path / "db")
+    await a.add_items([{"role": "user", "content": "a1"}, {"role": "user", "content": "a2"}])
+    await b.add_items([{"role": "user", "content": "b1"}])
+    assert await a.pop_item() == {"role": "user", "content": "a2"}
+    assert await b.get_items() == [{"role": "user", "content": "b1"}]
+    assert await a.pop_item() == {"role": "user", "content": "a1"}
+    assert await a.pop_item() is None
+    assert await b.pop_item() == {"role": "user", "content": "b1"}
+    a.close()
+    b.close()
+
+
+async def test_clear_session_keeps_it_usable(tmp_path: pathlib.Path) -> None:
+    a = ConvlogSession("a", tmp_path / "db")
+    b = ConvlogSession("b", tmp_path / "db")
+    await a.add_items(ITEMS)
+    await b.add_items(ITEMS[:1])
+    await a.clear_session()
+    assert await a.get_items() == []
+    assert await b.get_items() == ITEMS[:1]
+    await a.clear_session()
+    await a.add_items(ITEMS[:2])
+    assert await a.get_items() == ITEMS[:2]
+    a.close()
+    b.close()
+
+
+async def test_a_path_is_shared_and_reopened(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "chats"
+    sessions = [ConvlogSession(f"user-{i}", db) for i in range(3)]
+    for i, s in enumerate(sessions):
+        await s.add_items([{"role": "user", "content": f"I am {i}"}])
+    for s in sessions:
+        s.close()
+    later = ConvlogSession("user-1", str(db))
+    assert await later.get_items() == [{"role": "user", "content": "I am 1"}]
+    with convlog.Store(db) as store:
+        assert [i.id for i in store.sessions()] == ["user-0", "user-1", "user-2"]
+    later.close()
+
+
+async def test_memory_sessions_are_private_and_removed() -> None:
+    a = ConvlogSession("same")
+    b = ConvlogSession("same")
+    await a.add_items(ITEMS[:1])
+    assert await b.get_items() == []
+    path = a._store.path
+    assert path.is_dir()
+    a.close()
+    assert not path.exists()
+    b.close()
+
+
+async def test_closed_session_raises_runtime_error() -> None:
+    s = ConvlogSession("c")
+    await s.add_items(ITEMS[:1])
+    s.close()
+    for op in (s.get_items(), s.get_items(limit=0), s.add_items(ITEMS), s.add_items([]),
+               s.pop_item(), s.clear_session()):
+        with pytest.raises(RuntimeError, match="^ConvlogSession is closed$"):
+            await op
+    s.close()  # idempotent
+
+
+def test_invalid_session_id() -> None:
+    with pytest.raises(convlog.InvalidSessionId):
+        ConvlogSession("")
+    with pytest.raises(ValueError):
+        ConvlogSession("bad\x00id")
+
+
+def test_is_an_sdk_session() -> None:
+    s = ConvlogSession("p")
+    assert isinstance(s, Session)
+    s.close()
+
+
+async def test_no_store_call_runs_on_the_event_loop_thread() -> None:
+    s = ConvlogSession("t")
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    real = s._store
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(real, name)
+
+            def call(*args: Any) -> Any:
+                if name == "tail_if_cached":  # memory only: the one call made on the loop
+                    on_loop.append(threading.get_ident())
+                else:
+                    threads.append(threading.get_ident())
+                return attr(*args)
+
+            return call
+
+    on_loop: list[int] = []
+    s._store = Spy()  # type: ignore[assignment]
+    await s.add_items(ITEMS)
+    await s.get_items()
+    await s.get_items(limit=2)  # a miss: read in a worker thread, then cached
+    assert await s.get_items(limit=2) == ITEMS[-2:]  # a hit
+    await s.pop_item()
+    await s.clear_session()
+    assert len(threads) == 5 and loop_thread not in threads
+    assert on_loop == [loop_thread, loop_thread]
+    s._store = real
+    s.close()
+
+
+def test_one_object_from_several_threads_each_with_its_own_loop(tmp_path: pathlib.Path) -> None:
+    s = ConvlogSession("shared", tmp_path / "db")
+    n_threads, per = 6, 40
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        async def go() -> None:
+            for i in range(per):
+                await s.add_items([{"role": "user", "content": f"{t}:{i}"}])
+                await s.get_items(limit=5)
+
+        try:
+            asyncio.run(go())
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []
+    items = asyncio.run(s.get_items())
+    contents = [i["content"] for i in items]
+    assert sorted(contents) == sorted(f"{t}:{i}" for t in range(n_threads) for i in range(per))
+    for t in range(n_threads):
+        assert [c for c in contents if c.startswith(f"{t}:")] == [f"{t}:{i}" for i in range(per)]
+    s.close()
+
+
+async def test_same_behaviour_as_sqlite_session(tmp_path: pathlib.Path) -> None:
+    """One script of operations on both; every result must agree."""
+    ours = ConvlogSession("ref", tmp_path / "convlog")
+    theirs = SQLiteSession("ref", tmp_path / "sqlite.db")
+    other_ours = ConvlogSession("other", tmp_path / "convlog")
+    other_theirs = SQLiteSession("other", tmp_path / "sqlite.db")
+
+    async def both(op: str, *args: Any, **kwargs: Any) -> Any:
+        a = await getattr(ours, op)(*copy.deepcopy(args), **kwargs)
+        b = await getattr(theirs, op)(*copy.deepcopy(args), **kwargs)
+        assert a == b, (op, args, kwargs, a, b)
+        return a
+
+    await both("get_items")
+    await both("pop_item")
+    await both("add_items", ITEMS)
+    await other_ours.add_items(ITEMS[:2])
+    await other_theirs.add_items(ITEMS[:2])
+    for limit in (None, 0, 1, 3, len(ITEMS), 100, -1):
+        await both("get_items", limit=limit)
+    await both("add_items", [])
+    await both("pop_item")
+    await both("pop_item")
+    await both("get_items", limit=2)
+    await both("clear_session")
+    await both("get_items")
+    await both("pop_item")
+    await both("add_items", ITEMS[3:5])
+    await both("get_items")
+    assert await other_ours.get_items() == await other_theirs.get_items() == ITEMS[:2]
+    for s in (ours, theirs, other_ours, other_theirs):
+        s.close()
+    for s in (ours, theirs):
+        with pytest.raises(RuntimeError, match="is closed"):
+            await s.add_items(ITEMS)
+
+
+async def test_runner_keeps_history_across_turns(tmp_path: pathlib.Path) -> None:
+    model = ScriptedModel([[assistant_message("Hi Ada!")], [assistant_message("Your name is Ada.")]])
+    agent = Agent(name="assistant", instructions="Be brief.", model=model)
+    session = ConvlogSession("user-42", tmp_path / "chats")
+    r1 = await Runner.run(agent, "My name is Ada.", session=session)
+    assert r1.final_output == "Hi Ada!"
+    r2 = await Runner.run(agent, "What is my name?", session=session)
+    assert r2.final_output == "Your name is Ada."
+    # The second call's model input held the first turn, read back from the store.
+    second_input = model.calls[1].input
+    assert isinstance(second_input, list)
+    texts = [str(i.get("content")) for i in second_input]
+    assert "My name is Ada." in texts[0] and "What is my name?" in texts[-1]
+    assert any("Hi Ada!" in t for t in texts)
+    items = await session.get_items()
+    assert [i.get("role") for i in items] == ["user", "assistant", "user", "assistant"]
+    session.close()
+    # A later process (here: object) sees the conversation.
+    again = ConvlogSession("user-42", tmp_path / "chats")
+    assert len(await again.get_items()) == 4
+    again.close()
+
+
+async def test_runner_with_a_tool_call_round_trips_its_items() -> None:
+    from agents import function_tool
+
+    @function_tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return f"18°C in {city}"
+
+    model = ScriptedModel([
+        [function_call("weather", {"city": "Paris"}, call_id="call_9")],
+        [assistant_message("It is 18°C in Paris.")],
+    ])
+    agent = Agent(name="a", model=model, tools=[weather])
+    session = ConvlogSession("tools")
+    result = await Runner.run(agent, "Weather in Paris?", session=session)
+    assert result.final_output == "It is 18°C in Paris."
+    items = await session.get_items()
+    kinds = [i.get("type", i.get("role")) for i in items]
+    assert kinds == ["user", "function_call", "function_call_output", "message"]
+    assert items[2]["output"] == "18°C in Paris" and items[2]["call_id"] == "call_9"
+    # What the Runner saved is what the next turn's model input holds.
+    model.enqueue([assistant_message("ok")])
+    await Runner.run(agent, "thanks", session=session)
+    replay = model.calls[2].input
+    assert isinstance(replay, list) and replay[1]["call_id"] == "call_9"
+    session.close()
+
+
+def test_run_sync(tmp_path: pathlib.Path) -> None:
+    model = ScriptedModel([[assistant_message("one")], [assistant_message("two")]])
+    agent = Agent(name="a", model=model)
+    session = ConvlogSession("sync", tmp_path / "db")
+    assert Runner.run_sync(agent, "first", session=session).final_output == "one"
+    assert Runner.run_sync(agent, "second", session=session).final_output == "two"
+    assert len(asyncio.run(session.get_items())) == 4
+    session.close()
+
+
+async def test_run_streamed() -> None:
+    model = ScriptedModel([[assistant_message("streamed reply")]])
+    agent = Agent(name="a", model=model)
+    session = ConvlogSession("stream")
+    result = Runner.run_streamed(agent, "stream please", session=session)
+    async for _ in result.stream_events():
+        pass
+    assert result.final_output == "streamed reply"
+    items = await session.get_items()
+    assert items[0]["content"] == "stream please"
+    assert items[-1]["content"][0]["text"] == "streamed reply"
+    session.close()
+
+
+async def test_runner_respects_the_session_limit() -> None:
+    model = ScriptedModel([[assistant_message(f"r{i}")] for i in range(3)])
+    agent = Agent(name="a", model=model)
+    session = ConvlogSession("limited", session_settings=SessionSettings(limit=2))
+    for i in range(3):
+        await Runner.run(agent, f"q{i}", session=session)
+    # History read for the third turn: the last 2 items (q1, r1), then the new input.
+    third = model.calls[2].input
+    assert isinstance(third, list) and len(third) == 3
+    assert third[0]["content"] == "q1" and third[-1]["content"] == "q2"
+    session.close()
+
+
+async def test_wrapped_by_encrypted_session(tmp_path: pathlib.Path) -> None:
+    from agents.extensions.memory import EncryptedSession
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode("ascii")
+    inner = ConvlogSession("secret", tmp_path / "db")
+    enc = EncryptedSession("secret", underlying_session=inner, encryption_key=key)
+    await enc.add_items(ITEMS)
+    # Stored as envelopes: nothing readable in the store.
+    stored = await inner.get_items()
+    assert len(stored) == len(ITEMS) and all(i.get("__enc__") == 1 for i in stored)
+    assert "Hello" not in str(stored)
+    assert await enc.get_items() == ITEMS
+    assert await enc.get_items(limit=2) == ITEMS[-2:]
+    assert await enc.pop_item() == ITEMS[-1]
+    # Through the Runner too.
+    model = ScriptedModel([[assistant_message("encrypted hi")]])
+    await Runner.run(Agent(name="a", model=model), "hi", session=enc)
+    assert (await enc.get_items())[-1]["content"][0]["text"] == "encrypted hi"
+    # Settings go through to the underlying session.
+    enc.session_settings = SessionSettings(limit=1)
+    assert inner.session_settings == SessionSettings(limit=1)
+    await enc.clear_session()
+    assert await inner.get_items() == []
+    inner.close()
+
+
+async def test_cached_reads_follow_every_write(tmp_path: pathlib.Path) -> None:
+    a = ConvlogSession("c", tmp_path / "db")
+    b = ConvlogSession("c", tmp_path / "db")  # the same session through another object
+    await a.add_items(ITEMS[:3])
+    assert await a.get_items(limit=2) == ITEMS[1:3]  # fills the cache
+    await b.add_items(ITEMS[3:5])
+    assert await a.get_items(limit=2) == ITEMS[3:5]
+    assert await a.pop_item() == ITEMS[4]
+    assert await b.get_items(limit=3) == ITEMS[1:4]
+    got = await a.get_items(limit=3)
+    got[0]["role"] = "mutated"
+    assert await a.get_items(limit=3) == ITEMS[1:4]
+    await b.clear_session()
+    assert await a.get_items(limit=3) == []
+    await a.add_items(ITEMS[:1])
+    assert await b.get_items(limit=3) == ITEMS[:1]
+    a.close()
+    b.close()
