@@ -399,3 +399,83 @@ async def test_cached_reads_follow_every_write(tmp_path: pathlib.Path) -> None:
     assert await b.get_items(limit=3) == ITEMS[:1]
     a.close()
     b.close()
+
+
+async def test_a_cancelled_add_items_still_writes_then_raises() -> None:
+    s = ConvlogSession("cancel")
+    real = s._store
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def append_batch(self, *args: Any) -> Any:
+            entered.set()
+            release.wait(10)
+            return real.append_batch(*args)
+
+    s._store = Slow()  # type: ignore[assignment]
+    task = asyncio.ensure_future(s.add_items(ITEMS[:2]))
+    await asyncio.to_thread(entered.wait, 10)
+    task.cancel()
+    await asyncio.sleep(0.01)
+    assert not task.done()  # it waits for the write to end
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    s._store = real
+    assert await s.get_items() == ITEMS[:2]
+    s.close()
+
+
+async def test_store_calls_see_the_callers_context_variables() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    s = ConvlogSession("ctx")
+    real = s._store
+    seen: list[str] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(real, name)
+
+            def call(*args: Any) -> Any:
+                seen.append(var.get())
+                return attr(*args)
+
+            return call
+
+    s._store = Spy()  # type: ignore[assignment]
+    var.set("from the caller")
+    await s.add_items(ITEMS[:1])
+    await s.get_items()
+    assert seen == ["from the caller", "from the caller"]
+    s._store = real
+    s.close()
+
+
+async def test_store_errors_reach_the_awaiting_caller() -> None:
+    s = ConvlogSession("err")
+    with pytest.raises(convlog.InvalidMessage):
+        await s.add_items([{"ok": 1}, "[not an object]"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        await s.add_items([{"when": object()}])
+    assert await s.get_items() == []
+    s.close()
+
+
+def test_worker_threads_grow_on_demand_up_to_their_limit() -> None:
+    from convlog import _worker
+
+    barrier = threading.Barrier(_worker.THREADS + 1, timeout=10)
+
+    async def go() -> None:
+        # THREADS calls that each wait for all of them: they can only all get there if
+        # each has its own thread.
+        await asyncio.gather(*(_worker.run(barrier.wait) for _ in range(_worker.THREADS)),
+                             asyncio.to_thread(barrier.wait))
+        assert len(_worker._threads) == _worker.THREADS
+
+    asyncio.run(go())
