@@ -1,7 +1,7 @@
 """ConvlogSession against the OpenAI Agents SDK's SQLiteSession (and AsyncSQLiteSession,
 when aiosqlite is installed), side by side in one run, on the same items.
 
-    python python/bench/compare.py            # the full run (about a minute or two)
+    python python/bench/compare.py            # the full run (a few minutes on 2 cores)
     python python/bench/compare.py --quick    # a smaller run, to see that it works
 
 Every store is a file (a directory for convlog) in a fresh temporary directory. The items
