@@ -1,7 +1,7 @@
 """ConvlogSession against the OpenAI Agents SDK's SQLiteSession (and AsyncSQLiteSession,
 when aiosqlite is installed), side by side in one run, on the same items.
 
-    python python/bench/compare.py            # the full run (about a minute or two)
+    python python/bench/compare.py            # the full run (a few minutes on 2 cores)
     python python/bench/compare.py --quick    # a smaller run, to see that it works
 
 Every store is a file (a directory for convlog) in a fresh temporary directory. The items
@@ -14,6 +14,9 @@ calls and their outputs. Workloads:
 4. get_items() of that whole session;
 5. a fresh process: open the store and the first get_items(limit=20) (timed in the child,
    from before the session is constructed; the interpreter's start and imports excluded).
+
+Each workload runs its variants in interleaved rounds (so that a noisy neighbour on the
+machine hits them alike), and the table gives the median round.
 
 Durability is not the same by default: SQLiteSession commits every add_items in WAL mode
 with SQLite's default synchronous=FULL, which fsyncs the WAL at each commit; ConvlogSession's
@@ -113,30 +116,31 @@ def store_path(root: str, kind: str, name: str) -> str:
     return os.path.join(root, f"{kind}-{name}" + ("" if kind == "convlog" else ".db"))
 
 
-async def bench_add_one(kind: str, root: str, n: int, durability: str | None) -> float:
-    """Seconds per add_items([item])."""
-    s = new_session(kind, "add1", store_path(root, kind, f"add1-{durability}"), durability)
-    items = make_items(n)
-    await s.add_items(items[:1])  # the schema, the first segment
+async def time_adds(s: Any, items: list[dict[str, Any]], batch: int) -> float:
+    """Seconds per item of adding ``items`` to ``s`` in batches of ``batch``."""
     t = time.perf_counter()
-    for item in items:
-        await s.add_items([item])
-    dt = time.perf_counter() - t
-    assert len(await s.get_items(limit=5)) == 5
-    await close(s)
-    return dt / n
+    for i in range(0, len(items), batch):
+        await s.add_items(items[i : i + batch])
+    return (time.perf_counter() - t) / len(items)
 
 
-async def bench_add_batches(kind: str, root: str, n: int, durability: str | None) -> float:
-    """Seconds per item, added in batches of 100."""
-    s = new_session(kind, "add100", store_path(root, kind, f"add100-{durability}"), durability)
-    items = make_items(n)
-    t = time.perf_counter()
-    for i in range(0, n, 100):
-        await s.add_items(items[i : i + 100])
-    dt = time.perf_counter() - t
-    await close(s)
-    return dt / n
+async def bench_adds(variants: list[tuple[str, str, str | None]], root: str, n: int,
+                     batch: int, rounds: int) -> dict[str, float]:
+    """Per variant (name, kind, durability): the median over interleaved rounds of the
+    seconds per item of n items added in batches of ``batch``."""
+    sessions = {name: new_session(kind, f"add{batch}", store_path(root, kind, f"add{batch}-{name}"), d)
+                for name, kind, d in variants}
+    for s in sessions.values():
+        await s.add_items(make_items(1))  # the schema, the first segment
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for r in range(rounds):
+        items = make_items(n, r * n)
+        for name, s in sessions.items():
+            times[name].append(await time_adds(s, items, batch))
+    for s in sessions.values():
+        assert len(await s.get_items(limit=5)) == 5
+        await close(s)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 async def fill(kind: str, path: str, n: int) -> None:
@@ -146,22 +150,29 @@ async def fill(kind: str, path: str, n: int) -> None:
     await close(s)
 
 
-async def bench_reads(kind: str, path: str, n: int, rounds20: int, rounds_all: int) -> tuple[float, float]:
-    """Seconds per get_items(limit=20), and per get_items(), on the n-item session."""
-    s = new_session(kind, "big", path)
-    assert len(await s.get_items(limit=20)) == 20
-    t = time.perf_counter()
-    for _ in range(rounds20):
-        await s.get_items(limit=20)
-    t20 = (time.perf_counter() - t) / rounds20
-    times = []
-    for _ in range(rounds_all):
-        t = time.perf_counter()
-        items = await s.get_items()
-        times.append(time.perf_counter() - t)
-        assert len(items) == n
-    await close(s)
-    return t20, statistics.median(times)
+async def bench_reads(paths: dict[str, str], n: int, calls20: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """Per kind: seconds per get_items(limit=20) and per get_items() on the n-item session,
+    medians over interleaved rounds."""
+    sessions = {kind: new_session(kind, "big", path) for kind, path in paths.items()}
+    t20: dict[str, list[float]] = {k: [] for k in sessions}
+    tall: dict[str, list[float]] = {k: [] for k in sessions}
+    for s in sessions.values():
+        assert len(await s.get_items(limit=20)) == 20
+    for _ in range(rounds):
+        for kind, s in sessions.items():
+            t = time.perf_counter()
+            for _ in range(calls20):
+                await s.get_items(limit=20)
+            t20[kind].append((time.perf_counter() - t) / calls20)
+        for kind, s in sessions.items():
+            t = time.perf_counter()
+            items = await s.get_items()
+            tall[kind].append(time.perf_counter() - t)
+            assert len(items) == n
+            del items
+    for s in sessions.values():
+        await close(s)
+    return {k: (statistics.median(t20[k]), statistics.median(tall[k])) for k in sessions}
 
 
 CHILD = """
@@ -180,14 +191,15 @@ asyncio.run(main())
 """
 
 
-def bench_fresh_process(kind: str, path: str, runs: int) -> float:
+def bench_fresh_process(paths: dict[str, str], runs: int) -> dict[str, float]:
     here = os.path.dirname(os.path.abspath(__file__))
-    times = []
+    times: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", CHILD, kind, path, here],
-                             check=True, capture_output=True, text=True).stdout
-        times.append(float(out.split()[-1]))
-    return statistics.median(times)
+        for kind, path in paths.items():
+            out = subprocess.run([sys.executable, "-c", CHILD, kind, path, here],
+                                 check=True, capture_output=True, text=True).stdout
+            times[kind].append(float(out.split()[-1]))
+    return {k: statistics.median(t) for k, t in times.items()}
 
 
 def fmt_time(seconds: float) -> str:
@@ -204,26 +216,32 @@ def main() -> None:
     args = ap.parse_args()
     n_add = 1_000 if args.quick else 10_000
     n_big = 5_000 if args.quick else 50_000
-    rounds20 = 200 if args.quick else 2_000
-    rounds_all = 3
-    runs = 3 if args.quick else 5
+    calls20 = 200 if args.quick else 1_000
+    rounds = 3 if args.quick else 5
+    runs = 3 if args.quick else 7
 
     kinds = ["convlog", "sqlite"] + (["async-sqlite"] if AsyncSQLiteSession is not None else [])
-    results: dict[str, dict[str, float]] = {k: {} for k in kinds + ["convlog-always"]}
+    variants = [("convlog", "convlog", None), ("convlog-always", "convlog", "always")] + [
+        (k, k, None) for k in kinds[1:]
+    ]
+    results: dict[str, dict[str, float]] = {v[0]: {} for v in variants}
     with tempfile.TemporaryDirectory(prefix="convlog-bench-") as root:
-        for kind in kinds:
-            print(f"... {kind}", file=sys.stderr)
-            r = results[kind]
-            r["add1"] = asyncio.run(bench_add_one(kind, root, n_add, None))
-            r["add100"] = asyncio.run(bench_add_batches(kind, root, n_add, None))
-            path = store_path(root, kind, "big")
+        print("... add_items(1 item)", file=sys.stderr)
+        for name, t in asyncio.run(bench_adds(variants, root, n_add, 1, rounds)).items():
+            results[name]["add1"] = t
+        print("... add_items(100 items)", file=sys.stderr)
+        for name, t in asyncio.run(bench_adds(variants, root, n_add, 100, rounds)).items():
+            results[name]["add100"] = t
+        paths = {kind: store_path(root, kind, "big") for kind in kinds}
+        for kind, path in paths.items():
+            print(f"... filling a {n_big}-item session: {kind}", file=sys.stderr)
             asyncio.run(fill(kind, path, n_big))
-            r["get20"], r["getall"] = asyncio.run(bench_reads(kind, path, n_big, rounds20, rounds_all))
-            r["fresh"] = bench_fresh_process(kind, path, runs)
-        print("... convlog, durability=always", file=sys.stderr)
-        r = results["convlog-always"]
-        r["add1"] = asyncio.run(bench_add_one("convlog", root, n_add, "always"))
-        r["add100"] = asyncio.run(bench_add_batches("convlog", root, n_add, "always"))
+        print("... get_items", file=sys.stderr)
+        for kind, (t20, tall) in asyncio.run(bench_reads(paths, n_big, calls20, rounds)).items():
+            results[kind]["get20"], results[kind]["getall"] = t20, tall
+        print("... fresh processes", file=sys.stderr)
+        for kind, t in bench_fresh_process(paths, runs).items():
+            results[kind]["fresh"] = t
 
     rows = [
         ("add1", f"add_items(1 item) × {n_add:,}", "per call"),

@@ -7,6 +7,9 @@
 //! take exactly: integers past 2**53 that do not fit 64 bits, lone surrogate escapes, nesting
 //! deeper than 128. So a message reads back as `json.loads` would read it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -110,7 +113,8 @@ pub(crate) fn text<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyS
 /// One stored message (or a joined array of them) as fresh Python objects.
 pub(crate) fn decode<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    if let Ok(v) = Seed(py).deserialize(&mut de)
+    let keys = RefCell::new(HashMap::new());
+    if let Ok(v) = Seed(py, &keys).deserialize(&mut de)
         && de.end().is_ok()
     {
         return Ok(v);
@@ -118,15 +122,51 @@ pub(crate) fn decode<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, P
     loads(py)?.call1((text(py, json)?,))
 }
 
+/// The key strings made so far by one decode: objects that repeat keys (every message has
+/// a "role") share one `str` for each, as with `json.loads`.
+type Keys<'py> = RefCell<HashMap<Box<str>, Bound<'py, PyString>>>;
+
 /// Builds the Python value of one JSON value.
 #[derive(Clone, Copy)]
-struct Seed<'py>(Python<'py>);
+struct Seed<'a, 'py>(Python<'py>, &'a Keys<'py>);
+
+/// Builds the Python `str` of one object key.
+#[derive(Clone, Copy)]
+struct KeySeed<'a, 'py>(Python<'py>, &'a Keys<'py>);
+
+impl<'de, 'py> DeserializeSeed<'de> for KeySeed<'_, 'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'py> Visitor<'de> for KeySeed<'_, 'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let mut keys = self.1.borrow_mut();
+        if let Some(k) = keys.get(v) {
+            return Ok(k.clone().into_any());
+        }
+        let k = PyString::new(self.0, v);
+        if keys.len() < 4096 {
+            keys.insert(v.into(), k.clone());
+        }
+        Ok(k.into_any())
+    }
+}
 
 fn py_fail<E: de::Error>(e: PyErr) -> E {
     E::custom(e)
 }
 
-impl<'de, 'py> DeserializeSeed<'de> for Seed<'py> {
+impl<'de, 'py> DeserializeSeed<'de> for Seed<'_, 'py> {
     type Value = Bound<'py, PyAny>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -134,7 +174,7 @@ impl<'de, 'py> DeserializeSeed<'de> for Seed<'py> {
     }
 }
 
-impl<'de, 'py> Visitor<'de> for Seed<'py> {
+impl<'de, 'py> Visitor<'de> for Seed<'_, 'py> {
     type Value = Bound<'py, PyAny>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,7 +220,7 @@ impl<'de, 'py> Visitor<'de> for Seed<'py> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let dict = PyDict::new(self.0);
-        while let Some(key) = map.next_key_seed(self)? {
+        while let Some(key) = map.next_key_seed(KeySeed(self.0, self.1))? {
             let value = map.next_value_seed(self)?;
             dict.set_item(key, value).map_err(py_fail)?;
         }

@@ -399,3 +399,119 @@ async def test_cached_reads_follow_every_write(tmp_path: pathlib.Path) -> None:
     assert await b.get_items(limit=3) == ITEMS[:1]
     a.close()
     b.close()
+
+
+async def test_a_cancelled_add_items_still_writes_then_raises() -> None:
+    s = ConvlogSession("cancel")
+    real = s._store
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def append_batch(self, *args: Any) -> Any:
+            entered.set()
+            release.wait(10)
+            return real.append_batch(*args)
+
+    s._store = Slow()  # type: ignore[assignment]
+    task = asyncio.ensure_future(s.add_items(ITEMS[:2]))
+    await asyncio.to_thread(entered.wait, 10)
+    task.cancel()
+    await asyncio.sleep(0.01)
+    assert not task.done()  # it waits for the write to end
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    s._store = real
+    assert await s.get_items() == ITEMS[:2]
+    s.close()
+
+
+async def test_store_calls_see_the_callers_context_variables() -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    s = ConvlogSession("ctx")
+    real = s._store
+    seen: list[str] = []
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(real, name)
+
+            def call(*args: Any) -> Any:
+                seen.append(var.get())
+                return attr(*args)
+
+            return call
+
+    s._store = Spy()  # type: ignore[assignment]
+    var.set("from the caller")
+    await s.add_items(ITEMS[:1])
+    await s.get_items()
+    assert seen == ["from the caller", "from the caller"]
+    s._store = real
+    s.close()
+
+
+async def test_store_errors_reach_the_awaiting_caller() -> None:
+    s = ConvlogSession("err")
+    with pytest.raises(convlog.InvalidMessage):
+        await s.add_items([{"ok": 1}, "[not an object]"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        await s.add_items([{"when": object()}])
+    assert await s.get_items() == []
+    s.close()
+
+
+def test_worker_threads_grow_on_demand_up_to_their_limit() -> None:
+    from convlog import _worker
+
+    barrier = threading.Barrier(_worker.THREADS + 1, timeout=10)
+
+    async def go() -> None:
+        # THREADS calls that each wait for all of them: they can only all get there if
+        # each has its own thread.
+        await asyncio.gather(*(_worker.run(barrier.wait) for _ in range(_worker.THREADS)),
+                             asyncio.to_thread(barrier.wait))
+        assert len(_worker._threads) == _worker.THREADS
+
+    asyncio.run(go())
+
+
+async def test_wrapped_by_the_responses_compaction_session(tmp_path: pathlib.Path) -> None:
+    """The SDK's OpenAIResponsesCompactionSession replaces the history with the compacted
+    items; with a stand-in for the API client, on ConvlogSession and SQLiteSession alike."""
+    import types
+
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    class Responses:
+        def __init__(self) -> None:
+            self.inputs: list[Any] = []
+
+        async def compact(self, **kwargs: Any) -> Any:
+            self.inputs.append(kwargs.get("input"))
+            return types.SimpleNamespace(
+                output=[{"type": "compaction", "id": "cmp_1", "encrypted_content": "zzz"}],
+                usage=None,
+            )
+
+    history = [
+        {"role": "user", "content": f"q{i}"} if i % 2 == 0 else
+        {"type": "message", "role": "assistant", "id": f"m{i}", "status": "completed",
+         "content": [{"type": "output_text", "text": f"a{i}", "annotations": []}]}
+        for i in range(12)
+    ]
+    results = []
+    for inner in (ConvlogSession("comp", tmp_path / "c"), SQLiteSession("comp", tmp_path / "s.db")):
+        client = types.SimpleNamespace(responses=Responses())
+        s = OpenAIResponsesCompactionSession("comp", inner, client=client)  # type: ignore[arg-type]
+        await s.add_items(copy.deepcopy(history))
+        await s.run_compaction({"force": True, "compaction_mode": "input"})
+        results.append((len(client.responses.inputs[0]), await inner.get_items(), await s.get_items()))
+        inner.close()
+    assert results[0] == results[1]
+    assert results[0][1] == [{"type": "compaction", "id": "cmp_1", "encrypted_content": "zzz"}]

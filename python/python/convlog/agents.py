@@ -11,9 +11,9 @@ private store for this one object, in a temporary directory removed by ``close()
 other ``db_path`` is a store directory that sessions with other ids share, and that a later
 object (or process) reopens.
 
-The async methods run the store call in a worker thread (the loop's default executor, as
-``asyncio.to_thread`` and the SDK's ``SQLiteSession`` do): no blocking I/O on the event
-loop's thread. The one exception does no I/O: ``get_items(limit)`` for a limit of at most
+The async methods run the store call in a worker thread (as ``asyncio.to_thread`` and the
+SDK's ``SQLiteSession`` do, through a lighter hand-off: ``convlog._worker``): no blocking
+I/O on the event loop's thread. The one exception does no I/O: ``get_items(limit)`` for a limit of at most
 64, when the store's in-memory cache of recently read or written session tails holds
 those items, copies them on the loop's thread. One object may be used from several
 threads, each running its own loop.
@@ -22,7 +22,6 @@ threads, each running its own loop.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -32,7 +31,7 @@ from agents.memory.session_settings import (
     resolve_session_limit,
 )
 
-from . import _errors
+from . import _errors, _worker
 from ._convlog import Store, validate_session_id
 
 if TYPE_CHECKING:
@@ -106,9 +105,8 @@ class ConvlogSession:
             raise RuntimeError(_CLOSED)
 
     def _run(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-        """``fn(*args)`` in a worker thread of the loop's default executor, with the
-        caller's context variables (as ``asyncio.to_thread``); a store closed meanwhile
-        reads as closed."""
+        """``fn(*args)`` in a worker thread (with the caller's context variables, as
+        ``asyncio.to_thread``); a store closed meanwhile reads as closed."""
         self._check_open()
 
         def call() -> _T:
@@ -117,8 +115,7 @@ class ConvlogSession:
             except _errors.Closed:
                 raise RuntimeError(_CLOSED) from None
 
-        ctx = contextvars.copy_context()
-        return asyncio.get_running_loop().run_in_executor(None, ctx.run, call)
+        return _worker.run(call)
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         """The latest ``limit`` items, oldest first (all of them when the limit is None).

@@ -10,13 +10,13 @@ Note: langchain-core deprecated ``BaseChatMessageHistory`` in 1.6.4, for removal
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 
+from . import _worker
 from ._convlog import Store, validate_session_id
 
 __all__ = ["ConvlogChatMessageHistory"]
@@ -46,7 +46,7 @@ class ConvlogChatMessageHistory(BaseChatMessageHistory):
         return messages_from_dict(self._store.tail(self.session_id))
 
     async def aget_messages(self) -> list[BaseMessage]:
-        return await asyncio.to_thread(lambda: self.messages)
+        return await _worker.run(lambda: self.messages)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` atomically."""
@@ -55,7 +55,7 @@ class ConvlogChatMessageHistory(BaseChatMessageHistory):
             self._store.append_batch(self.session_id, dicts)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
-        await asyncio.to_thread(self.add_messages, messages)
+        await _worker.run(self.add_messages, messages)
 
     def add_message(self, message: BaseMessage) -> None:
         self.add_messages([message])
@@ -65,7 +65,7 @@ class ConvlogChatMessageHistory(BaseChatMessageHistory):
         self._store.clear(self.session_id)
 
     async def aclear(self) -> None:
-        await asyncio.to_thread(self.clear)
+        await _worker.run(self.clear)
 
     def close(self) -> None:
         """Close this history's handle on the store; later calls raise ``convlog.Closed``."""
