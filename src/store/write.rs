@@ -160,15 +160,7 @@ impl Store {
             return Ok(Vec::new());
         }
         self.write_events(session, Some(key.as_bytes()), |count| {
-            Ok(payloads
-                .into_iter()
-                .enumerate()
-                .map(|(i, payload)| Event {
-                    kind: Kind::Append,
-                    arg: count + 1 + i as u64,
-                    payload,
-                })
-                .collect())
+            Ok(appends(count, payloads))
         })
     }
 
@@ -388,15 +380,7 @@ impl Store {
         self.check_sizes(session, payloads.iter().map(|p| p.len()))?;
         self.write_events(session, None, |count| {
             check_expected(session, expected_next, count)?;
-            Ok(payloads
-                .into_iter()
-                .enumerate()
-                .map(|(i, payload)| Event {
-                    kind: Kind::Append,
-                    arg: count + 1 + i as u64,
-                    payload,
-                })
-                .collect())
+            Ok(appends(count, payloads))
         })
     }
 
@@ -695,6 +679,19 @@ fn frame(w: &mut Writer, session: &str, events: &[Event<'_>]) -> (Vec<Receipt>, 
     w.naming = naming;
     w.framed_records = events.len() as u64;
     (receipts, offsets)
+}
+
+/// The append events of `payloads` in a session of `count` messages.
+fn appends(count: u64, payloads: Vec<Cow<'_, [u8]>>) -> Vec<Event<'_>> {
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| Event {
+            kind: Kind::Append,
+            arg: count + 1 + i as u64,
+            payload,
+        })
+        .collect()
 }
 
 /// The receipts of the appends an idempotency key names.
