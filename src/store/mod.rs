@@ -2,6 +2,7 @@
 
 mod meta;
 mod open;
+mod ops;
 mod options;
 mod read;
 mod registry;

@@ -10,7 +10,7 @@ use super::{Receipt, Store, Writer, validate_session_id};
 use crate::durability::{Appending, Durability, WRITEBACK_BYTES, gather_group};
 use crate::error::{Error, Result};
 use crate::format::{
-    Kind, MAX_KEY_LEN, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record,
+    Kind, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record,
 };
 use crate::id::{Lsn, Timestamp};
 use crate::index::{Change, Pos};
@@ -99,146 +99,6 @@ impl Store {
         }
         let payloads = messages.iter().map(|m| Cow::Borrowed(m.as_ref())).collect();
         self.append_payloads(session, None, payloads)
-    }
-
-    /// Appends `message` under the idempotency key `key` (1 to 256 bytes): if `session`
-    /// already holds a message appended with `key`, its original [`Receipt`] comes back and
-    /// nothing is written, also after a reopen or a crash (the key is logged in the same unit
-    /// as the message). A key is remembered while the messages it names are in the session:
-    /// a pop, truncate or clear that removes them forgets it.
-    ///
-    /// # Errors
-    /// [`Error::InvalidKey`] for an empty or over-long key; otherwise as [`Store::append`].
-    pub fn append_with_key<T: Serialize + ?Sized>(
-        &self,
-        session: &str,
-        key: &str,
-        message: &T,
-    ) -> Result<Receipt> {
-        let payload = self.serialize(session, message)?;
-        self.append_keyed(session, key, vec![Cow::Owned(payload)])
-            .map(|r| r[0])
-    }
-
-    /// [`Store::append_with_key`] for raw JSON objects, stored byte for byte; a batch, all or
-    /// nothing, named by one key (a retry returns every original receipt).
-    ///
-    /// # Errors
-    /// As [`Store::append_with_key`] and [`Store::append_batch_raw`].
-    pub fn append_batch_raw_with_key<B: AsRef<[u8]>>(
-        &self,
-        session: &str,
-        key: &str,
-        messages: &[B],
-    ) -> Result<Vec<Receipt>> {
-        for m in messages {
-            validate_object(session, m.as_ref())?;
-        }
-        let payloads = messages.iter().map(|m| Cow::Borrowed(m.as_ref())).collect();
-        self.append_keyed(session, key, payloads)
-    }
-
-    fn append_keyed(
-        &self,
-        session: &str,
-        key: &str,
-        payloads: Vec<Cow<'_, [u8]>>,
-    ) -> Result<Vec<Receipt>> {
-        validate_session_id(session)?;
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(Error::InvalidKey {
-                session: session.to_owned(),
-                reason: if key.is_empty() {
-                    "empty"
-                } else {
-                    "longer than 256 bytes"
-                },
-            });
-        }
-        self.check_sizes(session, payloads.iter().map(|p| p.len()))?;
-        if payloads.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.write_events(session, Some(key.as_bytes()), |count| {
-            Ok(appends(count, payloads))
-        })
-    }
-
-    /// Starts `dst` as the first `at` messages of `src` (all of them with `None`; at most
-    /// all), sharing them: one logged record and O(1) time, whatever `src`'s length. `dst`'s
-    /// interaction ids go on from `at + 1`; from then on the two are independent: no pop,
-    /// truncate or clear of `src` changes `dst`'s prefix, nor the reverse. A fork of a fork
-    /// works. Returns how many messages `dst` holds (0, and nothing logged, when there are
-    /// none to share).
-    ///
-    /// # Errors
-    /// [`Error::SessionExists`] when `dst` holds messages; [`Error::InvalidSessionId`];
-    /// [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`].
-    pub fn fork(&self, src: &str, dst: &str, at: Option<u64>) -> Result<u64> {
-        validate_session_id(src)?;
-        validate_session_id(dst)?;
-        let mut shared = 0;
-        self.write_events(dst, None, |count| {
-            if count > 0 {
-                return Err(Error::SessionExists {
-                    session: dst.to_owned(),
-                });
-            }
-            let available = self.state().index.count(src);
-            shared = at.map_or(available, |at| at.min(available));
-            if shared == 0 || src == dst {
-                shared = 0;
-                return Ok(Vec::new());
-            }
-            Ok(vec![Event {
-                kind: Kind::Fork,
-                arg: shared,
-                payload: Cow::Borrowed(src.as_bytes()),
-            }])
-        })?;
-        Ok(shared)
-    }
-
-    /// Makes `session` exactly `messages` (raw JSON objects, stored byte for byte), as one
-    /// committed unit: after a crash at any instant it holds its old history or the new one,
-    /// never neither, and a concurrent reader sees one or the other. The new messages get
-    /// interaction ids `1..=n`. With `expected_next_id`, nothing changes unless the session's
-    /// next interaction id is that one (no append landed since the caller read it).
-    ///
-    /// # Errors
-    /// [`Error::Conflict`] when the next id differs; otherwise as [`Store::append_raw`], for
-    /// any message; then nothing changes.
-    pub fn replace<B: AsRef<[u8]>>(
-        &self,
-        session: &str,
-        expected_next_id: Option<u64>,
-        messages: &[B],
-    ) -> Result<Vec<Receipt>> {
-        validate_session_id(session)?;
-        for m in messages {
-            validate_object(session, m.as_ref())?;
-        }
-        self.check_sizes(session, messages.iter().map(|m| m.as_ref().len()))?;
-        let mut cleared = false;
-        let mut receipts = self.write_events(session, None, |count| {
-            check_expected(session, expected_next_id, count)?;
-            cleared = count > 0;
-            let clear = cleared.then(|| Event {
-                kind: Kind::Clear,
-                arg: count,
-                payload: Cow::Borrowed(&[][..]),
-            });
-            let appends = messages.iter().enumerate().map(|(i, m)| Event {
-                kind: Kind::Append,
-                arg: i as u64 + 1,
-                payload: Cow::Borrowed(m.as_ref()),
-            });
-            Ok(clear.into_iter().chain(appends).collect())
-        })?;
-        if cleared {
-            receipts.remove(0);
-        }
-        Ok(receipts)
     }
 
     /// Removes and returns the last message of `session` (`None` when it is empty).
@@ -385,7 +245,11 @@ impl Store {
     }
 
     /// Refuses a payload over the store's `max_record_len`.
-    fn check_sizes(&self, session: &str, lens: impl Iterator<Item = usize>) -> Result<()> {
+    pub(super) fn check_sizes(
+        &self,
+        session: &str,
+        lens: impl Iterator<Item = usize>,
+    ) -> Result<()> {
         let max = u64::from(self.inner.opts.max_record_len);
         match lens.map(|l| l as u64).find(|l| *l > max) {
             Some(len) => Err(Error::RecordTooLarge {
@@ -682,7 +546,7 @@ fn frame(w: &mut Writer, session: &str, events: &[Event<'_>]) -> (Vec<Receipt>, 
 }
 
 /// The append events of `payloads` in a session of `count` messages.
-fn appends(count: u64, payloads: Vec<Cow<'_, [u8]>>) -> Vec<Event<'_>> {
+pub(super) fn appends(count: u64, payloads: Vec<Cow<'_, [u8]>>) -> Vec<Event<'_>> {
     payloads
         .into_iter()
         .enumerate()
@@ -707,7 +571,7 @@ fn keyed_receipts(k: &crate::index::Keyed) -> Vec<Receipt> {
 
 /// `Error::Conflict` unless the session's next interaction id (after `count` messages) is the
 /// one the caller expects (if it expects one).
-fn check_expected(session: &str, expected: Option<u64>, count: u64) -> Result<()> {
+pub(super) fn check_expected(session: &str, expected: Option<u64>, count: u64) -> Result<()> {
     match expected {
         Some(e) if e != count + 1 => Err(Error::Conflict {
             session: session.to_owned(),
