@@ -59,7 +59,8 @@ pub use recovery::{
 };
 pub use store::{
     DEFAULT_SEGMENT_SIZE, LOCK_FILE, MAX_META_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Messages,
-    Options, RawMessages, Receipt, SessionInfo, Store, StoreStats, WindowSpec, validate_session_id,
+    Options, RawMessages, Receipt, SessionInfo, Store, StoreStats, WRITERS_FILE, WindowSpec,
+    validate_session_id,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -11,14 +11,14 @@ fn lock_holder_child() {
     let Ok(dir) = std::env::var("CONVLOG_LOCK_CHILD_DIR") else {
         return;
     };
-    let _store = Store::open(&dir).unwrap();
+    let _store = Store::builder().exclusive(true).open(&dir).unwrap();
     println!("LOCKED");
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
 }
 
 #[test]
-fn a_second_writer_process_fails_fast_with_locked() {
+fn any_writer_fails_fast_with_locked_beside_an_exclusive_one() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
@@ -44,13 +44,18 @@ fn a_second_writer_process_fails_fast_with_locked() {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "child exited early");
     }
-    let started = std::time::Instant::now();
-    let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::Locked { .. }), "{err}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(1),
-        "fails fast"
-    );
+    for exclusive in [false, true] {
+        let started = std::time::Instant::now();
+        let err = Store::builder()
+            .exclusive(exclusive)
+            .open(dir.path())
+            .unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "fails fast"
+        );
+    }
     let ro = Store::builder().read_only(true).open(dir.path()).unwrap();
     assert_eq!(ro.interaction_count("s"), 1);
     child.stdin.take().unwrap().write_all(b"done\n").unwrap();

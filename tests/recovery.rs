@@ -501,12 +501,19 @@ fn read_only_open_works_beside_a_live_writer() {
     }
     let reader = Store::builder().read_only(true).open(dir.path()).unwrap();
     assert_eq!(reader.interaction_count("s"), 50);
+    let before = reader.messages("s");
     writer.append("s", &message(50)).unwrap();
     assert_eq!(
-        reader.messages("s").count(),
+        before.count(),
         50,
-        "a reader sees the state it opened"
+        "a read is a snapshot of when it started"
     );
+    assert_eq!(
+        reader.messages("s").count(),
+        51,
+        "a read that starts after an append returned sees it"
+    );
+    assert_eq!(reader.interaction_count("s"), 51);
 }
 
 #[test]

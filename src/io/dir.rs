@@ -7,8 +7,11 @@ use std::sync::Arc;
 use super::{OpenMode, Vfs, VfsFile};
 use crate::error::{Error, Result};
 
-/// Name of the lock file in a store directory.
+/// Name of the write lock file in a store directory (see `docs/durability.md`).
 pub const LOCK_FILE: &str = "LOCK";
+/// Name of the lock file that every writable open of a store holds for its lifetime: shared
+/// beside other writers, exclusively for an exclusive open (see `docs/durability.md`).
+pub const WRITERS_FILE: &str = "WRITERS";
 
 /// A directory of the store, and the file system it is on.
 #[derive(Clone, Copy)]

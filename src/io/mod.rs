@@ -10,7 +10,6 @@ mod mmap;
 pub mod sim;
 mod std_fs;
 
-use std::any::Any;
 use std::fmt;
 use std::io;
 use std::ops::Deref;
@@ -18,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub(crate) use dir::Dir;
-pub use dir::LOCK_FILE;
+pub use dir::{LOCK_FILE, WRITERS_FILE};
 pub use std_fs::StdFs;
 
 /// How to open a file.
@@ -48,14 +47,16 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Takes an exclusive advisory lock on `path` (created if missing) without waiting.
-    ///
-    /// `Ok(None)` when another holder has it. The lock lives as long as the returned guard.
-    /// Holders that only probe it ([`Vfs::is_locked`]) are waited out, briefly.
-    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;
-    /// Whether someone holds the advisory lock on `path` right now (a missing file is not
-    /// locked). Creates and changes nothing.
-    fn is_locked(&self, path: &Path) -> io::Result<bool>;
+    /// Opens the lock file at `path` (created if missing, empty): a handle that takes and
+    /// releases its advisory lock. Opening takes no lock.
+    fn lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLock>>;
+    /// Whether a file (of any kind) exists at `path`. Creates and changes nothing.
+    fn exists(&self, path: &Path) -> bool;
+    /// Whether a holder of the advisory lock on `path` would refuse it in `mode` right now:
+    /// for [`LockMode::Shared`], whether someone holds it exclusively; for
+    /// [`LockMode::Exclusive`], whether anyone holds it. A missing file is not locked.
+    /// Creates and changes nothing (the probe holds the lock for an instant at most).
+    fn is_locked(&self, path: &Path, mode: LockMode) -> io::Result<bool>;
     /// The operating system's canonical path of the existing directory `dir`, when this file
     /// system is the operating system's: then two writable opens of one directory in a
     /// process share one open store instead of the second failing on the lock.
@@ -85,6 +86,36 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     /// view lives (see the SAFETY argument in `io/mmap.rs`). A view may be a snapshot (the
     /// simulated file system) or live (a shared memory map): callers must not depend on which.
     fn map(&self) -> io::Result<Mapping>;
+    /// Whether views from [`VfsFile::map`] show later writes to the file (a shared memory
+    /// map) rather than a snapshot.
+    fn map_is_live(&self) -> bool {
+        false
+    }
+}
+
+/// How an advisory lock is held: by any number of shared holders, or by one exclusive one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Held together with other shared holders; excludes an exclusive one.
+    Shared,
+    /// Held alone.
+    Exclusive,
+}
+
+/// An open lock file: an advisory lock (`flock` on the real file system) belonging to this
+/// handle. Holders in other processes exclude it as [`LockMode`] says; the operating system
+/// releases it when the holder dies, whatever way. Dropping the handle releases it too.
+pub trait VfsLock: Send + Sync + fmt::Debug {
+    /// Takes the lock as `mode` without waiting: `false` when another holder excludes it.
+    /// Taking it in the other mode while holding it converts the lock.
+    fn try_lock(&self, mode: LockMode) -> io::Result<bool>;
+    /// Takes the lock exclusively, waiting as long as another holder has it.
+    fn lock(&self) -> io::Result<()>;
+    /// Releases the lock (nothing happens if it is not held).
+    fn unlock(&self) -> io::Result<()>;
+    /// Whether the file this handle has open is still the one at its path: not unlinked (or
+    /// replaced) since it was opened. A lock on an unlinked file excludes no later opener.
+    fn is_current(&self) -> io::Result<bool>;
 }
 
 /// A read-only view of a whole file: a memory map, or bytes in memory.

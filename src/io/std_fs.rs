@@ -1,13 +1,12 @@
 //! The real file system.
 
-use std::any::Any;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Mapping, OpenMode, Vfs, VfsFile, mmap};
+use super::{LockMode, Mapping, OpenMode, Vfs, VfsFile, VfsLock, mmap};
 
 /// `O_NONBLOCK`: opening a FIFO (or a device) then returns at once instead of waiting for a
 /// peer. It changes nothing for a regular file, the only kind [`StdFs::open`] accepts.
@@ -112,10 +111,6 @@ fn same_file(file: &File, path: &Path) -> io::Result<bool> {
     Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
-/// How long a writer waits for read-only opens that hold the lock shared (probing it) to let
-/// go; an exclusive holder (a writer) is reported at once.
-const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The operating system's file system (Unix).
 ///
 /// It opens regular files only: a FIFO, socket, device, directory or symbolic link where a
@@ -125,6 +120,39 @@ pub struct StdFs;
 
 #[derive(Debug)]
 struct StdFile(File);
+
+/// A lock file open on the real file system: `flock(2)` through std's `File::lock` family.
+#[derive(Debug)]
+struct StdLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl VfsLock for StdLock {
+    fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+        let taken = match mode {
+            LockMode::Shared => self.file.try_lock_shared(),
+            LockMode::Exclusive => self.file.try_lock(),
+        };
+        match taken {
+            Ok(()) => Ok(true),
+            Err(fs::TryLockError::WouldBlock) => Ok(false),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn lock(&self) -> io::Result<()> {
+        self.file.lock()
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        self.file.unlock()
+    }
+
+    fn is_current(&self) -> io::Result<bool> {
+        same_file(&self.file, &self.path)
+    }
+}
 
 impl Vfs for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -171,39 +199,21 @@ impl Vfs for StdFs {
         File::open(dir)?.sync_all()
     }
 
-    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>> {
+    fn lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
         let mut o = OpenOptions::new();
         o.read(true).write(true).create(true).truncate(false);
-        let mut file = open_regular(&mut o, path, path.symlink_metadata().is_ok())?;
-        let deadline = std::time::Instant::now() + PROBE_PATIENCE;
-        loop {
-            match file.try_lock() {
-                // Locked, but the file may have been unlinked (a failed open removes the
-                // `LOCK` it made) while this one waited: only the file at `path` counts.
-                Ok(()) if !same_file(&file, path)? => {
-                    file = open_regular(&mut o, path, path.symlink_metadata().is_ok())?;
-                    continue;
-                }
-                Ok(()) => return Ok(Some(Box::new(file))),
-                Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) => return Err(e),
-            }
-            // Held. By a writer (exclusively: then a shared lock is refused too), or only by
-            // read-only opens probing it for an instant (`is_locked`): wait those out.
-            let probe = open_regular(OpenOptions::new().read(true), path, true)?;
-            match probe.try_lock_shared() {
-                Err(fs::TryLockError::WouldBlock) => return Ok(None),
-                Err(fs::TryLockError::Error(e)) => return Err(e),
-                Ok(()) if std::time::Instant::now() >= deadline => return Ok(None),
-                Ok(()) => {
-                    drop(probe);
-                    std::thread::sleep(std::time::Duration::from_micros(100));
-                }
-            }
-        }
+        let file = open_regular(&mut o, path, path.symlink_metadata().is_ok())?;
+        Ok(Box::new(StdLock {
+            file,
+            path: path.to_owned(),
+        }))
     }
 
-    fn is_locked(&self, path: &Path) -> io::Result<bool> {
+    fn exists(&self, path: &Path) -> bool {
+        path.symlink_metadata().is_ok()
+    }
+
+    fn is_locked(&self, path: &Path, mode: LockMode) -> io::Result<bool> {
         let mut o = OpenOptions::new();
         o.read(true);
         let file = match open_regular(&mut o, path, true) {
@@ -211,7 +221,11 @@ impl Vfs for StdFs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
-        match file.try_lock_shared() {
+        let probe = match mode {
+            LockMode::Shared => file.try_lock_shared(),
+            LockMode::Exclusive => file.try_lock(),
+        };
+        match probe {
             Ok(()) => Ok(false),
             Err(fs::TryLockError::WouldBlock) => Ok(true),
             Err(fs::TryLockError::Error(e)) => Err(e),
@@ -242,6 +256,10 @@ impl VfsFile for StdFile {
 
     fn map(&self) -> io::Result<Mapping> {
         mmap::map_file(&self.0)
+    }
+
+    fn map_is_live(&self) -> bool {
+        true
     }
 }
 
@@ -300,7 +318,7 @@ mod tests {
         let lock = dir.path().join("LOCK");
         mkfifo(&lock);
         let p = lock.clone();
-        let err = promptly(move || StdFs.try_lock(&p).map(|_| ())).unwrap_err();
+        let err = promptly(move || StdFs.lock_file(&p).map(|_| ())).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         // The list holds regular files only.
         assert_eq!(StdFs.list(dir.path()).unwrap(), ["file"]);
@@ -312,6 +330,8 @@ mod tests {
             .open(&dir.path().join("new"), OpenMode::CreateNew)
             .unwrap();
         new.write_all_at(b"n", 0).unwrap();
-        assert!(StdFs.try_lock(&dir.path().join("LOCK2")).unwrap().is_some());
+        let lock = StdFs.lock_file(&dir.path().join("LOCK2")).unwrap();
+        assert!(lock.try_lock(LockMode::Exclusive).unwrap());
+        assert!(lock.is_current().unwrap());
     }
 }

@@ -21,8 +21,8 @@ use crate::error::{Damage, Result};
 use crate::format::Kind;
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::index::Index;
-use crate::io::{Dir, LOCK_FILE, Mapping, Vfs, VfsFile};
-use crate::segment::all_zero;
+use crate::io::{Dir, LOCK_FILE, LockMode, Mapping, Vfs, VfsFile, WRITERS_FILE};
+use crate::segment::{Stop, Why, all_zero, find_committed};
 
 /// Sector size assumed by the torn-write rule.
 pub const SECTOR: usize = 512;
@@ -220,7 +220,12 @@ pub(crate) fn recover(
 /// times at most).
 fn scan_consistent(dir: Dir<'_>, mode: RecoveryMode, read_only: bool) -> Result<scan::Scan<'_>> {
     const ATTEMPTS: usize = 5;
-    let is_live = || read_only && dir.vfs.is_locked(&dir.join(LOCK_FILE)).unwrap_or(false);
+    // A writer is open (any writer holds `WRITERS`), or writing (`LOCK`, for a writer of
+    // an older build that took only that).
+    let is_live = || {
+        let held = |name, mode| dir.vfs.is_locked(&dir.join(name), mode).unwrap_or(false);
+        read_only && (held(WRITERS_FILE, LockMode::Exclusive) || held(LOCK_FILE, LockMode::Shared))
+    };
     let mut attempt = 1;
     loop {
         // A read-only open beside a live writer must not take the writer's unfinished bytes
@@ -241,6 +246,84 @@ fn scan_consistent(dir: Dir<'_>, mode: RecoveryMode, read_only: bool) -> Result<
             return result.map(|()| scan);
         }
         attempt += 1;
+    }
+}
+
+/// How the records of a segment end, judged from where the reader stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Zeros from the last committed unit on (or nothing): a clean end.
+    Clean,
+    /// A write that a crash (or a killed writer) interrupted, from the last committed unit
+    /// on: to be cut.
+    Torn,
+    /// Damage at `at` that is no torn write; `whole` is the framed length of a record whose
+    /// checksums hold but that is invalid all the same.
+    Damaged {
+        at: u64,
+        damage: Damage,
+        whole: Option<u64>,
+    },
+    /// A checksummed record of a kind this build does not know (a newer writer's), at `at`.
+    UnknownKind { at: u64, kind: u8 },
+}
+
+/// Judges where a segment's records end. `committed` is the end of its last committed unit,
+/// `durable` the offset below which its bytes are known durable (damage there is never a
+/// torn write), `is_last` whether it is the log's last segment (the only one a crash can
+/// tear). An unknown kind is reported as such unless `unknown_is_damage` (salvage).
+///
+/// A record whose checksums hold was written whole, so it is never a torn write; nor is
+/// damage after which whole committed records follow, unless a sector that never reached the
+/// disk lies between (then the records after it were written after the torn one, and were
+/// never acknowledged as durable either).
+pub(crate) fn ending(
+    map: &[u8],
+    salt: u64,
+    stop: &Stop,
+    (committed, durable): (u64, u64),
+    is_last: bool,
+    unknown_is_damage: bool,
+) -> Ending {
+    let rest = map.get(stop.at as usize..).unwrap_or(&[]);
+    if stop.why == Why::End && stop.at == committed && all_zero(rest) {
+        return Ending::Clean;
+    }
+    let (damage, whole) = match &stop.why {
+        Why::End if stop.at > committed => (Damage::UncommittedBatch, None),
+        Why::End => (
+            Damage::BadField {
+                field: "zero header",
+            },
+            None,
+        ),
+        Why::Damaged(d) => (d.clone(), None),
+        Why::Invalid { damage, len } => (damage.clone(), Some(*len)),
+        Why::UnknownKind(kind) if !unknown_is_damage => {
+            return Ending::UnknownKind {
+                at: stop.at,
+                kind: *kind,
+            };
+        }
+        Why::UnknownKind(_) => (Damage::BadField { field: "kind" }, None),
+    };
+    let len = map.len() as u64;
+    let next = match whole {
+        Some(n) => Some(stop.at + n).filter(|end| *end < len),
+        None => find_committed(map, stop.at + 1, salt),
+    };
+    let torn = is_last
+        && whole.is_none()
+        && committed >= durable
+        && next.is_none_or(|y| has_zero_sector(map, committed, y));
+    if torn {
+        Ending::Torn
+    } else {
+        Ending::Damaged {
+            at: stop.at,
+            damage,
+            whole,
+        }
     }
 }
 

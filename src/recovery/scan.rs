@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use super::{
-    DroppedRange, Recovered, RecoveredSegment, RecoveryMode, RecoveryReport, TornTail,
-    has_zero_sector,
+    DroppedRange, Ending, Recovered, RecoveredSegment, RecoveryMode, RecoveryReport, TornTail,
+    ending,
 };
 use crate::error::{Damage, Error, Result};
 use crate::format::{
@@ -16,7 +16,7 @@ use crate::hint::{self, EventRef, LoadedHint};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::index::{Change, Index, Pos};
 use crate::io::{Dir, Mapping, OpenMode};
-use crate::segment::{Record, SegmentReader, Stop, Units, Why, all_zero, find_committed};
+use crate::segment::{Record, SegmentReader, Stop, Units, Why, all_zero};
 
 /// One step of a salvage rewrite of a segment.
 #[derive(Debug, Clone, Copy)]
@@ -336,58 +336,38 @@ impl<'a> Scan<'a> {
                 why: Why::End,
             });
             let x = units.committed_end();
-            let rest = map.get(stop.at as usize..).unwrap_or(&[]);
-            if stop.why == Why::End && stop.at == x && all_zero(rest) {
+            let judged = ending(map, salt, &stop, (x, watermark), is_last, self.salvage());
+            if judged == Ending::Clean {
                 break x;
             }
             if is_last && self.live {
                 self.report.live_tail = Some(nonzero_extent(map, x));
                 break x;
             }
-            let (damage, whole) = match stop.why {
-                Why::End if stop.at > x => (Damage::UncommittedBatch, None),
-                Why::End => (
-                    Damage::BadField {
-                        field: "zero header",
-                    },
-                    None,
-                ),
-                Why::Damaged(d) => (d, None),
-                Why::Invalid { damage, len } => (damage, Some(len)),
-                Why::UnknownKind(kind) if !self.salvage() => {
+            let (damage, whole) = match judged {
+                Ending::Clean => break x,
+                Ending::Torn => {
+                    if self.mode == RecoveryMode::Strict {
+                        return Err(corrupt(id, x, Damage::TornTail { len: len - x }));
+                    }
+                    self.report.torn_tail = Some(TornTail {
+                        segment: id,
+                        offset: x,
+                        bytes: nonzero_extent(map, x),
+                        quarantined: None,
+                    });
+                    break x;
+                }
+                Ending::UnknownKind { at, kind } => {
                     return Err(Error::UnknownRecordKind {
                         segment: id,
-                        offset: stop.at,
+                        offset: at,
                         kind,
                         version: FORMAT_VERSION,
                     });
                 }
-                Why::UnknownKind(_) => (Damage::BadField { field: "kind" }, None),
+                Ending::Damaged { damage, whole, .. } => (damage, whole),
             };
-            // Classify from the start of the uncommitted run. A record whose checksums hold
-            // was written whole, so it is never a torn write; nor is damage to bytes known
-            // durable; nor damage after which whole committed records follow (unless a
-            // sector that never reached the disk lies between).
-            let next = match whole {
-                Some(n) => Some(stop.at + n).filter(|end| *end < len),
-                None => find_committed(map, stop.at + 1, salt),
-            };
-            let torn = is_last
-                && whole.is_none()
-                && x >= watermark
-                && next.is_none_or(|y| has_zero_sector(map, x, y));
-            if torn {
-                if self.mode == RecoveryMode::Strict {
-                    return Err(corrupt(id, x, Damage::TornTail { len: len - x }));
-                }
-                self.report.torn_tail = Some(TornTail {
-                    segment: id,
-                    offset: x,
-                    bytes: nonzero_extent(map, x),
-                    quarantined: None,
-                });
-                break x;
-            }
             if !self.salvage() {
                 return Err(corrupt(id, stop.at, damage));
             }

@@ -31,26 +31,79 @@ pub(crate) enum SegmentData {
 /// The read side of the active segment: a memory map of its prefix, renewed when a record
 /// lies past it, with positioned reads as the fallback.
 ///
-/// Invariant: readers only read records the index holds, which lie below the writer's append
-/// point; the writer only writes above it (appending, zero-filling ahead, zeroing what a
-/// failed write may have left), and no file is ever shortened, so no mapped byte a reader
-/// touches changes or goes away.
+/// Invariant: readers only read records the index holds, which lie below the end of the log
+/// (in every process); writers only write above it (appending, zero-filling ahead, zeroing
+/// what a failed or torn write left), and no file is ever shortened, so no mapped byte a
+/// reader touches changes or goes away. The map is shared: it shows what other processes
+/// write to the file, up to the length the file had when it was made.
 #[derive(Debug)]
 pub(crate) struct ActiveView {
-    file: Arc<dyn VfsFile>,
+    pub(crate) file: Arc<dyn VfsFile>,
     /// `None` until first needed, and after `invalidate`.
     map: RwLock<Option<Mapping>>,
-    /// Whether mapping is allowed (not for read-only stores: another process writes the file).
-    mappable: bool,
 }
 
 impl ActiveView {
-    pub(crate) fn new(file: Arc<dyn VfsFile>, mappable: bool) -> Arc<ActiveView> {
+    pub(crate) fn new(file: Arc<dyn VfsFile>) -> Arc<ActiveView> {
         Arc::new(ActiveView {
             file,
             map: RwLock::new(None),
-            mappable,
         })
+    }
+
+    /// A map to read records the log ends with: the current one when the file system's maps
+    /// are live (it shows every later write within its length), else a new one.
+    pub(crate) fn live_map(&self) -> std::io::Result<Mapping> {
+        if self.file.map_is_live()
+            && let Some(map) = self.map.read().unwrap_or_else(|e| e.into_inner()).clone()
+        {
+            return Ok(map);
+        }
+        self.map_now()
+    }
+
+    /// A map of the file as it is now (kept for later reads).
+    pub(crate) fn map_now(&self) -> std::io::Result<Mapping> {
+        let fresh = self.file.map()?;
+        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Whether any of the `len` bytes at `offset` is not zero: the cheap check of whether
+    /// another process wrote there. A read of the shared map when the file system's maps are
+    /// live and the map covers the bytes; else one `fstat` (and a new map when the file
+    /// grew), or a positioned read. Errs on the side of `true` when the file cannot be read.
+    pub(crate) fn nonzero_at(&self, offset: u64, len: usize) -> bool {
+        let nonzero = |bytes: &[u8]| {
+            let from = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let to = from.saturating_add(len).min(bytes.len());
+            !all_zero(&bytes[from..to])
+        };
+        if self.file.map_is_live() {
+            let current = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(map) = &current
+                && map.len() as u64 >= offset + len as u64
+            {
+                return nonzero(map);
+            }
+            return match self.file.len() {
+                Ok(n) if current.as_ref().is_some_and(|m| m.len() as u64 >= n) => {
+                    current.as_deref().is_some_and(nonzero)
+                }
+                Ok(_) => self.map_now().map_or(true, |m| nonzero(&m)),
+                Err(_) => true,
+            };
+        }
+        let Ok(file_len) = self.file.len() else {
+            return true;
+        };
+        let n = file_len.saturating_sub(offset).min(len as u64) as usize;
+        let mut buf = vec![0u8; n];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_or(true, |()| !all_zero(&buf))
     }
 
     /// Forgets the map (after a failed write was undone: a map that is a snapshot, as on the
@@ -60,9 +113,6 @@ impl ActiveView {
     }
 
     fn mapped_record(&self, offset: u32, salt: u64) -> Option<OwnedRecord> {
-        if !self.mappable {
-            return None;
-        }
         let current = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(r) = current
             .as_deref()
@@ -71,10 +121,8 @@ impl ActiveView {
             return Some(r);
         }
         // The record lies past the map (or no map yet): map the file as it is now.
-        let fresh = self.file.map().ok()?;
-        let r = decode_owned(&fresh, offset, salt);
-        *self.map.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
-        r
+        let fresh = self.map_now().ok()?;
+        decode_owned(&fresh, offset, salt)
     }
 }
 

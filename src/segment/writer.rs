@@ -13,7 +13,9 @@ use crate::io::{OpenMode, Vfs, VfsFile};
 ///
 /// Invariant: `len` is the end of the last record written (or of the header); the bytes of
 /// the file from `len` to `allocated` are zeros (preallocated space, a clean end to any
-/// reader), and the file is `allocated` bytes long. The file never shrinks (another process
+/// reader), and the file is at least `allocated` bytes long (other processes writing the
+/// segment may have made it longer). Beside other writers, it holds only while this
+/// process holds the write lock and has caught up with the log. The file never shrinks (another process
 /// may have it mapped, and a mapped page past a file's end faults): bytes taken back are
 /// zeroed, and preallocation stops at the segment size, so a sealed segment keeps less than
 /// one unit of zeros at its end. Every `Naming` in `named` is at a record
@@ -139,6 +141,12 @@ impl SegmentWriter {
     /// possible; `Err((error, undone))` says whether that worked.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> std::result::Result<(), (Error, bool)> {
         let end = self.len + bytes.len() as u64;
+        if end > self.allocated {
+            // Another process writing this segment may have zero-filled further already.
+            if let Ok(n) = self.file.len() {
+                self.allocated = self.allocated.max(n);
+            }
+        }
         if end > self.allocated {
             let chunk = self.len.clamp(MIN_PREALLOCATE_CHUNK, PREALLOCATE_CHUNK);
             let target = (end + chunk).min(self.segment_size.max(end));

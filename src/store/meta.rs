@@ -56,7 +56,7 @@ impl Store {
     /// [`Error::Corrupt`] if the record fails its checksums; [`Error::Io`].
     pub fn meta(&self, session: &str) -> Result<Option<Vec<u8>>> {
         let (pos, segment) = {
-            let state = self.state();
+            let state = self.view();
             let Some(pos) = state.index.meta(session) else {
                 return Ok(None);
             };

@@ -1,5 +1,7 @@
 //! The store: open and recover, then append, read, change and sync sessions.
 
+mod follow;
+mod lock;
 mod meta;
 mod open;
 mod ops;
@@ -26,19 +28,23 @@ use crate::index::Index;
 use crate::recovery::RecoveryReport;
 use crate::segment::{Segment, SegmentWriter};
 
-pub use crate::io::LOCK_FILE;
+pub use crate::io::{LOCK_FILE, WRITERS_FILE};
 
 /// An open convlog store: one directory of segment files.
 ///
 /// `Store` is a cheap handle (`Clone` shares the same open store) and is `Send + Sync`:
 /// readers on any thread work while another thread appends. Writes are serialized inside.
 ///
-/// One writer per directory: a writable open takes an exclusive `flock` on `LOCK`, released
-/// when the last handle is dropped. The lock file is opened close-on-exec, but a child that
-/// another thread forks holds a copy until it execs: a drop-and-reopen racing a process
-/// spawn in the same program can briefly see [`Error::Locked`]. A second writable open in
-/// the same process returns a handle to the store already open (or [`Error::AlreadyOpen`] if
-/// its options differ).
+/// Any number of processes may open one store for writing (the default): each write takes
+/// the store's write lock (`flock` on `LOCK`) for a moment, first folding into this
+/// process's index what other processes wrote, and every read first checks, cheaply,
+/// whether the log moved. [`Options::exclusive`] instead holds the write lock for the
+/// store's lifetime (no other writer can open it; nothing to check). See `docs/durability.md`
+/// for the protocol. Lock files are opened close-on-exec, but a child that another thread
+/// forks holds a copy until it execs: a drop-and-reopen of an exclusive store racing a
+/// process spawn in the same program can briefly see [`Error::Locked`]. A second writable
+/// open in the same process returns a handle to the store already open (or
+/// [`Error::AlreadyOpen`] if its options differ).
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -58,15 +64,29 @@ struct Inner {
     appending: std::sync::atomic::AtomicUsize,
     report: RecoveryReport,
     flusher: Arc<Flusher>,
-    _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
-    /// This store's entry in the process's registry; after `_lock`, so it drops after it.
+    /// Whether other processes may write the log (every store but an exclusive one): reads
+    /// check whether it moved, and writes catch up under the write lock first.
+    follows: bool,
+    /// A writable store's locks (`None` when read-only).
+    locks: Option<lock::Locks>,
+    /// This store's entry in the process's registry; after `locks`, so it drops after them.
     registration: Option<registry::Registration>,
 }
 
+/// What this process knows of the log.
+///
+/// Invariant: `index` holds exactly the committed units of `segments` up to offset `end` of
+/// the last one, whose records run to LSN `next_lsn - 1`; every later byte of the last
+/// segment that is not zero was written by a writer after the index was last brought up to
+/// date (or is a torn write that the next holder of the write lock cuts).
 #[derive(Debug)]
 struct State {
     segments: Vec<Arc<Segment>>,
     index: Index,
+    end: u64,
+    next_lsn: Lsn,
+    /// The latest timestamp of a record folded (timestamps never decrease along the log).
+    last_ts: Timestamp,
 }
 
 #[derive(Debug)]
@@ -186,19 +206,19 @@ impl Store {
     /// The number of messages in `session` (its last interaction id); 0 when unknown.
     #[must_use]
     pub fn interaction_count(&self, session: &str) -> u64 {
-        self.state().index.count(session)
+        self.view().index.count(session)
     }
 
     /// Whether `session` holds at least one message.
     #[must_use]
     pub fn contains(&self, session: &str) -> bool {
-        self.state().index.get(session).is_some()
+        self.view().index.get(session).is_some()
     }
 
     /// Every live session with its count and first/last timestamps, sorted by id.
     #[must_use]
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        let state = self.state();
+        let state = self.view();
         let mut out: Vec<SessionInfo> = state
             .index
             .iter()
@@ -216,8 +236,8 @@ impl Store {
     /// Counters about the store.
     #[must_use]
     pub fn stats(&self) -> StoreStats {
-        let last_lsn = self.last_lsn();
-        let state = self.state();
+        let state = self.view();
+        let last_lsn = Lsn(state.next_lsn.0 - 1);
         StoreStats {
             segments: state.segments.len(),
             sessions: state.index.len(),
@@ -231,22 +251,41 @@ impl Store {
     /// The ids of the store's segment files, oldest first.
     #[must_use]
     pub fn segment_ids(&self) -> Vec<SegmentId> {
-        self.state().segments.iter().map(|s| s.id).collect()
+        self.view().segments.iter().map(|s| s.id).collect()
     }
 
-    /// The LSN of the last record written (0 for an empty store).
+    /// The LSN of the last record written (0 for an empty store), by any process.
     #[must_use]
     pub fn last_lsn(&self) -> Lsn {
-        match &*self.writer() {
-            Some(w) => Lsn(w.next_lsn.0 - 1),
-            None => self.inner.report.last_lsn,
-        }
+        Lsn(self.view().next_lsn.0 - 1)
     }
 
     /// The LSN up to which every record is known to be on stable storage.
     #[must_use]
     pub fn durable_lsn(&self) -> Lsn {
         self.inner.syncer.durable()
+    }
+
+    /// The state, brought up to date first with what other processes wrote (see
+    /// [`Store::refresh`]): what every read starts from.
+    fn view(&self) -> RwLockReadGuard<'_, State> {
+        self.refresh();
+        self.state()
+    }
+
+    /// Folds into the index what other processes wrote since it was last brought up to date,
+    /// if the log moved (see `State::moved`: cheap when it did not). Nothing to do for an
+    /// exclusive store. A failure (a file that cannot be read) leaves the state as it was:
+    /// the next read tries again.
+    fn refresh(&self) {
+        if !self.inner.follows {
+            return;
+        }
+        let dir = crate::io::Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
+        if !self.state().moved(dir) {
+            return;
+        }
+        let _ = self.state_mut().catch_up(dir, false);
     }
 
     fn state(&self) -> RwLockReadGuard<'_, State> {
@@ -275,7 +314,23 @@ impl Drop for Inner {
         let Some(w) = self.writer.get_mut().unwrap_or_else(|e| e.into_inner()) else {
             return;
         };
-        if !w.written || w.active.sync().is_err() {
+        if !w.written {
+            return;
+        }
+        // Beside other writers: under the write lock, once this process knows the whole log
+        // (the hint must end where the log does, or the next open finds it stale).
+        let Some(locks) = &self.locks else { return };
+        let Ok(_write) = locks.write(&self.dir) else {
+            return;
+        };
+        if self.follows {
+            let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            let dir = crate::io::Dir::new(&*self.opts.vfs, &self.dir);
+            if state.catch_up(dir, true).is_err() || w.follow(state).is_err() {
+                return;
+            }
+        }
+        if w.active.sync().is_err() {
             return;
         }
         write_hint(&*self.opts.vfs, &self.dir, &w.active);

@@ -1,23 +1,17 @@
 //! Opening a store: take the write lock, recover, and assemble the segments and the writer.
 
-use std::any::Any;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use super::{Inner, LOCK_FILE, Options, State, Store, Writer, registry};
+use super::lock::Locks;
+use super::{Inner, Options, State, Store, Writer, registry};
 use crate::durability::{Durability, Flusher, Syncer};
 use crate::error::{Error, Result};
 use crate::id::Lsn;
-use crate::io::{Dir, OpenMode, Vfs};
+use crate::io::Dir;
 use crate::recovery::{self, Recovered};
 use crate::segment::{ActiveView, Segment, SegmentData, SegmentWriter};
-
-/// The write lock, and whether this open created its file.
-struct Lock {
-    guard: Box<dyn Any + Send + Sync>,
-    created: bool,
-}
 
 impl Store {
     pub(crate) fn open_with(opts: Options, dir: &Path) -> Result<Store> {
@@ -26,7 +20,7 @@ impl Store {
             registry::Claim::Open(registration) => registration,
         };
         let vfs = opts.vfs.clone();
-        let lock = if opts.read_only {
+        let locks = if opts.read_only {
             if !vfs.is_dir(dir) {
                 return Err(Error::NotAStore {
                     path: dir.to_owned(),
@@ -35,24 +29,26 @@ impl Store {
             }
             None
         } else {
-            Some(take_lock(&*vfs, dir)?)
+            // Salvage rewrites segments other writers could have open: it runs alone.
+            let exclusive = opts.exclusive || opts.recovery == recovery::RecoveryMode::Salvage;
+            Some(Locks::take(&*vfs, dir, exclusive)?)
         };
         let opened = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only)
             .and_then(|rec| assemble(&opts, dir, rec));
         let (state, writer, rec_report, next_lsn) = match opened {
             Ok(parts) => parts,
             Err(e) => {
-                // A failed open changes nothing: not even the lock file it made (removed while
-                // still held, so no other opener can hold it meanwhile).
-                if let Some(l) = lock
-                    && l.created
-                {
-                    let _ = vfs.remove_file(&dir.join(LOCK_FILE));
-                    drop(l.guard);
+                // A failed open changes nothing: not even the lock files it made (removed while
+                // the write lock is still held, so no other opener can hold it meanwhile).
+                if let Some(l) = locks {
+                    l.remove_created(&*vfs, dir);
                 }
                 return Err(e);
             }
         };
+        if let Some(l) = &locks {
+            l.opened();
+        }
         let durable = Lsn(next_lsn.0.saturating_sub(1));
         let store = Store {
             inner: Arc::new(Inner {
@@ -63,7 +59,8 @@ impl Store {
                 appending: std::sync::atomic::AtomicUsize::new(0),
                 report: rec_report,
                 flusher: Arc::new(Flusher::default()),
-                _lock: lock.map(|l| l.guard),
+                follows: locks.as_ref().is_none_or(|l| !l.is_exclusive()),
+                locks,
                 registration,
                 opts,
             }),
@@ -76,21 +73,6 @@ impl Store {
             store.spawn_flusher(Some(every));
         }
         Ok(store)
-    }
-}
-
-/// Creates the directory if need be and takes the exclusive write lock without waiting.
-fn take_lock(vfs: &dyn Vfs, dir: &Path) -> Result<Lock> {
-    vfs.create_dir_all(dir)
-        .map_err(|e| Error::io("create directory", dir, e))?;
-    let lock_path = dir.join(LOCK_FILE);
-    let created = vfs.open(&lock_path, OpenMode::Read).is_err();
-    match vfs.try_lock(&lock_path) {
-        Ok(Some(guard)) => Ok(Lock { guard, created }),
-        Ok(None) => Err(Error::Locked {
-            path: dir.to_owned(),
-        }),
-        Err(e) => Err(Error::io("lock", lock_path, e)),
     }
 }
 
@@ -110,6 +92,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
     let mut active = None;
     let mut unverified = false;
     let last = rec.segments.len().checked_sub(1);
+    let last_end = rec.segments.last().map_or(0, |s| s.valid_end);
     for (i, s) in rec.segments.into_iter().enumerate() {
         let is_last = Some(i) == last;
         if is_last && !opts.read_only {
@@ -129,7 +112,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
         }
         let data = match s.map {
             Some(map) if !is_last => SegmentData::Mapped(map),
-            _ => SegmentData::File(ActiveView::new(s.file, !opts.read_only)),
+            _ => SegmentData::File(ActiveView::new(s.file)),
         };
         segments.push(Arc::new(Segment {
             id: s.id,
@@ -150,7 +133,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
                     id: w.id,
                     salt: w.salt,
                     path: w.path.clone(),
-                    data: SegmentData::File(ActiveView::new(w.file.clone(), true)),
+                    data: SegmentData::File(ActiveView::new(w.file.clone())),
                 }));
                 w
             }
@@ -181,9 +164,13 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
         w.active.sync()?;
         Dir::new(vfs, dir).sync()?;
     }
+    let end = writer.as_ref().map_or(last_end, |w: &Writer| w.active.len);
     let state = State {
         segments,
         index: rec.index,
+        end,
+        next_lsn: rec.next_lsn,
+        last_ts: rec.last_ts,
     };
     Ok((state, writer, rec.report, rec.next_lsn))
 }

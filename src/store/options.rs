@@ -26,6 +26,7 @@ pub struct Options {
     pub(crate) max_record_len: u32,
     pub(crate) recovery: RecoveryMode,
     pub(crate) read_only: bool,
+    pub(crate) exclusive: bool,
     pub(crate) vfs: Arc<dyn Vfs>,
 }
 
@@ -37,6 +38,7 @@ impl Default for Options {
             max_record_len: DEFAULT_MAX_RECORD_LEN,
             recovery: RecoveryMode::default(),
             read_only: false,
+            exclusive: false,
             vfs: Arc::new(StdFs),
         }
     }
@@ -69,9 +71,23 @@ impl Options {
         self
     }
 
-    /// Opens without the write lock and never changes a file. Default = `false`.
+    /// Opens without any lock and never changes a file; reads still see what writers append.
+    /// Default = `false`.
     pub fn read_only(mut self, read_only: bool) -> Options {
         self.read_only = read_only;
+        self
+    }
+
+    /// Holds the store's write lock for the store's lifetime instead of for each write.
+    /// Default = `false`: any number of processes may open the store for writing at once.
+    ///
+    /// An exclusive store skips the per-write lock and the check, on each read, of whether
+    /// another process wrote: for a single process that wants every last microsecond. While
+    /// it is open, other writable opens fail with [`Error::Locked`] (and it fails to open
+    /// while another writer has the store open); read-only opens work as always. A
+    /// [`RecoveryMode::Salvage`] open is always exclusive (it rewrites segments).
+    pub fn exclusive(mut self, exclusive: bool) -> Options {
+        self.exclusive = exclusive;
         self
     }
 
@@ -84,8 +100,8 @@ impl Options {
     /// Opens (creating when writable and missing) the store in `dir`, recovering it.
     ///
     /// # Errors
-    /// [`Error::InvalidOption`] for out-of-range options; [`Error::Locked`] when another
-    /// process writes the store; [`Error::Corrupt`], [`Error::UnsupportedVersion`] or
+    /// [`Error::InvalidOption`] for out-of-range options; [`Error::Locked`] when an
+    /// exclusive open meets another writer, or any writable open an exclusive one; [`Error::Corrupt`], [`Error::UnsupportedVersion`] or
     /// [`Error::UnknownRecordKind`] for damage the recovery mode does not repair;
     /// [`Error::NotAStore`] for a read-only open of a missing directory;
     /// [`Error::AlreadyOpen`] when this process has the store open with other options;

@@ -87,7 +87,7 @@ impl RawMessages {
     /// The messages whose interaction ids `ids(count)` gives, `count` being the session's
     /// count under the same guard that takes their positions.
     fn new(store: Store, session: &str, ids: impl FnOnce(u64) -> Range<u64>) -> RawMessages {
-        let state = store.state();
+        let state = store.view();
         let messages = RawMessages::from_state(&state, &store, session, ids);
         drop(state);
         messages

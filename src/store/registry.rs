@@ -126,6 +126,7 @@ fn compatible(a: &Options, b: &Options) -> bool {
         && a.max_record_len == b.max_record_len
         && a.recovery == b.recovery
         && a.read_only == b.read_only
+        && a.exclusive == b.exclusive
 }
 
 #[cfg(test)]
@@ -152,6 +153,7 @@ mod tests {
             Options::default().durability(crate::Durability::Always),
             Options::default().recovery(crate::RecoveryMode::Salvage),
             Options::default().read_only(true),
+            Options::default().exclusive(true),
         ] {
             assert!(!compatible(&base, &other), "{other:?}");
         }

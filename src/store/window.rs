@@ -147,7 +147,7 @@ impl Store {
 
     /// The last `reach` messages of `session`, and its first, under one guard.
     fn window_reads(&self, session: &str, reach: u64) -> (RawMessages, RawMessages) {
-        let state = self.state();
+        let state = self.view();
         let tail = RawMessages::from_state(&state, self, session, |count| {
             count.saturating_sub(reach) + 1..count + 1
         });

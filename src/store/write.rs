@@ -13,7 +13,7 @@ use crate::format::{
     Kind, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record,
 };
 use crate::id::{Lsn, Timestamp};
-use crate::index::{Change, Pos};
+use crate::index::Pos;
 use crate::message::{ChatMessage, Entry};
 use crate::segment::{ActiveView, Naming, Segment, SegmentData, SegmentWriter};
 
@@ -208,10 +208,13 @@ impl Store {
     /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] if the fsync fails (the
     /// store is then poisoned).
     pub fn sync(&self) -> Result<Lsn> {
-        if self.is_read_only() {
-            return Ok(self.last_lsn());
-        }
-        self.wait_durable(self.last_lsn())
+        // This process's writes (and what it folded before them), not the log's end as a
+        // read sees it: another process's later records are its own to sync.
+        let written = match &*self.writer() {
+            Some(w) => Lsn(w.next_lsn.0 - 1),
+            None => return Ok(self.last_lsn()),
+        };
+        self.wait_durable(written)
     }
 
     pub(super) fn serialize<T: Serialize + ?Sized>(
@@ -282,6 +285,13 @@ impl Store {
         if self.inner.syncer.is_poisoned() {
             return Err(self.poisoned());
         }
+        let locks = self.inner.locks.as_ref().ok_or_else(|| Error::ReadOnly {
+            path: self.inner.dir.clone(),
+        })?;
+        let write_lock = locks.write(&self.inner.dir)?;
+        if self.inner.follows {
+            self.catch_up(w)?;
+        }
         let (count, keyed) = {
             let state = self.state();
             let s = state.index.get(session);
@@ -309,6 +319,7 @@ impl Store {
         let (mut receipts, offsets) = frame(w, session, &events);
         self.write(w)?;
         self.apply(w, session, &events, &offsets, &receipts);
+        drop(write_lock);
         if key.is_some() {
             receipts.remove(0);
         }
@@ -396,7 +407,20 @@ impl Store {
         Ok(())
     }
 
-    /// Folds the unit just written into the index: the same fold recovery uses.
+    /// Under the write lock, before anything is read or planned: folds what other processes
+    /// wrote into the index (judging the end of the log: see `State::catch_up`), and brings
+    /// the writer to the log's end.
+    fn catch_up(&self, w: &mut Writer) -> Result<()> {
+        let dir = crate::io::Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
+        let mut st = self.state_mut();
+        if st.moved(dir) {
+            st.catch_up(dir, true)?;
+        }
+        w.follow(&st)
+    }
+
+    /// Folds the unit just written into the index: the same fold recovery uses. (Unless a
+    /// read in this process folded it already: it may see the bytes before this does.)
     fn apply(
         &self,
         w: &mut Writer,
@@ -409,9 +433,14 @@ impl Store {
             w.active.set_naming(session, naming);
         }
         let mut st = self.state_mut();
-        let st = &mut *st;
-        for ((e, &off), r) in events.iter().zip(offsets).zip(receipts) {
+        if let Some(r) = receipts.last() {
             w.last_ts = r.timestamp;
+        }
+        let start = offsets.first().map_or(w.active.len, |&o| u64::from(o));
+        if st.end != start {
+            return;
+        }
+        for ((e, &off), r) in events.iter().zip(offsets).zip(receipts) {
             let meta = RecordMeta {
                 kind: e.kind,
                 first: false,
@@ -424,17 +453,10 @@ impl Store {
                 seg: w.ordinal,
                 off,
             };
-            let Some(change) = Change::of_record(&meta, pos, &e.payload) else {
-                continue;
-            };
-            let segments = &st.segments;
-            st.index.apply(session, change, |p| {
-                segments
-                    .get(p.seg as usize)
-                    .and_then(|s| s.read_at(p.off).ok())
-                    .map_or(r.timestamp, |r| r.meta.timestamp)
-            });
+            st.fold(session, &meta, pos, &e.payload);
         }
+        st.end = w.active.len;
+        st.next_lsn = w.next_lsn;
     }
 
     /// Seals the active segment (synced, then mapped) and starts a new one.
@@ -466,8 +488,9 @@ impl Store {
             id: new.id,
             salt: new.salt,
             path: new.path.clone(),
-            data: SegmentData::File(ActiveView::new(new.file.clone(), true)),
+            data: SegmentData::File(ActiveView::new(new.file.clone())),
         }));
+        st.end = new.len;
         w.ordinal = (st.segments.len() - 1) as u32;
         w.active = new;
         Ok(())

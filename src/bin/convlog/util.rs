@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use convlog::{Durability, LOCK_FILE, RecoveryMode, SegmentId, Store, Timestamp};
+use convlog::{Durability, LOCK_FILE, RecoveryMode, SegmentId, Store, Timestamp, WRITERS_FILE};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -56,11 +56,11 @@ pub fn open_writable(dir: &Path, create: bool, segment_size: Option<u64>) -> Cli
 /// Whether a new store may be made (or its creation finished) in `dir`: it is missing, or a
 /// directory holding nothing but what creating a store writes first.
 ///
-/// The library creates a store in steps: the directory, then `LOCK` (locked), then the first
-/// segment file and its header. A writer killed between them leaves `LOCK` alone, or `LOCK`
-/// and a segment whose header never completed (which recovery removes); a second writer
-/// racing the first sees the same. Either may go ahead: the lock decides who writes, and the
-/// loser is told the store is locked. Any other entry means the directory holds something
+/// The library creates a store in steps: the directory, then `WRITERS` and `LOCK` (locked),
+/// then the first segment file and its header. A writer killed between them leaves the lock
+/// files alone, or with a segment whose header never completed (which recovery removes); a
+/// second writer racing the first sees the same. Either may go ahead: the write lock makes
+/// one wait for the other. Any other entry means the directory holds something
 /// convlog did not write, and it is left alone.
 fn may_create(dir: &Path) -> bool {
     match std::fs::read_dir(dir) {
@@ -69,9 +69,11 @@ fn may_create(dir: &Path) -> bool {
                 let name = e.file_name();
                 let is_file = e.file_type().is_ok_and(|t| t.is_file());
                 is_file
-                    && name
-                        .to_str()
-                        .is_some_and(|n| n == LOCK_FILE || SegmentId::parse_file_name(n).is_some())
+                    && name.to_str().is_some_and(|n| {
+                        n == LOCK_FILE
+                            || n == WRITERS_FILE
+                            || SegmentId::parse_file_name(n).is_some()
+                    })
             })
         }),
         Err(e) => e.kind() == io::ErrorKind::NotFound,

@@ -23,14 +23,13 @@
 //! splitmix64 generator, and maps are ordered, so the same seed and the same sequence of
 //! calls give the same result.
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Mapping, OpenMode, Vfs, VfsFile};
+use super::{LockMode, Mapping, OpenMode, Vfs, VfsFile, VfsLock};
 
 /// A failure to inject into an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +104,13 @@ impl fmt::Debug for Inode {
     }
 }
 
+/// An advisory lock's holders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Shared(u32),
+    Exclusive,
+}
+
 #[derive(Debug, Default)]
 struct State {
     rng: SplitMix,
@@ -118,7 +124,8 @@ struct State {
     live: BTreeMap<PathBuf, u64>,
     durable: BTreeMap<PathBuf, u64>,
     dirs: BTreeSet<PathBuf>,
-    locks: BTreeSet<PathBuf>,
+    /// Advisory locks held, by path: how many shared holders, or one exclusive one.
+    locks: BTreeMap<PathBuf, Held>,
 }
 
 impl State {
@@ -468,7 +475,7 @@ impl Vfs for SimFs {
         Ok(())
     }
 
-    fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>> {
+    fn lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
         let mut s = self.state();
         s.gate(false)?;
         if !s.live.contains_key(path) {
@@ -476,29 +483,101 @@ impl Vfs for SimFs {
             let ino = s.new_inode(Inode::default());
             s.live.insert(path.to_path_buf(), ino);
         }
-        if !s.locks.insert(path.to_path_buf()) {
-            return Ok(None);
-        }
-        Ok(Some(Box::new(LockGuard {
+        let ino = s.live.get(path).copied();
+        Ok(Box::new(SimLock {
             fs: self.clone(),
             path: path.to_path_buf(),
-        })))
+            ino,
+            held: Mutex::new(None),
+        }))
     }
 
-    fn is_locked(&self, path: &Path) -> io::Result<bool> {
-        Ok(self.state().locks.contains(path))
+    fn exists(&self, path: &Path) -> bool {
+        let s = self.state();
+        s.live.contains_key(path) || s.dirs.contains(path)
+    }
+
+    fn is_locked(&self, path: &Path, mode: LockMode) -> io::Result<bool> {
+        Ok(match (self.state().locks.get(path), mode) {
+            (None, _) => false,
+            (Some(Held::Shared(_)), LockMode::Shared) => false,
+            (Some(_), _) => true,
+        })
     }
 }
 
-/// Holds a [`SimFs`] lock until dropped.
-struct LockGuard {
+/// A [`SimFs`] lock file handle: its lock is released when it is dropped. (Locks are by
+/// path; taking or releasing one is not a numbered operation and never fails.)
+#[derive(Debug)]
+struct SimLock {
     fs: SimFs,
     path: PathBuf,
+    ino: Option<u64>,
+    held: Mutex<Option<LockMode>>,
 }
 
-impl Drop for LockGuard {
+impl SimLock {
+    fn held(&self) -> MutexGuard<'_, Option<LockMode>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl VfsLock for SimLock {
+    fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+        let mut held = self.held();
+        if *held == Some(mode) {
+            return Ok(true);
+        }
+        let mut s = self.fs.state();
+        // What the others hold, without this handle's own part.
+        let others = match (s.locks.get(&self.path).copied(), *held) {
+            (Some(Held::Shared(n)), Some(LockMode::Shared)) if n > 1 => Some(Held::Shared(n - 1)),
+            (Some(_), Some(_)) | (None, _) => None,
+            (Some(h), None) => Some(h),
+        };
+        let next = match (others, mode) {
+            (None, LockMode::Exclusive) => Held::Exclusive,
+            (None, LockMode::Shared) => Held::Shared(1),
+            (Some(Held::Shared(n)), LockMode::Shared) => Held::Shared(n + 1),
+            (Some(_), _) => return Ok(false),
+        };
+        s.locks.insert(self.path.clone(), next);
+        *held = Some(mode);
+        Ok(true)
+    }
+
+    fn lock(&self) -> io::Result<()> {
+        while !self.try_lock(LockMode::Exclusive)? {
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
+        Ok(())
+    }
+
+    fn unlock(&self) -> io::Result<()> {
+        let mut held = self.held();
+        if held.take().is_none() {
+            return Ok(());
+        }
+        let mut s = self.fs.state();
+        match s.locks.get(&self.path).copied() {
+            Some(Held::Shared(n)) if n > 1 => {
+                s.locks.insert(self.path.clone(), Held::Shared(n - 1));
+            }
+            _ => {
+                s.locks.remove(&self.path);
+            }
+        }
+        Ok(())
+    }
+
+    fn is_current(&self) -> io::Result<bool> {
+        Ok(self.fs.state().live.get(&self.path).copied() == self.ino)
+    }
+}
+
+impl Drop for SimLock {
     fn drop(&mut self) {
-        self.fs.state().locks.remove(&self.path);
+        let _ = self.unlock();
     }
 }
 

@@ -142,15 +142,33 @@ fn failed_sync_leaves_durable_unchanged() -> io::Result<()> {
 }
 
 #[test]
-fn try_lock_excludes_until_drop() -> io::Result<()> {
+fn locks_exclude_as_their_mode_says_until_released_or_dropped() -> io::Result<()> {
     let fs = SimFs::new(1);
     fs.create_dir_all(&p("/d"))?;
-    let guard = fs.try_lock(&p("/d/LOCK"))?;
-    assert!(guard.is_some());
+    let a = fs.lock_file(&p("/d/LOCK"))?;
+    let b = fs.lock_file(&p("/d/LOCK"))?;
     assert_eq!(fs.paths(), vec![p("/d/LOCK")]);
-    assert!(fs.try_lock(&p("/d/LOCK"))?.is_none());
-    drop(guard);
-    assert!(fs.try_lock(&p("/d/LOCK"))?.is_some());
+    assert!(!fs.is_locked(&p("/d/LOCK"), LockMode::Exclusive)?);
+    assert!(a.try_lock(LockMode::Exclusive)?);
+    assert!(fs.is_locked(&p("/d/LOCK"), LockMode::Shared)?);
+    assert!(!b.try_lock(LockMode::Exclusive)?);
+    assert!(!b.try_lock(LockMode::Shared)?);
+    a.unlock()?;
+    assert!(a.try_lock(LockMode::Shared)?);
+    assert!(b.try_lock(LockMode::Shared)?);
+    assert!(!b.try_lock(LockMode::Exclusive)?, "a still holds it shared");
+    assert!(!fs.is_locked(&p("/d/LOCK"), LockMode::Shared)?);
+    assert!(fs.is_locked(&p("/d/LOCK"), LockMode::Exclusive)?);
+    drop(a);
+    assert!(
+        b.try_lock(LockMode::Exclusive)?,
+        "b converts its shared lock"
+    );
+    b.unlock()?;
+    assert!(!fs.is_locked(&p("/d/LOCK"), LockMode::Exclusive)?);
+    assert!(b.is_current()?);
+    fs.remove_file(&p("/d/LOCK"))?;
+    assert!(!b.is_current()?);
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use clap::ValueEnum;
 use convlog::io::sim::SplitMix;
 use convlog::{
     ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-    Role, SegmentId, Store, ToolCall,
+    Role, SegmentId, Store, ToolCall, WRITERS_FILE,
 };
 use serde_json::{Map, Value, json};
 
@@ -465,11 +465,13 @@ fn recreate(dir: &Path, force: bool) -> CliResult<&'static str> {
             }
         }
     };
-    // Refuse a store some process has open for writing.
-    let lock = dir.join(LOCK_FILE);
-    if let Ok(file) = std::fs::File::open(&lock)
-        && let Err(std::fs::TryLockError::WouldBlock) = file.try_lock()
-    {
+    // Refuse a store some process has open for writing (every writer holds `WRITERS`; a
+    // writer of an older build held `LOCK`).
+    let held = |name: &str| {
+        std::fs::File::open(dir.join(name))
+            .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+    };
+    if held(WRITERS_FILE) || held(LOCK_FILE) {
         return Err(CliError::store(
             dir,
             convlog::Error::Locked {
@@ -504,7 +506,7 @@ fn recreate(dir: &Path, force: bool) -> CliResult<&'static str> {
 /// Whether a file name is one a store keeps: `LOCK`, or `{20 digits}.ext` (a segment, or a
 /// file derived from one, such as a hint).
 fn is_store_file(name: &str) -> bool {
-    if name == LOCK_FILE || SegmentId::parse_file_name(name).is_some() {
+    if name == LOCK_FILE || name == WRITERS_FILE || SegmentId::parse_file_name(name).is_some() {
         return true;
     }
     let (digits, ext) = name.split_at_checked(20).unwrap_or((name, ""));

@@ -1,0 +1,242 @@
+//! Following the log that other processes write: a cheap check of whether it moved, and a
+//! catch-up that folds what they wrote into the index, through the one segment reader and
+//! the one fold, following segment rotations.
+//!
+//! A catch-up never reads past the last committed unit. Whether the bytes after it are a
+//! write in progress or a torn write of a process that died, only the holder of the write
+//! lock can tell (nobody else is writing): a writer judges them before it appends, cutting a
+//! torn write (copied aside first, as recovery does) and refusing to append after damage.
+
+use std::sync::Arc;
+
+use super::{State, Writer};
+use crate::error::{Error, Result};
+use crate::format::{
+    FORMAT_VERSION, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader,
+};
+use crate::id::SegmentId;
+use crate::index::{Change, Pos};
+use crate::io::{Dir, OpenMode};
+use crate::recovery::{Ending, cut_tail, ending};
+use crate::segment::{ActiveView, Segment, SegmentData, SegmentReader, SegmentWriter, Units};
+
+impl State {
+    /// Whether the log may have moved past what the index holds: a record header is being
+    /// (or was) written at its end, or the segment that would follow the last one exists.
+    /// Costs a read of the shared map and one `stat` when nothing changed.
+    pub(super) fn moved(&self, dir: Dir<'_>) -> bool {
+        let Some(last) = self.segments.last() else {
+            return false;
+        };
+        match &last.data {
+            SegmentData::File(view) if view.nonzero_at(self.end, RECORD_HEADER_LEN) => true,
+            // (A segment is sealed only once it holds a record: an empty last segment is
+            // named by the next LSN itself.)
+            _ => {
+                let next = SegmentId(self.next_lsn.0);
+                next != last.id && dir.vfs.exists(&dir.join(&next.file_name()))
+            }
+        }
+    }
+
+    /// Folds into the index every committed unit written after its end, following the log
+    /// into the segments other writers created. With `holder` (the caller holds the write
+    /// lock, and writes the files), also judges how the log ends: a torn write is cut, a
+    /// segment whose creation a writer did not finish is removed, and damage is an error.
+    ///
+    /// # Errors
+    /// Holder only: [`Error::Corrupt`] or [`Error::UnknownRecordKind`] for what ends the log
+    /// when it is no torn write; [`Error::Io`] (for anyone) when a file cannot be read.
+    pub(super) fn catch_up(&mut self, dir: Dir<'_>, holder: bool) -> Result<()> {
+        loop {
+            let Some(last) = self.segments.last().cloned() else {
+                return Ok(());
+            };
+            let SegmentData::File(view) = &last.data else {
+                return Ok(());
+            };
+            let map = view
+                .live_map()
+                .map_err(|e| Error::io("map", &last.path, e))?;
+            let ordinal = (self.segments.len() - 1) as u32;
+            let start = self.end;
+            let mut units = Units::new(SegmentReader::new(
+                &map,
+                last.salt,
+                start,
+                Some(self.next_lsn),
+            ));
+            while let Some(unit) = units.next_unit() {
+                for r in unit {
+                    let pos = Pos {
+                        seg: ordinal,
+                        off: r.offset as u32,
+                    };
+                    self.fold(r.session, &r.meta, pos, r.payload);
+                    self.next_lsn = r.meta.next_lsn();
+                }
+            }
+            self.end = units.committed_end();
+            let stop = units.stop().cloned();
+            // Stopped at the end of a map older than the file: map it again, read on.
+            let at = stop.as_ref().map_or(0, |s| s.at);
+            if at + RECORD_HEADER_LEN as u64 > map.len() as u64
+                && view.file.len().is_ok_and(|n| n > map.len() as u64)
+            {
+                view.map_now()
+                    .map_err(|e| Error::io("map", &last.path, e))?;
+                continue;
+            }
+            let judged = stop.as_ref().map_or(Ending::Clean, |stop| {
+                ending(&map, last.salt, stop, (self.end, self.end), true, false)
+            });
+            match judged {
+                Ending::Clean => {}
+                _ if !holder => return Ok(()),
+                Ending::Torn => {
+                    cut_tail(dir, &*view.file, &last.path, &map, last.id, self.end)?;
+                    view.invalidate();
+                    return Ok(());
+                }
+                Ending::Damaged { at, damage, .. } => {
+                    return Err(Error::Corrupt {
+                        segment: last.id,
+                        offset: at,
+                        damage,
+                    });
+                }
+                Ending::UnknownKind { at, kind } => {
+                    return Err(Error::UnknownRecordKind {
+                        segment: last.id,
+                        offset: at,
+                        kind,
+                        version: FORMAT_VERSION,
+                    });
+                }
+            }
+            if !self.next_segment(dir, holder, map)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves the log's end into the segment that follows the last one, if a writer created
+    /// it (the last one is then sealed: mapped whole). `false` when there is none yet (or,
+    /// without the write lock, only one being created).
+    fn next_segment(
+        &mut self,
+        dir: Dir<'_>,
+        holder: bool,
+        sealed: crate::io::Mapping,
+    ) -> Result<bool> {
+        let id = SegmentId(self.next_lsn.0);
+        let path = dir.join(&id.file_name());
+        if self.segments.last().is_some_and(|s| s.id == id) || !dir.vfs.exists(&path) {
+            return Ok(false);
+        }
+        let mode = if holder {
+            OpenMode::ReadWrite
+        } else {
+            OpenMode::Read
+        };
+        let file = dir.open(&path, mode)?;
+        let head = file.map().map_err(|e| Error::io("map", &path, e))?;
+        let header = match SegmentHeader::decode(&head) {
+            Ok(h) if h.first_lsn == self.next_lsn => h,
+            Ok(h) if holder => {
+                return Err(Error::Corrupt {
+                    segment: id,
+                    offset: 0,
+                    damage: crate::error::Damage::SegmentLsnMismatch {
+                        expected: id.0,
+                        found: h.first_lsn.0,
+                    },
+                });
+            }
+            // Being created (its header not written whole yet), or not ours to judge.
+            Ok(_) => return Ok(false),
+            Err(_) if !holder => return Ok(false),
+            Err(_) => {
+                // Its creator died before the header was whole (creation holds the write
+                // lock): nothing was ever in it. As recovery does, remove it.
+                if crate::segment::all_zero(head.get(SEGMENT_HEADER_LEN..).unwrap_or(&[])) {
+                    dir.remove(&path)?;
+                    dir.sync()?;
+                    return Ok(false);
+                }
+                return Err(Error::Corrupt {
+                    segment: id,
+                    offset: 0,
+                    damage: crate::error::Damage::SegmentHeaderChecksum,
+                });
+            }
+        };
+        if let Some(slot) = self.segments.last_mut() {
+            *slot = Arc::new(Segment {
+                data: SegmentData::Mapped(sealed),
+                ..(**slot).clone()
+            });
+        }
+        self.segments.push(Arc::new(Segment {
+            id,
+            salt: header.salt,
+            path,
+            data: SegmentData::File(ActiveView::new(file)),
+        }));
+        self.end = SEGMENT_HEADER_LEN as u64;
+        Ok(true)
+    }
+
+    /// Folds one committed record into the index: the same fold recovery uses. `pos` is the
+    /// record's position (for a record this process just wrote, not in any map yet).
+    pub(super) fn fold(&mut self, session: &str, meta: &RecordMeta, pos: Pos, payload: &[u8]) {
+        let Some(change) = Change::of_record(meta, pos, payload) else {
+            return;
+        };
+        self.last_ts = self.last_ts.max(meta.timestamp);
+        let segments = &self.segments;
+        let fallback = meta.timestamp;
+        self.index.apply(session, change, |p| {
+            segments
+                .get(p.seg as usize)
+                .and_then(|s| s.read_at(p.off).ok())
+                .map_or(fallback, |r| r.meta.timestamp)
+        });
+    }
+}
+
+impl Writer {
+    /// Brings the writer to the end of the log the state holds (after a catch-up): into the
+    /// segment another process created, if the log moved there.
+    pub(super) fn follow(&mut self, state: &State) -> Result<()> {
+        let last = (state.segments.len() - 1) as u32;
+        if last != self.ordinal {
+            let seg = &state.segments[last as usize];
+            let SegmentData::File(view) = &seg.data else {
+                return Ok(());
+            };
+            let allocated = view
+                .file
+                .len()
+                .map_err(|e| Error::io("stat", &seg.path, e))?;
+            self.active = SegmentWriter {
+                id: seg.id,
+                salt: seg.salt,
+                path: seg.path.clone(),
+                file: view.file.clone(),
+                len: state.end,
+                allocated,
+                segment_size: self.active.segment_size,
+                named: std::collections::HashMap::new(),
+            };
+            self.ordinal = last;
+            // Read whole by the catch-up: nothing left to verify.
+            self.unverified = false;
+        }
+        self.active.len = state.end;
+        self.active.allocated = self.active.allocated.max(state.end);
+        self.next_lsn = state.next_lsn;
+        self.last_ts = self.last_ts.max(state.last_ts);
+        Ok(())
+    }
+}
