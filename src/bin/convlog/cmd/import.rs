@@ -5,12 +5,19 @@
 //! Each message's JSON is stored byte for byte as it appears in the line. By default the
 //! whole file is checked first and an invalid line stops the import before anything is
 //! appended; `--skip-invalid` appends every valid line and lists the invalid ones.
+//!
+//! Resumable: messages go in as atomic batches, in file order, each under an idempotency key
+//! derived from its lines (their numbers and a checksum of the messages' bytes). A kill
+//! mid-import leaves a prefix of whole batches; running the same import again skips every
+//! batch already in the store and appends the rest, without duplicates. Generated session
+//! ids are derived from the line (its number and a checksum of its bytes), so a rerun
+//! generates the same ones.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use convlog::{Store, Timestamp};
+use convlog::Store;
 use indicatif::ProgressBar;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -23,8 +30,16 @@ use crate::util::{Out, human_duration, open_writable, plural, progress, sync, th
 const BATCH_MESSAGES: usize = 1000;
 /// Most payload bytes appended in one batch.
 const BATCH_BYTES: usize = 64 << 20;
+/// No batch holds messages of two chunks of this many lines (lines 1 to 1000, 1001 to 2000,
+/// ...): batch boundaries, and so their keys, depend only on the chunk's own lines, and a
+/// file that holds a prefix of whole chunks of another is imported as the same batches.
+const CHUNK_LINES: usize = 1000;
 
 /// Arguments of `convlog import`.
+///
+/// A kill mid-import leaves a prefix of whole batches in the store (each batch is atomic);
+/// running the same import again appends only what is missing and says how many messages it
+/// skipped as already imported.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The store directory (created when missing).
@@ -62,7 +77,11 @@ struct Parsed<'a> {
 /// What an import did.
 #[derive(Default)]
 struct Summary {
+    /// Messages appended by this run.
     messages: u64,
+    /// Messages skipped because an earlier run appended them (their batch's key was known).
+    skipped: u64,
+    /// Sessions this run appended to.
     sessions: HashSet<String>,
     generated: Vec<String>,
     invalid: Vec<(usize, String)>,
@@ -72,17 +91,15 @@ struct Summary {
 pub fn run(args: Args) -> CliResult {
     let started = Instant::now();
     let source = Source::open(&args.file)?;
-    // Generated session ids are unique to this run and the same in both passes.
-    let run_id = format!("{:x}", Timestamp::now().0);
     if !args.skip_invalid {
         let bar = progress(source.len(), "checking", true);
-        let checked = apply(&source, None, false, &run_id, &bar);
+        let checked = apply(&source, None, false, &bar);
         bar.finish_and_clear();
         checked?;
     }
     let store = open_writable(&args.dir, true, args.segment_size)?;
     let bar = progress(source.len(), "importing", true);
-    let summary = apply(&source, Some(&store), args.skip_invalid, &run_id, &bar);
+    let summary = apply(&source, Some(&store), args.skip_invalid, &bar);
     bar.finish_and_clear();
     let summary = summary?;
     sync(&store)?;
@@ -99,6 +116,12 @@ pub fn run(args: Args) -> CliResult {
         human_duration(elapsed),
         thousands((summary.messages as f64 / elapsed.as_secs_f64().max(1e-9)) as u64),
     );
+    if summary.skipped > 0 {
+        text.push_str(&format!(
+            "skipped {} already imported (by an earlier run of this import)\n",
+            plural(summary.skipped, "message")
+        ));
+    }
     if let Some(first) = summary.generated.first() {
         text.push_str(&format!(
             "generated session ids for {} without one ({first}{})\n",
@@ -138,14 +161,13 @@ fn apply(
     source: &Source,
     store: Option<&Store>,
     skip_invalid: bool,
-    run_id: &str,
     bar: &ProgressBar,
 ) -> CliResult<Summary> {
     let mut summary = Summary::default();
     let mut batch = Batch::default();
     let mut lines = source.lines()?;
     while let Some((n, line)) = lines.next_line()? {
-        let parsed = match parse_line(line, n, run_id) {
+        let parsed = match parse_line(line, n) {
             Ok(p) => p,
             Err(reason) if skip_invalid => {
                 summary.invalid.push((n, reason));
@@ -166,15 +188,12 @@ fn apply(
             }
         };
         if let Some(store) = store {
-            for m in &parsed.messages {
-                batch.push(store, &parsed.session, m.get().as_bytes())?;
+            for (i, m) in parsed.messages.iter().enumerate() {
+                let at = (n, i + 1);
+                batch.push(store, &parsed.session, at, m.get().as_bytes(), &mut summary)?;
             }
-            summary.messages += parsed.messages.len() as u64;
             if parsed.generated {
-                summary.generated.push(parsed.session.clone());
-            }
-            if !parsed.messages.is_empty() && !summary.sessions.contains(&parsed.session) {
-                summary.sessions.insert(parsed.session);
+                summary.generated.push(parsed.session);
             }
         }
         if n.is_multiple_of(256) {
@@ -182,14 +201,14 @@ fn apply(
         }
     }
     if let Some(store) = store {
-        batch.flush(store)?;
+        batch.flush(store, &mut summary)?;
     }
     bar.set_position(lines.bytes());
     Ok(summary)
 }
 
 /// Parses and checks one line.
-fn parse_line<'a>(line: &'a [u8], n: usize, run_id: &str) -> Result<Parsed<'a>, String> {
+fn parse_line<'a>(line: &'a [u8], n: usize) -> Result<Parsed<'a>, String> {
     let parsed: Line<'a> = serde_json::from_slice(line).map_err(|e| {
         let first = line.iter().find(|b| !b.is_ascii_whitespace());
         match (e.classify(), first) {
@@ -228,7 +247,7 @@ fn parse_line<'a>(line: &'a [u8], n: usize, run_id: &str) -> Result<Parsed<'a>, 
         None if one => {
             return Err("a \"message\" line needs a \"session\"".into());
         }
-        None => (format!("import-{run_id}-{n}"), true),
+        None => (generated_session(line, n), true),
     };
     Ok(Parsed {
         session,
@@ -237,40 +256,102 @@ fn parse_line<'a>(line: &'a [u8], n: usize, run_id: &str) -> Result<Parsed<'a>, 
     })
 }
 
-/// Consecutive messages of one session, appended together.
+/// The session id generated for conversation line `n` without one:
+/// `import-<crc32 of the line's bytes, hex>-<n>`, the same in every run over the same line.
+fn generated_session(line: &[u8], n: usize) -> String {
+    format!("import-{:08x}-{n}", crc32fast::hash(line))
+}
+
+/// Where a message is in the input: its line number and its 1-based position in the line.
+type At = (usize, usize);
+
+/// Consecutive messages of one session and one chunk of lines, appended together as one
+/// atomic batch under a key derived from them.
 #[derive(Default)]
 struct Batch {
     session: String,
     messages: Vec<Vec<u8>>,
     bytes: usize,
+    first: At,
+    last: At,
+    crc: crc32fast::Hasher,
 }
 
 impl Batch {
-    fn push(&mut self, store: &Store, session: &str, message: &[u8]) -> CliResult {
+    /// Adds the message at `at`, first appending the batch so far when the message cannot
+    /// join it.
+    fn push(
+        &mut self,
+        store: &Store,
+        session: &str,
+        at: At,
+        message: &[u8],
+        summary: &mut Summary,
+    ) -> CliResult {
         if !self.messages.is_empty()
             && (self.session != session
+                || chunk(self.first) != chunk(at)
                 || self.messages.len() >= BATCH_MESSAGES
                 || self.bytes + message.len() > BATCH_BYTES)
         {
-            self.flush(store)?;
+            self.flush(store, summary)?;
         }
-        if self.messages.is_empty() && self.session != session {
-            session.clone_into(&mut self.session);
+        if self.messages.is_empty() {
+            if self.session != session {
+                session.clone_into(&mut self.session);
+            }
+            self.first = at;
         }
+        self.last = at;
+        self.crc.update(&(message.len() as u64).to_le_bytes());
+        self.crc.update(message);
         self.messages.push(message.to_vec());
         self.bytes += message.len();
         Ok(())
     }
 
-    fn flush(&mut self, store: &Store) -> CliResult {
+    /// Appends the batch under its key; a key the session already holds (an earlier run
+    /// appended this batch) appends nothing and counts the messages as skipped.
+    fn flush(&mut self, store: &Store, summary: &mut Summary) -> CliResult {
         if self.messages.is_empty() {
             return Ok(());
         }
-        store
-            .append_batch_raw(&self.session, &self.messages)
+        let before = store.last_lsn();
+        let receipts = store
+            .append_batch_raw_with_key(&self.session, &self.key(), &self.messages)
             .in_store(store.path())?;
+        let n = self.messages.len() as u64;
+        if receipts.first().is_some_and(|r| r.lsn <= before) {
+            summary.skipped += n;
+        } else {
+            summary.messages += n;
+            if !summary.sessions.contains(&self.session) {
+                summary.sessions.insert(self.session.clone());
+            }
+        }
         self.messages.clear();
         self.bytes = 0;
+        self.crc = crc32fast::Hasher::new();
         Ok(())
     }
+
+    /// `import:<line>.<message>-<line>.<message>:<bytes>:<crc32>`: where the batch's first
+    /// and last messages are, the bytes of its messages, and a checksum over their lengths
+    /// and bytes. The same lines give the same key in every run.
+    fn key(&self) -> String {
+        format!(
+            "import:{}.{}-{}.{}:{}:{:08x}",
+            self.first.0,
+            self.first.1,
+            self.last.0,
+            self.last.1,
+            self.bytes,
+            self.crc.clone().finalize()
+        )
+    }
+}
+
+/// The chunk of [`CHUNK_LINES`] lines that the message at `at` is in.
+fn chunk(at: At) -> usize {
+    at.0.saturating_sub(1) / CHUNK_LINES
 }
