@@ -6,14 +6,16 @@
 //! whole file is checked first and an invalid line stops the import before anything is
 //! appended; `--skip-invalid` appends every valid line and lists the invalid ones.
 //!
-//! Resumable: messages go in as atomic batches, in file order, each under an idempotency key
-//! derived from its lines (their numbers and a checksum of the messages' bytes). A kill
-//! mid-import leaves a prefix of whole batches; running the same import again skips every
-//! batch already in the store and appends the rest, without duplicates. Generated session
-//! ids are derived from the line (its number and a checksum of its bytes), so a rerun
-//! generates the same ones.
+//! Resumable: lines are read in chunks of 1,000; at a chunk's end each session's messages
+//! from it go in as atomic batches, each under an idempotency key derived from its lines
+//! (their numbers, and the size and a checksum of the messages' bytes). A kill mid-import
+//! leaves whole batches (every chunk before some point, and some sessions' batches of the
+//! chunk in progress), never half of one; running the same import again skips every batch
+//! already in the store and appends the rest, without duplicates. Generated session ids are
+//! derived from the line (its number and a checksum of its bytes), so a rerun generates the
+//! same ones.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -30,16 +32,13 @@ use crate::util::{Out, human_duration, open_writable, plural, progress, sync, th
 const BATCH_MESSAGES: usize = 1000;
 /// Most payload bytes appended in one batch.
 const BATCH_BYTES: usize = 64 << 20;
-/// No batch holds messages of two chunks of this many lines (lines 1 to 1000, 1001 to 2000,
-/// ...): batch boundaries, and so their keys, depend only on the chunk's own lines, and a
-/// file that holds a prefix of whole chunks of another is imported as the same batches.
+/// Lines are appended in chunks of this many (lines 1 to 1000, 1001 to 2000, ...), and no
+/// batch holds messages of two chunks: batch boundaries, and so their keys, depend only on
+/// the chunk's own lines, and a file that holds a prefix of whole chunks of another is
+/// imported as the same batches.
 const CHUNK_LINES: usize = 1000;
 
 /// Arguments of `convlog import`.
-///
-/// A kill mid-import leaves a prefix of whole batches in the store (each batch is atomic);
-/// running the same import again appends only what is missing and says how many messages it
-/// skipped as already imported.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The store directory (created when missing).
@@ -164,7 +163,7 @@ fn apply(
     bar: &ProgressBar,
 ) -> CliResult<Summary> {
     let mut summary = Summary::default();
-    let mut batch = Batch::default();
+    let mut chunk = Chunk::default();
     let mut lines = source.lines()?;
     while let Some((n, line)) = lines.next_line()? {
         let parsed = match parse_line(line, n) {
@@ -177,9 +176,13 @@ fn apply(
                 // The first pass checked every line; a line can only go bad in the second
                 // if the file changed in between.
                 let outcome = if store.is_some() {
-                    "the file changed during the import; the lines before it were imported"
+                    format!(
+                        "the file changed during the import; the lines before line {} (where \
+                         its chunk of {CHUNK_LINES} lines starts) were imported",
+                        chunk_start(n)
+                    )
                 } else {
-                    "nothing was imported"
+                    "nothing was imported".to_owned()
                 };
                 return Err(CliError::Input(format!(
                     "{} line {n}: {reason}; {outcome}",
@@ -190,7 +193,7 @@ fn apply(
         if let Some(store) = store {
             for (i, m) in parsed.messages.iter().enumerate() {
                 let at = (n, i + 1);
-                batch.push(store, &parsed.session, at, m.get().as_bytes(), &mut summary)?;
+                chunk.push(store, &parsed.session, at, m.get().as_bytes(), &mut summary)?;
             }
             if parsed.generated {
                 summary.generated.push(parsed.session);
@@ -201,7 +204,7 @@ fn apply(
         }
     }
     if let Some(store) = store {
-        batch.flush(store, &mut summary)?;
+        chunk.flush(store, &mut summary)?;
     }
     bar.set_position(lines.bytes());
     Ok(summary)
@@ -265,21 +268,32 @@ fn generated_session(line: &[u8], n: usize) -> String {
 /// Where a message is in the input: its line number and its 1-based position in the line.
 type At = (usize, usize);
 
-/// Consecutive messages of one session and one chunk of lines, appended together as one
-/// atomic batch under a key derived from them.
+/// The messages read from one chunk of [`CHUNK_LINES`] lines and not yet appended, grouped
+/// by session (sessions in the order they first appear, each session's messages in file
+/// order). At the chunk's end each session's messages go in as atomic batches, each under a
+/// key derived from them, so input that alternates sessions line by line still makes few
+/// batches (and few keys for the index to remember).
+///
+/// What is appended, and where batches start and end, depends only on the chunk's own lines,
+/// so the same lines give the same batches and keys in every run.
 #[derive(Default)]
-struct Batch {
-    session: String,
-    messages: Vec<Vec<u8>>,
+struct Chunk {
+    /// Which chunk: `(line - 1) / CHUNK_LINES`.
+    index: usize,
+    groups: Vec<Group>,
+    by_session: HashMap<String, usize>,
     bytes: usize,
-    first: At,
-    last: At,
-    crc: crc32fast::Hasher,
 }
 
-impl Batch {
-    /// Adds the message at `at`, first appending the batch so far when the message cannot
-    /// join it.
+/// One session's messages in a [`Chunk`].
+struct Group {
+    session: String,
+    messages: Vec<(At, Vec<u8>)>,
+}
+
+impl Chunk {
+    /// Adds the message at `at`, first appending what the chunk holds when `at` is in the
+    /// next chunk or the chunk would hold more than [`BATCH_BYTES`].
     fn push(
         &mut self,
         store: &Store,
@@ -288,67 +302,112 @@ impl Batch {
         message: &[u8],
         summary: &mut Summary,
     ) -> CliResult {
-        if !self.messages.is_empty()
-            && (self.session != session
-                || chunk(self.first) != chunk(at)
-                || self.messages.len() >= BATCH_MESSAGES
-                || self.bytes + message.len() > BATCH_BYTES)
+        let index = chunk(at);
+        if !self.groups.is_empty()
+            && (index != self.index || self.bytes + message.len() > BATCH_BYTES)
         {
             self.flush(store, summary)?;
         }
-        if self.messages.is_empty() {
-            if self.session != session {
-                session.clone_into(&mut self.session);
+        self.index = index;
+        let g = match self.by_session.get(session) {
+            Some(&g) => g,
+            None => {
+                self.by_session
+                    .insert(session.to_owned(), self.groups.len());
+                self.groups.push(Group {
+                    session: session.to_owned(),
+                    messages: Vec::new(),
+                });
+                self.groups.len() - 1
             }
-            self.first = at;
-        }
-        self.last = at;
-        self.crc.update(&(message.len() as u64).to_le_bytes());
-        self.crc.update(message);
-        self.messages.push(message.to_vec());
+        };
+        self.groups[g].messages.push((at, message.to_vec()));
         self.bytes += message.len();
         Ok(())
     }
 
-    /// Appends the batch under its key; a key the session already holds (an earlier run
-    /// appended this batch) appends nothing and counts the messages as skipped.
+    /// Appends every session's messages, in batches of at most [`BATCH_MESSAGES`] messages
+    /// and [`BATCH_BYTES`] bytes.
     fn flush(&mut self, store: &Store, summary: &mut Summary) -> CliResult {
-        if self.messages.is_empty() {
-            return Ok(());
-        }
-        let before = store.last_lsn();
-        let receipts = store
-            .append_batch_raw_with_key(&self.session, &self.key(), &self.messages)
-            .in_store(store.path())?;
-        let n = self.messages.len() as u64;
-        if receipts.first().is_some_and(|r| r.lsn <= before) {
-            summary.skipped += n;
-        } else {
-            summary.messages += n;
-            if !summary.sessions.contains(&self.session) {
-                summary.sessions.insert(self.session.clone());
+        for group in self.groups.drain(..) {
+            let mut rest = group.messages.as_slice();
+            while !rest.is_empty() {
+                let len = batch_len(rest);
+                append_batch(store, &group.session, &rest[..len], summary)?;
+                rest = &rest[len..];
             }
         }
-        self.messages.clear();
+        self.by_session.clear();
         self.bytes = 0;
-        self.crc = crc32fast::Hasher::new();
         Ok(())
     }
+}
 
-    /// `import:<line>.<message>-<line>.<message>:<bytes>:<crc32>`: where the batch's first
-    /// and last messages are, the bytes of its messages, and a checksum over their lengths
-    /// and bytes. The same lines give the same key in every run.
-    fn key(&self) -> String {
-        format!(
-            "import:{}.{}-{}.{}:{}:{:08x}",
-            self.first.0,
-            self.first.1,
-            self.last.0,
-            self.last.1,
-            self.bytes,
-            self.crc.clone().finalize()
-        )
+/// How many of `messages` (at least one) the next batch takes.
+fn batch_len(messages: &[(At, Vec<u8>)]) -> usize {
+    let mut bytes = 0;
+    for (i, (_, m)) in messages.iter().enumerate() {
+        if i > 0 && (i >= BATCH_MESSAGES || bytes + m.len() > BATCH_BYTES) {
+            return i;
+        }
+        bytes += m.len();
     }
+    messages.len()
+}
+
+/// Appends `batch` (not empty) to `session` under its key; a key the session already holds
+/// (an earlier run appended this batch) appends nothing and counts the messages as skipped.
+fn append_batch(
+    store: &Store,
+    session: &str,
+    batch: &[(At, Vec<u8>)],
+    summary: &mut Summary,
+) -> CliResult {
+    let messages: Vec<&[u8]> = batch.iter().map(|(_, m)| m.as_slice()).collect();
+    let before = store.last_lsn();
+    let receipts = store
+        .append_batch_raw_with_key(session, &batch_key(batch), &messages)
+        .in_store(store.path())?;
+    let n = batch.len() as u64;
+    if receipts.first().is_some_and(|r| r.lsn <= before) {
+        summary.skipped += n;
+    } else {
+        summary.messages += n;
+        if !summary.sessions.contains(session) {
+            summary.sessions.insert(session.to_owned());
+        }
+    }
+    Ok(())
+}
+
+/// `import:<line>.<message>-<line>.<message>:<bytes>:<crc32>`: where the batch's first and
+/// last messages are, the bytes of its messages, and a CRC-32 over their lengths and bytes.
+/// The same lines give the same key in every run.
+fn batch_key(batch: &[(At, Vec<u8>)]) -> String {
+    let mut crc = crc32fast::Hasher::new();
+    let mut bytes = 0;
+    for (_, m) in batch {
+        crc.update(&(m.len() as u64).to_le_bytes());
+        crc.update(m);
+        bytes += m.len();
+    }
+    let (first, last) = match (batch.first(), batch.last()) {
+        (Some((a, _)), Some((b, _))) => (*a, *b),
+        _ => ((0, 0), (0, 0)),
+    };
+    format!(
+        "import:{}.{}-{}.{}:{bytes}:{:08x}",
+        first.0,
+        first.1,
+        last.0,
+        last.1,
+        crc.finalize()
+    )
+}
+
+/// The first line of the chunk that line `n` is in.
+fn chunk_start(n: usize) -> usize {
+    chunk((n, 0)) * CHUNK_LINES + 1
 }
 
 /// The chunk of [`CHUNK_LINES`] lines that the message at `at` is in.
