@@ -204,7 +204,10 @@ fn repair_drops_a_broken_batch_whole() {
     let d = s(&dir);
     let batch = "{\"b\":0,\"pad\":\"aaaaaaaaaa\"}\n{\"b\":1,\"pad\":\"bbbbbbbbbb\"}\n\
                  {\"b\":2,\"pad\":\"cccccccccc\"}\n";
-    let a = convlog_in(&["append", d, "chat", "-"], Some(batch.as_bytes()));
+    let a = convlog_in(
+        &["append", d, "chat", "-", "--batch"],
+        Some(batch.as_bytes()),
+    );
     assert!(a.ok(), "{a}");
     let a = convlog(&["append", d, "other", r#"{"x":1}"#]);
     assert!(a.ok(), "{a}");
@@ -361,7 +364,8 @@ fn repair_of_a_zeroed_imported_batch_keeps_a_copy_of_all_of_it() {
     assert!(i.ok(), "{i}");
     let seg = store_files::segments(&dir)[0].clone();
     let recs = store_files::records(&seg);
-    assert_eq!(recs.len(), 200);
+    // The batch's idempotency key (`import` is resumable), then its 200 messages.
+    assert_eq!(recs.len(), 201);
     let damaged = zero(&seg, 8192, 12288);
 
     let a = convlog(&["append", d, "s", &msg(999, 200)]);
@@ -370,7 +374,7 @@ fn repair_of_a_zeroed_imported_batch_keeps_a_copy_of_all_of_it() {
     assert!(r.ok(), "{r}");
     let kept = messages(&dir, "s");
     if kept.len() < 200 {
-        let end = recs[199].off + recs[199].len;
+        let end = recs[200].off + recs[200].len;
         // What was dropped is the batch, or more: all of it is kept aside.
         let lost_from = if kept.is_empty() { recs[0].off } else { 8192 };
         assert_quarantined(&dir, &damaged, lost_from, end.max(12288));

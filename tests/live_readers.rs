@@ -88,8 +88,13 @@ fn readers_beside_short_writers_are_never_killed_by_a_signal() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path().join("store");
     let d = s(&dir).to_owned();
-    let import = tmp.path().join("import.jsonl");
-    let import_bytes = import_file(&import, "imp", 3, 900, 4, 600);
+    // Two files whose messages differ: an import run again appends only what is missing.
+    let import = [
+        tmp.path().join("import-1.jsonl"),
+        tmp.path().join("import-2.jsonl"),
+    ];
+    let import_bytes = import_file(&import[0], "imp", 3, 900, 4, 600);
+    import_file(&import[1], "imp", 3, 900, 4, 601);
     let seed = convlog_in(&["append", &d, "s", &msg(0, 200)], None);
     assert!(seed.ok(), "{seed}");
 
@@ -133,7 +138,7 @@ fn readers_beside_short_writers_are_never_killed_by_a_signal() {
             }
         }
         if imports < 2 && Instant::now() < deadline {
-            let mut args = vec!["import", &d, s(&import)];
+            let mut args = vec!["import", &d, s(&import[imports as usize % 2])];
             args.extend_from_slice(SMALL_SEGMENTS);
             let run = convlog(&args);
             imports += 1;

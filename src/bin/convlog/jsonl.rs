@@ -74,39 +74,74 @@ impl Source {
             )),
             Source::Memory(b, _) => Box::new(Cursor::new(b.as_slice())),
         };
-        Ok(Lines {
-            reader,
-            name: self.name(),
-            buf: Vec::new(),
-            line_no: 0,
-            bytes: 0,
-        })
+        Ok(Lines::new(reader, self.name()))
     }
 }
 
-/// The non-blank lines of a [`Source`], numbered from 1, without their line ending.
+/// The non-blank lines of a [`Source`] (or of any reader), numbered from 1, without their
+/// line ending.
 pub struct Lines<'a> {
     reader: Box<dyn BufRead + 'a>,
     name: String,
     buf: Vec<u8>,
     line_no: usize,
     bytes: u64,
+    max_len: usize,
 }
+
+impl<'a> Lines<'a> {
+    /// The lines of `reader`, named `name` in messages, of any length.
+    pub fn new(reader: Box<dyn BufRead + 'a>, name: String) -> Lines<'a> {
+        Lines {
+            reader,
+            name,
+            buf: Vec::new(),
+            line_no: 0,
+            bytes: 0,
+            max_len: usize::MAX,
+        }
+    }
+
+    /// The lines of standard input, each returned as soon as its line ending arrives (a
+    /// line is never held back until more input or the end comes). A line longer than
+    /// [`MAX_MESSAGE_LINE`] is an error, found without reading the rest of it.
+    pub fn stdin_streaming() -> Lines<'static> {
+        let mut lines = Lines::new(
+            Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
+            "stdin".into(),
+        );
+        lines.max_len = MAX_MESSAGE_LINE;
+        lines
+    }
+}
+
+/// The longest line that may hold one message: the record limit and room for surrounding
+/// whitespace and the line ending.
+pub const MAX_MESSAGE_LINE: usize = DEFAULT_MAX_RECORD_LEN as usize + (64 << 10);
 
 impl Lines<'_> {
     /// The next non-blank line and its number; `None` at the end.
+    ///
+    /// # Errors
+    /// [`CliError::Io`] when reading fails; [`CliError::Input`] for a line longer than the
+    /// reader's limit (see [`Lines::stdin_streaming`]), naming it.
     pub fn next_line(&mut self) -> CliResult<Option<(usize, &[u8])>> {
         loop {
             self.buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.buf)
+            let (n, too_long) = read_line(&mut *self.reader, &mut self.buf, self.max_len)
                 .map_err(|e| CliError::io("read", &self.name, e))?;
             if n == 0 {
                 return Ok(None);
             }
             self.line_no += 1;
             self.bytes += n as u64;
+            if too_long {
+                return Err(CliError::Input(format!(
+                    "{} line {}: longer than {} bytes; a message is at most \
+                     {DEFAULT_MAX_RECORD_LEN} bytes of JSON",
+                    self.name, self.line_no, self.max_len
+                )));
+            }
             let (mut start, mut end) = (0, self.buf.len());
             if self.line_no == 1 && self.buf.starts_with(b"\xEF\xBB\xBF") {
                 start = 3;
@@ -131,6 +166,33 @@ impl Lines<'_> {
     /// The input's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// Reads up to and including the next `\n` (or to the end) into `buf`, but stops once `buf`
+/// holds more than `max` bytes. Returns the bytes consumed and whether it stopped early.
+/// Returns as soon as a line ending is buffered: it never waits for more input than that.
+fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<(usize, bool)> {
+    let mut consumed = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let (used, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), available.is_empty()),
+        };
+        buf.extend_from_slice(&available[..used]);
+        reader.consume(used);
+        consumed += used;
+        if buf.len() > max {
+            return Ok((consumed, true));
+        }
+        if done {
+            return Ok((consumed, false));
+        }
     }
 }
 

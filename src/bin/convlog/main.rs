@@ -42,6 +42,13 @@ enum Command {
     /// Print counters about a store.
     Stats(cmd::stats::Args),
     /// Append one message (JSON argument) or many (JSONL on stdin) to a session.
+    ///
+    /// From stdin, each line is appended as soon as it arrives and its receipt printed at
+    /// once, one line per message: `appended to "SESSION": interaction N, LSN L`. A printed
+    /// receipt means the message is in the store (it survives a kill of this process). An
+    /// invalid line stops the command with exit status 1, naming the line; the messages
+    /// before it stay appended. `--batch` (and `--key`) read all of stdin first and append
+    /// all of it or nothing.
     Append(cmd::append::Args),
     /// Remove a session's last message and print it.
     Pop(cmd::pop::Args),
@@ -58,6 +65,13 @@ enum Command {
     /// Salvage a damaged store: keep every valid record, set damaged bytes aside.
     Repair(cmd::repair::Args),
     /// Import messages or whole conversations from a JSONL file.
+    ///
+    /// Resumable: each batch is atomic and goes in under a key derived from its lines, so a
+    /// kill mid-import leaves whole batches (never half of one), and running the same import
+    /// again appends only what is missing, without duplicates; its summary says how many
+    /// messages it skipped as already imported. This holds for the same lines at the same
+    /// line numbers (also a file that grew since, if the earlier one ended at a multiple of
+    /// 1,000 lines).
     Import(cmd::import::Args),
     /// Export messages as JSONL, one `{"session", "message"}` object per line.
     Export(cmd::export::Args),
