@@ -58,9 +58,9 @@ pub use recovery::{
     Classification, DroppedRange, QUARANTINE_DIR, RecoveryMode, RecoveryReport, TornTail,
 };
 pub use store::{
-    DEFAULT_SEGMENT_SIZE, LOCK_FILE, MAX_META_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Messages,
-    Options, RawMessages, Receipt, SessionInfo, Store, StoreStats, WRITERS_FILE, WindowSpec,
-    validate_session_id,
+    CROSS_PROCESS_POLL, DEFAULT_SEGMENT_SIZE, LOCK_FILE, LogEvent, MAX_META_LEN, MAX_SEGMENT_SIZE,
+    MIN_SEGMENT_SIZE, Messages, Options, RawMessages, Receipt, SessionInfo, Since, Store,
+    StoreStats, Subscription, WRITERS_FILE, WindowSpec, validate_session_id,
 };
 
 /// The README's examples, compiled and run as doctests.

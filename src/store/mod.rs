@@ -8,6 +8,7 @@ mod ops;
 mod options;
 mod read;
 mod registry;
+mod subscribe;
 mod window;
 mod write;
 
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 pub use meta::MAX_META_LEN;
 pub use options::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use read::{Messages, RawMessages};
+pub use subscribe::{CROSS_PROCESS_POLL, LogEvent, Since, Subscription};
 pub use window::WindowSpec;
 
 use crate::durability::{Flusher, Syncer};
@@ -64,6 +66,8 @@ struct Inner {
     appending: std::sync::atomic::AtomicUsize,
     report: RecoveryReport,
     flusher: Arc<Flusher>,
+    /// Wakes this process's subscriptions after each write.
+    appended: subscribe::Appended,
     /// Whether other processes may write the log (every store but an exclusive one): reads
     /// check whether it moved, and writes catch up under the write lock first.
     follows: bool,

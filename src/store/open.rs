@@ -59,6 +59,7 @@ impl Store {
                 appending: std::sync::atomic::AtomicUsize::new(0),
                 report: rec_report,
                 flusher: Arc::new(Flusher::default()),
+                appended: Default::default(),
                 follows: locks.as_ref().is_none_or(|l| !l.is_exclusive()),
                 locks,
                 registration,

@@ -320,6 +320,7 @@ impl Store {
         self.write(w)?;
         self.apply(w, session, &events, &offsets, &receipts);
         drop(write_lock);
+        self.inner.appended.notify();
         if key.is_some() {
             receipts.remove(0);
         }

@@ -1,0 +1,370 @@
+//! Live tail: a subscription reads the log in LSN order, from where it was asked to start,
+//! and blocks for what any process appends next.
+//!
+//! It reads committed units only, through the one segment reader, and never past the end of
+//! the log the store's index holds (brought up to date first, as every read is), so it
+//! yields exactly what reads see, in the order they saw it. Appends in this process wake it
+//! at once; appends in another process within [`CROSS_PROCESS_POLL`].
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{RawMessages, Store};
+use crate::error::{Error, Result};
+use crate::format::{Kind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::id::Lsn;
+use crate::message::Entry;
+use crate::segment::{Record, SegmentData, SegmentReader, Units};
+
+/// How often a waiting subscription checks whether another process appended.
+pub const CROSS_PROCESS_POLL: Duration = Duration::from_millis(10);
+/// Most events a subscription decodes ahead of what it has yielded.
+const READ_AHEAD: usize = 1024;
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Since {
+    /// From the record with this LSN on (or the first one after it).
+    Lsn(Lsn),
+    /// From the next record written.
+    Now,
+}
+
+/// A change to a session, as the log recorded it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LogEvent {
+    /// A message was appended.
+    Message {
+        /// The session.
+        session: String,
+        /// The message, as its raw JSON bytes, with its interaction id, LSN and timestamp.
+        entry: Entry<Vec<u8>>,
+    },
+    /// The session was cut to its first `keep` messages: a pop (`keep` is the count before,
+    /// minus one), a truncate, a clear (0), or the first step of a replace.
+    Cut {
+        /// The session.
+        session: String,
+        /// The record's LSN.
+        lsn: Lsn,
+        /// How many messages the session holds after it.
+        keep: u64,
+    },
+    /// The session became the first `at` messages of `from` (a fork).
+    Forked {
+        /// The new session.
+        session: String,
+        /// The record's LSN.
+        lsn: Lsn,
+        /// The session it shares its prefix with.
+        from: String,
+        /// How many messages it shares.
+        at: u64,
+    },
+}
+
+impl LogEvent {
+    /// The session the event changed.
+    #[must_use]
+    pub fn session(&self) -> &str {
+        match self {
+            LogEvent::Message { session, .. }
+            | LogEvent::Cut { session, .. }
+            | LogEvent::Forked { session, .. } => session,
+        }
+    }
+
+    /// The LSN of the record that logged it.
+    #[must_use]
+    pub fn lsn(&self) -> Lsn {
+        match self {
+            LogEvent::Message { entry, .. } => entry.lsn,
+            LogEvent::Cut { lsn, .. } | LogEvent::Forked { lsn, .. } => *lsn,
+        }
+    }
+
+    /// The event a committed record stands for (`None` for records that change no
+    /// session's messages: keys, metadata, gaps).
+    fn of_record(r: &Record<'_>) -> Option<LogEvent> {
+        let session = r.session.to_owned();
+        let lsn = r.meta.lsn;
+        Some(match r.meta.kind {
+            Kind::Append => LogEvent::Message {
+                session,
+                entry: Entry {
+                    interaction_id: r.meta.arg,
+                    lsn,
+                    timestamp: r.meta.timestamp,
+                    message: r.payload.to_vec(),
+                },
+            },
+            Kind::Pop => LogEvent::Cut {
+                session,
+                lsn,
+                keep: r.meta.arg.saturating_sub(1),
+            },
+            Kind::Truncate => LogEvent::Cut {
+                session,
+                lsn,
+                keep: r.meta.arg,
+            },
+            Kind::Clear => LogEvent::Cut {
+                session,
+                lsn,
+                keep: 0,
+            },
+            Kind::Fork => LogEvent::Forked {
+                session,
+                lsn,
+                from: String::from_utf8_lossy(r.payload).into_owned(),
+                at: r.meta.arg,
+            },
+            Kind::Key | Kind::Meta | Kind::Gap => return None,
+        })
+    }
+}
+
+/// Wakes this process's subscriptions when a write lands (a generation counter and its
+/// condition variable).
+#[derive(Debug, Default)]
+pub(super) struct Appended {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Appended {
+    pub(super) fn notify(&self) {
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    fn current(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the generation differs from `seen`, or `timeout` passes.
+    fn wait(&self, seen: u64, timeout: Duration) {
+        let g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// A live tail of the log: an iterator of [`LogEvent`]s that blocks for the next one.
+///
+/// It holds a handle to the store (which stays open while it lives). `next` blocks until an
+/// event comes; [`Subscription::next_timeout`] waits at most as long as it is told.
+#[derive(Debug)]
+pub struct Subscription {
+    store: Store,
+    /// The segment (by ordinal) and offset the next unit is read from, and its first LSN.
+    seg: usize,
+    offset: u64,
+    next_lsn: Lsn,
+    /// Events before this LSN are skipped (a start inside a segment).
+    from: Lsn,
+    /// Only this session's events, when set.
+    session: Option<String>,
+    /// The session's messages that were in the store when a session subscription began.
+    backlog: Option<RawMessages>,
+    pending: VecDeque<LogEvent>,
+}
+
+impl Store {
+    /// A live tail of the whole log from `since`: every message appended, and every cut and
+    /// fork, in LSN order, by any process. See [`Subscription`].
+    #[must_use]
+    pub fn subscribe(&self, since: Since) -> Subscription {
+        let state = self.view();
+        let (seg, offset, next_lsn, from) = match since {
+            Since::Now => (
+                state.segments.len() - 1,
+                state.end,
+                state.next_lsn,
+                state.next_lsn,
+            ),
+            Since::Lsn(lsn) => {
+                let seg = state
+                    .segments
+                    .iter()
+                    .rposition(|s| s.id.0 <= lsn.0)
+                    .unwrap_or(0);
+                let id = state.segments.get(seg).map_or(Lsn(1), |s| Lsn(s.id.0));
+                (seg, SEGMENT_HEADER_LEN as u64, id, lsn)
+            }
+        };
+        drop(state);
+        Subscription {
+            store: self.clone(),
+            seg,
+            offset,
+            next_lsn,
+            from,
+            session: None,
+            backlog: None,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// A live tail of one session: its messages from interaction id `from_id` on (those in
+    /// the store now, then each one appended), and its cuts and forks after now.
+    #[must_use]
+    pub fn subscribe_session(&self, session: &str, from_id: u64) -> Subscription {
+        let state = self.view();
+        let backlog = RawMessages::from_state(&state, self, session, |count| {
+            from_id.max(1)..count.saturating_add(1)
+        });
+        let (seg, offset, next_lsn) = (state.segments.len() - 1, state.end, state.next_lsn);
+        drop(state);
+        Subscription {
+            store: self.clone(),
+            seg,
+            offset,
+            next_lsn,
+            from: next_lsn,
+            session: Some(session.to_owned()),
+            backlog: Some(backlog),
+            pending: VecDeque::new(),
+        }
+    }
+}
+
+impl Subscription {
+    /// The next event, waiting at most `timeout` for one; `Ok(None)` when none came.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the log is damaged where it reads; [`Error::Io`].
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<LogEvent>> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            if let Some(backlog) = &mut self.backlog {
+                match backlog.next() {
+                    Some(entry) => return self.backlog_event(entry).map(Some),
+                    None => self.backlog = None,
+                }
+            }
+            if let Some(e) = self.pending.pop_front() {
+                return Ok(Some(e));
+            }
+            let seen = self.store.inner.appended.current();
+            self.fill()?;
+            if !self.pending.is_empty() {
+                continue;
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.store
+                .inner
+                .appended
+                .wait(seen, left.min(CROSS_PROCESS_POLL));
+        }
+    }
+
+    /// The LSN the next record read will carry (where a new subscription would resume).
+    #[must_use]
+    pub fn position(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    fn backlog_event(&self, entry: Result<Entry<Vec<u8>>>) -> Result<LogEvent> {
+        Ok(LogEvent::Message {
+            session: self.session.clone().unwrap_or_default(),
+            entry: entry?,
+        })
+    }
+
+    /// Reads the committed units after the cursor, up to the end of the log the store's
+    /// index holds, into `pending` (at most about [`READ_AHEAD`] events).
+    fn fill(&mut self) -> Result<()> {
+        self.store.refresh();
+        let state = self.store.state();
+        let last = state.segments.len() - 1;
+        while self.pending.len() < READ_AHEAD {
+            let Some(seg) = state.segments.get(self.seg) else {
+                return Ok(());
+            };
+            let limit = (self.seg == last).then_some(state.end);
+            if limit.is_some_and(|l| self.offset >= l) {
+                return Ok(());
+            }
+            let map = match &seg.data {
+                SegmentData::Mapped(m) => m.clone(),
+                SegmentData::File(view) => view
+                    .live_map()
+                    .map_err(|e| Error::io("map", &seg.path, e))?,
+            };
+            let mut units = Units::new(SegmentReader::new(
+                &map,
+                seg.salt,
+                self.offset,
+                Some(self.next_lsn),
+            ));
+            while self.pending.len() < READ_AHEAD {
+                let Some(unit) = units.next_unit() else { break };
+                let end = unit.last().map_or(self.offset, Record::end);
+                if limit.is_some_and(|l| end > l) {
+                    break;
+                }
+                for r in unit {
+                    let keep = r.meta.lsn >= self.from
+                        && self.session.as_deref().is_none_or(|s| s == r.session);
+                    if let Some(e) = LogEvent::of_record(r).filter(|_| keep) {
+                        self.pending.push_back(e);
+                    }
+                    self.next_lsn = r.meta.next_lsn();
+                }
+                self.offset = end;
+            }
+            let Some(stop) = units.stop().cloned() else {
+                return Ok(()); // read ahead enough for now
+            };
+            // Stopped at the end of a map older than the file: map it again, read on.
+            if let SegmentData::File(view) = &seg.data
+                && stop.at + RECORD_HEADER_LEN as u64 > map.len() as u64
+                && view.file.len().is_ok_and(|n| n > map.len() as u64)
+            {
+                view.map_now().map_err(|e| Error::io("map", &seg.path, e))?;
+                continue;
+            }
+            if limit.is_some() {
+                return Ok(());
+            }
+            if let Some(damage) = stop.damage() {
+                return Err(Error::Corrupt {
+                    segment: seg.id,
+                    offset: stop.at,
+                    damage,
+                });
+            }
+            // A sealed segment read to its end: on to the next one.
+            self.seg += 1;
+            self.offset = SEGMENT_HEADER_LEN as u64;
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Subscription {
+    type Item = Result<LogEvent>;
+
+    /// Blocks until the next event.
+    fn next(&mut self) -> Option<Result<LogEvent>> {
+        loop {
+            match self.next_timeout(Duration::from_secs(3600)) {
+                Ok(Some(e)) => return Some(Ok(e)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
