@@ -154,3 +154,72 @@ fn a_read_only_store_subscribes_to_what_a_writer_appends() {
     assert_eq!(events.len(), 200);
     assert_eq!(reader.interaction_count("s"), 201);
 }
+
+/// Reads one line of a child's stdout, failing after `secs` seconds.
+fn line_within(rx: &std::sync::mpsc::Receiver<String>, secs: u64) -> String {
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("a line in time")
+}
+
+fn follow(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_convlog"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn convlog_tail_f_follows_a_session_and_every_session_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for n in 0..3 {
+        store.append("s", &msg(n)).unwrap();
+    }
+    let d = dir.path().to_str().unwrap();
+    let (mut one, one_rx) = follow(&["tail", "-f", d, "s", "-n", "2"]);
+    let (mut all, all_rx) = follow(&["tail", "-f", d]);
+    let parse = |l: String| -> serde_json::Value { serde_json::from_str(&l).unwrap() };
+    assert_eq!(parse(line_within(&one_rx, 20)), msg(1));
+    assert_eq!(parse(line_within(&one_rx, 20)), msg(2));
+    // Give the follower of every session time to start from "now".
+    std::thread::sleep(Duration::from_millis(500));
+    store.append("other", &msg(7)).unwrap();
+    store.append("s", &msg(3)).unwrap();
+    assert_eq!(parse(line_within(&one_rx, 20)), msg(3));
+    let first = parse(line_within(&all_rx, 20));
+    assert_eq!(
+        (first["session"].as_str(), &first["message"]),
+        (Some("other"), &msg(7))
+    );
+    let second = parse(line_within(&all_rx, 20));
+    assert_eq!(
+        (
+            second["session"].as_str(),
+            second["interaction_id"].as_u64()
+        ),
+        (Some("s"), Some(4))
+    );
+    for child in [&mut one, &mut all] {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = child.wait().unwrap();
+        assert!(!exited.success() || exited.code() == Some(0), "{exited:?}");
+    }
+    assert!(one_rx.try_recv().is_err(), "nothing after the interrupt");
+}

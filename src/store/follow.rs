@@ -94,7 +94,9 @@ impl State {
                 Ending::Clean => {}
                 _ if !holder => return Ok(()),
                 Ending::Torn => {
-                    cut_tail(dir, &*view.file, &last.path, &map, last.id, self.end)?;
+                    // (Opened for writing here: a read may have found the segment first.)
+                    let file = dir.open(&last.path, OpenMode::ReadWrite)?;
+                    cut_tail(dir, &*file, &last.path, &map, last.id, self.end)?;
                     view.invalidate();
                     return Ok(());
                 }
@@ -208,22 +210,20 @@ impl State {
 impl Writer {
     /// Brings the writer to the end of the log the state holds (after a catch-up): into the
     /// segment another process created, if the log moved there.
-    pub(super) fn follow(&mut self, state: &State) -> Result<()> {
+    ///
+    /// (The segment may have been found by a read, which opened it read-only: the writer
+    /// opens it for writing itself.)
+    pub(super) fn follow(&mut self, state: &State, dir: Dir<'_>) -> Result<()> {
         let last = (state.segments.len() - 1) as u32;
         if last != self.ordinal {
             let seg = &state.segments[last as usize];
-            let SegmentData::File(view) = &seg.data else {
-                return Ok(());
-            };
-            let allocated = view
-                .file
-                .len()
-                .map_err(|e| Error::io("stat", &seg.path, e))?;
+            let file = dir.open(&seg.path, OpenMode::ReadWrite)?;
+            let allocated = file.len().map_err(|e| Error::io("stat", &seg.path, e))?;
             self.active = SegmentWriter {
                 id: seg.id,
                 salt: seg.salt,
                 path: seg.path.clone(),
-                file: view.file.clone(),
+                file,
                 len: state.end,
                 allocated,
                 segment_size: self.active.segment_size,

@@ -330,7 +330,7 @@ impl Drop for Inner {
         if self.follows {
             let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
             let dir = crate::io::Dir::new(&*self.opts.vfs, &self.dir);
-            if state.catch_up(dir, true).is_err() || w.follow(state).is_err() {
+            if state.catch_up(dir, true).is_err() || w.follow(state, dir).is_err() {
                 return;
             }
         }

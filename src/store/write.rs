@@ -417,7 +417,7 @@ impl Store {
         if st.moved(dir) {
             st.catch_up(dir, true)?;
         }
-        w.follow(&st)
+        w.follow(&st, dir)
     }
 
     /// Folds the unit just written into the index: the same fold recovery uses. (Unless a

@@ -328,6 +328,13 @@ impl Out {
         self.text("\n")
     }
 
+    /// Flushes what was written so far (a follower's line reaches its reader at once).
+    pub fn flush(&mut self) -> CliResult<()> {
+        self.w
+            .flush()
+            .map_err(|e| CliError::io("write", &self.path, e))
+    }
+
     /// Flushes everything written.
     pub fn finish(mut self) -> CliResult<()> {
         self.w
