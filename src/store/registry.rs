@@ -1,10 +1,11 @@
 //! The stores open for writing in this process, by canonical directory.
 //!
-//! A directory's write lock (`flock` on `LOCK`) belongs to one open file description, so a
-//! second writable open of the same directory in the same process would fail as
-//! [`Error::Locked`], as if another process held it. Instead, a second open finds the first
-//! here and gets a new handle to the same open store when its options are compatible, and
-//! [`Error::AlreadyOpen`] when they are not.
+//! A store's locks (`flock` on `WRITERS` and `LOCK`) belong to one open file description, so
+//! a second writable open of the same directory in the same process would be a second writer
+//! beside the first: an exclusive one would fail as [`Error::Locked`], and a shared one would
+//! keep a second index and take turns with the first through the file system. Instead, a
+//! second open finds the first here and gets a new handle to the same open store when its
+//! options are compatible, and [`Error::AlreadyOpen`] when they are not.
 //!
 //! The registry holds weak references only: a store closes when its last handle drops, as
 //! before. Each entry also goes through two waiting states, so that two threads never race
