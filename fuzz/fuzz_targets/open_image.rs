@@ -222,8 +222,9 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
 }
 
 fn other_name(param: u8) -> &'static str {
-    const NAMES: [&str; 10] = [
+    const NAMES: [&str; 11] = [
         "LOCK",
+        "WRITERS",
         "00000000000000000001.seg.salvage",
         "00000000000000000001.hint.tmp",
         "x.seg",
