@@ -65,7 +65,14 @@ fn a_segment_a_dead_writer_began_to_create_is_removed_by_the_next_writer() {
     let dir = tempfile::tempdir().unwrap();
     let writer = Store::open(dir.path()).unwrap();
     writer.append_raw("s", &payload(1, 100)).unwrap();
-    // Another process died while rotating: the next segment exists, its header half-written.
+    // Another process died while rotating: it had recorded the next segment in the head
+    // (`LOCK`: see `docs/format.md`), and the segment exists, its header half-written.
+    let mut head = b"CVLGHEAD".to_vec();
+    head.extend_from_slice(&2u64.to_le_bytes());
+    let crc = crc32fast::hash(&head);
+    head.extend_from_slice(&crc.to_le_bytes());
+    head.extend_from_slice(&[0; 4]);
+    std::fs::write(dir.path().join("LOCK"), &head).unwrap();
     let next = dir.path().join(SegmentId(2).file_name());
     std::fs::write(&next, [7u8; 20]).unwrap();
     let reader = Store::builder().read_only(true).open(dir.path()).unwrap();
@@ -77,6 +84,11 @@ fn a_segment_a_dead_writer_began_to_create_is_removed_by_the_next_writer() {
     writer.append_raw("s", &payload(2, 100)).unwrap();
     assert!(!next.exists(), "the next writer removed it");
     assert_eq!(reader.interaction_count("s"), 2);
+    assert_eq!(
+        std::fs::read(dir.path().join("LOCK")).unwrap()[8..16],
+        1u64.to_le_bytes(),
+        "and set the head back to the last segment"
+    );
     drop(writer);
     Store::builder()
         .read_only(true)

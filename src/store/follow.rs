@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use super::head::Head;
 use super::{State, Writer};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -22,20 +23,25 @@ use crate::segment::{ActiveView, Segment, SegmentData, SegmentReader, SegmentWri
 
 impl State {
     /// Whether the log may have moved past what the index holds: a record header is being
-    /// (or was) written at its end, or the segment that would follow the last one exists.
-    /// Costs a read of the shared map and one `stat` when nothing changed.
-    pub(super) fn moved(&self, dir: Dir<'_>) -> bool {
+    /// (or was) written at its end, or the head names a newer segment than the last one.
+    /// Costs two reads of shared memory when nothing changed (plus a `stat` of the next
+    /// segment's name when the store has no head yet).
+    pub(super) fn moved(&self, dir: Dir<'_>, head: &Head) -> bool {
         let Some(last) = self.segments.last() else {
             return false;
         };
         match &last.data {
             SegmentData::File(view) if view.nonzero_at(self.end, RECORD_HEADER_LEN) => true,
-            // (A segment is sealed only once it holds a record: an empty last segment is
-            // named by the next LSN itself.)
-            _ => {
-                let next = SegmentId(self.next_lsn.0);
-                next != last.id && dir.vfs.exists(&dir.join(&next.file_name()))
-            }
+            // A writer records a segment in the head before it creates it.
+            _ => match head.get() {
+                Some(newest) => newest > last.id,
+                // (No head: an older store's empty `LOCK`.) A segment is sealed only once it
+                // holds a record: an empty last segment is named by the next LSN itself.
+                None => {
+                    let next = SegmentId(self.next_lsn.0);
+                    next != last.id && dir.vfs.exists(&dir.join(&next.file_name()))
+                }
+            },
         }
     }
 

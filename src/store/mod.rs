@@ -1,6 +1,7 @@
 //! The store: open and recover, then append, read, change and sync sessions.
 
 mod follow;
+mod head;
 mod lock;
 mod meta;
 mod open;
@@ -71,6 +72,8 @@ struct Inner {
     /// Whether other processes may write the log (every store but an exclusive one): reads
     /// check whether it moved, and writes catch up under the write lock first.
     follows: bool,
+    /// The log's head in `LOCK`: which segment is the newest (see `head`).
+    head: head::Head,
     /// A writable store's locks (`None` when read-only).
     locks: Option<lock::Locks>,
     /// This store's entry in the process's registry; after `locks`, so it drops after them.
@@ -286,7 +289,7 @@ impl Store {
             return;
         }
         let dir = crate::io::Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
-        if !self.state().moved(dir) {
+        if !self.state().moved(dir, &self.inner.head) {
             return;
         }
         let _ = self.state_mut().catch_up(dir, false);

@@ -46,7 +46,12 @@ impl Store {
                 return Err(e);
             }
         };
+        let head = super::head::Head::open(&*vfs, dir, !opts.read_only);
         if let Some(l) = &locks {
+            // Still under the write lock: the head names the last segment.
+            if let Some(last) = state.segments.last() {
+                head.set(dir, last.id)?;
+            }
             l.opened();
         }
         let durable = Lsn(next_lsn.0.saturating_sub(1));
@@ -60,6 +65,7 @@ impl Store {
                 report: rec_report,
                 flusher: Arc::new(Flusher::default()),
                 appended: Default::default(),
+                head,
                 follows: locks.as_ref().is_none_or(|l| !l.is_exclusive()),
                 locks,
                 registration,

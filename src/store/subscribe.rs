@@ -7,6 +7,7 @@
 //! at once; appends in another process within [`CROSS_PROCESS_POLL`].
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -133,10 +134,15 @@ impl LogEvent {
 pub(super) struct Appended {
     generation: Mutex<u64>,
     changed: Condvar,
+    /// Subscriptions waiting now (a write with none to wake costs one atomic load).
+    waiting: AtomicUsize,
 }
 
 impl Appended {
     pub(super) fn notify(&self) {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
         *self.generation.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.changed.notify_all();
     }
@@ -145,13 +151,38 @@ impl Appended {
         *self.generation.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the generation differs from `seen`, or `timeout` passes.
-    fn wait(&self, seen: u64, timeout: Duration) {
-        let g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self
+    /// Counts a subscription as waiting, before it looks for events one last time (so a
+    /// write that lands after that look wakes it); the count goes when the guard does.
+    fn arm(&self) -> Armed<'_> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Armed {
+            appended: self,
+            seen: self.current(),
+        }
+    }
+}
+
+/// A subscription counted as waiting (see [`Appended::arm`]).
+struct Armed<'a> {
+    appended: &'a Appended,
+    seen: u64,
+}
+
+impl Armed<'_> {
+    /// Waits until a write lands after the guard was made, or `timeout` passes.
+    fn wait(self, timeout: Duration) {
+        let a = self.appended;
+        let g = a.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = a
             .changed
-            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .wait_timeout_while(g, timeout, |g| *g == self.seen)
             .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.appended.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -251,7 +282,8 @@ impl Subscription {
             if let Some(e) = self.pending.pop_front() {
                 return Ok(Some(e));
             }
-            let seen = self.store.inner.appended.current();
+            let store = self.store.clone();
+            let armed = store.inner.appended.arm();
             self.fill()?;
             if !self.pending.is_empty() {
                 continue;
@@ -263,10 +295,7 @@ impl Subscription {
             if left.is_zero() {
                 return Ok(None);
             }
-            self.store
-                .inner
-                .appended
-                .wait(seen, left.min(CROSS_PROCESS_POLL));
+            armed.wait(left.min(CROSS_PROCESS_POLL));
         }
     }
 

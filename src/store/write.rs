@@ -414,8 +414,12 @@ impl Store {
     fn catch_up(&self, w: &mut Writer) -> Result<()> {
         let dir = crate::io::Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
         let mut st = self.state_mut();
-        if st.moved(dir) {
+        if st.moved(dir, &self.inner.head) {
             st.catch_up(dir, true)?;
+            // A head beyond the last segment (its creator died first) is set back.
+            if let Some(last) = st.segments.last() {
+                self.inner.head.set(&self.inner.dir, last.id)?;
+            }
         }
         w.follow(&st, dir)
     }
@@ -470,6 +474,10 @@ impl Store {
         w.unsynced = 0;
         let vfs = &*self.inner.opts.vfs;
         super::write_hint(vfs, &self.inner.dir, &w.active);
+        // The head first: every segment that exists is at most the head (see `head`).
+        self.inner
+            .head
+            .set(&self.inner.dir, crate::id::SegmentId(w.next_lsn.0))?;
         let new = SegmentWriter::create(vfs, &self.inner.dir, w.next_lsn, w.active.segment_size)
             .map_err(|(e, clean)| {
                 if !clean {

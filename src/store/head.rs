@@ -1,0 +1,127 @@
+//! The log's head, kept in the `LOCK` file: which segment is the newest one a writer has
+//! begun to create, so that finding out whether the log moved to a new segment is a read of
+//! shared memory instead of a `stat` of a path.
+//!
+//! Layout (little-endian), at offset 0 of `LOCK`:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `CVLGHEAD` |
+//! | 8 | 8 | first LSN of the newest segment (its id) |
+//! | 16 | 4 | CRC-32 of bytes 0..16 |
+//! | 20 | 4 | zero |
+//!
+//! Invariant: a writer writes the head, under the write lock, *before* it creates a segment,
+//! so every segment that exists has an id at most the head's. The converse need not hold (a
+//! writer may die between the two): a head beyond the last segment only sends a reader to
+//! look for a segment that is not there, and the next writer sets it back. A head that is
+//! missing or fails its checksum (an empty `LOCK` of an older store, a torn write) makes the
+//! check fall back to looking for the next segment's file.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, Result};
+use crate::id::SegmentId;
+use crate::io::{LOCK_FILE, Mapping, OpenMode, Vfs, VfsFile};
+
+/// Magic at the start of the head.
+const HEAD_MAGIC: [u8; 8] = *b"CVLGHEAD";
+/// Bytes of the head.
+pub const HEAD_LEN: usize = 24;
+
+/// The head of one store's log, as this process sees it.
+#[derive(Debug, Default)]
+pub(super) struct Head {
+    file: Option<Arc<dyn VfsFile>>,
+    /// A shared map of `LOCK` (when the file system's maps are live and it holds a head).
+    map: RwLock<Option<Mapping>>,
+}
+
+impl Head {
+    /// Opens the head in `dir`'s `LOCK` file (for writing when `writable`). A missing or
+    /// unreadable `LOCK` gives a head that is never known (every check falls back).
+    pub(super) fn open(vfs: &dyn Vfs, dir: &Path, writable: bool) -> Head {
+        let mode = if writable {
+            OpenMode::ReadWrite
+        } else {
+            OpenMode::Read
+        };
+        Head {
+            file: vfs.open(&dir.join(LOCK_FILE), mode).ok(),
+            map: RwLock::new(None),
+        }
+    }
+
+    /// The newest segment a writer has begun to create, if the head is known.
+    pub(super) fn get(&self) -> Option<SegmentId> {
+        let file = self.file.as_ref()?;
+        if file.map_is_live() {
+            if let Some(map) = self.map.read().unwrap_or_else(|e| e.into_inner()).as_ref()
+                && map.len() >= HEAD_LEN
+            {
+                return decode(map);
+            }
+            // Not mapped yet, or mapped while the file was still empty.
+            if file.len().ok()? < HEAD_LEN as u64 {
+                return None;
+            }
+            let map = file.map().ok()?;
+            let head = decode(&map);
+            *self.map.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
+            return head;
+        }
+        let mut buf = [0u8; HEAD_LEN];
+        file.read_exact_at(&mut buf, 0).ok()?;
+        decode(&buf)
+    }
+
+    /// Records `id` as the newest segment (under the write lock, before creating it).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `LOCK` cannot be written.
+    pub(super) fn set(&self, dir: &Path, id: SegmentId) -> Result<()> {
+        if self.get() == Some(id) {
+            return Ok(());
+        }
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        file.write_all_at(&encode(id), 0)
+            .map_err(|e| Error::io("write", dir.join(LOCK_FILE), e))
+    }
+}
+
+fn encode(id: SegmentId) -> [u8; HEAD_LEN] {
+    let mut b = [0u8; HEAD_LEN];
+    b[..8].copy_from_slice(&HEAD_MAGIC);
+    b[8..16].copy_from_slice(&id.0.to_le_bytes());
+    let crc = crc32fast::hash(&b[..16]);
+    b[16..20].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn decode(b: &[u8]) -> Option<SegmentId> {
+    let b = b.get(..HEAD_LEN)?;
+    let crc = u32::from_le_bytes(b[16..20].try_into().ok()?);
+    (b[..8] == HEAD_MAGIC && crc32fast::hash(&b[..16]) == crc)
+        .then(|| SegmentId(u64::from_le_bytes(b[8..16].try_into().unwrap_or_default())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_round_trips_and_any_damage_makes_it_unknown() {
+        let b = encode(SegmentId(12345));
+        assert_eq!(decode(&b), Some(SegmentId(12345)));
+        for i in 0..20 {
+            let mut d = b;
+            d[i] ^= 1;
+            assert_eq!(decode(&d), None, "byte {i}");
+        }
+        assert_eq!(decode(&b[..HEAD_LEN - 1]), None);
+        assert_eq!(decode(&[]), None);
+    }
+}
