@@ -941,3 +941,30 @@ fn readers_see_a_replace_whole_or_not_at_all() {
         }
     });
 }
+
+#[test]
+fn append_raw_if_stores_the_bytes_as_given_and_rejects_a_stale_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let raw = br#"{ "role":"user",  "content":"x" }"#;
+    let r = store.append_raw_if("s", 1, raw).unwrap();
+    assert_eq!(r.interaction_id, 1);
+    let err = store.append_raw_if("s", 1, raw).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        store.append_raw_if("s", 2, b"[1]"),
+        Err(Error::InvalidMessage { .. })
+    ));
+    assert_eq!(store.interaction_count("s"), 1);
+    assert_eq!(store.read_entry("s", 1).unwrap().unwrap().message, raw);
+}

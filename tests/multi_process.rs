@@ -2,8 +2,8 @@
 //!
 //! The test re-runs its own binary as children (`CONVLOG_MP_CHILD` set, filtered to
 //! `mp_child`). Four writer children append, batch, `append_if`, pop and clear on shared
-//! sessions of one store (16 KiB segments, so they rotate often; `Buffered` or `Always` by
-//! child), each printing one line per acknowledged operation. The parent SIGKILLs a random
+//! sessions of one store (16 KiB segments, so they rotate often, or 4 MiB ones, whose files
+//! grow as they fill; `Buffered` or `Always`; each child its own), each printing one line per acknowledged operation. The parent SIGKILLs a random
 //! writer every few milliseconds and starts another in its place. A reader child reads
 //! beside them the whole time, through one long-lived read-only store and fresh read-only
 //! opens, and reports anything wrong. At the end the parent checks:
@@ -42,7 +42,10 @@ const POP_SESSIONS: [&str; 3] = ["p0", "p1", "p2"];
 const WRITERS: usize = 4;
 const SEGMENT: u64 = 16 << 10;
 
-fn open(dir: &Path, always: bool) -> convlog::Result<Store> {
+/// Opens the store as a writer does: `Always` or `Buffered`, and small segments (which
+/// rotate often) or large ones (whose files grow, one preallocation at a time, while other
+/// processes read them through older, shorter maps).
+fn open(dir: &Path, always: bool, large: bool) -> convlog::Result<Store> {
     let durability = if always {
         Durability::Always
     } else {
@@ -50,7 +53,7 @@ fn open(dir: &Path, always: bool) -> convlog::Result<Store> {
     };
     Store::builder()
         .durability(durability)
-        .segment_size(SEGMENT)
+        .segment_size(if large { 4 << 20 } else { SEGMENT })
         .open(dir)
 }
 
@@ -89,7 +92,7 @@ fn mp_child() {
 
 fn writer(out: &mut impl Write, n: u64, seed: u64, dir: &str) {
     let mut rng = Rng(seed);
-    let store = open(Path::new(dir), rng.below(4) == 0).unwrap();
+    let store = open(Path::new(dir), rng.below(4) == 0, rng.below(2) == 0).unwrap();
     writeln!(out, "@@READY").unwrap();
     out.flush().unwrap();
     let started = Instant::now();
@@ -318,7 +321,7 @@ fn processes_killed_at_random_never_lose_or_break_what_the_others_acknowledged()
     let dir = tmp.path().join("store");
     let stop = tmp.path().join("stop");
     // The store exists before the reader opens it read-only.
-    drop(open(&dir, false).unwrap());
+    drop(open(&dir, false, false).unwrap());
     let dir_s = dir.to_str().unwrap().to_owned();
     let mut rng = Rng(seed);
     let reader = spawn(&format!("r|{dir_s}"), &stop);

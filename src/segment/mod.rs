@@ -62,6 +62,17 @@ impl ActiveView {
         self.map_now()
     }
 
+    /// Whether a reader that stopped at `stop` in `map` (a map of this file) may have stopped
+    /// only because the map is older than the file: anything but an all-zero header wholly
+    /// inside the map, when the file has grown past the map. (A record another process wrote
+    /// across the map's end reads as damaged, or as no bytes left, through it.) Then map the
+    /// file again and read on: never judge such a stop.
+    pub(crate) fn outgrown(&self, map: &[u8], stop: &Stop) -> bool {
+        let len = map.len() as u64;
+        let real_end = stop.why == Why::End && stop.at + RECORD_HEADER_LEN as u64 <= len;
+        !real_end && self.file.len().is_ok_and(|n| n > len)
+    }
+
     /// A map of the file as it is now (kept for later reads).
     pub(crate) fn map_now(&self) -> std::io::Result<Mapping> {
         let fresh = self.file.map()?;

@@ -84,11 +84,8 @@ impl State {
             }
             self.end = units.committed_end();
             let stop = units.stop().cloned();
-            // Stopped at the end of a map older than the file: map it again, read on.
-            let at = stop.as_ref().map_or(0, |s| s.at);
-            if at + RECORD_HEADER_LEN as u64 > map.len() as u64
-                && view.file.len().is_ok_and(|n| n > map.len() as u64)
-            {
+            // Stopped because the map is older than the file: map it again, read on.
+            if stop.as_ref().is_some_and(|stop| view.outgrown(&map, stop)) {
                 view.map_now()
                     .map_err(|e| Error::io("map", &last.path, e))?;
                 continue;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{RawMessages, Store};
 use crate::error::{Error, Result};
-use crate::format::{Kind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::{Kind, SEGMENT_HEADER_LEN};
 use crate::id::Lsn;
 use crate::message::Entry;
 use crate::segment::{Record, SegmentData, SegmentReader, Units};
@@ -357,10 +357,9 @@ impl Subscription {
             let Some(stop) = units.stop().cloned() else {
                 return Ok(()); // read ahead enough for now
             };
-            // Stopped at the end of a map older than the file: map it again, read on.
+            // Stopped because the map is older than the file: map it again, read on.
             if let SegmentData::File(view) = &seg.data
-                && stop.at + RECORD_HEADER_LEN as u64 > map.len() as u64
-                && view.file.len().is_ok_and(|n| n > map.len() as u64)
+                && view.outgrown(&map, &stop)
             {
                 view.map_now().map_err(|e| Error::io("map", &seg.path, e))?;
                 continue;

@@ -69,6 +69,21 @@ impl Store {
             .map(|r| r[0])
     }
 
+    /// [`Store::append_if`] for a raw JSON object, stored (and read back) byte for byte.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the next id differs; otherwise as [`Store::append_raw`].
+    pub fn append_raw_if(
+        &self,
+        session: &str,
+        expected_next_id: u64,
+        json: &[u8],
+    ) -> Result<Receipt> {
+        validate_object(session, json)?;
+        self.append_payloads(session, Some(expected_next_id), vec![Cow::Borrowed(json)])
+            .map(|r| r[0])
+    }
+
     /// Appends `messages` atomically: after a crash a reader sees all of them or none.
     ///
     /// # Errors
