@@ -8,6 +8,7 @@
 
 mod convlog_side;
 mod floor;
+mod multiprocess;
 mod sessionops;
 mod sqlite;
 mod sysinfo;
@@ -22,7 +23,7 @@ use convlog::Durability;
 use crate::sqlite::Schema;
 use crate::workload::Workload;
 
-const GROUPS: [&str; 8] = [
+const GROUPS: [&str; 9] = [
     "buffered",
     "durable",
     "floor",
@@ -31,6 +32,7 @@ const GROUPS: [&str; 8] = [
     "stream",
     "space",
     "sessionops",
+    "multiprocess",
 ];
 const SESSIONS: usize = 1000;
 const ZIPF_S: f64 = 1.1;
@@ -152,11 +154,16 @@ struct Results {
     index_per_msg: Option<f64>,
     disk: Option<(f64, f64)>,
     sessionops: Option<sessionops::Results>,
+    multiprocess: Option<multiprocess::Results>,
 }
 
 const THREADS: [usize; 3] = [1, 4, 8];
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(multiprocess::CHILD_FLAG) {
+        multiprocess::child(&argv[2..]);
+    }
     let args = parse_args();
     let log = Log(Instant::now());
     let want = |g: &str| args.only.is_empty() || args.only.iter().any(|o| o == g);
@@ -214,6 +221,11 @@ fn main() {
         sync_bound(
             &args, &want, &workload, &corpus, mean_len, &root, &mut r, &log,
         );
+    }
+
+    // Also fdatasync-bound (its durable lines), so before the big builds too.
+    if want("multiprocess") {
+        r.multiprocess = Some(multiprocess::run(&args, &workload, &corpus, &root, &log));
     }
 
     // The main stores, which the read measurements use.
@@ -853,6 +865,9 @@ fn render(r: &Results, largest: u64) -> String {
     });
     if let Some(s) = &r.sessionops {
         rows.extend(sessionops::rows(s));
+    }
+    if let Some(m) = &r.multiprocess {
+        rows.extend(multiprocess::rows(m));
     }
 
     let head = Row {

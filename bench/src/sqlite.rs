@@ -48,7 +48,24 @@ const STREAM: &str =
 /// Opens (creating) the database in `dir` with the tuning pragmas.
 pub fn open(dir: &Path, schema: Schema, sync: Sync) -> rusqlite::Result<Connection> {
     std::fs::create_dir_all(dir).expect("create sqlite dir");
+    tune(Connection::open(dir.join(DB_FILE))?, schema, sync)
+}
+
+/// As [`open`], with the busy timeout set first, for a database other processes write at
+/// the same time (it waits that long for their locks, sleeping in SQLite's busy handler).
+pub fn open_with_busy_timeout(
+    dir: &Path,
+    schema: Schema,
+    sync: Sync,
+    busy: Duration,
+) -> rusqlite::Result<Connection> {
     let c = Connection::open(dir.join(DB_FILE))?;
+    c.busy_timeout(busy)?;
+    tune(c, schema, sync)
+}
+
+/// The tuning pragmas, and the table made if missing.
+fn tune(c: Connection, schema: Schema, sync: Sync) -> rusqlite::Result<Connection> {
     let mode: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     assert_eq!(mode.to_ascii_lowercase(), "wal");
     c.execute_batch(match sync {
