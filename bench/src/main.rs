@@ -12,6 +12,7 @@ mod multiprocess;
 mod sessionops;
 mod sqlite;
 mod sysinfo;
+mod tail_latency;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -163,6 +164,9 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some(multiprocess::CHILD_FLAG) {
         multiprocess::child(&argv[2..]);
+    }
+    if argv.get(1).map(String::as_str) == Some(tail_latency::CHILD_FLAG) {
+        tail_latency::child(&argv[2..]);
     }
     let args = parse_args();
     let log = Log(Instant::now());

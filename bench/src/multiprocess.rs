@@ -99,6 +99,8 @@ pub struct Results {
     multi: [Multi; 4],
     /// The raw `pwrite` + `fdatasync` loop, one process, preallocated file (ops/s).
     floor: f64,
+    /// `subscribe` wake-up latency.
+    tail: crate::tail_latency::Latency,
 }
 
 /// The shared sessions' ids.
@@ -182,10 +184,16 @@ pub fn run(args: &Args, workload: &Workload, corpus: &Corpus, root: &Path, log: 
         multi[3].cell(),
         rate(Some(floor)),
     ));
+    let tail = crate::tail_latency::run(root, if args.quick { 100 } else { 300 });
+    log.say(format!(
+        "multiprocess: subscribe wake-up p50/p99: same process {:.0}/{:.0} µs, another process {:.0}/{:.0} µs",
+        tail.same.0, tail.same.1, tail.cross.0, tail.cross.1
+    ));
     Results {
         single,
         multi,
         floor,
+        tail,
     }
 }
 
@@ -616,6 +624,19 @@ pub fn rows(r: &Results) -> Vec<Row> {
             }),
             target: shown.into(),
             met: met(Some(q.is_some_and(|q| q >= target))),
+        });
+    }
+    for (what, (p50, p99), target) in [
+        ("same process (a thread appends)", r.tail.same, 1_000.0),
+        ("another process appends", r.tail.cross, 50_000.0),
+    ] {
+        rows.push(Row {
+            metric: format!("subscribe wake-up latency, p50 / p99, {what}"),
+            convlog: format!("{p50:.0} / {p99:.0} µs"),
+            peer: String::new(),
+            ratio: String::new(),
+            target: format!("about {} ms", target / 1000.0),
+            met: met(Some(p50 <= target)),
         });
     }
     let durable = r.multi[2].rate();
