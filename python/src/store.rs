@@ -777,9 +777,16 @@ impl Store {
                 }
             }
             // Each subscription holds a handle on the store: released here.
-            let subs = std::mem::take(&mut *lock(&self.shared.subs));
-            for slot in subs.iter().filter_map(Weak::upgrade) {
-                slot.close(true);
+            // All marked first, so that waits under way end together (within one slice).
+            let subs: Vec<_> = std::mem::take(&mut *lock(&self.shared.subs))
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for slot in &subs {
+                slot.mark_closed(true);
+            }
+            for slot in &subs {
+                slot.release();
             }
             // The last handle in the process closes the store: sync, hint, unlock.
             drop(store);

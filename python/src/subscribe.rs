@@ -56,13 +56,18 @@ pub(crate) struct SubSlot {
 }
 
 impl SubSlot {
-    /// Closes the subscription: `how` is [`CLOSED`] or [`STORE_CLOSED`] (a subscription
-    /// closed by its user stays so). Waits for a slice under way. Without the GIL.
-    pub(crate) fn close(&self, store_closed: bool) {
+    /// Marks the subscription closed, by its user or (`store_closed`) by its store's
+    /// `close()` (a subscription its user closed stays so): no wait starts another slice.
+    pub(crate) fn mark_closed(&self, store_closed: bool) {
         let how = if store_closed { STORE_CLOSED } else { CLOSED };
         let _ = self
             .state
             .compare_exchange(LIVE, how, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Drops the library's subscription (and its store handle), after [`SubSlot::mark_closed`]:
+    /// waits for a slice under way. Without the GIL.
+    pub(crate) fn release(&self) {
         let reader = lock(&self.reader).take();
         lock(&self.ready).clear();
         drop(reader);
@@ -409,7 +414,10 @@ impl Subscription {
     /// released. Waits for a wait slice under way in another thread (at most 100 ms).
     fn close(&self, py: Python<'_>) {
         let slot = &self.slot;
-        py.detach(|| slot.close(false));
+        py.detach(|| {
+            slot.mark_closed(false);
+            slot.release();
+        });
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
