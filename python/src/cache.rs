@@ -1,19 +1,40 @@
 //! The decoded last messages of recently read sessions, so that `tail(session, n)` for a
-//! small `n` is answered from memory: no I/O, no JSON decoding, no thread hop for async
-//! callers (`Store.tail_if_cached`).
+//! small `n` is answered from memory: no message read, no JSON decoding, no thread hop for
+//! async callers (`Store.tail_if_cached`).
 //!
 //! One cache per open store directory, shared by every writable `Store` object on it (they
-//! share one open store). Only this process writes that store while it is open (the write
-//! lock), and every write of this module's `Store` updates the cache after the library
-//! wrote, under the cache's lock:
+//! share one open store). Every write of this module's `Store` updates the cache after the
+//! library wrote, under the cache's lock:
 //!
 //! - an append extends a session's entry when the entry ends right before the new messages,
 //!   and drops it otherwise; pop, truncate and clear drop it;
-//! - a read fills an entry only if no write at all happened since the read began (the
-//!   `writes` counter), so a fill never installs a state that a write already replaced;
+//! - a read fills an entry only if no write at all happened in this process since the read
+//!   began (the `writes` counter), so a fill never installs a state that a write already
+//!   replaced;
 //! - a hit is served only while no write to the session is under way (each write registers
 //!   before it calls the library, and unregisters with its cache update), and only if the
 //!   entry's count is the session's count in the store.
+//!
+//! **Other processes.** Other processes may write the store too (the library's default:
+//! any number of writers), and their writes go through no cache of this process. So the
+//! cache is validated against the log itself: `seen` is an LSN such that the entries are
+//! exact for the log up to it, and each hit and each fill first compares it with the
+//! library's `last_lsn()` (current across processes, at the cost of one cheap check of the
+//! log's end). This process's own writes move `seen` along: an append reports the LSNs of
+//! its records (its receipts), a pop, truncate or clear the LSN of its one record when it
+//! can tell it (the log moved by exactly one record across the call). When the log's last
+//! LSN is past `seen`:
+//!
+//! - while a write of this process is under way (its LSNs not yet reported), the records
+//!   after `seen` may be its own: a miss, nothing dropped;
+//! - otherwise they are records this process did not write (or whose LSN it could not
+//!   tell): every entry is dropped, and `seen` becomes the log's last LSN. The cache then
+//!   fills again from reads, each of which saw the log at exactly `seen` (`last_lsn()` the
+//!   same before and after the read).
+//!
+//! So a message another process appended, popped or cut is never hidden by a cached tail:
+//! the first read after its write returns to the store. (A process that writes beside
+//! others refills its cache more often; an `exclusive` store never sees a foreign record.)
 //!
 //! Cached objects are never handed out: a hit returns fresh copies of their dicts and lists
 //! (sharing only immutable leaves: str, int, float, bool, None).
@@ -30,6 +51,8 @@ use pyo3::types::{PyDict, PyList};
 pub(crate) const PER_SESSION: usize = 64;
 /// Messages cached per store, over all its sessions (the least recently used go first).
 const BUDGET: usize = 8192;
+/// Most out-of-order record ranges of this process's own writes kept past `seen`.
+const MAX_OWN: usize = 256;
 
 #[derive(Default)]
 struct State {
@@ -42,10 +65,16 @@ struct State {
     sessions: HashMap<String, Tail>,
     /// Writes under way, by session: between their call into the library and their update.
     in_flight: HashMap<String, usize>,
+    /// The entries are exact for the log up to this LSN (see the module doc).
+    seen: u64,
+    /// LSN ranges (first, last) this process wrote after `seen`, reported out of order.
+    own: Vec<(u64, u64)>,
 }
 
 impl State {
-    fn end_write(&mut self, session: &str) {
+    /// Ends a write registered by [`TailCache::begin_write`]; `lsns`: the records it wrote,
+    /// when known.
+    fn end_write(&mut self, session: &str, lsns: Option<(u64, u64)>) {
         self.writes += 1;
         if let Some(n) = self.in_flight.get_mut(session) {
             *n -= 1;
@@ -53,6 +82,56 @@ impl State {
                 self.in_flight.remove(session);
             }
         }
+        if let Some((first, last)) = lsns
+            && first > self.seen
+        {
+            self.own.push((first, last));
+        }
+        self.absorb();
+        if self.own.len() > MAX_OWN {
+            // A gap before them that no read came to judge: give up what the entries hold
+            // rather than keep track forever (a fill will validate afresh).
+            self.seen = self
+                .own
+                .iter()
+                .map(|&(_, last)| last)
+                .max()
+                .unwrap_or(self.seen);
+            self.own.clear();
+            self.sessions.clear();
+            self.held = 0;
+        }
+    }
+
+    /// Moves `seen` over this process's own records that follow it.
+    fn absorb(&mut self) {
+        while let Some(i) = self
+            .own
+            .iter()
+            .position(|&(first, _)| first == self.seen + 1)
+        {
+            self.seen = self.own.swap_remove(i).1;
+        }
+        let seen = self.seen;
+        self.own.retain(|&(first, _)| first > seen);
+    }
+
+    /// Whether the entries are exact for the log whose last LSN is `last_lsn`. Drops them all
+    /// when the log holds records after `seen` that no write of this process under way can
+    /// account for (another process wrote).
+    fn validate(&mut self, last_lsn: u64) -> bool {
+        self.absorb();
+        if self.seen == last_lsn {
+            return true;
+        }
+        if self.seen < last_lsn && self.in_flight.is_empty() {
+            self.sessions.clear();
+            self.held = 0;
+            self.seen = last_lsn;
+            self.absorb();
+            return self.seen == last_lsn;
+        }
+        false
     }
 }
 
@@ -98,18 +177,20 @@ impl TailCache {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The last `n` messages of `session` (fresh copies), if the cache holds them and its
-    /// entry agrees with the store's `count`.
+    /// The last `n` messages of `session` (fresh copies), if the cache holds them, it is
+    /// exact for the log whose last LSN is `last_lsn`, and its entry agrees with the store's
+    /// `count`.
     pub(crate) fn get<'py>(
         &self,
         py: Python<'py>,
         session: &str,
         n: u64,
         count: u64,
+        last_lsn: u64,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
         let held: Vec<Py<PyAny>> = {
             let mut st = self.lock(py);
-            if st.in_flight.contains_key(session) {
+            if st.in_flight.contains_key(session) || !st.validate(last_lsn) {
                 return Ok(None);
             }
             st.tick += 1;
@@ -142,17 +223,20 @@ impl TailCache {
     }
 
     /// Caches what a read that began at `writes` found: the last messages of `session`
-    /// (`items`, fresh objects nobody else holds), which then had `count` messages.
+    /// (`items`, fresh objects nobody else holds), which then had `count` messages, in the
+    /// log whose last LSN was `last_lsn` (before and after the read; `None` if it moved).
     pub(crate) fn fill(
         &self,
         py: Python<'_>,
         writes: u64,
+        last_lsn: Option<u64>,
         session: &str,
         count: u64,
         items: Vec<Py<PyAny>>,
     ) {
         let mut st = self.lock(py);
-        if st.writes != writes {
+        let Some(last_lsn) = last_lsn else { return };
+        if st.writes != writes || !st.validate(last_lsn) {
             return;
         }
         let mut items: VecDeque<Py<PyAny>> = items.into();
@@ -187,17 +271,19 @@ impl TailCache {
         self.lock(py).sessions.contains_key(session)
     }
 
-    /// After an append of messages `first_id..` to `session`: extends its entry with
-    /// `items` (decoded copies of them) when the entry ends at `first_id - 1`, else drops it.
+    /// After an append of messages `first_id..` to `session`, as records `lsns` (first,
+    /// last): extends its entry with `items` (decoded copies of them) when the entry ends at
+    /// `first_id - 1`, else drops it.
     pub(crate) fn appended(
         &self,
         py: Python<'_>,
         session: &str,
         first_id: u64,
+        lsns: (u64, u64),
         items: Option<Vec<Py<PyAny>>>,
     ) {
         let mut st = self.lock(py);
-        st.end_write(session);
+        st.end_write(session, Some(lsns));
         let Some(tail) = st.sessions.get_mut(session) else {
             return;
         };
@@ -217,10 +303,11 @@ impl TailCache {
         }
     }
 
-    /// After a pop, truncate or clear of `session`, or a write that failed.
-    pub(crate) fn changed(&self, py: Python<'_>, session: &str) {
+    /// After a pop, truncate or clear of `session`, or a write that failed; `lsns`: the
+    /// records it wrote, when known.
+    pub(crate) fn changed(&self, py: Python<'_>, session: &str, lsns: Option<(u64, u64)>) {
         let mut st = self.lock(py);
-        st.end_write(session);
+        st.end_write(session, lsns);
         drop_entry(&mut st, session);
     }
 }

@@ -8,6 +8,7 @@ mod cache;
 mod codec;
 mod errors;
 mod store;
+mod subscribe;
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -36,6 +37,8 @@ fn _convlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::Receipt>()?;
     m.add_class::<store::SessionInfo>()?;
     m.add_class::<store::Messages>()?;
+    m.add_class::<subscribe::Subscription>()?;
+    m.add_class::<subscribe::Event>()?;
     m.add_function(wrap_pyfunction!(validate_session_id, m)?)?;
     m.add("MAX_SESSION_ID_BYTES", 256)?;
     Ok(())

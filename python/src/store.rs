@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use crate::cache::{self, TailCache};
 use crate::codec;
 use crate::errors::Fail;
+use crate::subscribe::{SubSlot, Subscription};
 
 /// How many messages an iterator reads (and decodes) at a time.
 const CHUNK: usize = 64;
@@ -45,6 +46,8 @@ struct Shared {
     store: RwLock<Option<convlog::Store>>,
     /// The iterators made by this object, closed with it.
     iters: Mutex<Vec<Weak<Mutex<Cursor>>>>,
+    /// The subscriptions made by this object, closed with it.
+    subs: Mutex<Vec<Weak<SubSlot>>>,
     /// The private directory of a `":memory:"` store, removed on close.
     temp: Mutex<Option<tempfile::TempDir>>,
     /// The store's cache of recently read session tails (writable stores only).
@@ -207,15 +210,16 @@ impl Store {
         session: &str,
         n: u64,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
-        let count = match self.shared.read().as_ref() {
-            Some(store) => store.interaction_count(session),
+        let (count, last_lsn) = match self.shared.read().as_ref() {
+            // Both current across processes (each checks, cheaply, whether the log moved).
+            Some(store) => (store.interaction_count(session), store.last_lsn().0),
             None => return Err(Fail::Closed.into_py_err(py)),
         };
-        cache.get(py, session, n, count)
+        cache.get(py, session, n, count, last_lsn)
     }
 
-    /// Tells the cache that `encoded` was appended to `session` from `first_id` on.
-    fn appended(&self, py: Python<'_>, session: &str, first_id: u64, encoded: &[&[u8]]) {
+    /// Tells the cache that `encoded` was appended to `session` as `receipts` (not empty).
+    fn appended(&self, py: Python<'_>, session: &str, receipts: &[Receipt], encoded: &[&[u8]]) {
         let Some(cache) = self.cache() else { return };
         let items = if cache.holds(py, session) {
             codec::decode_joined(py, &codec::join(encoded))
@@ -224,13 +228,47 @@ impl Store {
         } else {
             None
         };
-        cache.appended(py, session, first_id, items);
+        let first = &receipts[0];
+        let last = &receipts[receipts.len() - 1];
+        cache.appended(
+            py,
+            session,
+            first.interaction_id,
+            (first.lsn, last.lsn),
+            items,
+        );
     }
 
-    fn changed(&self, py: Python<'_>, session: &str) {
+    /// Tells the cache that `session` changed (or a write to it failed); `lsns`: the records
+    /// the write made, when known.
+    fn changed(&self, py: Python<'_>, session: &str, lsns: Option<(u64, u64)>) {
         if let Some(cache) = self.cache() {
-            cache.changed(py, session);
+            cache.changed(py, session, lsns);
         }
+    }
+
+    /// Runs a pop, truncate or clear (`f` says whether it wrote a record) for the cache:
+    /// registered as a write to `session`, and reported with the LSN of its record when
+    /// the log moved by exactly that one record across the call.
+    fn change<T: Send>(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        f: impl FnOnce(&convlog::Store) -> Result<(T, bool), Fail> + Send,
+    ) -> PyResult<T> {
+        self.begin_write(py, session);
+        let r = self.run(py, |s| {
+            let before = s.last_lsn().0;
+            let (out, wrote) = f(s)?;
+            let after = s.last_lsn().0;
+            Ok((
+                out,
+                (wrote && after == before + 1).then_some((after, after)),
+            ))
+        });
+        let lsns = r.as_ref().ok().and_then(|(_, lsns)| *lsns);
+        self.changed(py, session, lsns);
+        r.map(|(out, _)| out)
     }
 
     fn begin_write(&self, py: Python<'_>, session: &str) {
@@ -240,10 +278,16 @@ impl Store {
     }
 
     /// Ends the write [`Store::begin_write`] registered: `appended` on success.
-    fn end_append(&self, py: Python<'_>, session: &str, first_id: Option<u64>, encoded: &[&[u8]]) {
-        match first_id {
-            Some(id) => self.appended(py, session, id, encoded),
-            None => self.changed(py, session),
+    fn end_append(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        receipts: Option<&[Receipt]>,
+        encoded: &[&[u8]],
+    ) {
+        match receipts {
+            Some(r) if !r.is_empty() => self.appended(py, session, r, encoded),
+            _ => self.changed(py, session, None),
         }
     }
 
@@ -279,7 +323,7 @@ impl Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (path, *, durability=None, read_only=false, segment_size=None, max_record_len=None))]
+    #[pyo3(signature = (path, *, durability=None, read_only=false, segment_size=None, max_record_len=None, exclusive=false))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -287,10 +331,12 @@ impl Store {
         read_only: bool,
         segment_size: Option<u64>,
         max_record_len: Option<u32>,
+        exclusive: bool,
     ) -> PyResult<Store> {
         let mut opts = convlog::Store::builder()
             .durability(self::durability(durability)?)
-            .read_only(read_only);
+            .read_only(read_only)
+            .exclusive(exclusive);
         if let Some(n) = segment_size {
             opts = opts.segment_size(n);
         }
@@ -319,6 +365,7 @@ impl Store {
             shared: Arc::new(Shared {
                 store: RwLock::new(Some(store)),
                 iters: Mutex::new(Vec::new()),
+                subs: Mutex::new(Vec::new()),
                 temp: Mutex::new(temp),
                 cache: Mutex::new((!read_only).then(|| TailCache::for_dir(&dir))),
             }),
@@ -371,7 +418,7 @@ impl Store {
         self.end_append(
             py,
             session,
-            r.as_ref().ok().map(|r| r.interaction_id),
+            r.as_ref().ok().map(std::slice::from_ref),
             &[bytes],
         );
         r
@@ -407,7 +454,7 @@ impl Store {
         self.end_append(
             py,
             session,
-            r.as_ref().ok().map(|r| r.interaction_id),
+            r.as_ref().ok().map(std::slice::from_ref),
             &[bytes],
         );
         r
@@ -439,12 +486,12 @@ impl Store {
                 .map(Receipt::from)
                 .collect::<Vec<_>>())
         });
-        let first = receipts
-            .as_ref()
-            .ok()
-            .and_then(|r| r.first())
-            .map(|r| r.interaction_id);
-        self.end_append(py, session, first, &bytes);
+        self.end_append(
+            py,
+            session,
+            receipts.as_ref().ok().map(Vec::as_slice),
+            &bytes,
+        );
         receipts
     }
 
@@ -468,7 +515,12 @@ impl Store {
             return Ok(hit);
         }
         let writes = cache.begin_fill(py);
-        let (json, last) = self.run(py, |s| Ok(joined(s.tail(session, n).raw())?))?;
+        let (json, last, lsn) = self.run(py, |s| {
+            let before = s.last_lsn().0;
+            let (json, last) = joined(s.tail(session, n).raw())?;
+            // The read saw the log at exactly `before` if nobody wrote meanwhile.
+            Ok((json, last, (s.last_lsn().0 == before).then_some(before)))
+        })?;
         let decoded = codec::decode_joined(py, &json)?;
         let fresh = decoded
             .iter()
@@ -477,6 +529,7 @@ impl Store {
         cache.fill(
             py,
             writes,
+            lsn,
             session,
             last,
             decoded.iter().map(Bound::unbind).collect(),
@@ -583,10 +636,12 @@ impl Store {
     }
 
     fn pop<'py>(&self, py: Python<'py>, session: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.begin_write(py, session);
-        let popped = self.run(py, |s| Ok(s.pop_raw(session)?));
-        self.changed(py, session);
-        popped?.map(|e| codec::decode(py, &e.message)).transpose()
+        let popped = self.change(py, session, |s| {
+            let e = s.pop_raw(session)?;
+            let wrote = e.is_some();
+            Ok((e, wrote))
+        })?;
+        popped.map(|e| codec::decode(py, &e.message)).transpose()
     }
 
     fn pop_json<'py>(
@@ -594,24 +649,98 @@ impl Store {
         py: Python<'py>,
         session: &str,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
-        self.begin_write(py, session);
-        let popped = self.run(py, |s| Ok(s.pop_raw(session)?));
-        self.changed(py, session);
-        popped?.map(|e| codec::text(py, &e.message)).transpose()
+        let popped = self.change(py, session, |s| {
+            let e = s.pop_raw(session)?;
+            let wrote = e.is_some();
+            Ok((e, wrote))
+        })?;
+        popped.map(|e| codec::text(py, &e.message)).transpose()
     }
 
     fn truncate(&self, py: Python<'_>, session: &str, keep: u64) -> PyResult<u64> {
-        self.begin_write(py, session);
-        let removed = self.run(py, |s| Ok(s.truncate(session, keep)?));
-        self.changed(py, session);
-        removed
+        self.change(py, session, |s| {
+            let removed = s.truncate(session, keep)?;
+            Ok((removed, removed > 0))
+        })
     }
 
     fn clear(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
-        self.begin_write(py, session);
-        let removed = self.run(py, |s| Ok(s.clear(session)?));
-        self.changed(py, session);
-        removed
+        self.change(py, session, |s| {
+            let removed = s.clear(session)?;
+            Ok((removed, removed > 0))
+        })
+    }
+
+    /// A live tail of the log: see `Subscription` in the stubs.
+    #[pyo3(signature = (since=None, *, session=None, from_id=None))]
+    fn subscribe(
+        &self,
+        py: Python<'_>,
+        since: Option<&Bound<'_, PyAny>>,
+        session: Option<String>,
+        from_id: Option<u64>,
+    ) -> PyResult<Subscription> {
+        let since = match since {
+            None => None,
+            Some(v) if v.is_none() => None,
+            Some(v) => Some(match v.cast::<PyString>() {
+                Ok(s) if s.to_str()? == "now" => convlog::Since::Now,
+                Ok(s) => {
+                    return Err(PyValueError::new_err(format!(
+                        "since is \"now\" or an LSN (an int), not {:?}",
+                        s.to_str()?
+                    )));
+                }
+                Err(_) if v.is_instance_of::<pyo3::types::PyBool>() => {
+                    return Err(PyTypeError::new_err(
+                        "since is \"now\" or an LSN (an int), not a bool",
+                    ));
+                }
+                Err(_) => convlog::Since::Lsn(convlog::Lsn(v.extract::<u64>()?)),
+            }),
+        };
+        if let Some(s) = &session {
+            convlog::validate_session_id(s).map_err(|e| Fail::Store(e).into_py_err(py))?;
+        }
+        if from_id.is_some() && (session.is_none() || since.is_some()) {
+            return Err(PyValueError::new_err(
+                "from_id is for a session subscription without since: subscribe(session=..., from_id=...)",
+            ));
+        }
+        let shared = &self.shared;
+        self.run(py, |store| {
+            let (sub, filter, position) = match (since, session) {
+                (None | Some(convlog::Since::Now), None) => {
+                    let sub = store.subscribe(convlog::Since::Now);
+                    let at = sub.position().0;
+                    (sub, None, at)
+                }
+                (Some(convlog::Since::Lsn(lsn)), filter) => {
+                    (store.subscribe(convlog::Since::Lsn(lsn)), filter, lsn.0)
+                }
+                (Some(_), Some(session)) => {
+                    // From now on only: no message already in the session.
+                    let sub = store.subscribe_session(&session, u64::MAX);
+                    let at = sub.position().0;
+                    (sub, None, at)
+                }
+                (None, Some(session)) => {
+                    let sub = store.subscribe_session(&session, from_id.unwrap_or(1));
+                    let at = sub.position().0;
+                    (sub, None, at)
+                }
+                (Some(_), None) => {
+                    let sub = store.subscribe(convlog::Since::Now);
+                    let at = sub.position().0;
+                    (sub, None, at)
+                }
+            };
+            let (sub, slot) = Subscription::new(sub, filter, position);
+            let mut subs = lock(&shared.subs);
+            subs.retain(|w| w.strong_count() > 0);
+            subs.push(Arc::downgrade(&slot));
+            Ok(sub)
+        })
     }
 
     fn sync(&self, py: Python<'_>) -> PyResult<u64> {
@@ -646,6 +775,18 @@ impl Store {
                 if matches!(*cursor, Cursor::Live(_)) {
                     *cursor = Cursor::Closed;
                 }
+            }
+            // Each subscription holds a handle on the store: released here.
+            // All marked first, so that waits under way end together (within one slice).
+            let subs: Vec<_> = std::mem::take(&mut *lock(&self.shared.subs))
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for slot in &subs {
+                slot.mark_closed(true);
+            }
+            for slot in &subs {
+                slot.release();
             }
             // The last handle in the process closes the store: sync, hint, unlock.
             drop(store);

@@ -304,11 +304,13 @@ def test_several_objects_share_one_open_store(store_dir: pathlib.Path) -> None:
         assert [m["from"] for m in c.tail("s")] == ["a", "b", "child"]
 
 
-def test_another_process_holding_the_store_means_locked(store_dir: pathlib.Path) -> None:
+def test_another_process_holding_the_store_exclusively_means_locked(
+    store_dir: pathlib.Path,
+) -> None:
     code = textwrap.dedent(
         f"""
         import sys, convlog
-        s = convlog.Store({str(store_dir)!r})
+        s = convlog.Store({str(store_dir)!r}, exclusive=True)
         s.append("held", {{"x": 1}})
         print("ready", flush=True)
         sys.stdin.readline()
@@ -324,12 +326,51 @@ def test_another_process_holding_the_store_means_locked(store_dir: pathlib.Path)
             Store(store_dir)
         assert str(store_dir) in str(e.value) and "locked by another writer" in str(e.value)
         assert pathlib.Path(e.value.path) == store_dir
+        with pytest.raises(convlog.Locked):
+            Store(store_dir, exclusive=True)
         # A read-only open takes no lock and reads what the writer wrote.
         with Store(store_dir, read_only=True) as ro:
             assert ro.tail("held") == [{"x": 1}]
     finally:
         assert child.stdin is not None
         child.stdin.write("\n")
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert child.returncode == 0
+
+
+def test_processes_write_one_store_unless_exclusive(store_dir: pathlib.Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys, convlog
+        s = convlog.Store({str(store_dir)!r})
+        s.append("both", {{"from": "child", "n": 1}})
+        print("ready", flush=True)
+        sys.stdin.readline()
+        s.append("both", {{"from": "child", "n": 2}})
+        print(s.count("both"), flush=True)
+        s.close()
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        # The child has the store open for writing (not exclusively): so can this process.
+        with Store(store_dir) as s:
+            assert s.count("both") == 1
+            assert s.append("both", {"from": "parent"}).interaction_id == 2
+            with pytest.raises(convlog.Locked):  # AlreadyOpen here: other options
+                Store(store_dir, exclusive=True)
+            assert child.stdin is not None
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "3"
+            assert [m["from"] for m in s.tail("both")] == ["child", "parent", "child"]
+            assert s.last_lsn == 3
+    finally:
+        assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=30)
     assert child.returncode == 0

@@ -1,6 +1,7 @@
 """convlog: an embedded, append-only store for the conversations of LLM agents.
 
-``convlog.Store`` is the store itself (a Rust library; every call releases the GIL).
+``convlog.Store`` is the store itself (a Rust library; every call releases the GIL);
+``Store.subscribe`` gives a live tail of it (``convlog.Subscription``, blocking or async).
 ``convlog.agents.ConvlogSession`` is an OpenAI Agents SDK session,
 ``convlog.langchain.ConvlogChatMessageHistory`` a LangChain chat history, and
 ``convlog.automata`` a drop-in for Automata's ``OpenAIAutomataConversationDatabase``.
@@ -27,10 +28,12 @@ from ._errors import (
 )
 from ._convlog import (
     MAX_SESSION_ID_BYTES,
+    Event,
     Messages,
     Receipt,
     SessionInfo,
     Store,
+    Subscription,
     validate_session_id,
 )
 
@@ -43,6 +46,7 @@ __all__ = [
     "Conflict",
     "Corrupt",
     "Error",
+    "Event",
     "InvalidMessage",
     "InvalidOption",
     "InvalidSessionId",
@@ -56,6 +60,7 @@ __all__ = [
     "RecordTooLarge",
     "SessionInfo",
     "Store",
+    "Subscription",
     "UnsupportedFormat",
     "validate_session_id",
 ]

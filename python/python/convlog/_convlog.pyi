@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, final
@@ -54,6 +54,71 @@ class Messages(Iterator[Any]):
     def __length_hint__(self) -> int: ...
 
 @final
+class Event:
+    """One change to the log, as a ``Subscription`` yields it.
+
+    ``kind`` is ``"message"`` (a message appended: ``interaction_id``, ``timestamp``,
+    ``message``), ``"cut"`` (a pop, truncate or clear: the session now holds its first
+    ``keep`` messages) or ``"fork"`` (the session became the first ``at`` messages of
+    ``source``). The fields of the other kinds are None."""
+
+    kind: Literal["message", "cut", "fork"]
+    session: str
+    #: The LSN of the record that logged it (store-wide, increasing in log order).
+    lsn: int
+    interaction_id: int | None
+    #: When the message was appended: microseconds since the Unix epoch.
+    timestamp: int | None
+    #: The message, decoded as ``tail()`` returns it (a fresh dict per event).
+    message: Any | None
+    #: The message's JSON text as stored.
+    message_json: str | None
+    keep: int | None
+    source: str | None
+    at: int | None
+
+@final
+class Subscription(Iterator[Event]):
+    """A live tail of the log, from ``Store.subscribe``: the events of every process that
+    writes the store, in LSN order. Appends in this process wake it at once; appends in
+    another process within about 10 ms.
+
+    ``for event in sub:`` blocks for the next event, with the GIL released (other threads
+    run), in waits of at most 100 ms between which signals are checked (Ctrl-C raises
+    ``KeyboardInterrupt``); it ends once ``close()`` is called, from another thread say.
+    ``async for event in sub:`` waits in a thread of its own (never on the event loop's
+    thread); cancelling it loses no event. A usable context manager.
+
+    It holds the store open until it is closed; ``Store.close()`` closes it (then every
+    call raises ``Closed``)."""
+
+    def __iter__(self) -> Subscription: ...
+    def __next__(self) -> Event: ...
+    def next(self, timeout: float | None = None) -> Event | None:
+        """The next event, waiting at most ``timeout`` seconds (for ever when None; 0
+        polls); None when none came in time, or once closed."""
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+    @property
+    def position(self) -> int:
+        """The LSN to resume from right after the last event yielded (that event's
+        ``lsn + 1``): ``store.subscribe(sub.position)`` (with the same ``session=``) goes on
+        where this one stopped. Before the first event: where it started reading the log
+        (the ``since`` LSN, or for ``"now"`` and session subscriptions the LSN the next
+        record was to carry when it was made; a session subscription's existing messages
+        come before that)."""
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None:
+        """Stop (idempotent): iteration ends, and the store handle it held is released."""
+    def __enter__(self) -> Subscription: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]: ...
+
+@final
 class Store:
     """An open convlog store: one directory of segment files.
 
@@ -65,10 +130,15 @@ class Store:
     an append returns; concurrent appenders share one sync), or a number of seconds (synced
     at least that often).
 
+    ``exclusive``: False (the default) lets any number of processes open the store for
+    writing at once (each write takes the store's write lock for a moment; every read first
+    checks, cheaply, whether another process wrote, so reads are current across processes).
+    True holds the write lock for as long as the store is open: other writable opens get
+    ``Locked`` (read-only ones still work), and reads skip that check.
+
     Thread-safe, and the GIL is released during every store call. Several ``Store``
-    objects on one path in one process share one open store (its write lock is taken once),
-    as long as they are opened with the same options (else ``AlreadyOpen``); it closes when
-    the last of them closes. Another process opening the path for writing gets ``Locked``.
+    objects on one path in one process share one open store, as long as they are opened
+    with the same options (else ``AlreadyOpen``); it closes when the last of them closes.
 
     A usable context manager: ``with Store(path) as store: ...`` closes it. After
     ``close()`` every method raises ``Closed``.
@@ -82,6 +152,7 @@ class Store:
         read_only: bool = False,
         segment_size: int | None = None,
         max_record_len: int | None = None,
+        exclusive: bool = False,
     ) -> None: ...
     @property
     def path(self) -> Path: ...
@@ -105,13 +176,15 @@ class Store:
         """The last ``n`` messages (all when ``n`` is None), oldest first, as fresh dicts.
         Costs O(n) whatever the session's length."""
     def tail_if_cached(self, session: str, n: int) -> list[Any] | None:
-        """``tail(session, n)`` if the store's cache holds those messages, else None; never
-        does I/O (for async callers, on the event loop's thread).
+        """``tail(session, n)`` if the store's cache holds those messages, else None; reads
+        no message (for async callers, on the event loop's thread): its one I/O is the
+        cheap check, every read makes, of whether another process wrote.
 
         A writable store keeps the decoded last 64 messages of the sessions it recently
         read with ``tail(session, n)`` (``n`` of at most 64), up to 8192 messages in all
         (least recently used first out), and every write of this process updates or drops
-        them. A hit returns fresh copies (new dicts and lists)."""
+        them. A write by another process (seen in the log's last LSN) drops them all. A hit
+        returns fresh copies (new dicts and lists)."""
     def tail_json(self, session: str, n: int | None = None) -> list[str]:
         """``tail`` as the JSON text of each message, as stored."""
     def messages(self, session: str, start: int | None = None, stop: int | None = None) -> Messages:
@@ -136,6 +209,24 @@ class Store:
         """Cut ``session`` to its first ``keep`` messages; return how many were removed."""
     def clear(self, session: str) -> int:
         """Empty ``session`` (it stays usable); return how many messages were removed."""
+    def subscribe(
+        self,
+        since: Literal["now"] | int | None = None,
+        *,
+        session: str | None = None,
+        from_id: int | None = None,
+    ) -> Subscription:
+        """A live tail of the log (see ``Subscription``).
+
+        - ``subscribe()`` or ``subscribe("now")``: every event after now;
+        - ``subscribe(lsn)``: every event from the record with LSN ``lsn`` on (0 or 1:
+          the whole log), then the live ones;
+        - ``subscribe(session=s, from_id=1)``: the messages of ``s`` from interaction id
+          ``from_id`` on (those in the store now, then each one appended), and its cuts and
+          forks after now;
+        - ``subscribe("now", session=s)``: the events of ``s`` after now;
+        - ``subscribe(lsn, session=s)``: the events of ``s`` from LSN ``lsn`` on.
+        """
     def sync(self) -> int:
         """Make everything appended so far durable; return the durable LSN."""
     def stats(self) -> dict[str, int]:

@@ -17,7 +17,8 @@ class Conflict(Error):
 
 
 class Locked(Error):
-    """Another process holds the store's write lock."""
+    """The store's write lock is held for good: an ``exclusive=True`` open met another
+    writer, or a writable open met an exclusive one."""
 
 
 class AlreadyOpen(Locked):

@@ -13,9 +13,10 @@ object (or process) reopens.
 
 The async methods run the store call in a worker thread (as ``asyncio.to_thread`` and the
 SDK's ``SQLiteSession`` do, through a lighter hand-off: ``convlog._worker``): no blocking
-I/O on the event loop's thread. The one exception does no I/O: ``get_items(limit)`` for a limit of at most
-64, when the store's in-memory cache of recently read or written session tails holds
-those items, copies them on the loop's thread. One object may be used from several
+I/O on the event loop's thread. The one exception reads no message: ``get_items(limit)``
+for a limit of at most 64, when the store's in-memory cache of recently read or written
+session tails holds those items, copies them on the loop's thread (after the cheap check,
+every read makes, of whether another process wrote the store). One object may be used from several
 threads, each running its own loop.
 """
 
