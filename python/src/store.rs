@@ -13,7 +13,6 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString};
-use serde_json::value::RawValue;
 
 use crate::cache::{self, TailCache};
 use crate::codec;
@@ -435,20 +434,10 @@ impl Store {
         let bytes = codec::bytes_of(&encoded)?;
         self.begin_write(py, session);
         let r = self.run(py, |s| {
-            // `append_if` takes a `Serialize` value: a raw JSON value keeps the bytes as given.
-            let raw = std::str::from_utf8(bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|t| {
-                    RawValue::from_string(t.trim_ascii().to_owned()).map_err(|e| e.to_string())
-                })
-                .map_err(|reason| convlog::Error::InvalidMessage {
-                    session: session.to_owned(),
-                    reason,
-                })?;
-            Ok(Receipt::from(s.append_if(
+            Ok(Receipt::from(s.append_raw_if(
                 session,
                 expected_next_id,
-                &raw,
+                bytes,
             )?))
         });
         self.end_append(
