@@ -1,15 +1,20 @@
 //! Crash-recovery model test (issue 3, part 2).
 //!
-//! Random sequences of append, append_batch, append_if, pop, truncate, clear, sync, crash
-//! (with a random tear) and reopen run against a store with small segments (4–64 KiB) on the
-//! simulated file system; after every reopen the recovered store is compared with a plain
-//! in-memory model (`tests/common/mod.rs`):
+//! Random sequences of append, append_batch, append_if, keyed (idempotent) appends, pop,
+//! truncate, clear, replace, fork, set_meta, sync, crash (with a random tear) and reopen run
+//! against a store with small segments (4–64 KiB) on the simulated file system; after every
+//! reopen the recovered store is compared with a plain in-memory model
+//! (`tests/common/mod.rs`):
 //!
 //! - it holds exactly a state the history passed through (a prefix of the committed units:
 //!   no hole, no reordering, no corrupt or half-written message, LSNs as receipted);
 //! - it holds every unit acknowledged durable (under `Always`, or before a completed
 //!   `sync()`), and every unit at all after a reopen without a crash;
-//! - it holds nothing that was never appended.
+//! - it holds nothing that was never appended;
+//! - its metadata (`meta`, `sessions_where`) is the latest `set_meta` of the recovered
+//!   prefix, and it remembers exactly the idempotency keys of that prefix whose messages are
+//!   all still there: a retry of each returns the original receipts and logs nothing, and a
+//!   key only the lost suffix held appends anew.
 //!
 //! `CONVLOG_PROPTEST_CASES` sets the number of cases (default 256, each up to 200 operations);
 //! `CONVLOG_SEED` the proptest seed (printed). A failure prints the minimal failing case,
@@ -43,6 +48,13 @@ fn sess() -> impl Strategy<Value = u8> {
     prop_oneof![3 => Just(0u8), 2 => Just(1u8), 2 => Just(2u8), 1 => Just(3u8)]
 }
 
+/// Key numbers (see `common::key`): mostly the three short keys, so a session's key is
+/// often retried (before and after crashes); sometimes the longest valid key, rarely an
+/// invalid one.
+fn key_number() -> impl Strategy<Value = u8> {
+    prop_oneof![20 => 0u8..3, 3 => Just(3u8), 1 => 4u8..6]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         30 => (sess(), len(), any::<bool>()).prop_map(|(s, len, typed)| Op::Append { s, len, typed }),
@@ -54,6 +66,16 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (sess(), any::<u8>(), len(), prop::bool::weighted(0.2))
             .prop_map(|(s, n, len, stale)| Op::Replace { s, n, len, stale }),
         2 => (sess(), sess(), any::<u16>()).prop_map(|(s, d, at)| Op::Fork { s, d, at }),
+        8 => (
+            sess(),
+            key_number(),
+            prop_oneof![6 => Just(0u8), 5 => 1u8..5, 1 => Just(5u8)],
+            len(),
+            prop::bool::weighted(0.4),
+        )
+            .prop_map(|(s, k, n, len, again)| Op::KeyedAppend { s, k, n, len, again }),
+        3 => (sess(), any::<u8>(), prop_oneof![8 => 10u16..200, 1 => 200u16..6000], any::<bool>())
+            .prop_map(|(s, tag, len, typed)| Op::SetMeta { s, tag, len, typed }),
         6 => Just(Op::Sync),
         5 => (0u8..3, 0u8..2).prop_map(|(tear, durability)| Op::Crash { tear, durability }),
         2 => (0u8..2).prop_map(|durability| Op::Reopen { durability }),
@@ -90,6 +112,12 @@ static CRASHES: AtomicU64 = AtomicU64::new(0);
 static REOPENS: AtomicU64 = AtomicU64::new(0);
 static OPS: AtomicU64 = AtomicU64::new(0);
 static LOST: AtomicU64 = AtomicU64::new(0);
+static KEYED_NEW: AtomicU64 = AtomicU64::new(0);
+static KEYED_RETRIES: AtomicU64 = AtomicU64::new(0);
+static KEYED_ACROSS: AtomicU64 = AtomicU64::new(0);
+static KEYED_LOST: AtomicU64 = AtomicU64::new(0);
+static KEY_PROBES: AtomicU64 = AtomicU64::new(0);
+static METAS: AtomicU64 = AtomicU64::new(0);
 
 fn run(case: &Case) -> Result<(), String> {
     let mut h = Harness::new(case.sim_seed, case.seg_size, durability(case.durability))?;
@@ -102,6 +130,12 @@ fn run(case: &Case) -> Result<(), String> {
     REOPENS.fetch_add(h.stats.reopens, Ordering::Relaxed);
     OPS.fetch_add(h.stats.ops, Ordering::Relaxed);
     LOST.fetch_add(h.stats.lost_units, Ordering::Relaxed);
+    KEYED_NEW.fetch_add(h.stats.keyed_new, Ordering::Relaxed);
+    KEYED_RETRIES.fetch_add(h.stats.keyed_retries, Ordering::Relaxed);
+    KEYED_ACROSS.fetch_add(h.stats.keyed_retries_across_restarts, Ordering::Relaxed);
+    KEYED_LOST.fetch_add(h.stats.keyed_lost_reappends, Ordering::Relaxed);
+    KEY_PROBES.fetch_add(h.stats.key_probes, Ordering::Relaxed);
+    METAS.fetch_add(h.stats.metas_set, Ordering::Relaxed);
     Ok(())
 }
 
@@ -128,6 +162,17 @@ fn recovered_state_is_a_durable_prefix_of_history() {
         CRASHES.load(Ordering::Relaxed),
         REOPENS.load(Ordering::Relaxed),
         LOST.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "crash_model: {} keyed appends that appended, {} retries returning the original \
+         receipts ({} of a key logged before a crash or reopen), {} re-appends of a key a \
+         crash lost, {} remembered keys probed after reopens; {} set_meta",
+        KEYED_NEW.load(Ordering::Relaxed),
+        KEYED_RETRIES.load(Ordering::Relaxed),
+        KEYED_ACROSS.load(Ordering::Relaxed),
+        KEYED_LOST.load(Ordering::Relaxed),
+        KEY_PROBES.load(Ordering::Relaxed),
+        METAS.load(Ordering::Relaxed),
     );
     if let Err(e) = result {
         panic!("{e}\n(proptest seed {seed:#x}; rerun with CONVLOG_SEED={seed:#x})");
@@ -176,6 +221,81 @@ fn fixed_sequences() {
                 .unwrap_or_else(|v| panic!("tear {t} durability {d}: {v}"));
         }
     }
+}
+
+/// Hand-written sequences for idempotency keys and metadata: retries before and after each
+/// kind of restart, keys forgotten by pops, truncates, clears and replaces, keys lost with
+/// an unsynced suffix, metadata kept by a clear and a replace, not copied by a fork.
+#[test]
+fn keys_and_meta_across_restarts() {
+    let keyed = |s: u8, k: u8, n: u8| Op::KeyedAppend {
+        s,
+        k,
+        n,
+        len: 120,
+        again: false,
+    };
+    let meta = |s: u8, tag: u8| Op::SetMeta {
+        s,
+        tag,
+        len: 60,
+        typed: tag.is_multiple_of(2),
+    };
+    let (mut retries, mut lost) = (0, 0);
+    for t in 0..3u8 {
+        for d in 0..2u8 {
+            let ops = vec![
+                meta(0, 0),
+                keyed(0, 0, 2),
+                keyed(0, 0, 0), // retry: the batch's first receipt
+                keyed(0, 1, 0),
+                Op::Sync,
+                keyed(0, 2, 3), // unsynced under Buffered: a crash may lose it
+                meta(1, 0),
+                Op::Crash {
+                    tear: t,
+                    durability: d,
+                },
+                keyed(0, 2, 1), // retry, or a new append if the crash lost it
+                keyed(0, 0, 4), // retry of a recovered key
+                Op::Pop { s: 0, typed: false }, // forgets the key of the last message
+                keyed(0, 2, 1), // appends anew
+                Op::Truncate { s: 0, keep: 2 }, // forgets every key but key 0's
+                keyed(0, 1, 0),
+                Op::Reopen { durability: d },
+                keyed(0, 0, 0),
+                keyed(0, 1, 0),
+                Op::Clear { s: 0 }, // forgets every key, keeps the metadata
+                keyed(0, 0, 1),
+                meta(0, 3),
+                Op::Kill { durability: d },
+                keyed(0, 0, 0),
+                Op::Fork { s: 0, d: 2, at: 1 }, // no keys, no metadata for the fork
+                keyed(2, 0, 0),
+                Op::Replace {
+                    s: 0,
+                    n: 2,
+                    len: 90,
+                    stale: false,
+                }, // forgets key 0, keeps the metadata
+                keyed(0, 0, 0),
+                Op::Sync,
+                Op::Crash {
+                    tear: t,
+                    durability: d,
+                },
+                keyed(0, 0, 0),
+                Op::Check,
+            ];
+            let stats =
+                common::run_ops(u64::from(t) * 10 + u64::from(d), 4096, durability(d), &ops)
+                    .unwrap_or_else(|v| panic!("tear {t} durability {d}: {v}"));
+            retries += stats.keyed_retries_across_restarts;
+            lost += stats.keyed_lost_reappends;
+        }
+    }
+    assert!(retries >= 6, "{retries} retries across restarts");
+    assert!(lost >= 1, "no crash lost a key");
 }
 
 /// Regression (found by `recovered_state_is_a_durable_prefix_of_history`, seed 0xc0ffee003):

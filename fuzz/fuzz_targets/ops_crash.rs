@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn op(code: u8, a: u8, b: u8) -> Op {
     let len = u16::from(b) * 23;
-    match code % 18 {
+    match code % 20 {
         0..=4 => Op::Append {
             s: a,
             len,
@@ -59,6 +59,19 @@ fn op(code: u8, a: u8, b: u8) -> Op {
             s: a,
             d: b,
             at: u16::from(code >> 4),
+        },
+        17 => Op::KeyedAppend {
+            s: a,
+            k: b,
+            n: b >> 3,
+            len: u16::from(a) * 7,
+            again: code & 0x20 != 0,
+        },
+        18 => Op::SetMeta {
+            s: a,
+            tag: b,
+            len,
+            typed: code & 0x20 != 0,
         },
         _ => Op::Fault {
             after: a,

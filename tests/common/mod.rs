@@ -11,6 +11,12 @@
 //! unit's last record. After a crash the store must hold exactly `history[k]` for some `k` at
 //! least the number of units acknowledged durable (a prefix, never a hole or a reordering),
 //! and after a reopen without a crash (a process exit) it must hold every unit written.
+//!
+//! Besides the messages, each unit's model holds the idempotency keys the store must
+//! remember (a keyed append's key, until a pop, truncate, clear or replace removes any
+//! message it names) with the receipts a retry must return, and each session's latest
+//! metadata (kept by clears and replaces, not copied by forks). A keyed append or a
+//! `set_meta` is a unit too; a retry of a remembered key logs nothing.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -19,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use convlog::io::sim::{Fault, SimFs, Tear};
-use convlog::{Durability, Error, RecoveryMode, Store};
+use convlog::{Durability, Error, Receipt, RecoveryMode, Store, Timestamp};
 
 /// The store directory on every simulated file system.
 pub const DIR: &str = "/db";
@@ -51,6 +57,37 @@ pub fn payload(id: u64, len: usize) -> Vec<u8> {
     let role = roles[(id % 4) as usize];
     let mut s = format!(r##"{{"role":"{role}","content":"#{id} "##);
     let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while s.len() + 2 < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push(char::from(b'a' + (x % 26) as u8));
+    }
+    s.push_str("\"}");
+    s.into_bytes()
+}
+
+/// The idempotency key number `k` names (modulo 6): three short keys (a small pool, so
+/// retries of a used key are common), the longest key accepted (256 bytes), and two keys the
+/// store must refuse (`InvalidKey`): the empty key and one of 257 bytes.
+pub fn key(k: u8) -> String {
+    match k % 6 {
+        k @ 0..=2 => format!("key-{k}"),
+        3 => "K".repeat(256),
+        4 => String::new(),
+        _ => "X".repeat(257),
+    }
+}
+
+/// Whether the store accepts `key` (1 to 256 bytes).
+fn key_is_valid(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 256
+}
+
+/// The metadata object number `tag` of `session`, about `len` bytes long (a padding field).
+pub fn meta_json(session: &str, tag: u8, len: usize) -> Vec<u8> {
+    let mut s = format!(r#"{{"tag":{},"of":"{}","pad":""#, tag % 4, session.len());
+    let mut x = u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     while s.len() + 2 < len {
         x ^= x << 13;
         x ^= x >> 7;
@@ -107,6 +144,27 @@ pub enum Op {
     /// A process kill (the store's clean-close code never runs; written bytes stay in the
     /// simulated page cache), then an open.
     Kill { durability: u8 },
+    /// An idempotent append under key number `k` (see [`key`]): `n % 6` 0 is
+    /// `append_with_key` of one message (a raw JSON value), 1 to 4 `append_batch_raw_with_key`
+    /// of that many, 5 an empty keyed batch (returns nothing, writes nothing). A key the
+    /// session remembers returns its original receipts and writes nothing. With `again`, the
+    /// session and key of the previous keyed append instead of `s` and `k` (a client's retry
+    /// after a timeout, crash or restart), if there was one.
+    KeyedAppend {
+        s: u8,
+        k: u8,
+        n: u8,
+        len: u16,
+        again: bool,
+    },
+    /// `set_meta_raw` (or `set_meta` of the parsed value when `typed`) of a small object with
+    /// `tag`, padded to about `len` bytes.
+    SetMeta {
+        s: u8,
+        tag: u8,
+        len: u16,
+        typed: bool,
+    },
     /// Reads every session of the live store and compares with the model.
     Check,
     /// Makes the file-system operation `after` steps from now fail (`sticky`: and every one
@@ -117,11 +175,62 @@ pub enum Op {
 /// A model state: session -> the ids of its messages, in order (no empty sessions).
 pub type State = BTreeMap<&'static str, Vec<u64>>;
 
+/// What a remembered idempotency key names: the (interaction id, LSN) of each append of its
+/// unit, and the unit's timestamp when the harness saw the receipts (not when the write
+/// applied its records but failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Keyed {
+    appends: Vec<(u64, u64)>,
+    timestamp: Option<Timestamp>,
+}
+
+/// (session, key) -> what the key names, for every key the store must remember.
+type Keys = BTreeMap<(&'static str, String), Keyed>;
+
+/// session -> the JSON bytes of its latest metadata.
+type Metas = BTreeMap<&'static str, Vec<u8>>;
+
+/// The model after some number of units.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    state: State,
+    keys: Keys,
+    metas: Metas,
+}
+
+impl Model {
+    /// Forgets the keys of `session` that name a message it no longer holds (what a pop,
+    /// truncate or clear does: `Keys::keep` in the index).
+    fn prune_keys(&mut self, session: &str) {
+        let count = self.state.get(session).map_or(0, Vec::len) as u64;
+        self.keys.retain(|(s, _), k| {
+            *s != session || k.appends.last().is_some_and(|&(id, _)| id <= count)
+        });
+    }
+
+    /// Forgets every key of `session` (a clear, or a replace, which clears first).
+    fn forget_keys(&mut self, session: &str) {
+        self.keys.retain(|(s, _), _| *s != session);
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Unit {
     /// LSN of the unit's last record (0 for the initial state).
     lsn: u64,
     state: State,
+    keys: Keys,
+    metas: Metas,
+}
+
+impl Unit {
+    fn model(&self) -> Model {
+        Model {
+            state: self.state.clone(),
+            keys: self.keys.clone(),
+            metas: self.metas.clone(),
+        }
+    }
 }
 
 /// A message the model knows.
@@ -144,6 +253,18 @@ pub struct Stats {
     pub failed_ops: u64,
     /// Failures after which the store had to be (and was) poisoned.
     pub poisonings: u64,
+    /// Keyed appends that appended (a key the session did not remember).
+    pub keyed_new: u64,
+    /// Keyed appends that returned the original receipts and wrote nothing.
+    pub keyed_retries: u64,
+    /// ... of them, of a key logged before the last crash, reopen or kill.
+    pub keyed_retries_across_restarts: u64,
+    /// Keyed appends that appended anew a key a crash lost (it was in the lost suffix).
+    pub keyed_lost_reappends: u64,
+    /// Remembered keys probed after reopens and checks (a retry that must write nothing).
+    pub key_probes: u64,
+    /// `set_meta` calls that logged.
+    pub metas_set: u64,
 }
 
 /// A store on a simulated file system, checked against the model.
@@ -159,6 +280,12 @@ pub struct Harness {
     claimed_durable: u64,
     msgs: BTreeMap<u64, Msg>,
     next_msg: u64,
+    /// The store's last LSN when it was last opened (keys logged up to it were recovered).
+    opened_at: u64,
+    /// Keys the last crash lost (remembered before it, not after), until appended again.
+    lost_keys: Vec<(&'static str, String)>,
+    /// The session and key of the last keyed append (for [`Op::KeyedAppend`]'s `again`).
+    last_keyed: Option<(&'static str, String)>,
     /// Faults may fire: I/O errors are expected, not violations.
     faults_armed: bool,
     /// The faults armed on `fs` (re-armed after a simulated process kill).
@@ -212,11 +339,16 @@ impl Harness {
             history: vec![Unit {
                 lsn: 0,
                 state: State::new(),
+                keys: Keys::new(),
+                metas: Metas::new(),
             }],
             durable: 0,
             claimed_durable: 0,
             msgs: BTreeMap::new(),
             next_msg: 1,
+            opened_at: 0,
+            lost_keys: Vec::new(),
+            last_keyed: None,
             faults_armed,
             faults,
             maybe_poisoned: false,
@@ -330,8 +462,22 @@ impl Harness {
             )));
         }
         self.stats.lost_units += (self.history.len() - 1 - k) as u64;
+        // Keys remembered before the crash and not after it: a retry must append anew.
+        let lost: Vec<(&'static str, String)> = self
+            .latest()
+            .keys
+            .keys()
+            .filter(|sk| !self.history[k].keys.contains_key(*sk))
+            .cloned()
+            .collect();
+        for sk in lost {
+            if !self.lost_keys.contains(&sk) {
+                self.lost_keys.push(sk);
+            }
+        }
         self.history.truncate(k + 1);
         self.msgs.retain(|_, m| m.lsn <= got);
+        self.opened_at = got;
         self.store = Some(store);
         if after_crash {
             // Everything a crash left is on stable storage.
@@ -346,10 +492,113 @@ impl Harness {
         self.check_store()
     }
 
-    /// Compares every session of the live store with the model's latest state.
-    pub fn check_store(&self) -> Result<(), Violation> {
+    /// Compares every session of the live store with the model's latest state: messages,
+    /// metadata, and the keys it must remember (each retried: same receipts, nothing logged).
+    pub fn check_store(&mut self) -> Result<(), Violation> {
         let store = self.store.as_ref().ok_or_else(|| self.fail("no store"))?;
-        self.check_state(store, self.state())
+        let unit = self.latest();
+        self.check_state(store, &unit.state)?;
+        self.check_metas(store, &unit.state, &unit.metas)?;
+        let probes = self.probe_keys(store, &unit.keys)?;
+        self.stats.key_probes += probes;
+        Ok(())
+    }
+
+    /// Compares `store.meta` of every session (and `sessions_where` on the tag) with `metas`.
+    fn check_metas(&self, store: &Store, state: &State, metas: &Metas) -> Result<(), Violation> {
+        for s in SESSIONS.iter().copied().chain([NEVER]) {
+            let got = store
+                .meta(s)
+                .map_err(|e| self.fail(format!("meta({s}) failed: {e:?}")))?;
+            let want = metas.get(s);
+            if got.as_ref() != want {
+                return Err(self.fail(format!(
+                    "meta({s}) = {:?}, model has {:?}",
+                    got.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    want.map(|b| String::from_utf8_lossy(b).into_owned())
+                )));
+            }
+        }
+        // The live sessions (with messages) whose metadata's tag is 0.
+        let zero = serde_json::Value::from(0);
+        let got: Vec<String> = store
+            .sessions_where("tag", &zero)
+            .map_err(|e| self.fail(format!("sessions_where failed: {e:?}")))?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        let want: Vec<String> = metas
+            .iter()
+            .filter(|(s, json)| {
+                state.contains_key(*s)
+                    && serde_json::from_slice::<serde_json::Value>(json)
+                        .ok()
+                        .is_some_and(|v| v.get("tag") == Some(&zero))
+            })
+            .map(|(s, _)| (*s).to_owned())
+            .collect();
+        if got != want {
+            return Err(self.fail(format!(
+                "sessions_where(tag = 0) = {got:?}, model has {want:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Retries every key in `keys` with a throwaway message: each must return the receipts
+    /// the model holds and log nothing. Returns how many keys were probed. A store that
+    /// cannot write (read-only, poisoned) is not probed.
+    fn probe_keys(&self, store: &Store, keys: &Keys) -> Result<u64, Violation> {
+        let filler = payload(0, 40);
+        let mut probes = 0;
+        for ((s, key), keyed) in keys {
+            let before = store.last_lsn().0;
+            let r = store.append_batch_raw_with_key(s, key, &[filler.as_slice()]);
+            let after = store.last_lsn().0;
+            match r {
+                Ok(receipts) => {
+                    if let Some(v) = self.keyed_mismatch(&receipts, keyed) {
+                        return Err(self.fail(format!(
+                            "retry of key {key:?} of {s} (a key the model remembers): {v}"
+                        )));
+                    }
+                    if after != before {
+                        return Err(self.fail(format!(
+                            "retry of key {key:?} of {s} logged: last_lsn {before} -> {after}"
+                        )));
+                    }
+                    probes += 1;
+                }
+                Err(Error::ReadOnly { .. } | Error::Poisoned { .. }) => return Ok(probes),
+                Err(e) => {
+                    return Err(self.fail(format!("retry of key {key:?} of {s} failed: {e:?}")));
+                }
+            }
+        }
+        Ok(probes)
+    }
+
+    /// How `receipts` differ from what the model says `keyed` names, if they do.
+    fn keyed_mismatch(&self, receipts: &[Receipt], keyed: &Keyed) -> Option<String> {
+        let got: Vec<(u64, u64)> = receipts
+            .iter()
+            .map(|r| (r.interaction_id, r.lsn.0))
+            .collect();
+        if got != keyed.appends {
+            return Some(format!(
+                "receipts (id, lsn) {got:?}, model has {:?}",
+                keyed.appends
+            ));
+        }
+        if let Some(ts) = keyed.timestamp
+            && let Some(r) = receipts.iter().find(|r| r.timestamp != ts)
+        {
+            return Some(format!(
+                "receipt timestamp {:?}, the original receipts had {ts:?}",
+                r.timestamp
+            ));
+        }
+        None
     }
 
     /// Checks a store opened on some image of this history (a crash, a truncation, damage):
@@ -362,7 +611,10 @@ impl Harness {
             .iter()
             .rposition(|u| u.lsn == got)
             .ok_or_else(|| self.fail(format!("recovered last LSN {got} is no unit boundary")))?;
-        self.check_state(store, &self.history[k].state)?;
+        let unit = &self.history[k];
+        self.check_state(store, &unit.state)?;
+        self.check_metas(store, &unit.state, &unit.metas)?;
+        self.probe_keys(store, &unit.keys)?;
         Ok(k)
     }
 
@@ -458,13 +710,32 @@ impl Harness {
     }
 
     /// Records the outcome of a write that would log `records` records making `next` the
-    /// new state. `result` is the call's outcome, `before` the store's last LSN before it.
+    /// new state (the keys of removed messages forgotten, metadata unchanged). `result` is
+    /// the call's outcome, `before` the store's last LSN before it.
     fn settle(
         &mut self,
         result: Result<(), Error>,
         before: u64,
         records: u64,
         next: State,
+        new_msgs: Vec<(u64, Vec<u8>)>,
+        conflict_expected: bool,
+    ) -> Result<(), Violation> {
+        let mut model = self.latest().model();
+        model.state = next;
+        for s in SESSIONS {
+            model.prune_keys(s);
+        }
+        self.settle_model(result, before, records, model, new_msgs, conflict_expected)
+    }
+
+    /// [`Harness::settle`] with the whole next model given.
+    fn settle_model(
+        &mut self,
+        result: Result<(), Error>,
+        before: u64,
+        records: u64,
+        next: Model,
         new_msgs: Vec<(u64, Vec<u8>)>,
         conflict_expected: bool,
     ) -> Result<(), Violation> {
@@ -544,10 +815,11 @@ impl Harness {
         }
     }
 
-    fn push_unit(&mut self, lsn: u64, state: State, new_msgs: Vec<(u64, Vec<u8>)>) {
+    fn push_unit(&mut self, lsn: u64, next: Model, new_msgs: Vec<(u64, Vec<u8>)>) {
         let first = lsn + 1 - new_msgs.len() as u64;
         for (i, (id, bytes)) in new_msgs.into_iter().enumerate() {
-            let session = state
+            let session = next
+                .state
                 .iter()
                 .find(|(_, ids)| ids.contains(&id))
                 .map_or("", |(s, _)| *s);
@@ -560,7 +832,12 @@ impl Harness {
                 },
             );
         }
-        self.history.push(Unit { lsn, state });
+        self.history.push(Unit {
+            lsn,
+            state: next.state,
+            keys: next.keys,
+            metas: next.metas,
+        });
         self.stats.units += 1;
     }
 
@@ -768,17 +1045,71 @@ impl Harness {
                     }
                     Err(e) => Err(e),
                 };
-                let mut next = self.state().clone();
-                next.remove(name);
+                let mut next = self.latest().model();
+                next.state.remove(name);
                 if n > 0 {
-                    next.insert(name, msgs.iter().map(|(id, _)| *id).collect());
+                    next.state
+                        .insert(name, msgs.iter().map(|(id, _)| *id).collect());
                 }
+                // A replace clears first: every key of the session is forgotten, though the
+                // new messages reuse the ids.
+                next.forget_keys(name);
                 let records = if stale {
                     0
                 } else {
                     u64::from(count > 0) + n as u64
                 };
-                self.settle(r, before, records, next, msgs, stale)
+                self.settle_model(r, before, records, next, msgs, stale)
+            }
+            Op::KeyedAppend {
+                s,
+                k,
+                n,
+                len,
+                again,
+            } => {
+                let (name, key) = match (&self.last_keyed, again) {
+                    (Some(last), true) => last.clone(),
+                    _ => (session(s), key(k)),
+                };
+                self.last_keyed = Some((name, key.clone()));
+                self.keyed_append(name, key, n, len, before)
+            }
+            Op::SetMeta { s, tag, len, typed } => {
+                let name = session(s);
+                let json = meta_json(name, tag, usize::from(len) % 6000);
+                let store = self.store.as_ref().expect("open");
+                let r = if typed {
+                    let value: serde_json::Value =
+                        serde_json::from_slice(&json).expect("metadata is JSON");
+                    store.set_meta(name, &value)
+                } else {
+                    store.set_meta_raw(name, &json)
+                };
+                let r = match r {
+                    Ok(lsn) if lsn.0 != before + 1 => {
+                        return Err(self.fail(format!(
+                            "set_meta returned LSN {lsn}, expected {}",
+                            before + 1
+                        )));
+                    }
+                    Ok(_) => {
+                        self.stats.metas_set += 1;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                let mut next = self.latest().model();
+                // `set_meta` of a parsed value re-serializes it: the model holds those bytes.
+                let stored = if typed {
+                    let value: serde_json::Value =
+                        serde_json::from_slice(&json).expect("metadata is JSON");
+                    serde_json::to_vec(&value).expect("serializes")
+                } else {
+                    json
+                };
+                next.metas.insert(name, stored);
+                self.settle_model(r, before, 1, next, Vec::new(), false)
             }
             Op::Sync => {
                 let store = self.store.as_ref().expect("open");
@@ -884,6 +1215,113 @@ impl Harness {
         }
     }
 
+    /// [`Op::KeyedAppend`].
+    fn keyed_append(
+        &mut self,
+        name: &'static str,
+        key: String,
+        n: u8,
+        len: u16,
+        before: u64,
+    ) -> Result<(), Violation> {
+        let n = n % 6;
+        let msgs: Vec<(u64, Vec<u8>)> = match n {
+            5 => Vec::new(),
+            0 => vec![self.new_msg(len)],
+            n => (0..n)
+                .map(|i| self.new_msg(len.wrapping_add(u16::from(i) * 37)))
+                .collect(),
+        };
+        let store = self.store.as_ref().expect("open");
+        let r = if n == 0 {
+            let raw: Box<serde_json::value::RawValue> =
+                serde_json::from_slice(&msgs[0].1).expect("payloads are JSON");
+            store.append_with_key(name, &key, &raw).map(|r| vec![r])
+        } else {
+            let bodies: Vec<&[u8]> = msgs.iter().map(|(_, b)| b.as_slice()).collect();
+            store.append_batch_raw_with_key(name, &key, &bodies)
+        };
+        let after = store.last_lsn().0;
+        if !key_is_valid(&key) {
+            return match r {
+                Err(Error::InvalidKey { .. }) if after == before => Ok(()),
+                other => Err(self.fail(format!(
+                    "keyed append with an invalid key ({} bytes): {:?}, last_lsn {before} -> {after}",
+                    key.len(),
+                    other.map(|r| r.len())
+                ))),
+            };
+        }
+        if msgs.is_empty() {
+            return match r {
+                Ok(r) if r.is_empty() && after == before => Ok(()),
+                other => Err(self.fail(format!(
+                    "empty keyed batch: {:?}, last_lsn {before} -> {after}",
+                    other.map(|r| r.len())
+                ))),
+            };
+        }
+        let sk = (name, key);
+        if let Some(mut keyed) = self.latest().keys.get(&sk).cloned() {
+            // A retry: the original receipts, nothing written (`append_with_key` returns one
+            // receipt: the first, for a key that named a batch).
+            if n == 0 {
+                keyed.appends.truncate(1);
+            }
+            let r = match r {
+                Ok(receipts) => {
+                    if let Some(v) = self.keyed_mismatch(&receipts, &keyed) {
+                        return Err(self.fail(format!("retry of a remembered key: {v}")));
+                    }
+                    self.stats.keyed_retries += 1;
+                    if keyed.appends[0].1 <= self.opened_at {
+                        self.stats.keyed_retries_across_restarts += 1;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            let next = self.latest().model();
+            return self.settle_model(r, before, 0, next, Vec::new(), false);
+        }
+        let count = self.state().get(name).map_or(0, Vec::len) as u64;
+        let mut timestamp = None;
+        // The unit's first record is the key's: the appends' LSNs start one later.
+        let r = match self.checked_receipts(r, name, before + 1)? {
+            Ok(receipts) => {
+                if receipts.len() != msgs.len() {
+                    return Err(self.fail(format!(
+                        "keyed append of {} messages returned {} receipts",
+                        msgs.len(),
+                        receipts.len()
+                    )));
+                }
+                timestamp = Some(receipts[0].timestamp);
+                if receipts.iter().any(|r| Some(r.timestamp) != timestamp) {
+                    return Err(self.fail("a keyed batch's receipts differ in timestamp"));
+                }
+                self.stats.keyed_new += 1;
+                if let Some(i) = self.lost_keys.iter().position(|x| *x == sk) {
+                    self.lost_keys.swap_remove(i);
+                    self.stats.keyed_lost_reappends += 1;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        let mut next = self.latest().model();
+        next.state
+            .entry(name)
+            .or_default()
+            .extend(msgs.iter().map(|(id, _)| *id));
+        let appends = (0..msgs.len() as u64)
+            .map(|i| (count + 1 + i, before + 2 + i))
+            .collect();
+        next.keys.insert(sk, Keyed { appends, timestamp });
+        let records = msgs.len() as u64 + 1;
+        self.settle_model(r, before, records, next, msgs, false)
+    }
+
     fn reset_after_restart(&mut self, d: u8) {
         self.durability = durability(d);
         self.faults_armed = false;
@@ -908,6 +1346,16 @@ impl Harness {
         name: &str,
         before: u64,
     ) -> Result<Result<(), Error>, Violation> {
+        Ok(self.checked_receipts(r, name, before)?.map(|_| ()))
+    }
+
+    /// [`Harness::check_receipts`], keeping them.
+    fn checked_receipts(
+        &self,
+        r: convlog::Result<Vec<convlog::Receipt>>,
+        name: &str,
+        before: u64,
+    ) -> Result<Result<Vec<Receipt>, Error>, Violation> {
         match r {
             Ok(receipts) => {
                 let count = self.state().get(name).map_or(0, Vec::len) as u64;
@@ -923,7 +1371,7 @@ impl Harness {
                         )));
                     }
                 }
-                Ok(Ok(()))
+                Ok(Ok(receipts))
             }
             Err(e) => Ok(Err(e)),
         }
