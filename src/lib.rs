@@ -31,8 +31,27 @@
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Several processes may open one store for writing at once (the default; see [`Store`] and
+//! [`Options::exclusive`]): every write first folds in what the others wrote, every read sees
+//! every write that returned before it, and [`Store::subscribe`] follows the log live:
+//!
+//! ```
+//! use std::time::Duration;
+//! use convlog::{LogEvent, Since, Store};
+//! # let dir = tempfile::tempdir()?;
+//! let agent = Store::open(dir.path())?;
+//! let mut live = Store::builder().read_only(true).open(dir.path())?.subscribe(Since::Now);
+//! agent.append_raw("chat-1", br#"{"role":"user","content":"ping"}"#)?;
+//! let Some(LogEvent::Message { session, entry }) = live.next_timeout(Duration::from_secs(5))?
+//! else {
+//!     panic!("no event");
+//! };
+//! assert_eq!((session.as_str(), entry.interaction_id), ("chat-1", 1));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! The byte format, recovery rules and what each durability mode survives are in
-//! `docs/format.md`.
+//! `docs/format.md`; the protocol between processes in `docs/durability.md`.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
