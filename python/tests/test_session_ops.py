@@ -269,8 +269,8 @@ def test_the_cache_stays_exact_across_replace_fork_keys_and_meta(store_dir: path
 
 
 def test_another_stores_replace_is_seen(store_dir: pathlib.Path) -> None:
-    """A replace through a second (read-only) object's reads and a writer's cache: the
-    writer's cached tail never hides it."""
+    """A replace through a second Store object on the same path (they share the open store
+    and its cache): the first object's cached tail never hides it."""
     with Store(store_dir) as s, Store(store_dir) as t:  # shared open store, shared cache
         s.append_batch("a", msgs(3))
         assert s.tail("a", 3) == msgs(3)
