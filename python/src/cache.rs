@@ -7,7 +7,10 @@
 //! library wrote, under the cache's lock:
 //!
 //! - an append extends a session's entry when the entry ends right before the new messages,
-//!   and drops it otherwise; pop, truncate and clear drop it;
+//!   and drops it otherwise; pop, truncate, clear, replace and fork (of its destination)
+//!   drop it, and so does a keyed append (a retry writes nothing, and what the session holds
+//!   is the original's bytes, not the retry's); a metadata write keeps it (no message
+//!   changed);
 //! - a read fills an entry only if no write at all happened in this process since the read
 //!   began (the `writes` counter), so a fill never installs a state that a write already
 //!   replaced;
@@ -303,8 +306,14 @@ impl TailCache {
         }
     }
 
-    /// After a pop, truncate or clear of `session`, or a write that failed; `lsns`: the
-    /// records it wrote, when known.
+    /// After a write to `session` that changed none of its messages (its metadata): the
+    /// entry stays; `lsns`: the records it wrote, when known.
+    pub(crate) fn kept(&self, py: Python<'_>, session: &str, lsns: Option<(u64, u64)>) {
+        self.lock(py).end_write(session, lsns);
+    }
+
+    /// After a pop, truncate, clear, replace or fork of `session`, a keyed append, or a
+    /// write that failed; `lsns`: the records it wrote, when known.
     pub(crate) fn changed(&self, py: Python<'_>, session: &str, lsns: Option<(u64, u64)>) {
         let mut st = self.lock(py);
         st.end_write(session, lsns);

@@ -104,6 +104,13 @@ fn from_store(py: Python<'_>, e: convlog::Error) -> PyErr {
             "InvalidSessionId",
             vec![("session", obj(py, session.as_str()))],
         ),
+        E::SessionExists { session } => (
+            "SessionExists",
+            vec![("session", obj(py, session.as_str()))],
+        ),
+        E::InvalidKey { session, .. } => {
+            ("InvalidKey", vec![("session", obj(py, session.as_str()))])
+        }
         E::InvalidMessage { session, .. } => (
             "InvalidMessage",
             vec![("session", obj(py, session.as_str()))],

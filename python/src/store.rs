@@ -183,6 +183,41 @@ fn joined(iter: convlog::RawMessages) -> convlog::Result<(Vec<u8>, u64)> {
     Ok((out, last))
 }
 
+/// The records a keyed append made, when the log tells: a new keyed unit is its key record
+/// then its messages, contiguous, so when they are exactly the records after `before` every
+/// record in `before + 1..=after` is of the session (even if the unit was another writer's
+/// and this call its retry). `None` for a retry of an older unit (nothing written).
+fn keyed_lsns(before: u64, after: u64, receipts: &[Receipt]) -> Option<(u64, u64)> {
+    let (first, last) = (receipts.first()?, receipts.last()?);
+    (first.lsn == before + 2 && last.lsn == after).then_some((before + 1, after))
+}
+
+/// The records a `replace` made, when the log tells that every record in
+/// `before + 1..=after` is of the session. Its unit is a clear (when the session held
+/// messages) then the new messages, contiguous, ending at the last receipt (or the clear
+/// alone). `had`: the session held messages when read after `before`; if the unit holds no
+/// clear, the session was emptied in between, by a record of its own, which can only be the
+/// one record before the unit.
+fn replaced_lsns(before: u64, after: u64, had: bool, receipts: &[Receipt]) -> Option<(u64, u64)> {
+    let ours = match (receipts.first(), receipts.last()) {
+        (Some(first), Some(last)) => {
+            last.lsn == after && (first.lsn == before + 1 || (had && first.lsn == before + 2))
+        }
+        _ => had && after == before + 1,
+    };
+    (ours && after > before).then_some((before + 1, after))
+}
+
+/// A JSON value (any Python value `json` encodes) as serde_json's.
+fn json_value(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
+    let py = value.py();
+    let text = PyModule::import(py, "convlog._codec")?
+        .getattr("dumps")?
+        .call1((value,))?;
+    let text = text.cast::<PyString>()?.to_str()?.to_owned();
+    serde_json::from_str(&text).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 impl Store {
     /// Runs `f` on the open store without the GIL.
     fn run<T: Send>(
@@ -288,6 +323,32 @@ impl Store {
             Some(r) if !r.is_empty() => self.appended(py, session, r, encoded),
             _ => self.changed(py, session, None),
         }
+    }
+
+    /// A keyed append (`append` or `append_batch` with `key=`). The cache entry of `session`
+    /// is dropped rather than extended: a retry writes nothing, and the session then holds
+    /// the original's bytes, which need not be the retry's.
+    fn append_keyed(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        key: &str,
+        bytes: &[&[u8]],
+    ) -> PyResult<Vec<Receipt>> {
+        self.begin_write(py, session);
+        let r = self.run(py, |s| {
+            let before = s.last_lsn().0;
+            let receipts: Vec<Receipt> = s
+                .append_batch_raw_with_key(session, key, bytes)?
+                .into_iter()
+                .map(Receipt::from)
+                .collect();
+            let after = s.last_lsn().0;
+            Ok((receipts.clone(), keyed_lsns(before, after, &receipts)))
+        });
+        let lsns = r.as_ref().ok().and_then(|(_, lsns)| *lsns);
+        self.changed(py, session, lsns);
+        r.map(|(receipts, _)| receipts)
     }
 
     fn iter(
@@ -404,14 +465,21 @@ impl Store {
         self.run(py, |s| Ok(s.durable_lsn().0))
     }
 
+    #[pyo3(signature = (session, message, *, key=None))]
     fn append(
         &self,
         py: Python<'_>,
         session: &str,
         message: &Bound<'_, PyAny>,
+        key: Option<&str>,
     ) -> PyResult<Receipt> {
         let encoded = codec::encode(session, message)?;
         let bytes = codec::bytes_of(&encoded)?;
+        if let Some(key) = key {
+            return self
+                .append_keyed(py, session, key, &[bytes])
+                .map(|mut r| r.remove(0));
+        }
         self.begin_write(py, session);
         let r = self.run(py, |s| Ok(Receipt::from(s.append_raw(session, bytes)?)));
         self.end_append(
@@ -449,11 +517,13 @@ impl Store {
         r
     }
 
+    #[pyo3(signature = (session, messages, *, key=None))]
     fn append_batch(
         &self,
         py: Python<'_>,
         session: &str,
         messages: &Bound<'_, PyAny>,
+        key: Option<&str>,
     ) -> PyResult<Vec<Receipt>> {
         if messages.is_instance_of::<PyString>() || messages.is_instance_of::<PyDict>() {
             return Err(PyTypeError::new_err(
@@ -468,6 +538,9 @@ impl Store {
             .iter()
             .map(codec::bytes_of)
             .collect::<PyResult<Vec<&[u8]>>>()?;
+        if let Some(key) = key {
+            return self.append_keyed(py, session, key, &bytes);
+        }
         self.begin_write(py, session);
         let receipts = self.run(py, |s| {
             Ok(s.append_batch_raw(session, &bytes)?
@@ -657,6 +730,124 @@ impl Store {
         self.change(py, session, |s| {
             let removed = s.clear(session)?;
             Ok((removed, removed > 0))
+        })
+    }
+
+    /// Starts `dst` as the first `at` messages of `src` (all with `None`), shared.
+    #[pyo3(signature = (src, dst, at=None))]
+    fn fork(&self, py: Python<'_>, src: &str, dst: &str, at: Option<u64>) -> PyResult<u64> {
+        // One Fork record for `dst` (none when nothing is shared); `dst` was empty.
+        self.change(py, dst, |s| {
+            let shared = s.fork(src, dst, at)?;
+            Ok((shared, shared > 0))
+        })
+    }
+
+    /// Makes `session` exactly `messages`, atomically.
+    #[pyo3(signature = (session, messages, *, expected_next_id=None))]
+    fn replace(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        messages: &Bound<'_, PyAny>,
+        expected_next_id: Option<u64>,
+    ) -> PyResult<Vec<Receipt>> {
+        if messages.is_instance_of::<PyString>() || messages.is_instance_of::<PyDict>() {
+            return Err(PyTypeError::new_err(
+                "replace takes a list (or other iterable) of messages",
+            ));
+        }
+        let encoded = messages
+            .try_iter()?
+            .map(|m| codec::encode(session, &m?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let bytes = encoded
+            .iter()
+            .map(codec::bytes_of)
+            .collect::<PyResult<Vec<&[u8]>>>()?;
+        self.begin_write(py, session);
+        let r = self.run(py, |s| {
+            let before = s.last_lsn().0;
+            let had = s.interaction_count(session) > 0;
+            let receipts: Vec<Receipt> = s
+                .replace(session, expected_next_id, &bytes)?
+                .into_iter()
+                .map(Receipt::from)
+                .collect();
+            let after = s.last_lsn().0;
+            let lsns = replaced_lsns(before, after, had, &receipts);
+            Ok((receipts, lsns))
+        });
+        let lsns = r.as_ref().ok().and_then(|(_, lsns)| *lsns);
+        // The session changed wholesale: its entry goes.
+        self.changed(py, session, lsns);
+        r.map(|(receipts, _)| receipts)
+    }
+
+    /// The longest recent suffix of `session` within the budget, never splitting a tool call
+    /// from its result.
+    #[pyo3(signature = (session, *, max_messages=None, max_bytes=None, keep_system=false))]
+    fn window<'py>(
+        &self,
+        py: Python<'py>,
+        session: &str,
+        max_messages: Option<u64>,
+        max_bytes: Option<u64>,
+        keep_system: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut spec = convlog::WindowSpec::new().keep_system(keep_system);
+        if let Some(n) = max_messages {
+            spec = spec.max_messages(n);
+        }
+        if let Some(n) = max_bytes {
+            spec = spec.max_bytes(n);
+        }
+        let json = self.run(py, |s| {
+            let entries = s.window(session, &spec)?;
+            let messages: Vec<&[u8]> = entries.iter().map(|e| e.message.as_slice()).collect();
+            Ok(codec::join(&messages))
+        })?;
+        codec::decode_joined(py, &json)
+    }
+
+    /// Sets `session`'s metadata (a JSON object); returns the record's LSN.
+    fn set_meta(&self, py: Python<'_>, session: &str, meta: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let encoded = codec::encode(session, meta)?;
+        let bytes = codec::bytes_of(&encoded)?;
+        self.begin_write(py, session);
+        let r = self.run(py, |s| Ok(s.set_meta_raw(session, bytes)?.0));
+        // No message changed: the session's entry stays; the one record is reported.
+        let lsns = r.as_ref().ok().map(|&lsn| (lsn, lsn));
+        if let Some(cache) = self.cache() {
+            cache.kept(py, session, lsns);
+        }
+        r
+    }
+
+    /// `session`'s metadata, or `None`.
+    fn meta<'py>(&self, py: Python<'py>, session: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let found = self.run(py, |s| Ok(s.meta(session)?))?;
+        found.map(|m| codec::decode(py, &m)).transpose()
+    }
+
+    /// The live sessions whose metadata has `key` equal to `value`.
+    fn sessions_where(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<SessionInfo>> {
+        let value = json_value(value)?;
+        self.run(py, |s| {
+            Ok(s.sessions_where(key, &value)?
+                .into_iter()
+                .map(|i| SessionInfo {
+                    id: i.id,
+                    count: i.count,
+                    first: i.first.as_micros(),
+                    last: i.last.as_micros(),
+                })
+                .collect())
         })
     }
 

@@ -15,6 +15,7 @@ from ._errors import (
     Conflict,
     Corrupt,
     Error,
+    InvalidKey,
     InvalidMessage,
     InvalidOption,
     InvalidSessionId,
@@ -24,6 +25,7 @@ from ._errors import (
     Poisoned,
     ReadOnly,
     RecordTooLarge,
+    SessionExists,
     UnsupportedFormat,
 )
 from ._convlog import (
@@ -47,6 +49,7 @@ __all__ = [
     "Corrupt",
     "Error",
     "Event",
+    "InvalidKey",
     "InvalidMessage",
     "InvalidOption",
     "InvalidSessionId",
@@ -58,6 +61,7 @@ __all__ = [
     "ReadOnly",
     "Receipt",
     "RecordTooLarge",
+    "SessionExists",
     "SessionInfo",
     "Store",
     "Subscription",

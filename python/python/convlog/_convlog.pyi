@@ -164,11 +164,22 @@ class Store:
     def last_lsn(self) -> int: ...
     @property
     def durable_lsn(self) -> int: ...
-    def append(self, session: str, message: Message) -> Receipt:
+    def append(self, session: str, message: Message, *, key: str | None = None) -> Receipt:
         """Append one message (a dict, or a JSON object as str or bytes, stored byte for
-        byte) to ``session``."""
-    def append_batch(self, session: str, messages: Iterable[Message]) -> list[Receipt]:
-        """Append several messages atomically: after a crash all of them are there or none."""
+        byte) to ``session``.
+
+        With ``key`` (an idempotency key: a str of 1 to 256 UTF-8 bytes, else
+        ``InvalidKey``): if ``session`` already holds a message appended under ``key``, its
+        original receipt comes back and nothing is written, also after a reopen or a crash
+        (the key is logged in the same unit as the message). A key is remembered while the
+        messages it names are in the session: a pop, truncate, clear or replace that removes
+        them forgets it."""
+    def append_batch(
+        self, session: str, messages: Iterable[Message], *, key: str | None = None
+    ) -> list[Receipt]:
+        """Append several messages atomically: after a crash all of them are there or none.
+        With ``key``, the batch is named by one key, as for ``append``: a retry returns every
+        original receipt and writes nothing."""
     def append_if(self, session: str, expected_next_id: int, message: Message) -> Receipt:
         """Append only if the session's next interaction id is ``expected_next_id`` (1 for an
         empty session); else raise ``Conflict`` and change nothing."""
@@ -209,6 +220,52 @@ class Store:
         """Cut ``session`` to its first ``keep`` messages; return how many were removed."""
     def clear(self, session: str) -> int:
         """Empty ``session`` (it stays usable); return how many messages were removed."""
+    def fork(self, src: str, dst: str, at: int | None = None) -> int:
+        """Start ``dst`` as the first ``at`` messages of ``src`` (all of them when None; at
+        most all), sharing them: one logged record, O(1) whatever ``src``'s length. ``dst``'s
+        interaction ids go on from ``at + 1``; from then on the two are independent. Returns
+        how many messages ``dst`` holds (0, and nothing logged, when there are none to
+        share, or when ``src == dst``). Raises ``SessionExists`` when ``dst`` holds
+        messages."""
+    def replace(
+        self,
+        session: str,
+        messages: Iterable[Message],
+        *,
+        expected_next_id: int | None = None,
+    ) -> list[Receipt]:
+        """Make ``session`` exactly ``messages``, as one committed unit: after a crash at
+        any instant it holds its old history or the new one, never neither, and a concurrent
+        reader sees one or the other. The new messages get interaction ids ``1..n`` (their
+        receipts are returned). With ``expected_next_id``, raise ``Conflict`` and change
+        nothing unless the session's next interaction id is that one. ``replace(s, [])``
+        empties the session."""
+    def window(
+        self,
+        session: str,
+        *,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        keep_system: bool = False,
+    ) -> list[Any]:
+        """The longest recent suffix of ``session`` within ``max_messages`` messages and
+        ``max_bytes`` bytes of stored JSON (no limit when None) that starts at a ``user``
+        message (or at the session's start) and cuts no tool result off from the call it
+        answers: an assistant message with ``tool_calls`` stays with the ``tool`` messages
+        answering it, a Responses-API ``function_call`` with its ``function_call_output``
+        (by ``call_id``). With ``keep_system``, the session's first message comes first when
+        it is a ``system`` (or ``developer``) message, counted in the budget. Oldest first,
+        fresh dicts; ``[]`` when nothing fits. Costs O(window)."""
+    def set_meta(self, session: str, meta: Mapping[str, Any] | str | bytes) -> int:
+        """Set ``session``'s metadata (a JSON object of at most 64 KiB, else
+        ``RecordTooLarge``), replacing any earlier one; returns the record's LSN. A session
+        may have metadata before it has messages; a ``clear`` keeps it."""
+    def meta(self, session: str) -> dict[str, Any] | None:
+        """``session``'s metadata (a fresh dict), or None when it has none."""
+    def sessions_where(self, key: str, value: Any) -> list[SessionInfo]:
+        """The live sessions (those holding messages) whose metadata has ``key`` equal to
+        ``value`` (compared as JSON: ``1`` and ``1.0`` differ), sorted by id. Reads the
+        metadata of every live session."""
     def subscribe(
         self,
         since: Literal["now"] | int | None = None,

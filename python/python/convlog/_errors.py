@@ -13,7 +13,8 @@ class Error(Exception):
 
 
 class Conflict(Error):
-    """``append_if`` found another next interaction id (``expected``, ``actual``)."""
+    """``append_if`` (or ``replace`` with ``expected_next_id``) found another next
+    interaction id (``expected``, ``actual``)."""
 
 
 class Locked(Error):
@@ -37,6 +38,15 @@ class UnsupportedFormat(Error):
 class InvalidSessionId(Error, ValueError):
     """A session id is not a str, is empty, longer than 256 bytes, or holds a control
     character."""
+
+
+class SessionExists(Error):
+    """The destination of ``fork`` already holds messages (``session``)."""
+
+
+class InvalidKey(Error, ValueError):
+    """An idempotency key (``key=`` of ``append``/``append_batch``) is empty or longer than
+    256 bytes (``session``)."""
 
 
 class InvalidMessage(Error, ValueError):
@@ -77,6 +87,7 @@ __all__ = [
     "Conflict",
     "Corrupt",
     "Error",
+    "InvalidKey",
     "InvalidMessage",
     "InvalidOption",
     "InvalidSessionId",
@@ -86,6 +97,7 @@ __all__ = [
     "Poisoned",
     "ReadOnly",
     "RecordTooLarge",
+    "SessionExists",
     "UnsupportedFormat",
 ]
 
@@ -93,7 +105,7 @@ __all__ = [
 for _cls in (
     Error, Conflict, Locked, AlreadyOpen, Corrupt, UnsupportedFormat, InvalidSessionId,
     InvalidMessage, RecordTooLarge, ReadOnly, Poisoned, Closed, NotAStore, InvalidOption,
-    IoError,
+    IoError, SessionExists, InvalidKey,
 ):
     _cls.__module__ = "convlog"
 del _cls

@@ -18,12 +18,22 @@ for a limit of at most 64, when the store's in-memory cache of recently read or 
 session tails holds those items, copies them on the loop's thread (after the cheap check,
 every read makes, of whether another process wrote the store). One object may be used from several
 threads, each running its own loop.
+
+Replacing the history: the SDK's session protocol has no replace method; its
+``OpenAIResponsesCompactionSession`` replaces the underlying session's history through the
+private hook ``_atomic_replace_items`` when the session's class has one (as the SDK's
+``RedisSession`` does), and else by ``clear_session()`` then ``add_items()`` (with its own
+rollback on failure). ``ConvlogSession`` has that hook, on ``Store.replace``: a compaction
+leaves the old history or the new one after a crash, never an empty session in between.
+``replace_items(items)`` is the same replacement, to call directly; ``fork(new_id, at)``
+starts another session of the same store with this one's first ``at`` items, shared.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from agents.memory.session_settings import (
@@ -62,6 +72,24 @@ async def _finish(fut: asyncio.Future[_T]) -> _T:
         raise
 
 
+class _Sharers:
+    """How many open sessions share one ``Store`` object (a session and its forks)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 1
+
+    def join(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def leave(self) -> bool:
+        """One fewer; whether it was the last."""
+        with self._lock:
+            self._count -= 1
+            return self._count == 0
+
+
 class ConvlogSession:
     """The OpenAI Agents SDK ``Session`` protocol on a convlog store.
 
@@ -96,6 +124,9 @@ class ConvlogSession:
         self.db_path = db_path
         self._closed = False
         self._store = Store(db_path, durability=durability)
+        # The open sessions sharing `_store` (this one and its forks): the last to close
+        # closes it.
+        self._sharers = _Sharers()
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
@@ -155,11 +186,59 @@ class ConvlogSession:
         """Remove every item of this session; the session stays usable."""
         await _finish(self._run(self._store.clear, self.session_id))
 
+    async def replace_items(self, items: list[TResponseInputItem]) -> None:
+        """Make this session's history exactly ``items``, atomically (``Store.replace``):
+        after a crash it holds the old history or the new one, and a concurrent reader sees
+        one or the other, never the empty session that ``clear_session()`` then
+        ``add_items()`` leaves in between. ``replace_items([])`` empties it."""
+        self._check_open()
+        await _finish(self._run(self._store.replace, self.session_id, list(items)))
+
+    async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
+        """The SDK's hook for whole-history replacement (``OpenAIResponsesCompactionSession``
+        looks it up on the session's class): ``replace_items``, returning True. False for a
+        subclass, as the SDK's own sessions do: a subclass may transform what ``add_items``
+        stores, which this would bypass (the SDK then clears and adds)."""
+        if type(self) is not ConvlogSession:
+            return False
+        await self.replace_items(items)
+        return True
+
+    def fork(self, new_session_id: str, at: int | None = None) -> ConvlogSession:
+        """A new session ``new_session_id`` in the same store, starting as this one's first
+        ``at`` items (all of them when None), shared rather than copied (``Store.fork``: one
+        record, whatever the length); from then on the two are independent. It shares this
+        object's open store (a ``":memory:"`` store too, removed when the last of them
+        closes) and its ``session_settings``. Raises ``convlog.SessionExists`` when
+        ``new_session_id`` holds items.
+
+        Synchronous (one small write, as ``close()``): call it from a worker thread when
+        the store is opened with ``durability="always"``, which syncs."""
+        self._check_open()
+        validate_session_id(new_session_id)
+        try:
+            self._store.fork(self.session_id, new_session_id, at)
+        except _errors.Closed:
+            raise RuntimeError(_CLOSED) from None
+        other = object.__new__(ConvlogSession)
+        other.session_id = new_session_id
+        other.session_settings = self.session_settings
+        other.db_path = self.db_path
+        other._closed = False
+        other._store = self._store
+        other._sharers = self._sharers
+        self._sharers.join()
+        return other
+
     def close(self) -> None:
-        """Close this session's handle on the store (a ``":memory:"`` store is removed).
-        Every later operation raises ``RuntimeError("ConvlogSession is closed")``."""
+        """Close this session's handle on the store (a ``":memory:"`` store is removed once
+        this session and every fork made from it are closed). Every later operation raises
+        ``RuntimeError("ConvlogSession is closed")``."""
+        if self._closed:
+            return
         self._closed = True
-        self._store.close()
+        if self._sharers.leave():
+            self._store.close()
 
     def __enter__(self) -> ConvlogSession:
         return self
