@@ -96,6 +96,21 @@ pub(crate) fn encode<'py>(
     }
 }
 
+/// Every message of `messages` (a list or other iterable, not one message), [`encode`]d;
+/// `what` names the method for the error.
+pub(crate) fn encode_all<'py>(
+    session: &str,
+    messages: &Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    if messages.is_instance_of::<PyString>() || messages.is_instance_of::<PyDict>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} takes a list (or other iterable) of messages"
+        )));
+    }
+    messages.try_iter()?.map(|m| encode(session, &m?)).collect()
+}
+
 /// The bytes of what [`encode`] returned.
 pub(crate) fn bytes_of<'a>(encoded: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     if let Ok(b) = encoded.cast::<PyBytes>() {

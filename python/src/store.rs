@@ -525,15 +525,7 @@ impl Store {
         messages: &Bound<'_, PyAny>,
         key: Option<&str>,
     ) -> PyResult<Vec<Receipt>> {
-        if messages.is_instance_of::<PyString>() || messages.is_instance_of::<PyDict>() {
-            return Err(PyTypeError::new_err(
-                "append_batch takes a list (or other iterable) of messages",
-            ));
-        }
-        let encoded = messages
-            .try_iter()?
-            .map(|m| codec::encode(session, &m?))
-            .collect::<PyResult<Vec<_>>>()?;
+        let encoded = codec::encode_all(session, messages, "append_batch")?;
         let bytes = encoded
             .iter()
             .map(codec::bytes_of)
@@ -752,15 +744,7 @@ impl Store {
         messages: &Bound<'_, PyAny>,
         expected_next_id: Option<u64>,
     ) -> PyResult<Vec<Receipt>> {
-        if messages.is_instance_of::<PyString>() || messages.is_instance_of::<PyDict>() {
-            return Err(PyTypeError::new_err(
-                "replace takes a list (or other iterable) of messages",
-            ));
-        }
-        let encoded = messages
-            .try_iter()?
-            .map(|m| codec::encode(session, &m?))
-            .collect::<PyResult<Vec<_>>>()?;
+        let encoded = codec::encode_all(session, messages, "replace")?;
         let bytes = encoded
             .iter()
             .map(codec::bytes_of)

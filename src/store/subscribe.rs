@@ -230,16 +230,7 @@ impl Store {
             }
         };
         drop(state);
-        Subscription {
-            store: self.clone(),
-            seg,
-            offset,
-            next_lsn,
-            from,
-            session: None,
-            backlog: None,
-            pending: VecDeque::new(),
-        }
+        Subscription::at(self, (seg, offset, next_lsn), from, None)
     }
 
     /// A live tail of one session: its messages from interaction id `from_id` on (those in
@@ -250,22 +241,34 @@ impl Store {
         let backlog = RawMessages::from_state(&state, self, session, |count| {
             from_id.max(1)..count.saturating_add(1)
         });
-        let (seg, offset, next_lsn) = (state.segments.len() - 1, state.end, state.next_lsn);
+        let cursor = (state.segments.len() - 1, state.end, state.next_lsn);
         drop(state);
-        Subscription {
-            store: self.clone(),
-            seg,
-            offset,
-            next_lsn,
-            from: next_lsn,
-            session: Some(session.to_owned()),
-            backlog: Some(backlog),
-            pending: VecDeque::new(),
-        }
+        Subscription::at(self, cursor, cursor.2, Some((session.to_owned(), backlog)))
     }
 }
 
 impl Subscription {
+    /// A subscription reading from `cursor` (segment ordinal, offset, its first LSN), keeping
+    /// events from LSN `from` on; with a session, only that session's, after its backlog.
+    fn at(
+        store: &Store,
+        (seg, offset, next_lsn): (usize, u64, Lsn),
+        from: Lsn,
+        session: Option<(String, RawMessages)>,
+    ) -> Subscription {
+        let (session, backlog) = session.unzip();
+        Subscription {
+            store: store.clone(),
+            seg,
+            offset,
+            next_lsn,
+            from,
+            session,
+            backlog,
+            pending: VecDeque::new(),
+        }
+    }
+
     /// The next event, waiting at most `timeout` for one; `Ok(None)` when none came.
     ///
     /// # Errors
