@@ -12,6 +12,9 @@ pub const LOCK_FILE: &str = "LOCK";
 /// Name of the lock file that every writable open of a store holds for its lifetime: shared
 /// beside other writers, exclusively for an exclusive open (see `docs/durability.md`).
 pub const WRITERS_FILE: &str = "WRITERS";
+/// Name of the lock file writers beside each other take turns on to `fdatasync`, so that one
+/// sync covers the records of several processes (see `docs/durability.md`).
+pub const SYNC_FILE: &str = "SYNC";
 
 /// A directory of the store, and the file system it is on.
 #[derive(Clone, Copy)]

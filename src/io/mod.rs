@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub(crate) use dir::Dir;
-pub use dir::{LOCK_FILE, WRITERS_FILE};
+pub use dir::{LOCK_FILE, SYNC_FILE, WRITERS_FILE};
 pub use std_fs::StdFs;
 
 /// How to open a file.

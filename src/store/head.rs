@@ -10,6 +10,14 @@
 //! | 8 | 8 | first LSN of the newest segment (its id) |
 //! | 16 | 4 | CRC-32 of bytes 0..16 |
 //! | 20 | 4 | zero |
+//! | 24 | 8 | the durable LSN: every record up to it was covered by a completed `fdatasync` |
+//! | 32 | 4 | CRC-32 of bytes 24..32 |
+//! | 36 | 4 | zero |
+//!
+//! Writers beside each other write the durable LSN after each `fdatasync` (taking turns on
+//! `SYNC`), so a writer whose records another process's sync already covered skips its own.
+//! It only ever grows while processes run, and nothing relies on it after a crash: recovery
+//! never reads it.
 //!
 //! Invariant: a writer writes the head, under the write lock, *before* it creates a segment,
 //! so every segment that exists has an id at most the head's. The converse need not hold (a
@@ -22,7 +30,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
-use crate::id::SegmentId;
+use crate::id::{Lsn, SegmentId};
 use crate::io::{LOCK_FILE, Mapping, OpenMode, Vfs, VfsFile};
 
 /// Magic at the start of the head.
@@ -88,6 +96,40 @@ impl Head {
             return Ok(());
         };
         file.write_all_at(&encode(id), 0)
+            .map_err(|e| Error::io("write", dir.join(LOCK_FILE), e))
+    }
+}
+
+/// Where the durable LSN is in `LOCK`, and its bytes.
+const DURABLE_AT: u64 = HEAD_LEN as u64;
+const DURABLE_LEN: usize = 16;
+
+impl Head {
+    /// The durable LSN other processes' syncs recorded, if any (one positioned read: it is
+    /// read only before a sync, which costs far more).
+    pub(super) fn durable(&self) -> Option<Lsn> {
+        let mut b = [0u8; DURABLE_LEN];
+        self.file.as_ref()?.read_exact_at(&mut b, DURABLE_AT).ok()?;
+        let lsn: [u8; 8] = b[..8].try_into().ok()?;
+        let crc = u32::from_le_bytes(b[8..12].try_into().ok()?);
+        (crc32fast::hash(&lsn) == crc).then(|| Lsn(u64::from_le_bytes(lsn)))
+    }
+
+    /// Records that every record up to `lsn` is durable (taking the greater of it and what is
+    /// there). Call with the sync turn held.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `LOCK` cannot be written.
+    pub(super) fn set_durable(&self, dir: &Path, lsn: Lsn) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let lsn = self.durable().map_or(lsn, |d| d.max(lsn));
+        let mut b = [0u8; DURABLE_LEN];
+        b[..8].copy_from_slice(&lsn.0.to_le_bytes());
+        let crc = crc32fast::hash(&b[..8]);
+        b[8..12].copy_from_slice(&crc.to_le_bytes());
+        file.write_all_at(&b, DURABLE_AT)
             .map_err(|e| Error::io("write", dir.join(LOCK_FILE), e))
     }
 }

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::io::{LOCK_FILE, LockMode, Vfs, VfsLock, WRITERS_FILE};
+use crate::io::{LOCK_FILE, LockMode, SYNC_FILE, Vfs, VfsLock, WRITERS_FILE};
 
 /// How long an open waits for a lock that may be held only for an instant (by a read-only
 /// open probing it, or by an open that is failing) before it reports [`Error::Locked`].
@@ -31,13 +31,15 @@ const PATIENCE: Duration = Duration::from_millis(100);
 pub(super) struct Locks {
     writers: Box<dyn VfsLock>,
     write: Box<dyn VfsLock>,
+    /// `SYNC`: shared writers take turns on it to sync (see [`Locks::sync_turn`]).
+    sync: Box<dyn VfsLock>,
     exclusive: bool,
     /// Whether this open created the lock files (a failed open removes them again).
     created: bool,
 }
 
-/// The write lock, held until dropped (by a shared writer; an exclusive one holds it for
-/// the store's lifetime, and this holds nothing).
+/// A lock held until dropped: the write lock or the sync turn of a shared writer (an
+/// exclusive one needs neither: this then holds nothing).
 #[must_use]
 pub(super) struct WriteLock<'a>(Option<&'a dyn VfsLock>);
 
@@ -101,9 +103,14 @@ impl Locks {
                 .is_current()
                 .and_then(|w| Ok(w && write.is_current()?));
             if current.map_err(|e| Error::io("stat", &lock_path, e))? {
+                let sync_path = dir.join(SYNC_FILE);
+                let sync = vfs
+                    .lock_file(&sync_path)
+                    .map_err(|e| Error::io("open", &sync_path, e))?;
                 return Ok(Locks {
                     writers,
                     write,
+                    sync,
                     exclusive,
                     created,
                 });
@@ -138,12 +145,30 @@ impl Locks {
         Ok(WriteLock(Some(&*self.write)))
     }
 
+    /// Takes this process's turn to `fdatasync`, waiting while another process syncs (a
+    /// shared writer; an exclusive one syncs alone anyway): the syncs of several processes
+    /// then queue instead of running at once, and one that finds its records already made
+    /// durable by the sync before it skips its own (see `Store::wait_durable`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the lock cannot be taken.
+    pub(super) fn sync_turn(&self, dir: &Path) -> Result<WriteLock<'_>> {
+        if self.exclusive {
+            return Ok(WriteLock(None));
+        }
+        self.sync
+            .lock()
+            .map_err(|e| Error::io("lock", dir.join(SYNC_FILE), e))?;
+        Ok(WriteLock(Some(&*self.sync)))
+    }
+
     /// After a failed open (the write lock still held): removes the lock files if this open
     /// created them and no other writer has them open, so a failed open leaves nothing.
     pub(super) fn remove_created(self, vfs: &dyn Vfs, dir: &Path) {
         if self.created && self.writers.try_lock(LockMode::Exclusive).unwrap_or(false) {
             let _ = vfs.remove_file(&dir.join(WRITERS_FILE));
             let _ = vfs.remove_file(&dir.join(LOCK_FILE));
+            let _ = vfs.remove_file(&dir.join(SYNC_FILE));
         }
     }
 }

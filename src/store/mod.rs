@@ -31,7 +31,7 @@ use crate::index::Index;
 use crate::recovery::RecoveryReport;
 use crate::segment::{Segment, SegmentWriter};
 
-pub use crate::io::{LOCK_FILE, WRITERS_FILE};
+pub use crate::io::{LOCK_FILE, SYNC_FILE, WRITERS_FILE};
 
 /// An open convlog store: one directory of segment files.
 ///

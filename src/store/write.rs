@@ -521,32 +521,57 @@ impl Store {
     }
 
     fn wait_durable(&self, lsn: Lsn) -> Result<Lsn> {
-        self.inner.syncer.wait_durable(
-            lsn,
-            || {
-                gather_group(&self.inner.appending);
-                let (file, path, covered) = {
-                    let guard = self.writer();
-                    let Some(w) = guard.as_ref() else {
-                        return Ok(lsn);
-                    };
-                    (
-                        w.active.file.clone(),
-                        w.active.path.clone(),
-                        Lsn(w.next_lsn.0 - 1),
-                    )
-                };
-                file.sync_data()
-                    .map_err(|e| Error::io("fdatasync", path, e))?;
-                if matches!(self.inner.opts.durability, Durability::Interval(_))
-                    && let Some(w) = self.writer().as_mut()
-                {
-                    w.last_sync = std::time::Instant::now();
+        self.inner
+            .syncer
+            .wait_durable(lsn, || self.sync_now(lsn), || self.poisoned())
+    }
+
+    /// The group-commit leader's sync: syncs the last segment and returns the LSN that covered.
+    ///
+    /// Beside other writers, syncs take turns (`SYNC`) and cover the whole log as this
+    /// process sees it just before (brought up to date first): one sync then makes several
+    /// processes' records durable, and a process whose records the previous turn covered
+    /// (the durable LSN in `LOCK`, see `head`) skips its own. Records in segments before the
+    /// last were synced when those were sealed.
+    fn sync_now(&self, lsn: Lsn) -> Result<Lsn> {
+        gather_group(&self.inner.appending);
+        let dir = &self.inner.dir;
+        let turn = match &self.inner.locks {
+            Some(locks) if self.inner.follows => {
+                let turn = locks.sync_turn(dir)?;
+                if let Some(durable) = self.inner.head.durable().filter(|d| *d >= lsn) {
+                    return Ok(durable);
                 }
-                Ok(covered)
-            },
-            || self.poisoned(),
-        )
+                self.refresh();
+                Some(turn)
+            }
+            _ => None,
+        };
+        let (file, path, covered) = {
+            let st = self.state();
+            let Some(SegmentData::File(view)) = st.segments.last().map(|s| &s.data) else {
+                return Ok(lsn);
+            };
+            let last = st
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            (view.file.clone(), last, Lsn(st.next_lsn.0 - 1))
+        };
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", path, e))?;
+        if turn.is_some() {
+            // Best effort: it only spares other processes a sync.
+            let _ = self.inner.head.set_durable(dir, covered);
+        }
+        drop(turn);
+        if matches!(self.inner.opts.durability, Durability::Interval(_))
+            && let Some(w) = self.writer().as_mut()
+        {
+            w.last_sync = std::time::Instant::now();
+        }
+        Ok(covered)
     }
 
     fn poisoned(&self) -> Error {

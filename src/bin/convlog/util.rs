@@ -6,7 +6,9 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use convlog::{Durability, LOCK_FILE, RecoveryMode, SegmentId, Store, Timestamp, WRITERS_FILE};
+use convlog::{
+    Durability, LOCK_FILE, RecoveryMode, SYNC_FILE, SegmentId, Store, Timestamp, WRITERS_FILE,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -72,6 +74,7 @@ fn may_create(dir: &Path) -> bool {
                     && name.to_str().is_some_and(|n| {
                         n == LOCK_FILE
                             || n == WRITERS_FILE
+                            || n == SYNC_FILE
                             || SegmentId::parse_file_name(n).is_some()
                     })
             })

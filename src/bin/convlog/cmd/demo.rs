@@ -17,7 +17,7 @@ use clap::ValueEnum;
 use convlog::io::sim::SplitMix;
 use convlog::{
     ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-    Role, SegmentId, Store, ToolCall, WRITERS_FILE,
+    Role, SYNC_FILE, SegmentId, Store, ToolCall, WRITERS_FILE,
 };
 use serde_json::{Map, Value, json};
 
@@ -506,7 +506,9 @@ fn recreate(dir: &Path, force: bool) -> CliResult<&'static str> {
 /// Whether a file name is one a store keeps: `LOCK`, or `{20 digits}.ext` (a segment, or a
 /// file derived from one, such as a hint).
 fn is_store_file(name: &str) -> bool {
-    if name == LOCK_FILE || name == WRITERS_FILE || SegmentId::parse_file_name(name).is_some() {
+    if [LOCK_FILE, WRITERS_FILE, SYNC_FILE].contains(&name)
+        || SegmentId::parse_file_name(name).is_some()
+    {
         return true;
     }
     let (digits, ext) = name.split_at_checked(20).unwrap_or((name, ""));
