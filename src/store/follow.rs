@@ -19,7 +19,7 @@ use crate::id::SegmentId;
 use crate::index::{Change, Pos};
 use crate::io::{Dir, OpenMode};
 use crate::recovery::{Ending, cut_tail, ending};
-use crate::segment::{ActiveView, Segment, SegmentData, SegmentReader, SegmentWriter, Units};
+use crate::segment::{ActiveView, Segment, SegmentData, SegmentReader, SegmentWriter, Units, Why};
 
 impl State {
     /// Whether the log may have moved past what the index holds: a record header is being
@@ -90,12 +90,23 @@ impl State {
                     .map_err(|e| Error::io("map", &last.path, e))?;
                 continue;
             }
-            let judged = stop.as_ref().map_or(Ending::Clean, |stop| {
-                ending(&map, last.salt, stop, (self.end, self.end), true, false)
-            });
+            // A zero header right at the end is the end: a writer that died mid-write left a
+            // prefix of its write (the kernel copies a write in order), never zeros followed
+            // by bytes, so there is nothing to judge, and no need to read the (preallocated,
+            // megabytes long) rest of the segment on every write. (After a power cut, an open
+            // judges the whole tail.) Without the write lock, what follows the last committed
+            // unit is not ours to judge at all (it may be a write in progress).
+            let judged = match &stop {
+                Some(stop) if !(stop.why == Why::End && stop.at == self.end) => {
+                    if !holder {
+                        return Ok(());
+                    }
+                    ending(&map, last.salt, stop, (self.end, self.end), true, false)
+                }
+                _ => Ending::Clean,
+            };
             match judged {
                 Ending::Clean => {}
-                _ if !holder => return Ok(()),
                 Ending::Torn => {
                     // (Opened for writing here: a read may have found the segment first.)
                     let file = dir.open(&last.path, OpenMode::ReadWrite)?;
