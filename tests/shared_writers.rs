@@ -193,3 +193,34 @@ fn two_handles_on_the_simulated_file_system_act_as_two_processes_through_crashes
         }
     }
 }
+
+#[test]
+fn a_durable_lsn_left_in_lock_beyond_the_log_is_capped_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .durability(Durability::Always)
+        .open(dir.path())
+        .unwrap();
+    store.append_raw("s", &payload(1, 100)).unwrap();
+    drop(store);
+    // LOCK says LSN 1000 is durable (the segments were restored from an older copy).
+    let lock = dir.path().join("LOCK");
+    let mut bytes = std::fs::read(&lock).unwrap();
+    bytes.resize(40, 0);
+    bytes[24..32].copy_from_slice(&1000u64.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[24..32]);
+    bytes[32..36].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&lock, &bytes).unwrap();
+    let store = Store::builder()
+        .durability(Durability::Always)
+        .open(dir.path())
+        .unwrap();
+    let after = std::fs::read(&lock).unwrap();
+    assert_eq!(
+        after[24..32],
+        1u64.to_le_bytes(),
+        "capped at the log's last LSN"
+    );
+    store.append_raw("s", &payload(2, 100)).unwrap();
+    assert_eq!(store.durable_lsn().0, 2);
+}

@@ -121,10 +121,27 @@ impl Head {
     /// # Errors
     /// [`Error::Io`] if `LOCK` cannot be written.
     pub(super) fn set_durable(&self, dir: &Path, lsn: Lsn) -> Result<()> {
+        let lsn = self.durable().map_or(lsn, |d| d.max(lsn));
+        self.write_durable(dir, lsn)
+    }
+
+    /// At a writable open, under the write lock: a durable LSN beyond the log's last record
+    /// (the segments were restored from an older copy, or salvage cut them) would let a
+    /// later sync be skipped for records nobody synced; it comes back to `last`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `LOCK` cannot be written.
+    pub(super) fn cap_durable(&self, dir: &Path, last: Lsn) -> Result<()> {
+        match self.durable() {
+            Some(d) if d > last => self.write_durable(dir, last),
+            _ => Ok(()),
+        }
+    }
+
+    fn write_durable(&self, dir: &Path, lsn: Lsn) -> Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let lsn = self.durable().map_or(lsn, |d| d.max(lsn));
         let mut b = [0u8; DURABLE_LEN];
         b[..8].copy_from_slice(&lsn.0.to_le_bytes());
         let crc = crc32fast::hash(&b[..8]);

@@ -52,6 +52,7 @@ impl Store {
             if let Some(last) = state.segments.last() {
                 head.set(dir, last.id)?;
             }
+            head.cap_durable(dir, Lsn(next_lsn.0.saturating_sub(1)))?;
             l.opened();
         }
         let durable = Lsn(next_lsn.0.saturating_sub(1));
