@@ -114,6 +114,17 @@ pub struct SessionInfo {
     last: u64,
 }
 
+impl From<convlog::SessionInfo> for SessionInfo {
+    fn from(i: convlog::SessionInfo) -> SessionInfo {
+        SessionInfo {
+            id: i.id,
+            count: i.count,
+            first: i.first.as_micros(),
+            last: i.last.as_micros(),
+        }
+    }
+}
+
 #[pymethods]
 impl SessionInfo {
     fn __repr__(&self) -> String {
@@ -677,15 +688,7 @@ impl Store {
 
     fn sessions(&self, py: Python<'_>) -> PyResult<Vec<SessionInfo>> {
         self.run(py, |s| {
-            Ok(s.sessions()
-                .into_iter()
-                .map(|i| SessionInfo {
-                    id: i.id,
-                    count: i.count,
-                    first: i.first.as_micros(),
-                    last: i.last.as_micros(),
-                })
-                .collect())
+            Ok(s.sessions().into_iter().map(SessionInfo::from).collect())
         })
     }
 
@@ -825,12 +828,7 @@ impl Store {
         self.run(py, |s| {
             Ok(s.sessions_where(key, &value)?
                 .into_iter()
-                .map(|i| SessionInfo {
-                    id: i.id,
-                    count: i.count,
-                    first: i.first.as_micros(),
-                    last: i.last.as_micros(),
-                })
+                .map(SessionInfo::from)
                 .collect())
         })
     }

@@ -549,15 +549,13 @@ impl Store {
         };
         let (file, path, covered) = {
             let st = self.state();
-            let Some(SegmentData::File(view)) = st.segments.last().map(|s| &s.data) else {
+            let Some(last) = st.segments.last() else {
                 return Ok(lsn);
             };
-            let last = st
-                .segments
-                .last()
-                .map(|s| s.path.clone())
-                .unwrap_or_default();
-            (view.file.clone(), last, Lsn(st.next_lsn.0 - 1))
+            let SegmentData::File(view) = &last.data else {
+                return Ok(lsn);
+            };
+            (view.file.clone(), last.path.clone(), Lsn(st.next_lsn.0 - 1))
         };
         file.sync_data()
             .map_err(|e| Error::io("fdatasync", path, e))?;

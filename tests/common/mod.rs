@@ -55,8 +55,14 @@ pub fn session(s: u8) -> &'static str {
 pub fn payload(id: u64, len: usize) -> Vec<u8> {
     let roles = ["user", "assistant", "system", "tool"];
     let role = roles[(id % 4) as usize];
-    let mut s = format!(r##"{{"role":"{role}","content":"#{id} "##);
-    let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let s = format!(r##"{{"role":"{role}","content":"#{id} "##);
+    close_padded(s, id, len)
+}
+
+/// Pads the open JSON string at the end of `s` with letters drawn from `seed` until the whole
+/// is about `len` bytes, then closes the string and the object.
+fn close_padded(mut s: String, seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     while s.len() + 2 < len {
         x ^= x << 13;
         x ^= x >> 7;
@@ -86,16 +92,8 @@ fn key_is_valid(key: &str) -> bool {
 
 /// The metadata object number `tag` of `session`, about `len` bytes long (a padding field).
 pub fn meta_json(session: &str, tag: u8, len: usize) -> Vec<u8> {
-    let mut s = format!(r#"{{"tag":{},"of":"{}","pad":""#, tag % 4, session.len());
-    let mut x = u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while s.len() + 2 < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.push(char::from(b'a' + (x % 26) as u8));
-    }
-    s.push_str("\"}");
-    s.into_bytes()
+    let s = format!(r#"{{"tag":{},"of":"{}","pad":""#, tag % 4, session.len());
+    close_padded(s, u64::from(tag), len)
 }
 
 /// Durability modes by code.
