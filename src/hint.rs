@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::format::{Kind, SEGMENT_HEADER_LEN};
+use crate::format::{Kind, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::{Dir, Mapping, OpenMode, Vfs};
 use crate::segment::{Record, SegmentReader, Units, Why, all_zero};
@@ -103,13 +103,16 @@ pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
     let mut events: HashMap<&str, Vec<HintEvent>> = HashMap::new();
     let mut kinds = [0u64; 8];
     let start = SEGMENT_HEADER_LEN as u64;
-    let mut units = Units::new(SegmentReader::new(segment, salt, start, Some(first_lsn)));
+    let compacted = SegmentHeader::decode(segment).is_ok_and(|h| h.compacted);
+    let reader = SegmentReader::new(segment, salt, start, Some(first_lsn)).allowing_gaps(compacted);
+    let mut units = Units::new(reader);
     let mut next_lsn = first_lsn;
     while let Some(unit) = units.next_unit() {
         for r in unit {
-            if r.meta.kind == Kind::Fork {
+            if matches!(r.meta.kind, Kind::Fork | Kind::Delete) {
                 // A fork depends on its source's state at that point of the log, which a
-                // hint (events grouped by session) does not keep: scan such a segment.
+                // hint (events grouped by session) does not keep; a delete (rare) has no
+                // hint event: scan such a segment.
                 return None;
             }
             kinds[r.meta.kind as usize - 1] += 1;
@@ -168,7 +171,7 @@ fn push_event(evs: &mut Vec<HintEvent>, r: &Record<'_>) {
         }),
         (Kind::Meta, Some(HintEvent::Meta(at))) => *at = off,
         (Kind::Meta, _) => evs.push(HintEvent::Meta(off)),
-        (Kind::Gap | Kind::Fork, _) => {}
+        (Kind::Gap | Kind::Fork | Kind::Delete, _) => {}
     }
 }
 
@@ -501,6 +504,7 @@ mod tests {
             first_lsn: Lsn(10),
             salt,
             created: Timestamp(1),
+            compacted: false,
         }
         .encode()
         .to_vec();

@@ -413,6 +413,7 @@ fn appends_to_a_segment_whose_creation_was_interrupted_survive_a_power_cut() {
         first_lsn: Lsn(4),
         salt: 99,
         created: Timestamp(1),
+        compacted: false,
     };
     f.write_all_at(&header.encode(), 0).unwrap();
     f.sync_data().unwrap();

@@ -653,6 +653,7 @@ fn segment_header_with_reserved_fields_set_is_refused() {
         first_lsn: convlog::Lsn(1),
         salt: 42,
         created: convlog::Timestamp(7),
+        compacted: false,
     }
     .encode();
     for at in [12usize, 13, 40, 43] {

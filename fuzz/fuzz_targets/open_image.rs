@@ -98,6 +98,7 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
         first_lsn: Lsn(first),
         salt,
         created: Timestamp(1),
+        compacted: false,
     }
     .encode()
     .to_vec();

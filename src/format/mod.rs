@@ -1,14 +1,16 @@
-//! The on-disk format, version 3: segment headers and record frames.
+//! The on-disk format, version 4: segment headers and record frames.
 //!
 //! Every integer is little-endian and fixed width. `docs/format.md` mirrors this comment.
 //!
 //! ```text
 //! Segment header (SEGMENT_HEADER_LEN = 48 bytes, at offset 0 of every segment file):
 //!   0  8  magic            b"convlog\x1a"
-//!   8  2  format version   u16 = 3
+//!   8  2  format version   u16 = 4
 //!  10  2  header length    u16 = 48
-//!  12  4  flags            u32 = 0 (reserved)
-//!  16  8  first LSN        u64: LSN of the first record; equals the file name
+//!  12  4  flags            u32: bit 0 = COMPACTED (written by compaction: record LSNs
+//!                          increase but may skip); other bits 0
+//!  16  8  first LSN        u64: LSN of the first record (compacted: the first LSN the
+//!                          segment covers); equals the file name
 //!  24  8  salt             u64: random per segment; seeds every record header CRC
 //!  32  8  created          u64: microseconds since the Unix epoch
 //!  40  4  reserved         u32 = 0
@@ -19,7 +21,7 @@
 //!   4  4  payload CRC      u32: crc32 of the payload
 //!   8  4  payload length   u32 (<= max_record_len)
 //!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap, 6 key, 7 fork,
-//!                          8 meta
+//!                          8 meta, 9 delete
 //!  13  1  flags            u8: bit 0 = COMMIT (last record of a unit), bit 1 = FIRST (first
 //!                          record of a unit); a single record has both
 //!  14  2  name length      u16: 1..=256 when the record names its session inline; 0 when
@@ -28,7 +30,8 @@
 //!                          an earlier named record of the same session
 //!  20  8  LSN              u64
 //!  28  8  argument         u64: interaction id (append, pop), kept count (truncate), lost LSNs
-//!                          (gap), appends the key names (key), messages shared (fork)
+//!                          (gap), appends the key names (key), messages shared (fork),
+//!                          messages removed (clear, delete)
 //!  36  8  timestamp        u64: microseconds since the Unix epoch
 //!  44  n  session id       UTF-8, `name length` bytes (named records only)
 //!  44+n p payload          the message's JSON exactly as serialized (append), the key (key),
@@ -46,7 +49,7 @@ use crate::id::{Lsn, Timestamp};
 /// Magic bytes at the start of every segment file.
 pub const MAGIC: [u8; 8] = *b"convlog\x1a";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// Length of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 48;
 /// Length of the fixed part of a record header (the session name, if any, follows it).
@@ -68,6 +71,10 @@ pub const FLAG_COMMIT: u8 = 1;
 /// [`FLAG_COMMIT`] it makes unit boundaries explicit, so a salvage that loses a record can
 /// still tell which of the records after it belong to the same (now broken) unit.
 pub const FLAG_FIRST: u8 = 2;
+/// Segment header flag bit: the segment was written by compaction. Its records' LSNs
+/// increase but may skip (the records in between were dropped); everything else about it is
+/// as in any segment, and its last record's next LSN is the next segment's first.
+pub const SEGMENT_COMPACTED: u32 = 1;
 
 // Segment header offsets.
 const SH_MAGIC: usize = 0;
@@ -116,11 +123,14 @@ pub enum Kind {
     Fork = 7,
     /// The session's metadata: a small JSON object (the payload) replacing any earlier one.
     Meta = 8,
+    /// The session deleted: its messages, keys and metadata are gone (its bytes go at the
+    /// next compaction). The argument is the number of messages it held.
+    Delete = 9,
 }
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Append,
         Kind::Pop,
         Kind::Truncate,
@@ -129,6 +139,7 @@ impl Kind {
         Kind::Key,
         Kind::Fork,
         Kind::Meta,
+        Kind::Delete,
     ];
 
     /// The kind for a code byte, if this build knows it.
@@ -149,6 +160,7 @@ impl Kind {
             Kind::Key => "key",
             Kind::Fork => "fork",
             Kind::Meta => "meta",
+            Kind::Delete => "delete",
         }
     }
 }
@@ -162,6 +174,8 @@ pub struct SegmentHeader {
     pub salt: u64,
     /// When the segment was created.
     pub created: Timestamp,
+    /// Whether compaction wrote it ([`SEGMENT_COMPACTED`]): its records' LSNs may skip.
+    pub compacted: bool,
 }
 
 /// Why a segment header was rejected.
@@ -188,6 +202,8 @@ impl SegmentHeader {
         b[SH_MAGIC..SH_VERSION].copy_from_slice(&MAGIC);
         b[SH_VERSION..SH_HEADER_LEN].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         b[SH_HEADER_LEN..SH_FLAGS].copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_le_bytes());
+        let flags = if self.compacted { SEGMENT_COMPACTED } else { 0 };
+        b[SH_FLAGS..SH_FIRST_LSN].copy_from_slice(&flags.to_le_bytes());
         b[SH_FIRST_LSN..SH_SALT].copy_from_slice(&self.first_lsn.0.to_le_bytes());
         b[SH_SALT..SH_CREATED].copy_from_slice(&self.salt.to_le_bytes());
         b[SH_CREATED..SH_RESERVED].copy_from_slice(&self.created.0.to_le_bytes());
@@ -215,13 +231,14 @@ impl SegmentHeader {
         {
             return Err(SegmentHeaderError::Version(version));
         }
-        if le_u32(b, SH_FLAGS) != 0 || le_u32(b, SH_RESERVED) != 0 {
+        if le_u32(b, SH_FLAGS) & !SEGMENT_COMPACTED != 0 || le_u32(b, SH_RESERVED) != 0 {
             return Err(SegmentHeaderError::Reserved);
         }
         Ok(SegmentHeader {
             first_lsn: Lsn(le_u64(b, SH_FIRST_LSN)),
             salt: le_u64(b, SH_SALT),
             created: Timestamp(le_u64(b, SH_CREATED)),
+            compacted: le_u32(b, SH_FLAGS) & SEGMENT_COMPACTED != 0,
         })
     }
 }

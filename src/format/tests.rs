@@ -19,6 +19,7 @@ fn segment_header_round_trips_and_rejects_damage() {
         first_lsn: Lsn(42),
         salt: 0xdead_beef_0123_4567,
         created: Timestamp(5),
+        compacted: false,
     };
     let bytes = h.encode();
     assert_eq!(SegmentHeader::decode(&bytes), Ok(h));

@@ -146,6 +146,8 @@ pub(crate) enum Change<'a> {
     Fork { src: &'a str, at: u64 },
     /// The session's metadata is the record at `pos`.
     Meta { pos: Pos },
+    /// The session is gone: its messages, keys and metadata.
+    Delete,
 }
 
 impl<'a> Change<'a> {
@@ -171,6 +173,7 @@ impl<'a> Change<'a> {
                 at: meta.arg,
             },
             Kind::Meta => Change::Meta { pos },
+            Kind::Delete => Change::Delete,
             Kind::Gap => return None,
         })
     }
@@ -266,6 +269,10 @@ impl Index {
             Change::Meta { pos } => {
                 self.metas.insert(session.into(), pos);
                 0
+            }
+            Change::Delete => {
+                self.metas.remove(session);
+                self.sessions.remove(session).map_or(0, |s| s.positions.len())
             }
             Change::Fork { src, at } => {
                 self.sessions.remove(session);

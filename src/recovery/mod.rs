@@ -108,6 +108,9 @@ pub struct RecoveryReport {
     pub removed_segments: Vec<SegmentId>,
     /// Damaged ranges salvage dropped (and files it set aside).
     pub dropped: Vec<DroppedRange>,
+    /// Segments a compaction replaced that a crash left behind, after the compacted
+    /// segment that holds what they held: ignored (and removed, on a writable open).
+    pub superseded: Vec<SegmentId>,
     /// Time the open's recovery took.
     pub duration: Duration,
 }
@@ -175,6 +178,8 @@ pub(crate) struct RecoveredSegment {
     pub(crate) valid_end: u64,
     /// Whether it was loaded from its hint, unscanned.
     pub(crate) from_hint: bool,
+    /// Whether compaction wrote it (its LSNs may skip).
+    pub(crate) compacted: bool,
 }
 
 /// Everything recovery rebuilt.

@@ -2,16 +2,14 @@
 //! that are no readable segment in their place), then rewrites each damaged segment with
 //! only the records it may keep, a `gap` record standing for lost LSNs.
 
-use std::collections::HashMap;
-
 use super::scan::{Item, Scan};
 use super::{DroppedRange, QUARANTINE_DIR, RecoveredSegment, TornTail};
 use crate::error::{Error, Result};
-use crate::format::{Kind, RecordMeta, SegmentHeader, encode_record};
+use crate::format::{Kind, RecordMeta};
 use crate::hint;
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::Dir;
-use crate::segment::{Naming, random_salt, record_at};
+use crate::segment::{SegmentBuilder, record_at};
 
 /// The session id of the `gap` records salvage writes (they belong to no session).
 const GAP_SESSION: &[u8] = b"-";
@@ -57,7 +55,7 @@ pub(super) fn rewrite(scan: &mut Scan<'_>) -> Result<(Vec<DroppedRange>, Option<
     dir.sync()?;
     if let Some(count) = scan.missing_start {
         // The first segment is gone: a new one holding one gap record keeps the chain whole.
-        let out = encode_segment(Lsn::FIRST, |put| {
+        let out = encode_segment(Lsn::FIRST, false, |put| {
             put(&gap(Lsn::FIRST.0, count), GAP_SESSION, &[]);
             Ok(())
         })?;
@@ -68,7 +66,7 @@ pub(super) fn rewrite(scan: &mut Scan<'_>) -> Result<(Vec<DroppedRange>, Option<
             continue;
         }
         let whole = seg.file.map().map_err(|e| Error::io("map", &seg.path, e))?;
-        let (out, salt) = encode_segment(Lsn(seg.id.0), |put| {
+        let (out, salt) = encode_segment(Lsn(seg.id.0), seg.compacted, |put| {
             for item in &plan.items {
                 match *item {
                     Item::Keep(off) => {
@@ -103,32 +101,21 @@ fn gap(lsn: u64, count: u64) -> RecordMeta {
     }
 }
 
-/// Encodes a segment starting at `first_lsn` under a fresh salt: `body` puts each record,
-/// whose session is named afresh on its first record (the records that named it may be
-/// among the dropped ones).
+/// Encodes a segment starting at `first_lsn` (compacted or not, as the one it replaces):
+/// `body` puts each record.
 fn encode_segment(
     first_lsn: Lsn,
+    compacted: bool,
     body: impl FnOnce(&mut dyn FnMut(&RecordMeta, &[u8], &[u8])) -> Result<()>,
 ) -> Result<(Vec<u8>, u64)> {
-    let salt = random_salt();
-    let mut out = SegmentHeader {
-        first_lsn,
-        salt,
-        created: Timestamp::now(),
-    }
-    .encode()
-    .to_vec();
-    // As the writer does: each session named on its first record, and again after
-    // `NAME_EVERY` references, so a damaged name costs a later salvage at most that many.
-    let mut named: HashMap<Vec<u8>, Option<Naming>> = HashMap::new();
-    let mut put = |meta: &RecordMeta, session: &[u8], payload: &[u8]| {
-        let at = out.len() as u32;
-        let naming = named.entry(session.to_vec()).or_default();
-        let field = Naming::next(naming, session, at);
-        encode_record(&mut out, salt, meta, field, payload);
-    };
-    body(&mut put)?;
-    Ok((out, salt))
+    let mut out = SegmentBuilder::new(first_lsn, compacted, None);
+    let salt = out.salt();
+    // (In memory: `put` cannot fail.)
+    body(&mut |meta, session, payload| {
+        let _ = out.put(meta, session, payload);
+    })?;
+    let bytes = out.finish().unwrap_or_default();
+    Ok((bytes, salt))
 }
 
 /// Replaces segment `id` with `bytes` atomically, then gives it a hint (best effort, as

@@ -173,7 +173,7 @@ impl<'a> Scan<'a> {
                 h.header.valid_len
             }
             None => {
-                let end = self.records(ordinal, id, header.salt, &map, is_last, watermark)?;
+                let end = self.records(ordinal, id, &header, &map, is_last, watermark)?;
                 if self.mode == RecoveryMode::PointInTime && !self.read_only && !is_last {
                     // Best effort: the next open need not scan this sealed segment again.
                     let _ = hint::write(self.dir, &map, id, header.salt);
@@ -192,6 +192,7 @@ impl<'a> Scan<'a> {
             map: (!is_last).then_some(map),
             valid_end,
             from_hint,
+            compacted: header.compacted,
         });
         Ok(())
     }
@@ -211,6 +212,10 @@ impl<'a> Scan<'a> {
                 expected: id.0,
                 found: h.first_lsn.0,
             },
+            Ok(_) if id.0 < self.expected.0 && self.segments.last().is_some_and(|s| s.compacted) => {
+                self.superseded(id, path)?;
+                return Ok(None);
+            }
             Ok(h) if id.0 < self.expected.0 => Damage::LsnGap {
                 expected: self.expected.0,
                 found: h.first_lsn.0,
@@ -251,6 +256,19 @@ impl<'a> Scan<'a> {
             },
         });
         Ok(None)
+    }
+
+    /// Segment `id` lies inside the range the compacted segment before it covers: a
+    /// compaction replaced it, and a crash came before it was removed. What it held is in
+    /// the compacted segment; a writable open finishes the removal.
+    fn superseded(&mut self, id: SegmentId, path: &std::path::Path) -> Result<()> {
+        self.report.superseded.push(id);
+        if !self.read_only {
+            let _ = self.dir.vfs.remove_file(&hint::path(self.dir.path, id));
+            self.dir.remove(path)?;
+            self.dir.sync()?;
+        }
+        Ok(())
     }
 
     /// A crash interrupted the creation of the last segment: nothing was ever in it. The
@@ -316,20 +334,22 @@ impl<'a> Scan<'a> {
         &mut self,
         ordinal: u32,
         id: SegmentId,
-        salt: u64,
+        header: &SegmentHeader,
         map: &Mapping,
         is_last: bool,
         watermark: u64,
     ) -> Result<u64> {
+        let (salt, compacted) = (header.salt, header.compacted);
         let len = map.len() as u64;
         self.report.segments_scanned += 1;
         self.report.bytes_scanned += len;
         let mut plan = Plan::default();
         let start = SEGMENT_HEADER_LEN as u64;
-        let mut units = Units::new(SegmentReader::new(map, salt, start, Some(self.expected)));
+        let reader = SegmentReader::new(map, salt, start, Some(self.expected));
+        let mut units = Units::new(reader.allowing_gaps(compacted));
         let end = loop {
             while let Some(unit) = units.next_unit() {
-                self.keep_unit((ordinal, id, salt), unit, map, &mut plan);
+                self.keep_unit((ordinal, id, salt, compacted), unit, map, &mut plan);
             }
             let stop = units.stop().cloned().unwrap_or(Stop {
                 at: len,
@@ -390,10 +410,11 @@ impl<'a> Scan<'a> {
     }
 
     /// Folds one committed unit into the index (salvage: after a resynchronization, a unit
-    /// whose LSNs go back is a stale copy, dropped; one that jumps ahead leaves a gap).
+    /// whose LSNs go back is a stale copy, dropped; one that jumps ahead leaves a gap, unless
+    /// the segment is compacted: its LSNs may skip).
     fn keep_unit(
         &mut self,
-        (ordinal, id, salt): (u32, SegmentId, u64),
+        (ordinal, id, salt, compacted): (u32, SegmentId, u64, bool),
         unit: &[Record<'_>],
         map: &Mapping,
         plan: &mut Plan,
@@ -414,7 +435,7 @@ impl<'a> Scan<'a> {
             );
             return;
         }
-        if first.meta.lsn > self.expected {
+        if first.meta.lsn > self.expected && !compacted {
             plan.items.push(Item::Gap {
                 lsn: self.expected.0,
                 count: first.meta.lsn.0 - self.expected.0,

@@ -1,11 +1,13 @@
 //! Segment files: the active one being appended to, and sealed, memory-mapped ones.
 
+mod builder;
 mod reader;
 mod writer;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+pub(crate) use builder::SegmentBuilder;
 pub(crate) use reader::{
     Record, SegmentReader, Stop, Units, Why, all_zero, find_committed, record_at,
 };
@@ -155,6 +157,8 @@ pub(crate) struct Segment {
     pub(crate) salt: u64,
     pub(crate) path: PathBuf,
     pub(crate) data: SegmentData,
+    /// Written by compaction: its records' LSNs may skip (see [`SegmentReader::allowing_gaps`]).
+    pub(crate) compacted: bool,
 }
 
 /// A record read back: its fixed fields and its payload.

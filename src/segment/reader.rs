@@ -85,6 +85,8 @@ pub(crate) struct SegmentReader<'a> {
     expected: Option<Lsn>,
     /// Whether the last record yielded left a unit open (no `COMMIT`).
     in_unit: bool,
+    /// A compacted segment: a record's LSN may be past the expected one (never before it).
+    gaps: bool,
     stop: Option<Stop>,
 }
 
@@ -98,8 +100,17 @@ impl<'a> SegmentReader<'a> {
             offset,
             expected,
             in_unit: false,
+            gaps: false,
             stop: None,
         }
+    }
+
+    /// With `gaps` (the segment's header says it is compacted), a record's LSN may skip
+    /// ahead of the expected one: the records in between were dropped by compaction. It
+    /// still never goes back.
+    pub(crate) fn allowing_gaps(mut self, gaps: bool) -> Self {
+        self.gaps = gaps;
+        self
     }
 
     /// Where the next record would start (after a stop: where the reader stopped).
@@ -135,6 +146,7 @@ impl<'a> SegmentReader<'a> {
         let session = session_of(self.bytes, self.salt, self.offset, r)?;
         if let Some(expected) = self.expected
             && r.meta.lsn != expected
+            && !(self.gaps && r.meta.lsn > expected)
         {
             return Err(Damage::LsnGap {
                 expected: expected.0,
@@ -341,6 +353,7 @@ mod tests {
             first_lsn: Lsn(1),
             salt: SALT,
             created: Timestamp(1),
+            compacted: false,
         }
         .encode()
         .to_vec();

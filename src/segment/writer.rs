@@ -99,6 +99,7 @@ impl SegmentWriter {
             first_lsn,
             salt,
             created: Timestamp::now(),
+            compacted: false,
         };
         let made = file
             .write_all_at(&header.encode(), 0)

@@ -187,17 +187,19 @@ impl State {
                 });
             }
         };
-        if let Some(slot) = self.segments.last_mut() {
+        let segments = Arc::make_mut(&mut self.segments);
+        if let Some(slot) = segments.last_mut() {
             *slot = Arc::new(Segment {
                 data: SegmentData::Mapped(sealed),
                 ..(**slot).clone()
             });
         }
-        self.segments.push(Arc::new(Segment {
+        segments.push(Arc::new(Segment {
             id,
             salt: header.salt,
             path,
             data: SegmentData::File(ActiveView::new(file)),
+            compacted: false,
         }));
         self.end = SEGMENT_HEADER_LEN as u64;
         Ok(true)

@@ -13,6 +13,15 @@
 //! | 24 | 8 | the durable LSN: every record up to it was covered by a completed `fdatasync` |
 //! | 32 | 4 | CRC-32 of bytes 24..32 |
 //! | 36 | 4 | zero |
+//! | 40 | 8 | the epoch: how many compactions have replaced segments of this store |
+//! | 48 | 4 | CRC-32 of bytes 40..48 |
+//! | 52 | 4 | zero |
+//!
+//! A compaction replaces sealed segments whose records other processes' indexes point at:
+//! it bumps the epoch (under the write lock, after the switch), and an open store that sees
+//! a new epoch rebuilds its index from the segments as they now are (see
+//! `State::reload_if_compacted`). Segment ids never change, only their contents: the head's
+//! segment id keeps its meaning.
 //!
 //! Writers beside each other write the durable LSN after each `fdatasync` (taking turns on
 //! `SYNC`), so a writer whose records another process's sync already covered skips its own.
@@ -100,6 +109,83 @@ impl Head {
     }
 }
 
+/// Where the epoch is in `LOCK`, and its bytes; `LOCK` is this long once a writer of this
+/// version opened the store.
+const EPOCH_AT: usize = 40;
+const EPOCH_LEN: usize = 16;
+/// The length of `LOCK`'s contents.
+pub const LOCK_CONTENT_LEN: usize = EPOCH_AT + EPOCH_LEN;
+
+impl Head {
+    /// How many compactions replaced segments of this store; `None` when `LOCK` holds no
+    /// epoch (no writer of this version opened it) or it fails its checksum. A read of
+    /// shared memory once mapped.
+    pub(super) fn epoch(&self) -> Option<u64> {
+        let file = self.file.as_ref()?;
+        if file.map_is_live() {
+            if let Some(map) = self.map.read().unwrap_or_else(|e| e.into_inner()).as_ref()
+                && map.len() >= LOCK_CONTENT_LEN
+            {
+                return decode_counter(&map[EPOCH_AT..LOCK_CONTENT_LEN]);
+            }
+            if file.len().ok()? >= LOCK_CONTENT_LEN as u64 {
+                let map = file.map().ok()?;
+                let epoch = decode_counter(&map[EPOCH_AT..LOCK_CONTENT_LEN]);
+                *self.map.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
+                return epoch;
+            }
+        }
+        let mut b = [0u8; EPOCH_LEN];
+        file.read_exact_at(&mut b, EPOCH_AT as u64).ok()?;
+        decode_counter(&b)
+    }
+
+    /// At a writable open, under the write lock: gives `LOCK` an epoch (0) if it has none,
+    /// so that it has its whole length before anyone maps it.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `LOCK` cannot be written.
+    pub(super) fn ensure_epoch(&self, dir: &Path) -> Result<()> {
+        if self.epoch().is_some() {
+            return Ok(());
+        }
+        self.write_epoch(dir, 0)
+    }
+
+    /// Counts one more compaction (under the write lock, once its segments are in place).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `LOCK` cannot be written.
+    pub(super) fn bump_epoch(&self, dir: &Path) -> Result<u64> {
+        let next = self.epoch().unwrap_or(0).wrapping_add(1);
+        self.write_epoch(dir, next)?;
+        Ok(next)
+    }
+
+    fn write_epoch(&self, dir: &Path, epoch: u64) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        file.write_all_at(&encode_counter(epoch), EPOCH_AT as u64)
+            .map_err(|e| Error::io("write", dir.join(LOCK_FILE), e))
+    }
+}
+
+/// A counter as `LOCK` keeps it: the value, its CRC-32, 4 zero bytes.
+fn encode_counter(value: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&value.to_le_bytes());
+    let crc = crc32fast::hash(&b[..8]);
+    b[8..12].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn decode_counter(b: &[u8]) -> Option<u64> {
+    let value: [u8; 8] = b.get(..8)?.try_into().ok()?;
+    let crc = u32::from_le_bytes(b.get(8..12)?.try_into().ok()?);
+    (crc32fast::hash(&value) == crc).then(|| u64::from_le_bytes(value))
+}
+
 /// Where the durable LSN is in `LOCK`, and its bytes.
 const DURABLE_AT: u64 = HEAD_LEN as u64;
 const DURABLE_LEN: usize = 16;
@@ -110,9 +196,7 @@ impl Head {
     pub(super) fn durable(&self) -> Option<Lsn> {
         let mut b = [0u8; DURABLE_LEN];
         self.file.as_ref()?.read_exact_at(&mut b, DURABLE_AT).ok()?;
-        let lsn: [u8; 8] = b[..8].try_into().ok()?;
-        let crc = u32::from_le_bytes(b[8..12].try_into().ok()?);
-        (crc32fast::hash(&lsn) == crc).then(|| Lsn(u64::from_le_bytes(lsn)))
+        decode_counter(&b).map(Lsn)
     }
 
     /// Records that every record up to `lsn` is durable (taking the greater of it and what is
@@ -142,11 +226,7 @@ impl Head {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        let mut b = [0u8; DURABLE_LEN];
-        b[..8].copy_from_slice(&lsn.0.to_le_bytes());
-        let crc = crc32fast::hash(&b[..8]);
-        b[8..12].copy_from_slice(&crc.to_le_bytes());
-        file.write_all_at(&b, DURABLE_AT)
+        file.write_all_at(&encode_counter(lsn.0), DURABLE_AT)
             .map_err(|e| Error::io("write", dir.join(LOCK_FILE), e))
     }
 }

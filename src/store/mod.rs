@@ -88,12 +88,17 @@ struct Inner {
 /// date (or is a torn write that the next holder of the write lock cuts).
 #[derive(Debug)]
 struct State {
-    segments: Vec<Arc<Segment>>,
+    /// Shared with the reads in flight (copy-on-write): a read resolves the positions it
+    /// took against the table it took them from, whatever a compaction does meanwhile.
+    segments: Arc<Vec<Arc<Segment>>>,
     index: Index,
     end: u64,
     next_lsn: Lsn,
     /// The latest timestamp of a record folded (timestamps never decrease along the log).
     last_ts: Timestamp,
+    /// The compaction epoch (see `head`) the segments were read at: when the head names
+    /// another, a compaction replaced some of them, and the state is read again.
+    epoch: Option<u64>,
 }
 
 #[derive(Debug)]

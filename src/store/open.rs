@@ -47,14 +47,19 @@ impl Store {
             }
         };
         let head = super::head::Head::open(&*vfs, dir, !opts.read_only);
+        let mut state = state;
         if let Some(l) = &locks {
             // Still under the write lock: the head names the last segment.
             if let Some(last) = state.segments.last() {
                 head.set(dir, last.id)?;
             }
             head.cap_durable(dir, Lsn(next_lsn.0.saturating_sub(1)))?;
+            head.ensure_epoch(dir)?;
             l.opened();
         }
+        // (A read-only open that a compaction raced reads the old segments: still the same
+        // messages, through the files it holds open, until the next compaction.)
+        state.epoch = head.epoch();
         let durable = Lsn(next_lsn.0.saturating_sub(1));
         let store = Store {
             inner: Arc::new(Inner {
@@ -127,6 +132,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
             salt: s.salt,
             path: s.path,
             data,
+            compacted: s.compacted,
         }));
     }
     let writer = if opts.read_only {
@@ -142,6 +148,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
                     salt: w.salt,
                     path: w.path.clone(),
                     data: SegmentData::File(ActiveView::new(w.file.clone())),
+                    compacted: false,
                 }));
                 w
             }
@@ -174,7 +181,8 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
     }
     let end = writer.as_ref().map_or(last_end, |w: &Writer| w.active.len);
     let state = State {
-        segments,
+        segments: Arc::new(segments),
+        epoch: None,
         index: rec.index,
         end,
         next_lsn: rec.next_lsn,

@@ -70,17 +70,17 @@ impl Store {
 ///
 /// A snapshot: it holds the positions of the messages it will yield, taken under one guard
 /// when it was made (shared with the index, copy-on-write: a few words per 256 messages),
-/// and a handle to the store; it decodes one message at a time. Every item is one message
+/// and the segment table they point into; it decodes one message at a time. Every item is one message
 /// (or the error reading it), so its length is exact.
 #[derive(Debug)]
 pub struct RawMessages {
-    store: Store,
     session: String,
     positions: Snapshot,
     /// The index of the next position (interaction id - 1).
     next: u64,
-    /// The segment of the last position read, by ordinal.
-    segment: Option<(u32, Arc<Segment>)>,
+    /// The segment table the positions were taken from (a compaction may replace the
+    /// store's while this reads).
+    segments: Arc<Vec<Arc<Segment>>>,
 }
 
 impl RawMessages {
@@ -88,7 +88,7 @@ impl RawMessages {
     /// count under the same guard that takes their positions.
     fn new(store: Store, session: &str, ids: impl FnOnce(u64) -> Range<u64>) -> RawMessages {
         let state = store.view();
-        let messages = RawMessages::from_state(&state, &store, session, ids);
+        let messages = RawMessages::from_state(&state, session, ids);
         drop(state);
         messages
     }
@@ -97,7 +97,6 @@ impl RawMessages {
     /// one).
     pub(super) fn from_state(
         state: &State,
-        store: &Store,
         session: &str,
         ids: impl FnOnce(u64) -> Range<u64>,
     ) -> RawMessages {
@@ -105,11 +104,10 @@ impl RawMessages {
         let range = ids(s.map_or(0, |s| s.count()));
         let positions = s.map(|s| s.snapshot(range)).unwrap_or_default();
         RawMessages {
-            store: store.clone(),
             session: session.to_owned(),
             next: positions.range().start,
             positions,
-            segment: None,
+            segments: state.segments.clone(),
         }
     }
 
@@ -145,16 +143,9 @@ impl RawMessages {
         Messages::new(self)
     }
 
-    /// The segment with ordinal `seg` (segment ordinals never change while a store is open).
-    fn segment(&mut self, seg: u32) -> Option<Arc<Segment>> {
-        match &self.segment {
-            Some((s, segment)) if *s == seg => Some(segment.clone()),
-            _ => {
-                let segment = self.store.state().segments.get(seg as usize)?.clone();
-                self.segment = Some((seg, segment.clone()));
-                Some(segment)
-            }
-        }
+    /// The segment with ordinal `seg` in the table the positions came from.
+    fn segment(&self, seg: u32) -> Option<&Segment> {
+        self.segments.get(seg as usize).map(|s| &**s)
     }
 }
 

@@ -45,7 +45,7 @@ pub enum LogEvent {
         entry: Entry<Vec<u8>>,
     },
     /// The session was cut to its first `keep` messages: a pop (`keep` is the count before,
-    /// minus one), a truncate, a clear (0), or the first step of a replace.
+    /// minus one), a truncate, a clear or a delete (0), or the first step of a replace.
     Cut {
         /// The session.
         session: String,
@@ -112,7 +112,7 @@ impl LogEvent {
                 lsn,
                 keep: r.meta.arg,
             },
-            Kind::Clear => LogEvent::Cut {
+            Kind::Clear | Kind::Delete => LogEvent::Cut {
                 session,
                 lsn,
                 keep: 0,
@@ -238,7 +238,7 @@ impl Store {
     #[must_use]
     pub fn subscribe_session(&self, session: &str, from_id: u64) -> Subscription {
         let state = self.view();
-        let backlog = RawMessages::from_state(&state, self, session, |count| {
+        let backlog = RawMessages::from_state(&state, session, |count| {
             from_id.max(1)..count.saturating_add(1)
         });
         let cursor = (state.segments.len() - 1, state.end, state.next_lsn);

@@ -217,6 +217,32 @@ impl Store {
         Ok(removed)
     }
 
+    /// Deletes `session`: its messages, idempotency keys and metadata are gone at once (it
+    /// reads as empty and leaves [`Store::sessions`]), as one logged record that a reopen
+    /// replays; its bytes leave the disk at the next [`Store::compact`]. Returns whether it
+    /// held anything (nothing is logged when it held nothing). The id can be used again
+    /// afterwards: it starts empty.
+    ///
+    /// # Errors
+    /// As [`Store::truncate`].
+    pub fn delete_session(&self, session: &str) -> Result<bool> {
+        validate_session_id(session)?;
+        let mut existed = false;
+        self.write_events(session, None, |count| {
+            existed = count > 0 || self.state().index.meta(session).is_some();
+            Ok(if existed {
+                vec![Event {
+                    kind: Kind::Delete,
+                    arg: count,
+                    payload: Cow::Borrowed(&[]),
+                }]
+            } else {
+                Vec::new()
+            })
+        })?;
+        Ok(existed)
+    }
+
     /// A barrier: makes everything appended so far durable and returns the durable LSN.
     ///
     /// # Errors
@@ -502,17 +528,19 @@ impl Store {
             })?;
         let sealed = w.active.file.map().ok();
         let mut st = self.state_mut();
-        if let (Some(map), Some(slot)) = (sealed, st.segments.get_mut(w.ordinal as usize)) {
+        let segments = Arc::make_mut(&mut st.segments);
+        if let (Some(map), Some(slot)) = (sealed, segments.get_mut(w.ordinal as usize)) {
             *slot = Arc::new(Segment {
                 data: SegmentData::Mapped(map),
                 ..(**slot).clone()
             });
         }
-        st.segments.push(Arc::new(Segment {
+        segments.push(Arc::new(Segment {
             id: new.id,
             salt: new.salt,
             path: new.path.clone(),
             data: SegmentData::File(ActiveView::new(new.file.clone())),
+            compacted: false,
         }));
         st.end = new.len;
         w.ordinal = (st.segments.len() - 1) as u32;

@@ -63,6 +63,7 @@ fn decode_record_seeds() {
             first_lsn: Lsn(1),
             salt,
             created: Timestamp(5),
+            compacted: false,
         }
         .encode(),
     );
