@@ -186,6 +186,25 @@ pub enum Error {
         session: String,
     },
 
+    /// Another compaction of the store is running (in this process or another).
+    #[error("store {path} is being compacted by another caller")]
+    Compacting {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// A compaction's output, read back before it replaced anything, does not hold what the
+    /// log held for a session (a broken internal invariant): nothing was replaced.
+    #[error(
+        "compaction of {path} stopped: its output differs from the log for session {session:?}; nothing was replaced"
+    )]
+    CompactionMismatch {
+        /// The store directory.
+        path: PathBuf,
+        /// The first session that differs.
+        session: String,
+    },
+
     /// An option is out of range.
     #[error("invalid option {option}: {reason}")]
     InvalidOption {

@@ -105,6 +105,14 @@ impl<'a> Session<'a> {
         self.state.keys.as_ref()?.map.get(key).copied()
     }
 
+    /// Every idempotency key it remembers, with what the key names.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = (&'a [u8], Keyed)> + 'a {
+        self.state
+            .keys
+            .iter()
+            .flat_map(|k| k.map.iter().map(|(key, keyed)| (&**key, *keyed)))
+    }
+
     /// Timestamp of its first message.
     pub(crate) fn first(&self) -> Timestamp {
         self.state.first
@@ -210,6 +218,11 @@ impl Index {
         self.metas.get(session).copied()
     }
 
+    /// Every session's latest metadata record.
+    pub(crate) fn metas(&self) -> impl Iterator<Item = (&str, Pos)> {
+        self.metas.iter().map(|(k, p)| (&**k, *p))
+    }
+
     pub(crate) fn count(&self, session: &str) -> u64 {
         self.get(session).map_or(0, |s| s.count())
     }
@@ -272,7 +285,9 @@ impl Index {
             }
             Change::Delete => {
                 self.metas.remove(session);
-                self.sessions.remove(session).map_or(0, |s| s.positions.len())
+                self.sessions
+                    .remove(session)
+                    .map_or(0, |s| s.positions.len())
             }
             Change::Fork { src, at } => {
                 self.sessions.remove(session);

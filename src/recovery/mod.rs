@@ -217,6 +217,19 @@ pub(crate) fn recover(
     Ok(rec)
 }
 
+/// Reads the store's segments again, changing nothing and judging nothing past the last
+/// committed unit (as a read-only open beside a live writer does): what an open store does
+/// when a compaction replaced segments under it.
+///
+/// # Errors
+/// As a read-only open: [`Error::Corrupt`], [`Error::Io`], ... (a directory that changed
+/// while it was read, too: the caller tries again later).
+pub(crate) fn reload(vfs: &dyn Vfs, dir: &Path) -> Result<Recovered> {
+    let mut scan = scan::Scan::new(Dir::new(vfs, dir), RecoveryMode::PointInTime, true, true)?;
+    scan.run()?;
+    scan.finish()
+}
+
 /// Reads the store once. A read-only open beside a writer may list the directory while the
 /// writer creates a segment (a listing is no snapshot: it can miss a new file and show a
 /// newer one) and then see a gap that is not there, or start before a writer does and then

@@ -212,7 +212,9 @@ impl<'a> Scan<'a> {
                 expected: id.0,
                 found: h.first_lsn.0,
             },
-            Ok(_) if id.0 < self.expected.0 && self.segments.last().is_some_and(|s| s.compacted) => {
+            Ok(_)
+                if id.0 < self.expected.0 && self.segments.last().is_some_and(|s| s.compacted) =>
+            {
                 self.superseded(id, path)?;
                 return Ok(None);
             }

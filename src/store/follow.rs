@@ -24,12 +24,16 @@ use crate::segment::{ActiveView, Segment, SegmentData, SegmentReader, SegmentWri
 impl State {
     /// Whether the log may have moved past what the index holds: a record header is being
     /// (or was) written at its end, or the head names a newer segment than the last one.
-    /// Costs two reads of shared memory when nothing changed (plus a `stat` of the next
+    /// A compaction since the state was read counts as a move.
+    /// Costs three reads of shared memory when nothing changed (plus a `stat` of the next
     /// segment's name when the store has no head yet).
     pub(super) fn moved(&self, dir: Dir<'_>, head: &Head) -> bool {
         let Some(last) = self.segments.last() else {
             return false;
         };
+        if head.epoch() != self.epoch {
+            return true;
+        }
         match &last.data {
             SegmentData::File(view) if view.nonzero_at(self.end, RECORD_HEADER_LEN) => true,
             // A writer records a segment in the head before it creates it.
@@ -43,6 +47,31 @@ impl State {
                 }
             },
         }
+    }
+
+    /// If a compaction replaced segments since the state was read (the head names another
+    /// epoch), reads the segments again, as they now are: the index's positions point into
+    /// the replaced files. (Reads in flight keep the old table, and its files, until they
+    /// end.) Returns whether it did.
+    ///
+    /// # Errors
+    /// As [`crate::recovery::reload`]; the state is then unchanged.
+    pub(super) fn reload_if_compacted(&mut self, dir: Dir<'_>, head: &Head) -> Result<bool> {
+        let epoch = head.epoch();
+        if epoch == self.epoch {
+            return Ok(false);
+        }
+        let rec = crate::recovery::reload(dir.vfs, dir.path)?;
+        let end = rec.segments.last().map_or(0, |s| s.valid_end);
+        *self = State {
+            segments: Arc::new(super::open::table(rec.segments)),
+            index: rec.index,
+            end,
+            next_lsn: rec.next_lsn,
+            last_ts: self.last_ts.max(rec.last_ts),
+            epoch,
+        };
+        Ok(true)
     }
 
     /// Folds into the index every committed unit written after its end, following the log

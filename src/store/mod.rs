@@ -1,5 +1,6 @@
 //! The store: open and recover, then append, read, change and sync sessions.
 
+mod compact;
 mod follow;
 mod head;
 mod lock;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+pub use compact::{COMPACT_FILE, CompactReport, MAX_COMPACTION_INPUT};
 pub use meta::MAX_META_LEN;
 pub use options::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use read::{Messages, RawMessages};
@@ -297,7 +299,10 @@ impl Store {
         if !self.state().moved(dir, &self.inner.head) {
             return;
         }
-        let _ = self.state_mut().catch_up(dir, false);
+        let mut state = self.state_mut();
+        let _ = state
+            .reload_if_compacted(dir, &self.inner.head)
+            .and_then(|_| state.catch_up(dir, false));
     }
 
     fn state(&self) -> RwLockReadGuard<'_, State> {
@@ -338,7 +343,10 @@ impl Drop for Inner {
         if self.follows {
             let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
             let dir = crate::io::Dir::new(&*self.opts.vfs, &self.dir);
-            if state.catch_up(dir, true).is_err() || w.follow(state, dir).is_err() {
+            let caught_up = state
+                .reload_if_compacted(dir, &self.head)
+                .and_then(|_| state.catch_up(dir, true));
+            if caught_up.is_err() || w.follow(state, dir).is_err() {
                 return;
             }
         }

@@ -101,18 +101,14 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
         });
     }
     let vfs = &*opts.vfs;
-    let mut segments = Vec::with_capacity(rec.segments.len() + 1);
-    let mut active = None;
     let mut unverified = false;
-    let last = rec.segments.len().checked_sub(1);
     let last_end = rec.segments.last().map_or(0, |s| s.valid_end);
-    for (i, s) in rec.segments.into_iter().enumerate() {
-        let is_last = Some(i) == last;
-        if is_last && !opts.read_only {
+    let active = match rec.segments.last() {
+        Some(s) if !opts.read_only => {
             // Recovery already made any cut of a torn tail physical and durable.
             unverified = s.from_hint;
             let allocated = s.file.len().map_err(|e| Error::io("stat", &s.path, e))?;
-            active = Some(SegmentWriter {
+            Some(SegmentWriter {
                 id: s.id,
                 salt: s.salt,
                 path: s.path.clone(),
@@ -121,20 +117,11 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
                 allocated: allocated.max(s.valid_end),
                 segment_size: opts.segment_size,
                 named: std::collections::HashMap::new(),
-            });
+            })
         }
-        let data = match s.map {
-            Some(map) if !is_last => SegmentData::Mapped(map),
-            _ => SegmentData::File(ActiveView::new(s.file)),
-        };
-        segments.push(Arc::new(Segment {
-            id: s.id,
-            salt: s.salt,
-            path: s.path,
-            data,
-            compacted: s.compacted,
-        }));
-    }
+        _ => None,
+    };
+    let mut segments = table(rec.segments);
     let writer = if opts.read_only {
         None
     } else {
@@ -189,4 +176,27 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
         last_ts: rec.last_ts,
     };
     Ok((state, writer, rec.report, rec.next_lsn))
+}
+
+/// The segment table of what recovery read: sealed segments mapped, the last one read
+/// through its file (it may be growing).
+pub(super) fn table(recovered: Vec<crate::recovery::RecoveredSegment>) -> Vec<Arc<Segment>> {
+    let last = recovered.len().checked_sub(1);
+    recovered
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let data = match s.map {
+                Some(map) if Some(i) != last => SegmentData::Mapped(map),
+                _ => SegmentData::File(ActiveView::new(s.file)),
+            };
+            Arc::new(Segment {
+                id: s.id,
+                salt: s.salt,
+                path: s.path,
+                data,
+                compacted: s.compacted,
+            })
+        })
+        .collect()
 }

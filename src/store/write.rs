@@ -243,6 +243,47 @@ impl Store {
         Ok(existed)
     }
 
+    /// Seals the active segment (synced, given its hint) and starts a new one, if it holds
+    /// any record: what it held becomes something [`Store::compact`] can rewrite. Returns
+    /// whether it sealed one.
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`].
+    pub fn seal(&self) -> Result<bool> {
+        self.with_write_turn(|w| {
+            if w.active.len <= SEGMENT_HEADER_LEN as u64 {
+                return Ok(false);
+            }
+            self.rotate(w)?;
+            Ok(true)
+        })
+    }
+
+    /// Runs `f` on the writer with this thread's turn to write: the writer's lock, the
+    /// poison check, the write lock, and (beside other writers) the log caught up first.
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`]; `f`'s.
+    pub(super) fn with_write_turn<R>(&self, f: impl FnOnce(&mut Writer) -> Result<R>) -> Result<R> {
+        let mut guard = self.writer();
+        let Some(w) = guard.as_mut() else {
+            return Err(Error::ReadOnly {
+                path: self.inner.dir.clone(),
+            });
+        };
+        if self.inner.syncer.is_poisoned() {
+            return Err(self.poisoned());
+        }
+        let locks = self.inner.locks.as_ref().ok_or_else(|| Error::ReadOnly {
+            path: self.inner.dir.clone(),
+        })?;
+        let _write_lock = locks.write(&self.inner.dir)?;
+        if self.inner.follows {
+            self.catch_up(w)?;
+        }
+        f(w)
+    }
+
     /// A barrier: makes everything appended so far durable and returns the durable LSN.
     ///
     /// # Errors
@@ -456,6 +497,7 @@ impl Store {
         let dir = crate::io::Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
         let mut st = self.state_mut();
         if st.moved(dir, &self.inner.head) {
+            st.reload_if_compacted(dir, &self.inner.head)?;
             st.catch_up(dir, true)?;
             // A head beyond the last segment (its creator died first) is set back.
             if let Some(last) = st.segments.last() {

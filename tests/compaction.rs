@@ -1,0 +1,273 @@
+//! Delete and compaction: what a compaction keeps (every live message, with its interaction
+//! id and LSN; keys; metadata; forks' shared prefixes), what it drops (popped, truncated,
+//! cleared, replaced and deleted messages: no byte of them left in any file), and that a
+//! crash at any operation of it leaves the old segments or the new one in force.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use convlog::io::sim::{Fault, SimFs, SplitMix, Tear};
+use convlog::{Durability, Error, Lsn, RecoveryMode, Store};
+use serde_json::json;
+
+/// Everything a reader can see of a store: per session, its messages (id, LSN, bytes) and
+/// metadata.
+type Seen = BTreeMap<String, (Vec<(u64, Lsn, Vec<u8>)>, Option<Vec<u8>>)>;
+
+fn seen(store: &Store, sessions: &[String]) -> Seen {
+    sessions
+        .iter()
+        .map(|s| {
+            let msgs = store
+                .range(s, ..)
+                .raw()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.interaction_id, e.lsn, e.message)
+                })
+                .collect();
+            let meta = store.meta(s).unwrap();
+            (s.clone(), (msgs, meta))
+        })
+        .collect()
+}
+
+fn open_sim(fs: &SimFs) -> Store {
+    Store::builder()
+        .vfs(Arc::new(fs.clone()))
+        .durability(Durability::Always)
+        .segment_size(4 << 10)
+        .open("/c")
+        .unwrap()
+}
+
+fn msg(session: &str, i: u64, marker: &str) -> serde_json::Value {
+    json!({"role": "user", "content": format!("{marker} {session} message {i} {}", "x".repeat(60))})
+}
+
+/// A workload touching every kind of record, over many small segments.
+fn workload(store: &Store, rng: &mut SplitMix, sessions: &[String]) {
+    for step in 0..400u64 {
+        let s = &sessions[rng.below(sessions.len() as u64) as usize];
+        match rng.below(20) {
+            0 => drop(store.pop(s).unwrap()),
+            1 => drop(store.truncate(s, rng.below(4)).unwrap()),
+            2 => drop(store.clear(s).unwrap()),
+            3 => drop(store.delete_session(s).unwrap()),
+            4 => {
+                let meta = json!({"step": step});
+                store.set_meta(s, &meta).unwrap();
+            }
+            5 => {
+                let key = format!("k{}", rng.below(8));
+                store
+                    .append_with_key(s, &key, &msg(s, step, "keyed"))
+                    .unwrap();
+            }
+            6 => {
+                let n = store.interaction_count(s);
+                let items: Vec<Vec<u8>> = (0..2)
+                    .map(|i| serde_json::to_vec(&msg(s, step + i, "replaced")).unwrap())
+                    .collect();
+                drop(store.replace(s, Some(n + 1), &items).unwrap());
+            }
+            _ => drop(store.append(s, &msg(s, step, "plain")).unwrap()),
+        }
+    }
+}
+
+#[test]
+fn compaction_keeps_every_live_message_and_drops_the_rest() {
+    let seed = std::env::var("CONVLOG_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xC0A1);
+    println!("seed {seed} (CONVLOG_SEED)");
+    let fs = SimFs::new(seed);
+    let store = open_sim(&fs);
+    let sessions: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    let mut rng = SplitMix(seed);
+    workload(&store, &mut rng, &sessions);
+    assert!(store.seal().unwrap());
+    let before = seen(&store, &sessions);
+    let segments_before = store.segment_ids().len();
+    let report = store.compact().unwrap();
+    assert_eq!(report.segments_rewritten, segments_before - 1, "{report:?}");
+    assert!(report.records_dropped > 0, "{report:?}");
+    assert!(report.bytes_after < report.bytes_before, "{report:?}");
+    assert_eq!(seen(&store, &sessions), before, "in the open store");
+    assert_eq!(store.segment_ids().len(), 2);
+    // Appends go on after it, with the ids they would have had.
+    let next = store.interaction_count("s0") + 1;
+    assert_eq!(
+        store
+            .append("s0", &msg("s0", 9, "after"))
+            .unwrap()
+            .interaction_id,
+        next
+    );
+    let after = seen(&store, &sessions);
+    drop(store);
+    let reopened = open_sim(&fs);
+    assert_eq!(seen(&reopened, &sessions), after, "after a reopen");
+    drop(reopened);
+    let strict = Store::builder()
+        .vfs(Arc::new(fs.clone()))
+        .recovery(RecoveryMode::Strict)
+        .read_only(true)
+        .open("/c")
+        .unwrap();
+    assert_eq!(seen(&strict, &sessions), after, "a strict (verify) read");
+}
+
+#[test]
+fn a_crash_at_any_operation_of_a_compaction_leaves_the_old_or_the_new_segments() {
+    let seed = 0xC4A5;
+    println!("seed {seed}");
+    let fs = SimFs::new(seed);
+    let sessions: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
+    {
+        let store = open_sim(&fs);
+        workload(&store, &mut SplitMix(seed), &sessions);
+        store.seal().unwrap();
+    }
+    let expected = seen(&open_sim(&fs), &sessions);
+    let mut points = 0;
+    for k in 1.. {
+        let run = fs.crash(Tear::DropUnsynced);
+        let store = open_sim(&run);
+        let from = run.ops() + k;
+        run.fail_sticky(from, Fault::Io);
+        let done = store.compact().is_ok();
+        drop(store);
+        for tear in [Tear::DropUnsynced, Tear::Sectors(512)] {
+            let after = open_sim(&run.crash(tear));
+            assert_eq!(
+                seen(&after, &sessions),
+                expected,
+                "crash at op {k} ({tear:?})"
+            );
+        }
+        points += 1;
+        if done {
+            break;
+        }
+    }
+    println!("crash points exercised: {points}");
+    assert!(points > 10, "{points}");
+}
+
+/// Every file under `dir`, recursively, read whole.
+fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn after_delete_and_compaction_no_byte_of_the_session_remains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::builder().segment_size(4 << 10).open(&dir).unwrap();
+    let marker = "my SSN is 123-45-6789";
+    for i in 0..50 {
+        store.append("keep", &msg("keep", i, "ordinary")).unwrap();
+        store.append("secret", &msg("secret", i, marker)).unwrap();
+        store.append("cleared", &msg("cleared", i, marker)).unwrap();
+    }
+    store.set_meta("secret", &json!({"note": marker})).unwrap();
+    store
+        .append_with_key("secret", marker, &msg("secret", 99, marker))
+        .unwrap();
+    assert!(store.delete_session("secret").unwrap());
+    assert_eq!(store.clear("cleared").unwrap(), 50);
+    assert!(!store.contains("secret"));
+    assert_eq!(store.meta("secret").unwrap(), None);
+    assert!(store.sessions().iter().all(|s| s.id != "secret"));
+    let found = |needle: &str| {
+        all_files(&dir)
+            .into_iter()
+            .filter(|(_, b)| contains(b, needle.as_bytes()))
+            .map(|(p, _)| p)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !found(marker).is_empty(),
+        "the marker is on disk before compaction"
+    );
+    store.seal().unwrap();
+    let report = store.compact().unwrap();
+    assert_eq!(
+        report.sessions_erased,
+        vec!["cleared".to_owned(), "secret".to_owned()]
+    );
+    assert_eq!(found(marker), Vec::<std::path::PathBuf>::new());
+    assert_eq!(store.interaction_count("keep"), 50);
+    drop(store);
+    let store = Store::open(&dir).unwrap();
+    assert_eq!(store.interaction_count("keep"), 50);
+    assert_eq!(store.interaction_count("secret"), 0);
+    // A deleted id can be used again, from 1.
+    assert_eq!(
+        store
+            .append("secret", &msg("secret", 0, "new"))
+            .unwrap()
+            .interaction_id,
+        1
+    );
+}
+
+#[test]
+fn forks_keep_their_shared_prefix_through_compaction() {
+    let fs = SimFs::new(7);
+    let store = open_sim(&fs);
+    for i in 0..40 {
+        store.append("src", &msg("src", i, "m")).unwrap();
+    }
+    store.fork("src", "dst", Some(30)).unwrap();
+    store.clear("src").unwrap();
+    store.append("dst", &msg("dst", 31, "own")).unwrap();
+    store.seal().unwrap();
+    let names = vec!["src".to_owned(), "dst".to_owned()];
+    let before = seen(&store, &names);
+    store.compact().unwrap();
+    assert_eq!(seen(&store, &names), before);
+    drop(store);
+    assert_eq!(seen(&open_sim(&fs), &names), before);
+}
+
+#[test]
+fn compaction_is_refused_where_it_cannot_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    store.append("s", &msg("s", 1, "m")).unwrap();
+    drop(store);
+    let ro = Store::builder().read_only(true).open(tmp.path()).unwrap();
+    assert!(matches!(ro.compact(), Err(Error::ReadOnly { .. })));
+    assert!(matches!(
+        ro.delete_session("s"),
+        Err(Error::ReadOnly { .. })
+    ));
+    let rw = Store::open(tmp.path()).unwrap();
+    assert!(matches!(
+        rw.delete_session(""),
+        Err(Error::InvalidSessionId { .. })
+    ));
+    // Nothing sealed: nothing to do, nothing changed.
+    let report = rw.compact().unwrap();
+    assert_eq!(report.segments_rewritten, 0);
+    assert_eq!(rw.interaction_count("s"), 1);
+}
