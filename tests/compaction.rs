@@ -271,3 +271,71 @@ fn compaction_is_refused_where_it_cannot_run() {
     assert_eq!(report.segments_rewritten, 0);
     assert_eq!(rw.interaction_count("s"), 1);
 }
+
+#[test]
+fn another_process_reads_and_follows_the_log_across_a_compaction() {
+    let fs = SimFs::new(11);
+    // Two handles on one simulated file system act as two processes.
+    let (a, b) = (open_sim(&fs), open_sim(&fs));
+    let sessions: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
+    workload(&a, &mut SplitMix(11), &sessions);
+    let mut live = b.subscribe(convlog::Since::Now);
+    let reading = b.messages("s1").raw();
+    let want_s1 = a.interaction_count("s1");
+    a.seal().unwrap();
+    assert!(a.compact().unwrap().segments_rewritten > 0);
+    assert_eq!(
+        seen(&b, &sessions),
+        seen(&a, &sessions),
+        "b after a's compaction"
+    );
+    // A read b began before the compaction still yields exactly what it held.
+    assert_eq!(reading.count() as u64, want_s1);
+    // b writes after it, with the next ids; a sees them.
+    let n = b.interaction_count("s2");
+    assert_eq!(
+        b.append("s2", &msg("s2", 1, "b")).unwrap().interaction_id,
+        n + 1
+    );
+    a.append("s3", &msg("s3", 1, "a")).unwrap();
+    assert_eq!(
+        seen(&a, &sessions),
+        seen(&b, &sessions),
+        "both, after writes"
+    );
+    // b's subscription, begun before the compaction, sees the two appends and nothing else.
+    let mut got = Vec::new();
+    while let Some(e) = live
+        .next_timeout(std::time::Duration::from_millis(50))
+        .unwrap()
+    {
+        got.push(e);
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|e| matches!(e, convlog::LogEvent::Message { .. }))
+    );
+}
+
+#[test]
+fn the_compacting_process_sees_the_others_appends_after_it() {
+    let fs = SimFs::new(12);
+    let (a, b) = (open_sim(&fs), open_sim(&fs));
+    for i in 0..100 {
+        a.append("s", &msg("s", i, "m")).unwrap();
+    }
+    a.clear("s").unwrap();
+    a.append("t", &msg("t", 0, "m")).unwrap();
+    assert_eq!(b.interaction_count("t"), 1);
+    for round in 0..3 {
+        a.seal().unwrap();
+        a.compact().unwrap();
+        assert_eq!(b.interaction_count("t"), 1, "round {round}");
+    }
+    a.append("t", &msg("t", 1, "m")).unwrap();
+    assert_eq!(b.interaction_count("t"), 2);
+    b.append("t", &msg("t", 2, "m")).unwrap();
+    assert_eq!(b.interaction_count("t"), 3);
+    assert_eq!(a.interaction_count("t"), 3, "a sees b's append");
+}

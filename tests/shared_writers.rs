@@ -171,6 +171,12 @@ fn two_handles_on_the_simulated_file_system_act_as_two_processes_through_crashes
                     let popped = handles[h].pop_raw(&s).unwrap().map(|e| e.message);
                     assert_eq!(popped, v.pop(), "{what}");
                 }
+                _ if rng.below(4) == 0 => {
+                    // A compaction by one "process" while the other has the store open:
+                    // the other reads the new segments from its next read on.
+                    handles[h].seal().unwrap();
+                    handles[h].compact().unwrap();
+                }
                 _ => {
                     assert_eq!(handles[h].clear(&s).unwrap(), v.len() as u64, "{what}");
                     v.clear();

@@ -260,8 +260,10 @@ impl Writer {
     /// opens it for writing itself.)
     pub(super) fn follow(&mut self, state: &State, dir: Dir<'_>) -> Result<()> {
         let last = (state.segments.len() - 1) as u32;
-        if last != self.ordinal {
-            let seg = &state.segments[last as usize];
+        let seg = &state.segments[last as usize];
+        // By identity, not ordinal: after a compaction the active segment has a new ordinal,
+        // and another segment may have the writer's old one.
+        if (seg.id, seg.salt) != (self.active.id, self.active.salt) {
             let file = dir.open(&seg.path, OpenMode::ReadWrite)?;
             let allocated = file.len().map_err(|e| Error::io("stat", &seg.path, e))?;
             self.active = SegmentWriter {
@@ -274,10 +276,10 @@ impl Writer {
                 segment_size: self.active.segment_size,
                 named: std::collections::HashMap::new(),
             };
-            self.ordinal = last;
             // Read whole by the catch-up: nothing left to verify.
             self.unverified = false;
         }
+        self.ordinal = last;
         self.active.len = state.end;
         self.active.allocated = self.active.allocated.max(state.end);
         self.next_lsn = state.next_lsn;

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{RawMessages, Store};
+use super::{RawMessages, State, Store};
 use crate::error::{Error, Result};
 use crate::format::{Kind, SEGMENT_HEADER_LEN};
-use crate::id::Lsn;
+use crate::id::{Lsn, SegmentId};
 use crate::message::Entry;
 use crate::segment::{Record, SegmentData, SegmentReader, Units};
 
@@ -199,6 +199,11 @@ pub struct Subscription {
     next_lsn: Lsn,
     /// Events before this LSN are skipped (a start inside a segment).
     from: Lsn,
+    /// The compaction epoch of the segment table `seg` indexes, and the identity (id,
+    /// salt) of the segment it names: after a compaction, the cursor is found again by it,
+    /// or by LSN when compaction replaced that segment.
+    epoch: Option<u64>,
+    identity: Option<(SegmentId, u64)>,
     /// Only this session's events, when set.
     session: Option<String>,
     /// The session's messages that were in the store when a session subscription began.
@@ -257,12 +262,19 @@ impl Subscription {
         session: Option<(String, RawMessages)>,
     ) -> Subscription {
         let (session, backlog) = session.unzip();
+        let (epoch, identity) = {
+            let state = store.state();
+            let identity = state.segments.get(seg).map(|s| (s.id, s.salt));
+            (state.epoch, identity)
+        };
         Subscription {
             store: store.clone(),
             seg,
             offset,
             next_lsn,
             from,
+            epoch,
+            identity,
             session,
             backlog,
             pending: VecDeque::new(),
@@ -319,12 +331,17 @@ impl Subscription {
     /// index holds, into `pending` (at most about [`READ_AHEAD`] events).
     fn fill(&mut self) -> Result<()> {
         self.store.refresh();
-        let state = self.store.state();
+        let store = self.store.clone();
+        let state = store.state();
+        if state.epoch != self.epoch {
+            self.relocate(&state);
+        }
         let last = state.segments.len() - 1;
         while self.pending.len() < READ_AHEAD {
             let Some(seg) = state.segments.get(self.seg) else {
                 return Ok(());
             };
+            self.identity = Some((seg.id, seg.salt));
             let limit = (self.seg == last).then_some(state.end);
             if limit.is_some_and(|l| self.offset >= l) {
                 return Ok(());
@@ -335,12 +352,8 @@ impl Subscription {
                     .live_map()
                     .map_err(|e| Error::io("map", &seg.path, e))?,
             };
-            let mut units = Units::new(SegmentReader::new(
-                &map,
-                seg.salt,
-                self.offset,
-                Some(self.next_lsn),
-            ));
+            let reader = SegmentReader::new(&map, seg.salt, self.offset, Some(self.next_lsn));
+            let mut units = Units::new(reader.allowing_gaps(seg.compacted));
             while self.pending.len() < READ_AHEAD {
                 let Some(unit) = units.next_unit() else { break };
                 let end = unit.last().map_or(self.offset, Record::end);
@@ -382,6 +395,32 @@ impl Subscription {
             self.offset = SEGMENT_HEADER_LEN as u64;
         }
         Ok(())
+    }
+}
+
+impl Subscription {
+    /// A compaction replaced segments: finds the cursor's segment in the new table (the
+    /// same file, by id and salt), or, if compaction rewrote it, the compacted segment that
+    /// holds its LSN, read from its start with the events before the cursor skipped.
+    fn relocate(&mut self, state: &State) {
+        self.epoch = state.epoch;
+        let same = state
+            .segments
+            .iter()
+            .position(|s| Some((s.id, s.salt)) == self.identity);
+        if let Some(i) = same {
+            self.seg = i;
+            return;
+        }
+        let i = state
+            .segments
+            .iter()
+            .rposition(|s| s.id.0 <= self.next_lsn.0)
+            .unwrap_or(0);
+        self.seg = i;
+        self.offset = SEGMENT_HEADER_LEN as u64;
+        self.from = self.from.max(self.next_lsn);
+        self.next_lsn = state.segments.get(i).map_or(Lsn(1), |s| Lsn(s.id.0));
     }
 }
 

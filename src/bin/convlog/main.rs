@@ -60,6 +60,11 @@ enum Command {
     Replace(cmd::replace::Args),
     /// Remove every message of a session.
     Clear(cmd::clear::Args),
+    /// Delete sessions: their messages, keys and metadata (`-` reads ids from stdin).
+    Delete(cmd::delete::Args),
+    /// Reclaim the space of removed messages: rewrite the sealed segments keeping only what
+    /// a live session can reach; report the sessions erased.
+    Compact(cmd::compact::Args),
     /// Check every record, checksum and the LSN chain; exit 0 only when clean.
     Verify(cmd::verify::Args),
     /// Salvage a damaged store: keep every valid record, set damaged bytes aside.
@@ -92,6 +97,8 @@ fn main() -> ExitCode {
         Command::Append(a) => cmd::append::run(a),
         Command::Pop(a) => cmd::pop::run(a),
         Command::Clear(a) => cmd::clear::run(a),
+        Command::Delete(a) => cmd::delete::run(a),
+        Command::Compact(a) => cmd::compact::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Repair(a) => cmd::repair::run(a),
         Command::Import(a) => cmd::import::run(a),

@@ -3,6 +3,8 @@
 pub mod append;
 pub mod cat;
 pub mod clear;
+pub mod compact;
+pub mod delete;
 pub mod demo;
 pub mod export;
 pub mod fork;

@@ -1,0 +1,62 @@
+//! `convlog delete DIR SESSION...`: deletes sessions (messages, keys and metadata), each one
+//! logged record; `-` reads more session ids from stdin, one per line. Their bytes leave
+//! the disk at the next `convlog compact`.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use crate::error::{CliError, CliResult, InStore};
+use crate::util::{check_session, open_writable, plural, print, sync};
+
+/// Arguments of `convlog delete`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store directory.
+    pub dir: PathBuf,
+    /// The sessions to delete; `-` reads session ids from stdin, one per line.
+    #[arg(required = true)]
+    pub sessions: Vec<String>,
+}
+
+/// Deletes the sessions and says how many held anything.
+pub fn run(args: Args) -> CliResult {
+    let sessions = session_ids(&args.sessions)?;
+    for s in &sessions {
+        check_session(s)?;
+    }
+    let store = open_writable(&args.dir, false, None)?;
+    let mut deleted = 0;
+    for s in &sessions {
+        if store.delete_session(s).in_store(&args.dir)? {
+            deleted += 1;
+        }
+    }
+    sync(&store)?;
+    let absent = sessions.len() as u64 - deleted;
+    let mut line = format!("deleted {}", plural(deleted, "session"));
+    if absent > 0 {
+        line += &format!(" ({} held nothing)", plural(absent, "other"));
+    }
+    print(&format!(
+        "{line}; their bytes go at the next `convlog compact`\n"
+    ))
+}
+
+/// The ids given, with `-` replaced by the lines of stdin (blank lines skipped).
+fn session_ids(args: &[String]) -> CliResult<Vec<String>> {
+    let mut out = Vec::new();
+    for a in args {
+        if a != "-" {
+            out.push(a.clone());
+            continue;
+        }
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| CliError::io("read", "stdin", e))?;
+            let id = line.trim_end_matches('\r');
+            if !id.is_empty() {
+                out.push(id.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
