@@ -1741,7 +1741,7 @@ fn the_readme_cli_examples_run_as_written_after_the_demo() {
         ran,
         [
             "demo", "sessions", "cat", "tail", "window", "stats", "append", "pop", "clear",
-            "verify", "repair", "export", "import"
+            "delete", "compact", "verify", "repair", "export", "import"
         ]
     );
     // The exported session went into the new store whole.
