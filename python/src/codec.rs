@@ -119,6 +119,11 @@ pub(crate) fn bytes_of<'a>(encoded: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> 
     Ok(encoded.cast::<PyString>()?.to_str()?.as_bytes())
 }
 
+/// The bytes of each of what [`encode_all`] returned.
+pub(crate) fn all_bytes<'a>(encoded: &'a [Bound<'_, PyAny>]) -> PyResult<Vec<&'a [u8]>> {
+    encoded.iter().map(bytes_of).collect()
+}
+
 /// Stored JSON as text. Stored messages were checked to be JSON, hence UTF-8.
 pub(crate) fn text<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyString>> {
     let s = std::str::from_utf8(json).map_err(|e| PyValueError::new_err(e.to_string()))?;
