@@ -2,8 +2,8 @@
 //!
 //! Encoding uses CPython's own `json` module (its C accelerator), with the GIL held; the
 //! store call itself runs with the GIL released. Decoding builds the Python objects straight
-//! from the stored bytes with serde_json (several messages are joined into one JSON array
-//! first, without the GIL), and falls back to `json.loads` for the JSON that path does not
+//! from the stored bytes with serde_json (several messages sharing one table of key strings),
+//! and falls back to `json.loads` for the JSON that path does not
 //! take exactly: integers past 2**53 that do not fit 64 bits, lone surrogate escapes, nesting
 //! deeper than 128. So a message reads back as `json.loads` would read it.
 
@@ -130,16 +130,36 @@ pub(crate) fn text<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyS
     Ok(PyString::new(py, s))
 }
 
-/// One stored message (or a joined array of them) as fresh Python objects.
+/// One stored message as fresh Python objects.
 pub(crate) fn decode<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let keys = RefCell::new(HashMap::new());
-    if let Ok(v) = Seed(py, &keys).deserialize(&mut de)
-        && de.end().is_ok()
-    {
-        return Ok(v);
+    Decoder::new(py).decode(json)
+}
+
+/// Decodes stored messages, one after another, making one key string for each key name
+/// across them all (as `json.loads` of their array would).
+pub(crate) struct Decoder<'py> {
+    py: Python<'py>,
+    keys: Keys<'py>,
+}
+
+impl<'py> Decoder<'py> {
+    pub(crate) fn new(py: Python<'py>) -> Decoder<'py> {
+        Decoder {
+            py,
+            keys: RefCell::new(HashMap::new()),
+        }
     }
-    loads(py)?.call1((text(py, json)?,))
+
+    /// One stored message as fresh Python objects.
+    pub(crate) fn decode(&self, json: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        if let Ok(v) = Seed(self.py, &self.keys).deserialize(&mut de)
+            && de.end().is_ok()
+        {
+            return Ok(v);
+        }
+        loads(self.py)?.call1((text(self.py, json)?,))
+    }
 }
 
 /// The key strings made so far by one decode: objects that repeat keys (every message has
@@ -248,36 +268,25 @@ impl<'de, 'py> Visitor<'de> for Seed<'_, 'py> {
     }
 }
 
-/// Joins stored messages into one JSON array (call without the GIL).
-pub(crate) fn join<B: AsRef<[u8]>>(messages: &[B]) -> Vec<u8> {
-    let len: usize = messages.iter().map(|m| m.as_ref().len() + 1).sum();
-    let mut out = Vec::with_capacity(len + 2);
-    out.push(b'[');
-    for (i, m) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(m.as_ref());
-    }
-    out.push(b']');
-    out
-}
-
 /// Above this many bytes of JSON, a decode pauses the cyclic garbage collector.
-const PAUSE_GC_ABOVE: usize = 64 << 10;
+pub(crate) const PAUSE_GC_ABOVE: usize = 64 << 10;
 
 static GC: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
-/// What [`join`] made, as a list of fresh Python objects.
+/// Runs `f` (which decodes messages, with the GIL held throughout) with the cyclic garbage
+/// collector paused when `large`.
 ///
-/// A large decode runs with the cyclic garbage collector paused: the objects it builds are
-/// trees (JSON has no cycles), so a collection could free nothing of them, yet the
-/// allocations would trigger collections that walk every live object, over and over (2 to 3
-/// times the decode's own time for 50 k messages). The GIL is held throughout, so no other
-/// thread sees the pause.
-pub(crate) fn decode_joined<'py>(py: Python<'py>, joined: &[u8]) -> PyResult<Bound<'py, PyList>> {
-    if joined.len() <= PAUSE_GC_ABOVE {
-        return Ok(decode(py, joined)?.cast_into::<PyList>()?);
+/// The objects a decode builds are trees (JSON has no cycles), so a collection could free
+/// nothing of them, yet their allocations would trigger collections that walk every live
+/// object, over and over (2 to 3 times the decode's own time for 50 k messages). The GIL is
+/// held throughout, so no other thread sees the pause.
+pub(crate) fn gc_paused<T, E: From<PyErr>>(
+    py: Python<'_>,
+    large: bool,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    if !large {
+        return f();
     }
     let gc = GC
         .get_or_try_init(py, || PyModule::import(py, "gc").map(Bound::unbind))?
@@ -286,9 +295,25 @@ pub(crate) fn decode_joined<'py>(py: Python<'py>, joined: &[u8]) -> PyResult<Bou
     if was_enabled {
         gc.call_method0("disable")?;
     }
-    let decoded = decode(py, joined);
+    let out = f();
     if was_enabled {
         gc.call_method0("enable")?;
     }
-    Ok(decoded?.cast_into::<PyList>()?)
+    out
+}
+
+/// Stored messages as a list of fresh Python objects (see [`Decoder`], [`gc_paused`]).
+pub(crate) fn decode_all<'py, B: AsRef<[u8]>>(
+    py: Python<'py>,
+    messages: &[B],
+) -> PyResult<Bound<'py, PyList>> {
+    let size: usize = messages.iter().map(|m| m.as_ref().len()).sum();
+    gc_paused(py, size > PAUSE_GC_ABOVE, || {
+        let decoder = Decoder::new(py);
+        let items = messages
+            .iter()
+            .map(|m| decoder.decode(m.as_ref()))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    })
 }

@@ -4,6 +4,7 @@
 //! the exception classes, the type stubs and the framework adapters (OpenAI Agents SDK,
 //! LangChain, Automata).
 
+mod bulk;
 mod cache;
 mod codec;
 mod errors;

@@ -103,7 +103,7 @@ impl Messages {
                     .push_back(codec::text(py, m)?.into_any().unbind());
             }
         } else {
-            let list = codec::decode_joined(py, &codec::join(&chunk))?;
+            let list = codec::decode_all(py, &chunk)?;
             for m in list.iter() {
                 self.buffer.push_back(m.unbind());
             }

@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString};
 
+use crate::bulk;
 use crate::cache::{self, TailCache};
 use crate::codec;
 use crate::errors::Fail;
@@ -161,22 +162,6 @@ fn durability(value: Option<&Bound<'_, PyAny>>) -> PyResult<convlog::Durability>
         "durability is \"buffered\", \"always\" or a float of seconds, not {}",
         v.get_type().name()?
     )))
-}
-
-/// Reads every message of `iter` into one JSON array; with the last interaction id read.
-fn joined(iter: convlog::RawMessages) -> convlog::Result<(Vec<u8>, u64)> {
-    let mut out = vec![b'['];
-    let mut last = 0;
-    for entry in iter {
-        let entry = entry?;
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&entry.message);
-        last = entry.interaction_id;
-    }
-    out.push(b']');
-    Ok((out, last))
 }
 
 /// A JSON value (any Python value `json` encodes) as serde_json's.
@@ -405,20 +390,20 @@ impl Store {
             .filter(|(_, n)| (1..=cache::PER_SESSION as u64).contains(n))
         else {
             let n = n.unwrap_or(u64::MAX);
-            let (json, _) = self.run(py, |s| Ok(joined(s.tail(session, n).raw())?))?;
-            return codec::decode_joined(py, &json);
+            let all = self.run(py, |s| bulk::read_decoded(s.tail(session, n).raw()))?;
+            return Ok(all.into_bound(py));
         };
         if let Some(hit) = self.cached(py, &cache, session, n)? {
             return Ok(hit);
         }
         let writes = cache.begin_fill(py);
-        let (json, last, lsn) = self.run(py, |s| {
+        let (all, last, lsn) = self.run(py, |s| {
             let before = s.last_lsn().0;
-            let (json, last) = joined(s.tail(session, n).raw())?;
+            let (all, last) = bulk::stored(s.tail(session, n).raw())?;
             // The read saw the log at exactly `before` if nobody wrote meanwhile.
-            Ok((json, last, (s.last_lsn().0 == before).then_some(before)))
+            Ok((all, last, (s.last_lsn().0 == before).then_some(before)))
         })?;
-        let decoded = codec::decode_joined(py, &json)?;
+        let decoded = codec::decode_all(py, &all)?;
         let fresh = decoded
             .iter()
             .map(|o| cache::copy(&o))
@@ -458,13 +443,7 @@ impl Store {
         n: Option<u64>,
     ) -> PyResult<Vec<Bound<'py, PyString>>> {
         let n = n.unwrap_or(u64::MAX);
-        let all = self.run(py, |s| {
-            s.tail(session, n)
-                .raw()
-                .map(|e| e.map(|e| e.message))
-                .collect::<convlog::Result<Vec<_>>>()
-                .map_err(Fail::from)
-        })?;
+        let (all, _) = self.run(py, |s| Ok(bulk::stored(s.tail(session, n).raw())?))?;
         all.iter().map(|m| codec::text(py, m)).collect()
     }
 
@@ -594,12 +573,9 @@ impl Store {
         if let Some(n) = max_bytes {
             spec = spec.max_bytes(n);
         }
-        let json = self.run(py, |s| {
-            let entries = s.window(session, &spec)?;
-            let messages: Vec<&[u8]> = entries.iter().map(|e| e.message.as_slice()).collect();
-            Ok(codec::join(&messages))
-        })?;
-        codec::decode_joined(py, &json)
+        let entries = self.run(py, |s| Ok(s.window(session, &spec)?))?;
+        let messages: Vec<&[u8]> = entries.iter().map(|e| e.message.as_slice()).collect();
+        codec::decode_all(py, &messages)
     }
 
     /// Sets `session`'s metadata (a JSON object); returns the record's LSN.

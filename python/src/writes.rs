@@ -163,7 +163,7 @@ fn appended(
     encoded: &[&[u8]],
 ) {
     let items = if cache.holds(py, session) {
-        codec::decode_joined(py, &codec::join(encoded))
+        codec::decode_all(py, encoded)
             .ok()
             .map(|list| list.iter().map(Bound::unbind).collect())
     } else {
