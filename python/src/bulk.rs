@@ -6,10 +6,12 @@
 
 use std::sync::mpsc;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use crate::codec::{self, Decoder};
+use crate::codec;
+use crate::decode::Decoder;
 use crate::errors::Fail;
 
 /// Messages the helper thread sends at a time.
@@ -32,6 +34,12 @@ pub(crate) fn stored(iter: convlog::RawMessages) -> convlog::Result<(Vec<Vec<u8>
     Ok((out, last))
 }
 
+/// Stored messages one after another, as one text, and where each ends in it.
+struct Chunk {
+    text: String,
+    ends: Vec<usize>,
+}
+
 /// Every message of `iter`, decoded into a list of fresh Python objects. Called inside a
 /// store call, without the GIL (which it takes for the decoding).
 pub(crate) fn read_decoded(iter: convlog::RawMessages) -> Result<Py<PyList>, Fail> {
@@ -49,9 +57,8 @@ pub(crate) fn read_decoded(iter: convlog::RawMessages) -> Result<Py<PyList>, Fai
                 let decoder = Decoder::new(py);
                 let mut items = Vec::with_capacity(len);
                 for chunk in rx.iter() {
-                    for m in chunk? {
-                        items.push(decoder.decode(&m)?);
-                    }
+                    let chunk = chunk?;
+                    decoder.decode_run(&chunk.text, &chunk.ends, &mut items)?;
                 }
                 Ok(PyList::new(py, items)?.unbind())
             })
@@ -61,20 +68,26 @@ pub(crate) fn read_decoded(iter: convlog::RawMessages) -> Result<Py<PyList>, Fai
 }
 
 /// Sends the messages of `iter` in chunks, then a failed read, if any, as the last one.
-fn send_chunks(
-    mut iter: convlog::RawMessages,
-    tx: &mpsc::SyncSender<convlog::Result<Vec<Vec<u8>>>>,
-) {
+fn send_chunks(mut iter: convlog::RawMessages, tx: &mpsc::SyncSender<Result<Chunk, Fail>>) {
     loop {
-        let chunk: convlog::Result<Vec<Vec<u8>>> = iter
-            .by_ref()
-            .take(CHUNK)
-            .map(|e| e.map(|e| e.message))
-            .collect();
-        let last = chunk.as_ref().map_or(true, |c| c.len() < CHUNK);
-        let empty = chunk.as_ref().is_ok_and(Vec::is_empty);
+        let chunk = next_chunk(&mut iter);
+        let last = chunk.as_ref().map_or(true, |c| c.ends.len() < CHUNK);
+        let empty = chunk.as_ref().is_ok_and(|c| c.ends.is_empty());
         if (!empty && tx.send(chunk).is_err()) || last {
             return;
         }
     }
+}
+
+/// The next (at most) [`CHUNK`] messages of `iter`, checked to be UTF-8 (as every stored
+/// message is: it was checked to be JSON).
+fn next_chunk(iter: &mut convlog::RawMessages) -> Result<Chunk, Fail> {
+    let mut bytes = Vec::new();
+    let mut ends = Vec::with_capacity(CHUNK);
+    for entry in iter.by_ref().take(CHUNK) {
+        bytes.extend_from_slice(&entry?.message);
+        ends.push(bytes.len());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(Chunk { text, ends })
 }

@@ -7,15 +7,12 @@
 //! take exactly: integers past 2**53 that do not fit 64 bits, lone surrogate escapes, nesting
 //! deeper than 128. So a message reads back as `json.loads` would read it.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use crate::decode::Decoder;
 use crate::errors;
 
 static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -36,7 +33,7 @@ fn codec_fn<'py>(
     .map(|f| f.bind(py))
 }
 
-fn loads(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+pub(crate) fn loads(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     LOADS
         .get_or_try_init(py, || {
             PyModule::import(py, "json")?
@@ -133,139 +130,6 @@ pub(crate) fn text<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyS
 /// One stored message as fresh Python objects.
 pub(crate) fn decode<'py>(py: Python<'py>, json: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     Decoder::new(py).decode(json)
-}
-
-/// Decodes stored messages, one after another, making one key string for each key name
-/// across them all (as `json.loads` of their array would).
-pub(crate) struct Decoder<'py> {
-    py: Python<'py>,
-    keys: Keys<'py>,
-}
-
-impl<'py> Decoder<'py> {
-    pub(crate) fn new(py: Python<'py>) -> Decoder<'py> {
-        Decoder {
-            py,
-            keys: RefCell::new(HashMap::new()),
-        }
-    }
-
-    /// One stored message as fresh Python objects.
-    pub(crate) fn decode(&self, json: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        let mut de = serde_json::Deserializer::from_slice(json);
-        if let Ok(v) = Seed(self.py, &self.keys).deserialize(&mut de)
-            && de.end().is_ok()
-        {
-            return Ok(v);
-        }
-        loads(self.py)?.call1((text(self.py, json)?,))
-    }
-}
-
-/// The key strings made so far by one decode: objects that repeat keys (every message has
-/// a "role") share one `str` for each, as with `json.loads`.
-type Keys<'py> = RefCell<HashMap<Box<str>, Bound<'py, PyString>>>;
-
-/// Builds the Python value of one JSON value.
-#[derive(Clone, Copy)]
-struct Seed<'a, 'py>(Python<'py>, &'a Keys<'py>);
-
-/// Builds the Python `str` of one object key.
-#[derive(Clone, Copy)]
-struct KeySeed<'a, 'py>(Python<'py>, &'a Keys<'py>);
-
-impl<'de, 'py> DeserializeSeed<'de> for KeySeed<'_, 'py> {
-    type Value = Bound<'py, PyAny>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de, 'py> Visitor<'de> for KeySeed<'_, 'py> {
-    type Value = Bound<'py, PyAny>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        let mut keys = self.1.borrow_mut();
-        if let Some(k) = keys.get(v) {
-            return Ok(k.clone().into_any());
-        }
-        let k = PyString::new(self.0, v);
-        if keys.len() < 4096 {
-            keys.insert(v.into(), k.clone());
-        }
-        Ok(k.into_any())
-    }
-}
-
-fn py_fail<E: de::Error>(e: PyErr) -> E {
-    E::custom(e)
-}
-
-impl<'de, 'py> DeserializeSeed<'de> for Seed<'_, 'py> {
-    type Value = Bound<'py, PyAny>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, 'py> Visitor<'de> for Seed<'_, 'py> {
-    type Value = Bound<'py, PyAny>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(PyBool::new(self.0, v).to_owned().into_any())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(PyInt::new(self.0, v).into_any())
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(PyInt::new(self.0, v).into_any())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        // serde_json reads an integer too long for 64 bits as a float: leave those (and any
-        // integral float past 2**53, which may have been one) to `json.loads`.
-        if v.fract() == 0.0 && v.abs() >= 9_007_199_254_740_992.0 {
-            return Err(E::custom("integer past 64 bits"));
-        }
-        Ok(PyFloat::new(self.0, v).into_any())
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(PyString::new(self.0, v).into_any())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(self.0.None().into_bound(self.0))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(self)? {
-            items.push(item);
-        }
-        Ok(PyList::new(self.0, items).map_err(py_fail)?.into_any())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let dict = PyDict::new(self.0);
-        while let Some(key) = map.next_key_seed(KeySeed(self.0, self.1))? {
-            let value = map.next_value_seed(self)?;
-            dict.set_item(key, value).map_err(py_fail)?;
-        }
-        Ok(dict.into_any())
-    }
 }
 
 /// Above this many bytes of JSON, a decode pauses the cyclic garbage collector.
