@@ -11,6 +11,14 @@ pub(crate) enum Fail {
     Closed,
     /// The library said no.
     Store(convlog::Error),
+    /// Python code or object construction failed, with the GIL held again inside the call.
+    Py(PyErr),
+}
+
+impl From<PyErr> for Fail {
+    fn from(e: PyErr) -> Fail {
+        Fail::Py(e)
+    }
 }
 
 impl From<convlog::Error> for Fail {
@@ -52,6 +60,7 @@ impl Fail {
         match self {
             Fail::Closed => new_err(py, "Closed", "the Store is closed".into(), Vec::new()),
             Fail::Store(e) => from_store(py, e),
+            Fail::Py(e) => e,
         }
     }
 }

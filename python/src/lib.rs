@@ -4,11 +4,15 @@
 //! the exception classes, the type stubs and the framework adapters (OpenAI Agents SDK,
 //! LangChain, Automata).
 
+mod bulk;
 mod cache;
 mod codec;
+mod decode;
 mod errors;
+mod messages;
 mod store;
 mod subscribe;
+mod writes;
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -36,7 +40,7 @@ fn _convlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::Store>()?;
     m.add_class::<store::Receipt>()?;
     m.add_class::<store::SessionInfo>()?;
-    m.add_class::<store::Messages>()?;
+    m.add_class::<messages::Messages>()?;
     m.add_class::<subscribe::Subscription>()?;
     m.add_class::<subscribe::Event>()?;
     m.add_function(wrap_pyfunction!(validate_session_id, m)?)?;

@@ -5,7 +5,6 @@
 //! exclusively (so `close()` waits for calls under way, then nothing else runs). Every lock is
 //! taken without the GIL, so a thread waiting for one never holds the GIL.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
@@ -14,30 +13,17 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString};
 
+use crate::bulk;
 use crate::cache::{self, TailCache};
 use crate::codec;
 use crate::errors::Fail;
+use crate::messages::{Cursor, Messages, Slot};
 use crate::subscribe::{SubSlot, Subscription};
+use crate::writes;
 
-/// How many messages an iterator reads (and decodes) at a time.
-const CHUNK: usize = 64;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// What one `messages()` iterator reads from.
-enum Cursor {
-    Live(convlog::RawMessages),
-    /// Every message was yielded.
-    Done,
-    /// Its `Store` was closed first.
-    Closed,
-    /// A read failed after the messages before it were read: raised next.
-    Failed(Option<convlog::Error>),
-}
-
-type Slot = Arc<Mutex<Cursor>>;
 
 /// The state a `Store` object shares with nothing else but its own iterators' slots.
 struct Shared {
@@ -64,9 +50,9 @@ impl Shared {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Receipt {
     /// The message's 1-based, gapless position in its session.
-    interaction_id: u64,
+    pub(crate) interaction_id: u64,
     /// The record's log sequence number (store-wide).
-    lsn: u64,
+    pub(crate) lsn: u64,
     /// When it was appended, in microseconds since the Unix epoch.
     timestamp: u64,
 }
@@ -178,47 +164,6 @@ fn durability(value: Option<&Bound<'_, PyAny>>) -> PyResult<convlog::Durability>
     )))
 }
 
-/// Reads every message of `iter` into one JSON array; with the last interaction id read.
-fn joined(iter: convlog::RawMessages) -> convlog::Result<(Vec<u8>, u64)> {
-    let mut out = vec![b'['];
-    let mut last = 0;
-    for entry in iter {
-        let entry = entry?;
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&entry.message);
-        last = entry.interaction_id;
-    }
-    out.push(b']');
-    Ok((out, last))
-}
-
-/// The records a keyed append made, when the log tells: a new keyed unit is its key record
-/// then its messages, contiguous, so when they are exactly the records after `before` every
-/// record in `before + 1..=after` is of the session (even if the unit was another writer's
-/// and this call its retry). `None` for a retry of an older unit (nothing written).
-fn keyed_lsns(before: u64, after: u64, receipts: &[Receipt]) -> Option<(u64, u64)> {
-    let (first, last) = (receipts.first()?, receipts.last()?);
-    (first.lsn == before + 2 && last.lsn == after).then_some((before + 1, after))
-}
-
-/// The records a `replace` made, when the log tells that every record in
-/// `before + 1..=after` is of the session. Its unit is a clear (when the session held
-/// messages) then the new messages, contiguous, ending at the last receipt (or the clear
-/// alone). `had`: the session held messages when read after `before`; if the unit holds no
-/// clear, the session was emptied in between, by a record of its own, which can only be the
-/// one record before the unit.
-fn replaced_lsns(before: u64, after: u64, had: bool, receipts: &[Receipt]) -> Option<(u64, u64)> {
-    let ours = match (receipts.first(), receipts.last()) {
-        (Some(first), Some(last)) => {
-            last.lsn == after && (first.lsn == before + 1 || (had && first.lsn == before + 2))
-        }
-        _ => had && after == before + 1,
-    };
-    (ours && after > before).then_some((before + 1, after))
-}
-
 /// A JSON value (any Python value `json` encodes) as serde_json's.
 fn json_value(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
     let py = value.py();
@@ -231,7 +176,7 @@ fn json_value(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
 
 impl Store {
     /// Runs `f` on the open store without the GIL.
-    fn run<T: Send>(
+    pub(crate) fn run<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&convlog::Store) -> Result<T, Fail> + Send,
@@ -243,7 +188,7 @@ impl Store {
         .map_err(|e| e.into_py_err(py))
     }
 
-    fn cache(&self) -> Option<Arc<TailCache>> {
+    pub(crate) fn cache(&self) -> Option<Arc<TailCache>> {
         lock(&self.shared.cache).clone()
     }
 
@@ -263,103 +208,17 @@ impl Store {
         cache.get(py, session, n, count, last_lsn)
     }
 
-    /// Tells the cache that `encoded` was appended to `session` as `receipts` (not empty).
-    fn appended(&self, py: Python<'_>, session: &str, receipts: &[Receipt], encoded: &[&[u8]]) {
-        let Some(cache) = self.cache() else { return };
-        let items = if cache.holds(py, session) {
-            codec::decode_joined(py, &codec::join(encoded))
-                .ok()
-                .map(|list| list.iter().map(Bound::unbind).collect())
-        } else {
-            None
-        };
-        let first = &receipts[0];
-        let last = &receipts[receipts.len() - 1];
-        cache.appended(
-            py,
-            session,
-            first.interaction_id,
-            (first.lsn, last.lsn),
-            items,
-        );
+    /// The stored JSON of one message, or `None`.
+    fn read_entry(&self, py: Python<'_>, session: &str, id: u64) -> PyResult<Option<Vec<u8>>> {
+        let found = self.run(py, |s| Ok(s.read_entry(session, id)?))?;
+        Ok(found.map(|e| e.message))
     }
 
-    /// Tells the cache that `session` changed (or a write to it failed); `lsns`: the records
-    /// the write made, when known.
-    fn changed(&self, py: Python<'_>, session: &str, lsns: Option<(u64, u64)>) {
-        if let Some(cache) = self.cache() {
-            cache.changed(py, session, lsns);
-        }
-    }
-
-    /// Runs a pop, truncate or clear (`f` says whether it wrote a record) for the cache:
-    /// registered as a write to `session`, and reported with the LSN of its record when
-    /// the log moved by exactly that one record across the call.
-    fn change<T: Send>(
-        &self,
-        py: Python<'_>,
-        session: &str,
-        f: impl FnOnce(&convlog::Store) -> Result<(T, bool), Fail> + Send,
-    ) -> PyResult<T> {
-        self.begin_write(py, session);
-        let r = self.run(py, |s| {
-            let before = s.last_lsn().0;
-            let (out, wrote) = f(s)?;
-            let after = s.last_lsn().0;
-            Ok((
-                out,
-                (wrote && after == before + 1).then_some((after, after)),
-            ))
-        });
-        let lsns = r.as_ref().ok().and_then(|(_, lsns)| *lsns);
-        self.changed(py, session, lsns);
-        r.map(|(out, _)| out)
-    }
-
-    fn begin_write(&self, py: Python<'_>, session: &str) {
-        if let Some(cache) = self.cache() {
-            cache.begin_write(py, session);
-        }
-    }
-
-    /// Ends the write [`Store::begin_write`] registered: `appended` on success.
-    fn end_append(
-        &self,
-        py: Python<'_>,
-        session: &str,
-        receipts: Option<&[Receipt]>,
-        encoded: &[&[u8]],
-    ) {
-        match receipts {
-            Some(r) if !r.is_empty() => self.appended(py, session, r, encoded),
-            _ => self.changed(py, session, None),
-        }
-    }
-
-    /// A keyed append (`append` or `append_batch` with `key=`). The cache entry of `session`
-    /// is dropped rather than extended: a retry writes nothing, and the session then holds
-    /// the original's bytes, which need not be the retry's.
-    fn append_keyed(
-        &self,
-        py: Python<'_>,
-        session: &str,
-        key: &str,
-        bytes: &[&[u8]],
-    ) -> PyResult<Vec<Receipt>> {
-        self.begin_write(py, session);
-        let r = self.run(py, |s| {
-            let before = s.last_lsn().0;
-            let receipts: Vec<Receipt> = s
-                .append_batch_raw_with_key(session, key, bytes)?
-                .into_iter()
-                .map(Receipt::from)
-                .collect();
-            let after = s.last_lsn().0;
-            Ok((receipts.clone(), keyed_lsns(before, after, &receipts)))
-        });
-        let lsns = r.as_ref().ok().and_then(|(_, lsns)| *lsns);
-        self.changed(py, session, lsns);
-        r.map(|(receipts, _)| receipts)
+    /// Removes the last message of `session`; its stored JSON, or `None` when it was empty.
+    fn pop_entry(&self, py: Python<'_>, session: &str) -> PyResult<Option<Vec<u8>>> {
+        let lsns = |before, after, e: &Option<_>| writes::one_record(before, after, e.is_some());
+        let popped = self.rewrite(py, session, |s| Ok(s.pop_raw(session)?), lsns)?;
+        Ok(popped.map(|e| e.message))
     }
 
     fn iter(
@@ -383,11 +242,7 @@ impl Store {
             iters.push(Arc::downgrade(&slot));
             Ok(slot)
         })?;
-        Ok(Messages {
-            slot,
-            buffer: VecDeque::new(),
-            json,
-        })
+        Ok(Messages::new(slot, json))
     }
 }
 
@@ -485,21 +340,9 @@ impl Store {
         key: Option<&str>,
     ) -> PyResult<Receipt> {
         let encoded = codec::encode(session, message)?;
-        let bytes = codec::bytes_of(&encoded)?;
-        if let Some(key) = key {
-            return self
-                .append_keyed(py, session, key, &[bytes])
-                .map(|mut r| r.remove(0));
-        }
-        self.begin_write(py, session);
-        let r = self.run(py, |s| Ok(Receipt::from(s.append_raw(session, bytes)?)));
-        self.end_append(
-            py,
-            session,
-            r.as_ref().ok().map(std::slice::from_ref),
-            &[bytes],
-        );
-        r
+        let bytes = [codec::bytes_of(&encoded)?];
+        let mut r = self.append_encoded(py, session, &bytes, key)?;
+        Ok(r.remove(0))
     }
 
     fn append_if(
@@ -510,22 +353,15 @@ impl Store {
         message: &Bound<'_, PyAny>,
     ) -> PyResult<Receipt> {
         let encoded = codec::encode(session, message)?;
-        let bytes = codec::bytes_of(&encoded)?;
-        self.begin_write(py, session);
-        let r = self.run(py, |s| {
-            Ok(Receipt::from(s.append_raw_if(
+        let bytes = [codec::bytes_of(&encoded)?];
+        let mut r = self.append_with(py, session, &bytes, |s| {
+            Ok(vec![s.append_raw_if(
                 session,
                 expected_next_id,
-                bytes,
-            )?))
-        });
-        self.end_append(
-            py,
-            session,
-            r.as_ref().ok().map(std::slice::from_ref),
-            &[bytes],
-        );
-        r
+                bytes[0],
+            )?])
+        })?;
+        Ok(r.remove(0))
     }
 
     #[pyo3(signature = (session, messages, *, key=None))]
@@ -537,27 +373,8 @@ impl Store {
         key: Option<&str>,
     ) -> PyResult<Vec<Receipt>> {
         let encoded = codec::encode_all(session, messages, "append_batch")?;
-        let bytes = encoded
-            .iter()
-            .map(codec::bytes_of)
-            .collect::<PyResult<Vec<&[u8]>>>()?;
-        if let Some(key) = key {
-            return self.append_keyed(py, session, key, &bytes);
-        }
-        self.begin_write(py, session);
-        let receipts = self.run(py, |s| {
-            Ok(s.append_batch_raw(session, &bytes)?
-                .into_iter()
-                .map(Receipt::from)
-                .collect::<Vec<_>>())
-        });
-        self.end_append(
-            py,
-            session,
-            receipts.as_ref().ok().map(Vec::as_slice),
-            &bytes,
-        );
-        receipts
+        let bytes = codec::all_bytes(&encoded)?;
+        self.append_encoded(py, session, &bytes, key)
     }
 
     #[pyo3(signature = (session, n=None))]
@@ -573,20 +390,20 @@ impl Store {
             .filter(|(_, n)| (1..=cache::PER_SESSION as u64).contains(n))
         else {
             let n = n.unwrap_or(u64::MAX);
-            let (json, _) = self.run(py, |s| Ok(joined(s.tail(session, n).raw())?))?;
-            return codec::decode_joined(py, &json);
+            let all = self.run(py, |s| bulk::read_decoded(s.tail(session, n).raw()))?;
+            return Ok(all.into_bound(py));
         };
         if let Some(hit) = self.cached(py, &cache, session, n)? {
             return Ok(hit);
         }
         let writes = cache.begin_fill(py);
-        let (json, last, lsn) = self.run(py, |s| {
+        let (all, last, lsn) = self.run(py, |s| {
             let before = s.last_lsn().0;
-            let (json, last) = joined(s.tail(session, n).raw())?;
+            let (all, last) = bulk::stored(s.tail(session, n).raw())?;
             // The read saw the log at exactly `before` if nobody wrote meanwhile.
-            Ok((json, last, (s.last_lsn().0 == before).then_some(before)))
+            Ok((all, last, (s.last_lsn().0 == before).then_some(before)))
         })?;
-        let decoded = codec::decode_joined(py, &json)?;
+        let decoded = codec::decode_all(py, &all)?;
         let fresh = decoded
             .iter()
             .map(|o| cache::copy(&o))
@@ -626,13 +443,7 @@ impl Store {
         n: Option<u64>,
     ) -> PyResult<Vec<Bound<'py, PyString>>> {
         let n = n.unwrap_or(u64::MAX);
-        let all = self.run(py, |s| {
-            s.tail(session, n)
-                .raw()
-                .map(|e| e.map(|e| e.message))
-                .collect::<convlog::Result<Vec<_>>>()
-                .map_err(Fail::from)
-        })?;
+        let (all, _) = self.run(py, |s| Ok(bulk::stored(s.tail(session, n).raw())?))?;
         all.iter().map(|m| codec::text(py, m)).collect()
     }
 
@@ -664,8 +475,8 @@ impl Store {
         session: &str,
         interaction_id: u64,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let found = self.run(py, |s| Ok(s.read_entry(session, interaction_id)?))?;
-        found.map(|e| codec::decode(py, &e.message)).transpose()
+        let found = self.read_entry(py, session, interaction_id)?;
+        found.map(|m| codec::decode(py, &m)).transpose()
     }
 
     fn get_json<'py>(
@@ -674,8 +485,8 @@ impl Store {
         session: &str,
         interaction_id: u64,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
-        let found = self.run(py, |s| Ok(s.read_entry(session, interaction_id)?))?;
-        found.map(|e| codec::text(py, &e.message)).transpose()
+        let found = self.read_entry(py, session, interaction_id)?;
+        found.map(|m| codec::text(py, &m)).transpose()
     }
 
     fn count(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
@@ -693,12 +504,8 @@ impl Store {
     }
 
     fn pop<'py>(&self, py: Python<'py>, session: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let popped = self.change(py, session, |s| {
-            let e = s.pop_raw(session)?;
-            let wrote = e.is_some();
-            Ok((e, wrote))
-        })?;
-        popped.map(|e| codec::decode(py, &e.message)).transpose()
+        let popped = self.pop_entry(py, session)?;
+        popped.map(|m| codec::decode(py, &m)).transpose()
     }
 
     fn pop_json<'py>(
@@ -706,36 +513,23 @@ impl Store {
         py: Python<'py>,
         session: &str,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
-        let popped = self.change(py, session, |s| {
-            let e = s.pop_raw(session)?;
-            let wrote = e.is_some();
-            Ok((e, wrote))
-        })?;
-        popped.map(|e| codec::text(py, &e.message)).transpose()
+        let popped = self.pop_entry(py, session)?;
+        popped.map(|m| codec::text(py, &m)).transpose()
     }
 
     fn truncate(&self, py: Python<'_>, session: &str, keep: u64) -> PyResult<u64> {
-        self.change(py, session, |s| {
-            let removed = s.truncate(session, keep)?;
-            Ok((removed, removed > 0))
-        })
+        self.cut(py, session, |s| s.truncate(session, keep))
     }
 
     fn clear(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
-        self.change(py, session, |s| {
-            let removed = s.clear(session)?;
-            Ok((removed, removed > 0))
-        })
+        self.cut(py, session, |s| s.clear(session))
     }
 
     /// Starts `dst` as the first `at` messages of `src` (all with `None`), shared.
     #[pyo3(signature = (src, dst, at=None))]
     fn fork(&self, py: Python<'_>, src: &str, dst: &str, at: Option<u64>) -> PyResult<u64> {
         // One Fork record for `dst` (none when nothing is shared); `dst` was empty.
-        self.change(py, dst, |s| {
-            let shared = s.fork(src, dst, at)?;
-            Ok((shared, shared > 0))
-        })
+        self.cut(py, dst, |s| s.fork(src, dst, at))
     }
 
     /// Makes `session` exactly `messages`, atomically.
@@ -748,27 +542,17 @@ impl Store {
         expected_next_id: Option<u64>,
     ) -> PyResult<Vec<Receipt>> {
         let encoded = codec::encode_all(session, messages, "replace")?;
-        let bytes = encoded
-            .iter()
-            .map(codec::bytes_of)
-            .collect::<PyResult<Vec<&[u8]>>>()?;
-        self.begin_write(py, session);
-        let r = self.run(py, |s| {
-            let before = s.last_lsn().0;
+        let bytes = codec::all_bytes(&encoded)?;
+        let f = |s: &convlog::Store| {
             let had = s.interaction_count(session) > 0;
-            let receipts: Vec<Receipt> = s
-                .replace(session, expected_next_id, &bytes)?
-                .into_iter()
-                .map(Receipt::from)
-                .collect();
-            let after = s.last_lsn().0;
-            let lsns = replaced_lsns(before, after, had, &receipts);
-            Ok((receipts, lsns))
-        });
-        let lsns = r.as_ref().ok().and_then(|(_, lsns)| *lsns);
+            let r = s.replace(session, expected_next_id, &bytes)?;
+            Ok((writes::receipts(r), had))
+        };
         // The session changed wholesale: its entry goes.
-        self.changed(py, session, lsns);
-        r.map(|(receipts, _)| receipts)
+        let lsns = |before, after, (r, had): &(Vec<Receipt>, bool)| {
+            writes::replaced_lsns(before, after, *had, r)
+        };
+        self.rewrite(py, session, f, lsns).map(|(r, _)| r)
     }
 
     /// The longest recent suffix of `session` within the budget, never splitting a tool call
@@ -789,26 +573,20 @@ impl Store {
         if let Some(n) = max_bytes {
             spec = spec.max_bytes(n);
         }
-        let json = self.run(py, |s| {
-            let entries = s.window(session, &spec)?;
-            let messages: Vec<&[u8]> = entries.iter().map(|e| e.message.as_slice()).collect();
-            Ok(codec::join(&messages))
-        })?;
-        codec::decode_joined(py, &json)
+        let entries = self.run(py, |s| Ok(s.window(session, &spec)?))?;
+        let messages: Vec<&[u8]> = entries.iter().map(|e| e.message.as_slice()).collect();
+        codec::decode_all(py, &messages)
     }
 
     /// Sets `session`'s metadata (a JSON object); returns the record's LSN.
     fn set_meta(&self, py: Python<'_>, session: &str, meta: &Bound<'_, PyAny>) -> PyResult<u64> {
         let encoded = codec::encode(session, meta)?;
         let bytes = codec::bytes_of(&encoded)?;
-        self.begin_write(py, session);
-        let r = self.run(py, |s| Ok(s.set_meta_raw(session, bytes)?.0));
         // No message changed: the session's entry stays; the one record is reported.
-        let lsns = r.as_ref().ok().map(|&lsn| (lsn, lsn));
-        if let Some(cache) = self.cache() {
-            cache.kept(py, session, lsns);
-        }
-        r
+        let end = |cache: &TailCache, lsn: Option<&u64>| {
+            cache.kept(py, session, lsn.map(|&lsn| (lsn, lsn)));
+        };
+        self.write(py, session, |s| Ok(s.set_meta_raw(session, bytes)?.0), end)
     }
 
     /// `session`'s metadata, or `None`.
@@ -980,90 +758,5 @@ impl Store {
             self.path.display().to_string()
         };
         format!("<convlog.Store {path:?} {state}>")
-    }
-}
-
-/// A lazy iterator over a session's messages: a snapshot, read and decoded a chunk at a time.
-#[pyclass(module = "convlog", name = "Messages")]
-pub struct Messages {
-    slot: Slot,
-    buffer: VecDeque<Py<PyAny>>,
-    json: bool,
-}
-
-/// Reads the next chunk of raw messages; `None` at the end.
-fn next_chunk(slot: &Slot) -> Result<Option<Vec<Vec<u8>>>, Fail> {
-    let mut cursor = lock(slot);
-    let raw = match &mut *cursor {
-        Cursor::Live(raw) => raw,
-        Cursor::Done => return Ok(None),
-        Cursor::Closed => return Err(Fail::Closed),
-        Cursor::Failed(e) => {
-            let e = e.take();
-            *cursor = Cursor::Done;
-            return e.map_or(Ok(None), |e| Err(Fail::Store(e)));
-        }
-    };
-    let mut out = Vec::with_capacity(CHUNK.min(raw.len()));
-    while out.len() < CHUNK {
-        match raw.next() {
-            Some(Ok(entry)) => out.push(entry.message),
-            Some(Err(e)) if out.is_empty() => {
-                *cursor = Cursor::Done;
-                return Err(Fail::Store(e));
-            }
-            Some(Err(e)) => {
-                *cursor = Cursor::Failed(Some(e));
-                return Ok(Some(out));
-            }
-            None => break,
-        }
-    }
-    if raw.len() == 0 {
-        // Drop the snapshot (and its handle on the store) as soon as it is read.
-        *cursor = Cursor::Done;
-    }
-    Ok((!out.is_empty()).then_some(out))
-}
-
-#[pymethods]
-impl Messages {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        if let Some(m) = self.buffer.pop_front() {
-            return Ok(Some(m));
-        }
-        let slot = self.slot.clone();
-        let Some(chunk) = py
-            .detach(move || next_chunk(&slot))
-            .map_err(|e| e.into_py_err(py))?
-        else {
-            return Ok(None);
-        };
-        if self.json {
-            for m in &chunk {
-                self.buffer
-                    .push_back(codec::text(py, m)?.into_any().unbind());
-            }
-        } else {
-            let list = codec::decode_joined(py, &codec::join(&chunk))?;
-            for m in list.iter() {
-                self.buffer.push_back(m.unbind());
-            }
-        }
-        Ok(self.buffer.pop_front())
-    }
-
-    /// How many messages are left (a hint for `list()`).
-    fn __length_hint__(&self, py: Python<'_>) -> usize {
-        let slot = self.slot.clone();
-        let left = py.detach(move || match &*lock(&slot) {
-            Cursor::Live(raw) => raw.len(),
-            _ => 0,
-        });
-        left + self.buffer.len()
     }
 }

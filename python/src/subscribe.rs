@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
@@ -24,6 +24,7 @@ use pyo3::types::PyString;
 
 use crate::codec;
 use crate::errors::Fail;
+use crate::store::lock;
 
 /// The longest a thread waits at once (without the GIL) before it checks for signals and
 /// for `close()`.
@@ -34,10 +35,6 @@ const LIVE: u8 = 0;
 const CLOSED: u8 = 1;
 /// Its `Store` was closed: `Closed` is raised.
 const STORE_CLOSED: u8 = 2;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What a subscription reads from.
 struct Reader {

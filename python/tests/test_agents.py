@@ -481,6 +481,25 @@ def test_worker_threads_grow_on_demand_up_to_their_limit() -> None:
     asyncio.run(go())
 
 
+async def test_a_worker_thread_keeps_no_result_alive() -> None:
+    """Once its caller dropped it, a call's result is freed: the idle worker thread holds
+    no reference to it (a 50 k-item list would otherwise live on until the next call)."""
+    import time
+    import weakref
+
+    from convlog import _worker
+
+    class Result:
+        pass
+
+    ref = weakref.ref(await _worker.run(Result))
+    await asyncio.sleep(0)  # the loop drops the finished future, which held it
+    deadline = time.monotonic() + 5
+    while ref() is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # the worker may not have returned from the call yet
+    assert ref() is None
+
+
 async def test_wrapped_by_the_responses_compaction_session(tmp_path: pathlib.Path) -> None:
     """The SDK's OpenAIResponsesCompactionSession replaces the history with the compacted
     items; with a stand-in for the API client, on ConvlogSession and SQLiteSession alike."""
@@ -515,3 +534,127 @@ async def test_wrapped_by_the_responses_compaction_session(tmp_path: pathlib.Pat
         inner.close()
     assert results[0] == results[1]
     assert results[0][1] == [{"type": "compaction", "id": "cmp_1", "encrypted_content": "zzz"}]
+
+
+class _CompactResponses:
+    """A stand-in for the API client's ``responses``: records each input, returns one
+    compaction item."""
+
+    def __init__(self) -> None:
+        self.inputs: list[Any] = []
+
+    async def compact(self, **kwargs: Any) -> Any:
+        import types
+
+        self.inputs.append(kwargs.get("input"))
+        return types.SimpleNamespace(
+            output=[{"type": "compaction", "id": "cmp_1", "encrypted_content": "zzz"}],
+            usage=None,
+        )
+
+
+def _turns(n: int, start: int = 0) -> list[Any]:
+    """n items alternating user and assistant messages."""
+    return [
+        {"role": "user", "content": f"q{i}"} if i % 2 == 0 else
+        {"type": "message", "role": "assistant", "id": f"m{i}", "status": "completed",
+         "content": [{"type": "output_text", "text": f"a{i}", "annotations": []}]}
+        for i in range(start, start + n)
+    ]
+
+
+async def test_automatic_compaction_replaces_the_suffix_the_model_saw(tmp_path: pathlib.Path) -> None:
+    """A Runner turn under OpenAIResponsesCompactionSession that sees only the last items
+    (session limit 2) compacts just that suffix and keeps the older history: through
+    ConvlogSession's snapshot hook, with the same outcome as SQLiteSession's. (Without the
+    hook the SDK skips compaction of a partial history.)"""
+    import types
+
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    old = _turns(6)
+    results = []
+    settings = SessionSettings(limit=2)
+    for inner in (ConvlogSession("auto", tmp_path / "c", session_settings=settings),
+                  SQLiteSession("auto", tmp_path / "s.db", session_settings=settings)):
+        await inner.add_items(copy.deepcopy(old))
+        client = types.SimpleNamespace(responses=_CompactResponses())
+        s = OpenAIResponsesCompactionSession(
+            "auto", inner, client=client, compaction_mode="input",  # type: ignore[arg-type]
+            should_trigger_compaction=lambda ctx: True,
+        )
+        model = ScriptedModel([[assistant_message("r6")]])
+        await Runner.run(Agent(name="a", model=model), "q6", session=s)
+        results.append((client.responses.inputs, await inner.get_items(limit=100)))
+        inner.close()
+    assert results[0] == results[1]
+    inputs, history = results[0]
+    # The model saw q4, a5, then the turn (q6, r6): that suffix was compacted.
+    assert [i.get("content") for i in inputs[0][:1]] == ["q4"] and len(inputs[0]) == 4
+    assert history == [*old[:4], {"type": "compaction", "id": "cmp_1", "encrypted_content": "zzz"}]
+
+
+async def test_compaction_snapshot_replaces_a_suffix_as_sqlite_session_does(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The snapshot hook on its own, beside SQLiteSession's: the items, completeness, a
+    suffix replacement with an expired prefix pruned, and a replacement refused (history
+    kept) once the stored suffix changed after the snapshot."""
+    out = [{"type": "compaction", "id": "c", "encrypted_content": "x"}]
+    results = []
+    for s in (ConvlogSession("snap", tmp_path / "c"), SQLiteSession("snap", tmp_path / "s.db")):
+        await s.add_items(_turns(8))
+        whole = await s._get_compaction_snapshot(100)
+        snap = await s._get_compaction_snapshot(3)
+        assert whole is not None and snap is not None
+        row = [whole.complete, whole.items == _turns(8), snap.complete, snap.items == _turns(3, 5)]
+        # Items 0 and 1 "expired": dropped with the suffix from items[1] (id 7) on replaced.
+        expired = {"q0", "a1"}
+
+        def prune(item: Any) -> bool:
+            text = item.get("content")
+            text = text if isinstance(text, str) else text[0]["text"]
+            return text in expired
+
+        row.append(await snap.replace_suffix(1, out))
+        row.append(await s.get_items())
+        # Stale: an append after the snapshot; a pop then another item (same count).
+        stale = await s._get_compaction_snapshot(2)
+        assert stale is not None
+        await s.add_items(_turns(1, 50))
+        row.append(await stale.replace_suffix(0, out))
+        stale = await s._get_compaction_snapshot(2)
+        assert stale is not None
+        await s.pop_item()
+        await s.add_items(_turns(1, 60))
+        row.append(await stale.replace_suffix(0, out))
+        row.append(await s.get_items())
+        pruned = await s._get_compaction_snapshot(2, prune_prefix=prune)
+        assert pruned is not None
+        row.append(await pruned.replace_suffix(1, out))
+        row.append(await s.get_items())
+        results.append(row)
+        s.close()
+    assert results[0] == results[1]
+    row = results[0]
+    assert row[:4] == [True, True, False, True]
+    assert row[4] is True and row[5] == [*_turns(6), *out]
+    assert row[6] is False and row[7] is False
+    assert row[8] == [*_turns(6), *out, *_turns(1, 60)]
+    assert row[9] is True and row[10] == [*_turns(4, 2), *out, *out]
+
+
+async def test_compaction_snapshot_hook_is_not_inherited_by_a_subclass() -> None:
+    class Sub(ConvlogSession):
+        pass
+
+    s = Sub("sub")
+    await s.add_items(_turns(2))
+    assert await s._get_compaction_snapshot(5) is None
+    assert await s.get_items() == _turns(2)
+    s.close()
+    plain = ConvlogSession("plain")
+    await plain.add_items(_turns(2))
+    snap = await plain._get_compaction_snapshot(5)
+    assert snap is not None and snap.items == _turns(2) and snap.complete
+    plain.close()

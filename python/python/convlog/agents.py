@@ -32,6 +32,7 @@ starts another session of the same store with this one's first ``at`` items, sha
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -44,6 +45,11 @@ from agents.memory.session_settings import (
 
 from . import _errors, _worker
 from ._convlog import Store, validate_session_id
+
+try:  # the SDK's (private) snapshot type for suffix compaction, in openai-agents 0.24
+    from agents.memory.session import _CompactionSnapshot
+except ImportError:  # pragma: no cover - an SDK without it: no snapshot hook
+    _CompactionSnapshot = None
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -70,6 +76,41 @@ async def _finish(fut: asyncio.Future[_T]) -> _T:
             except asyncio.CancelledError:
                 pass
         raise
+
+
+def _read_tail(store: Store, sid: str, limit: int) -> tuple[int, list[str]]:
+    """The stored JSON of the last ``limit`` items of ``sid``, and how many it held then."""
+    texts = store.tail_json(sid, limit)
+    return store.count(sid), texts
+
+
+def _replace_suffix(
+    store: Store,
+    sid: str,
+    count: int,
+    expected: list[str],
+    output: list[Any],
+    prune_prefix: Callable[[Any], bool] | None,
+) -> bool:
+    """Makes ``sid`` its items before ``expected`` (minus the leading ones ``prune_prefix``
+    says are expired), then ``output``, in one ``Store.replace``, if it still holds
+    ``count`` items ending with ``expected`` (JSON as stored); whether it did."""
+    if store.count(sid) != count or store.tail_json(sid, len(expected)) != expected:
+        return False
+    first = count - len(expected) + 1  # the id of the first item replaced
+    keep_from = 1
+    if prune_prefix is not None:
+        for item in store.messages(sid, 1, first):
+            if not prune_prefix(item):
+                break
+            keep_from += 1
+    kept = list(store.messages_json(sid, keep_from, first))
+    try:
+        # The next id is checked again under the store's write lock.
+        store.replace(sid, [*kept, *output], expected_next_id=count + 1)
+    except _errors.Conflict:
+        return False
+    return True
 
 
 class _Sharers:
@@ -203,6 +244,39 @@ class ConvlogSession:
             return False
         await self.replace_items(items)
         return True
+
+    async def _get_compaction_snapshot(
+        self,
+        limit: int,
+        *,
+        prune_prefix: Callable[[TResponseInputItem], bool] | None = None,
+    ) -> Any:
+        """The SDK's hook for automatic compaction of a suffix of the history
+        (``OpenAIResponsesCompactionSession`` and ``EncryptedSession`` look it up): the last
+        ``limit`` items, whether they are the whole history, and ``replace_suffix(start,
+        output)``, which makes the history the items before ``items[start]`` followed by
+        ``output``, as one ``Store.replace``, unless the session changed since this read
+        (then it returns False and changes nothing). With ``prune_prefix``, the replacement
+        also drops the leading items of the history it says are expired (EncryptedSession's
+        TTL). None for a subclass, as the SDK's own sessions do (a subclass may transform
+        what it stores, which this would bypass)."""
+        self._check_open()
+        if type(self) is not ConvlogSession or _CompactionSnapshot is None:
+            return None
+        store, sid = self._store, self.session_id
+        count, texts = await self._run(_read_tail, store, sid, limit)
+        items = [json.loads(t) for t in texts]
+
+        async def replace_suffix(start: int, output: list[TResponseInputItem]) -> bool:
+            expected = texts[start:]
+            if not expected:
+                return False
+            replace = _replace_suffix
+            return await _finish(
+                self._run(replace, store, sid, count, expected, list(output), prune_prefix)
+            )
+
+        return _CompactionSnapshot(items, len(texts) == count, replace_suffix)
 
     def fork(self, new_session_id: str, at: int | None = None) -> ConvlogSession:
         """A new session ``new_session_id`` in the same store, starting as this one's first
