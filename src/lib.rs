@@ -72,6 +72,7 @@ pub use durability::Durability;
 pub use error::{Damage, Error, Result};
 pub use format::Kind;
 pub use id::{Lsn, SegmentId, Timestamp};
+pub use io::{PermissionReport, Permissions, permission_report};
 pub use message::{ChatMessage, Content, Entry, FunctionCall, Role, ToolCall};
 pub use recovery::{
     Classification, DroppedRange, QUARANTINE_DIR, RecoveryMode, RecoveryReport, TornTail,

@@ -63,9 +63,10 @@ impl<'a> Dir<'a> {
             .map_err(|e| Error::io("rename", from, e))
     }
 
+    /// Creates the subdirectory `path` unless it is one already; never through a link.
     pub(crate) fn create_dir(&self, path: &Path) -> Result<()> {
         self.vfs
-            .create_dir_all(path)
+            .create_dir(path)
             .map_err(|e| Error::io("create directory", path, e))
     }
 

@@ -5,6 +5,8 @@
 
 mod dir;
 mod mmap;
+mod oflags;
+mod perms;
 // The simulated file system and its fault injection: for tests, not a stable API (hidden).
 #[doc(hidden)]
 pub mod sim;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 
 pub(crate) use dir::Dir;
 pub use dir::{LOCK_FILE, SYNC_FILE, WRITERS_FILE};
+pub use perms::{Exposed, PermissionReport, Permissions, permission_report};
 pub use std_fs::StdFs;
 
 /// How to open a file.
@@ -33,22 +36,32 @@ pub enum OpenMode {
 
 /// A file system: the operations the store needs, and no more.
 pub trait Vfs: Send + Sync + fmt::Debug {
-    /// Creates a directory and its parents.
+    /// Creates a directory and its parents (the store's directory), giving those it creates
+    /// this file system's directory mode; an existing one is left as it is.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates the directory `dir` in an existing one (a subdirectory of the store, such as
+    /// `quarantine/`) unless it is a directory already. Something else there, a symbolic link
+    /// included, is an error: what goes into it is never written through a link.
+    ///
+    /// The default calls [`Vfs::create_dir_all`] (for a file system without links).
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        self.create_dir_all(dir)
+    }
     /// Whether a directory exists at `dir`.
     fn is_dir(&self, dir: &Path) -> bool;
     /// The names of the files directly in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Opens a file.
+    /// Opens a file; [`OpenMode::CreateNew`] gives it this file system's file mode.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VfsFile>>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Renames a file, replacing any file at `to`.
+    /// Renames a file, replacing any file at `to` (a symbolic link there is replaced, never
+    /// followed).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Opens the lock file at `path` (created if missing, empty): a handle that takes and
-    /// releases its advisory lock. Opening takes no lock.
+    /// Opens the lock file at `path` (created if missing, empty, with this file system's file
+    /// mode): a handle that takes and releases its advisory lock. Opening takes no lock.
     fn lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLock>>;
     /// Whether a file (of any kind) exists at `path`. Creates and changes nothing.
     fn exists(&self, path: &Path) -> bool;
@@ -64,6 +77,14 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// `None` (the default) for any other file system: each open stands alone.
     fn canonical_path(&self, dir: &Path) -> Option<PathBuf> {
         let _ = dir;
+        None
+    }
+
+    /// This file system giving the directories and files it creates the modes of `perms`
+    /// ([`crate::Options::permissions`] asks for it on open). `None` (the default) for
+    /// a file system without permission bits: the store then uses it as it is.
+    fn with_permissions(&self, perms: Permissions) -> Option<Arc<dyn Vfs>> {
+        let _ = perms;
         None
     }
 }

@@ -2,63 +2,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::oflags::{O_NOFOLLOW, O_NONBLOCK};
+use super::perms::{Permissions, set_exact};
 use super::{LockMode, Mapping, OpenMode, Vfs, VfsFile, VfsLock, mmap};
-
-/// `O_NONBLOCK`: opening a FIFO (or a device) then returns at once instead of waiting for a
-/// peer. It changes nothing for a regular file, the only kind [`StdFs::open`] accepts.
-#[cfg(all(
-    any(target_os = "linux", target_os = "android"),
-    not(any(
-        target_arch = "mips",
-        target_arch = "mips32r6",
-        target_arch = "mips64",
-        target_arch = "mips64r6",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    ))
-))]
-const O_NONBLOCK: i32 = 0o4000;
-#[cfg(all(
-    any(target_os = "linux", target_os = "android"),
-    any(
-        target_arch = "mips",
-        target_arch = "mips32r6",
-        target_arch = "mips64",
-        target_arch = "mips64r6"
-    )
-))]
-const O_NONBLOCK: i32 = 0x80;
-#[cfg(all(
-    any(target_os = "linux", target_os = "android"),
-    any(target_arch = "sparc", target_arch = "sparc64")
-))]
-const O_NONBLOCK: i32 = 0x4000;
-#[cfg(any(
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-))]
-const O_NONBLOCK: i32 = 0x0004;
-/// Elsewhere, no flag: the checks before and after the open still refuse what is not a
-/// regular file, but a FIFO swapped in between them could block the open.
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "openbsd",
-    target_os = "netbsd",
-    target_os = "dragonfly"
-)))]
-const O_NONBLOCK: i32 = 0;
 
 /// The error for a path that is not a regular file (a FIFO, socket, device, directory or
 /// symbolic link): convlog never opens one.
@@ -83,8 +33,40 @@ fn not_regular(path: &Path, kind: fs::FileType) -> io::Error {
     )
 }
 
-/// Opens `path` without waiting on it, and refuses anything but a regular file: checked
-/// before the open (without following a symbolic link) and again on the opened file.
+/// The error for a path that should be a directory and is not (a symbolic link included).
+fn not_dir(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is not a directory (convlog never follows a symbolic link)",
+            path.display()
+        ),
+    )
+}
+
+/// An open's error, said plainly when a symbolic link at `path` is the cause: `ELOOP` from
+/// `O_NOFOLLOW` (then [`io::ErrorKind::InvalidInput`], as for any file that is not regular),
+/// or `EEXIST` from an exclusive create (the kind is kept: the name is taken).
+fn link_error(path: &Path, e: io::Error) -> io::Error {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let kind = match e.kind() {
+                io::ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
+                _ => io::ErrorKind::InvalidInput,
+            };
+            let what = format!(
+                "{} is a symbolic link, not a regular file (convlog never follows one)",
+                path.display()
+            );
+            io::Error::new(kind, what)
+        }
+        _ => e,
+    }
+}
+
+/// Opens `path` without waiting on it or following a symbolic link (`O_NOFOLLOW`), and
+/// refuses anything but a regular file: checked before the open (without following a
+/// symbolic link) and again on the opened file.
 fn open_regular(o: &mut OpenOptions, path: &Path, exists: bool) -> io::Result<File> {
     if exists {
         let kind = fs::symlink_metadata(path)?.file_type();
@@ -92,12 +74,67 @@ fn open_regular(o: &mut OpenOptions, path: &Path, exists: bool) -> io::Result<Fi
             return Err(not_regular(path, kind));
         }
     }
-    let file = o.custom_flags(O_NONBLOCK).open(path)?;
+    let file = o
+        .custom_flags(O_NONBLOCK | O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| link_error(path, e))?;
     let kind = file.metadata()?.file_type();
     if !kind.is_file() {
         return Err(not_regular(path, kind));
     }
     Ok(file)
+}
+
+/// Creates the file `path`, which must not exist (`O_EXCL`: never through a symbolic link),
+/// with exactly `mode`; removes it again if the mode cannot be set.
+fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create_new(true).mode(mode);
+    let file = open_regular(&mut o, path, false)?;
+    if let Err(e) = set_exact(&file, mode) {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(file)
+}
+
+/// How often [`open_or_create`] tries before giving up on a file that other processes keep
+/// creating and removing under it.
+const CREATE_ROUNDS: usize = 64;
+
+/// Opens the file `path` for reading and writing, creating it with exactly `mode` when it is
+/// missing; never through a symbolic link.
+fn open_or_create(path: &Path, mode: u32) -> io::Result<File> {
+    for _ in 0..CREATE_ROUNDS {
+        match create_new(path, mode) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            made => return made,
+        }
+        let mut o = OpenOptions::new();
+        o.read(true).write(true);
+        match open_regular(&mut o, path, true) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            opened => return opened,
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} kept vanishing while it was opened", path.display()),
+    ))
+}
+
+/// Sets the mode of the directory `dir` to exactly `mode`, through a handle that does not
+/// follow a symbolic link.
+fn set_dir_mode(dir: &Path, mode: u32) -> io::Result<()> {
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK | O_NOFOLLOW)
+        .open(dir)
+        .map_err(|e| link_error(dir, e))?;
+    if !handle.metadata()?.is_dir() {
+        return Err(not_dir(dir));
+    }
+    set_exact(&handle, mode)
 }
 
 /// Whether `file` is the file at `path` (same device and inode), not one unlinked since.
@@ -114,9 +151,30 @@ fn same_file(file: &File, path: &Path) -> io::Result<bool> {
 /// The operating system's file system (Unix).
 ///
 /// It opens regular files only: a FIFO, socket, device, directory or symbolic link where a
-/// store file is expected is an [`io::ErrorKind::InvalidInput`] error, never a wait.
+/// store file is expected is an [`io::ErrorKind::InvalidInput`] error, never a wait; no open
+/// follows a symbolic link (`O_NOFOLLOW`, and `O_EXCL` to create).
+///
+/// It gives the directories and files it creates exactly the modes of its [`Permissions`]
+/// (default: owner only, `0700` / `0600`), whatever the umask: the mode is asked for at
+/// creation and then set on the open handle, which the umask cannot narrow or widen.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct StdFs;
+pub struct StdFs {
+    perms: Permissions,
+}
+
+impl StdFs {
+    /// The real file system, creating directories and files with the modes of `perms`.
+    #[must_use]
+    pub const fn new(perms: Permissions) -> StdFs {
+        StdFs { perms }
+    }
+
+    /// The modes it gives what it creates.
+    #[must_use]
+    pub const fn permissions(&self) -> Permissions {
+        self.perms
+    }
+}
 
 #[derive(Debug)]
 struct StdFile(File);
@@ -155,8 +213,38 @@ impl VfsLock for StdLock {
 }
 
 impl Vfs for StdFs {
+    /// A directory that exists (also through a symbolic link: the store's own path may be
+    /// one) is left as it is; missing ones get the directory mode (the umask applies to the
+    /// parents; `dir` itself gets it exactly).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mode = self.perms.dir_mode();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)?;
+        set_dir_mode(dir, mode)
+    }
+
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(_) => return Err(not_dir(dir)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mode = self.perms.dir_mode();
+        match fs::DirBuilder::new().mode(mode).create(dir) {
+            // Made by another process meanwhile: fine if it is a directory.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::symlink_metadata(dir) {
+                Ok(m) if m.is_dir() => Ok(()),
+                _ => Err(not_dir(dir)),
+            },
+            Err(e) => Err(e),
+            Ok(()) => set_dir_mode(dir, mode),
+        }
     }
 
     fn is_dir(&self, dir: &Path) -> bool {
@@ -181,9 +269,11 @@ impl Vfs for StdFs {
         match mode {
             OpenMode::Read => o.read(true),
             OpenMode::ReadWrite => o.read(true).write(true),
-            OpenMode::CreateNew => o.read(true).write(true).create_new(true),
+            OpenMode::CreateNew => {
+                return Ok(Arc::new(StdFile(create_new(path, self.perms.file_mode())?)));
+            }
         };
-        let file = open_regular(&mut o, path, mode != OpenMode::CreateNew)?;
+        let file = open_regular(&mut o, path, true)?;
         Ok(Arc::new(StdFile(file)))
     }
 
@@ -200,9 +290,7 @@ impl Vfs for StdFs {
     }
 
     fn lock_file(&self, path: &Path) -> io::Result<Box<dyn VfsLock>> {
-        let mut o = OpenOptions::new();
-        o.read(true).write(true).create(true).truncate(false);
-        let file = open_regular(&mut o, path, path.symlink_metadata().is_ok())?;
+        let file = open_or_create(path, self.perms.file_mode())?;
         Ok(Box::new(StdLock {
             file,
             path: path.to_owned(),
@@ -234,6 +322,10 @@ impl Vfs for StdFs {
 
     fn canonical_path(&self, dir: &Path) -> Option<PathBuf> {
         fs::canonicalize(dir).ok()
+    }
+
+    fn with_permissions(&self, perms: Permissions) -> Option<Arc<dyn Vfs>> {
+        Some(Arc::new(StdFs::new(perms)))
     }
 }
 
@@ -305,32 +397,36 @@ mod tests {
         ] {
             for mode in [OpenMode::Read, OpenMode::ReadWrite] {
                 let p = path.clone();
-                let err = promptly(move || StdFs.open(&p, mode).map(|_| ()))
+                let err = promptly(move || StdFs::default().open(&p, mode).map(|_| ()))
                     .expect_err("opened a file that is not regular");
                 assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
                 assert!(err.to_string().contains(what), "{err}");
             }
             let p = path.clone();
-            let err = promptly(move || StdFs.open(&p, OpenMode::CreateNew).map(|_| ()))
+            let err = promptly(move || StdFs::default().open(&p, OpenMode::CreateNew).map(|_| ()))
                 .expect_err("created over an existing path");
             assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
         }
         let lock = dir.path().join("LOCK");
         mkfifo(&lock);
         let p = lock.clone();
-        let err = promptly(move || StdFs.lock_file(&p).map(|_| ())).unwrap_err();
+        let err = promptly(move || StdFs::default().lock_file(&p).map(|_| ())).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         // The list holds regular files only.
-        assert_eq!(StdFs.list(dir.path()).unwrap(), ["file"]);
+        assert_eq!(StdFs::default().list(dir.path()).unwrap(), ["file"]);
         // Regular files open as before.
-        let f = StdFs.open(&regular, OpenMode::ReadWrite).unwrap();
+        let f = StdFs::default()
+            .open(&regular, OpenMode::ReadWrite)
+            .unwrap();
         f.write_all_at(b"yz", 1).unwrap();
         assert_eq!(f.len().unwrap(), 3);
-        let new = StdFs
+        let new = StdFs::default()
             .open(&dir.path().join("new"), OpenMode::CreateNew)
             .unwrap();
         new.write_all_at(b"n", 0).unwrap();
-        let lock = StdFs.lock_file(&dir.path().join("LOCK2")).unwrap();
+        let lock = StdFs::default()
+            .lock_file(&dir.path().join("LOCK2"))
+            .unwrap();
         assert!(lock.try_lock(LockMode::Exclusive).unwrap());
         assert!(lock.is_current().unwrap());
     }

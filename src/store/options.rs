@@ -7,7 +7,7 @@ use super::Store;
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::format::DEFAULT_MAX_RECORD_LEN;
-use crate::io::{StdFs, Vfs};
+use crate::io::{Permissions, StdFs, Vfs};
 use crate::recovery::RecoveryMode;
 
 /// Default segment size: 64 MiB.
@@ -27,6 +27,7 @@ pub struct Options {
     pub(crate) recovery: RecoveryMode,
     pub(crate) read_only: bool,
     pub(crate) exclusive: bool,
+    pub(crate) permissions: Permissions,
     pub(crate) vfs: Arc<dyn Vfs>,
 }
 
@@ -39,7 +40,8 @@ impl Default for Options {
             recovery: RecoveryMode::default(),
             read_only: false,
             exclusive: false,
-            vfs: Arc::new(StdFs),
+            permissions: Permissions::default(),
+            vfs: Arc::new(StdFs::default()),
         }
     }
 }
@@ -91,6 +93,15 @@ impl Options {
         self
     }
 
+    /// The modes of the directories and files the store creates, exactly, whatever the
+    /// umask. Default = [`Permissions::OWNER_ONLY`] (`0700` / `0600`);
+    /// [`Permissions::GROUP_READABLE`] or [`Permissions::from_file_mode`] widen them.
+    /// Existing files keep their modes ([`crate::permission_report`] finds exposed ones).
+    pub fn permissions(mut self, permissions: Permissions) -> Options {
+        self.permissions = permissions;
+        self
+    }
+
     /// The file system to use. Default = the real one ([`StdFs`]).
     pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Options {
         self.vfs = vfs;
@@ -106,8 +117,11 @@ impl Options {
     /// [`Error::NotAStore`] for a read-only open of a missing directory;
     /// [`Error::AlreadyOpen`] when this process has the store open with other options;
     /// [`Error::Io`]. A failed open changes nothing (a `LOCK` file it made is removed).
-    pub fn open(self, dir: impl AsRef<Path>) -> Result<Store> {
+    pub fn open(mut self, dir: impl AsRef<Path>) -> Result<Store> {
         self.validate()?;
+        if let Some(vfs) = self.vfs.with_permissions(self.permissions) {
+            self.vfs = vfs;
+        }
         Store::open_with(self, dir.as_ref())
     }
 

@@ -128,6 +128,7 @@ fn compatible(a: &Options, b: &Options) -> bool {
         && a.recovery == b.recovery
         && a.read_only == b.read_only
         && a.exclusive == b.exclusive
+        && a.permissions == b.permissions
 }
 
 #[cfg(test)]
@@ -139,7 +140,7 @@ mod tests {
     #[test]
     fn only_the_real_file_system_takes_part() {
         let dir = tempfile::tempdir().unwrap();
-        let real = StdFs.canonical_path(dir.path()).unwrap();
+        let real = StdFs::default().canonical_path(dir.path()).unwrap();
         assert_eq!(real, std::fs::canonicalize(dir.path()).unwrap());
         assert!(SimFs::new(1).canonical_path(Path::new("/d")).is_none());
     }

@@ -7,6 +7,7 @@
 mod cmd;
 mod error;
 mod jsonl;
+mod perms;
 mod util;
 
 use std::process::ExitCode;

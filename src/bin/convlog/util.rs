@@ -1,13 +1,13 @@
 //! Helpers shared by the subcommands: opening stores, output, progress bars, formatting.
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use convlog::{
-    Durability, LOCK_FILE, RecoveryMode, SYNC_FILE, SegmentId, Store, Timestamp, WRITERS_FILE,
+    Durability, LOCK_FILE, Permissions, RecoveryMode, SYNC_FILE, SegmentId, Store, Timestamp,
+    WRITERS_FILE,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -30,13 +30,22 @@ pub fn open_read_only(dir: &Path, mode: RecoveryMode) -> CliResult<Store> {
 /// a new store. `segment_size` (`--segment-size`) is the size at which this writer seals a
 /// segment; the library's default when `None`.
 ///
+/// Directories and files it creates get the modes `perms` (`--mode`; owner-only by default).
+///
 /// Appends are buffered; callers finish with [`sync`] so one fsync covers all their writes.
 /// A torn tail the open cut off is mentioned on stderr.
-pub fn open_writable(dir: &Path, create: bool, segment_size: Option<u64>) -> CliResult<Store> {
+pub fn open_writable(
+    dir: &Path,
+    create: bool,
+    segment_size: Option<u64>,
+    perms: Permissions,
+) -> CliResult<Store> {
     if !(create && may_create(dir)) {
         require_store(dir)?;
     }
-    let mut builder = Store::builder().durability(Durability::Buffered);
+    let mut builder = Store::builder()
+        .durability(Durability::Buffered)
+        .permissions(perms);
     if let Some(bytes) = segment_size {
         builder = builder.segment_size(bytes);
     }
@@ -298,12 +307,13 @@ impl Out {
         }
     }
 
-    /// `path`, created or truncated; `-` is standard output.
-    pub fn create(path: &Path) -> CliResult<Out> {
+    /// `path`, created with exactly `mode` or truncated (a regular file gets `mode` first:
+    /// what it will hold are conversations); `-` is standard output.
+    pub fn create(path: &Path, mode: u32) -> CliResult<Out> {
         if path == Path::new("-") {
             return Ok(Out::stdout());
         }
-        let file = File::create(path).map_err(|e| CliError::io("create", path, e))?;
+        let file = crate::perms::create_or_truncate(path, mode)?;
         Ok(Out {
             w: BufWriter::with_capacity(1 << 16, Box::new(file)),
             path: path.to_owned(),

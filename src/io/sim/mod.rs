@@ -29,7 +29,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{LockMode, Mapping, OpenMode, Vfs, VfsFile, VfsLock};
+use super::{LockMode, Mapping, OpenMode, Permissions, Vfs, VfsFile, VfsLock};
 
 /// A failure to inject into an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,8 @@ impl SplitMix {
 struct Inode {
     written: Vec<u8>,
     durable: Vec<u8>,
+    /// The permission bits it was created with (recorded only; nothing checks them).
+    mode: u32,
 }
 
 impl fmt::Debug for Inode {
@@ -124,6 +126,8 @@ struct State {
     live: BTreeMap<PathBuf, u64>,
     durable: BTreeMap<PathBuf, u64>,
     dirs: BTreeSet<PathBuf>,
+    /// The permission bits each directory was created with.
+    dir_modes: BTreeMap<PathBuf, u32>,
     /// Advisory locks held, by path: how many shared holders, or one exclusive one.
     locks: BTreeMap<PathBuf, Held>,
 }
@@ -173,6 +177,13 @@ impl State {
         match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => self.dirs.contains(dir),
             _ => true,
+        }
+    }
+
+    /// Records the directory `dir`, with `mode` if it is new.
+    fn add_dir(&mut self, dir: &Path, mode: u32) {
+        if self.dirs.insert(dir.to_path_buf()) {
+            self.dir_modes.insert(dir.to_path_buf(), mode);
         }
     }
 
@@ -238,15 +249,19 @@ fn torn(inode: &Inode, tear: Tear, rng: &mut SplitMix) -> Vec<u8> {
     out
 }
 
-/// A deterministic simulated file system; clones share the same state.
+/// A deterministic simulated file system; clones share the same state. Each handle carries
+/// the [`Permissions`] it records on what it creates (see [`SimFs::mode`]).
 #[derive(Clone, Debug)]
-pub struct SimFs(Arc<Mutex<State>>);
+pub struct SimFs(Arc<Mutex<State>>, Permissions);
 
 impl SimFs {
     /// An empty file system whose randomness derives from `seed`.
     #[must_use]
     pub fn new(seed: u64) -> SimFs {
-        SimFs(Arc::new(Mutex::new(State::new(seed))))
+        SimFs(
+            Arc::new(Mutex::new(State::new(seed))),
+            Permissions::default(),
+        )
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -299,6 +314,7 @@ impl SimFs {
         let mut rng = SplitMix(s.rng.0 ^ s.ops.wrapping_mul(0xD1B5_4A32_D192_ED03));
         let mut next = State::new(0);
         next.dirs = s.dirs.clone();
+        next.dir_modes = s.dir_modes.clone();
         let mut renumbered = BTreeMap::new();
         let survivors: BTreeSet<u64> = s.durable.values().copied().collect();
         for ino in survivors {
@@ -307,6 +323,7 @@ impl SimFs {
                 let fresh = next.new_inode(Inode {
                     written: bytes.clone(),
                     durable: bytes,
+                    mode: inode.mode,
                 });
                 renumbered.insert(ino, fresh);
             }
@@ -318,7 +335,7 @@ impl SimFs {
             }
         }
         next.rng = SplitMix(rng.next_u64());
-        SimFs(Arc::new(Mutex::new(next)))
+        SimFs(Arc::new(Mutex::new(next)), self.1)
     }
 
     /// The bytes a read of the file at `path` would see, if it exists.
@@ -337,12 +354,13 @@ impl SimFs {
         let mut s = self.state();
         if let Some(dir) = path.parent() {
             for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
-                s.dirs.insert(d.to_path_buf());
+                s.add_dir(d, self.1.dir_mode());
             }
         }
         let inode = Inode {
             written: bytes.to_vec(),
             durable: bytes.to_vec(),
+            mode: self.1.file_mode(),
         };
         let existing = s.live.get(path).copied();
         let ino = match existing.and_then(|ino| s.inodes.get_mut(&ino).map(|i| (ino, i))) {
@@ -364,6 +382,16 @@ impl SimFs {
         s.inodes.get(ino).map(|inode| inode.durable.len() as u64)
     }
 
+    /// The permission bits the live file or directory at `path` was created with.
+    #[must_use]
+    pub fn mode(&self, path: &Path) -> Option<u32> {
+        let s = self.state();
+        match s.live.get(path) {
+            Some(ino) => s.inodes.get(ino).map(|inode| inode.mode),
+            None => s.dir_modes.get(path).copied(),
+        }
+    }
+
     /// The paths of all live files, sorted.
     #[must_use]
     pub fn paths(&self) -> Vec<PathBuf> {
@@ -383,7 +411,7 @@ impl Vfs for SimFs {
             return Err(io::ErrorKind::AlreadyExists.into());
         }
         for d in chain {
-            s.dirs.insert(d.to_path_buf());
+            s.add_dir(d, self.1.dir_mode());
         }
         Ok(())
     }
@@ -413,7 +441,10 @@ impl Vfs for SimFs {
             (OpenMode::CreateNew, Some(_)) => return Err(io::ErrorKind::AlreadyExists.into()),
             (OpenMode::CreateNew, None) => {
                 s.check_creatable(path)?;
-                let ino = s.new_inode(Inode::default());
+                let ino = s.new_inode(Inode {
+                    mode: self.1.file_mode(),
+                    ..Inode::default()
+                });
                 s.live.insert(path.to_path_buf(), ino);
                 ino
             }
@@ -480,7 +511,10 @@ impl Vfs for SimFs {
         s.gate(false)?;
         if !s.live.contains_key(path) {
             s.check_creatable(path)?;
-            let ino = s.new_inode(Inode::default());
+            let ino = s.new_inode(Inode {
+                mode: self.1.file_mode(),
+                ..Inode::default()
+            });
             s.live.insert(path.to_path_buf(), ino);
         }
         let ino = s.live.get(path).copied();
@@ -490,6 +524,10 @@ impl Vfs for SimFs {
             ino,
             held: Mutex::new(None),
         }))
+    }
+
+    fn with_permissions(&self, perms: Permissions) -> Option<Arc<dyn Vfs>> {
+        Some(Arc::new(SimFs(self.0.clone(), perms)))
     }
 
     fn exists(&self, path: &Path) -> bool {

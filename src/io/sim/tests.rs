@@ -189,3 +189,31 @@ fn same_seed_same_result() -> io::Result<()> {
     assert_eq!(run(3)?, run(3)?);
     Ok(())
 }
+
+#[test]
+fn records_the_modes_of_what_it_creates_across_renames_and_crashes() -> io::Result<()> {
+    let fs = SimFs::new(1);
+    let wide = fs
+        .with_permissions(Permissions::GROUP_READABLE)
+        .ok_or_else(|| io::Error::other("no permissions"))?;
+    wide.create_dir_all(&p("/d"))?;
+    wide.open(&p("/d/a"), OpenMode::CreateNew)?;
+    fs.open(&p("/d/b"), OpenMode::CreateNew)?;
+    fs.lock_file(&p("/d/LOCK"))?;
+    wide.create_dir(&p("/d/q"))?;
+    fs.rename(&p("/d/a"), &p("/d/c"))?;
+    fs.sync_dir(&p("/d"))?;
+    for fs in [fs.clone(), fs.crash(Tear::DropUnsynced)] {
+        assert_eq!(fs.mode(&p("/d")), Some(0o750));
+        assert_eq!(fs.mode(&p("/d/q")), Some(0o750));
+        assert_eq!(
+            fs.mode(&p("/d/c")),
+            Some(0o640),
+            "the mode moves with the inode"
+        );
+        assert_eq!(fs.mode(&p("/d/b")), Some(0o600));
+        assert_eq!(fs.mode(&p("/d/LOCK")), Some(0o600));
+        assert_eq!(fs.mode(&p("/d/a")), None);
+    }
+    Ok(())
+}

@@ -44,6 +44,8 @@ pub struct Args {
     /// is one atomic batch under the key (so `--key` implies `--batch`).
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// Appends the message(s) and prints where they landed.
@@ -59,7 +61,7 @@ pub fn run(args: Args) -> CliResult {
             "stdin holds no message: nothing appended".into(),
         ));
     }
-    let store = open_writable(&args.dir, true, args.segment_size)?;
+    let store = open_writable(&args.dir, true, args.segment_size, args.mode.permissions())?;
     let receipts = match &args.key {
         Some(key) => store
             .append_batch_raw_with_key(&args.session, key, &messages)
@@ -201,7 +203,8 @@ impl Stream<'_> {
         let store = match &mut self.store {
             Some(store) => store,
             None => {
-                let opened = open_writable(&self.args.dir, true, self.args.segment_size);
+                let a = &self.args;
+                let opened = open_writable(&a.dir, true, a.segment_size, a.mode.permissions());
                 self.open_failed = opened.is_err();
                 self.store.insert(opened?)
             }

@@ -12,12 +12,14 @@ pub struct Args {
     pub dir: PathBuf,
     /// The session.
     pub session: String,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// Clears the session and says how many messages went.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
-    let store = open_writable(&args.dir, false, None)?;
+    let store = open_writable(&args.dir, false, None, args.mode.permissions())?;
     let removed = store.clear(&args.session).in_store(&args.dir)?;
     sync(&store)?;
     if removed == 0 {

@@ -19,11 +19,13 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// Compacts the store and prints the report.
 pub fn run(args: Args) -> CliResult {
-    let store = open_writable(&args.dir, false, None)?;
+    let store = open_writable(&args.dir, false, None, args.mode.permissions())?;
     if args.seal {
         store.seal().in_store(&args.dir)?;
     }

@@ -16,6 +16,8 @@ pub struct Args {
     /// The sessions to delete; `-` reads session ids from stdin, one per line.
     #[arg(required = true)]
     pub sessions: Vec<String>,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// Deletes the sessions and says how many held anything.
@@ -24,7 +26,7 @@ pub fn run(args: Args) -> CliResult {
     for s in &sessions {
         check_session(s)?;
     }
-    let store = open_writable(&args.dir, false, None)?;
+    let store = open_writable(&args.dir, false, None, args.mode.permissions())?;
     let mut deleted = 0;
     for s in &sessions {
         if store.delete_session(s).in_store(&args.dir)? {

@@ -8,7 +8,7 @@
 //! each interleaving its sessions; now and then an agent regenerates its last answer (a pop
 //! and a new append).
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use clap::ValueEnum;
 use convlog::io::sim::SplitMix;
 use convlog::{
     ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-    Role, SYNC_FILE, SegmentId, Store, ToolCall, WRITERS_FILE,
+    Permissions, Role, SYNC_FILE, SegmentId, Store, ToolCall, WRITERS_FILE,
 };
 use serde_json::{Map, Value, json};
 
@@ -58,6 +58,8 @@ pub struct Args {
     /// suffix: 64K, 16M, 1G (4K to 1G; default 64M).
     #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
     pub segment_size: Option<u64>,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// `--durability`.
@@ -106,7 +108,7 @@ pub fn run(args: Args) -> CliResult {
         )));
     }
 
-    let previous = recreate(&args.dir, args.force)?;
+    let previous = recreate(&args.dir, args.force, args.mode.permissions())?;
 
     // Conversations, generated before the clock starts.
     let generated = Instant::now();
@@ -153,7 +155,9 @@ pub fn run(args: Args) -> CliResult {
     ));
 
     // Write.
-    let mut builder = Store::builder().durability(durability);
+    let mut builder = Store::builder()
+        .durability(durability)
+        .permissions(args.mode.permissions());
     if let Some(bytes) = args.segment_size {
         builder = builder.segment_size(bytes);
     }
@@ -407,13 +411,13 @@ fn preview(m: &ChatMessage) -> String {
 /// there is the demo's own to replace.
 const DEMO_MARKER: &str = ".convlog-demo";
 
-/// Empties `dir` (or creates it) for a new demo store and marks it as the demo's; says what
-/// was there.
+/// Empties `dir` (or creates it, with the directory mode of `perms`) for a new demo store and
+/// marks it as the demo's (the marker with the file mode); says what was there.
 ///
 /// Only a store's files are ever deleted, and only when the store is the demo's own (it
 /// holds [`DEMO_MARKER`]), holds no data (no segment), or `force` is given; never a store
 /// another process has open for writing.
-fn recreate(dir: &Path, force: bool) -> CliResult<&'static str> {
+fn recreate(dir: &Path, force: bool, perms: Permissions) -> CliResult<&'static str> {
     let previous = match std::fs::read_dir(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => "new",
         Err(_) if dir.exists() && !dir.is_dir() => {
@@ -492,14 +496,14 @@ fn recreate(dir: &Path, force: bool) -> CliResult<&'static str> {
             removed.map_err(|e| CliError::io("delete", &path, e))?;
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| CliError::io("create directory", dir, e))?;
+    crate::perms::create_dir(dir, perms)?;
     let marker = dir.join(DEMO_MARKER);
-    std::fs::write(
-        &marker,
-        "This directory holds a store written by `convlog demo`; the next `convlog demo` \
-         with this --dir deletes and rewrites it.\n",
-    )
-    .map_err(|e| CliError::io("write", &marker, e))?;
+    crate::perms::create_new(&marker, perms.file_mode())?
+        .write_all(
+            b"This directory holds a store written by `convlog demo`; the next `convlog demo` \
+              with this --dir deletes and rewrites it.\n",
+        )
+        .map_err(|e| CliError::io("write", &marker, e))?;
     Ok(previous)
 }
 

@@ -22,6 +22,10 @@ pub struct Args {
     /// The output file (created or truncated); stdout when absent or `-`. Never a file
     /// inside the store directory, nor a link to one of the store's files.
     pub file: Option<PathBuf>,
+    /// The mode of the output file, in octal: 0600 (only you may read it) by default. An
+    /// existing file gets it too, before anything is written to it.
+    #[arg(long, value_name = "OCTAL", value_parser = crate::perms::parse_mode)]
+    pub mode: Option<convlog::Permissions>,
 }
 
 /// Exports the sessions, in session id order, each oldest message first.
@@ -43,7 +47,7 @@ pub fn run(args: Args) -> CliResult {
         require_outside_store(&args.dir, f)?;
     }
     let mut out = match to_file {
-        Some(f) => Out::create(f)?,
+        Some(f) => Out::create(f, args.mode.unwrap_or_default().file_mode())?,
         None => Out::stdout(),
     };
     let bar = progress(total, "exporting", false);

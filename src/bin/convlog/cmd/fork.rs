@@ -18,13 +18,15 @@ pub struct Args {
     /// How many of SRC's first messages the new session starts with (default: all).
     #[arg(long, value_name = "K")]
     pub at: Option<u64>,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// Forks the session and says how many messages the new one shares.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.src)?;
     check_session(&args.dst)?;
-    let store = open_writable(&args.dir, false, None)?;
+    let store = open_writable(&args.dir, false, None, args.mode.permissions())?;
     require_session(&store, &args.src)?;
     let n = store
         .fork(&args.src, &args.dst, args.at)

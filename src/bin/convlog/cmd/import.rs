@@ -53,6 +53,8 @@ pub struct Args {
     /// writes; the store does not record it.
     #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
     pub segment_size: Option<u64>,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// One input line, borrowing the message bytes from it.
@@ -96,7 +98,7 @@ pub fn run(args: Args) -> CliResult {
         bar.finish_and_clear();
         checked?;
     }
-    let store = open_writable(&args.dir, true, args.segment_size)?;
+    let store = open_writable(&args.dir, true, args.segment_size, args.mode.permissions())?;
     let bar = progress(source.len(), "importing", true);
     let summary = apply(&source, Some(&store), args.skip_invalid, &bar);
     bar.finish_and_clear();

@@ -16,6 +16,8 @@ pub struct Args {
     pub session: String,
     /// New metadata, a JSON object (replacing the old); without it, print the current one.
     pub json: Option<String>,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// Prints or sets the metadata.
@@ -23,7 +25,7 @@ pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
     match &args.json {
         Some(json) => {
-            let store = open_writable(&args.dir, true, None)?;
+            let store = open_writable(&args.dir, true, None, args.mode.permissions())?;
             let lsn = store
                 .set_meta_raw(&args.session, json.as_bytes())
                 .in_store(&args.dir)?;

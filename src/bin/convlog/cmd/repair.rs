@@ -17,6 +17,8 @@ use crate::util::{
 pub struct Args {
     /// The store directory.
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// Repairs the store and reports.
@@ -30,6 +32,7 @@ pub fn run(args: Args) -> CliResult {
     let opened = Store::builder()
         .durability(Durability::Always)
         .recovery(RecoveryMode::Salvage)
+        .permissions(args.mode.permissions())
         .open(&args.dir)
         .map_err(|e| CliError::repair(&args.dir, e, segment_files_in(&args.dir)));
     spin.finish_and_clear();

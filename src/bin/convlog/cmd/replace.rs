@@ -21,13 +21,15 @@ pub struct Args {
     /// `-` (or nothing): read the new messages from stdin. Empty stdin empties the session.
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(["-"]))]
     pub stdin: Option<String>,
+    #[command(flatten)]
+    pub mode: crate::perms::ModeArg,
 }
 
 /// Replaces the session's messages and says how many it now holds.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
     let messages = read_stdin()?;
-    let store = open_writable(&args.dir, true, None)?;
+    let store = open_writable(&args.dir, true, None, args.mode.permissions())?;
     let receipts = store
         .replace(&args.session, args.expect, &messages)
         .in_store(&args.dir)?;

@@ -20,6 +20,10 @@ pub struct Args {
     /// Print a JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The modes the store was made with (`--mode` of the commands that wrote it), in octal:
+    /// 0600 by default. Files and directories that let other users in further are noted.
+    #[arg(long, value_name = "OCTAL", value_parser = crate::perms::parse_mode)]
+    pub mode: Option<convlog::Permissions>,
 }
 
 /// `--json` output.
@@ -44,6 +48,7 @@ struct Stats<'a> {
 /// Prints the counters.
 pub fn run(args: Args) -> CliResult {
     let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+    crate::perms::note_exposed(&args.dir, args.mode.unwrap_or_default());
     let stats = store.stats();
     let report = store.recovery_report();
     let bytes = disk_bytes(&store)?;

@@ -23,6 +23,10 @@ pub struct Args {
     /// Print a JSON object (`"ok": true|false`) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The modes the store was made with (`--mode` of the commands that wrote it), in octal:
+    /// 0600 by default. Files and directories that let other users in further are noted.
+    #[arg(long, value_name = "OCTAL", value_parser = crate::perms::parse_mode)]
+    pub mode: Option<convlog::Permissions>,
 }
 
 /// What a clean verification found.
@@ -98,6 +102,7 @@ fn check(args: &Args) -> CliResult<Clean> {
     let opened = open_read_only(&args.dir, RecoveryMode::Strict);
     spin.finish_and_clear();
     let store = opened?;
+    crate::perms::note_exposed(&args.dir, args.mode.unwrap_or_default());
     let report = store.recovery_report();
     let stats = store.stats();
     let bar = progress(stats.messages, "reading", false);
