@@ -339,3 +339,69 @@ fn the_compacting_process_sees_the_others_appends_after_it() {
     assert_eq!(b.interaction_count("t"), 3);
     assert_eq!(a.interaction_count("t"), 3, "a sees b's append");
 }
+
+#[test]
+fn retention_deletes_idle_sessions_then_the_least_recently_appended() {
+    let fs = SimFs::new(13);
+    let store = open_sim(&fs);
+    for s in ["old-1", "old-2"] {
+        store.append(s, &msg(s, 0, "m")).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(80));
+    for s in ["mid", "new"] {
+        store.append(s, &msg(s, 0, "m")).unwrap();
+    }
+    store.append("new", &msg("new", 1, "m")).unwrap();
+    let idle = convlog::Retention::keep_all().idle_for(std::time::Duration::from_millis(60));
+    let report = store.compact_retaining(idle).unwrap();
+    assert_eq!(report.sessions_expired, ["old-1", "old-2"]);
+    assert_eq!(report.sessions_erased, ["old-1", "old-2"]);
+    let ids: Vec<String> = store.sessions().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["mid", "new"]);
+    // At most one session: the most recently appended stays.
+    let one = convlog::Retention::keep_all().max_sessions(1);
+    assert_eq!(
+        store.compact_retaining(one).unwrap().sessions_expired,
+        ["mid"]
+    );
+    // A byte budget below one session's messages: everything goes, oldest first.
+    let bytes = convlog::Retention::keep_all().max_bytes(10);
+    assert_eq!(
+        store.compact_retaining(bytes).unwrap().sessions_expired,
+        ["new"]
+    );
+    assert!(store.sessions().is_empty());
+    drop(store);
+    assert!(open_sim(&fs).sessions().is_empty(), "after a reopen");
+}
+
+#[test]
+fn the_background_compactor_compacts_once_enough_is_dead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = convlog::AutoCompact::new(0.5, std::time::Duration::from_millis(20));
+    let store = Store::builder()
+        .segment_size(4 << 10)
+        .auto_compact(policy)
+        .open(tmp.path())
+        .unwrap();
+    for i in 0..200 {
+        store.append("gone", &msg("gone", i, "m")).unwrap();
+        if i % 10 == 0 {
+            store.append("kept", &msg("kept", i, "m")).unwrap();
+        }
+    }
+    let before = store.segment_ids().len();
+    store.delete_session("gone").unwrap();
+    store.seal().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.segment_ids().len() >= before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        store.segment_ids().len() < before,
+        "{:?}",
+        store.segment_ids()
+    );
+    assert_eq!(store.interaction_count("kept"), 20);
+    assert_eq!(store.interaction_count("gone"), 0);
+}

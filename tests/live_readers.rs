@@ -508,3 +508,35 @@ fn read_only_opens_beside_rotations_never_see_a_false_lsn_gap() {
         &corrupt[..corrupt.len().min(4)]
     );
 }
+
+#[test]
+fn a_reader_thread_racing_rotations_never_lists_a_segment_twice() {
+    // A read's catch-up may find a segment the writer is creating (it follows the head)
+    // before the writer adds it to the table: it must not be added twice.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = convlog::Store::builder()
+        .segment_size(4 << 10)
+        .open(tmp.path())
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let _ = store.interaction_count("s");
+            }
+        })
+    };
+    let payload = format!(r#"{{"role":"user","content":"{}"}}"#, "x".repeat(300));
+    for _ in 0..2_000 {
+        store.append_raw("s", payload.as_bytes()).unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let ids = store.segment_ids();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids, unique);
+    assert!(ids.len() > 100, "{}", ids.len());
+    assert_eq!(store.messages("s").count(), 2_000);
+}

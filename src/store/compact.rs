@@ -65,6 +65,8 @@ pub struct CompactReport {
     /// Sessions none of whose records were kept (deleted, cleared): no byte of their
     /// messages in the compacted range remains in any segment or hint.
     pub sessions_erased: Vec<String>,
+    /// Sessions the retention rule deleted first (then erased with the others).
+    pub sessions_expired: Vec<String>,
     /// The compacted segment, when one was written.
     pub segment: Option<SegmentId>,
     /// How long it took.
@@ -77,13 +79,38 @@ impl Store {
     /// the disk. Appends and reads go on meanwhile (the write lock is held only for the
     /// final rename); interaction ids and LSNs never change; a crash at any step leaves the
     /// old segments or the new one in force. The active segment is not touched: see
-    /// [`Store::seal`] to include what it holds.
+    /// [`Store::seal`] to include what it holds. First, the store's retention rule
+    /// ([`super::Options::retention`]) deletes the sessions it selects (and seals the active
+    /// segment, so they are erased too): `report.sessions_expired`.
     ///
     /// # Errors
     /// [`Error::ReadOnly`]; [`Error::Compacting`] while another compaction of the store
     /// runs; [`Error::Corrupt`] if a sealed segment is damaged (nothing is replaced: repair
     /// it first); [`Error::Io`].
     pub fn compact(&self) -> Result<CompactReport> {
+        self.compact_when(0.0, self.inner.opts.retention)
+    }
+
+    /// [`Store::compact`], with `retention` deciding which sessions it deletes first instead
+    /// of the store's rule ([`super::Options::retention`]).
+    ///
+    /// # Errors
+    /// As [`Store::compact`].
+    pub fn compact_retaining(&self, retention: super::Retention) -> Result<CompactReport> {
+        self.compact_when(0.0, retention)
+    }
+
+    /// [`Store::compact`] only if at least `dead_ratio` (0 to 1) of the sealed segments'
+    /// bytes would be reclaimed (or the retention rule deletes a session): the check costs
+    /// one read of the sealed segments, the compaction itself another two.
+    ///
+    /// # Errors
+    /// As [`Store::compact`].
+    pub fn compact_if(&self, dead_ratio: f64) -> Result<CompactReport> {
+        self.compact_when(dead_ratio.clamp(0.0, 1.0), self.inner.opts.retention)
+    }
+
+    fn compact_when(&self, dead_ratio: f64, retention: super::Retention) -> Result<CompactReport> {
         let started = Instant::now();
         let dir = Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
         if self.inner.locks.is_none() {
@@ -92,13 +119,23 @@ impl Store {
             });
         }
         let _turn = self.compaction_turn(dir)?;
+        let mut report = CompactReport {
+            sessions_expired: self.apply_retention(retention)?,
+            ..CompactReport::default()
+        };
+        if !report.sessions_expired.is_empty() {
+            // The deletes go in the range this compaction rewrites.
+            self.seal()?;
+        }
         let (inputs, end) = self.inputs();
-        let mut report = CompactReport::default();
         if inputs.is_empty() {
             return Ok(finish(report, started));
         }
         let plan = Plan::build(&inputs, end)?;
-        let worth_it = plan.dropped > 0 || inputs.len() > 1;
+        let bytes_before: u64 = inputs.iter().map(|s| segment_len(s)).sum();
+        let dead = plan.dropped_bytes as f64 / bytes_before.max(1) as f64;
+        let worth_it = (plan.dropped > 0 || inputs.len() > 1)
+            && (dead >= dead_ratio || !report.sessions_expired.is_empty());
         if !worth_it {
             report.records_kept = plan.kept;
             return Ok(finish(report, started));
@@ -108,7 +145,7 @@ impl Store {
             let _ = dir.remove(&out.path);
             return Err(e);
         }
-        report.bytes_before = inputs.iter().map(|s| segment_len(s)).sum();
+        report.bytes_before = bytes_before;
         report.bytes_after = out.map.len() as u64;
         report.records_kept = plan.kept;
         report.records_dropped = plan.dropped;
@@ -253,6 +290,8 @@ struct Plan {
     seen: HashSet<Box<str>>,
     kept: u64,
     dropped: u64,
+    /// Framed bytes of the records dropped.
+    dropped_bytes: u64,
 }
 
 impl Plan {
@@ -295,6 +334,7 @@ impl Plan {
             seen,
             kept: 0,
             dropped: 0,
+            dropped_bytes: 0,
         };
         plan.mark(&forks);
         plan.count(inputs)?;
@@ -336,7 +376,7 @@ impl Plan {
     /// Counts the records kept and dropped (a second pass, so the output is written only
     /// when it gains something).
     fn count(&mut self, inputs: &[Arc<Segment>]) -> Result<()> {
-        let (mut kept, mut dropped) = (0, 0);
+        let (mut kept, mut dropped, mut dropped_bytes) = (0, 0, 0);
         for (ordinal, s) in inputs.iter().enumerate() {
             let map = bytes(s)?;
             for_each_unit(s, &map, |unit| {
@@ -346,12 +386,13 @@ impl Plan {
                         kept += 1;
                     } else {
                         dropped += 1;
+                        dropped_bytes += r.len;
                     }
                 }
                 Ok(())
             })?;
         }
-        (self.kept, self.dropped) = (kept, dropped);
+        (self.kept, self.dropped, self.dropped_bytes) = (kept, dropped, dropped_bytes);
         Ok(())
     }
 

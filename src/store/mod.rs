@@ -1,5 +1,6 @@
 //! The store: open and recover, then append, read, change and sync sessions.
 
+mod auto;
 mod compact;
 mod follow;
 mod head;
@@ -10,6 +11,7 @@ mod ops;
 mod options;
 mod read;
 mod registry;
+mod retention;
 mod subscribe;
 mod window;
 mod write;
@@ -18,10 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+pub use auto::AutoCompact;
 pub use compact::{COMPACT_FILE, CompactReport, MAX_COMPACTION_INPUT};
 pub use meta::MAX_META_LEN;
 pub use options::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use read::{Messages, RawMessages};
+pub use retention::Retention;
 pub use subscribe::{CROSS_PROCESS_POLL, LogEvent, Since, Subscription};
 pub use window::WindowSpec;
 
@@ -71,6 +75,8 @@ struct Inner {
     flusher: Arc<Flusher>,
     /// Wakes this process's subscriptions after each write.
     appended: subscribe::Appended,
+    /// Stops the background compactor, if any.
+    auto: Arc<auto::Stopper>,
     /// Whether other processes may write the log (every store but an exclusive one): reads
     /// check whether it moved, and writes catch up under the write lock first.
     follows: bool,
@@ -325,6 +331,7 @@ impl Drop for Inner {
     /// stays as the open found it.
     fn drop(&mut self) {
         self.flusher.stop();
+        self.auto.stop();
         if self.syncer.is_poisoned() {
             return;
         }

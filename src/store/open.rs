@@ -71,6 +71,7 @@ impl Store {
                 report: rec_report,
                 flusher: Arc::new(Flusher::default()),
                 appended: Default::default(),
+                auto: Default::default(),
                 head,
                 follows: locks.as_ref().is_none_or(|l| !l.is_exclusive()),
                 locks,
@@ -80,6 +81,9 @@ impl Store {
         };
         registry::Registration::publish(&store);
         // `Interval` needs its thread from the start; `Buffered` starts it at its first kick.
+        if let (Some(policy), false) = (store.inner.opts.auto_compact, store.inner.opts.read_only) {
+            store.spawn_auto_compact(policy);
+        }
         if let (Durability::Interval(every), false) =
             (store.inner.opts.durability, store.inner.opts.read_only)
         {

@@ -28,6 +28,8 @@ pub struct Options {
     pub(crate) read_only: bool,
     pub(crate) exclusive: bool,
     pub(crate) permissions: Permissions,
+    pub(crate) retention: super::Retention,
+    pub(crate) auto_compact: Option<super::AutoCompact>,
     pub(crate) vfs: Arc<dyn Vfs>,
 }
 
@@ -41,6 +43,8 @@ impl Default for Options {
             read_only: false,
             exclusive: false,
             permissions: Permissions::default(),
+            retention: super::Retention::default(),
+            auto_compact: None,
             vfs: Arc::new(StdFs::default()),
         }
     }
@@ -99,6 +103,20 @@ impl Options {
     /// Existing files keep their modes ([`crate::permission_report`] finds exposed ones).
     pub fn permissions(mut self, permissions: Permissions) -> Options {
         self.permissions = permissions;
+        self
+    }
+
+    /// Which sessions each compaction deletes first, for their age or the store's size
+    /// (see [`super::Retention`]). Default: none.
+    pub fn retention(mut self, retention: super::Retention) -> Options {
+        self.retention = retention;
+        self
+    }
+
+    /// Compacts in the background when it pays (see [`super::AutoCompact`]). Default: off
+    /// ([`Store::compact`] runs only when called).
+    pub fn auto_compact(mut self, policy: super::AutoCompact) -> Options {
+        self.auto_compact = Some(policy);
         self
     }
 

@@ -129,6 +129,8 @@ fn compatible(a: &Options, b: &Options) -> bool {
         && a.read_only == b.read_only
         && a.exclusive == b.exclusive
         && a.permissions == b.permissions
+        && a.retention == b.retention
+        && a.auto_compact == b.auto_compact
 }
 
 #[cfg(test)]

@@ -226,10 +226,23 @@ impl Store {
     /// # Errors
     /// As [`Store::truncate`].
     pub fn delete_session(&self, session: &str) -> Result<bool> {
+        self.delete_session_if(session, |_| true)
+    }
+
+    /// [`Store::delete_session`] if `still(last)` holds, `last` being the timestamp of the
+    /// session's last message (`None`: it has none) under the write lock.
+    pub(super) fn delete_session_if(
+        &self,
+        session: &str,
+        still: impl FnOnce(Option<crate::id::Timestamp>) -> bool,
+    ) -> Result<bool> {
         validate_session_id(session)?;
         let mut existed = false;
         self.write_events(session, None, |count| {
-            existed = count > 0 || self.state().index.meta(session).is_some();
+            let state = self.state();
+            let last = state.index.get(session).map(|s| s.last());
+            existed = (count > 0 || state.index.meta(session).is_some()) && still(last);
+            drop(state);
             Ok(if existed {
                 vec![Event {
                     kind: Kind::Delete,
@@ -571,19 +584,26 @@ impl Store {
         let sealed = w.active.file.map().ok();
         let mut st = self.state_mut();
         let segments = Arc::make_mut(&mut st.segments);
-        if let (Some(map), Some(slot)) = (sealed, segments.get_mut(w.ordinal as usize)) {
+        // A read in this process may have found the new segment first (its catch-up follows
+        // the head): then it is in the table already, and the sealed one mapped.
+        let found = segments.last().is_some_and(|s| s.id == new.id);
+        if let (Some(map), Some(slot), false) =
+            (sealed, segments.get_mut(w.ordinal as usize), found)
+        {
             *slot = Arc::new(Segment {
                 data: SegmentData::Mapped(map),
                 ..(**slot).clone()
             });
         }
-        segments.push(Arc::new(Segment {
-            id: new.id,
-            salt: new.salt,
-            path: new.path.clone(),
-            data: SegmentData::File(ActiveView::new(new.file.clone())),
-            compacted: false,
-        }));
+        if !found {
+            segments.push(Arc::new(Segment {
+                id: new.id,
+                salt: new.salt,
+                path: new.path.clone(),
+                data: SegmentData::File(ActiveView::new(new.file.clone())),
+                compacted: false,
+            }));
+        }
         st.end = new.len;
         w.ordinal = (st.segments.len() - 1) as u32;
         w.active = new;

@@ -19,6 +19,17 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Delete first the sessions whose last message is older than this (`30d`, `12h`,
+    /// `90m`, `45s`).
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub idle_for: Option<std::time::Duration>,
+    /// Keep at most this many bytes of messages (`500M`, `2G`): the least recently
+    /// appended sessions are deleted first.
+    #[arg(long, value_name = "SIZE", value_parser = crate::util::parse_size)]
+    pub max_bytes: Option<u64>,
+    /// Keep at most this many sessions (the most recently appended).
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
 }
@@ -29,8 +40,18 @@ pub fn run(args: Args) -> CliResult {
     if args.seal {
         store.seal().in_store(&args.dir)?;
     }
+    let mut retention = convlog::Retention::keep_all();
+    if let Some(d) = args.idle_for {
+        retention = retention.idle_for(d);
+    }
+    if let Some(b) = args.max_bytes {
+        retention = retention.max_bytes(b);
+    }
+    if let Some(n) = args.max_sessions {
+        retention = retention.max_sessions(n);
+    }
     let bar = spinner(format!("compacting {}", args.dir.display()));
-    let report = store.compact().in_store(&args.dir);
+    let report = store.compact_retaining(retention).in_store(&args.dir);
     bar.finish_and_clear();
     let r = report?;
     let mut out = Out::stdout();
@@ -42,6 +63,7 @@ pub fn run(args: Args) -> CliResult {
             "records_kept": r.records_kept,
             "records_dropped": r.records_dropped,
             "sessions_erased": r.sessions_erased,
+            "sessions_expired": r.sessions_expired,
             "segment": r.segment.map(|s| s.0),
             "seconds": r.duration.as_secs_f64(),
         }))?;
@@ -69,6 +91,12 @@ pub fn run(args: Args) -> CliResult {
         thousands(r.records_kept),
         thousands(r.records_dropped),
     ))?;
+    if !r.sessions_expired.is_empty() {
+        out.text(&format!(
+            "deleted {} by the retention rule first\n",
+            plural(r.sessions_expired.len() as u64, "session"),
+        ))?;
+    }
     if !r.sessions_erased.is_empty() {
         out.text(&format!(
             "erased {}: no byte of their messages is left in the store's segments or hints\n",
@@ -79,4 +107,28 @@ pub fn run(args: Args) -> CliResult {
         }
     }
     out.finish()
+}
+
+/// Parses an age: a number followed by `s`, `m`, `h` or `d`.
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?} is not an age: a number followed by s, m, h or d"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age: a number followed by s, m, h or d"))?;
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long an age"))
 }
