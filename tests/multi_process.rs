@@ -17,8 +17,11 @@
 //!   pop removed exactly the message it returned;
 //! - the reader never died of a signal, never saw half a batch, a gap or an error.
 //!
-//! `CONVLOG_MP_KILLS` sets the number of kills (default 200); `CONVLOG_SEED` the seed
-//! (printed).
+//! A second run adds a process that seals and compacts in a loop (killed every fifth kill):
+//! the same checks hold, except that what was popped or cleared may be gone from the log.
+//!
+//! `CONVLOG_MP_KILLS` sets the number of kills (default 200; 100 with the compactor);
+//! `CONVLOG_SEED` the seed (printed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -86,7 +89,27 @@ fn mp_child() {
             parts[2].parse().unwrap(),
             parts[3],
         ),
+        "c" => compactor(&mut out, parts[1]),
         _ => reader(&mut out, parts[1]),
+    }
+}
+
+/// Seals and compacts, over and over, beside the writers (killed at random too).
+fn compactor(out: &mut impl Write, dir: &str) {
+    let store = open(Path::new(dir), false, false).unwrap();
+    writeln!(out, "@@READY").unwrap();
+    out.flush().unwrap();
+    let started = Instant::now();
+    let mut rng = Rng(started.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()));
+    while started.elapsed() < Duration::from_secs(20) {
+        store.seal().unwrap();
+        match store.compact() {
+            Ok(r) => writeln!(out, "@@K {}", r.segments_rewritten).unwrap(),
+            Err(convlog::Error::Compacting { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        out.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(5 + rng.below(30)));
     }
 }
 
@@ -312,11 +335,22 @@ impl Acked {
 
 #[test]
 fn processes_killed_at_random_never_lose_or_break_what_the_others_acknowledged() {
+    killed_at_random(false, 200);
+}
+
+#[test]
+fn a_compactor_killed_at_random_beside_them_loses_nothing_live() {
+    killed_at_random(true, 100);
+}
+
+/// Writers (and, with `compacting`, a process that seals and compacts in a loop, killed
+/// every few kills too) killed at random; then the checks.
+fn killed_at_random(compacting: bool, default_kills: u64) {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
     let seed = seed_from_env("multi_process", 0x6d70_0011);
-    let kills = count_from_env("CONVLOG_MP_KILLS", 200);
+    let kills = count_from_env("CONVLOG_MP_KILLS", default_kills);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let stop = tmp.path().join("stop");
@@ -331,9 +365,19 @@ fn processes_killed_at_random_never_lose_or_break_what_the_others_acknowledged()
         spawn(&format!("w|{next_child}|{}|{dir_s}", rng.next_u64()), &stop)
     };
     let mut writers: Vec<Running> = (0..WRITERS).map(|_| new_writer(&mut rng)).collect();
+    let new_compactor = || spawn(&format!("c|{dir_s}"), &stop);
+    let mut compactor = compacting.then(new_compactor);
+    let mut compactions = 0usize;
     let mut acked = Acked::default();
-    for _ in 0..kills {
+    for i in 0..kills {
         std::thread::sleep(Duration::from_micros(2_000 + rng.below(20_000)));
+        if let Some(c) = compactor.as_mut().filter(|_| i % 5 == 4) {
+            let mut dead = std::mem::replace(c, new_compactor());
+            dead.child.kill().unwrap();
+            dead.child.wait().unwrap();
+            compactions += dead.lines.join().unwrap().len();
+            continue;
+        }
         let victim = rng.below(WRITERS as u64) as usize;
         let replacement = new_writer(&mut rng);
         let mut dead = std::mem::replace(&mut writers[victim], replacement);
@@ -343,11 +387,15 @@ fn processes_killed_at_random_never_lose_or_break_what_the_others_acknowledged()
             acked.add(&line);
         }
     }
-    for mut w in writers {
+    for mut w in writers.into_iter().chain(compactor) {
         w.child.kill().unwrap();
         w.child.wait().unwrap();
         for line in w.lines.join().unwrap() {
-            acked.add(&line);
+            if line.starts_with('K') {
+                compactions += 1;
+            } else {
+                acked.add(&line);
+            }
         }
     }
     std::fs::write(&stop, b"").unwrap();
@@ -355,7 +403,7 @@ fn processes_killed_at_random_never_lose_or_break_what_the_others_acknowledged()
     let status = reader.child.wait().unwrap();
     let reader_lines = reader.lines.join().unwrap();
     eprintln!(
-        "multi_process: {kills} kills, {} acknowledged operations ({} appends, {} batches, {} pops); reader: {:?}",
+        "multi_process: {kills} kills, {} acknowledged operations ({} appends, {} batches, {} pops), {compactions} compactions; reader: {:?}",
         acked.ops,
         acked.appends.len(),
         acked.batches.len(),
@@ -369,15 +417,21 @@ fn processes_killed_at_random_never_lose_or_break_what_the_others_acknowledged()
         .collect();
     assert!(errors.is_empty(), "the reader saw: {errors:#?}");
     assert!(acked.appends.len() > 100, "the writers got work done");
-    check_store(&dir, &acked);
+    if compacting {
+        assert!(compactions > 0, "the compactor got work done");
+    }
+    check_store(&dir, &acked, compacting);
     let torn = std::fs::read_dir(dir.join(convlog::QUARANTINE_DIR)).map_or(0, |d| d.count());
     eprintln!(
         "multi_process: the writers cut {torn} torn writes of killed ones (kept in quarantine/)"
     );
 }
 
-/// The parent's checks of the final store against the log and what was acknowledged.
-fn check_store(dir: &Path, acked: &Acked) {
+/// The parent's checks of the final store against the log and what was acknowledged. After
+/// compactions the log no longer holds what was popped or cleared: then an acknowledged
+/// append of a session that gets pops and clears must be where its receipt says *if* it is
+/// in the log, and acknowledged pops are not looked for.
+fn check_store(dir: &Path, acked: &Acked, compacted: bool) {
     let store = Store::open(dir).unwrap();
     assert!(store.recovery_report().dropped.is_empty());
     drop(store);
@@ -436,6 +490,10 @@ fn check_store(dir: &Path, acked: &Acked) {
         );
     }
     for (tag, want) in &acked.appends {
+        let removable = POP_SESSIONS.contains(&want.0.as_str());
+        if compacted && removable && !logged.contains_key(tag) {
+            continue;
+        }
         assert_eq!(logged.get(tag), Some(want), "acknowledged append {tag}");
     }
     for (tag, (session, id, lsn, k)) in &acked.batches {
@@ -461,7 +519,7 @@ fn check_store(dir: &Path, acked: &Acked) {
             }
         }
     }
-    for pop in &acked.pops {
+    for pop in acked.pops.iter().filter(|_| !compacted) {
         assert!(
             popped.contains(pop),
             "acknowledged pop {pop:?} removed that message"
