@@ -136,6 +136,14 @@ fn from_store(py: Python<'_>, e: convlog::Error) -> PyErr {
         E::Poisoned { path } => ("Poisoned", vec![("path", obj(py, path.as_path()))]),
         E::NotAStore { path, .. } => ("NotAStore", vec![("path", obj(py, path.as_path()))]),
         E::InvalidOption { option, .. } => ("InvalidOption", vec![("option", obj(py, *option))]),
+        E::Compacting { path } => ("Compacting", vec![("path", obj(py, path.as_path()))]),
+        E::CompactionMismatch { path, session } => (
+            "CompactionMismatch",
+            vec![
+                ("path", obj(py, path.as_path())),
+                ("session", obj(py, session.as_str())),
+            ],
+        ),
         E::Io { path, source, .. } => (
             "IoError",
             vec![

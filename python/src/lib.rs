@@ -40,6 +40,7 @@ fn _convlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::Store>()?;
     m.add_class::<store::Receipt>()?;
     m.add_class::<store::SessionInfo>()?;
+    m.add_class::<store::CompactReport>()?;
     m.add_class::<messages::Messages>()?;
     m.add_class::<subscribe::Subscription>()?;
     m.add_class::<subscribe::Event>()?;

@@ -121,6 +121,65 @@ impl SessionInfo {
     }
 }
 
+/// What `Store.compact()` did.
+#[pyclass(module = "convlog", name = "CompactReport", frozen, eq, get_all)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactReport {
+    /// Sealed segments read and replaced (0: there was nothing to reclaim).
+    segments_rewritten: usize,
+    /// Bytes of the segments replaced.
+    bytes_before: u64,
+    /// Bytes of the compacted segment that replaced them.
+    bytes_after: u64,
+    /// Records kept.
+    records_kept: u64,
+    /// Records dropped.
+    records_dropped: u64,
+    /// Sessions none of whose records were kept (deleted, cleared).
+    sessions_erased: Vec<String>,
+    /// The compacted segment's id (its first LSN), when one was written.
+    segment: Option<u64>,
+    /// How long it took, in seconds.
+    duration: f64,
+}
+
+impl From<convlog::CompactReport> for CompactReport {
+    fn from(r: convlog::CompactReport) -> CompactReport {
+        CompactReport {
+            segments_rewritten: r.segments_rewritten,
+            bytes_before: r.bytes_before,
+            bytes_after: r.bytes_after,
+            records_kept: r.records_kept,
+            records_dropped: r.records_dropped,
+            sessions_erased: r.sessions_erased,
+            segment: r.segment.map(|s| s.0),
+            duration: r.duration.as_secs_f64(),
+        }
+    }
+}
+
+#[pymethods]
+impl CompactReport {
+    fn __repr__(&self) -> String {
+        let segment = self
+            .segment
+            .map_or_else(|| "None".to_owned(), |s| s.to_string());
+        format!(
+            "CompactReport(segments_rewritten={}, bytes_before={}, bytes_after={}, \
+             records_kept={}, records_dropped={}, sessions_erased={:?}, segment={}, \
+             duration={})",
+            self.segments_rewritten,
+            self.bytes_before,
+            self.bytes_after,
+            self.records_kept,
+            self.records_dropped,
+            self.sessions_erased,
+            segment,
+            self.duration
+        )
+    }
+}
+
 /// An open convlog store (see `convlog/__init__.pyi` for the Python documentation).
 #[pyclass(module = "convlog", name = "Store", frozen)]
 pub struct Store {
@@ -162,6 +221,30 @@ fn durability(value: Option<&Bound<'_, PyAny>>) -> PyResult<convlog::Durability>
         "durability is \"buffered\", \"always\" or a float of seconds, not {}",
         v.get_type().name()?
     )))
+}
+
+/// The `mode=` of `Store(...)`: a file mode such as `0o640` (directories get `x` where `r`
+/// is set), as `Permissions::from_file_mode`; `None`: the default (owner-only).
+fn permissions(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<convlog::Permissions>> {
+    let Some(v) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let py = v.py();
+    if v.is_instance_of::<pyo3::types::PyBool>() || !v.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "mode is a file mode as an int (0o600, 0o640), not {}",
+            v.get_type().name()?
+        )));
+    }
+    let mode = v.extract::<i64>().ok().and_then(|m| u32::try_from(m).ok());
+    let made = match mode {
+        Some(m) => convlog::Permissions::from_file_mode(m),
+        None => Err(convlog::Error::InvalidOption {
+            option: "permissions",
+            reason: format!("{v} is not a file mode: it must lie within 0666 and include 0600"),
+        }),
+    };
+    made.map(Some).map_err(|e| Fail::Store(e).into_py_err(py))
 }
 
 /// A JSON value (any Python value `json` encodes) as serde_json's.
@@ -249,7 +332,8 @@ impl Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (path, *, durability=None, read_only=false, segment_size=None, max_record_len=None, exclusive=false))]
+    #[pyo3(signature = (path, *, durability=None, read_only=false, segment_size=None, max_record_len=None, exclusive=false, mode=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -258,11 +342,15 @@ impl Store {
         segment_size: Option<u64>,
         max_record_len: Option<u32>,
         exclusive: bool,
+        mode: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Store> {
         let mut opts = convlog::Store::builder()
             .durability(self::durability(durability)?)
             .read_only(read_only)
             .exclusive(exclusive);
+        if let Some(p) = permissions(mode)? {
+            opts = opts.permissions(p);
+        }
         if let Some(n) = segment_size {
             opts = opts.segment_size(n);
         }
@@ -680,6 +768,32 @@ impl Store {
             subs.retain(|w| w.strong_count() > 0);
             subs.push(Arc::downgrade(&slot));
             Ok(sub)
+        })
+    }
+
+    /// Deletes `session`: its messages, idempotency keys and metadata (one logged record);
+    /// whether it held any. The id may be used again, from interaction id 1.
+    fn delete_session(&self, py: Python<'_>, session: &str) -> PyResult<bool> {
+        // The session's entry goes; the one record is reported when the log tells.
+        let lsns = |before, after, &existed: &bool| writes::one_record(before, after, existed);
+        self.rewrite(py, session, |s| Ok(s.delete_session(session)?), lsns)
+    }
+
+    /// Seals the active segment if it holds any record; whether it did.
+    fn seal(&self, py: Python<'_>) -> PyResult<bool> {
+        self.run(py, |s| Ok(s.seal()?))
+    }
+
+    /// Rewrites the sealed segments keeping only what a live session can reach (`seal`
+    /// first: the active segment too). No message, id or LSN changes, so the tail cache
+    /// stays.
+    #[pyo3(signature = (*, seal=false))]
+    fn compact(&self, py: Python<'_>, seal: bool) -> PyResult<CompactReport> {
+        self.run(py, |s| {
+            if seal {
+                s.seal()?;
+            }
+            Ok(CompactReport::from(s.compact()?))
         })
     }
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from ._errors import (
     AlreadyOpen,
     Closed,
+    Compacting,
+    CompactionMismatch,
     Conflict,
     Corrupt,
     Error,
@@ -30,6 +32,7 @@ from ._errors import (
 )
 from ._convlog import (
     MAX_SESSION_ID_BYTES,
+    CompactReport,
     Event,
     Messages,
     Receipt,
@@ -45,6 +48,9 @@ __all__ = [
     "MAX_SESSION_ID_BYTES",
     "AlreadyOpen",
     "Closed",
+    "CompactReport",
+    "Compacting",
+    "CompactionMismatch",
     "Conflict",
     "Corrupt",
     "Error",

@@ -43,6 +43,28 @@ class SessionInfo:
     last: int
 
 @final
+class CompactReport:
+    """What ``Store.compact()`` did."""
+
+    #: Sealed segments read and replaced (0: there was nothing to reclaim).
+    segments_rewritten: int
+    #: Bytes of the segments replaced, and of the compacted segment that replaced them.
+    bytes_before: int
+    bytes_after: int
+    #: Records kept, and dropped (removed messages, superseded events, dead keys and
+    #: metadata).
+    records_kept: int
+    records_dropped: int
+    #: Sessions none of whose records were kept (deleted, cleared): no byte of their
+    #: messages in the compacted range remains in any file of the store.
+    sessions_erased: list[str]
+    #: The compacted segment's id (the first LSN it covers), or None when none was written.
+    segment: int | None
+    #: How long it took, in seconds.
+    duration: float
+    def __eq__(self, other: object) -> bool: ...
+
+@final
 class Messages(Iterator[Any]):
     """A lazy iterator over a session's messages, oldest first: a snapshot of the messages
     present when it was made (later appends, pops and clears do not change it), read and
@@ -136,6 +158,12 @@ class Store:
     True holds the write lock for as long as the store is open: other writable opens get
     ``Locked`` (read-only ones still work), and reads skip that check.
 
+    ``mode``: the permission bits of the files the store creates, exactly, whatever the
+    umask (existing files keep theirs): None (the default) is owner-only, files ``0o600``
+    and directories ``0o700``; ``0o640`` lets the owner's group read (directories get
+    ``x`` wherever ``r`` is set: ``0o750``). A mode outside ``0o666`` or without ``0o600``
+    raises ``InvalidOption`` (a ``ValueError``).
+
     Thread-safe, and the GIL is released during every store call. Several ``Store``
     objects on one path in one process share one open store, as long as they are opened
     with the same options (else ``AlreadyOpen``); it closes when the last of them closes.
@@ -153,6 +181,7 @@ class Store:
         segment_size: int | None = None,
         max_record_len: int | None = None,
         exclusive: bool = False,
+        mode: int | None = None,
     ) -> None: ...
     @property
     def path(self) -> Path: ...
@@ -284,6 +313,22 @@ class Store:
         - ``subscribe("now", session=s)``: the events of ``s`` after now;
         - ``subscribe(lsn, session=s)``: the events of ``s`` from LSN ``lsn`` on.
         """
+    def delete_session(self, session: str) -> bool:
+        """Delete ``session``: its messages, idempotency keys and metadata (one logged
+        record). Returns whether it held any. Afterwards it is absent from ``sessions()``,
+        and its id may be used again (from interaction id 1). Its bytes stay on disk until
+        ``compact()`` rewrites the segments holding them."""
+    def seal(self) -> bool:
+        """Seal the active segment (synced) and start a new one, if it holds any record, so
+        that ``compact()`` can rewrite what it held; returns whether it sealed one."""
+    def compact(self, *, seal: bool = False) -> CompactReport:
+        """Rewrite the sealed segments keeping only what a live session can reach: popped,
+        truncated, cleared, replaced and deleted messages and superseded events leave the
+        disk. With ``seal=True``, ``seal()`` first, so the active segment's records are
+        included. Appends and reads (of this and other processes) go on meanwhile; no
+        message, interaction id or LSN changes. Raises ``ReadOnly`` on a read-only store,
+        ``Compacting`` while another compaction of the store runs, ``Corrupt`` if a sealed
+        segment is damaged (nothing is replaced)."""
     def sync(self) -> int:
         """Make everything appended so far durable; return the durable LSN."""
     def stats(self) -> dict[str, int]:

@@ -77,6 +77,16 @@ class InvalidOption(Error, ValueError):
     """An option of ``Store(...)`` is out of range (``option``)."""
 
 
+class Compacting(Error):
+    """``compact()`` met another compaction of the store under way, in this process or
+    another (``path``): one runs at a time; try again later."""
+
+
+class CompactionMismatch(Error):
+    """A compaction's output, read back before it replaced anything, differs from the log
+    for ``session`` (a broken internal invariant, ``path``): nothing was replaced."""
+
+
 class IoError(Error, OSError):
     """An I/O operation failed (``path``, ``errno``)."""
 
@@ -84,6 +94,8 @@ class IoError(Error, OSError):
 __all__ = [
     "AlreadyOpen",
     "Closed",
+    "Compacting",
+    "CompactionMismatch",
     "Conflict",
     "Corrupt",
     "Error",
@@ -105,7 +117,7 @@ __all__ = [
 for _cls in (
     Error, Conflict, Locked, AlreadyOpen, Corrupt, UnsupportedFormat, InvalidSessionId,
     InvalidMessage, RecordTooLarge, ReadOnly, Poisoned, Closed, NotAStore, InvalidOption,
-    IoError, SessionExists, InvalidKey,
+    IoError, SessionExists, InvalidKey, Compacting, CompactionMismatch,
 ):
     _cls.__module__ = "convlog"
 del _cls

@@ -21,7 +21,7 @@ import json
 import os
 from typing import Any
 
-from ._convlog import Store, validate_session_id
+from ._convlog import CompactReport, Store, validate_session_id
 
 __all__ = [
     "FunctionCall",
@@ -185,6 +185,17 @@ class OpenAIAutomataConversationDatabase:
 
     # Automata's private name for the same number.
     _get_last_interaction_id = get_interaction_count
+
+    def delete_session(self, session_id: str) -> bool:
+        """Delete ``session_id`` and every message of it; return whether it held any. Its
+        id may be used again (from interaction id 1). ``compact()`` reclaims the space."""
+        _check_session_id(session_id)
+        return self._store.delete_session(session_id)
+
+    def compact(self) -> CompactReport:
+        """Rewrite the store without the messages of deleted sessions
+        (``Store.compact(seal=True)``): their bytes leave the disk."""
+        return self._store.compact(seal=True)
 
     def close(self) -> None:
         """Close the database; later calls raise ``convlog.Closed``."""
