@@ -30,6 +30,10 @@ pub struct Args {
     /// Keep at most this many sessions (the most recently appended).
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
+    /// Also remove every file in `quarantine/` (bytes repairs and torn-tail cuts set aside,
+    /// which may hold messages of deleted sessions).
+    #[arg(long)]
+    pub purge_quarantine: bool,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
 }
@@ -54,6 +58,11 @@ pub fn run(args: Args) -> CliResult {
     let report = store.compact_retaining(retention).in_store(&args.dir);
     bar.finish_and_clear();
     let r = report?;
+    let purged = if args.purge_quarantine {
+        Some(store.purge_quarantine().in_store(&args.dir)?)
+    } else {
+        None
+    };
     let mut out = Out::stdout();
     if args.json {
         out.json_pretty(&json!({
@@ -66,8 +75,15 @@ pub fn run(args: Args) -> CliResult {
             "sessions_expired": r.sessions_expired,
             "segment": r.segment.map(|s| s.0),
             "seconds": r.duration.as_secs_f64(),
+            "quarantine_files_removed": purged,
         }))?;
         return out.finish();
+    }
+    if let Some(n) = purged {
+        out.text(&format!(
+            "removed {} from quarantine/\n",
+            plural(n as u64, "file")
+        ))?;
     }
     if r.segments_rewritten == 0 {
         out.text(&format!(
