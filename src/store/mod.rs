@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::{Duration, Instant};
 
 pub use auto::AutoCompact;
-pub use compact::{COMPACT_FILE, CompactReport, MAX_COMPACTION_INPUT};
+pub use compact::{COMPACT_FILE, CompactProgress, CompactReport, MAX_COMPACTION_INPUT};
 pub use meta::MAX_META_LEN;
 pub use options::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
 pub use read::{Messages, RawMessages};

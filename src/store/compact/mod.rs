@@ -75,6 +75,35 @@ pub struct CompactReport {
     pub duration: Duration,
 }
 
+/// How far a compaction is: bytes of input its passes have read, of `total` (it reads its
+/// input three times: twice to plan, once to write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactProgress {
+    /// Bytes read so far.
+    pub done: u64,
+    /// Bytes it will read in all.
+    pub total: u64,
+}
+
+/// Counts a compaction's progress and reports it.
+struct Tracker<'a> {
+    report: &'a mut dyn FnMut(CompactProgress),
+    done: u64,
+    total: u64,
+}
+
+impl Tracker<'_> {
+    /// One more input segment of `bytes` read by a pass.
+    fn advance(&mut self, bytes: u64) {
+        self.done = (self.done + bytes).min(self.total);
+        (self.report)(CompactProgress {
+            done: self.done,
+            total: self.total,
+        });
+    }
+}
+
 impl Store {
     /// Rewrites the sealed segments keeping only what a live session (or fork) can reach:
     /// popped, truncated, cleared, replaced and deleted messages and superseded events leave
@@ -90,7 +119,7 @@ impl Store {
     /// runs; [`Error::Corrupt`] if a sealed segment is damaged (nothing is replaced: repair
     /// it first); [`Error::Io`].
     pub fn compact(&self) -> Result<CompactReport> {
-        self.compact_when(0.0, self.inner.opts.retention)
+        self.compact_when(0.0, self.inner.opts.retention, &mut |_| {})
     }
 
     /// [`Store::compact`], with `retention` deciding which sessions it deletes first instead
@@ -99,7 +128,20 @@ impl Store {
     /// # Errors
     /// As [`Store::compact`].
     pub fn compact_retaining(&self, retention: super::Retention) -> Result<CompactReport> {
-        self.compact_when(0.0, retention)
+        self.compact_with(retention, &mut |_| {})
+    }
+
+    /// [`Store::compact_retaining`], calling `progress` as it reads its input (for a
+    /// progress bar: the CLI's).
+    ///
+    /// # Errors
+    /// As [`Store::compact`].
+    pub fn compact_with(
+        &self,
+        retention: super::Retention,
+        progress: &mut dyn FnMut(CompactProgress),
+    ) -> Result<CompactReport> {
+        self.compact_when(0.0, retention, progress)
     }
 
     /// [`Store::compact`] only if at least `dead_ratio` (0 to 1) of the sealed segments'
@@ -109,10 +151,19 @@ impl Store {
     /// # Errors
     /// As [`Store::compact`].
     pub fn compact_if(&self, dead_ratio: f64) -> Result<CompactReport> {
-        self.compact_when(dead_ratio.clamp(0.0, 1.0), self.inner.opts.retention)
+        self.compact_when(
+            dead_ratio.clamp(0.0, 1.0),
+            self.inner.opts.retention,
+            &mut |_| {},
+        )
     }
 
-    fn compact_when(&self, dead_ratio: f64, retention: super::Retention) -> Result<CompactReport> {
+    fn compact_when(
+        &self,
+        dead_ratio: f64,
+        retention: super::Retention,
+        progress: &mut dyn FnMut(CompactProgress),
+    ) -> Result<CompactReport> {
         let started = Instant::now();
         let dir = Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
         if self.inner.locks.is_none() {
@@ -133,15 +184,21 @@ impl Store {
         if inputs.is_empty() {
             return Ok(finish(report, started));
         }
-        let plan = Plan::build(&inputs, end)?;
         let bytes_before: u64 = inputs.iter().map(|s| segment_len(s)).sum();
+        let mut tracker = Tracker {
+            report: progress,
+            done: 0,
+            // Planning reads the input twice, writing once more.
+            total: 3 * bytes_before,
+        };
+        let plan = Plan::build(&inputs, end, &mut tracker)?;
         let dead = plan.dead_bytes as f64 / bytes_before.max(1) as f64;
         let worth_it = (plan.dead_bytes > 0 || inputs.len() > 1)
             && (dead >= dead_ratio || !report.sessions_expired.is_empty());
         if !worth_it {
             return Ok(finish(report, started));
         }
-        let out = write_output(dir, &inputs, &plan, end)?;
+        let out = write_output(dir, &inputs, &plan, end, &mut tracker)?;
         if let Err(e) = check_output(&self.inner.dir, &plan.state, &out) {
             let _ = dir.remove(&out.path);
             return Err(e);

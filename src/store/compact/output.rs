@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::plan::{Plan, Rewrite, empty_state, fold};
-use super::{GAP_SESSION, for_each_unit, map_of};
+use super::{GAP_SESSION, Tracker, for_each_unit, map_of};
 use crate::error::{Error, Result};
 use crate::format::{Kind, RecordMeta};
 use crate::id::{Lsn, SegmentId, Timestamp};
@@ -31,6 +31,7 @@ pub(super) fn write_output(
     inputs: &[Arc<Segment>],
     plan: &Plan,
     end: Lsn,
+    tracker: &mut Tracker<'_>,
 ) -> Result<Output> {
     let first = inputs[0].id;
     let path = dir.join(&format!("{:020}.compact", first.0));
@@ -70,6 +71,7 @@ pub(super) fn write_output(
                 .map_or(last_ts, |r| last_ts.max(r.meta.timestamp));
             Ok(())
         })?;
+        tracker.advance(map.len() as u64);
     }
     if next < end {
         let gap = RecordMeta {

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{for_each_unit, map_of};
+use super::{Tracker, for_each_unit, map_of};
 use crate::error::Result;
 use crate::format::{Kind, RecordMeta};
 use crate::id::{Lsn, Timestamp};
@@ -66,7 +66,11 @@ pub(super) fn fold(state: &mut State, ordinal: usize, r: &Record<'_>) {
 }
 
 impl Plan {
-    pub(super) fn build(inputs: &[Arc<Segment>], end: Lsn) -> Result<Plan> {
+    pub(super) fn build(
+        inputs: &[Arc<Segment>],
+        end: Lsn,
+        tracker: &mut Tracker<'_>,
+    ) -> Result<Plan> {
         let mut state = empty_state(inputs.to_vec());
         let mut seen = HashSet::new();
         for (ordinal, s) in inputs.iter().enumerate() {
@@ -80,6 +84,7 @@ impl Plan {
                 }
                 Ok(())
             })?;
+            tracker.advance(map.len() as u64);
         }
         state.next_lsn = end;
         let mut plan = Plan {
@@ -90,7 +95,7 @@ impl Plan {
             dead_bytes: 0,
         };
         plan.mark();
-        plan.dead_bytes = plan.dead(inputs)?;
+        plan.dead_bytes = plan.dead(inputs, tracker)?;
         Ok(plan)
     }
 
@@ -115,7 +120,7 @@ impl Plan {
 
     /// Bytes of the records that are certainly dropped: appends, keys and metadata nobody
     /// reaches (events are counted as kept: some are rewritten, most are not).
-    fn dead(&self, inputs: &[Arc<Segment>]) -> Result<u64> {
+    fn dead(&self, inputs: &[Arc<Segment>], tracker: &mut Tracker<'_>) -> Result<u64> {
         let mut dead = 0;
         for (ordinal, s) in inputs.iter().enumerate() {
             let map = map_of(s)?;
@@ -128,6 +133,7 @@ impl Plan {
                 }
                 Ok(())
             })?;
+            tracker.advance(map.len() as u64);
         }
         Ok(dead)
     }

@@ -1,12 +1,13 @@
 //! `convlog compact DIR [--seal] [--json]`: rewrites the sealed segments keeping only what a
-//! live session can reach, and reports what it reclaimed and which sessions it erased.
+//! live session can reach, and reports what it reclaimed and which sessions it erased (with
+//! a progress bar on a terminal).
 
 use std::path::PathBuf;
 
 use serde_json::json;
 
 use crate::error::{CliResult, InStore};
-use crate::util::{Out, human_bytes, human_duration, open_writable, plural, spinner, thousands};
+use crate::util::{Out, human_bytes, human_duration, open_writable, plural, progress, thousands};
 
 /// Arguments of `convlog compact`.
 #[derive(Debug, clap::Args)]
@@ -54,8 +55,13 @@ pub fn run(args: Args) -> CliResult {
     if let Some(n) = args.max_sessions {
         retention = retention.max_sessions(n);
     }
-    let bar = spinner(format!("compacting {}", args.dir.display()));
-    let report = store.compact_retaining(retention).in_store(&args.dir);
+    let bar = progress(0, "compact", true);
+    let report = store
+        .compact_with(retention, &mut |p| {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+        })
+        .in_store(&args.dir);
     bar.finish_and_clear();
     let r = report?;
     let purged = if args.purge_quarantine {
