@@ -156,8 +156,12 @@ async def bench_reads(paths: dict[str, str], n: int, calls20: int, rounds: int) 
     sessions = {kind: new_session(kind, "big", path) for kind, path in paths.items()}
     t20: dict[str, list[float]] = {k: [] for k in sessions}
     tall: dict[str, list[float]] = {k: [] for k in sessions}
+    # The same items from every variant (checked once, untimed).
+    first = await next(iter(sessions.values())).get_items()
     for s in sessions.values():
         assert len(await s.get_items(limit=20)) == 20
+        assert await s.get_items() == first
+    del first
     for _ in range(rounds):
         for kind, s in sessions.items():
             t = time.perf_counter()

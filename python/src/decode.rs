@@ -76,7 +76,11 @@ impl<'py> Decoder<'py> {
     }
 
     fn seed(&self) -> Seed<'_, 'py> {
-        Seed(self.py, &self.shared)
+        Seed {
+            py: self.py,
+            shared: &self.shared,
+            key: false,
+        }
     }
 
     /// One stored message as fresh Python objects.
@@ -134,32 +138,12 @@ fn remembered<'py>(py: Python<'py>, strs: &Strs<'py>, v: &str) -> Bound<'py, PyS
     s
 }
 
-/// Builds the Python value of one JSON value.
+/// Builds the Python value of one JSON value, or (`key`) the `str` of one object key.
 #[derive(Clone, Copy)]
-struct Seed<'a, 'py>(Python<'py>, &'a Shared<'py>);
-
-/// Builds the Python `str` of one object key.
-#[derive(Clone, Copy)]
-struct KeySeed<'a, 'py>(Python<'py>, &'a Shared<'py>);
-
-impl<'de, 'py> DeserializeSeed<'de> for KeySeed<'_, 'py> {
-    type Value = Bound<'py, PyAny>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de, 'py> Visitor<'de> for KeySeed<'_, 'py> {
-    type Value = Bound<'py, PyAny>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an object key")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(remembered(self.0, &self.1.keys, v).into_any())
-    }
+struct Seed<'a, 'py> {
+    py: Python<'py>,
+    shared: &'a Shared<'py>,
+    key: bool,
 }
 
 fn py_fail<E: de::Error>(e: PyErr) -> E {
@@ -170,7 +154,11 @@ impl<'de, 'py> DeserializeSeed<'de> for Seed<'_, 'py> {
     type Value = Bound<'py, PyAny>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
+        if self.key {
+            d.deserialize_str(self)
+        } else {
+            d.deserialize_any(self)
+        }
     }
 }
 
@@ -178,19 +166,23 @@ impl<'de, 'py> Visitor<'de> for Seed<'_, 'py> {
     type Value = Bound<'py, PyAny>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str(if self.key {
+            "an object key"
+        } else {
+            "a JSON value"
+        })
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(PyBool::new(self.0, v).to_owned().into_any())
+        Ok(PyBool::new(self.py, v).to_owned().into_any())
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(PyInt::new(self.0, v).into_any())
+        Ok(PyInt::new(self.py, v).into_any())
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(PyInt::new(self.0, v).into_any())
+        Ok(PyInt::new(self.py, v).into_any())
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
@@ -199,33 +191,37 @@ impl<'de, 'py> Visitor<'de> for Seed<'_, 'py> {
         if v.fract() == 0.0 && v.abs() >= 9_007_199_254_740_992.0 {
             return Err(E::custom("integer past 64 bits"));
         }
-        Ok(PyFloat::new(self.0, v).into_any())
+        Ok(PyFloat::new(self.py, v).into_any())
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        if v.len() <= SHORT {
-            return Ok(remembered(self.0, &self.1.values, v).into_any());
+        if self.key {
+            return Ok(remembered(self.py, &self.shared.keys, v).into_any());
         }
-        Ok(PyString::new(self.0, v).into_any())
+        if v.len() <= SHORT {
+            return Ok(remembered(self.py, &self.shared.values, v).into_any());
+        }
+        Ok(PyString::new(self.py, v).into_any())
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(self.0.None().into_bound(self.0))
+        Ok(self.py.None().into_bound(self.py))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let base = self.1.stack.borrow().len();
+        let base = self.shared.stack.borrow().len();
         while let Some(item) = seq.next_element_seed(self)? {
-            self.1.stack.borrow_mut().push(item);
+            self.shared.stack.borrow_mut().push(item);
         }
-        let mut stack = self.1.stack.borrow_mut();
-        let list = PyList::new(self.0, stack.drain(base..)).map_err(py_fail)?;
+        let mut stack = self.shared.stack.borrow_mut();
+        let list = PyList::new(self.py, stack.drain(base..)).map_err(py_fail)?;
         Ok(list.into_any())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let dict = PyDict::new(self.0);
-        while let Some(key) = map.next_key_seed(KeySeed(self.0, self.1))? {
+        let dict = PyDict::new(self.py);
+        let key_seed = Seed { key: true, ..self };
+        while let Some(key) = map.next_key_seed(key_seed)? {
             let value = map.next_value_seed(self)?;
             dict.set_item(key, value).map_err(py_fail)?;
         }

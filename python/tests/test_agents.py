@@ -500,42 +500,6 @@ async def test_a_worker_thread_keeps_no_result_alive() -> None:
     assert ref() is None
 
 
-async def test_wrapped_by_the_responses_compaction_session(tmp_path: pathlib.Path) -> None:
-    """The SDK's OpenAIResponsesCompactionSession replaces the history with the compacted
-    items; with a stand-in for the API client, on ConvlogSession and SQLiteSession alike."""
-    import types
-
-    from agents.memory import OpenAIResponsesCompactionSession
-
-    class Responses:
-        def __init__(self) -> None:
-            self.inputs: list[Any] = []
-
-        async def compact(self, **kwargs: Any) -> Any:
-            self.inputs.append(kwargs.get("input"))
-            return types.SimpleNamespace(
-                output=[{"type": "compaction", "id": "cmp_1", "encrypted_content": "zzz"}],
-                usage=None,
-            )
-
-    history = [
-        {"role": "user", "content": f"q{i}"} if i % 2 == 0 else
-        {"type": "message", "role": "assistant", "id": f"m{i}", "status": "completed",
-         "content": [{"type": "output_text", "text": f"a{i}", "annotations": []}]}
-        for i in range(12)
-    ]
-    results = []
-    for inner in (ConvlogSession("comp", tmp_path / "c"), SQLiteSession("comp", tmp_path / "s.db")):
-        client = types.SimpleNamespace(responses=Responses())
-        s = OpenAIResponsesCompactionSession("comp", inner, client=client)  # type: ignore[arg-type]
-        await s.add_items(copy.deepcopy(history))
-        await s.run_compaction({"force": True, "compaction_mode": "input"})
-        results.append((len(client.responses.inputs[0]), await inner.get_items(), await s.get_items()))
-        inner.close()
-    assert results[0] == results[1]
-    assert results[0][1] == [{"type": "compaction", "id": "cmp_1", "encrypted_content": "zzz"}]
-
-
 class _CompactResponses:
     """A stand-in for the API client's ``responses``: records each input, returns one
     compaction item."""
@@ -561,6 +525,26 @@ def _turns(n: int, start: int = 0) -> list[Any]:
          "content": [{"type": "output_text", "text": f"a{i}", "annotations": []}]}
         for i in range(start, start + n)
     ]
+
+
+async def test_wrapped_by_the_responses_compaction_session(tmp_path: pathlib.Path) -> None:
+    """The SDK's OpenAIResponsesCompactionSession replaces the history with the compacted
+    items; with a stand-in for the API client, on ConvlogSession and SQLiteSession alike."""
+    import types
+
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    history = _turns(12)
+    results = []
+    for inner in (ConvlogSession("comp", tmp_path / "c"), SQLiteSession("comp", tmp_path / "s.db")):
+        client = types.SimpleNamespace(responses=_CompactResponses())
+        s = OpenAIResponsesCompactionSession("comp", inner, client=client)  # type: ignore[arg-type]
+        await s.add_items(copy.deepcopy(history))
+        await s.run_compaction({"force": True, "compaction_mode": "input"})
+        results.append((len(client.responses.inputs[0]), await inner.get_items(), await s.get_items()))
+        inner.close()
+    assert results[0] == results[1]
+    assert results[0][1] == [{"type": "compaction", "id": "cmp_1", "encrypted_content": "zzz"}]
 
 
 async def test_automatic_compaction_replaces_the_suffix_the_model_saw(tmp_path: pathlib.Path) -> None:

@@ -20,13 +20,16 @@ every read makes, of whether another process wrote the store). One object may be
 threads, each running its own loop.
 
 Replacing the history: the SDK's session protocol has no replace method; its
-``OpenAIResponsesCompactionSession`` replaces the underlying session's history through the
-private hook ``_atomic_replace_items`` when the session's class has one (as the SDK's
-``RedisSession`` does), and else by ``clear_session()`` then ``add_items()`` (with its own
-rollback on failure). ``ConvlogSession`` has that hook, on ``Store.replace``: a compaction
-leaves the old history or the new one after a crash, never an empty session in between.
-``replace_items(items)`` is the same replacement, to call directly; ``fork(new_id, at)``
-starts another session of the same store with this one's first ``at`` items, shared.
+``OpenAIResponsesCompactionSession`` uses two private hooks when the session's class has
+them (as the SDK's ``SQLiteSession`` and ``RedisSession`` do), and ``ConvlogSession`` has
+both. ``_get_compaction_snapshot`` serves automatic compaction: the last items, and a
+``replace_suffix`` that swaps the part the model saw for the compacted items in one
+``Store.replace`` (unless the session changed since), keeping the older history.
+``_atomic_replace_items`` serves manual compaction: the whole history, by ``Store.replace``.
+Either leaves the old history or the new one after a crash, never an empty session in
+between. ``replace_items(items)`` is the whole replacement, to call directly;
+``fork(new_id, at)`` starts another session of the same store with this one's first ``at``
+items, shared.
 """
 
 from __future__ import annotations
