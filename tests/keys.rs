@@ -153,3 +153,28 @@ fn index_memory_per_key_is_bounded() {
     println!("index memory per 36-byte key: {per_key:.1} B");
     assert!(per_key > 36.0 && per_key < 250.0, "{per_key} B per key");
 }
+
+#[test]
+fn an_empty_batch_under_a_known_key_is_a_retry_and_an_unknown_one_writes_nothing() {
+    let fs = SimFs::new(21);
+    let store = open(&fs);
+    let batch: Vec<Vec<u8>> = (0..2)
+        .map(|i| format!(r#"{{"role":"user","content":"m{i}"}}"#).into_bytes())
+        .collect();
+    let first = store.append_batch_raw_with_key("s", "k", &batch).unwrap();
+    assert_eq!(first.len(), 2);
+    let last = store.last_lsn();
+    let none: [&[u8]; 0] = [];
+    assert_eq!(
+        store.append_batch_raw_with_key("s", "k", &none).unwrap(),
+        first
+    );
+    assert!(
+        store
+            .append_batch_raw_with_key("s", "other", &none)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.last_lsn(), last, "nothing written");
+    assert_eq!(store.interaction_count("s"), 2);
+}
