@@ -1,5 +1,6 @@
 //! The in-memory session index: a fold over the log's events.
 
+mod keys;
 mod positions;
 
 use std::collections::HashMap;
@@ -9,6 +10,8 @@ use crate::format::{Kind, RecordMeta};
 use crate::id::{Lsn, Timestamp};
 use crate::io::Mapping;
 
+pub(crate) use keys::Keyed;
+use keys::{KeyHasher, Keys};
 pub(crate) use positions::Snapshot;
 use positions::{MappedHints, Positions};
 
@@ -33,57 +36,12 @@ struct SessionState {
     keys: Option<Box<Keys>>,
 }
 
-/// What an idempotency key names: the appends of one unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Keyed {
-    /// The interaction id of the first append it names.
-    pub(crate) first_id: u64,
-    /// The LSN of that append (the others follow it).
-    pub(crate) first_lsn: Lsn,
-    /// The unit's timestamp.
-    pub(crate) timestamp: Timestamp,
-    /// How many appends it names.
-    pub(crate) count: u64,
-}
-
-/// A session's idempotency keys.
-///
-/// Invariant: `order` holds every key of `map` once, by ascending `first_id`, so removing the
-/// keys of removed messages costs what is removed.
-#[derive(Debug, Default)]
-struct Keys {
-    map: HashMap<Box<[u8]>, Keyed>,
-    order: Vec<(u64, Box<[u8]>)>,
-}
-
-impl Keys {
-    /// Forgets the keys whose messages are not all among the first `keep`.
-    fn keep(&mut self, keep: u64) {
-        while let Some((first, key)) = self.order.last() {
-            let Some(k) = self.map.get(key) else {
-                self.order.pop();
-                continue;
-            };
-            if *first + k.count - 1 <= keep {
-                break;
-            }
-            self.map.remove(key);
-            self.order.pop();
-        }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.map.capacity() * (size_of::<(Box<[u8]>, Keyed)>() + 1)
-            + self.order.capacity() * size_of::<(u64, Box<[u8]>)>()
-            + self.order.iter().map(|(_, k)| 2 * k.len()).sum::<usize>()
-    }
-}
-
 /// A session as the index's readers see it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Session<'a> {
     state: &'a SessionState,
     hints: &'a MappedHints,
+    hasher: &'a KeyHasher,
 }
 
 impl<'a> Session<'a> {
@@ -100,17 +58,16 @@ impl<'a> Session<'a> {
         self.state.positions.snapshot(self.hints, from, to)
     }
 
-    /// What the idempotency key `key` names in it, if anything.
+    /// What the idempotency key `key` names in it, if anything: a *candidate* (the index
+    /// keeps keys as hashes), which the caller confirms against the `key` record in the log
+    /// (the one before the append `first_id`).
     pub(crate) fn key(&self, key: &[u8]) -> Option<Keyed> {
-        self.state.keys.as_ref()?.map.get(key).copied()
+        self.state.keys.as_ref()?.get(key, self.hasher.hash(key))
     }
 
-    /// Every idempotency key it remembers, with what the key names.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = (&'a [u8], Keyed)> + 'a {
-        self.state
-            .keys
-            .iter()
-            .flat_map(|k| k.map.iter().map(|(key, keyed)| (&**key, *keyed)))
+    /// What every idempotency key it remembers names.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = Keyed> + 'a {
+        self.state.keys.iter().flat_map(|k| k.all())
     }
 
     /// Timestamp of its first message.
@@ -199,6 +156,7 @@ pub(crate) struct Index {
     /// clear keeps it).
     metas: HashMap<Box<str>, Pos>,
     hints: MappedHints,
+    key_hasher: KeyHasher,
 }
 
 impl Index {
@@ -210,6 +168,7 @@ impl Index {
         Session {
             state,
             hints: &self.hints,
+            hasher: &self.key_hasher,
         }
     }
 
@@ -319,18 +278,17 @@ impl Index {
                 ts,
                 count,
             } => {
+                let hash = self.key_hasher.hash(key);
                 self.update(session, ts, |s, _| {
-                    let first_id = s.positions.len() + 1;
-                    let keys = s.keys.get_or_insert_with(Box::default);
                     let keyed = Keyed {
-                        first_id,
+                        first_id: s.positions.len() + 1,
                         first_lsn: lsn,
                         timestamp: ts,
                         count,
                     };
-                    if keys.map.insert(key.into(), keyed).is_none() {
-                        keys.order.push((first_id, key.into()));
-                    }
+                    s.keys
+                        .get_or_insert_with(Box::default)
+                        .insert(key, hash, keyed);
                 });
                 0
             }

@@ -150,3 +150,33 @@ impl Store {
         Ok(receipts)
     }
 }
+
+/// Whether the `key` record before the append `keyed` names (in `session`) holds `key`: the
+/// index keeps keys as hashes, so a hit is confirmed here. The record ends where the append
+/// starts, in the same segment (a unit never spans segments), and is `key.len()` bytes of
+/// payload after a 44-byte header and, when it names the session, the session id.
+pub(super) fn key_is_logged(
+    state: &super::State,
+    session: &str,
+    key: &[u8],
+    keyed: &crate::index::Keyed,
+) -> bool {
+    let Some(s) = state.index.get(session) else {
+        return false;
+    };
+    let id = keyed.first_id;
+    let Some(first) = s.snapshot(id..id + 1).get(id - 1) else {
+        return false;
+    };
+    let Some(segment) = state.segments.get(first.seg as usize) else {
+        return false;
+    };
+    let header = crate::format::RECORD_HEADER_LEN + key.len();
+    [header, header + session.len()].into_iter().any(|len| {
+        u32::try_from(len)
+            .ok()
+            .and_then(|len| first.off.checked_sub(len))
+            .and_then(|off| segment.read_kind(off, Kind::Key).ok())
+            .is_some_and(|r| r.payload == key && r.meta.lsn.next() == keyed.first_lsn)
+    })
+}

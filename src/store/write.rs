@@ -390,7 +390,10 @@ impl Store {
         let (count, keyed) = {
             let state = self.state();
             let s = state.index.get(session);
-            let keyed = key.and_then(|k| s.and_then(|s| s.key(k)));
+            let keyed = key.and_then(|k| {
+                s.and_then(|s| s.key(k))
+                    .filter(|keyed| super::ops::key_is_logged(&state, session, k, keyed))
+            });
             (s.map_or(0, |s| s.count()), keyed)
         };
         if let Some(k) = keyed {

@@ -144,8 +144,9 @@ pub enum Op {
     Kill { durability: u8 },
     /// An idempotent append under key number `k` (see [`key`]): `n % 6` 0 is
     /// `append_with_key` of one message (a raw JSON value), 1 to 4 `append_batch_raw_with_key`
-    /// of that many, 5 an empty keyed batch (returns nothing, writes nothing). A key the
-    /// session remembers returns its original receipts and writes nothing. With `again`, the
+    /// of that many, 5 an empty keyed batch (writes nothing; returns nothing unless its key is
+    /// remembered). A key the session remembers returns its original receipts and writes
+    /// nothing. With `again`, the
     /// session and key of the previous keyed append instead of `s` and `k` (a client's retry
     /// after a timeout, crash or restart), if there was one.
     KeyedAppend {
@@ -1250,15 +1251,6 @@ impl Harness {
                 ))),
             };
         }
-        if msgs.is_empty() {
-            return match r {
-                Ok(r) if r.is_empty() && after == before => Ok(()),
-                other => Err(self.fail(format!(
-                    "empty keyed batch: {:?}, last_lsn {before} -> {after}",
-                    other.map(|r| r.len())
-                ))),
-            };
-        }
         let sk = (name, key);
         if let Some(mut keyed) = self.latest().keys.get(&sk).cloned() {
             // A retry: the original receipts, nothing written (`append_with_key` returns one
@@ -1281,6 +1273,16 @@ impl Harness {
             };
             let next = self.latest().model();
             return self.settle_model(r, before, 0, next, Vec::new(), false);
+        }
+        // (After the retry check: an empty batch under a remembered key is a retry too.)
+        if msgs.is_empty() {
+            return match r {
+                Ok(r) if r.is_empty() && after == before => Ok(()),
+                other => Err(self.fail(format!(
+                    "empty keyed batch: {:?}, last_lsn {before} -> {after}",
+                    other.map(|r| r.len())
+                ))),
+            };
         }
         let count = self.state().get(name).map_or(0, Vec::len) as u64;
         let mut timestamp = None;

@@ -171,8 +171,8 @@ fn same_lsns(
 fn same_keys(g: crate::index::Session<'_>, w: crate::index::Session<'_>) -> bool {
     let mut a: Vec<_> = g.keys().collect();
     let mut b: Vec<_> = w.keys().collect();
-    a.sort_by(|x, y| x.0.cmp(y.0));
-    b.sort_by(|x, y| x.0.cmp(y.0));
+    a.sort_by_key(|k| k.first_lsn);
+    b.sort_by_key(|k| k.first_lsn);
     a == b
 }
 

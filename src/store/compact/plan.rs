@@ -109,7 +109,7 @@ impl Plan {
                     self.keep.insert((p.seg, p.off));
                 }
             }
-            for (_, k) in s.keys() {
+            for k in s.keys() {
                 self.keys.insert(k.first_lsn.0 - 1);
             }
         }

@@ -1,0 +1,163 @@
+//! A session's idempotency keys, kept as 64-bit hashes: the key itself is in the log (its
+//! `key` record), where a lookup that finds a hash confirms it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+
+use crate::id::{Lsn, Timestamp};
+
+/// What an idempotency key names: the appends of one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Keyed {
+    /// The interaction id of the first append it names.
+    pub(crate) first_id: u64,
+    /// The LSN of that append (the others follow it; the `key` record precedes it).
+    pub(crate) first_lsn: Lsn,
+    /// The unit's timestamp.
+    pub(crate) timestamp: Timestamp,
+    /// How many appends it names.
+    pub(crate) count: u64,
+}
+
+impl Keyed {
+    /// The interaction id of the last append it names.
+    fn last_id(&self) -> u64 {
+        self.first_id + self.count.saturating_sub(1)
+    }
+}
+
+/// Hashes keys for [`Keys`], with a key chosen at random per process (SipHash), so nobody
+/// can choose keys that collide.
+#[derive(Debug, Default)]
+pub(crate) struct KeyHasher(RandomState);
+
+impl KeyHasher {
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
+        self.0.hash_one(key)
+    }
+}
+
+/// The hash of a key is already a keyed hash: the map uses it as is.
+#[derive(Debug, Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A session's idempotency keys: what each names, by the key's hash (no copy of the key is
+/// kept: a lookup's hit is a candidate, confirmed against the `key` record in the log).
+///
+/// Invariant: `order` holds every entry of `map` and `exact` once, by ascending first
+/// interaction id, so forgetting the keys of removed messages costs what is removed. Two
+/// keys of a session whose hashes collide (about one chance in 2^64 per pair): the later
+/// is kept in `exact`, with its bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Keys {
+    map: HashMap<u64, Keyed, BuildHasherDefault<Identity>>,
+    exact: Vec<(Box<[u8]>, Keyed)>,
+    /// (last interaction id named, hash).
+    order: Vec<(u64, u64)>,
+}
+
+impl Keys {
+    /// Remembers `key` (hashed `hash`) as naming `keyed`.
+    pub(crate) fn insert(&mut self, key: &[u8], hash: u64, keyed: Keyed) {
+        match self.map.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => self.exact.push((key.into(), keyed)),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(keyed);
+            }
+        }
+        self.order.push((keyed.last_id(), hash));
+    }
+
+    /// What `key` (hashed `hash`) names: exact when it collided with another key, else a
+    /// candidate that may be another key with the same hash (see [`Keys`]).
+    pub(crate) fn get(&self, key: &[u8], hash: u64) -> Option<Keyed> {
+        if let Some((_, k)) = self.exact.iter().find(|(k, _)| **k == *key) {
+            return Some(*k);
+        }
+        self.map.get(&hash).copied()
+    }
+
+    /// Every key's entry.
+    pub(crate) fn all(&self) -> impl Iterator<Item = Keyed> + '_ {
+        self.map
+            .values()
+            .chain(self.exact.iter().map(|(_, k)| k))
+            .copied()
+    }
+
+    /// Forgets the keys whose messages are not all among the first `keep`.
+    pub(crate) fn keep(&mut self, keep: u64) {
+        while let Some(&(last, hash)) = self.order.last() {
+            if last <= keep {
+                break;
+            }
+            self.order.pop();
+            let before = self.exact.len();
+            self.exact.retain(|(_, k)| k.last_id() <= keep);
+            if self.exact.len() == before {
+                self.map.remove(&hash);
+            }
+        }
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.map.capacity() * (size_of::<(u64, Keyed)>() + 1)
+            + self.order.capacity() * size_of::<(u64, u64)>()
+            + self.exact.capacity() * size_of::<(Box<[u8]>, Keyed)>()
+            + self.exact.iter().map(|(k, _)| k.len()).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed(first_id: u64, count: u64) -> Keyed {
+        Keyed {
+            first_id,
+            first_lsn: Lsn(first_id + 10),
+            timestamp: Timestamp(first_id),
+            count,
+        }
+    }
+
+    #[test]
+    fn colliding_keys_are_both_remembered_and_forgotten_with_their_messages() {
+        let mut keys = Keys::default();
+        // Two keys with one hash: the second is kept with its bytes.
+        keys.insert(b"a", 7, keyed(1, 2));
+        keys.insert(b"b", 7, keyed(3, 1));
+        keys.insert(b"c", 9, keyed(4, 1));
+        assert_eq!(keys.get(b"b", 7), Some(keyed(3, 1)));
+        assert_eq!(keys.get(b"a", 7), Some(keyed(1, 2)));
+        assert_eq!(keys.get(b"c", 9), Some(keyed(4, 1)));
+        assert_eq!(keys.all().count(), 3);
+        keys.keep(3); // message 4 goes: "c" is forgotten
+        assert_eq!(keys.get(b"c", 9), None);
+        keys.keep(2); // message 3 goes: "b" (the exact one), not "a"
+        assert_eq!(
+            keys.get(b"b", 7),
+            Some(keyed(1, 2)),
+            "only a candidate is left"
+        );
+        assert_eq!(keys.all().collect::<Vec<_>>(), [keyed(1, 2)]);
+        keys.keep(1); // message 2 goes: "a" too
+        assert_eq!(keys.all().count(), 0);
+    }
+}
