@@ -6,6 +6,7 @@
 //! Prints one Markdown table (stdout) of both engines and their ratio; progress goes to
 //! stderr. See `bench/README.md` for what each line measures.
 
+mod compaction;
 mod convlog_side;
 mod floor;
 mod multiprocess;
@@ -24,7 +25,7 @@ use convlog::Durability;
 use crate::sqlite::Schema;
 use crate::workload::Workload;
 
-const GROUPS: [&str; 9] = [
+const GROUPS: [&str; 10] = [
     "buffered",
     "durable",
     "floor",
@@ -34,6 +35,7 @@ const GROUPS: [&str; 9] = [
     "space",
     "sessionops",
     "multiprocess",
+    "compaction",
 ];
 const SESSIONS: usize = 1000;
 const ZIPF_S: f64 = 1.1;
@@ -156,6 +158,7 @@ struct Results {
     disk: Option<(f64, f64)>,
     sessionops: Option<sessionops::Results>,
     multiprocess: Option<multiprocess::Results>,
+    compaction: Option<compaction::Results>,
 }
 
 const THREADS: [usize; 3] = [1, 4, 8];
@@ -336,6 +339,11 @@ fn main() {
         r.sessionops = Some(sessionops::run(&args, &workload, &corpus, &root, &log));
     }
     drop(corpus);
+
+    // Before the 2M build too (its dirty pages would slow the compaction's writes).
+    if want("compaction") {
+        r.compaction = Some(compaction::run(&args, &root, &log));
+    }
 
     if want("reopen") && args.big {
         let big = Workload::new(BIG, SESSIONS, ZIPF_S, args.seed);
@@ -872,6 +880,9 @@ fn render(r: &Results, largest: u64) -> String {
     }
     if let Some(m) = &r.multiprocess {
         rows.extend(multiprocess::rows(m));
+    }
+    if let Some(c) = &r.compaction {
+        rows.extend(compaction::rows(c));
     }
 
     let head = Row {
