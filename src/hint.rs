@@ -8,22 +8,23 @@
 //! ```text
 //! Hint file `{first_lsn:020}.hint` (little-endian):
 //!   0  8  magic          b"convlogH"
-//!   8  2  version        u16 = 2
+//!   8  2  version        u16 = 3
 //!  10  2  reserved       u16 = 0
 //!  12  4  sessions       u32: number of session entries
 //!  16  8  first LSN      u64: must equal the segment's
 //!  24  8  salt           u64: must equal the segment's
 //!  32  8  valid length   u64: where the segment's records end (zeros, if anything, follow)
 //!  40  8  next LSN       u64: the LSN after the segment's last record
-//!  48 64  kind counts    8 x u64: records of each kind (append, pop, truncate, clear, gap, key,
-//!                         fork, meta)
-//! 112  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
+//!  48 72  kind counts    9 x u64: records of each kind (append, pop, truncate, clear, gap, key,
+//!                         fork, meta, delete)
+//! 120  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
 //!           1 appends:   u32 n, u64 first timestamp, u64 last timestamp, n x u32 offsets
 //!           2 pop:       u64 messages popped (consecutive pops folded)
 //!           3 truncate:  u64 messages kept (clear = truncate to 0)
 //!           4 key:       u16 length, key bytes, u64 LSN of the first append it names,
 //!                        u64 timestamp, u64 appends it names
 //!           5 meta:      u32 offset of the session's latest meta record in the segment
+//!           6 delete:    nothing (the session's messages, keys and metadata are gone)
 //!  end-4  4  CRC-32 of every byte before it
 //! ```
 //!
@@ -46,13 +47,14 @@ use crate::segment::{Record, SegmentReader, Units, Why, all_zero};
 /// Magic bytes at the start of every hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"convlogH";
 /// The hint format version.
-pub const HINT_VERSION: u16 = 2;
-const HEADER_LEN: usize = 112;
+pub const HINT_VERSION: u16 = 3;
+const HEADER_LEN: usize = 120;
 const TAG_APPENDS: u8 = 1;
 const TAG_POP: u8 = 2;
 const TAG_TRUNCATE: u8 = 3;
 const TAG_KEY: u8 = 4;
 const TAG_META: u8 = 5;
+const TAG_DELETE: u8 = 6;
 
 /// One session's events within a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +78,8 @@ pub(crate) enum HintEvent {
     },
     /// The session's metadata, in the record at this offset.
     Meta(u32),
+    /// The session deleted.
+    Delete,
 }
 
 /// A decoded hint.
@@ -86,7 +90,7 @@ pub(crate) struct Hint {
     pub(crate) valid_len: u64,
     pub(crate) next_lsn: Lsn,
     /// Records of each kind, indexed by `kind code - 1`.
-    pub(crate) kinds: [u64; 8],
+    pub(crate) kinds: [u64; 9],
     pub(crate) sessions: Vec<(String, Vec<HintEvent>)>,
 }
 
@@ -101,7 +105,7 @@ pub(crate) fn path(dir: &Path, id: SegmentId) -> PathBuf {
 pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
     let mut order: Vec<&str> = Vec::new();
     let mut events: HashMap<&str, Vec<HintEvent>> = HashMap::new();
-    let mut kinds = [0u64; 8];
+    let mut kinds = [0u64; 9];
     let start = SEGMENT_HEADER_LEN as u64;
     let compacted = SegmentHeader::decode(segment).is_ok_and(|h| h.compacted);
     let reader = SegmentReader::new(segment, salt, start, Some(first_lsn)).allowing_gaps(compacted);
@@ -109,10 +113,9 @@ pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
     let mut next_lsn = first_lsn;
     while let Some(unit) = units.next_unit() {
         for r in unit {
-            if matches!(r.meta.kind, Kind::Fork | Kind::Delete) {
+            if r.meta.kind == Kind::Fork {
                 // A fork depends on its source's state at that point of the log, which a
-                // hint (events grouped by session) does not keep; a delete (rare) has no
-                // hint event: scan such a segment.
+                // hint (events grouped by session) does not keep: scan such a segment.
                 return None;
             }
             kinds[r.meta.kind as usize - 1] += 1;
@@ -171,7 +174,8 @@ fn push_event(evs: &mut Vec<HintEvent>, r: &Record<'_>) {
         }),
         (Kind::Meta, Some(HintEvent::Meta(at))) => *at = off,
         (Kind::Meta, _) => evs.push(HintEvent::Meta(off)),
-        (Kind::Gap | Kind::Fork | Kind::Delete, _) => {}
+        (Kind::Delete, _) => evs.push(HintEvent::Delete),
+        (Kind::Gap | Kind::Fork, _) => {}
     }
 }
 
@@ -235,6 +239,7 @@ impl Hint {
                         b.push(TAG_META);
                         b.extend_from_slice(&at.to_le_bytes());
                     }
+                    HintEvent::Delete => b.push(TAG_DELETE),
                 }
             }
         }
@@ -276,6 +281,7 @@ impl Hint {
                         count,
                     },
                     EventRef::Meta(at) => HintEvent::Meta(at),
+                    EventRef::Delete => HintEvent::Delete,
                 });
             }
         })?;
@@ -298,7 +304,7 @@ pub(crate) struct HintHeader {
     pub(crate) salt: u64,
     pub(crate) valid_len: u64,
     pub(crate) next_lsn: Lsn,
-    pub(crate) kinds: [u64; 8],
+    pub(crate) kinds: [u64; 9],
 }
 
 /// One event of a hint, borrowed from its bytes.
@@ -323,6 +329,8 @@ pub(crate) enum EventRef<'a> {
     },
     /// The session's metadata, in the record at this offset.
     Meta(u32),
+    /// The session deleted.
+    Delete,
 }
 
 /// The offsets of an appends run, read in place.
@@ -372,7 +380,7 @@ pub(crate) fn parse<'a>(
     let salt = r.u64()?;
     let valid_len = r.u64()?;
     let next_lsn = Lsn(r.u64()?);
-    let mut kinds = [0u64; 8];
+    let mut kinds = [0u64; 9];
     for k in &mut kinds {
         *k = r.u64()?;
     }
@@ -412,6 +420,7 @@ pub(crate) fn parse<'a>(
                     }
                 }
                 TAG_META => EventRef::Meta(r.u32()?),
+                TAG_DELETE => EventRef::Delete,
                 _ => return None,
             };
             f(session, event);
@@ -543,7 +552,7 @@ mod tests {
         let seg = segment();
         let h = build(&seg, Lsn(10), 99).unwrap();
         assert_eq!(h.next_lsn, Lsn(17));
-        assert_eq!(h.kinds, [4, 2, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(h.kinds, [4, 2, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(h.valid_len, seg.len() as u64);
         assert_eq!(h.sessions.len(), 2);
         let (name, a) = &h.sessions[0];

@@ -12,10 +12,15 @@ use store_files::files;
 const SEG: u64 = 8192;
 
 /// Every session's info and messages as (interaction id, lsn, timestamp, raw bytes).
-type Snapshot = Vec<(convlog::SessionInfo, Vec<(u64, u64, u64, Vec<u8>)>)>;
+/// Each session, its messages, and the metadata of s1 and s3 (set, and deleted).
+type Snapshot = (
+    Vec<(convlog::SessionInfo, Vec<(u64, u64, u64, Vec<u8>)>)>,
+    Vec<Option<Vec<u8>>>,
+);
 
 fn snapshot(store: &Store) -> Snapshot {
-    store
+    let metas = ["s1", "s3"].map(|s| store.meta(s).unwrap()).to_vec();
+    let sessions = store
         .sessions()
         .into_iter()
         .map(|s| {
@@ -27,7 +32,8 @@ fn snapshot(store: &Store) -> Snapshot {
                 .collect();
             (s, m)
         })
-        .collect()
+        .collect();
+    (sessions, metas)
 }
 
 fn build(dir: &Path, durability: Durability) -> Snapshot {
@@ -43,6 +49,12 @@ fn build(dir: &Path, durability: Durability) -> Snapshot {
             13 => drop(store.pop(&s).unwrap()),
             41 => drop(store.truncate(&s, 3).unwrap()),
             77 => drop(store.clear("s4").unwrap()),
+            // A delete, with metadata that it removes: hint files carry deletes too.
+            50 => {
+                store.set_meta("s3", &json!({"t": i})).unwrap();
+                store.delete_session("s3").unwrap();
+            }
+            60 => drop(store.set_meta("s1", &json!({"t": i})).unwrap()),
             88 => drop(
                 store
                     .append_batch("s2", &[json!({"b": 1}), json!({"b": 2})])
@@ -170,6 +182,7 @@ type Contents = Vec<(String, Vec<(u64, u64, Vec<u8>)>)>;
 /// A snapshot without the timestamps, which differ between two stores given the same appends.
 fn contents(store: &Store) -> Contents {
     snapshot(store)
+        .0
         .into_iter()
         .map(|(s, m)| (s.id, m.into_iter().map(|(i, l, _, b)| (i, l, b)).collect()))
         .collect()
@@ -197,7 +210,7 @@ fn changes_after_a_hint_only_open_match_those_after_a_full_scan() {
     }
     let cut = snapshot(&stores[0]);
     assert_eq!(cut, snapshot(&stores[1]));
-    for (info, messages) in &cut {
+    for (info, messages) in &cut.0 {
         let ts = |m: Option<&(u64, u64, u64, Vec<u8>)>| m.map(|m| m.2);
         assert_eq!(info.count, messages.len() as u64);
         assert_eq!(Some(info.first.0), ts(messages.first()), "{}", info.id);

@@ -516,6 +516,7 @@ impl<'a> Scan<'a> {
                 EventRef::Meta(off) => Change::Meta {
                     pos: Pos { seg: ordinal, off },
                 },
+                EventRef::Delete => Change::Delete,
                 EventRef::Key {
                     key,
                     lsn,

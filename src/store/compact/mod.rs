@@ -76,7 +76,7 @@ pub struct CompactReport {
 }
 
 /// How far a compaction is: bytes of input its passes have read, of `total` (it reads its
-/// input three times: twice to plan, once to write).
+/// input twice, to plan and to write; three times under a dead-bytes threshold).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CompactProgress {
@@ -189,11 +189,12 @@ impl Store {
             report: progress,
             done: 0,
             // Planning reads the input twice, writing once more.
-            total: 3 * bytes_before,
+            total: if dead_ratio > 0.0 { 3 } else { 2 } * bytes_before,
         };
-        let plan = Plan::build(&inputs, end, &mut tracker)?;
+        // The bytes that would go are counted (one more pass) only against a threshold.
+        let plan = Plan::build(&inputs, end, &mut tracker, dead_ratio > 0.0)?;
         let dead = plan.dead_bytes as f64 / bytes_before.max(1) as f64;
-        let worth_it = (plan.dead_bytes > 0 || inputs.len() > 1)
+        let worth_it = (plan.drops_something() || inputs.len() > 1)
             && (dead >= dead_ratio || !report.sessions_expired.is_empty());
         if !worth_it {
             return Ok(finish(report, started));
@@ -203,6 +204,11 @@ impl Store {
             let _ = dir.remove(&out.path);
             return Err(e);
         }
+        // Its hint, before the write lock (it reads the whole output): under the first
+        // input's name, whose own hint it replaces (until the rename below, that segment is
+        // merely scanned on open; a writable open that does so writes its hint again, and
+        // the compacted segment is then scanned instead: slower, never wrong).
+        let _ = hint::write(dir, &out.map, inputs[0].id, out.salt);
         report.bytes_before = bytes_before;
         report.bytes_after = out.map.len() as u64;
         report.records_kept = out.kept;
@@ -210,7 +216,9 @@ impl Store {
         report.sessions_erased = plan.erased();
         report.segments_rewritten = inputs.len();
         report.segment = Some(inputs[0].id);
+        drop(plan);
         self.switch(dir, &inputs, &out)?;
+        drop(out);
         Ok(finish(report, started))
     }
 
@@ -291,14 +299,11 @@ impl Store {
             // The commit point: from here the compacted segment is in force (the inputs after
             // it are superseded, whether or not their removal below happens).
             dir.sync()?;
-            for s in inputs {
-                let _ = dir.vfs.remove_file(&hint::path(dir.path, s.id));
-            }
             for s in &inputs[1..] {
+                let _ = dir.vfs.remove_file(&hint::path(dir.path, s.id));
                 dir.remove(&s.path)?;
             }
             dir.sync()?;
-            let _ = hint::write(dir, &out.map, first.id, out.salt);
             self.inner.head.bump_epoch(&self.inner.dir)?;
             let mut st = self.state_mut();
             st.reload_if_compacted(dir, &self.inner.head)?;

@@ -39,8 +39,11 @@ pub(super) struct Plan {
     keys: HashSet<u64>,
     /// Every session with records in the inputs.
     seen: HashSet<Box<str>>,
-    /// Framed bytes of the records that are neither kept nor (possibly) rewritten events.
+    /// Framed bytes of the records that are neither kept nor (possibly) rewritten events
+    /// (counted only when asked).
     pub(super) dead_bytes: u64,
+    /// Records in the inputs (`gap` records aside).
+    records: u64,
 }
 
 /// An empty state over `segments`, to fold them into.
@@ -70,15 +73,20 @@ impl Plan {
         inputs: &[Arc<Segment>],
         end: Lsn,
         tracker: &mut Tracker<'_>,
+        count_dead: bool,
     ) -> Result<Plan> {
         let mut state = empty_state(inputs.to_vec());
         let mut seen = HashSet::new();
+        let mut records = 0;
         for (ordinal, s) in inputs.iter().enumerate() {
             let map = map_of(s)?;
             for_each_unit(s, &map, |unit| {
                 for r in unit {
-                    if r.meta.kind != Kind::Gap && !seen.contains(r.session) {
-                        seen.insert(r.session.into());
+                    if r.meta.kind != Kind::Gap {
+                        records += 1;
+                        if !seen.contains(r.session) {
+                            seen.insert(r.session.into());
+                        }
                     }
                     fold(&mut state, ordinal, r);
                 }
@@ -93,10 +101,19 @@ impl Plan {
             keys: HashSet::new(),
             seen,
             dead_bytes: 0,
+            records,
         };
         plan.mark();
-        plan.dead_bytes = plan.dead(inputs, tracker)?;
+        if count_dead {
+            plan.dead_bytes = plan.dead(inputs, tracker)?;
+        }
         Ok(plan)
+    }
+
+    /// Whether the output would lack a record of the inputs: more records than those kept
+    /// for what the live sessions reach (every event, at least, is rewritten or dropped).
+    pub(super) fn drops_something(&self) -> bool {
+        self.records > (self.keep.len() + self.keys.len()) as u64
     }
 
     /// Marks what the live sessions reach.
