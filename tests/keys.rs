@@ -178,3 +178,25 @@ fn an_empty_batch_under_a_known_key_is_a_retry_and_an_unknown_one_writes_nothing
     assert_eq!(store.last_lsn(), last, "nothing written");
     assert_eq!(store.interaction_count("s"), 2);
 }
+
+/// Regression (found by the `ops_crash` fuzz target): an empty keyed batch consults the log
+/// (is the key remembered?), so on a failing disk it may fail, having written nothing.
+#[test]
+fn an_empty_keyed_batch_on_a_failing_disk_fails_cleanly() {
+    let fs = SimFs::new(22);
+    let store = open(&fs);
+    store
+        .append_batch_raw_with_key("s", "k", &[br#"{"role":"user","content":"m"}"#])
+        .unwrap();
+    let last = store.last_lsn();
+    fs.fail_sticky(fs.ops() + 1, convlog::io::sim::Fault::NoSpace);
+    let none: [&[u8]; 0] = [];
+    // Whatever it returns, nothing is written; an error is an I/O error.
+    match store.append_batch_raw_with_key("s", "other", &none) {
+        Ok(r) => assert!(r.is_empty()),
+        Err(e) => assert!(matches!(e, Error::Io { .. }), "{e}"),
+    }
+    fs.clear_faults();
+    assert_eq!(store.last_lsn(), last);
+    assert_eq!(store.interaction_count("s"), 1);
+}
