@@ -533,3 +533,42 @@ fn compaction_reports_its_progress_up_to_the_whole_input() {
         (last.total, 2 * report.bytes_before)
     );
 }
+
+/// Regression (found by the `open_image` fuzz target): a compacted segment that ends up last
+/// (its successor's creation was lost) is never appended to: a writable open starts a new
+/// segment after it.
+#[test]
+fn a_compacted_last_segment_gets_a_new_segment_after_it() {
+    let fs = SimFs::new(15);
+    let store = open_sim(&fs);
+    for i in 0..100 {
+        store.append("s", &msg("s", i, "m")).unwrap();
+    }
+    store.truncate("s", 40).unwrap();
+    store.seal().unwrap();
+    store.compact().unwrap();
+    let ids = store.segment_ids();
+    let names = vec!["s".to_owned()];
+    let before = seen(&store, &names);
+    drop(store);
+    // The active segment (empty) is lost: the compacted one is last.
+    use convlog::io::Vfs;
+    let active = std::path::Path::new("/c").join(ids.last().unwrap().file_name());
+    fs.remove_file(&active).unwrap();
+    let store = open_sim(&fs);
+    assert_eq!(seen(&store, &names), before);
+    assert_eq!(
+        store
+            .append("s", &msg("s", 41, "m"))
+            .unwrap()
+            .interaction_id,
+        41
+    );
+    assert_eq!(
+        store.segment_ids().len(),
+        2,
+        "a new active segment after the compacted one"
+    );
+    drop(store);
+    assert_eq!(open_sim(&fs).interaction_count("s"), 41);
+}

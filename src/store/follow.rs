@@ -95,12 +95,8 @@ impl State {
                 .map_err(|e| Error::io("map", &last.path, e))?;
             let ordinal = (self.segments.len() - 1) as u32;
             let start = self.end;
-            let mut units = Units::new(SegmentReader::new(
-                &map,
-                last.salt,
-                start,
-                Some(self.next_lsn),
-            ));
+            let reader = SegmentReader::new(&map, last.salt, start, Some(self.next_lsn));
+            let mut units = Units::new(reader.allowing_gaps(last.compacted));
             while let Some(unit) = units.next_unit() {
                 for r in unit {
                     let pos = Pos {

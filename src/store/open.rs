@@ -107,8 +107,10 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
     let vfs = &*opts.vfs;
     let mut unverified = false;
     let last_end = rec.segments.last().map_or(0, |s| s.valid_end);
+    // A compacted segment is never appended to (its LSNs may skip): a writable open whose
+    // last segment is one (its successor's creation never became durable) starts a new one.
     let active = match rec.segments.last() {
-        Some(s) if !opts.read_only => {
+        Some(s) if !opts.read_only && !s.compacted => {
             // Recovery already made any cut of a torn tail physical and durable.
             unverified = s.from_hint;
             let allocated = s.file.len().map_err(|e| Error::io("stat", &s.path, e))?;
