@@ -63,6 +63,8 @@ fn op() -> impl Strategy<Value = Op> {
         7 => (sess(), any::<bool>()).prop_map(|(s, typed)| Op::Pop { s, typed }),
         4 => (sess(), any::<u16>()).prop_map(|(s, keep)| Op::Truncate { s, keep }),
         2 => sess().prop_map(|s| Op::Clear { s }),
+        2 => sess().prop_map(|s| Op::Delete { s }),
+        2 => Just(Op::Compact),
         2 => (sess(), any::<u8>(), len(), prop::bool::weighted(0.2))
             .prop_map(|(s, n, len, stale)| Op::Replace { s, n, len, stale }),
         2 => (sess(), sess(), any::<u16>()).prop_map(|(s, d, at)| Op::Fork { s, d, at }),
@@ -118,6 +120,7 @@ static KEYED_ACROSS: AtomicU64 = AtomicU64::new(0);
 static KEYED_LOST: AtomicU64 = AtomicU64::new(0);
 static KEY_PROBES: AtomicU64 = AtomicU64::new(0);
 static METAS: AtomicU64 = AtomicU64::new(0);
+static COMPACTIONS: AtomicU64 = AtomicU64::new(0);
 
 fn run(case: &Case) -> Result<(), String> {
     let mut h = Harness::new(case.sim_seed, case.seg_size, durability(case.durability))?;
@@ -136,6 +139,7 @@ fn run(case: &Case) -> Result<(), String> {
     KEYED_LOST.fetch_add(h.stats.keyed_lost_reappends, Ordering::Relaxed);
     KEY_PROBES.fetch_add(h.stats.key_probes, Ordering::Relaxed);
     METAS.fetch_add(h.stats.metas_set, Ordering::Relaxed);
+    COMPACTIONS.fetch_add(h.stats.compactions, Ordering::Relaxed);
     Ok(())
 }
 
@@ -173,6 +177,10 @@ fn recovered_state_is_a_durable_prefix_of_history() {
         KEYED_LOST.load(Ordering::Relaxed),
         KEY_PROBES.load(Ordering::Relaxed),
         METAS.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "crash_model: {} compactions that rewrote segments (with deletes and crashes around them)",
+        COMPACTIONS.load(Ordering::Relaxed)
     );
     if let Err(e) = result {
         panic!("{e}\n(proptest seed {seed:#x}; rerun with CONVLOG_SEED={seed:#x})");

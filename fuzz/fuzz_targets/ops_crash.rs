@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn op(code: u8, a: u8, b: u8) -> Op {
     let len = u16::from(b) * 23;
-    match code % 20 {
+    match code % 22 {
         0..=4 => Op::Append {
             s: a,
             len,
@@ -73,6 +73,8 @@ fn op(code: u8, a: u8, b: u8) -> Op {
             len,
             typed: code & 0x20 != 0,
         },
+        19 => Op::Delete { s: a },
+        20 => Op::Compact,
         _ => Op::Fault {
             after: a,
             kind: b,

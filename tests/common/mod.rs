@@ -128,6 +128,10 @@ pub enum Op {
     Truncate { s: u8, keep: u16 },
     /// `clear`.
     Clear { s: u8 },
+    /// `delete_session`: messages, keys and metadata gone.
+    Delete { s: u8 },
+    /// `seal` then `compact`: the contents stay exactly as they were.
+    Compact,
     /// `fork` of session `s` into session `d` at `at % (count + 2)`.
     Fork { s: u8, d: u8, at: u16 },
     /// `replace` with `n` new messages (0: the session becomes empty), the expected next id
@@ -264,6 +268,8 @@ pub struct Stats {
     pub key_probes: u64,
     /// `set_meta` calls that logged.
     pub metas_set: u64,
+    /// Compactions that rewrote segments.
+    pub compactions: u64,
 }
 
 /// A store on a simulated file system, checked against the model.
@@ -996,6 +1002,57 @@ impl Harness {
                     Err(e) => Err(e),
                 };
                 self.settle(r, before, u64::from(count > 0), next, Vec::new(), false)
+            }
+            Op::Delete { s } => {
+                let name = session(s);
+                let latest = self.latest().model();
+                let existed = latest.state.get(name).is_some_and(|v| !v.is_empty())
+                    || latest.metas.contains_key(name);
+                let mut next = latest;
+                next.state.remove(name);
+                next.forget_keys(name);
+                next.metas.remove(name);
+                let store = self.store.as_ref().expect("open");
+                let r = match store.delete_session(name) {
+                    Ok(b) if b != existed => {
+                        return Err(self.fail(format!("delete said {b}, model says {existed}")));
+                    }
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                self.settle_model(r, before, u64::from(existed), next, Vec::new(), false)
+            }
+            Op::Compact => {
+                let store = self.store.as_ref().expect("open");
+                let r = store.seal().and_then(|_| store.compact());
+                let after = store.last_lsn().0;
+                if after != before {
+                    return Err(
+                        self.fail(format!("seal + compact moved last_lsn {before} -> {after}"))
+                    );
+                }
+                match r {
+                    Ok(_) if self.must_poison => Err(self.fail(
+                        "a compaction ran after a failed fsync (the store must be poisoned)",
+                    )),
+                    Ok(report) => {
+                        self.stats.compactions += u64::from(report.segments_rewritten > 0);
+                        Ok(())
+                    }
+                    Err(e) if self.must_poison && !matches!(e, Error::Poisoned { .. }) => Err(self
+                        .fail(format!(
+                            "a compaction after a failed fsync failed with {e:?}, not Poisoned"
+                        ))),
+                    Err(e) if self.faults_armed && is_io(&e) => {
+                        // A failed sync of the sealed segment poisons the store; a failed step
+                        // of the compaction itself leaves it usable. Either way nothing changed.
+                        self.stats.failed_ops += 1;
+                        self.maybe_poisoned = true;
+                        self.trace.push(format!("  -> failed: {e}"));
+                        Ok(())
+                    }
+                    Err(e) => Err(self.fail(format!("compaction failed: {e:?}"))),
+                }
             }
             Op::Fork { s, d, at } => {
                 let (src, dst) = (session(s), session(d));
