@@ -470,26 +470,10 @@ fn a_deleted_fork_source_loses_every_message_no_fork_shares() {
     store.delete_session("src").unwrap();
     store.pop("grandchild").unwrap();
     let names: Vec<String> = ["src", "fork", "grandchild"].map(String::from).to_vec();
-    let fs_view = |store: &Store| {
-        names
-            .iter()
-            .map(|s| {
-                let m: Vec<(u64, Lsn, Vec<u8>)> = store
-                    .range(s, ..)
-                    .raw()
-                    .map(|e| {
-                        let e = e.unwrap();
-                        (e.interaction_id, e.lsn, e.message)
-                    })
-                    .collect();
-                (s.clone(), m)
-            })
-            .collect::<Vec<_>>()
-    };
-    let before = fs_view(&store);
+    let before = seen(&store, &names);
     store.seal().unwrap();
     let report = store.compact().unwrap();
-    assert_eq!(fs_view(&store), before);
+    assert_eq!(seen(&store, &names), before);
     assert_eq!(report.sessions_erased, ["src"]);
     let found = all_files(&dir)
         .into_iter()
@@ -502,21 +486,28 @@ fn a_deleted_fork_source_loses_every_message_no_fork_shares() {
     assert!(!shared_dropped);
     drop(store);
     assert_eq!(
-        fs_view(&Store::open(&dir).unwrap()),
+        seen(&Store::open(&dir).unwrap(), &names),
         before,
         "after a reopen"
     );
 }
 
+/// A store on `fs` whose one session `s` got `n` messages, then was cut to `keep`, and
+/// whose active segment was then sealed: most of its sealed bytes are dead.
+fn cut_and_sealed(fs: &SimFs, n: u64, keep: u64) -> Store {
+    let store = open_sim(fs);
+    for i in 0..n {
+        store.append("s", &msg("s", i, "m")).unwrap();
+    }
+    store.truncate("s", keep).unwrap();
+    store.seal().unwrap();
+    store
+}
+
 #[test]
 fn compaction_reports_its_progress_up_to_the_whole_input() {
     let fs = SimFs::new(14);
-    let store = open_sim(&fs);
-    for i in 0..200 {
-        store.append("s", &msg("s", i, "m")).unwrap();
-    }
-    store.truncate("s", 10).unwrap();
-    store.seal().unwrap();
+    let store = cut_and_sealed(&fs, 200, 10);
     let mut seen_progress = Vec::new();
     let report = store
         .compact_with(convlog::Retention::keep_all(), &mut |p| {
@@ -540,12 +531,7 @@ fn compaction_reports_its_progress_up_to_the_whole_input() {
 #[test]
 fn a_compacted_last_segment_gets_a_new_segment_after_it() {
     let fs = SimFs::new(15);
-    let store = open_sim(&fs);
-    for i in 0..100 {
-        store.append("s", &msg("s", i, "m")).unwrap();
-    }
-    store.truncate("s", 40).unwrap();
-    store.seal().unwrap();
+    let store = cut_and_sealed(&fs, 100, 40);
     store.compact().unwrap();
     let ids = store.segment_ids();
     let names = vec!["s".to_owned()];

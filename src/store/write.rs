@@ -371,64 +371,52 @@ impl Store {
         plan: impl FnOnce(u64) -> Result<Vec<Event<'p>>>,
     ) -> Result<Vec<Receipt>> {
         let appending = Appending::enter(&self.inner.appending);
-        let mut guard = self.writer();
-        let Some(w) = guard.as_mut() else {
-            return Err(Error::ReadOnly {
-                path: self.inner.dir.clone(),
-            });
-        };
-        if self.inner.syncer.is_poisoned() {
-            return Err(self.poisoned());
-        }
-        let locks = self.inner.locks.as_ref().ok_or_else(|| Error::ReadOnly {
-            path: self.inner.dir.clone(),
+        // `None` beside the receipts: nothing was written.
+        let (mut receipts, written) = self.with_write_turn(|w| {
+            let (count, keyed) = {
+                let state = self.state();
+                let s = state.index.get(session);
+                let keyed = key.and_then(|k| {
+                    s.and_then(|s| s.key(k))
+                        .filter(|keyed| super::ops::key_is_logged(&state, session, k, keyed))
+                });
+                (s.map_or(0, |s| s.count()), keyed)
+            };
+            if let Some(k) = keyed {
+                return Ok((keyed_receipts(&k), None));
+            }
+            let mut events = plan(count)?;
+            if events.is_empty() {
+                return Ok((Vec::new(), None));
+            }
+            if let Some(key) = key {
+                events.insert(
+                    0,
+                    Event {
+                        kind: Kind::Key,
+                        arg: events.len() as u64,
+                        payload: Cow::Borrowed(key),
+                    },
+                );
+            }
+            self.make_room(w, session, &events)?;
+            let (receipts, offsets) = frame(w, session, &events);
+            self.write(w)?;
+            self.apply(w, session, &events, &offsets, &receipts);
+            let sync_due = match self.inner.opts.durability {
+                Durability::Always => true,
+                Durability::Interval(every) => w.last_sync.elapsed() >= every,
+                Durability::Buffered => false,
+            };
+            Ok((receipts, Some((Lsn(w.next_lsn.0 - 1), sync_due))))
         })?;
-        let write_lock = locks.write(&self.inner.dir)?;
-        if self.inner.follows {
-            self.catch_up(w)?;
-        }
-        let (count, keyed) = {
-            let state = self.state();
-            let s = state.index.get(session);
-            let keyed = key.and_then(|k| {
-                s.and_then(|s| s.key(k))
-                    .filter(|keyed| super::ops::key_is_logged(&state, session, k, keyed))
-            });
-            (s.map_or(0, |s| s.count()), keyed)
+        let Some((last, sync_due)) = written else {
+            return Ok(receipts);
         };
-        if let Some(k) = keyed {
-            return Ok(keyed_receipts(&k));
-        }
-        let mut events = plan(count)?;
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        if let Some(key) = key {
-            events.insert(
-                0,
-                Event {
-                    kind: Kind::Key,
-                    arg: events.len() as u64,
-                    payload: Cow::Borrowed(key),
-                },
-            );
-        }
-        self.make_room(w, session, &events)?;
-        let (mut receipts, offsets) = frame(w, session, &events);
-        self.write(w)?;
-        self.apply(w, session, &events, &offsets, &receipts);
-        drop(write_lock);
         self.inner.appended.notify();
         if key.is_some() {
             receipts.remove(0);
         }
-        let last = Lsn(w.next_lsn.0 - 1);
-        let sync_due = match self.inner.opts.durability {
-            Durability::Always => true,
-            Durability::Interval(every) => w.last_sync.elapsed() >= every,
-            Durability::Buffered => false,
-        };
-        drop(guard);
         drop(appending);
         if sync_due {
             self.wait_durable(last)?;
