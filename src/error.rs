@@ -205,6 +205,65 @@ pub enum Error {
         session: String,
     },
 
+    /// The store is encrypted and was opened without its master key.
+    #[error(
+        "store {path} is encrypted: open it with its master key (Options::encryption, --key-file or CONVLOG_KEY_FILE)"
+    )]
+    KeyRequired {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// The master key given is not the one the store's key file is wrapped with.
+    #[error("the master key given does not open store {path} (wrong key)")]
+    WrongKey {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// A master key was given for a store that holds records written without encryption.
+    #[error(
+        "store {path} is not encrypted (it has no key file) and holds records: open it without a key"
+    )]
+    NotEncrypted {
+        /// The store directory.
+        path: PathBuf,
+    },
+
+    /// A record is sealed under a data key that was destroyed (its session was deleted):
+    /// its contents are gone for good.
+    #[error(
+        "segment {segment} at offset {offset}: sealed under data key {key:016x}, which was destroyed (its session was deleted)"
+    )]
+    KeyDestroyed {
+        /// The segment that holds the record.
+        segment: SegmentId,
+        /// Byte offset of the record.
+        offset: u64,
+        /// The data key's id.
+        key: u64,
+    },
+
+    /// A master key file does not hold a key.
+    #[error("invalid master key in {path}: {reason}")]
+    InvalidMasterKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong (never the key's bytes).
+        reason: &'static str,
+    },
+
+    /// The store's key file (`KEYS`) is damaged.
+    #[error("damaged key file {path} at offset {offset}: {reason}")]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
     /// An option is out of range.
     #[error("invalid option {option}: {reason}")]
     InvalidOption {
@@ -271,6 +330,12 @@ pub enum Damage {
     /// A batch was not committed before the end of a sealed segment.
     #[error("uncommitted batch at the end of a sealed segment")]
     UncommittedBatch,
+    /// A sealed payload fails its authentication: damaged, or copied from another record.
+    #[error("sealed payload fails its authentication (damaged, or moved from another record)")]
+    Unauthenticated,
+    /// A payload of an encrypted store is not sealed.
+    #[error("payload is not sealed in an encrypted store")]
+    Unsealed,
     /// Bytes that end the log without being a whole record (a torn write), seen in strict mode.
     #[error("torn tail ({len} bytes)")]
     TornTail {

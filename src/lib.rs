@@ -55,6 +55,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod crypt;
 mod durability;
 mod error;
 #[doc(hidden)]
@@ -68,6 +69,7 @@ mod recovery;
 mod segment;
 mod store;
 
+pub use crypt::{KEYS_FILE, MASTER_KEY_LEN, MasterKey, SEAL_OVERHEAD};
 pub use durability::Durability;
 pub use error::{Damage, Error, Result};
 pub use format::Kind;

@@ -93,6 +93,8 @@ struct Case {
     seg_size: u64,
     durability: u8,
     ops: Vec<Op>,
+    /// An encrypted store (half the cases).
+    encrypted: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -101,12 +103,14 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![Just(4096u64), Just(8192), Just(16384), Just(65536)],
         0u8..2,
         proptest::collection::vec(op(), 1..=200),
+        any::<bool>(),
     )
-        .prop_map(|(sim_seed, seg_size, durability, ops)| Case {
+        .prop_map(|(sim_seed, seg_size, durability, ops, encrypted)| Case {
             sim_seed,
             seg_size,
             durability,
             ops,
+            encrypted,
         })
 }
 
@@ -121,9 +125,16 @@ static KEYED_LOST: AtomicU64 = AtomicU64::new(0);
 static KEY_PROBES: AtomicU64 = AtomicU64::new(0);
 static METAS: AtomicU64 = AtomicU64::new(0);
 static COMPACTIONS: AtomicU64 = AtomicU64::new(0);
+static ENCRYPTED: AtomicU64 = AtomicU64::new(0);
 
 fn run(case: &Case) -> Result<(), String> {
-    let mut h = Harness::new(case.sim_seed, case.seg_size, durability(case.durability))?;
+    let dur = durability(case.durability);
+    let mut h = if case.encrypted {
+        ENCRYPTED.fetch_add(1, Ordering::Relaxed);
+        Harness::encrypted(case.sim_seed, case.seg_size, dur)?
+    } else {
+        Harness::new(case.sim_seed, case.seg_size, dur)?
+    };
     for op in &case.ops {
         h.apply(op)?;
     }
@@ -179,8 +190,10 @@ fn recovered_state_is_a_durable_prefix_of_history() {
         METAS.load(Ordering::Relaxed),
     );
     eprintln!(
-        "crash_model: {} compactions that rewrote segments (with deletes and crashes around them)",
-        COMPACTIONS.load(Ordering::Relaxed)
+        "crash_model: {} compactions that rewrote segments (with deletes and crashes around them); \
+         {} cases on an encrypted store",
+        COMPACTIONS.load(Ordering::Relaxed),
+        ENCRYPTED.load(Ordering::Relaxed)
     );
     if let Err(e) = result {
         panic!("{e}\n(proptest seed {seed:#x}; rerun with CONVLOG_SEED={seed:#x})");

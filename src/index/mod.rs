@@ -157,6 +157,9 @@ pub(crate) struct Index {
     metas: HashMap<Box<str>, Pos>,
     hints: MappedHints,
     key_hasher: KeyHasher,
+    /// Deletes and forks applied: an encrypted store's writer re-derives which key each
+    /// session seals under when it moves (see `crypt`).
+    resets: u64,
 }
 
 impl Index {
@@ -180,6 +183,16 @@ impl Index {
     /// Every session's latest metadata record.
     pub(crate) fn metas(&self) -> impl Iterator<Item = (&str, Pos)> {
         self.metas.iter().map(|(k, p)| (&**k, *p))
+    }
+
+    /// How many deletes and forks were applied.
+    pub(crate) fn resets(&self) -> u64 {
+        self.resets
+    }
+
+    /// Whether `session` holds messages or metadata.
+    pub(crate) fn holds(&self, session: &str) -> bool {
+        self.sessions.contains_key(session) || self.metas.contains_key(session)
     }
 
     pub(crate) fn count(&self, session: &str) -> u64 {
@@ -243,12 +256,14 @@ impl Index {
                 0
             }
             Change::Delete => {
+                self.resets += 1;
                 self.metas.remove(session);
                 self.sessions
                     .remove(session)
                     .map_or(0, |s| s.positions.len())
             }
             Change::Fork { src, at } => {
+                self.resets += 1;
                 self.sessions.remove(session);
                 let Some(from) = self.sessions.get(src) else {
                     return 0;

@@ -65,7 +65,9 @@ impl Store {
         let Some(segment) = segment else {
             return Ok(None);
         };
-        Ok(Some(segment.read_kind(pos.off, Kind::Meta)?.payload))
+        let r = segment.read_kind(pos.off, Kind::Meta)?;
+        let crypt = self.inner.crypt.as_deref();
+        super::read::unsealed(crypt, &segment, pos.off, &r.meta, r.payload).map(Some)
     }
 
     /// The live sessions whose metadata has `key` equal to `value`, sorted by id.

@@ -2,6 +2,7 @@
 
 mod auto;
 mod compact;
+mod encrypt;
 mod follow;
 mod head;
 mod lock;
@@ -84,6 +85,8 @@ struct Inner {
     head: head::Head,
     /// A writable store's locks (`None` when read-only).
     locks: Option<lock::Locks>,
+    /// An encrypted store's keys.
+    crypt: Option<Arc<crate::crypt::Crypt>>,
     /// This store's entry in the process's registry; after `locks`, so it drops after them.
     registration: Option<registry::Registration>,
 }
@@ -130,6 +133,8 @@ struct Writer {
     /// How many records the last framed unit holds.
     framed_records: u64,
     buf: Vec<u8>,
+    /// Scratch space for a sealed payload (an encrypted store).
+    sealed: Vec<u8>,
 }
 
 /// What an append returns.

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::lock::Locks;
 use super::{Inner, Options, State, Store, Writer, registry};
+use crate::crypt::Crypt;
 use crate::durability::{Durability, Flusher, Syncer};
 use crate::error::{Error, Result};
 use crate::id::Lsn;
@@ -20,6 +21,8 @@ impl Store {
             registry::Claim::Open(registration) => registration,
         };
         let vfs = opts.vfs.clone();
+        // Before anything is created or locked: a key missing or wrong changes nothing.
+        let keys = open_keys(&opts, dir)?;
         let locks = if opts.read_only {
             if !vfs.is_dir(dir) {
                 return Err(Error::NotAStore {
@@ -34,8 +37,12 @@ impl Store {
             Some(Locks::take(&*vfs, dir, exclusive)?)
         };
         let opened = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only)
-            .and_then(|rec| assemble(&opts, dir, rec));
-        let (state, writer, rec_report, next_lsn) = match opened {
+            .and_then(|rec| assemble(&opts, dir, rec))
+            .and_then(|parts| {
+                let crypt = finish_keys(&opts, dir, keys, &parts.0, parts.3)?;
+                Ok((parts, crypt))
+            });
+        let ((state, writer, rec_report, next_lsn), crypt) = match opened {
             Ok(parts) => parts,
             Err(e) => {
                 // A failed open changes nothing: not even the lock files it made (removed while
@@ -75,6 +82,7 @@ impl Store {
                 head,
                 follows: locks.as_ref().is_none_or(|l| !l.is_exclusive()),
                 locks,
+                crypt,
                 registration,
                 opts,
             }),
@@ -94,6 +102,52 @@ impl Store {
 }
 
 type Assembled = (State, Option<Writer>, recovery::RecoveryReport, Lsn);
+
+/// An encrypted store's keys, read before anything else: `Error::KeyRequired` when the
+/// store has a key file and no key was given, `Error::WrongKey` when the key does not open
+/// it. `None` when it has no key file.
+fn open_keys(opts: &Options, dir: &Path) -> Result<Option<Crypt>> {
+    let path = dir.join(crate::crypt::KEYS_FILE);
+    if !opts.vfs.exists(&path) {
+        return Ok(None);
+    }
+    let Some(master) = &opts.encryption else {
+        return Err(Error::KeyRequired {
+            path: dir.to_owned(),
+        });
+    };
+    Crypt::load(opts.vfs.clone(), dir, master).map(Some)
+}
+
+/// The store's keys once recovery has read it: a writable open drops the references of
+/// sessions that hold nothing (a crash between a delete and its key's destruction); a
+/// key given for a store without a key file creates one if the store holds no record yet,
+/// and is `Error::NotEncrypted` otherwise.
+fn finish_keys(
+    opts: &Options,
+    dir: &Path,
+    keys: Option<Crypt>,
+    state: &State,
+    next_lsn: Lsn,
+) -> Result<Option<Arc<Crypt>>> {
+    match (&opts.encryption, keys) {
+        (_, Some(crypt)) => {
+            if !opts.read_only {
+                crypt.sweep(|s| state.index.holds(s))?;
+            }
+            Ok(Some(Arc::new(crypt)))
+        }
+        (Some(_), None) if next_lsn.0 > 1 => Err(Error::NotEncrypted {
+            path: dir.to_owned(),
+        }),
+        (Some(master), None) if !opts.read_only => Ok(Some(Arc::new(Crypt::create(
+            opts.vfs.clone(),
+            dir,
+            master,
+        )?))),
+        _ => Ok(None),
+    }
+}
 
 /// The store's segments and (when writable) its writer, from what recovery rebuilt.
 fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
@@ -158,6 +212,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
             naming: None,
             framed_records: 0,
             buf: Vec::new(),
+            sealed: Vec::new(),
         })
     };
     // What recovery read may still be only in the page cache (a process crash does not

@@ -68,9 +68,17 @@ impl Store {
         self.check_sizes(session, payloads.iter().map(|p| p.len()))?;
         // (An empty batch writes nothing, but a key the session remembers still returns its
         // receipts: the empty batch is then a retry.)
-        self.write_events(session, Some(key.as_bytes()), |count| {
-            Ok(appends(count, payloads))
-        })
+        let token = self.key_token(key.as_bytes());
+        self.write_events(session, Some(&token), |count| Ok(appends(count, payloads)))
+    }
+
+    /// What the idempotency key `key` is logged (and looked up) as: the key itself, or in an
+    /// encrypted store its HMAC under the store's secret (the key never reaches the disk).
+    fn key_token<'k>(&self, key: &'k [u8]) -> Cow<'k, [u8]> {
+        match &self.inner.crypt {
+            Some(crypt) => Cow::Owned(crypt.digest(key).to_vec()),
+            None => Cow::Borrowed(key),
+        }
     }
 
     /// Starts `dst` as the first `at` messages of `src` (all of them with `None`; at most
@@ -87,7 +95,7 @@ impl Store {
         validate_session_id(src)?;
         validate_session_id(dst)?;
         let mut shared = 0;
-        self.write_events(dst, None, |count| {
+        self.write_events_with(dst, None, |w, count| {
             if count > 0 {
                 return Err(Error::SessionExists {
                     session: dst.to_owned(),
@@ -98,6 +106,15 @@ impl Store {
             if shared == 0 || src == dst {
                 shared = 0;
                 return Ok(Vec::new());
+            }
+            if let Some(crypt) = &self.inner.crypt {
+                // The fork reaches the source's sealed records: it shares (and so freezes)
+                // its keys, synced before the fork is logged. Keys a past `dst` left (a crash
+                // before their destruction) go first.
+                if !self.state().index.holds(dst) {
+                    crypt.drop_sessions(&[dst], || self.durable_now(w))?;
+                }
+                crypt.share(src, dst)?;
             }
             Ok(vec![Event {
                 kind: Kind::Fork,

@@ -30,6 +30,7 @@ pub struct Options {
     pub(crate) permissions: Permissions,
     pub(crate) retention: super::Retention,
     pub(crate) auto_compact: Option<super::AutoCompact>,
+    pub(crate) encryption: Option<crate::crypt::MasterKey>,
     pub(crate) vfs: Arc<dyn Vfs>,
 }
 
@@ -45,6 +46,7 @@ impl Default for Options {
             permissions: Permissions::default(),
             retention: super::Retention::default(),
             auto_compact: None,
+            encryption: None,
             vfs: Arc::new(StdFs::default()),
         }
     }
@@ -117,6 +119,21 @@ impl Options {
     /// ([`Store::compact`] runs only when called).
     pub fn auto_compact(mut self, policy: super::AutoCompact) -> Options {
         self.auto_compact = Some(policy);
+        self
+    }
+
+    /// Encrypts the store at rest under `master` (see `docs/format.md`, "Encryption"):
+    /// each session's messages and metadata are sealed under a data key of its own, kept
+    /// in the store's `KEYS` file wrapped by `master`; [`Store::delete_session`] destroys
+    /// the session's keys before it returns, so its records are unreadable from then on,
+    /// in copies of the segments too. A new store is created encrypted; an existing one
+    /// must have been. Default: not encrypted.
+    ///
+    /// Opening an encrypted store without its key is [`Error::KeyRequired`], with another
+    /// key [`Error::WrongKey`], and opening a store written without a key with one
+    /// [`Error::NotEncrypted`]; each changes nothing.
+    pub fn encryption(mut self, master: crate::crypt::MasterKey) -> Options {
+        self.encryption = Some(master);
         self
     }
 

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use super::{State, Store};
+use crate::crypt::Crypt;
 use crate::error::{Error, Result};
+use crate::format::RecordMeta;
 use crate::index::Snapshot;
 use crate::message::{ChatMessage, Entry};
 use crate::segment::Segment;
@@ -81,6 +83,8 @@ pub struct RawMessages {
     /// The segment table the positions were taken from (a compaction may replace the
     /// store's while this reads).
     segments: Arc<Vec<Arc<Segment>>>,
+    /// An encrypted store's keys, to open the payloads.
+    crypt: Option<Arc<Crypt>>,
 }
 
 impl RawMessages {
@@ -88,7 +92,7 @@ impl RawMessages {
     /// count under the same guard that takes their positions.
     fn new(store: Store, session: &str, ids: impl FnOnce(u64) -> Range<u64>) -> RawMessages {
         let state = store.view();
-        let messages = RawMessages::from_state(&state, session, ids);
+        let messages = RawMessages::from_state(&state, store.inner.crypt.as_ref(), session, ids);
         drop(state);
         messages
     }
@@ -97,6 +101,7 @@ impl RawMessages {
     /// one).
     pub(super) fn from_state(
         state: &State,
+        crypt: Option<&Arc<Crypt>>,
         session: &str,
         ids: impl FnOnce(u64) -> Range<u64>,
     ) -> RawMessages {
@@ -108,6 +113,7 @@ impl RawMessages {
             next: positions.range().start,
             positions,
             segments: state.segments.clone(),
+            crypt: crypt.cloned(),
         }
     }
 
@@ -129,11 +135,14 @@ impl RawMessages {
         let Some(segment) = self.segment(pos.seg) else {
             return Some(Err(self.lost()));
         };
-        Some(segment.read_at(pos.off).map(|r| Entry {
-            interaction_id: id,
-            lsn: r.meta.lsn,
-            timestamp: r.meta.timestamp,
-            message: r.payload,
+        let crypt = self.crypt.as_deref();
+        Some(segment.read_at(pos.off).and_then(|r| {
+            Ok(Entry {
+                interaction_id: id,
+                lsn: r.meta.lsn,
+                timestamp: r.meta.timestamp,
+                message: unsealed(crypt, segment, pos.off, &r.meta, r.payload)?,
+            })
         }))
     }
 
@@ -234,3 +243,24 @@ impl<T: DeserializeOwned> Iterator for Messages<T> {
 
 impl ExactSizeIterator for RawMessages {}
 impl<T: DeserializeOwned> ExactSizeIterator for Messages<T> {}
+
+/// The message a record of a sealed kind holds: its payload, opened in an encrypted store.
+///
+/// # Errors
+/// [`Error::KeyRequired`] for a sealed payload in a store opened without a key (its key
+/// file gone); as [`Crypt::unseal`].
+pub(super) fn unsealed(
+    crypt: Option<&Crypt>,
+    segment: &Segment,
+    offset: u32,
+    meta: &RecordMeta,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>> {
+    match crypt {
+        Some(c) => c.unseal(segment.id, offset, meta, &payload),
+        None if crate::crypt::is_sealed(&payload) => Err(Error::KeyRequired {
+            path: segment.path.parent().unwrap_or(&segment.path).to_owned(),
+        }),
+        None => Ok(payload),
+    }
+}

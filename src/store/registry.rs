@@ -131,6 +131,7 @@ fn compatible(a: &Options, b: &Options) -> bool {
         && a.permissions == b.permissions
         && a.retention == b.retention
         && a.auto_compact == b.auto_compact
+        && a.encryption == b.encryption
 }
 
 #[cfg(test)]

@@ -243,9 +243,10 @@ impl Store {
     #[must_use]
     pub fn subscribe_session(&self, session: &str, from_id: u64) -> Subscription {
         let state = self.view();
-        let backlog = RawMessages::from_state(&state, session, |count| {
-            from_id.max(1)..count.saturating_add(1)
-        });
+        let backlog =
+            RawMessages::from_state(&state, self.inner.crypt.as_ref(), session, |count| {
+                from_id.max(1)..count.saturating_add(1)
+            });
         let cursor = (state.segments.len() - 1, state.end, state.next_lsn);
         drop(state);
         Subscription::at(self, cursor, cursor.2, Some((session.to_owned(), backlog)))
@@ -363,7 +364,18 @@ impl Subscription {
                 for r in unit {
                     let keep = r.meta.lsn >= self.from
                         && self.session.as_deref().is_none_or(|s| s == r.session);
-                    if let Some(e) = LogEvent::of_record(r).filter(|_| keep) {
+                    if let Some(mut e) = LogEvent::of_record(r).filter(|_| keep) {
+                        if let LogEvent::Message { entry, .. } = &mut e {
+                            let crypt = store.inner.crypt.as_deref();
+                            let payload = std::mem::take(&mut entry.message);
+                            entry.message = super::read::unsealed(
+                                crypt,
+                                seg,
+                                r.offset as u32,
+                                &r.meta,
+                                payload,
+                            )?;
+                        }
                         self.pending.push_back(e);
                     }
                     self.next_lsn = r.meta.next_lsn();

@@ -148,10 +148,10 @@ impl Store {
     /// The last `reach` messages of `session`, and its first, under one guard.
     fn window_reads(&self, session: &str, reach: u64) -> (RawMessages, RawMessages) {
         let state = self.view();
-        let tail = RawMessages::from_state(&state, session, |count| {
+        let tail = RawMessages::from_state(&state, self.inner.crypt.as_ref(), session, |count| {
             count.saturating_sub(reach) + 1..count + 1
         });
-        let head = RawMessages::from_state(&state, session, |_| 1..2);
+        let head = RawMessages::from_state(&state, self.inner.crypt.as_ref(), session, |_| 1..2);
         (tail, head)
     }
 }

@@ -7,10 +7,12 @@ use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{Receipt, Store, Writer, validate_session_id};
+use crate::crypt::{Crypt, DataKey, SEAL_OVERHEAD, sealed_kind};
 use crate::durability::{Appending, Durability, WRITEBACK_BYTES, gather_group};
 use crate::error::{Error, Result};
 use crate::format::{
-    Kind, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, encode_record,
+    DEFAULT_MAX_RECORD_LEN, Kind, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN,
+    encode_record,
 };
 use crate::id::{Lsn, Timestamp};
 use crate::index::Pos;
@@ -253,6 +255,17 @@ impl Store {
                 Vec::new()
             })
         })?;
+        if existed && let Some(crypt) = &self.inner.crypt {
+            // The delete durable first (a power cut never leaves the session listed with
+            // its keys gone), then its keys destroyed, unless the session holds something
+            // again (another process used the id anew: its first record dropped them).
+            self.with_write_turn(|w| {
+                if !self.state().index.holds(session) {
+                    crypt.drop_sessions(&[session], || self.durable_now(w))?;
+                }
+                Ok(())
+            })?;
+        }
         Ok(existed)
     }
 
@@ -348,7 +361,11 @@ impl Store {
         session: &str,
         lens: impl Iterator<Item = usize>,
     ) -> Result<()> {
-        let max = u64::from(self.inner.opts.max_record_len);
+        let mut max = u64::from(self.inner.opts.max_record_len);
+        if self.inner.crypt.is_some() {
+            // The sealed payload must still fit the decoder's limit.
+            max = max.min(u64::from(DEFAULT_MAX_RECORD_LEN) - SEAL_OVERHEAD as u64);
+        }
         match lens.map(|l| l as u64).find(|l| *l > max) {
             Some(len) => Err(Error::RecordTooLarge {
                 session: session.to_owned(),
@@ -370,6 +387,16 @@ impl Store {
         key: Option<&'p [u8]>,
         plan: impl FnOnce(u64) -> Result<Vec<Event<'p>>>,
     ) -> Result<Vec<Receipt>> {
+        self.write_events_with(session, key, |_, count| plan(count))
+    }
+
+    /// [`Store::write_events`] with a `plan` that may use the writer (under the turn).
+    pub(super) fn write_events_with<'p>(
+        &self,
+        session: &str,
+        key: Option<&'p [u8]>,
+        plan: impl FnOnce(&mut Writer, u64) -> Result<Vec<Event<'p>>>,
+    ) -> Result<Vec<Receipt>> {
         let appending = Appending::enter(&self.inner.appending);
         // `None` beside the receipts: nothing was written.
         let (mut receipts, written) = self.with_write_turn(|w| {
@@ -385,10 +412,11 @@ impl Store {
             if let Some(k) = keyed {
                 return Ok((keyed_receipts(&k), None));
             }
-            let mut events = plan(count)?;
+            let mut events = plan(w, count)?;
             if events.is_empty() {
                 return Ok((Vec::new(), None));
             }
+            let sealer = self.sealer(w, session, &events)?;
             if let Some(key) = key {
                 events.insert(
                     0,
@@ -399,8 +427,9 @@ impl Store {
                     },
                 );
             }
-            self.make_room(w, session, &events)?;
-            let (receipts, offsets) = frame(w, session, &events);
+            self.make_room(w, session, &events, sealer.is_some())?;
+            let sealer = sealer.as_ref().zip(self.inner.crypt.as_deref());
+            let (receipts, offsets) = frame(w, session, &events, sealer);
             self.write(w)?;
             self.apply(w, session, &events, &offsets, &receipts);
             let sync_due = match self.inner.opts.durability {
@@ -424,16 +453,65 @@ impl Store {
         Ok(receipts)
     }
 
+    /// In an encrypted store, the data key the unit's sealed payloads go under (created
+    /// when the session has none); `None` when nothing in it is sealed. Under the write
+    /// lock, after the catch-up.
+    fn sealer(
+        &self,
+        w: &mut Writer,
+        session: &str,
+        events: &[Event<'_>],
+    ) -> Result<Option<DataKey>> {
+        let Some(crypt) = &self.inner.crypt else {
+            return Ok(None);
+        };
+        if !events.iter().any(|e| sealed_kind(e.kind)) {
+            return Ok(None);
+        }
+        let holds = {
+            let state = self.state();
+            crypt.note_resets(state.index.resets());
+            state.index.holds(session)
+        };
+        crypt
+            .key_for(session, holds, || self.durable_now(w))
+            .map(Some)
+    }
+
+    /// Makes every record written so far durable, under the write turn (the active
+    /// segment synced: earlier ones were synced when sealed). A failure poisons the store.
+    pub(super) fn durable_now(&self, w: &mut Writer) -> Result<()> {
+        if let Err(e) = w.active.sync() {
+            self.inner.syncer.poison();
+            return Err(e);
+        }
+        self.inner.syncer.mark_durable(Lsn(w.next_lsn.0 - 1));
+        Ok(())
+    }
+
     /// Before a unit goes in the active segment: checks its size, verifies a segment that
     /// was loaded from its hint (new records never go after damage nobody has seen), and
     /// seals the segment if the unit does not fit.
-    fn make_room(&self, w: &mut Writer, session: &str, events: &[Event<'_>]) -> Result<()> {
+    fn make_room(
+        &self,
+        w: &mut Writer,
+        session: &str,
+        events: &[Event<'_>],
+        sealed: bool,
+    ) -> Result<()> {
         // An upper bound: the name goes in the first record and then once every
         // `NAME_EVERY + 1` records at most (see `Naming::next`).
         let names = events.len() as u64 / (u64::from(NAME_EVERY) + 1) + 1;
         let framed: u64 = events
             .iter()
-            .map(|e| (RECORD_HEADER_LEN + e.payload.len()) as u64)
+            .map(|e| {
+                let seal = if sealed && sealed_kind(e.kind) {
+                    SEAL_OVERHEAD
+                } else {
+                    0
+                };
+                (RECORD_HEADER_LEN + e.payload.len() + seal) as u64
+            })
             .sum::<u64>()
             + names * session.len() as u64;
         if framed > MAX_BATCH_BYTES {
@@ -662,12 +740,19 @@ impl Store {
 
 /// Frames `events` as one unit of records of `session` into `w.buf`, at the end of the
 /// active segment: the first record carries `FIRST`, the last `COMMIT`; each record refers
-/// to the record naming the session in this segment, or names it. Returns the receipts and
-/// the records' offsets; `w.naming` and `w.framed_records` say what the unit leaves behind.
-fn frame(w: &mut Writer, session: &str, events: &[Event<'_>]) -> (Vec<Receipt>, Vec<u32>) {
+/// to the record naming the session in this segment, or names it. With a `sealer`, the
+/// payloads of sealed kinds go in sealed under its key. Returns the receipts and the
+/// records' offsets; `w.naming` and `w.framed_records` say what the unit leaves behind.
+fn frame(
+    w: &mut Writer,
+    session: &str,
+    events: &[Event<'_>],
+    sealer: Option<(&DataKey, &Crypt)>,
+) -> (Vec<Receipt>, Vec<u32>) {
     let ts = Timestamp::now().max(w.last_ts);
     let start = w.active.len;
     w.buf.clear();
+    let mut sealed = std::mem::take(&mut w.sealed);
     let mut receipts = Vec::with_capacity(events.len());
     let mut offsets = Vec::with_capacity(events.len());
     let mut naming = w.active.named.get(session).copied();
@@ -684,13 +769,22 @@ fn frame(w: &mut Writer, session: &str, events: &[Event<'_>]) -> (Vec<Receipt>, 
             timestamp: ts,
         };
         let field = Naming::next(&mut naming, session.as_bytes(), at);
-        encode_record(&mut w.buf, w.active.salt, &meta, field, &e.payload);
+        let payload: &[u8] = match sealer {
+            Some((key, crypt)) if sealed_kind(e.kind) => {
+                sealed.clear();
+                key.seal(&mut sealed, &meta, crypt.nonce(), &e.payload);
+                &sealed
+            }
+            _ => &e.payload,
+        };
+        encode_record(&mut w.buf, w.active.salt, &meta, field, payload);
         receipts.push(Receipt {
             lsn,
             interaction_id: e.arg,
             timestamp: ts,
         });
     }
+    w.sealed = sealed;
     w.naming = naming;
     w.framed_records = events.len() as u64;
     (receipts, offsets)

@@ -302,6 +302,8 @@ pub struct Harness {
     must_poison: bool,
     pub stats: Stats,
     pub trace: Vec<String>,
+    /// The master key of an encrypted store.
+    key: Option<convlog::MasterKey>,
 }
 
 /// A violation of the crash-safety contract, with the operation trace that led to it.
@@ -310,7 +312,24 @@ pub type Violation = String;
 impl Harness {
     /// A fresh store in [`DIR`] on a new `SimFs` seeded with `seed`.
     pub fn new(seed: u64, seg_size: u64, durability: Durability) -> Result<Harness, Violation> {
-        Harness::with_fs(SimFs::new(seed), seg_size, durability, Vec::new())
+        Harness::with_fs(SimFs::new(seed), seg_size, durability, Vec::new(), None)
+    }
+
+    /// [`Harness::new`] for an encrypted store (a fixed master key): every check reads the
+    /// messages back through their seals, and crashes hit the key file too.
+    pub fn encrypted(
+        seed: u64,
+        seg_size: u64,
+        durability: Durability,
+    ) -> Result<Harness, Violation> {
+        let key = convlog::MasterKey::from_bytes([0x5a; 32]);
+        Harness::with_fs(
+            SimFs::new(seed),
+            seg_size,
+            durability,
+            Vec::new(),
+            Some(key),
+        )
     }
 
     /// A fresh store on a new `SimFs` with `faults` armed: `(n, fault, sticky)` makes file
@@ -326,7 +345,7 @@ impl Harness {
         for &(n, fault, sticky) in faults {
             arm(&fs, n, fault, sticky);
         }
-        Harness::with_fs(fs, seg_size, durability, faults.to_vec())
+        Harness::with_fs(fs, seg_size, durability, faults.to_vec(), None)
     }
 
     fn with_fs(
@@ -334,10 +353,12 @@ impl Harness {
         seg_size: u64,
         durability: Durability,
         faults: Vec<(u64, Fault, bool)>,
+        key: Option<convlog::MasterKey>,
     ) -> Result<Harness, Violation> {
         let faults_armed = !faults.is_empty();
         let mut h = Harness {
             fs,
+            key,
             store: None,
             seg_size,
             durability,
@@ -401,11 +422,15 @@ impl Harness {
     }
 
     fn options(&self) -> convlog::Options {
-        Store::builder()
+        let o = Store::builder()
             .vfs(Arc::new(self.fs.clone()))
             .segment_size(self.seg_size)
             .durability(self.durability)
-            .recovery(RecoveryMode::PointInTime)
+            .recovery(RecoveryMode::PointInTime);
+        match &self.key {
+            Some(k) => o.encryption(k.clone()),
+            None => o,
+        }
     }
 
     /// Opens the store on `self.fs` and checks it holds a state the history passed through.

@@ -1,0 +1,611 @@
+//! The store's data keys in memory, and every change to `KEYS`.
+//!
+//! Every change is made by a writer under the store's write lock (so processes take turns),
+//! after reading what other processes appended to `KEYS` since. A session's records are
+//! sealed under its *current* key: its newest own key that no fork shares. A fork shares
+//! its source's keys (a `share` entry, synced before the fork is logged), which freezes
+//! them: the source's next record gets a new key, so its later messages stay its own.
+//!
+//! A key is destroyed (the file rewritten without it) once no session references it: its
+//! owner was deleted and no fork that shares it is left. References of sessions that hold
+//! nothing (no message, no metadata) are dropped when the session is deleted, when a
+//! session that holds nothing gets its first record, and by every writable open (a crash
+//! between a delete and the rewrite leaves them until then).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hmac::{Hmac, Mac};
+use zeroize::Zeroizing;
+
+pub(crate) use super::envelope::DataKey;
+use super::envelope::{self, DATA_KEY_LEN, Nonces, envelope_key, fill_random, is_sealed};
+use super::keyfile::{self, Entry, Header, KEYS_FILE, KEYS_HEADER_LEN, WRAPPED_LEN, key_binding};
+use super::master::MasterKey;
+use crate::error::{Damage, Error, Result};
+use crate::format::RecordMeta;
+use crate::id::SegmentId;
+use crate::io::{Dir, OpenMode, Vfs};
+
+/// An encrypted store's keys: the master key, the data keys, and the nonce source.
+pub(crate) struct Crypt {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    path: PathBuf,
+    master: RwLock<MasterKey>,
+    nonces: Nonces,
+    ring: RwLock<Ring>,
+}
+
+impl std::fmt::Debug for Crypt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Crypt({})", self.path.display())
+    }
+}
+
+/// A data key as `KEYS` holds it; unwrapped the first time it is used.
+struct Slot {
+    owner: Option<Box<str>>,
+    wrapped: [u8; WRAPPED_LEN],
+    key: OnceLock<DataKey>,
+}
+
+/// What `KEYS` says, as of `valid_len` bytes of the file `file_id`.
+///
+/// Invariant: `owned` and `shares` name only keys in `keys`; `frozen` is the union of
+/// `shares`; `current` maps a session to an own key of it that is not frozen.
+struct Ring {
+    file_id: u64,
+    valid_len: u64,
+    secret: Zeroizing<[u8; 32]>,
+    keys: HashMap<u64, Slot>,
+    owned: HashMap<Box<str>, Vec<u64>>,
+    shares: HashMap<Box<str>, Vec<u64>>,
+    frozen: HashSet<u64>,
+    /// Which key each session's next record is sealed under (a cache).
+    current: HashMap<Box<str>, u64>,
+    /// The index's count of deletes and forks when `current` was last trusted.
+    resets: u64,
+}
+
+impl Ring {
+    fn new(header: &Header, secret: Zeroizing<[u8; 32]>) -> Ring {
+        Ring {
+            file_id: header.file_id,
+            valid_len: KEYS_HEADER_LEN as u64,
+            secret,
+            keys: HashMap::new(),
+            owned: HashMap::new(),
+            shares: HashMap::new(),
+            frozen: HashSet::new(),
+            current: HashMap::new(),
+            resets: 0,
+        }
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Key { id, owner, wrapped } => {
+                if let Some(o) = &owner {
+                    self.owned.entry(o.clone()).or_default().push(id);
+                }
+                self.keys.insert(
+                    id,
+                    Slot {
+                        owner,
+                        wrapped,
+                        key: OnceLock::new(),
+                    },
+                );
+            }
+            Entry::Share { sharer, keys } => {
+                let keys: Vec<u64> = keys
+                    .into_iter()
+                    .filter(|k| self.keys.contains_key(k))
+                    .collect();
+                self.frozen.extend(&keys);
+                for k in &keys {
+                    self.current.retain(|_, c| c != k);
+                }
+                self.shares.entry(sharer).or_default().extend(keys);
+            }
+        }
+    }
+
+    /// Whether `session` references any key.
+    fn references(&self, session: &str) -> bool {
+        self.owned.contains_key(session) || self.shares.contains_key(session)
+    }
+
+    /// The keys a fork of `session` shares: its own and those it shares itself.
+    fn reach(&self, session: &str) -> Vec<u64> {
+        let mut keys: Vec<u64> = self
+            .owned
+            .get(session)
+            .into_iter()
+            .chain(self.shares.get(session))
+            .flatten()
+            .copied()
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// The entries of a rewrite without `gone`'s references, and how many keys it destroys.
+    fn without(&self, gone: &HashSet<&str>) -> (Vec<Entry>, usize) {
+        let shares: Vec<(&str, &Vec<u64>)> = self
+            .shares
+            .iter()
+            .filter(|(s, _)| !gone.contains(&***s))
+            .map(|(s, k)| (&**s, k))
+            .collect();
+        let shared: HashSet<u64> = shares.iter().flat_map(|(_, k)| k.iter().copied()).collect();
+        let mut entries = Vec::new();
+        let mut destroyed = 0;
+        let mut ids: Vec<&u64> = self.keys.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let slot = &self.keys[id];
+            let owner = slot.owner.clone().filter(|o| !gone.contains(&**o));
+            if owner.is_none() && !shared.contains(id) {
+                destroyed += 1;
+                continue;
+            }
+            entries.push(Entry::Key {
+                id: *id,
+                owner,
+                wrapped: slot.wrapped,
+            });
+        }
+        let kept: HashSet<u64> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Key { id, .. } => Some(*id),
+                Entry::Share { .. } => None,
+            })
+            .collect();
+        let mut shares = shares;
+        shares.sort_unstable();
+        for (sharer, keys) in shares {
+            let keys: Vec<u64> = keys.iter().copied().filter(|k| kept.contains(k)).collect();
+            if !keys.is_empty() {
+                entries.push(Entry::Share {
+                    sharer: sharer.into(),
+                    keys,
+                });
+            }
+        }
+        (entries, destroyed)
+    }
+}
+
+impl Crypt {
+    /// Creates `KEYS` (a new, empty key file) in `dir` and returns its keys.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub(crate) fn create(vfs: Arc<dyn Vfs>, dir: &Path, master: &MasterKey) -> Result<Crypt> {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        fill_random(&mut *secret)?;
+        let path = dir.join(KEYS_FILE);
+        let header = new_header(master, &secret)?;
+        Dir::new(&*vfs, dir).atomic_write(&path, &header.encode())?;
+        Crypt::load(vfs, dir, master)
+    }
+
+    /// Reads `KEYS` in `dir` under `master`.
+    ///
+    /// # Errors
+    /// [`Error::WrongKey`] if `master` is not the store's; [`Error::KeyFile`] if the file is
+    /// damaged; [`Error::Io`].
+    pub(crate) fn load(vfs: Arc<dyn Vfs>, dir: &Path, master: &MasterKey) -> Result<Crypt> {
+        let crypt = Crypt {
+            path: dir.join(KEYS_FILE),
+            dir: dir.to_owned(),
+            vfs,
+            master: RwLock::new(master.clone()),
+            nonces: Nonces::new()?,
+            ring: RwLock::new(Ring::new(
+                &Header {
+                    file_id: 0,
+                    secret: [0; WRAPPED_LEN],
+                },
+                Zeroizing::new([0; 32]),
+            )),
+        };
+        let bytes = crypt.read(0)?;
+        *crypt.ring_mut() = crypt.parse(&bytes)?;
+        Ok(crypt)
+    }
+
+    fn ring(&self) -> RwLockReadGuard<'_, Ring> {
+        self.ring.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ring_mut(&self) -> RwLockWriteGuard<'_, Ring> {
+        self.ring.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn master(&self) -> MasterKey {
+        self.master
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The bytes of `KEYS` from offset `from` to its end.
+    fn read(&self, from: u64) -> Result<Vec<u8>> {
+        let f = self
+            .vfs
+            .open(&self.path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &self.path, e))?;
+        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
+        let mut buf = vec![0u8; len.saturating_sub(from) as usize];
+        f.read_exact_at(&mut buf, from.min(len))
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        Ok(buf)
+    }
+
+    /// The ring a whole file's bytes make.
+    fn parse(&self, bytes: &[u8]) -> Result<Ring> {
+        let header = Header::decode(bytes, &self.path)?;
+        let secret = envelope::unwrap(
+            self.master().bytes(),
+            &Header::binding(header.file_id),
+            &header.secret,
+        )
+        .ok_or_else(|| Error::WrongKey {
+            path: self.dir.clone(),
+        })?;
+        let mut ring = Ring::new(&header, secret);
+        let (entries, end) = keyfile::entries(bytes, KEYS_HEADER_LEN);
+        for e in entries {
+            ring.apply(e);
+        }
+        ring.valid_len = end as u64;
+        Ok(ring)
+    }
+
+    /// Brings the ring up to date with `KEYS`: entries other processes appended, or a
+    /// rewrite (a new file id).
+    fn refresh(&self) -> Result<()> {
+        let head = self.read_prefix(KEYS_HEADER_LEN)?;
+        let header = Header::decode(&head, &self.path)?;
+        let (same, from) = {
+            let r = self.ring();
+            (r.file_id == header.file_id, r.valid_len)
+        };
+        if !same {
+            let bytes = self.read(0)?;
+            let fresh = self.parse(&bytes)?;
+            *self.ring_mut() = fresh;
+            return Ok(());
+        }
+        let tail = self.read(from)?;
+        let (entries, end) = keyfile::entries(&tail, 0);
+        let mut r = self.ring_mut();
+        for e in entries {
+            r.apply(e);
+        }
+        r.valid_len = from + end as u64;
+        Ok(())
+    }
+
+    fn read_prefix(&self, n: usize) -> Result<Vec<u8>> {
+        let f = self
+            .vfs
+            .open(&self.path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &self.path, e))?;
+        let mut buf = vec![0u8; n];
+        f.read_exact_at(&mut buf, 0).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::KeyFile {
+                    path: self.path.clone(),
+                    offset: 0,
+                    reason: "shorter than its header",
+                }
+            } else {
+                Error::io("read", &self.path, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    /// Appends `entry` to `KEYS` where its valid entries end (over a torn one) and syncs it.
+    fn append(&self, entry: Entry) -> Result<()> {
+        let mut bytes = Vec::new();
+        entry.encode(&mut bytes);
+        let at = self.ring().valid_len;
+        let f = self
+            .vfs
+            .open(&self.path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open", &self.path, e))?;
+        f.write_all_at(&bytes, at)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        f.sync_data()
+            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        let mut r = self.ring_mut();
+        r.apply(entry);
+        r.valid_len = at + bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Forgets which key each session seals under when the index's count of deletes and
+    /// forks moved since (another process, or this one, deleted or forked a session).
+    pub(crate) fn note_resets(&self, resets: u64) {
+        if self.ring().resets == resets {
+            return;
+        }
+        let mut r = self.ring_mut();
+        r.current.clear();
+        r.resets = resets;
+    }
+
+    /// The key `session`'s next record is sealed under, created (and synced to `KEYS`)
+    /// when it has none. `has_state`: whether the session holds messages or metadata now;
+    /// when it holds nothing, any keys it still references are dropped first (its records
+    /// are unreachable: it was deleted, or cleared), once `durable` has made the log that
+    /// says so durable (else a power cut could bring back records whose key is gone).
+    /// Called under the write lock.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::KeyFile`], [`Error::WrongKey`] (the store was rekeyed by
+    /// another process); `durable`'s.
+    pub(crate) fn key_for(
+        &self,
+        session: &str,
+        has_state: bool,
+        durable: impl FnOnce() -> Result<()>,
+    ) -> Result<DataKey> {
+        let cached = self.ring().current.get(session).copied();
+        if let Some(id) = cached {
+            return self.data_key(id);
+        }
+        self.refresh()?;
+        if !has_state {
+            self.drop_sessions(&[session], durable)?;
+        }
+        let own = has_state
+            .then(|| {
+                let r = self.ring();
+                r.owned
+                    .get(session)
+                    .and_then(|ks| ks.iter().rev().find(|k| !r.frozen.contains(k)).copied())
+            })
+            .flatten();
+        let id = match own {
+            Some(id) => id,
+            None => self.create_key(session)?,
+        };
+        self.ring_mut().current.insert(session.into(), id);
+        self.data_key(id)
+    }
+
+    fn create_key(&self, owner: &str) -> Result<u64> {
+        let mut id = 0u64;
+        while id == 0 || self.ring().keys.contains_key(&id) {
+            let mut b = [0u8; 8];
+            fill_random(&mut b)?;
+            id = u64::from_le_bytes(b);
+        }
+        let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        fill_random(&mut *key)?;
+        let wrapped = envelope::wrap(self.master().bytes(), &key_binding(id), &key)?;
+        self.append(Entry::Key {
+            id,
+            owner: Some(owner.into()),
+            wrapped,
+        })?;
+        Ok(id)
+    }
+
+    /// The data key `id`, unwrapped.
+    fn data_key(&self, id: u64) -> Result<DataKey> {
+        let r = self.ring();
+        let slot = r.keys.get(&id).ok_or_else(|| Error::KeyFile {
+            path: self.path.clone(),
+            offset: 0,
+            reason: "a data key in use is missing",
+        })?;
+        if let Some(k) = slot.key.get() {
+            return Ok(k.clone());
+        }
+        let plain = envelope::unwrap(self.master().bytes(), &key_binding(id), &slot.wrapped)
+            .ok_or_else(|| Error::KeyFile {
+                path: self.path.clone(),
+                offset: 0,
+                reason: "a data key does not open under the master key",
+            })?;
+        Ok(slot.key.get_or_init(|| DataKey::new(id, &plain)).clone())
+    }
+
+    /// Makes `dst` (a fork of `src`, about to be logged) share `src`'s keys, synced, and
+    /// freezes them. Called under the write lock.
+    ///
+    /// # Errors
+    /// As [`Crypt::key_for`].
+    pub(crate) fn share(&self, src: &str, dst: &str) -> Result<()> {
+        self.refresh()?;
+        let keys = self.ring().reach(src);
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.append(Entry::Share {
+            sharer: dst.into(),
+            keys,
+        })
+    }
+
+    /// Drops every reference `sessions` hold and destroys the keys no session references
+    /// any more: `KEYS` rewritten without them (temporary file, sync, rename, directory
+    /// sync), once `durable` has made the log that empties them durable. Returns how many
+    /// keys it destroyed. Called under the write lock.
+    ///
+    /// # Errors
+    /// As [`Crypt::key_for`].
+    pub(crate) fn drop_sessions(
+        &self,
+        sessions: &[&str],
+        durable: impl FnOnce() -> Result<()>,
+    ) -> Result<usize> {
+        self.refresh()?;
+        let gone: HashSet<&str> = sessions
+            .iter()
+            .copied()
+            .filter(|s| self.ring().references(s))
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        durable()?;
+        let (entries, destroyed) = self.ring().without(&gone);
+        self.rewrite(&self.master(), entries)?;
+        Ok(destroyed)
+    }
+
+    /// Drops the references of every session `has_state` says holds nothing (see
+    /// [`Crypt::drop_sessions`]): what a writable open does, once what it recovered is
+    /// durable. Returns the keys destroyed.
+    ///
+    /// # Errors
+    /// As [`Crypt::key_for`].
+    pub(crate) fn sweep(&self, has_state: impl Fn(&str) -> bool) -> Result<usize> {
+        self.refresh()?;
+        let idle: Vec<Box<str>> = {
+            let r = self.ring();
+            r.owned
+                .keys()
+                .chain(r.shares.keys())
+                .filter(|s| !has_state(s))
+                .cloned()
+                .collect()
+        };
+        let idle: Vec<&str> = idle.iter().map(|s| &**s).collect();
+        // What an open recovered is durable (it synced the active segment).
+        self.drop_sessions(&idle, || Ok(()))
+    }
+
+    /// Wraps every data key anew under `new` (no segment changes), crash-atomically: one
+    /// rename replaces `KEYS`. Called under the write lock.
+    ///
+    /// # Errors
+    /// As [`Crypt::key_for`]; [`Error::KeyFile`] if a data key does not open.
+    pub(crate) fn rekey(&self, new: &MasterKey) -> Result<usize> {
+        self.refresh()?;
+        let (entries, _) = self.ring().without(&HashSet::new());
+        let mut rewrapped = Vec::with_capacity(entries.len());
+        for e in entries {
+            rewrapped.push(match e {
+                Entry::Key { id, owner, .. } => {
+                    let plain = self.plain_key(id)?;
+                    Entry::Key {
+                        id,
+                        owner,
+                        wrapped: envelope::wrap(new.bytes(), &key_binding(id), &plain)?,
+                    }
+                }
+                share => share,
+            });
+        }
+        let keys = rewrapped
+            .iter()
+            .filter(|e| matches!(e, Entry::Key { .. }))
+            .count();
+        self.rewrite(new, rewrapped)?;
+        *self.master.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        Ok(keys)
+    }
+
+    fn plain_key(&self, id: u64) -> Result<Zeroizing<[u8; 32]>> {
+        let wrapped = self.ring().keys.get(&id).map(|s| s.wrapped);
+        wrapped
+            .and_then(|w| envelope::unwrap(self.master().bytes(), &key_binding(id), &w))
+            .ok_or_else(|| Error::KeyFile {
+                path: self.path.clone(),
+                offset: 0,
+                reason: "a data key does not open under the master key",
+            })
+    }
+
+    /// Replaces `KEYS` with a new file (new file id) holding `entries`, under `master`.
+    fn rewrite(&self, master: &MasterKey, entries: Vec<Entry>) -> Result<()> {
+        let header = new_header(master, &self.ring().secret)?;
+        let mut bytes = header.encode();
+        for e in &entries {
+            e.encode(&mut bytes);
+        }
+        Dir::new(&*self.vfs, &self.dir).atomic_write(&self.path, &bytes)?;
+        let mut fresh = Ring::new(&header, self.ring().secret.clone());
+        fresh.resets = self.ring().resets;
+        for e in entries {
+            fresh.apply(e);
+        }
+        fresh.valid_len = bytes.len() as u64;
+        *self.ring_mut() = fresh;
+        Ok(())
+    }
+
+    /// The next nonce.
+    pub(crate) fn nonce(&self) -> [u8; envelope::NONCE_LEN] {
+        self.nonces.next()
+    }
+
+    /// What an idempotency key is logged as: HMAC-SHA256 of it under the store's secret.
+    pub(crate) fn digest(&self, key: &[u8]) -> [u8; 32] {
+        let r = self.ring();
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&r.secret[..])
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(key);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The message a record's sealed payload holds.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when it is no envelope or fails its authentication (damaged, or
+    /// copied from another record); [`Error::KeyDestroyed`] when its key is gone.
+    pub(crate) fn unseal(
+        &self,
+        segment: SegmentId,
+        offset: u32,
+        meta: &RecordMeta,
+        payload: &[u8],
+    ) -> Result<Vec<u8>> {
+        let corrupt = |damage| Error::Corrupt {
+            segment,
+            offset: u64::from(offset),
+            damage,
+        };
+        if !is_sealed(payload) {
+            return Err(corrupt(Damage::Unsealed));
+        }
+        let id = envelope_key(payload).ok_or(corrupt(Damage::Unauthenticated))?;
+        if !self.ring().keys.contains_key(&id) {
+            // Another process may have created it since.
+            let _ = self.refresh();
+        }
+        if !self.ring().keys.contains_key(&id) {
+            return Err(Error::KeyDestroyed {
+                segment,
+                offset: u64::from(offset),
+                key: id,
+            });
+        }
+        self.data_key(id)?
+            .open(meta, payload)
+            .ok_or(corrupt(Damage::Unauthenticated))
+    }
+}
+
+/// A new header: a new file id, the secret wrapped under `master`.
+fn new_header(master: &MasterKey, secret: &[u8; 32]) -> Result<Header> {
+    let mut id = [0u8; 8];
+    fill_random(&mut id)?;
+    let file_id = u64::from_le_bytes(id);
+    Ok(Header {
+        file_id,
+        secret: envelope::wrap(master.bytes(), &Header::binding(file_id), secret)?,
+    })
+}

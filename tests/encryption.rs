@@ -1,0 +1,469 @@
+//! Encryption at rest (issue 15 §2–§4): sealed payloads, per-session data keys in `KEYS`,
+//! erasure by key destruction, and key rotation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use convlog::format::{
+    Decoded, SEGMENT_HEADER_LEN, SegmentHeader, SessionField, decode_record, encode_record,
+};
+use convlog::io::sim::{Fault, SimFs, Tear};
+use convlog::{Damage, Error, KEYS_FILE, MasterKey, Options, Store};
+
+fn key(n: u8) -> MasterKey {
+    MasterKey::from_bytes([n; 32])
+}
+
+fn enc(n: u8) -> Options {
+    Store::builder().encryption(key(n))
+}
+
+fn msg(session: &str, i: usize) -> Vec<u8> {
+    format!(r#"{{"role":"user","content":"{session} says SECRET-{session}-{i:04} (123-45-6789)"}}"#)
+        .into_bytes()
+}
+
+/// Every file under `dir`, recursively, read whole.
+fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Each session's messages, read back (an error as its text).
+fn seen(store: &Store, sessions: &[&str]) -> Vec<Result<Vec<Vec<u8>>, String>> {
+    sessions
+        .iter()
+        .map(|s| {
+            store
+                .messages(s)
+                .raw()
+                .map(|e| e.map(|e| e.message))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn no_plaintext_reaches_any_file_of_an_encrypted_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected: Vec<Vec<u8>> = (0..300).map(|i| msg("a", i)).collect();
+    {
+        let store = enc(1).segment_size(16 << 10).open(dir.path()).unwrap();
+        assert!(store.is_encrypted());
+        for m in &expected[..200] {
+            store.append_raw("a", m).unwrap();
+        }
+        store.append_batch_raw("a", &expected[200..250]).unwrap();
+        for m in &expected[250..] {
+            store
+                .append_batch_raw_with_key("a", "KEY-SECRET-IDEMPOTENT", &[m])
+                .unwrap_or_default();
+        }
+        // (The same key again is a retry: only the first of those 50 was appended.)
+        store
+            .set_meta_raw("a", br#"{"user":"SECRET-META-alice"}"#)
+            .unwrap();
+        store.append_raw("b", &msg("b", 0)).unwrap();
+        store.fork("a", "c", Some(10)).unwrap();
+        store.append_raw("c", &msg("c", 0)).unwrap();
+        store.pop("b").unwrap();
+        store.replace("b", None, &[msg("b", 1)]).unwrap();
+        store.delete_session("b").unwrap();
+        store.seal().unwrap();
+        store.compact().unwrap();
+    }
+    for (path, bytes) in all_files(dir.path()) {
+        for needle in [&b"SECRET"[..], b"123-45-6789", b"alice", b"IDEMPOTENT"] {
+            assert!(
+                !contains(&bytes, needle),
+                "{} holds {:?} in the clear",
+                path.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    let store = enc(1).open(dir.path()).unwrap();
+    let a = seen(&store, &["a"]).remove(0).unwrap();
+    assert_eq!(a, expected[..251].to_vec());
+    assert_eq!(
+        store.meta("a").unwrap().unwrap(),
+        br#"{"user":"SECRET-META-alice"}"#
+    );
+    let c = seen(&store, &["c"]).remove(0).unwrap();
+    assert_eq!(c[..10], expected[..10]);
+    assert_eq!(c[10], msg("c", 0));
+    assert_eq!(store.interaction_count("b"), 0);
+    // The idempotency key is remembered through its HMAC: a retry writes nothing.
+    let last = store.last_lsn();
+    let again = store
+        .append_batch_raw_with_key("a", "KEY-SECRET-IDEMPOTENT", &[&expected[299]])
+        .unwrap();
+    assert_eq!(again[0].interaction_id, 251);
+    assert_eq!(store.last_lsn(), last);
+    let tail: Vec<Vec<u8>> = store
+        .tail("a", 3)
+        .raw()
+        .map(|e| e.unwrap().message)
+        .collect();
+    assert_eq!(tail, expected[248..251].to_vec());
+}
+
+/// The names and bytes of every file in `dir`.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    all_files(dir)
+}
+
+#[test]
+fn a_missing_or_wrong_key_is_a_typed_error_naming_the_store_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    enc(1)
+        .open(dir.path())
+        .unwrap()
+        .append_raw("s", &msg("s", 0))
+        .unwrap();
+    let before = snapshot(dir.path());
+    for read_only in [false, true] {
+        let e = Store::builder()
+            .read_only(read_only)
+            .open(dir.path())
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::KeyRequired { path } if path == dir.path()),
+            "{e}"
+        );
+        let e = enc(2).read_only(read_only).open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&e, Error::WrongKey { path } if path == dir.path()),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&dir.path().display().to_string()));
+        assert_eq!(snapshot(dir.path()), before, "read_only {read_only}");
+    }
+    // A key for a store written without one.
+    let plain = tempfile::tempdir().unwrap();
+    Store::open(plain.path())
+        .unwrap()
+        .append_raw("s", &msg("s", 0))
+        .unwrap();
+    let before = snapshot(plain.path());
+    let e = enc(1).open(plain.path()).unwrap_err();
+    assert!(
+        matches!(&e, Error::NotEncrypted { path } if path == plain.path()),
+        "{e}"
+    );
+    assert_eq!(snapshot(plain.path()), before);
+    // And the right key still opens the encrypted store, whole.
+    let store = enc(1).open(dir.path()).unwrap();
+    assert_eq!(seen(&store, &["s"]), vec![Ok(vec![msg("s", 0)])]);
+}
+
+/// The offsets of the `append` records in the segment `bytes`, with its salt.
+fn appends_in(bytes: &[u8]) -> (u64, Vec<usize>) {
+    let salt = SegmentHeader::decode(bytes).unwrap().salt;
+    let mut at = SEGMENT_HEADER_LEN;
+    let mut out = Vec::new();
+    while let Decoded::Record(r) = decode_record(&bytes[at..], salt, 16 << 20) {
+        if r.meta.kind == convlog::Kind::Append {
+            out.push(at);
+        }
+        at += r.framed_len();
+    }
+    (salt, out)
+}
+
+#[test]
+fn a_payload_copied_over_another_records_fails_its_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = enc(1).open(dir.path()).unwrap();
+        store.append_raw("s", &msg("s", 1)).unwrap();
+        store.append_raw("s", &msg("s", 2)).unwrap();
+        store.append_raw("s", &msg("s", 3)).unwrap();
+    }
+    let seg = dir.path().join("00000000000000000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let (salt, at) = appends_in(&bytes);
+    assert_eq!(at.len(), 3);
+    // Record 2's sealed payload over record 1's, with both checksums made right again: only
+    // the seal can tell.
+    let Decoded::Record(second) = decode_record(&bytes[at[1]..], salt, 16 << 20) else {
+        panic!()
+    };
+    let payload = second.payload.to_vec();
+    let Decoded::Record(first) = decode_record(&bytes[at[0]..], salt, 16 << 20) else {
+        panic!()
+    };
+    let (meta, name) = match first.session {
+        SessionField::Named(n) => (first.meta, n.to_vec()),
+        SessionField::Ref(_) => panic!("the first record names its session"),
+    };
+    let len = first.framed_len();
+    let mut forged = Vec::new();
+    encode_record(
+        &mut forged,
+        salt,
+        &meta,
+        SessionField::Named(&name),
+        &payload,
+    );
+    assert_eq!(forged.len(), len);
+    bytes[at[0]..at[0] + len].copy_from_slice(&forged);
+    std::fs::write(&seg, &bytes).unwrap();
+    // Nothing but the hint would notice: remove it so the open scans the segment.
+    let _ = std::fs::remove_file(dir.path().join("00000000000000000001.hint"));
+    let store = enc(1).open(dir.path()).unwrap();
+    let e = store.read_entry("s", 1).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Corrupt { damage: Damage::Unauthenticated, offset, .. } if *offset == at[0] as u64
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        store.read_entry("s", 2).unwrap().unwrap().message,
+        msg("s", 2)
+    );
+}
+
+/// Copies every segment and hint of `from` into a new directory (a backup of them).
+fn copy_segments(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for (p, bytes) in all_files(from) {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        if name.ends_with(".seg") || name.ends_with(".hint") {
+            std::fs::write(to.path().join(name), bytes).unwrap();
+        }
+    }
+    to
+}
+
+#[test]
+fn a_deleted_sessions_records_stay_unreadable_in_a_copy_of_the_segments_taken_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = ["a", "b", "c"];
+    let store = enc(1).open(dir.path()).unwrap();
+    for i in 0..40 {
+        for s in sessions {
+            store.append_raw(s, &msg(s, i)).unwrap();
+        }
+    }
+    store.sync().unwrap();
+    let backup = copy_segments(dir.path());
+    assert!(store.delete_session("b").unwrap());
+    drop(store);
+    // The segments from before the delete, beside the key file from after it.
+    std::fs::copy(dir.path().join(KEYS_FILE), backup.path().join(KEYS_FILE)).unwrap();
+    let old = enc(1).read_only(true).open(backup.path()).unwrap();
+    let got = seen(&old, &sessions);
+    for (i, s) in sessions.iter().enumerate() {
+        if *s == "b" {
+            continue;
+        }
+        let want: Vec<Vec<u8>> = (0..40).map(|n| msg(s, n)).collect();
+        assert_eq!(got[i], Ok(want), "session {s}");
+    }
+    // "b" is still in that old log, and not one of its messages opens.
+    assert_eq!(old.interaction_count("b"), 40);
+    for id in 1..=40 {
+        let e = old.read_entry("b", id).unwrap_err();
+        assert!(matches!(e, Error::KeyDestroyed { .. }), "{e}");
+    }
+    assert!(old.tail("b", 5).raw().all(|e| e.is_err()));
+    // And no file of the store holds b's key any more: the key file has none of its bytes
+    // a reader could use (nothing else in the store could open b's records either).
+    let live = enc(1).open(dir.path()).unwrap();
+    assert_eq!(live.interaction_count("b"), 0);
+}
+
+#[test]
+fn a_fork_keeps_its_prefix_when_its_source_is_deleted_and_the_sources_own_messages_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = enc(1).open(dir.path()).unwrap();
+    for i in 0..5 {
+        store.append_raw("src", &msg("src", i)).unwrap();
+    }
+    assert_eq!(store.fork("src", "dst", None).unwrap(), 5);
+    for i in 5..8 {
+        store.append_raw("src", &msg("src", i)).unwrap();
+    }
+    store.append_raw("dst", &msg("dst", 0)).unwrap();
+    store.sync().unwrap();
+    let backup = copy_segments(dir.path());
+    store.delete_session("src").unwrap();
+    let dst: Vec<Vec<u8>> = (0..5)
+        .map(|i| msg("src", i))
+        .chain([msg("dst", 0)])
+        .collect();
+    assert_eq!(seen(&store, &["dst"]), vec![Ok(dst.clone())]);
+    std::fs::copy(dir.path().join(KEYS_FILE), backup.path().join(KEYS_FILE)).unwrap();
+    {
+        let old = enc(1).read_only(true).open(backup.path()).unwrap();
+        // The prefix the fork shares still opens; what src wrote after the fork does not.
+        for id in 1..=5 {
+            assert_eq!(
+                old.read_entry("src", id).unwrap().unwrap().message,
+                msg("src", id as usize - 1)
+            );
+        }
+        for id in 6..=8 {
+            let e = old.read_entry("src", id).unwrap_err();
+            assert!(matches!(e, Error::KeyDestroyed { .. }), "{e}");
+        }
+        assert_eq!(seen(&old, &["dst"]), vec![Ok(dst.clone())]);
+    }
+    // With the fork deleted too, nothing of either opens from the old segments.
+    store.delete_session("dst").unwrap();
+    drop(store);
+    std::fs::copy(dir.path().join(KEYS_FILE), backup.path().join(KEYS_FILE)).unwrap();
+    let old = enc(1).read_only(true).open(backup.path()).unwrap();
+    for (s, n) in [("src", 8), ("dst", 6)] {
+        for id in 1..=n {
+            assert!(old.read_entry(s, id).is_err(), "{s} {id}");
+        }
+    }
+}
+
+fn open_sim(fs: &SimFs, k: u8) -> Result<Store, Error> {
+    enc(k)
+        .vfs(Arc::new(fs.clone()))
+        .segment_size(8 << 10)
+        .open("/e")
+}
+
+#[test]
+fn rekey_rewraps_every_data_key_and_only_the_new_master_key_opens_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = ["a", "b", "c"];
+    let want = {
+        let store = enc(1).open(dir.path()).unwrap();
+        for i in 0..20 {
+            for s in sessions {
+                store.append_raw(s, &msg(s, i)).unwrap();
+            }
+        }
+        let want = seen(&store, &sessions);
+        assert_eq!(store.rekey(&key(2)).unwrap(), 3);
+        // The open store goes on with its data keys.
+        store.append_raw("a", &msg("a", 20)).unwrap();
+        want
+    };
+    let e = enc(1).open(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::WrongKey { .. }), "{e}");
+    let store = enc(2).open(dir.path()).unwrap();
+    let got = seen(&store, &sessions);
+    assert_eq!(got[1..], want[1..]);
+    assert_eq!(got[0].as_ref().unwrap().len(), 21);
+    let e = Store::open(tempfile::tempdir().unwrap().path())
+        .unwrap()
+        .rekey(&key(3))
+        .unwrap_err();
+    assert!(matches!(e, Error::NotEncrypted { .. }), "{e}");
+}
+
+/// Runs `op` on a crashed copy of `fs` with every file operation from the `k`-th on
+/// failing, for k = 1, 2, ... until `op` succeeds; after each, `check` judges the store a
+/// crash then leaves (both tears). Returns the number of crash points.
+fn at_every_crash_point(
+    fs: &SimFs,
+    k_open: u8,
+    op: impl Fn(&Store) -> convlog::Result<()>,
+    check: impl Fn(&SimFs, u64),
+) -> u64 {
+    let mut points = 0;
+    for k in 1.. {
+        let run = fs.crash(Tear::DropUnsynced);
+        let store = open_sim(&run, k_open).unwrap();
+        run.fail_sticky(run.ops() + k, Fault::Io);
+        let done = op(&store).is_ok();
+        drop(store);
+        for tear in [Tear::DropUnsynced, Tear::Sectors(512)] {
+            check(&run.crash(tear), k);
+        }
+        points += 1;
+        if done {
+            return points;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_crash_at_any_operation_of_key_creation_destruction_or_rotation_loses_nothing() {
+    let seed = 0xE5C1;
+    println!("seed {seed}");
+    let fs = SimFs::new(seed);
+    let sessions = ["a", "b", "c"];
+    {
+        let store = open_sim(&fs, 1).unwrap();
+        for i in 0..30 {
+            for s in sessions {
+                store.append_raw(s, &msg(s, i)).unwrap();
+            }
+        }
+        store.fork("a", "f", Some(12)).unwrap();
+        store.sync().unwrap();
+    }
+    let all = ["a", "b", "c", "f", "new"];
+    let before = seen(&open_sim(&fs, 1).unwrap(), &all);
+    // Key creation: the first append to a new session (Always: acknowledged is durable).
+    let mut points = at_every_crash_point(
+        &fs,
+        1,
+        |s| {
+            s.append_raw("new", &msg("new", 0))?;
+            s.sync().map(|_| ())
+        },
+        |after, k| {
+            let got = seen(&open_sim(after, 1).unwrap(), &all);
+            assert_eq!(got[..4], before[..4], "crash at op {k}");
+            assert!(
+                got[4] == Ok(vec![]) || got[4] == Ok(vec![msg("new", 0)]),
+                "op {k}: {:?}",
+                got[4]
+            );
+        },
+    );
+    // Key destruction: deleting a fork's source (its shared key stays, its own goes).
+    points += at_every_crash_point(
+        &fs,
+        1,
+        |s| s.delete_session("a").map(|_| ()),
+        |after, k| {
+            let got = seen(&open_sim(after, 1).unwrap(), &all);
+            assert!(
+                got[0] == before[0] || got[0] == Ok(vec![]),
+                "op {k}: a is whole or gone"
+            );
+            assert_eq!(got[1..4], before[1..4], "crash at op {k}");
+        },
+    );
+    // Rotation: the old key or the new one opens it, never neither, and all is there.
+    points += at_every_crash_point(
+        &fs,
+        1,
+        |s| s.rekey(&key(2)).map(|_| ()),
+        |after, k| {
+            let store = open_sim(after, 1).or_else(|_| open_sim(after, 2));
+            let got = seen(&store.unwrap(), &all);
+            assert_eq!(got, before, "crash at op {k}");
+        },
+    );
+    println!("crash points exercised: {points}");
+    assert!(points > 15, "{points}");
+}
