@@ -467,3 +467,63 @@ fn a_crash_at_any_operation_of_key_creation_destruction_or_rotation_loses_nothin
     println!("crash points exercised: {points}");
     assert!(points > 15, "{points}");
 }
+
+#[test]
+fn a_damaged_key_entry_is_an_error_and_a_torn_append_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = ["a", "b", "c"];
+    let want = {
+        let store = enc(1).open(dir.path()).unwrap();
+        for s in sessions {
+            store.append_raw(s, &msg(s, 0)).unwrap();
+        }
+        seen(&store, &sessions)
+    };
+    let keys = dir.path().join(KEYS_FILE);
+    let good = std::fs::read(&keys).unwrap();
+    // A flipped byte in the first of three key entries: damage, never taken for a torn
+    // append (which would lose every key after it); the open fails and changes nothing.
+    let mut damaged = good.clone();
+    damaged[88 + 30] ^= 0x40;
+    std::fs::write(&keys, &damaged).unwrap();
+    let before = snapshot(dir.path());
+    for read_only in [false, true] {
+        let e = enc(1).read_only(read_only).open(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::KeyFile { offset: 88, .. }), "{e}");
+    }
+    assert_eq!(snapshot(dir.path()), before);
+    // A torn append at the end (a crash mid-write): ignored; the next key's append sets
+    // its bytes aside in quarantine/ and rewrites the file without them.
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[0x77, 0, 0, 0, 1, 2, 3, 4, 1, 9, 9]);
+    std::fs::write(&keys, &torn).unwrap();
+    let store = enc(1).open(dir.path()).unwrap();
+    assert_eq!(seen(&store, &sessions), want);
+    store.append_raw("d", &msg("d", 0)).unwrap();
+    drop(store);
+    let aside = std::fs::read(
+        dir.path()
+            .join("quarantine")
+            .join(format!("{KEYS_FILE}-{:012}.torn", good.len())),
+    )
+    .unwrap();
+    assert_eq!(aside, torn[good.len()..]);
+    let store = enc(1).open(dir.path()).unwrap();
+    let mut all = want.clone();
+    all.push(Ok(vec![msg("d", 0)]));
+    assert_eq!(seen(&store, &["a", "b", "c", "d"]), all);
+}
+
+#[test]
+fn after_a_rekey_the_open_store_is_shared_with_the_new_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = enc(1).open(dir.path()).unwrap();
+    store.append_raw("s", &msg("s", 0)).unwrap();
+    store.rekey(&key(2)).unwrap();
+    let again = enc(2).open(dir.path()).unwrap();
+    assert_eq!(again.interaction_count("s"), 1);
+    let e = enc(1).open(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::AlreadyOpen { .. }), "{e}");
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::AlreadyOpen { .. }), "{e}");
+}

@@ -8,6 +8,7 @@
 
 mod compaction;
 mod convlog_side;
+mod encryption;
 mod floor;
 mod multiprocess;
 mod sessionops;
@@ -25,7 +26,7 @@ use convlog::Durability;
 use crate::sqlite::Schema;
 use crate::workload::Workload;
 
-const GROUPS: [&str; 10] = [
+const GROUPS: [&str; 11] = [
     "buffered",
     "durable",
     "floor",
@@ -36,6 +37,7 @@ const GROUPS: [&str; 10] = [
     "sessionops",
     "multiprocess",
     "compaction",
+    "encryption",
 ];
 const SESSIONS: usize = 1000;
 const ZIPF_S: f64 = 1.1;
@@ -159,6 +161,7 @@ struct Results {
     sessionops: Option<sessionops::Results>,
     multiprocess: Option<multiprocess::Results>,
     compaction: Option<compaction::Results>,
+    encryption: Option<encryption::Results>,
 }
 
 const THREADS: [usize; 3] = [1, 4, 8];
@@ -337,6 +340,9 @@ fn main() {
     // Before the 2M build: keyed appends use the corpus; its stores are removed when done.
     if want("sessionops") {
         r.sessionops = Some(sessionops::run(&args, &workload, &corpus, &root, &log));
+    }
+    if want("encryption") {
+        r.encryption = Some(encryption::run(&args, &workload, &corpus, &root, &log));
     }
     drop(corpus);
 
@@ -883,6 +889,9 @@ fn render(r: &Results, largest: u64) -> String {
     }
     if let Some(c) = &r.compaction {
         rows.extend(compaction::rows(c));
+    }
+    if let Some(e) = &r.encryption {
+        rows.extend(encryption::rows(e));
     }
 
     let head = Row {

@@ -27,7 +27,7 @@
 //!
 //! segment program := lsn_mode:u8 salt:u64le hflags:u8 record*
 //!   lsn_mode: first LSN = id (0), id + 1 (1), id - 1 (2), else 8 more bytes
-//!   hflags bit 0: break the header CRC; 1: set the reserved flags; 2: version 4 (newer; CRC
+//!   hflags bit 0: break the header CRC; 1: set the reserved flags; 2: the next version (newer; CRC
 //!   fixed); 3: bad magic; 4: version 2 (older; CRC fixed); 5: pad the file with zeros to
 //!   4096 bytes, as the writer preallocates
 //! record := op:u8 sess:u8 arg:u8 plen:u8 payload[plen] [dpos:u8 if damaged]
@@ -106,7 +106,7 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
         out[12] = 1;
     }
     if hflags & 4 != 0 {
-        out[8] = 4;
+        out[8] = (convlog::format::FORMAT_VERSION + 1) as u8;
     }
     if hflags & 16 != 0 {
         out[8] = 2;

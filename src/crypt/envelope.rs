@@ -1,10 +1,11 @@
-//! Sealing and opening payloads (the envelope layout is in `crypt/mod.rs`), and the AEAD
-//! under the master key that wraps data keys.
+//! Sealing and opening payloads (the envelope layout is in `crypt/mod.rs`), the AEAD under
+//! the master key that wraps data keys, randomness and the idempotency-key HMAC: AES-256-GCM,
+//! HMAC-SHA256 and the system generator, from `ring`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::error::{Error, Result};
 use crate::format::{Kind, RecordMeta};
@@ -15,16 +16,18 @@ pub(crate) const SEALED_TAG: u8 = 0x01;
 const ENV_KEY_ID: usize = 1;
 /// Offset of the nonce.
 const ENV_NONCE: usize = ENV_KEY_ID + 8;
-/// Length of a nonce (XChaCha20).
-pub(crate) const NONCE_LEN: usize = 24;
+/// Length of a nonce (AES-GCM).
+pub(crate) const NONCE_LEN: usize = 12;
 /// Offset of the ciphertext.
 const ENV_DATA: usize = ENV_NONCE + NONCE_LEN;
-/// Length of an authentication tag (Poly1305).
+/// Length of an authentication tag (GCM).
 pub(crate) const TAG_LEN: usize = 16;
 /// Bytes a sealed payload adds to the message it seals: tag byte, key id, nonce, AEAD tag.
 pub const SEAL_OVERHEAD: usize = ENV_DATA + TAG_LEN;
-/// Length of a data key.
+/// Length of a data key (AES-256).
 pub(crate) const DATA_KEY_LEN: usize = 32;
+/// Length of a wrapped 32-byte secret: nonce, ciphertext, tag.
+pub(crate) const WRAPPED_LEN: usize = NONCE_LEN + 32 + TAG_LEN;
 
 /// Whether records of `kind` carry a sealed payload in an encrypted store (the others hold
 /// nothing secret: a fork names a session, whose id every header shows anyway; an
@@ -40,37 +43,37 @@ pub(crate) fn is_sealed(payload: &[u8]) -> bool {
 
 /// Fills `buf` from the operating system's random generator.
 pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::getrandom(buf).map_err(|e| Error::Io {
+    SystemRandom::new().fill(buf).map_err(|_| Error::Io {
         op: "getrandom",
         path: "(the operating system's random generator)".into(),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other("the system random generator failed"),
     })
 }
 
-/// Nonces for one open store: a random 16-byte prefix, then a counter. Two open stores
-/// share a prefix with probability 2^-128, so no nonce repeats under a key.
+/// Nonces for one open store: a random 8-byte prefix, then a 32-bit counter; a new random
+/// prefix after 2^32 nonces. A nonce repeats under a data key only if two opens that seal
+/// under it draw the same prefix: probability 2^-64 per pair of opens.
 #[derive(Debug)]
-pub(crate) struct Nonces {
-    prefix: [u8; 16],
-    counter: AtomicU64,
-}
+pub(crate) struct Nonces(Mutex<([u8; 8], u32)>);
 
 impl Nonces {
     pub(crate) fn new() -> Result<Nonces> {
-        let mut prefix = [0u8; 16];
+        let mut prefix = [0u8; 8];
         fill_random(&mut prefix)?;
-        Ok(Nonces {
-            prefix,
-            counter: AtomicU64::new(0),
-        })
+        Ok(Nonces(Mutex::new((prefix, 0))))
     }
 
-    pub(crate) fn next(&self) -> [u8; NONCE_LEN] {
+    pub(crate) fn next(&self) -> Result<[u8; NONCE_LEN]> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.1 == u32::MAX {
+            fill_random(&mut g.0)?;
+            g.1 = 0;
+        }
         let mut n = [0u8; NONCE_LEN];
-        n[..16].copy_from_slice(&self.prefix);
-        let c = self.counter.fetch_add(1, Ordering::Relaxed);
-        n[16..].copy_from_slice(&c.to_le_bytes());
-        n
+        n[..8].copy_from_slice(&g.0);
+        n[8..].copy_from_slice(&g.1.to_le_bytes());
+        g.1 += 1;
+        Ok(n)
     }
 }
 
@@ -78,7 +81,7 @@ impl Nonces {
 #[derive(Clone)]
 pub(crate) struct DataKey {
     pub(crate) id: u64,
-    cipher: XChaCha20Poly1305,
+    key: Arc<LessSafeKey>,
 }
 
 impl std::fmt::Debug for DataKey {
@@ -99,11 +102,37 @@ fn associated(meta: &RecordMeta, key_id: u64) -> [u8; 33] {
     ad
 }
 
+fn aes_key(bytes: &[u8; 32]) -> LessSafeKey {
+    // AES-256 takes any 32 bytes.
+    LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!("a 32-byte key")),
+    )
+}
+
+/// Seals `buf` in place under `key`; returns the tag. Only inputs over 64 GiB could fail.
+fn seal_in_place(key: &LessSafeKey, nonce: [u8; NONCE_LEN], ad: &[u8], buf: &mut [u8]) -> [u8; 16] {
+    let mut out = [0u8; TAG_LEN];
+    if let Ok(tag) =
+        key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(ad), buf)
+    {
+        out.copy_from_slice(tag.as_ref());
+    }
+    out
+}
+
+/// Opens `sealed` (ciphertext then tag) in place under `key`: the plaintext's length.
+fn open_in_place(key: &LessSafeKey, nonce: &[u8], ad: &[u8], sealed: &mut [u8]) -> Option<usize> {
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    key.open_in_place(nonce, Aad::from(ad), sealed)
+        .ok()
+        .map(|plain| plain.len())
+}
+
 impl DataKey {
     pub(crate) fn new(id: u64, key: &[u8; DATA_KEY_LEN]) -> DataKey {
         DataKey {
             id,
-            cipher: XChaCha20Poly1305::new(key.into()),
+            key: Arc::new(aes_key(key)),
         }
     }
 
@@ -120,28 +149,30 @@ impl DataKey {
         out.extend_from_slice(&nonce);
         let start = out.len();
         out.extend_from_slice(plain);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(
-                XNonce::from_slice(&nonce),
-                &associated(meta, self.id),
-                &mut out[start..],
-            )
-            // Only a message over 256 GiB could fail: records are at most 16 MiB.
-            .unwrap_or_default();
+        let tag = seal_in_place(
+            &self.key,
+            nonce,
+            &associated(meta, self.id),
+            &mut out[start..],
+        );
         out.extend_from_slice(&tag);
     }
 
-    /// The message an envelope seals, if it opens under this key for the record `meta`.
-    pub(crate) fn open(&self, meta: &RecordMeta, envelope: &[u8]) -> Option<Vec<u8>> {
-        let body = envelope.get(ENV_DATA..envelope.len().checked_sub(TAG_LEN)?)?;
-        let nonce = XNonce::from_slice(&envelope[ENV_NONCE..ENV_DATA]);
-        let tag = Tag::from_slice(&envelope[envelope.len() - TAG_LEN..]);
-        let mut plain = body.to_vec();
-        self.cipher
-            .decrypt_in_place_detached(nonce, &associated(meta, self.id), &mut plain, tag)
-            .ok()?;
-        Some(plain)
+    /// The message an envelope seals, if it opens under this key for the record `meta`:
+    /// decrypted in place (the envelope's buffer becomes the message's).
+    pub(crate) fn open(&self, meta: &RecordMeta, mut envelope: Vec<u8>) -> Option<Vec<u8>> {
+        if envelope.len() < SEAL_OVERHEAD {
+            return None;
+        }
+        let nonce = Nonce::try_assume_unique_for_key(&envelope[ENV_NONCE..ENV_DATA]).ok()?;
+        let ad = associated(meta, self.id);
+        let n = self
+            .key
+            .open_within(nonce, Aad::from(&ad[..]), &mut envelope, ENV_DATA..)
+            .ok()?
+            .len();
+        envelope.truncate(n);
+        Some(envelope)
     }
 }
 
@@ -154,20 +185,20 @@ pub(crate) fn envelope_key(envelope: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(id))
 }
 
-/// Seals `secret` under the master key `master`, bound to `ad`: nonce, ciphertext, tag.
-pub(crate) fn wrap(master: &[u8; 32], ad: &[u8], secret: &[u8; 32]) -> Result<[u8; 72]> {
-    let mut out = [0u8; 72];
+/// Seals `secret` under the master key `master`, bound to `ad`: nonce (random),
+/// ciphertext, tag.
+pub(crate) fn wrap(master: &[u8; 32], ad: &[u8], secret: &[u8; 32]) -> Result<[u8; WRAPPED_LEN]> {
+    let mut out = [0u8; WRAPPED_LEN];
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce)?;
     out[..NONCE_LEN].copy_from_slice(&nonce);
     out[NONCE_LEN..NONCE_LEN + 32].copy_from_slice(secret);
-    let tag = XChaCha20Poly1305::new(master.into())
-        .encrypt_in_place_detached(
-            XNonce::from_slice(&nonce),
-            ad,
-            &mut out[NONCE_LEN..NONCE_LEN + 32],
-        )
-        .unwrap_or_default();
+    let tag = seal_in_place(
+        &aes_key(master),
+        nonce,
+        ad,
+        &mut out[NONCE_LEN..NONCE_LEN + 32],
+    );
     out[NONCE_LEN + 32..].copy_from_slice(&tag);
     Ok(out)
 }
@@ -176,19 +207,21 @@ pub(crate) fn wrap(master: &[u8; 32], ad: &[u8], secret: &[u8; 32]) -> Result<[u
 pub(crate) fn unwrap(
     master: &[u8; 32],
     ad: &[u8],
-    wrapped: &[u8; 72],
+    wrapped: &[u8; WRAPPED_LEN],
 ) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+    let mut buf = zeroize::Zeroizing::new(wrapped[NONCE_LEN..].to_vec());
+    let n = open_in_place(&aes_key(master), &wrapped[..NONCE_LEN], ad, &mut buf)?;
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-    secret.copy_from_slice(&wrapped[NONCE_LEN..NONCE_LEN + 32]);
-    XChaCha20Poly1305::new(master.into())
-        .decrypt_in_place_detached(
-            XNonce::from_slice(&wrapped[..NONCE_LEN]),
-            ad,
-            &mut secret[..],
-            Tag::from_slice(&wrapped[NONCE_LEN + 32..]),
-        )
-        .ok()?;
+    (n == 32).then(|| secret.copy_from_slice(&buf[..32]))?;
     Some(secret)
+}
+
+/// HMAC-SHA256 of `data` under `key`.
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 #[cfg(test)]
@@ -212,23 +245,32 @@ mod tests {
         let key = DataKey::new(9, &[3; 32]);
         let nonces = Nonces::new().unwrap();
         let mut env = Vec::new();
-        key.seal(&mut env, &meta(1), nonces.next(), b"{\"a\":1}");
+        key.seal(&mut env, &meta(1), nonces.next().unwrap(), b"{\"a\":1}");
         assert_eq!(env.len(), 7 + SEAL_OVERHEAD);
         assert!(is_sealed(&env));
         assert_eq!(envelope_key(&env), Some(9));
-        assert_eq!(key.open(&meta(1), &env).unwrap(), b"{\"a\":1}");
-        assert!(key.open(&meta(2), &env).is_none(), "another LSN");
-        assert!(DataKey::new(9, &[4; 32]).open(&meta(1), &env).is_none());
+        assert_eq!(key.open(&meta(1), env.clone()).unwrap(), b"{\"a\":1}");
+        assert!(key.open(&meta(2), env.clone()).is_none(), "another LSN");
+        assert!(
+            DataKey::new(9, &[4; 32])
+                .open(&meta(1), env.clone())
+                .is_none()
+        );
         let mut flipped = env.clone();
         flipped[ENV_DATA] ^= 1;
-        assert!(key.open(&meta(1), &flipped).is_none());
-        assert!(key.open(&meta(1), &env[..SEAL_OVERHEAD - 1]).is_none());
-        assert_ne!(nonces.next(), nonces.next());
+        assert!(key.open(&meta(1), flipped).is_none());
+        assert!(
+            key.open(&meta(1), env[..SEAL_OVERHEAD - 1].to_vec())
+                .is_none()
+        );
+        assert_ne!(nonces.next().unwrap(), nonces.next().unwrap());
     }
 
     #[test]
     fn a_wrapped_secret_opens_only_under_its_master_key_and_binding() {
         let w = wrap(&[1; 32], b"ad", &[9; 32]).unwrap();
+        assert_eq!(hmac(b"k", b"x"), hmac(b"k", b"x"));
+        assert_ne!(hmac(b"k", b"x"), hmac(b"j", b"x"));
         assert_eq!(*unwrap(&[1; 32], b"ad", &w).unwrap(), [9; 32]);
         assert!(unwrap(&[2; 32], b"ad", &w).is_none());
         assert!(unwrap(&[1; 32], b"other", &w).is_none());

@@ -1,16 +1,17 @@
 //! The `KEYS` file: the store's data keys, wrapped by the master key.
 //!
 //! ```text
-//! header (100 bytes)
+//! header (88 bytes)
 //! offset size field
 //!   0     8  magic        b"CVLGKEYS"
 //!   8     2  version      1
-//!  10     2  header len   100
+//!  10     2  header len   88
 //!  12     4  reserved     0
 //!  16     8  file id      random, new at every rewrite (appends keep it)
-//!  24    72  secret       the store's HMAC secret for idempotency keys, wrapped:
-//!                         nonce 24, ciphertext 32, tag 16 (associated data: bytes 0..24)
-//!  96     4  header CRC   CRC-32 of bytes 0..96
+//!  24    60  secret       the store's HMAC secret for idempotency keys, wrapped with
+//!                         AES-256-GCM under the master key: nonce 12 (random),
+//!                         ciphertext 32, tag 16 (associated data: bytes 0..24)
+//!  84     4  header CRC   CRC-32 of bytes 0..84
 //!
 //! entries, back to back, appended (and synced) one at a time
 //!   0     4  length       u32: the whole entry, these 8 bytes included
@@ -18,7 +19,8 @@
 //!   8     1  kind         1 key, 2 share
 //! key:   9 8 key id (u64, random, never 0); 17 2 owner length n (0: its session was
 //!        deleted and only forks still reach it); 19 n owner (session id);
-//!        19+n 72 the data key, wrapped (associated data: b"convlog data key" + key id)
+//!        19+n 60 the data key, wrapped as the secret is (associated data:
+//!        b"convlog data key" + key id)
 //! share: 9 2 sharer length n; 11 n sharer (a fork); 11+n 4 count c; then c key ids (u64):
 //!        the fork reaches records sealed under them (its source's keys when it forked)
 //! ```
@@ -29,6 +31,7 @@
 
 use std::path::Path;
 
+use super::envelope::WRAPPED_LEN;
 use crate::error::{Error, Result};
 
 /// Name of the key file in an encrypted store's directory.
@@ -47,8 +50,6 @@ const KH_RESERVED: usize = 12;
 const KH_FILE_ID: usize = 16;
 /// Offset of the wrapped secret.
 const KH_SECRET: usize = 24;
-/// Length of a wrapped 32-byte secret: nonce, ciphertext, tag.
-pub(crate) const WRAPPED_LEN: usize = 72;
 /// Offset of the header CRC.
 const KH_CRC: usize = KH_SECRET + WRAPPED_LEN;
 /// Length of the header.
@@ -212,15 +213,38 @@ impl Entry {
     }
 }
 
-/// The entries in `bytes` from offset `from`, and where the valid ones end.
-pub(crate) fn entries(bytes: &[u8], from: usize) -> (Vec<Entry>, usize) {
+/// What follows the valid entries of a key file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// Nothing: the file ends there.
+    Clean,
+    /// Bytes that hold no valid entry: an append a crash cut (any of its sectors may be
+    /// missing). The next appender sets them aside and rewrites the file without them.
+    Torn,
+    /// An entry that does not verify with a valid entry after it: damage, never a torn
+    /// append (entries are appended at the end only, each synced before the next, so a
+    /// torn one is the last). The price of the rule, as for a segment's torn tail: damage
+    /// to the last entry reads as a torn append (its bytes are kept in `quarantine/`).
+    Damaged,
+}
+
+/// The entries in `bytes` from offset `from`, where the valid ones end, and what follows.
+pub(crate) fn entries(bytes: &[u8], from: usize) -> (Vec<Entry>, usize, Tail) {
     let mut out = Vec::new();
     let mut at = from;
     while let Some((e, len)) = bytes.get(at..).and_then(Entry::decode) {
         out.push(e);
         at += len;
     }
-    (out, at)
+    let rest = &bytes[at.min(bytes.len())..];
+    let tail = if rest.is_empty() {
+        Tail::Clean
+    } else if (1..rest.len()).any(|p| Entry::decode(&rest[p..]).is_some()) {
+        Tail::Damaged
+    } else {
+        Tail::Torn
+    };
+    (out, at, tail)
 }
 
 /// A cursor over an entry's fields.
@@ -282,16 +306,30 @@ mod tests {
         let whole = file.len();
         let back = Header::decode(&file, Path::new("KEYS")).unwrap();
         assert_eq!((back.file_id, back.secret), (42, [5; WRAPPED_LEN]));
-        assert_eq!(entries(&file, KEYS_HEADER_LEN), (written.clone(), whole));
-        // A torn last entry: the others, ending before it.
+        assert_eq!(
+            entries(&file, KEYS_HEADER_LEN),
+            (written.clone(), whole, Tail::Clean)
+        );
+        // A torn last entry (cut short, or whole but for a sector): the others, then Torn.
         let mut torn = file.clone();
         written[0].encode(&mut torn);
-        torn.truncate(torn.len() - 3);
-        assert_eq!(entries(&torn, KEYS_HEADER_LEN), (written.clone(), whole));
-        // A flipped bit in an entry ends the entries there.
+        let mut cut = torn.clone();
+        cut.truncate(torn.len() - 3);
+        assert_eq!(
+            entries(&cut, KEYS_HEADER_LEN),
+            (written.clone(), whole, Tail::Torn)
+        );
+        let last = torn.len() - 1;
+        torn[last] ^= 1;
+        assert_eq!(
+            entries(&torn, KEYS_HEADER_LEN),
+            (written.clone(), whole, Tail::Torn)
+        );
+        // A flipped bit in an entry with entries after it is damage, not a torn append.
         let mut flipped = file.clone();
         flipped[KEYS_HEADER_LEN + 12] ^= 1;
-        assert_eq!(entries(&flipped, KEYS_HEADER_LEN).1, KEYS_HEADER_LEN);
+        let (_, end, tail) = entries(&flipped, KEYS_HEADER_LEN);
+        assert_eq!((end, tail), (KEYS_HEADER_LEN, Tail::Damaged));
         let mut bad = file.clone();
         bad[KH_FILE_ID] ^= 1;
         let e = Header::decode(&bad, Path::new("KEYS")).unwrap_err();

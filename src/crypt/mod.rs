@@ -1,5 +1,5 @@
 //! Encryption at rest: per-session data keys, wrapped by a master key in the store's `KEYS`
-//! file, sealing message and metadata payloads (XChaCha20-Poly1305).
+//! file, sealing message and metadata payloads (AES-256-GCM, from `ring`).
 //!
 //! Record headers stay in the clear, so the index is still rebuilt from headers alone; the
 //! payload of an `append` or `meta` record in an encrypted store is a sealed envelope:
@@ -8,9 +8,9 @@
 //! offset size field
 //!   0     1  tag        0x01 (SEALED_TAG): never the first byte of JSON text
 //!   1     8  key id     u64: the data key it is sealed under (an entry of KEYS)
-//!   9    24  nonce      16 random bytes per open store, then a u64 counter
-//!  33     n  ciphertext the message's JSON, encrypted
-//!  33+n  16  tag        Poly1305, over the ciphertext and the associated data:
+//!   9    12  nonce      8 random bytes per open store (new after 2^32), then a u32 counter
+//!  21     n  ciphertext the message's JSON, encrypted
+//!  21+n  16  tag        GCM's, over the ciphertext and the associated data:
 //!                       kind u8, LSN u64, argument u64, timestamp u64, key id u64
 //! ```
 //!

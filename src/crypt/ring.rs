@@ -16,12 +16,12 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use hmac::{Hmac, Mac};
 use zeroize::Zeroizing;
 
 pub(crate) use super::envelope::DataKey;
+use super::envelope::WRAPPED_LEN;
 use super::envelope::{self, DATA_KEY_LEN, Nonces, envelope_key, fill_random, is_sealed};
-use super::keyfile::{self, Entry, Header, KEYS_FILE, KEYS_HEADER_LEN, WRAPPED_LEN, key_binding};
+use super::keyfile::{self, Entry, Header, KEYS_FILE, KEYS_HEADER_LEN, key_binding};
 use super::master::MasterKey;
 use crate::error::{Damage, Error, Result};
 use crate::format::RecordMeta;
@@ -228,6 +228,11 @@ impl Crypt {
         self.ring.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether `key` is the master key `KEYS` is wrapped with now (as this process knows).
+    pub(crate) fn is_master(&self, key: &MasterKey) -> bool {
+        *self.master.read().unwrap_or_else(|e| e.into_inner()) == *key
+    }
+
     fn master(&self) -> MasterKey {
         self.master
             .read()
@@ -260,12 +265,25 @@ impl Crypt {
             path: self.dir.clone(),
         })?;
         let mut ring = Ring::new(&header, secret);
-        let (entries, end) = keyfile::entries(bytes, KEYS_HEADER_LEN);
+        let (entries, end, tail) = keyfile::entries(bytes, KEYS_HEADER_LEN);
+        self.check_tail(tail, end as u64)?;
         for e in entries {
             ring.apply(e);
         }
         ring.valid_len = end as u64;
         Ok(ring)
+    }
+
+    /// `Error::KeyFile` for damage after the valid entries (a torn append is no damage).
+    fn check_tail(&self, tail: keyfile::Tail, at: u64) -> Result<()> {
+        if tail == keyfile::Tail::Damaged {
+            return Err(Error::KeyFile {
+                path: self.path.clone(),
+                offset: at,
+                reason: "an entry fails its checksum with entries after it",
+            });
+        }
+        Ok(())
     }
 
     /// Brings the ring up to date with `KEYS`: entries other processes appended, or a
@@ -284,7 +302,8 @@ impl Crypt {
             return Ok(());
         }
         let tail = self.read(from)?;
-        let (entries, end) = keyfile::entries(&tail, 0);
+        let (entries, end, rest) = keyfile::entries(&tail, 0);
+        self.check_tail(rest, from + end as u64)?;
         let mut r = self.ring_mut();
         for e in entries {
             r.apply(e);
@@ -313,15 +332,20 @@ impl Crypt {
         Ok(buf)
     }
 
-    /// Appends `entry` to `KEYS` where its valid entries end (over a torn one) and syncs it.
+    /// Appends `entry` to `KEYS` and syncs it. A torn append a crash left at the end is set
+    /// aside first (copied to `quarantine/`, then the file rewritten without it), so entries
+    /// only ever go at the end of a file whose entries all verify.
     fn append(&self, entry: Entry) -> Result<()> {
         let mut bytes = Vec::new();
         entry.encode(&mut bytes);
+        let mut f = self.open_rw()?;
+        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
         let at = self.ring().valid_len;
-        let f = self
-            .vfs
-            .open(&self.path, OpenMode::ReadWrite)
-            .map_err(|e| Error::io("open", &self.path, e))?;
+        if len != at {
+            self.set_torn_aside(at, len)?;
+            f = self.open_rw()?;
+        }
+        let at = self.ring().valid_len;
         f.write_all_at(&bytes, at)
             .map_err(|e| Error::io("write", &self.path, e))?;
         f.sync_data()
@@ -330,6 +354,27 @@ impl Crypt {
         r.apply(entry);
         r.valid_len = at + bytes.len() as u64;
         Ok(())
+    }
+
+    fn open_rw(&self) -> Result<Arc<dyn crate::io::VfsFile>> {
+        self.vfs
+            .open(&self.path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open", &self.path, e))
+    }
+
+    /// Copies `KEYS` bytes `from..to` (a torn append) to `quarantine/` (synced), then
+    /// rewrites the file without them.
+    fn set_torn_aside(&self, from: u64, to: u64) -> Result<()> {
+        let torn = self.read(from)?;
+        let torn = &torn[..torn.len().min((to - from) as usize)];
+        let dir = Dir::new(&*self.vfs, &self.dir);
+        let quarantine = dir.join("quarantine");
+        dir.create_dir(&quarantine)?;
+        let qdir = Dir::new(&*self.vfs, &quarantine);
+        qdir.write_unique(&format!("{KEYS_FILE}-{from:012}.torn"), torn)?;
+        qdir.sync()?;
+        let (entries, _) = self.ring().without(&HashSet::new());
+        self.rewrite(&self.master(), entries)
     }
 
     /// Forgets which key each session seals under when the index's count of deletes and
@@ -548,17 +593,16 @@ impl Crypt {
     }
 
     /// The next nonce.
-    pub(crate) fn nonce(&self) -> [u8; envelope::NONCE_LEN] {
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the random generator fails (once per 2^32 nonces).
+    pub(crate) fn nonce(&self) -> Result<[u8; envelope::NONCE_LEN]> {
         self.nonces.next()
     }
 
     /// What an idempotency key is logged as: HMAC-SHA256 of it under the store's secret.
     pub(crate) fn digest(&self, key: &[u8]) -> [u8; 32] {
-        let r = self.ring();
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&r.secret[..])
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        mac.update(key);
-        mac.finalize().into_bytes().into()
+        envelope::hmac(&self.ring().secret[..], key)
     }
 
     /// The message a record's sealed payload holds.
@@ -571,17 +615,17 @@ impl Crypt {
         segment: SegmentId,
         offset: u32,
         meta: &RecordMeta,
-        payload: &[u8],
+        payload: Vec<u8>,
     ) -> Result<Vec<u8>> {
         let corrupt = |damage| Error::Corrupt {
             segment,
             offset: u64::from(offset),
             damage,
         };
-        if !is_sealed(payload) {
+        if !is_sealed(&payload) {
             return Err(corrupt(Damage::Unsealed));
         }
-        let id = envelope_key(payload).ok_or(corrupt(Damage::Unauthenticated))?;
+        let id = envelope_key(&payload).ok_or(corrupt(Damage::Unauthenticated))?;
         if !self.ring().keys.contains_key(&id) {
             // Another process may have created it since.
             let _ = self.refresh();

@@ -1,11 +1,11 @@
-//! The on-disk format, version 4: segment headers and record frames.
+//! The on-disk format, version 5: segment headers and record frames.
 //!
 //! Every integer is little-endian and fixed width. `docs/format.md` mirrors this comment.
 //!
 //! ```text
 //! Segment header (SEGMENT_HEADER_LEN = 48 bytes, at offset 0 of every segment file):
 //!   0  8  magic            b"convlog\x1a"
-//!   8  2  format version   u16 = 4
+//!   8  2  format version   u16 = 5
 //!  10  2  header length    u16 = 48
 //!  12  4  flags            u32: bit 0 = COMPACTED (written by compaction: record LSNs
 //!                          increase but may skip); other bits 0
@@ -49,7 +49,7 @@ use crate::id::{Lsn, Timestamp};
 /// Magic bytes at the start of every segment file.
 pub const MAGIC: [u8; 8] = *b"convlog\x1a";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 /// Length of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 48;
 /// Length of the fixed part of a record header (the session name, if any, follows it).

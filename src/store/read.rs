@@ -257,7 +257,7 @@ pub(super) fn unsealed(
     payload: Vec<u8>,
 ) -> Result<Vec<u8>> {
     match crypt {
-        Some(c) => c.unseal(segment.id, offset, meta, &payload),
+        Some(c) => c.unseal(segment.id, offset, meta, payload),
         None if crate::crypt::is_sealed(&payload) => Err(Error::KeyRequired {
             path: segment.path.parent().unwrap_or(&segment.path).to_owned(),
         }),

@@ -83,7 +83,7 @@ pub(super) fn claim(opts: &Options, dir: &Path) -> Result<Claim> {
                     // Unlock first: if the other handles went meanwhile, dropping `inner`
                     // closes the store, and its `Registration` takes the registry's lock.
                     drop(slots);
-                    return if compatible(&inner.opts, opts) {
+                    return if compatible(&inner.opts, opts) && same_key(&inner, opts) {
                         Ok(Claim::Shared(Store { inner }))
                     } else {
                         Err(Error::AlreadyOpen {
@@ -131,7 +131,16 @@ fn compatible(a: &Options, b: &Options) -> bool {
         && a.permissions == b.permissions
         && a.retention == b.retention
         && a.auto_compact == b.auto_compact
-        && a.encryption == b.encryption
+}
+
+/// Whether `opts` carries the master key the open store is under now (a rekey changes it;
+/// an unencrypted store takes no key).
+fn same_key(inner: &super::Inner, opts: &Options) -> bool {
+    match (&inner.crypt, &opts.encryption) {
+        (Some(crypt), Some(key)) => crypt.is_master(key),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

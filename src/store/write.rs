@@ -429,7 +429,7 @@ impl Store {
             }
             self.make_room(w, session, &events, sealer.is_some())?;
             let sealer = sealer.as_ref().zip(self.inner.crypt.as_deref());
-            let (receipts, offsets) = frame(w, session, &events, sealer);
+            let (receipts, offsets) = frame(w, session, &events, sealer)?;
             self.write(w)?;
             self.apply(w, session, &events, &offsets, &receipts);
             let sync_due = match self.inner.opts.durability {
@@ -748,7 +748,7 @@ fn frame(
     session: &str,
     events: &[Event<'_>],
     sealer: Option<(&DataKey, &Crypt)>,
-) -> (Vec<Receipt>, Vec<u32>) {
+) -> Result<(Vec<Receipt>, Vec<u32>)> {
     let ts = Timestamp::now().max(w.last_ts);
     let start = w.active.len;
     w.buf.clear();
@@ -772,7 +772,7 @@ fn frame(
         let payload: &[u8] = match sealer {
             Some((key, crypt)) if sealed_kind(e.kind) => {
                 sealed.clear();
-                key.seal(&mut sealed, &meta, crypt.nonce(), &e.payload);
+                key.seal(&mut sealed, &meta, crypt.nonce()?, &e.payload);
                 &sealed
             }
             _ => &e.payload,
@@ -787,7 +787,7 @@ fn frame(
     w.sealed = sealed;
     w.naming = naming;
     w.framed_records = events.len() as u64;
-    (receipts, offsets)
+    Ok((receipts, offsets))
 }
 
 /// The append events of `payloads` in a session of `count` messages.

@@ -1,0 +1,184 @@
+//! Encryption at rest (`--only encryption`): an encrypted store against an unencrypted one
+//! on the same workload, in the same run, in interleaved rounds.
+//!
+//! Each round builds both stores with buffered `append_raw` (one message per call, the main
+//! workload), then streams the largest session whole and reads its last 20 messages, on
+//! each. The peer is convlog itself without a key; the target is ≥ 0.7× on appends and
+//! streams (issue 15). SQLite's buffered rate on the same workload is the other baseline.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use convlog::{Durability, MasterKey, Store};
+
+use crate::workload::{Corpus, Workload};
+use crate::{Args, Log, Row, TAIL_N, convlog_side, gbps, latencies, median, met, rate, remove};
+
+pub struct Results {
+    /// Buffered appends/s: plain, encrypted.
+    appends: (f64, f64),
+    /// Stream of the largest session, GB/s of message JSON: plain, encrypted.
+    stream: (f64, f64),
+    /// p50 seconds of tail(20) of the largest session: plain, encrypted.
+    tail: (f64, f64),
+    /// Store bytes on disk per input JSON byte: plain, encrypted.
+    disk: (f64, f64),
+    /// Time of the first append to each new session (key creation, synced): p50 seconds.
+    new_session: f64,
+    /// Time of a delete (key destruction: a log sync and a KEYS rewrite): p50 seconds.
+    delete: f64,
+}
+
+fn open(dir: &Path, key: Option<&MasterKey>) -> Store {
+    let b = Store::builder().durability(Durability::Buffered);
+    match key {
+        Some(k) => b.encryption(k.clone()),
+        None => b,
+    }
+    .open(dir)
+    .expect("open convlog store")
+}
+
+pub fn run(args: &Args, workload: &Workload, corpus: &Corpus, root: &Path, log: &Log) -> Results {
+    let rounds = if args.quick { 1 } else { 3 };
+    let key = MasterKey::from_bytes([0x42; 32]);
+    let big = &workload.sessions[workload.largest()];
+    let per_sec = |t: Duration| corpus.len() as f64 / t.as_secs_f64();
+    let mut appends = (Vec::new(), Vec::new());
+    let mut stream = (Vec::new(), Vec::new());
+    let mut tail = (Vec::new(), Vec::new());
+    let mut disk = (0.0, 0.0);
+    let (mut new_session, mut delete) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for variant in [round % 2, 1 - round % 2] {
+            let encrypted = variant == 1;
+            let dir = root.join(format!("encryption-{variant}"));
+            let store = open(&dir, encrypted.then_some(&key));
+            let t = convlog_side::append_each(&store, &workload.sessions, corpus);
+            store.sync().expect("sync");
+            let reps = if args.quick { 3 } else { 7 };
+            let g = gbps(reps, || convlog_side::stream(&store, big));
+            let [p50, _] = latencies(if args.quick { 200 } else { 2000 }, || {
+                std::hint::black_box(convlog_side::tail(&store, big, TAIL_N));
+            });
+            let bytes = dir_bytes(&dir) as f64 / corpus.input_bytes() as f64;
+            if encrypted {
+                appends.1.push(per_sec(t));
+                stream.1.push(g);
+                tail.1.push(p50);
+                disk.1 = bytes;
+                let (n, d) = key_ops(&store, corpus);
+                new_session.push(n);
+                delete.push(d);
+            } else {
+                appends.0.push(per_sec(t));
+                stream.0.push(g);
+                tail.0.push(p50);
+                disk.0 = bytes;
+            }
+            drop(store);
+            remove(&dir);
+        }
+        log.say(format!(
+            "encryption round {}/{rounds}: appends plain {} encrypted {}; stream {:.2} / {:.2} GB/s",
+            round + 1,
+            rate(appends.0.last().copied()),
+            rate(appends.1.last().copied()),
+            stream.0.last().copied().unwrap_or_default(),
+            stream.1.last().copied().unwrap_or_default(),
+        ));
+    }
+    Results {
+        appends: (median(appends.0), median(appends.1)),
+        stream: (median(stream.0), median(stream.1)),
+        tail: (median(tail.0), median(tail.1)),
+        disk,
+        new_session: median(new_session),
+        delete: median(delete),
+    }
+}
+
+/// p50 seconds of a first append to a new session, and of deleting such a session, on an
+/// encrypted store that already holds the workload.
+fn key_ops(store: &Store, corpus: &Corpus) -> (f64, f64) {
+    let (mut first, mut del) = (Vec::new(), Vec::new());
+    for i in 0..50 {
+        let s = format!("encryption-new-{i}");
+        let t = Instant::now();
+        store.append_raw(&s, corpus.get(i)).expect("append");
+        first.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        store.delete_session(&s).expect("delete");
+        del.push(t.elapsed().as_secs_f64());
+    }
+    (median(first), median(del))
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+pub fn rows(r: &Results) -> Vec<Row> {
+    let ratio = |(plain, enc): (f64, f64)| enc / plain;
+    let mut rows = Vec::new();
+    let q = ratio(r.appends);
+    rows.push(Row {
+        metric: "encrypted store: buffered appends/s, 1 message per call".into(),
+        convlog: rate(Some(r.appends.1)),
+        peer: format!("{} (unencrypted)", rate(Some(r.appends.0))),
+        ratio: format!("{q:.2}× encrypted/plain"),
+        target: "≥ 0.7×".into(),
+        met: met(Some(q >= 0.7)),
+    });
+    let q = ratio(r.stream);
+    rows.push(Row {
+        metric: "encrypted store: stream largest session (GB/s of JSON)".into(),
+        convlog: format!("{:.2} GB/s", r.stream.1),
+        peer: format!("{:.2} GB/s (unencrypted)", r.stream.0),
+        ratio: format!("{q:.2}× encrypted/plain"),
+        target: "≥ 0.7×".into(),
+        met: met(Some(q >= 0.7)),
+    });
+    let q = r.tail.0 / r.tail.1;
+    rows.push(Row {
+        metric: format!("encrypted store: tail({TAIL_N}) p50"),
+        convlog: format!("{:.1} µs", r.tail.1 * 1e6),
+        peer: format!("{:.1} µs (unencrypted)", r.tail.0 * 1e6),
+        ratio: format!("{q:.2}× plain/encrypted time"),
+        target: "≥ 0.7×".into(),
+        met: met(Some(q >= 0.7)),
+    });
+    rows.push(Row {
+        metric: "encrypted store: disk bytes / input JSON bytes".into(),
+        convlog: format!("{:.3}", r.disk.1),
+        peer: format!("{:.3} (unencrypted)", r.disk.0),
+        ratio: format!("{:.3}× bytes", r.disk.1 / r.disk.0),
+        target: String::new(),
+        met: "",
+    });
+    rows.push(Row {
+        metric: "encrypted store: first append to a new session (key created, KEYS synced), p50"
+            .into(),
+        convlog: format!("{:.0} µs", r.new_session * 1e6),
+        peer: String::new(),
+        ratio: String::new(),
+        target: String::new(),
+        met: "",
+    });
+    rows.push(Row {
+        metric: "encrypted store: delete_session (log synced, key destroyed), p50".into(),
+        convlog: format!("{:.0} µs", r.delete * 1e6),
+        peer: String::new(),
+        ratio: String::new(),
+        target: String::new(),
+        met: "",
+    });
+    rows
+}
