@@ -144,6 +144,38 @@ fn from_store(py: Python<'_>, e: convlog::Error) -> PyErr {
                 ("session", obj(py, session.as_str())),
             ],
         ),
+        E::KeyRequired { path } => ("KeyRequired", vec![("path", obj(py, path.as_path()))]),
+        E::WrongKey { path } => ("WrongKey", vec![("path", obj(py, path.as_path()))]),
+        E::NotEncrypted { path } => ("NotEncrypted", vec![("path", obj(py, path.as_path()))]),
+        E::KeyDestroyed {
+            segment,
+            offset,
+            key,
+        } => (
+            "KeyDestroyed",
+            vec![
+                ("segment", obj(py, segment.file_name())),
+                ("offset", obj(py, *offset)),
+                // The data key's id (not secret): `key` is the master key's name elsewhere.
+                ("key_id", obj(py, *key)),
+            ],
+        ),
+        E::InvalidMasterKey { path, reason } => (
+            "InvalidMasterKey",
+            vec![
+                ("path", obj(py, path.as_path())),
+                ("reason", obj(py, *reason)),
+            ],
+        ),
+        // The store's `KEYS` file is damaged: bytes on disk, as for a segment.
+        E::KeyFile { path, offset, .. } => (
+            "Corrupt",
+            vec![
+                ("segment", py.None()),
+                ("offset", obj(py, *offset)),
+                ("path", obj(py, path.as_path())),
+            ],
+        ),
         E::Io { path, source, .. } => (
             "IoError",
             vec![

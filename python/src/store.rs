@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 
 use crate::bulk;
 use crate::cache::{self, TailCache};
@@ -247,6 +247,99 @@ fn permissions(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<convlog::Per
     made.map(Some).map_err(|e| Fail::Store(e).into_py_err(py))
 }
 
+/// An `InvalidMasterKey` for a `key=` argument (no key file: `path` is None); `what` says
+/// what was given, never its bytes.
+fn bad_key(py: Python<'_>, option: &str, what: String) -> PyErr {
+    let reason = "a master key is 32 bytes, or 64 hex digits as a str";
+    crate::errors::new_err(
+        py,
+        "InvalidMasterKey",
+        format!("invalid master key ({option}=): {reason}, not {what}"),
+        vec![
+            ("path", py.None()),
+            ("reason", PyString::new(py, reason).into_any().unbind()),
+        ],
+    )
+}
+
+/// The master key of `key=` (32 `bytes`/`bytearray`, or 64 hex digits as a `str`) or
+/// `key_file=` (a path: read as `MasterKey::read_file` does), at most one of them; `None`
+/// for neither. `names` are the two options' names, for messages.
+fn master_key(
+    py: Python<'_>,
+    key: Option<&Bound<'_, PyAny>>,
+    key_file: Option<&Bound<'_, PyAny>>,
+    names: (&str, &str),
+) -> PyResult<Option<convlog::MasterKey>> {
+    let key = key.filter(|v| !v.is_none());
+    let key_file = key_file.filter(|v| !v.is_none());
+    match (key, key_file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(PyValueError::new_err(format!(
+            "give {} or {}, not both",
+            names.0, names.1
+        ))),
+        (Some(k), None) => {
+            const LEN: usize = convlog::MASTER_KEY_LEN;
+            if let Ok(s) = k.cast::<PyString>() {
+                let text = s.to_str()?.as_bytes();
+                if text.len() != 2 * LEN || !text.iter().all(u8::is_ascii_hexdigit) {
+                    let what = if text.len() == 2 * LEN {
+                        "a str of 64 characters that are not all hex digits".to_owned()
+                    } else {
+                        format!("a str of {} characters", s.len()?)
+                    };
+                    return Err(bad_key(py, names.0, what));
+                }
+                // 64 hex digits: what `parse` reads as such (never as raw bytes).
+                let parsed = convlog::MasterKey::parse(text, std::path::Path::new(names.0))
+                    .map_err(|e| Fail::Store(e).into_py_err(py))?;
+                return Ok(Some(parsed));
+            }
+            let copied = if let Ok(b) = k.cast::<PyBytes>() {
+                zeroize::Zeroizing::new(b.as_bytes().to_vec())
+            } else if let Ok(b) = k.cast::<PyByteArray>() {
+                zeroize::Zeroizing::new(b.to_vec())
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "{} is 32 bytes (bytes) or 64 hex digits (str), not {}",
+                    names.0,
+                    k.get_type().name()?
+                )));
+            };
+            if copied.len() != LEN {
+                return Err(bad_key(py, names.0, format!("{} bytes", copied.len())));
+            }
+            let mut raw = zeroize::Zeroizing::new([0u8; LEN]);
+            raw.copy_from_slice(&copied);
+            Ok(Some(convlog::MasterKey::from_bytes(*raw)))
+        }
+        (None, Some(f)) => {
+            if f.is_instance_of::<PyBytes>() || f.is_instance_of::<PyByteArray>() {
+                // A path as bytes would be mistaken for the key itself too easily.
+                return Err(PyTypeError::new_err(format!(
+                    "{} is a path (str or os.PathLike); the key itself goes in {}",
+                    names.1, names.0
+                )));
+            }
+            let path: PathBuf = f.extract().map_err(|_| {
+                let kind = f
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default();
+                PyTypeError::new_err(format!(
+                    "{} is a path (str or os.PathLike), not {kind}",
+                    names.1
+                ))
+            })?;
+            py.detach(|| convlog::MasterKey::read_file(&path))
+                .map(Some)
+                .map_err(|e| Fail::Store(e).into_py_err(py))
+        }
+    }
+}
+
 /// A JSON value (any Python value `json` encodes) as serde_json's.
 fn json_value(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
     let py = value.py();
@@ -332,7 +425,7 @@ impl Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (path, *, durability=None, read_only=false, segment_size=None, max_record_len=None, exclusive=false, mode=None))]
+    #[pyo3(signature = (path, *, durability=None, read_only=false, segment_size=None, max_record_len=None, exclusive=false, mode=None, key=None, key_file=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -343,11 +436,17 @@ impl Store {
         max_record_len: Option<u32>,
         exclusive: bool,
         mode: Option<&Bound<'_, PyAny>>,
+        key: Option<&Bound<'_, PyAny>>,
+        key_file: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Store> {
         let mut opts = convlog::Store::builder()
             .durability(self::durability(durability)?)
             .read_only(read_only)
             .exclusive(exclusive);
+        // The key goes to the library's options only: no field of this object holds it.
+        if let Some(k) = master_key(py, key, key_file, ("key", "key_file"))? {
+            opts = opts.encryption(k);
+        }
         if let Some(p) = permissions(mode)? {
             opts = opts.permissions(p);
         }
@@ -405,6 +504,29 @@ impl Store {
     #[getter]
     fn read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Whether the store is encrypted (opened with its master key).
+    #[getter]
+    fn is_encrypted(&self, py: Python<'_>) -> PyResult<bool> {
+        self.run(py, |s| Ok(s.is_encrypted()))
+    }
+
+    /// Wraps every data key of the store anew under the new master key (`new_key=` or
+    /// `new_key_file=`, exactly one); returns how many data keys it rewrapped.
+    #[pyo3(signature = (new_key=None, new_key_file=None))]
+    fn rekey(
+        &self,
+        py: Python<'_>,
+        new_key: Option<&Bound<'_, PyAny>>,
+        new_key_file: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let Some(new) = master_key(py, new_key, new_key_file, ("new_key", "new_key_file"))? else {
+            return Err(PyValueError::new_err(
+                "rekey needs the new master key: new_key or new_key_file",
+            ));
+        };
+        self.run(py, |s| Ok(s.rekey(&new)?))
     }
 
     /// The LSN of the last record written.

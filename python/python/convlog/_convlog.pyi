@@ -17,6 +17,11 @@ def validate_session_id(session: object) -> None:
     """Raise ``InvalidSessionId`` unless ``session`` is a str of 1 to 256 UTF-8 bytes
     without control characters."""
 
+def generate_key() -> bytes:
+    """A new random master key for ``Store(..., key=...)``: 32 bytes from the operating
+    system's generator. Keep it (or a key file of it) safe: without it the store's messages
+    cannot be read."""
+
 @final
 class Receipt:
     """Where an appended message went."""
@@ -164,9 +169,24 @@ class Store:
     ``x`` wherever ``r`` is set: ``0o750``). A mode outside ``0o666`` or without ``0o600``
     raises ``InvalidOption`` (a ``ValueError``).
 
+    ``key`` / ``key_file`` (at most one, else ``ValueError``): encryption at rest. ``key``
+    is the master key, 32 ``bytes`` (or ``bytearray``) or 64 hex digits as a ``str``;
+    ``key_file`` the path of a file holding it (the 32 bytes raw, or 64 hex digits, with
+    one optional trailing newline). A malformed key raises ``InvalidMasterKey`` (a
+    ``ValueError``), another type ``TypeError``. A new store is created encrypted: each
+    session's messages and metadata are sealed (XChaCha20-Poly1305) under a data key of its
+    own, kept in the store's ``KEYS`` file wrapped by the master key; ``delete_session``
+    destroys the session's keys, so its records stay unreadable even in copies of the
+    segments made before (reading them raises ``KeyDestroyed``). Session ids, interaction
+    ids, timestamps and record sizes are not encrypted. Opening an encrypted store without
+    a key raises ``KeyRequired``, with another key ``WrongKey``; giving a key for a store
+    written without one raises ``NotEncrypted``. The key is never kept on the ``Store``
+    object (no attribute, not in its repr).
+
     Thread-safe, and the GIL is released during every store call. Several ``Store``
     objects on one path in one process share one open store, as long as they are opened
-    with the same options (else ``AlreadyOpen``); it closes when the last of them closes.
+    with the same options, the master key included (else ``AlreadyOpen``); it closes when
+    the last of them closes.
 
     A usable context manager: ``with Store(path) as store: ...`` closes it. After
     ``close()`` every method raises ``Closed``.
@@ -182,6 +202,8 @@ class Store:
         max_record_len: int | None = None,
         exclusive: bool = False,
         mode: int | None = None,
+        key: bytes | bytearray | str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
     ) -> None: ...
     @property
     def path(self) -> Path: ...
@@ -189,6 +211,24 @@ class Store:
     def closed(self) -> bool: ...
     @property
     def read_only(self) -> bool: ...
+    @property
+    def is_encrypted(self) -> bool:
+        """Whether the store is encrypted (opened with its master key)."""
+    def rekey(
+        self,
+        new_key: bytes | bytearray | str | None = None,
+        new_key_file: str | os.PathLike[str] | None = None,
+    ) -> int:
+        """Wrap every data key anew under a new master key (exactly one of ``new_key`` and
+        ``new_key_file``, as ``key``/``key_file`` of ``Store``), without rewriting any
+        segment and crash-atomically (one rename replaces ``KEYS``): from then on the store
+        opens with the new key only. Returns how many data keys were rewrapped. Raises
+        ``NotEncrypted`` for a store without encryption, ``ReadOnly`` on a read-only store;
+        after any error the old key still opens the store. Other processes with the store
+        open keep working with the data keys they hold until their next change to ``KEYS``
+        (then ``WrongKey``). (A library limitation: while the store stays open in this
+        process, a new ``Store`` on its path shares it only given the key it was first
+        opened with.)"""
     @property
     def last_lsn(self) -> int: ...
     @property

@@ -24,11 +24,17 @@ class Locked(Error):
 
 class AlreadyOpen(Locked):
     """The store is open for writing in this process with other options (durability,
-    segment size, record limit): a second open with the same options shares it instead."""
+    segment size, record limit, master key): a second open with the same options shares it
+    instead."""
 
 
 class Corrupt(Error):
-    """Bytes on disk are damaged (``segment``, ``offset``)."""
+    """Bytes on disk are damaged (``segment``, ``offset``): a checksum, length or header
+    does not hold, or a sealed record of an encrypted store fails its authentication. For a
+    damaged key file (``KEYS``), ``segment`` is None and ``path`` names the file."""
+
+    #: The damaged key file; None for a segment.
+    path = None
 
 
 class UnsupportedFormat(Error):
@@ -87,6 +93,32 @@ class CompactionMismatch(Error):
     for ``session`` (a broken internal invariant, ``path``): nothing was replaced."""
 
 
+class KeyRequired(Error):
+    """The store is encrypted and was opened without its master key (``path``): give
+    ``key=`` or ``key_file=``."""
+
+
+class WrongKey(Error):
+    """The master key given does not open the store (``path``)."""
+
+
+class NotEncrypted(Error):
+    """A master key was given for a store written without encryption that holds records
+    (``path``), or ``rekey`` was called on such a store: open it without a key."""
+
+
+class KeyDestroyed(Error):
+    """A record is sealed under a data key that was destroyed when its session was deleted
+    (``segment``, ``offset``, ``key_id``: the data key's id, not secret): its contents are
+    gone for good, in copies of the segments too."""
+
+
+class InvalidMasterKey(Error, ValueError):
+    """A master key is malformed: ``key=`` is not 32 bytes (or 64 hex digits as a str), or
+    the key file at ``path`` (None for ``key=``) holds neither; ``reason`` says what is wrong
+    (never the key's bytes)."""
+
+
 class IoError(Error, OSError):
     """An I/O operation failed (``path``, ``errno``)."""
 
@@ -100,24 +132,30 @@ __all__ = [
     "Corrupt",
     "Error",
     "InvalidKey",
+    "InvalidMasterKey",
     "InvalidMessage",
     "InvalidOption",
     "InvalidSessionId",
     "IoError",
+    "KeyDestroyed",
+    "KeyRequired",
     "Locked",
     "NotAStore",
+    "NotEncrypted",
     "Poisoned",
     "ReadOnly",
     "RecordTooLarge",
     "SessionExists",
     "UnsupportedFormat",
+    "WrongKey",
 ]
 
 # Shown as convlog.Conflict (not convlog._errors.Conflict) in tracebacks and reprs.
 for _cls in (
     Error, Conflict, Locked, AlreadyOpen, Corrupt, UnsupportedFormat, InvalidSessionId,
     InvalidMessage, RecordTooLarge, ReadOnly, Poisoned, Closed, NotAStore, InvalidOption,
-    IoError, SessionExists, InvalidKey, Compacting, CompactionMismatch,
+    IoError, SessionExists, InvalidKey, Compacting, CompactionMismatch, KeyRequired,
+    WrongKey, NotEncrypted, KeyDestroyed, InvalidMasterKey,
 ):
     _cls.__module__ = "convlog"
 del _cls

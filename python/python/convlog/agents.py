@@ -145,6 +145,9 @@ class ConvlogSession:
             SDK's own helper); its ``limit`` is the default of ``get_items``.
         durability: the store's durability (``"buffered"``, ``"always"`` or seconds), see
             ``convlog.Store``.
+        key, key_file: the store's master key (32 bytes, or 64 hex digits as a str), or
+            the path of a file holding it, to encrypt the store at rest (at most one), see
+            ``convlog.Store``. Neither is kept on this object.
     """
 
     session_id: str
@@ -157,6 +160,8 @@ class ConvlogSession:
         session_settings: SessionSettings | dict[str, Any] | None = None,
         *,
         durability: str | float | None = None,
+        key: bytes | str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         validate_session_id(session_id)
         self.session_id = session_id
@@ -167,7 +172,7 @@ class ConvlogSession:
         )
         self.db_path = db_path
         self._closed = False
-        self._store = Store(db_path, durability=durability)
+        self._store = Store(db_path, durability=durability, key=key, key_file=key_file)
         # The open sessions sharing `_store` (this one and its forks): the last to close
         # closes it.
         self._sharers = _Sharers()

@@ -150,11 +150,21 @@ class OpenAIAutomataConversationDatabase:
     ``db_path`` is the store's directory (created when missing). Bad session ids (not a
     str, empty, over 256 bytes, control characters) raise ``ValueError``
     (``convlog.InvalidSessionId`` for the last three).
+
+    ``key`` or ``key_file`` (keyword-only, at most one; not in Automata's original) is the
+    master key of an encrypted store, as for ``convlog.Store``; it is not kept on this
+    object.
     """
 
-    def __init__(self, db_path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        *,
+        key: bytes | str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.db_path = db_path
-        self._store = Store(db_path)
+        self._store = Store(db_path, key=key, key_file=key_file)
 
     def save_message(self, session_id: str, message: LLMChatMessage) -> int:
         """Append ``message`` to ``session_id``; return its interaction id (1-based)."""

@@ -25,7 +25,9 @@ __all__ = ["ConvlogChatMessageHistory"]
 class ConvlogChatMessageHistory(BaseChatMessageHistory):
     """The chat history of ``session_id`` in the store at ``path`` (a directory, created
     when missing, that histories of other sessions share; or ``":memory:"``, a private store
-    removed by ``close()``)."""
+    removed by ``close()``). ``durability``, ``key`` and ``key_file`` are those of
+    ``convlog.Store`` (``key``/``key_file``: the master key of an encrypted store, not kept
+    on this object)."""
 
     def __init__(
         self,
@@ -33,12 +35,14 @@ class ConvlogChatMessageHistory(BaseChatMessageHistory):
         path: str | os.PathLike[str] = ":memory:",
         *,
         durability: str | float | None = None,
+        key: bytes | str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         validate_session_id(session_id)
         self.session_id = session_id
         self.path = path
-        self._store = Store(path, durability=durability)
+        self._store = Store(path, durability=durability, key=key, key_file=key_file)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
