@@ -226,9 +226,8 @@ class Store:
         ``NotEncrypted`` for a store without encryption, ``ReadOnly`` on a read-only store;
         after any error the old key still opens the store. Other processes with the store
         open keep working with the data keys they hold until their next change to ``KEYS``
-        (then ``WrongKey``). (A library limitation: while the store stays open in this
-        process, a new ``Store`` on its path shares it only given the key it was first
-        opened with.)"""
+        (then ``WrongKey``); in this process, a new ``Store`` on its path shares it given
+        the new key only."""
     @property
     def last_lsn(self) -> int: ...
     @property
