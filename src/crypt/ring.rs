@@ -626,19 +626,25 @@ impl Crypt {
             return Err(corrupt(Damage::Unsealed));
         }
         let id = envelope_key(&payload).ok_or(corrupt(Damage::Unauthenticated))?;
-        if !self.ring().keys.contains_key(&id) {
-            // Another process may have created it since.
-            let _ = self.refresh();
-        }
-        if !self.ring().keys.contains_key(&id) {
-            return Err(Error::KeyDestroyed {
-                segment,
-                offset: u64::from(offset),
-                key: id,
-            });
-        }
-        self.data_key(id)?
-            .open(meta, payload)
+        let cached = self.ring().keys.get(&id).and_then(|s| s.key.get().cloned());
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                if !self.ring().keys.contains_key(&id) {
+                    // Another process may have created it since.
+                    let _ = self.refresh();
+                }
+                if !self.ring().keys.contains_key(&id) {
+                    return Err(Error::KeyDestroyed {
+                        segment,
+                        offset: u64::from(offset),
+                        key: id,
+                    });
+                }
+                self.data_key(id)?
+            }
+        };
+        key.open(meta, payload)
             .ok_or(corrupt(Damage::Unauthenticated))
     }
 }

@@ -427,6 +427,18 @@ fn check_header(buf: &[u8], salt: u64) -> Result<CheckedHeader<'_>, Damage> {
 /// allocated. A session reference is checked for form only: [`resolve_session`] follows it.
 #[must_use]
 pub fn decode_record(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
+    decode(buf, salt, max_payload, true)
+}
+
+/// [`decode_record`] without the payload CRC, for a sealed payload about to be opened: its
+/// AEAD tag is the stronger check (and a caller whose open fails checks the CRC, to report
+/// damage as what it is).
+#[must_use]
+pub(crate) fn decode_record_sealed(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
+    decode(buf, salt, max_payload, false)
+}
+
+fn decode(buf: &[u8], salt: u64, max_payload: u32, payload_crc: bool) -> Decoded<'_> {
     let head = &buf[..buf.len().min(RECORD_HEADER_LEN)];
     if head.iter().all(|b| *b == 0) {
         // No bytes left, a zero tail shorter than a header, or a zero header: a clean end.
@@ -462,7 +474,7 @@ pub fn decode_record(buf: &[u8], salt: u64, max_payload: u32) -> Decoded<'_> {
         });
     }
     let payload = &buf[start..start + payload_len as usize];
-    if crc32fast::hash(payload) != le_u32(h, RH_PAYLOAD_CRC) {
+    if payload_crc && crc32fast::hash(payload) != le_u32(h, RH_PAYLOAD_CRC) {
         return Decoded::Damaged(Damage::PayloadChecksum);
     }
     Decoded::Record(RecordRef {

@@ -125,28 +125,38 @@ impl ActiveView {
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    fn mapped_record(&self, offset: u32, salt: u64) -> Option<OwnedRecord> {
+    fn mapped_record(&self, offset: u32, salt: u64, crc: bool) -> Option<OwnedRecord> {
         let current = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(r) = current
             .as_deref()
-            .and_then(|m| decode_owned(m, offset, salt))
+            .and_then(|m| decode_owned(m, offset, salt, crc))
         {
             return Some(r);
         }
         // The record lies past the map (or no map yet): map the file as it is now.
         let fresh = self.map_now().ok()?;
-        decode_owned(&fresh, offset, salt)
+        decode_owned(&fresh, offset, salt, crc)
     }
 }
 
 /// The verified record at `offset` of `bytes`, if a whole one is there.
-fn decode_owned(bytes: &[u8], offset: u32, salt: u64) -> Option<OwnedRecord> {
-    match decode_record(bytes.get(offset as usize..)?, salt, DEFAULT_MAX_RECORD_LEN) {
+fn decode_owned(bytes: &[u8], offset: u32, salt: u64, crc: bool) -> Option<OwnedRecord> {
+    match decode_at(bytes.get(offset as usize..)?, salt, crc) {
         Decoded::Record(r) => Some(OwnedRecord {
             meta: r.meta,
             payload: r.payload.to_vec(),
         }),
         _ => None,
+    }
+}
+
+/// The record at the start of `bytes`, its payload CRC checked unless `crc` is false (a
+/// sealed payload, which its AEAD tag checks).
+fn decode_at(bytes: &[u8], salt: u64, crc: bool) -> Decoded<'_> {
+    if crc {
+        decode_record(bytes, salt, DEFAULT_MAX_RECORD_LEN)
+    } else {
+        crate::format::decode_record_sealed(bytes, salt, DEFAULT_MAX_RECORD_LEN)
     }
 }
 
@@ -178,7 +188,27 @@ impl Segment {
     /// [`Segment::read_at`] for a record that must be of `kind` (an index position names a
     /// record of a known kind: if it is another, the index, or a hint it trusted, is wrong).
     pub(crate) fn read_kind(&self, offset: u32, kind: crate::format::Kind) -> Result<OwnedRecord> {
-        let r = self.read_any(offset)?;
+        self.read_checked(offset, kind, true)
+    }
+
+    /// [`Segment::read_kind`] for a record whose payload is sealed: its CRC is not checked
+    /// (the caller opens the payload, whose tag checks it, and on failure reads it again
+    /// with [`Segment::read_kind`] to tell damage from a wrong or destroyed key).
+    pub(crate) fn read_sealed(
+        &self,
+        offset: u32,
+        kind: crate::format::Kind,
+    ) -> Result<OwnedRecord> {
+        self.read_checked(offset, kind, false)
+    }
+
+    fn read_checked(
+        &self,
+        offset: u32,
+        kind: crate::format::Kind,
+        crc: bool,
+    ) -> Result<OwnedRecord> {
+        let r = self.read_any(offset, crc)?;
         if r.meta.kind != kind {
             return Err(Error::Corrupt {
                 segment: self.id,
@@ -192,7 +222,7 @@ impl Segment {
     }
 
     /// Reads and re-verifies the record at `offset`, of any kind.
-    fn read_any(&self, offset: u32) -> Result<OwnedRecord> {
+    fn read_any(&self, offset: u32, crc: bool) -> Result<OwnedRecord> {
         let off = u64::from(offset);
         let corrupt = |damage| Error::Corrupt {
             segment: self.id,
@@ -202,7 +232,7 @@ impl Segment {
         match &self.data {
             SegmentData::Mapped(map) => {
                 let rest = map.get(offset as usize..).unwrap_or(&[]);
-                match decode_record(rest, self.salt, DEFAULT_MAX_RECORD_LEN) {
+                match decode_at(rest, self.salt, crc) {
                     Decoded::Record(r) => Ok(OwnedRecord {
                         meta: r.meta,
                         payload: r.payload.to_vec(),
@@ -211,7 +241,7 @@ impl Segment {
                 }
             }
             SegmentData::File(view) => {
-                if let Some(r) = view.mapped_record(offset, self.salt) {
+                if let Some(r) = view.mapped_record(offset, self.salt, crc) {
                     return Ok(r);
                 }
                 // Positioned reads: a read-only store, or a map that failed.
@@ -241,7 +271,7 @@ impl Segment {
                         Error::io("read", &self.path, e)
                     }
                 })?;
-                match decode_record(&buf, self.salt, DEFAULT_MAX_RECORD_LEN) {
+                match decode_at(&buf, self.salt, crc) {
                     Decoded::Record(r) => Ok(OwnedRecord {
                         meta: r.meta,
                         payload: r.payload.to_vec(),

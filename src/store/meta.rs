@@ -65,9 +65,8 @@ impl Store {
         let Some(segment) = segment else {
             return Ok(None);
         };
-        let r = segment.read_kind(pos.off, Kind::Meta)?;
         let crypt = self.inner.crypt.as_deref();
-        super::read::unsealed(crypt, &segment, pos.off, &r.meta, r.payload).map(Some)
+        super::read::read_message(crypt, &segment, pos.off, Kind::Meta).map(|r| Some(r.payload))
     }
 
     /// The live sessions whose metadata has `key` equal to `value`, sorted by id.

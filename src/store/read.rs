@@ -10,10 +10,10 @@ use std::sync::Arc;
 use super::{State, Store};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
-use crate::format::RecordMeta;
+use crate::format::{Kind, RecordMeta};
 use crate::index::Snapshot;
 use crate::message::{ChatMessage, Entry};
-use crate::segment::Segment;
+use crate::segment::{OwnedRecord, Segment};
 
 impl Store {
     /// Every message of `session`, oldest first, decoded as [`ChatMessage`]s one at a time.
@@ -136,14 +136,14 @@ impl RawMessages {
             return Some(Err(self.lost()));
         };
         let crypt = self.crypt.as_deref();
-        Some(segment.read_at(pos.off).and_then(|r| {
-            Ok(Entry {
+        Some(
+            read_message(crypt, segment, pos.off, Kind::Append).map(|r| Entry {
                 interaction_id: id,
                 lsn: r.meta.lsn,
                 timestamp: r.meta.timestamp,
-                message: unsealed(crypt, segment, pos.off, &r.meta, r.payload)?,
-            })
-        }))
+                message: r.payload,
+            }),
+        )
     }
 
     /// Decodes each message as `T` instead of yielding raw bytes.
@@ -243,6 +243,35 @@ impl<T: DeserializeOwned> Iterator for Messages<T> {
 
 impl ExactSizeIterator for RawMessages {}
 impl<T: DeserializeOwned> ExactSizeIterator for Messages<T> {}
+
+/// The record of `kind` (a sealed kind) at `offset` of `segment`, its payload the message:
+/// opened in an encrypted store.
+///
+/// # Errors
+/// As [`Segment::read_kind`] and [`unsealed`]; a payload that does not open but fails its
+/// CRC too is reported as the damage it is.
+pub(super) fn read_message(
+    crypt: Option<&Crypt>,
+    segment: &Segment,
+    offset: u32,
+    kind: Kind,
+) -> Result<OwnedRecord> {
+    let Some(c) = crypt else {
+        let r = segment.read_kind(offset, kind)?;
+        let payload = unsealed(None, segment, offset, &r.meta, r.payload)?;
+        return Ok(OwnedRecord { payload, ..r });
+    };
+    // The tag checks the payload: no CRC on the way.
+    let r = segment.read_sealed(offset, kind)?;
+    let meta = r.meta;
+    match c.unseal(segment.id, offset, &meta, r.payload) {
+        Ok(payload) => Ok(OwnedRecord { meta, payload }),
+        Err(e) => {
+            segment.read_kind(offset, kind)?;
+            Err(e)
+        }
+    }
+}
 
 /// The message a record of a sealed kind holds: its payload, opened in an encrypted store.
 ///
