@@ -23,6 +23,18 @@ pub enum CliError {
         /// How many segment files the directory holds.
         segments: usize,
     },
+    /// Opening the store in `dir` failed for its master key: none was given for an encrypted
+    /// store, the one given does not open it, or one was given for a store without
+    /// encryption. Nothing was changed.
+    Key {
+        /// The store directory.
+        dir: PathBuf,
+        /// The library's error ([`convlog::Error::KeyRequired`], [`convlog::Error::WrongKey`]
+        /// or [`convlog::Error::NotEncrypted`]).
+        source: convlog::Error,
+        /// The key file given, if any.
+        key: Option<crate::keys::KeySource>,
+    },
     /// A file (or stdin/stdout) could not be read or written.
     Io {
         /// What was being done ("read", "create", ...).
@@ -34,6 +46,9 @@ pub enum CliError {
     },
     /// Bad input (a JSON line, an argument), already phrased with its location.
     Input(String),
+    /// A master key file could not be read or holds no key, already phrased with the file
+    /// (never with what it holds).
+    KeyFile(String),
     /// Any other failure, already phrased.
     Message(String),
     /// The reader of standard output went away (`convlog cat ... | head`): not reported.
@@ -71,6 +86,20 @@ impl CliError {
         }
     }
 
+    /// A library error from opening the store in `dir` with the key from `key` (if any): a
+    /// key error becomes [`CliError::Key`], any other [`CliError::Store`].
+    pub fn opening(dir: &Path, source: convlog::Error, key: Option<&crate::keys::Key>) -> CliError {
+        use convlog::Error as E;
+        match source {
+            E::KeyRequired { .. } | E::WrongKey { .. } | E::NotEncrypted { .. } => CliError::Key {
+                dir: dir.to_owned(),
+                source,
+                key: key.map(|k| k.source.clone()),
+            },
+            source => CliError::store(dir, source),
+        }
+    }
+
     /// A library error on the store in `dir`.
     pub fn store(dir: &Path, source: convlog::Error) -> CliError {
         CliError::Store {
@@ -89,10 +118,11 @@ impl fmt::Display for CliError {
                 source,
                 segments,
             } => describe_repair(f, dir, source, *segments),
+            CliError::Key { dir, source, key } => describe_key(f, dir, source, key.as_ref()),
             CliError::Io { op, path, source } => {
                 write!(f, "cannot {op} {}: {source}", path.display())
             }
-            CliError::Input(m) | CliError::Message(m) => f.write_str(m),
+            CliError::Input(m) | CliError::KeyFile(m) | CliError::Message(m) => f.write_str(m),
             CliError::BrokenPipe => f.write_str("broken pipe"),
         }
     }
@@ -114,7 +144,39 @@ fn describe(f: &mut fmt::Formatter<'_>, dir: &Path, e: &convlog::Error) -> fmt::
             "corrupt store {dir}: segment {segment} at offset {offset}: {damage} \
              (`convlog repair {dir}` salvages every valid record)"
         ),
-        E::UnknownRecordKind { .. } => write!(f, "store {dir}: {e}"),
+        E::UnknownRecordKind { .. } | E::KeyDestroyed { .. } => write!(f, "store {dir}: {e}"),
+        _ => write!(f, "{e}"),
+    }
+}
+
+/// Phrases a key that does not fit the store in `dir`, and what to do about it.
+fn describe_key(
+    f: &mut fmt::Formatter<'_>,
+    dir: &Path,
+    e: &convlog::Error,
+    key: Option<&crate::keys::KeySource>,
+) -> fmt::Result {
+    use convlog::Error as E;
+    let shown = dir.display();
+    match (e, key) {
+        (E::KeyRequired { .. }, _) => write!(
+            f,
+            "store {shown} is encrypted: name the file holding its master key with \
+             --key-file PATH (or ${}); nothing was changed",
+            crate::keys::KEY_FILE_ENV
+        ),
+        (E::WrongKey { .. }, Some(k)) => write!(
+            f,
+            "the master key in the {k} does not open store {shown} (wrong key); nothing was \
+             changed"
+        ),
+        (E::NotEncrypted { .. }, Some(k)) => write!(
+            f,
+            "store {shown} is not encrypted (it has no {} file) and holds records, but a key \
+             was given, the {k}: {} to open it; nothing was changed",
+            convlog::KEYS_FILE,
+            k.how_to_drop()
+        ),
         _ => write!(f, "{e}"),
     }
 }

@@ -7,6 +7,7 @@
 mod cmd;
 mod error;
 mod jsonl;
+mod keys;
 mod perms;
 mod util;
 
@@ -81,6 +82,15 @@ enum Command {
     Import(cmd::import::Args),
     /// Export messages as JSONL, one `{"session", "message"}` object per line.
     Export(cmd::export::Args),
+    /// Write a new random master key to a new file (64 hex digits, mode 0600).
+    ///
+    /// Every command that opens a store takes the key's file with `--key-file PATH` (or the
+    /// environment variable CONVLOG_KEY_FILE): a new store is then created encrypted, and an
+    /// encrypted store opens only with its key. The key itself is never an argument.
+    Keygen(cmd::keygen::Args),
+    /// Wrap every data key of an encrypted store under a new master key, without rewriting
+    /// any segment; crash-atomic (one rename replaces KEYS).
+    Rekey(cmd::rekey::Args),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +114,8 @@ fn main() -> ExitCode {
         Command::Repair(a) => cmd::repair::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Rekey(a) => cmd::rekey::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -98,12 +98,35 @@ fn set_mode(file: &File, path: &Path, mode: u32) -> CliResult<()> {
 }
 
 /// Says on stderr, once, when the store in `dir` has files or directories that others may
-/// read (or write) beyond `allowed`. Silent when it cannot tell.
-pub fn note_exposed(dir: &Path, allowed: Permissions) {
-    if let Some(note) = convlog::permission_report(dir, allowed)
-        .ok()
-        .and_then(|r| r.note())
-    {
+/// read (or write) beyond `allowed`. Silent when it cannot tell. Returns what it found, for
+/// `--json` output (`None` when it cannot tell).
+pub fn note_exposed(dir: &Path, allowed: Permissions) -> Option<convlog::PermissionReport> {
+    let report = convlog::permission_report(dir, allowed).ok()?;
+    if let Some(note) = report.note() {
         eprintln!("convlog: note: {note}");
     }
+    Some(report)
+}
+
+/// The `permissions` field of `--json` output: whether the store is private, the entries
+/// that let others in further than `allowed` (path, octal mode, whether a directory); the
+/// note itself goes to stderr only. `null` when the modes could not be read.
+pub fn report_json(report: Option<&convlog::PermissionReport>) -> serde_json::Value {
+    let Some(r) = report else {
+        return serde_json::Value::Null;
+    };
+    serde_json::json!({
+        "private": r.is_private(),
+        "file_mode": format!("{:04o}", r.allowed.file_mode()),
+        "dir_mode": format!("{:04o}", r.allowed.dir_mode()),
+        "exposed": r
+            .exposed
+            .iter()
+            .map(|e| serde_json::json!({
+                "path": e.path.to_string_lossy(),
+                "mode": format!("{:04o}", e.mode),
+                "is_dir": e.is_dir,
+            }))
+            .collect::<Vec<_>>(),
+    })
 }

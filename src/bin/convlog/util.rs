@@ -6,24 +6,29 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use convlog::{
-    Durability, LOCK_FILE, Permissions, RecoveryMode, SYNC_FILE, SegmentId, Store, Timestamp,
-    WRITERS_FILE,
+    Durability, KEYS_FILE, LOCK_FILE, Permissions, RecoveryMode, SYNC_FILE, SegmentId, Store,
+    Timestamp, WRITERS_FILE,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::error::{CliError, CliResult, InStore};
+use crate::keys::{Key, KeyArg};
 
 /// Opens the store in `dir` read-only: never creates, locks or changes a file.
 ///
-/// A directory without any segment file is refused: every store has at least one.
-pub fn open_read_only(dir: &Path, mode: RecoveryMode) -> CliResult<Store> {
+/// A directory without any segment file is refused: every store has at least one. The
+/// master key named by `key` (`--key-file`, `$CONVLOG_KEY_FILE`) opens an encrypted store.
+pub fn open_read_only(dir: &Path, mode: RecoveryMode, key: &KeyArg) -> CliResult<Store> {
     require_store(dir)?;
-    Store::builder()
-        .read_only(true)
-        .recovery(mode)
+    let key = key.load()?;
+    let mut builder = Store::builder().read_only(true).recovery(mode);
+    if let Some(k) = &key {
+        builder = builder.encryption(k.master.clone());
+    }
+    builder
         .open(dir)
-        .in_store(dir)
+        .map_err(|e| CliError::opening(dir, e, key.as_ref()))
 }
 
 /// Opens the store in `dir` for writing; with `create`, a missing or empty directory becomes
@@ -31,6 +36,8 @@ pub fn open_read_only(dir: &Path, mode: RecoveryMode) -> CliResult<Store> {
 /// segment; the library's default when `None`.
 ///
 /// Directories and files it creates get the modes `perms` (`--mode`; owner-only by default).
+/// The master key named by `key` (`--key-file`, `$CONVLOG_KEY_FILE`) opens an encrypted
+/// store, and makes a new store encrypted.
 ///
 /// Appends are buffered; callers finish with [`sync`] so one fsync covers all their writes.
 /// A torn tail the open cut off is mentioned on stderr.
@@ -39,17 +46,32 @@ pub fn open_writable(
     create: bool,
     segment_size: Option<u64>,
     perms: Permissions,
+    key: &KeyArg,
 ) -> CliResult<Store> {
     if !(create && may_create(dir)) {
         require_store(dir)?;
     }
+    let key = key.load()?;
+    open_writable_with(dir, segment_size, perms, key.as_ref())
+}
+
+/// [`open_writable`] of an existing store (or one [`may_create`] allowed) with `key`, read.
+pub fn open_writable_with(
+    dir: &Path,
+    segment_size: Option<u64>,
+    perms: Permissions,
+    key: Option<&Key>,
+) -> CliResult<Store> {
     let mut builder = Store::builder()
         .durability(Durability::Buffered)
         .permissions(perms);
     if let Some(bytes) = segment_size {
         builder = builder.segment_size(bytes);
     }
-    let store = builder.open(dir).map_err(|e| open_error(dir, e))?;
+    if let Some(k) = key {
+        builder = builder.encryption(k.master.clone());
+    }
+    let store = builder.open(dir).map_err(|e| open_error(dir, e, key))?;
     let report = store.recovery_report();
     if let Some(t) = &report.torn_tail {
         eprintln!(
@@ -68,9 +90,10 @@ pub fn open_writable(
 /// directory holding nothing but what creating a store writes first.
 ///
 /// The library creates a store in steps: the directory, then `WRITERS` and `LOCK` (locked),
-/// then the first segment file and its header. A writer killed between them leaves the lock
-/// files alone, or with a segment whose header never completed (which recovery removes); a
-/// second writer racing the first sees the same. Either may go ahead: the write lock makes
+/// then the first segment file and its header, and for an encrypted store its key file
+/// `KEYS` (written as `KEYS.tmp`, then renamed). A writer killed between them leaves the lock
+/// files alone, or with a segment whose header never completed (which recovery removes), and
+/// perhaps the key file; a second writer racing the first sees the same. Either may go ahead: the write lock makes
 /// one wait for the other. Any other entry means the directory holds something
 /// convlog did not write, and it is left alone.
 fn may_create(dir: &Path) -> bool {
@@ -84,6 +107,8 @@ fn may_create(dir: &Path) -> bool {
                         n == LOCK_FILE
                             || n == WRITERS_FILE
                             || n == SYNC_FILE
+                            || n == KEYS_FILE
+                            || n == KEYS_TMP_FILE
                             || SegmentId::parse_file_name(n).is_some()
                     })
             })
@@ -92,9 +117,13 @@ fn may_create(dir: &Path) -> bool {
     }
 }
 
+/// The temporary name `KEYS` is written under before a rename puts it in place.
+const KEYS_TMP_FILE: &str = "KEYS.tmp";
+
 /// A library error from opening the store in `dir` for writing: an out-of-range
-/// `--segment-size` (which the library checks before it touches a file) is bad input.
-pub fn open_error(dir: &Path, e: convlog::Error) -> CliError {
+/// `--segment-size` (which the library checks before it touches a file) is bad input; a key
+/// that does not fit the store is [`CliError::Key`].
+pub fn open_error(dir: &Path, e: convlog::Error, key: Option<&Key>) -> CliError {
     match e {
         convlog::Error::InvalidOption {
             option: "segment_size",
@@ -102,7 +131,7 @@ pub fn open_error(dir: &Path, e: convlog::Error) -> CliError {
         } => CliError::Input(format!(
             "invalid --segment-size: {reason} (4K to 1G); nothing was written"
         )),
-        e => CliError::store(dir, e),
+        e => CliError::opening(dir, e, key),
     }
 }
 

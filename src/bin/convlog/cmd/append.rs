@@ -46,6 +46,8 @@ pub struct Args {
     pub key: Option<String>,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Appends the message(s) and prints where they landed.
@@ -61,7 +63,13 @@ pub fn run(args: Args) -> CliResult {
             "stdin holds no message: nothing appended".into(),
         ));
     }
-    let store = open_writable(&args.dir, true, args.segment_size, args.mode.permissions())?;
+    let store = open_writable(
+        &args.dir,
+        true,
+        args.segment_size,
+        args.mode.permissions(),
+        &args.master,
+    )?;
     let receipts = match &args.key {
         Some(key) => store
             .append_batch_raw_with_key(&args.session, key, &messages)
@@ -204,7 +212,13 @@ impl Stream<'_> {
             Some(store) => store,
             None => {
                 let a = &self.args;
-                let opened = open_writable(&a.dir, true, a.segment_size, a.mode.permissions());
+                let opened = open_writable(
+                    &a.dir,
+                    true,
+                    a.segment_size,
+                    a.mode.permissions(),
+                    &a.master,
+                );
                 self.open_failed = opened.is_err();
                 self.store.insert(opened?)
             }

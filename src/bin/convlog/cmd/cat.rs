@@ -22,6 +22,8 @@ pub struct Args {
     /// `{"interaction_id":..,"lsn":..,"timestamp":..,"message":{..}}`.
     #[arg(long)]
     pub with_meta: bool,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// A range of interaction ids: `start..end`, `end` excluded.
@@ -69,7 +71,7 @@ pub fn parse_range(s: &str) -> Result<IdRange, String> {
 /// Prints the session.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
-    let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+    let store = open_read_only(&args.dir, RecoveryMode::PointInTime, &args.master)?;
     require_session(&store, &args.session)?;
     let range = args.range.unwrap_or(IdRange {
         start: 1,

@@ -14,12 +14,20 @@ pub struct Args {
     pub session: String,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Clears the session and says how many messages went.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
-    let store = open_writable(&args.dir, false, None, args.mode.permissions())?;
+    let store = open_writable(
+        &args.dir,
+        false,
+        None,
+        args.mode.permissions(),
+        &args.master,
+    )?;
     let removed = store.clear(&args.session).in_store(&args.dir)?;
     sync(&store)?;
     if removed == 0 {

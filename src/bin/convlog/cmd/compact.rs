@@ -37,11 +37,19 @@ pub struct Args {
     pub purge_quarantine: bool,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Compacts the store and prints the report.
 pub fn run(args: Args) -> CliResult {
-    let store = open_writable(&args.dir, false, None, args.mode.permissions())?;
+    let store = open_writable(
+        &args.dir,
+        false,
+        None,
+        args.mode.permissions(),
+        &args.master,
+    )?;
     if args.seal {
         store.seal().in_store(&args.dir)?;
     }

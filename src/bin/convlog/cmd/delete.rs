@@ -18,6 +18,8 @@ pub struct Args {
     pub sessions: Vec<String>,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Deletes the sessions and says how many held anything.
@@ -26,7 +28,13 @@ pub fn run(args: Args) -> CliResult {
     for s in &sessions {
         check_session(s)?;
     }
-    let store = open_writable(&args.dir, false, None, args.mode.permissions())?;
+    let store = open_writable(
+        &args.dir,
+        false,
+        None,
+        args.mode.permissions(),
+        &args.master,
+    )?;
     let mut deleted = 0;
     for s in &sessions {
         if store.delete_session(s).in_store(&args.dir)? {

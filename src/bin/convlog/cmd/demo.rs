@@ -163,7 +163,7 @@ pub fn run(args: Args) -> CliResult {
     }
     let store = builder
         .open(&args.dir)
-        .map_err(|e| open_error(&args.dir, e))?;
+        .map_err(|e| open_error(&args.dir, e, None))?;
     let barrier = Barrier::new(agents + 1);
     let (elapsed, latencies) = std::thread::scope(|scope| -> CliResult<_> {
         let handles: Vec<_> = schedules

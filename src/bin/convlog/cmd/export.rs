@@ -26,6 +26,8 @@ pub struct Args {
     /// existing file gets it too, before anything is written to it.
     #[arg(long, value_name = "OCTAL", value_parser = crate::perms::parse_mode)]
     pub mode: Option<convlog::Permissions>,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Exports the sessions, in session id order, each oldest message first.
@@ -33,7 +35,7 @@ pub fn run(args: Args) -> CliResult {
     if let Some(s) = &args.session {
         check_session(s)?;
     }
-    let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+    let store = open_read_only(&args.dir, RecoveryMode::PointInTime, &args.master)?;
     let sessions: Vec<String> = match &args.session {
         Some(s) => {
             require_session(&store, s)?;

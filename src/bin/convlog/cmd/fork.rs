@@ -20,13 +20,21 @@ pub struct Args {
     pub at: Option<u64>,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Forks the session and says how many messages the new one shares.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.src)?;
     check_session(&args.dst)?;
-    let store = open_writable(&args.dir, false, None, args.mode.permissions())?;
+    let store = open_writable(
+        &args.dir,
+        false,
+        None,
+        args.mode.permissions(),
+        &args.master,
+    )?;
     require_session(&store, &args.src)?;
     let n = store
         .fork(&args.src, &args.dst, args.at)

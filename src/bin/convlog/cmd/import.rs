@@ -55,6 +55,8 @@ pub struct Args {
     pub segment_size: Option<u64>,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// One input line, borrowing the message bytes from it.
@@ -98,7 +100,13 @@ pub fn run(args: Args) -> CliResult {
         bar.finish_and_clear();
         checked?;
     }
-    let store = open_writable(&args.dir, true, args.segment_size, args.mode.permissions())?;
+    let store = open_writable(
+        &args.dir,
+        true,
+        args.segment_size,
+        args.mode.permissions(),
+        &args.master,
+    )?;
     let bar = progress(source.len(), "importing", true);
     let summary = apply(&source, Some(&store), args.skip_invalid, &bar);
     bar.finish_and_clear();

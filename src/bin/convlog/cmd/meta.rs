@@ -18,6 +18,8 @@ pub struct Args {
     pub json: Option<String>,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Prints or sets the metadata.
@@ -25,7 +27,8 @@ pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
     match &args.json {
         Some(json) => {
-            let store = open_writable(&args.dir, true, None, args.mode.permissions())?;
+            let store =
+                open_writable(&args.dir, true, None, args.mode.permissions(), &args.master)?;
             let lsn = store
                 .set_meta_raw(&args.session, json.as_bytes())
                 .in_store(&args.dir)?;
@@ -36,7 +39,7 @@ pub fn run(args: Args) -> CliResult {
             ))
         }
         None => {
-            let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+            let store = open_read_only(&args.dir, RecoveryMode::PointInTime, &args.master)?;
             let meta = store.meta(&args.session).in_store(&args.dir)?;
             let meta = meta.ok_or_else(|| {
                 CliError::Message(format!("session {:?} has no metadata", args.session))

@@ -18,12 +18,20 @@ pub struct Args {
     pub with_meta: bool,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Pops the last message and prints it as one JSON line; fails when the session is empty.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
-    let store = open_writable(&args.dir, false, None, args.mode.permissions())?;
+    let store = open_writable(
+        &args.dir,
+        false,
+        None,
+        args.mode.permissions(),
+        &args.master,
+    )?;
     let Some(entry) = store.pop_raw(&args.session).in_store(&args.dir)? else {
         return Err(CliError::Message(format!(
             "session {:?} in store {} is empty: nothing to pop",

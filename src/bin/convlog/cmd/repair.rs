@@ -19,22 +19,32 @@ pub struct Args {
     pub dir: PathBuf,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Repairs the store and reports.
 pub fn run(args: Args) -> CliResult {
     require_store(&args.dir)?;
+    let key = args.master.load()?;
     let spin = spinner(format!(
         "salvaging {} of records in {}",
         human_bytes(segment_bytes_in(&args.dir)),
         args.dir.display()
     ));
-    let opened = Store::builder()
+    let mut builder = Store::builder()
         .durability(Durability::Always)
         .recovery(RecoveryMode::Salvage)
-        .permissions(args.mode.permissions())
-        .open(&args.dir)
-        .map_err(|e| CliError::repair(&args.dir, e, segment_files_in(&args.dir)));
+        .permissions(args.mode.permissions());
+    if let Some(k) = &key {
+        builder = builder.encryption(k.master.clone());
+    }
+    let opened = builder.open(&args.dir).map_err(|e| match e {
+        e @ (convlog::Error::KeyRequired { .. }
+        | convlog::Error::WrongKey { .. }
+        | convlog::Error::NotEncrypted { .. }) => CliError::opening(&args.dir, e, key.as_ref()),
+        e => CliError::repair(&args.dir, e, segment_files_in(&args.dir)),
+    });
     spin.finish_and_clear();
     let store = opened?;
     let report = store.recovery_report();

@@ -23,13 +23,15 @@ pub struct Args {
     pub stdin: Option<String>,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Replaces the session's messages and says how many it now holds.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
     let messages = read_stdin()?;
-    let store = open_writable(&args.dir, true, None, args.mode.permissions())?;
+    let store = open_writable(&args.dir, true, None, args.mode.permissions(), &args.master)?;
     let receipts = store
         .replace(&args.session, args.expect, &messages)
         .in_store(&args.dir)?;

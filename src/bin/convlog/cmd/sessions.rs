@@ -28,6 +28,8 @@ pub struct Args {
     /// when it is not JSON): `--where user=u42`, `--where pinned=true`.
     #[arg(long = "where", value_name = "KEY=VALUE")]
     pub filter: Option<String>,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// What `sessions` sorts by.
@@ -56,7 +58,7 @@ struct Row<'a> {
 
 /// Lists the sessions.
 pub fn run(args: Args) -> CliResult {
-    let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+    let store = open_read_only(&args.dir, RecoveryMode::PointInTime, &args.master)?;
     let mut sessions = match &args.filter {
         Some(f) => {
             let (key, value) = f

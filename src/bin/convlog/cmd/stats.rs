@@ -24,6 +24,8 @@ pub struct Args {
     /// 0600 by default. Files and directories that let other users in further are noted.
     #[arg(long, value_name = "OCTAL", value_parser = crate::perms::parse_mode)]
     pub mode: Option<convlog::Permissions>,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// `--json` output.
@@ -43,12 +45,14 @@ struct Stats<'a> {
     segments_from_hint_files: usize,
     bytes_scanned: u64,
     torn_tail_bytes: Option<u64>,
+    encrypted: bool,
+    permissions: serde_json::Value,
 }
 
 /// Prints the counters.
 pub fn run(args: Args) -> CliResult {
-    let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
-    crate::perms::note_exposed(&args.dir, args.mode.unwrap_or_default());
+    let store = open_read_only(&args.dir, RecoveryMode::PointInTime, &args.master)?;
+    let permissions = crate::perms::note_exposed(&args.dir, args.mode.unwrap_or_default());
     let stats = store.stats();
     let report = store.recovery_report();
     let bytes = disk_bytes(&store)?;
@@ -70,6 +74,8 @@ pub fn run(args: Args) -> CliResult {
             segments_from_hint_files: report.hints_used,
             bytes_scanned: report.bytes_scanned,
             torn_tail_bytes: report.torn_tail.as_ref().map(|t| t.bytes),
+            encrypted: store.is_encrypted(),
+            permissions: crate::perms::report_json(permissions.as_ref()),
         })?;
         return out.finish();
     }
@@ -81,7 +87,8 @@ pub fn run(args: Args) -> CliResult {
          messages    {}\n\
          index       {} in memory\n\
          last LSN    {}\n\
-         recovery    {}\n",
+         recovery    {}\n\
+         encrypted   {}\n",
         args.dir.display(),
         thousands(stats.segments as u64),
         human_bytes(bytes),
@@ -92,6 +99,11 @@ pub fn run(args: Args) -> CliResult {
         human_bytes(stats.index_bytes as u64),
         stats.last_lsn,
         recovery_summary(report, stats.segments, &args.dir),
+        if store.is_encrypted() {
+            "yes (messages and metadata sealed; data keys in KEYS, wrapped by the master key)"
+        } else {
+            "no"
+        },
     );
     if let Some(t) = &report.torn_tail {
         text.push_str(&format!(

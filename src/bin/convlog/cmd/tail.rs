@@ -29,6 +29,8 @@ pub struct Args {
     /// "timestamp":…,"message":…}`.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Prints the last `n` messages, oldest first; then follows, with `-f`.
@@ -36,7 +38,7 @@ pub fn run(args: Args) -> CliResult {
     if let Some(session) = &args.session {
         check_session(session)?;
     }
-    let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+    let store = open_read_only(&args.dir, RecoveryMode::PointInTime, &args.master)?;
     let mut out = Out::stdout();
     let Some(session) = args.session.as_deref() else {
         if !args.follow {

@@ -27,6 +27,8 @@ pub struct Args {
     /// 0600 by default. Files and directories that let other users in further are noted.
     #[arg(long, value_name = "OCTAL", value_parser = crate::perms::parse_mode)]
     pub mode: Option<convlog::Permissions>,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// What a clean verification found.
@@ -40,6 +42,10 @@ struct Clean {
     messages: u64,
     /// Bytes after the last committed record of a segment a live writer is appending to.
     live_tail: Option<u64>,
+    /// Whether the store is encrypted.
+    encrypted: bool,
+    /// What the check of the modes found (`None`: could not tell).
+    permissions: Option<convlog::PermissionReport>,
 }
 
 /// Verifies the store; the first problem found is the error.
@@ -60,12 +66,14 @@ pub fn run(args: Args) -> CliResult {
             "sessions": c.sessions,
             "messages": c.messages,
             "live_tail_bytes": c.live_tail,
+            "encrypted": c.encrypted,
+            "permissions": crate::perms::report_json(c.permissions.as_ref()),
             "duration_ms": elapsed.as_secs_f64() * 1e3,
         }))?,
         (Ok(c), false) => out
             .text(&format!(
                 "{}: clean\n  {}, {}, {} ({}), last LSN {}\n  \
-             {}, {}, every one read back\n  verified in {}\n",
+             {}, {}, every one read back{}\n  verified in {}\n",
                 args.dir.display(),
                 plural(c.segments as u64, "segment"),
                 human_bytes(c.bytes),
@@ -74,6 +82,11 @@ pub fn run(args: Args) -> CliResult {
                 c.last_lsn,
                 plural(c.sessions as u64, "session"),
                 plural(c.messages, "message"),
+                if c.encrypted {
+                    " (encrypted: each one decrypted and authenticated)"
+                } else {
+                    " (not encrypted)"
+                },
                 human_duration(elapsed),
             ))
             .and_then(|()| match c.live_tail {
@@ -99,10 +112,10 @@ fn check(args: &Args) -> CliResult<Clean> {
         human_bytes(bytes),
         args.dir.display()
     ));
-    let opened = open_read_only(&args.dir, RecoveryMode::Strict);
+    let opened = open_read_only(&args.dir, RecoveryMode::Strict, &args.master);
     spin.finish_and_clear();
     let store = opened?;
-    crate::perms::note_exposed(&args.dir, args.mode.unwrap_or_default());
+    let permissions = crate::perms::note_exposed(&args.dir, args.mode.unwrap_or_default());
     let report = store.recovery_report();
     let stats = store.stats();
     let bar = progress(stats.messages, "reading", false);
@@ -137,6 +150,8 @@ fn check(args: &Args) -> CliResult<Clean> {
         sessions: stats.sessions,
         messages: stats.messages,
         live_tail: report.live_tail,
+        encrypted: store.is_encrypted(),
+        permissions,
     })
 }
 
@@ -147,7 +162,20 @@ fn error_json(args: &Args, e: &CliError) -> Value {
         "dir": args.dir.to_string_lossy(),
         "error": e.to_string(),
     });
-    if let CliError::Store { source, .. } = e {
+    if let CliError::Key { source, .. } = e {
+        let kind = match source {
+            convlog::Error::KeyRequired { .. } => "key_required",
+            convlog::Error::WrongKey { .. } => "wrong_key",
+            _ => "not_encrypted",
+        };
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("kind".into(), kind.into());
+        }
+    } else if let CliError::KeyFile(_) = e {
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("kind".into(), "key_file".into());
+        }
+    } else if let CliError::Store { source, .. } = e {
         let (kind, extra) = match source {
             convlog::Error::Corrupt {
                 segment,
@@ -181,6 +209,9 @@ fn error_json(args: &Args, e: &CliError) -> Value {
             ),
             convlog::Error::NotAStore { .. } => ("not_a_store", json!({})),
             convlog::Error::Io { .. } => ("io", json!({})),
+            convlog::Error::KeyDestroyed { .. } | convlog::Error::KeyFile { .. } => {
+                ("keys", json!({}))
+            }
             _ => ("other", json!({})),
         };
         if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), extra) {

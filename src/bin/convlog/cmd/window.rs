@@ -29,12 +29,14 @@ pub struct Args {
     /// Wrap each message with its interaction id, LSN and timestamp.
     #[arg(long)]
     pub with_meta: bool,
+    #[command(flatten)]
+    pub master: crate::keys::KeyArg,
 }
 
 /// Prints the window, oldest first.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
-    let store = open_read_only(&args.dir, RecoveryMode::PointInTime)?;
+    let store = open_read_only(&args.dir, RecoveryMode::PointInTime, &args.master)?;
     require_session(&store, &args.session)?;
     let mut spec = WindowSpec::new().keep_system(args.keep_system);
     if let Some(n) = args.max_messages {
