@@ -54,11 +54,25 @@ fn open(dir: &Path, always: bool, large: bool) -> convlog::Result<Store> {
     } else {
         Durability::Buffered
     };
-    Store::builder()
+    builder(dir)
         .durability(durability)
         .segment_size(if large { 4 << 20 } else { SEGMENT })
         .open(dir)
 }
+
+/// Options for the store in `dir`: encrypted (a fixed master key) when the run's directory
+/// holds the marker file [`ENCRYPTED`], which every process of the run sees.
+fn builder(dir: &Path) -> convlog::Options {
+    let b = Store::builder();
+    if dir.with_file_name(ENCRYPTED).exists() {
+        b.encryption(convlog::MasterKey::from_bytes([0x33; 32]))
+    } else {
+        b
+    }
+}
+
+/// The marker file beside the store directory that makes a run's store encrypted.
+const ENCRYPTED: &str = "ENCRYPTED";
 
 /// A message whose `tag` names it uniquely: `w<child>-<op>` (`-<j>of<n>` in a batch).
 fn message(tag: &str, rng: &mut Rng) -> Vec<u8> {
@@ -229,7 +243,7 @@ fn check_batches(store: &Store, what: &str) -> Result<usize, String> {
 
 fn reader(out: &mut impl Write, dir: &str) {
     let dir = Path::new(dir);
-    let follow = Store::builder().read_only(true).open(dir).unwrap();
+    let follow = builder(dir).read_only(true).open(dir).unwrap();
     writeln!(out, "@@READY").unwrap();
     out.flush().unwrap();
     let started = Instant::now();
@@ -248,7 +262,7 @@ fn reader(out: &mut impl Write, dir: &str) {
         }
         last = lsn;
         if reads.is_multiple_of(10) {
-            match Store::builder().read_only(true).open(dir) {
+            match builder(dir).read_only(true).open(dir) {
                 Ok(fresh) => match check_batches(&fresh, "fresh open") {
                     Ok(_) => opens += 1,
                     Err(e) => writeln!(out, "@@ERR {e}").unwrap(),
@@ -335,17 +349,25 @@ impl Acked {
 
 #[test]
 fn processes_killed_at_random_never_lose_or_break_what_the_others_acknowledged() {
-    killed_at_random(false, 200);
+    killed_at_random(false, false, 200);
 }
 
 #[test]
 fn a_compactor_killed_at_random_beside_them_loses_nothing_live() {
-    killed_at_random(true, 100);
+    killed_at_random(true, false, 100);
+}
+
+/// The same with encryption on: every process seals under data keys that the others create
+/// (`KEYS` appended to by whichever process first writes a session), and the checks read
+/// every message back through its seal.
+#[test]
+fn writers_killed_at_random_on_an_encrypted_store_lose_nothing() {
+    killed_at_random(false, true, 100);
 }
 
 /// Writers (and, with `compacting`, a process that seals and compacts in a loop, killed
 /// every few kills too) killed at random; then the checks.
-fn killed_at_random(compacting: bool, default_kills: u64) {
+fn killed_at_random(compacting: bool, encrypted: bool, default_kills: u64) {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
@@ -354,6 +376,9 @@ fn killed_at_random(compacting: bool, default_kills: u64) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let stop = tmp.path().join("stop");
+    if encrypted {
+        std::fs::write(tmp.path().join(ENCRYPTED), b"").unwrap();
+    }
     // The store exists before the reader opens it read-only.
     drop(open(&dir, false, false).unwrap());
     let dir_s = dir.to_str().unwrap().to_owned();
@@ -403,7 +428,8 @@ fn killed_at_random(compacting: bool, default_kills: u64) {
     let status = reader.child.wait().unwrap();
     let reader_lines = reader.lines.join().unwrap();
     eprintln!(
-        "multi_process: {kills} kills, {} acknowledged operations ({} appends, {} batches, {} pops), {compactions} compactions; reader: {:?}",
+        "multi_process{}: {kills} kills, {} acknowledged operations ({} appends, {} batches, {} pops), {compactions} compactions; reader: {:?}",
+        if encrypted { " (encrypted)" } else { "" },
         acked.ops,
         acked.appends.len(),
         acked.batches.len(),
@@ -432,15 +458,15 @@ fn killed_at_random(compacting: bool, default_kills: u64) {
 /// append of a session that gets pops and clears must be where its receipt says *if* it is
 /// in the log, and acknowledged pops are not looked for.
 fn check_store(dir: &Path, acked: &Acked, compacted: bool) {
-    let store = Store::open(dir).unwrap();
+    let store = builder(dir).open(dir).unwrap();
     assert!(store.recovery_report().dropped.is_empty());
     drop(store);
-    Store::builder()
+    builder(dir)
         .read_only(true)
         .recovery(RecoveryMode::Strict)
         .open(dir)
         .expect("verify finds the store clean");
-    let store = Store::builder().read_only(true).open(dir).unwrap();
+    let store = builder(dir).read_only(true).open(dir).unwrap();
     let mut sub = store.subscribe(Since::Lsn(Lsn(1)));
     // Replay the log: each session's messages as (tag, LSN).
     let mut model: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();

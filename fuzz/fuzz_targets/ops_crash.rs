@@ -4,7 +4,8 @@
 //! `tests/faults.rs`): a crash recovers a prefix of the committed units holding every
 //! acknowledged-durable one, a reopen or kill loses nothing written, a failed fsync poisons.
 //!
-//! Input: `config: u8, seed: u8, (opcode: u8, a: u8, b: u8)*` (at most 200 operations).
+//! Input: `config: u8, seed: u8, (opcode: u8, a: u8, b: u8)*` (at most 200 operations);
+//! config bits 0-1: segment size, bit 2: durability, bit 7: an encrypted store.
 #![no_main]
 
 #[allow(dead_code, unused_imports)]
@@ -94,7 +95,14 @@ fuzz_target!(|data: &[u8]| {
         .take(200)
         .map(|c| op(c[0], c[1], c[2]))
         .collect();
-    let mut h = match Harness::new(u64::from(seed), seg, durability) {
+    // Config bit 7: an encrypted store (every check reads through the seals; crashes hit
+    // the key file too).
+    let made = if config & 0x80 != 0 {
+        Harness::encrypted(u64::from(seed), seg, durability)
+    } else {
+        Harness::new(u64::from(seed), seg, durability)
+    };
+    let mut h = match made {
         Ok(h) => h,
         Err(v) => panic!("{v}"),
     };

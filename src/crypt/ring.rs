@@ -7,10 +7,9 @@
 //! them: the source's next record gets a new key, so its later messages stay its own.
 //!
 //! A key is destroyed (the file rewritten without it) once no session references it: its
-//! owner was deleted and no fork that shares it is left. References of sessions that hold
-//! nothing (no message, no metadata) are dropped when the session is deleted, when a
-//! session that holds nothing gets its first record, and by every writable open (a crash
-//! between a delete and the rewrite leaves them until then).
+//! owner was deleted and no fork that shares it is left. A deleted session's references are
+//! dropped by the delete, or (a crash between the delete and the rewrite) by the next
+//! writable open or the session's next record, whichever comes first.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -389,11 +388,12 @@ impl Crypt {
     }
 
     /// The key `session`'s next record is sealed under, created (and synced to `KEYS`)
-    /// when it has none. `has_state`: whether the session holds messages or metadata now;
-    /// when it holds nothing, any keys it still references are dropped first (its records
-    /// are unreachable: it was deleted, or cleared), once `durable` has made the log that
-    /// says so durable (else a power cut could bring back records whose key is gone).
-    /// Called under the write lock.
+    /// when it has none. `deleted`: whether the session's last event is a delete; then the
+    /// keys it still references (a crash between the delete and their destruction, or
+    /// another process's delete) are dropped first, once `durable` has made the log that
+    /// deletes it durable (else a power cut could bring back records whose key is gone).
+    /// A session that merely holds nothing (cleared) keeps its keys: a replay of the log
+    /// still reads its records. Called under the write lock.
     ///
     /// # Errors
     /// [`Error::Io`], [`Error::KeyFile`], [`Error::WrongKey`] (the store was rekeyed by
@@ -401,7 +401,7 @@ impl Crypt {
     pub(crate) fn key_for(
         &self,
         session: &str,
-        has_state: bool,
+        deleted: bool,
         durable: impl FnOnce() -> Result<()>,
     ) -> Result<DataKey> {
         let cached = self.ring().current.get(session).copied();
@@ -409,17 +409,15 @@ impl Crypt {
             return self.data_key(id);
         }
         self.refresh()?;
-        if !has_state {
+        if deleted {
             self.drop_sessions(&[session], durable)?;
         }
-        let own = has_state
-            .then(|| {
-                let r = self.ring();
-                r.owned
-                    .get(session)
-                    .and_then(|ks| ks.iter().rev().find(|k| !r.frozen.contains(k)).copied())
-            })
-            .flatten();
+        let own = {
+            let r = self.ring();
+            r.owned
+                .get(session)
+                .and_then(|ks| ks.iter().rev().find(|k| !r.frozen.contains(k)).copied())
+        };
         let id = match own {
             Some(id) => id,
             None => self.create_key(session)?,
@@ -510,26 +508,26 @@ impl Crypt {
         Ok(destroyed)
     }
 
-    /// Drops the references of every session `has_state` says holds nothing (see
+    /// Drops the references of every session `deleted` says was deleted (see
     /// [`Crypt::drop_sessions`]): what a writable open does, once what it recovered is
     /// durable. Returns the keys destroyed.
     ///
     /// # Errors
     /// As [`Crypt::key_for`].
-    pub(crate) fn sweep(&self, has_state: impl Fn(&str) -> bool) -> Result<usize> {
+    pub(crate) fn sweep(&self, deleted: impl Fn(&str) -> bool) -> Result<usize> {
         self.refresh()?;
-        let idle: Vec<Box<str>> = {
+        let gone: Vec<Box<str>> = {
             let r = self.ring();
             r.owned
                 .keys()
                 .chain(r.shares.keys())
-                .filter(|s| !has_state(s))
+                .filter(|s| deleted(s))
                 .cloned()
                 .collect()
         };
-        let idle: Vec<&str> = idle.iter().map(|s| &**s).collect();
+        let gone: Vec<&str> = gone.iter().map(|s| &**s).collect();
         // What an open recovered is durable (it synced the active segment).
-        self.drop_sessions(&idle, || Ok(()))
+        self.drop_sessions(&gone, || Ok(()))
     }
 
     /// Wraps every data key anew under `new` (no segment changes), crash-atomically: one

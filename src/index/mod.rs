@@ -3,7 +3,7 @@
 mod keys;
 mod positions;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use crate::format::{Kind, RecordMeta};
@@ -160,6 +160,10 @@ pub(crate) struct Index {
     /// Deletes and forks applied: an encrypted store's writer re-derives which key each
     /// session seals under when it moves (see `crypt`).
     resets: u64,
+    /// Sessions whose last event is a delete (not used again since): an encrypted store
+    /// destroys what keys of theirs a crash left (see `crypt`). Until compaction drops the
+    /// delete records, one entry per deleted session.
+    deleted: HashSet<Box<str>>,
 }
 
 impl Index {
@@ -190,9 +194,9 @@ impl Index {
         self.resets
     }
 
-    /// Whether `session` holds messages or metadata.
-    pub(crate) fn holds(&self, session: &str) -> bool {
-        self.sessions.contains_key(session) || self.metas.contains_key(session)
+    /// Whether `session`'s last event is a delete.
+    pub(crate) fn is_deleted(&self, session: &str) -> bool {
+        self.deleted.contains(session)
     }
 
     pub(crate) fn count(&self, session: &str) -> u64 {
@@ -250,6 +254,10 @@ impl Index {
         change: Change<'_>,
         ts_at: impl FnOnce(Pos) -> Timestamp,
     ) -> u64 {
+        if !self.deleted.is_empty() && !matches!(change, Change::Pop(_) | Change::Keep(_)) {
+            // Used again (or deleted again, below).
+            self.deleted.remove(session);
+        }
         match change {
             Change::Meta { pos } => {
                 self.metas.insert(session.into(), pos);
@@ -257,6 +265,7 @@ impl Index {
             }
             Change::Delete => {
                 self.resets += 1;
+                self.deleted.insert(session.into());
                 self.metas.remove(session);
                 self.sessions
                     .remove(session)

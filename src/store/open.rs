@@ -120,7 +120,7 @@ fn open_keys(opts: &Options, dir: &Path) -> Result<Option<Crypt>> {
 }
 
 /// The store's keys once recovery has read it: a writable open drops the references of
-/// sessions that hold nothing (a crash between a delete and its key's destruction); a
+/// deleted sessions (a crash between a delete and its keys' destruction); a
 /// key given for a store without a key file creates one if the store holds no record yet,
 /// and is `Error::NotEncrypted` otherwise.
 fn finish_keys(
@@ -133,7 +133,7 @@ fn finish_keys(
     match (&opts.encryption, keys) {
         (_, Some(crypt)) => {
             if !opts.read_only {
-                crypt.sweep(|s| state.index.holds(s))?;
+                crypt.sweep(|s| state.index.is_deleted(s))?;
             }
             Ok(Some(Arc::new(crypt)))
         }

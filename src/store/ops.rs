@@ -111,7 +111,7 @@ impl Store {
                 // The fork reaches the source's sealed records: it shares (and so freezes)
                 // its keys, synced before the fork is logged. Keys a past `dst` left (a crash
                 // before their destruction) go first.
-                if !self.state().index.holds(dst) {
+                if self.state().index.is_deleted(dst) {
                     crypt.drop_sessions(&[dst], || self.durable_now(w))?;
                 }
                 crypt.share(src, dst)?;

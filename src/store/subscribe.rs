@@ -364,18 +364,8 @@ impl Subscription {
                 for r in unit {
                     let keep = r.meta.lsn >= self.from
                         && self.session.as_deref().is_none_or(|s| s == r.session);
-                    if let Some(mut e) = LogEvent::of_record(r).filter(|_| keep) {
-                        if let LogEvent::Message { entry, .. } = &mut e {
-                            let crypt = store.inner.crypt.as_deref();
-                            let payload = std::mem::take(&mut entry.message);
-                            entry.message = super::read::unsealed(
-                                crypt,
-                                seg,
-                                r.offset as u32,
-                                &r.meta,
-                                payload,
-                            )?;
-                        }
+                    let event = LogEvent::of_record(r).filter(|_| keep);
+                    if let Some(e) = opened(store.inner.crypt.as_deref(), seg, r, event)? {
                         self.pending.push_back(e);
                     }
                     self.next_lsn = r.meta.next_lsn();
@@ -449,4 +439,27 @@ impl Iterator for Subscription {
             }
         }
     }
+}
+
+/// `event` (of record `r` of `seg`) with its message opened in an encrypted store; `None`
+/// for a message whose key was destroyed: erased (its session was deleted, and the delete
+/// follows in the log), as a compaction would have dropped it.
+fn opened(
+    crypt: Option<&crate::crypt::Crypt>,
+    seg: &crate::segment::Segment,
+    r: &Record<'_>,
+    event: Option<LogEvent>,
+) -> Result<Option<LogEvent>> {
+    let Some(mut e) = event else {
+        return Ok(None);
+    };
+    if let LogEvent::Message { entry, .. } = &mut e {
+        let payload = std::mem::take(&mut entry.message);
+        match super::read::unsealed(crypt, seg, r.offset as u32, &r.meta, payload) {
+            Ok(m) => entry.message = m,
+            Err(Error::KeyDestroyed { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(e))
 }

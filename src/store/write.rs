@@ -257,10 +257,10 @@ impl Store {
         })?;
         if existed && let Some(crypt) = &self.inner.crypt {
             // The delete durable first (a power cut never leaves the session listed with
-            // its keys gone), then its keys destroyed, unless the session holds something
-            // again (another process used the id anew: its first record dropped them).
+            // its keys gone), then its keys destroyed, unless the session was used again
+            // (another process used the id anew: its first record dropped them).
             self.with_write_turn(|w| {
-                if !self.state().index.holds(session) {
+                if self.state().index.is_deleted(session) {
                     crypt.drop_sessions(&[session], || self.durable_now(w))?;
                 }
                 Ok(())
@@ -468,13 +468,13 @@ impl Store {
         if !events.iter().any(|e| sealed_kind(e.kind)) {
             return Ok(None);
         }
-        let holds = {
+        let deleted = {
             let state = self.state();
             crypt.note_resets(state.index.resets());
-            state.index.holds(session)
+            state.index.is_deleted(session)
         };
         crypt
-            .key_for(session, holds, || self.durable_now(w))
+            .key_for(session, deleted, || self.durable_now(w))
             .map(Some)
     }
 
