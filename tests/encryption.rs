@@ -586,3 +586,25 @@ fn sealed_payloads_in_a_store_whose_key_file_is_gone_are_a_typed_error() {
         "{e}"
     );
 }
+
+#[test]
+fn a_read_open_across_a_delete_opens_nothing_more_once_the_key_is_destroyed() {
+    // A read looks its key up once per key, not per message; a delete still stops it at
+    // once: the messages it reaches after the delete returned do not open.
+    let dir = tempfile::tempdir().unwrap();
+    let store = enc(1).open(dir.path()).unwrap();
+    for i in 0..10 {
+        store.append_raw("a", &msg("a", i)).unwrap();
+    }
+    let mut read = store.messages("a").raw();
+    for i in 0..4 {
+        assert_eq!(read.next().unwrap().unwrap().message, msg("a", i));
+    }
+    assert!(store.delete_session("a").unwrap());
+    let rest: Vec<_> = read.collect();
+    assert_eq!(rest.len(), 6);
+    for e in rest {
+        let e = e.unwrap_err();
+        assert!(matches!(e, Error::KeyDestroyed { .. }), "{e}");
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::error::{Error, Result};
@@ -159,20 +159,20 @@ impl DataKey {
     }
 
     /// The message an envelope seals, if it opens under this key for the record `meta`:
-    /// decrypted in place (the envelope's buffer becomes the message's).
-    pub(crate) fn open(&self, meta: &RecordMeta, mut envelope: Vec<u8>) -> Option<Vec<u8>> {
+    /// its ciphertext copied out (the only copy a read makes) and decrypted in place.
+    pub(crate) fn open(&self, meta: &RecordMeta, envelope: &[u8]) -> Option<Vec<u8>> {
         if envelope.len() < SEAL_OVERHEAD {
             return None;
         }
         let nonce = Nonce::try_assume_unique_for_key(&envelope[ENV_NONCE..ENV_DATA]).ok()?;
+        let (data, tag) = envelope[ENV_DATA..].split_at(envelope.len() - SEAL_OVERHEAD);
+        let tag = Tag::try_from(tag).ok()?;
         let ad = associated(meta, self.id);
-        let n = self
-            .key
-            .open_within(nonce, Aad::from(&ad[..]), &mut envelope, ENV_DATA..)
-            .ok()?
-            .len();
-        envelope.truncate(n);
-        Some(envelope)
+        let mut plain = data.to_vec();
+        self.key
+            .open_in_place_separate_tag(nonce, Aad::from(&ad[..]), tag, &mut plain, 0..)
+            .ok()?;
+        Some(plain)
     }
 }
 
@@ -249,20 +249,13 @@ mod tests {
         assert_eq!(env.len(), 7 + SEAL_OVERHEAD);
         assert!(is_sealed(&env));
         assert_eq!(envelope_key(&env), Some(9));
-        assert_eq!(key.open(&meta(1), env.clone()).unwrap(), b"{\"a\":1}");
-        assert!(key.open(&meta(2), env.clone()).is_none(), "another LSN");
-        assert!(
-            DataKey::new(9, &[4; 32])
-                .open(&meta(1), env.clone())
-                .is_none()
-        );
+        assert_eq!(key.open(&meta(1), &env).unwrap(), b"{\"a\":1}");
+        assert!(key.open(&meta(2), &env).is_none(), "another LSN");
+        assert!(DataKey::new(9, &[4; 32]).open(&meta(1), &env).is_none());
         let mut flipped = env.clone();
         flipped[ENV_DATA] ^= 1;
-        assert!(key.open(&meta(1), flipped).is_none());
-        assert!(
-            key.open(&meta(1), env[..SEAL_OVERHEAD - 1].to_vec())
-                .is_none()
-        );
+        assert!(key.open(&meta(1), &flipped).is_none());
+        assert!(key.open(&meta(1), &env[..SEAL_OVERHEAD - 1]).is_none());
         assert_ne!(nonces.next().unwrap(), nonces.next().unwrap());
     }
 

@@ -31,4 +31,4 @@ pub use envelope::SEAL_OVERHEAD;
 pub(crate) use envelope::{is_sealed, sealed_kind};
 pub use keyfile::KEYS_FILE;
 pub use master::{MASTER_KEY_LEN, MasterKey};
-pub(crate) use ring::{Crypt, DataKey};
+pub(crate) use ring::{Crypt, DataKey, KeyCache};

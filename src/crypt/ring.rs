@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zeroize::Zeroizing;
@@ -35,6 +36,9 @@ pub(crate) struct Crypt {
     master: RwLock<MasterKey>,
     nonces: Nonces,
     ring: RwLock<Ring>,
+    /// Counts changes of `ring` (each may destroy keys): a [`KeyCache`] of another epoch
+    /// is not trusted.
+    epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Crypt {
@@ -213,6 +217,7 @@ impl Crypt {
                 },
                 Zeroizing::new([0; 32]),
             )),
+            epoch: AtomicU64::new(0),
         };
         let bytes = crypt.read(0)?;
         *crypt.ring_mut() = crypt.parse(&bytes)?;
@@ -223,8 +228,11 @@ impl Crypt {
         self.ring.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The ring, to change: the change may destroy keys, so every [`KeyCache`] goes stale.
     fn ring_mut(&self) -> RwLockWriteGuard<'_, Ring> {
-        self.ring.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        guard
     }
 
     /// Whether `key` is the master key `KEYS` is wrapped with now (as this process knows).
@@ -603,49 +611,67 @@ impl Crypt {
         envelope::hmac(&self.ring().secret[..], key)
     }
 
-    /// The message a record's sealed payload holds.
+    /// The message a record's sealed payload holds, its key taken from `keys` when that
+    /// is the one the last read used (and no key was destroyed since).
     ///
     /// # Errors
     /// [`Error::Corrupt`] when it is no envelope or fails its authentication (damaged, or
     /// copied from another record); [`Error::KeyDestroyed`] when its key is gone.
     pub(crate) fn unseal(
         &self,
+        keys: &mut KeyCache,
         segment: SegmentId,
         offset: u32,
         meta: &RecordMeta,
-        payload: Vec<u8>,
+        payload: &[u8],
     ) -> Result<Vec<u8>> {
         let corrupt = |damage| Error::Corrupt {
             segment,
             offset: u64::from(offset),
             damage,
         };
-        if !is_sealed(&payload) {
+        if !is_sealed(payload) {
             return Err(corrupt(Damage::Unsealed));
         }
-        let id = envelope_key(&payload).ok_or(corrupt(Damage::Unauthenticated))?;
-        let cached = self.ring().keys.get(&id).and_then(|s| s.key.get().cloned());
-        let key = match cached {
-            Some(key) => key,
-            None => {
-                if !self.ring().keys.contains_key(&id) {
-                    // Another process may have created it since.
-                    let _ = self.refresh();
-                }
-                if !self.ring().keys.contains_key(&id) {
-                    return Err(Error::KeyDestroyed {
-                        segment,
-                        offset: u64::from(offset),
-                        key: id,
-                    });
-                }
-                self.data_key(id)?
-            }
+        let id = envelope_key(payload).ok_or(corrupt(Damage::Unauthenticated))?;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let key = match keys.0.take() {
+            Some((e, key)) if e == epoch && key.id == id => key,
+            _ => self.key_to_open(segment, offset, id)?,
         };
-        key.open(meta, payload)
-            .ok_or(corrupt(Damage::Unauthenticated))
+        let plain = key.open(meta, payload);
+        keys.0 = Some((epoch, key));
+        plain.ok_or(corrupt(Damage::Unauthenticated))
+    }
+
+    /// The data key `id` to open a record at `offset` of `segment` with.
+    ///
+    /// # Errors
+    /// [`Error::KeyDestroyed`] when `KEYS` (read again first, as another process may have
+    /// created the key since) does not hold it; as [`Crypt::data_key`].
+    fn key_to_open(&self, segment: SegmentId, offset: u32, id: u64) -> Result<DataKey> {
+        let cached = self.ring().keys.get(&id).and_then(|s| s.key.get().cloned());
+        if let Some(key) = cached {
+            return Ok(key);
+        }
+        if !self.ring().keys.contains_key(&id) {
+            let _ = self.refresh();
+        }
+        if !self.ring().keys.contains_key(&id) {
+            return Err(Error::KeyDestroyed {
+                segment,
+                offset: u64::from(offset),
+                key: id,
+            });
+        }
+        self.data_key(id)
     }
 }
+
+/// The data key a read used last, so a read of many messages sealed under one key looks it
+/// up once. Stale once any key may have been destroyed (an epoch of the ring's changes).
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache(Option<(u64, DataKey)>);
 
 /// A new header: a new file id, the secret wrapped under `master`.
 fn new_header(master: &MasterKey, secret: &[u8; 32]) -> Result<Header> {

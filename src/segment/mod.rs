@@ -125,28 +125,22 @@ impl ActiveView {
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    fn mapped_record(&self, offset: u32, salt: u64, crc: bool) -> Option<OwnedRecord> {
+    /// A map that holds the whole record at `offset` if any does: the current one when it
+    /// reaches the record's end, else the file mapped again as it is now.
+    fn map_for(&self, offset: u32) -> Option<Mapping> {
         let current = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(r) = current
-            .as_deref()
-            .and_then(|m| decode_owned(m, offset, salt, crc))
-        {
-            return Some(r);
+        if let Some(map) = current {
+            let at = offset as usize;
+            let covered = map
+                .get(at..at.checked_add(RECORD_HEADER_LEN)?)
+                .and_then(|h| h.try_into().ok())
+                .is_some_and(|h| at as u64 + framed_len_from_header(h) <= map.len() as u64);
+            if covered {
+                return Some(map);
+            }
         }
         // The record lies past the map (or no map yet): map the file as it is now.
-        let fresh = self.map_now().ok()?;
-        decode_owned(&fresh, offset, salt, crc)
-    }
-}
-
-/// The verified record at `offset` of `bytes`, if a whole one is there.
-fn decode_owned(bytes: &[u8], offset: u32, salt: u64, crc: bool) -> Option<OwnedRecord> {
-    match decode_at(bytes.get(offset as usize..)?, salt, crc) {
-        Decoded::Record(r) => Some(OwnedRecord {
-            meta: r.meta,
-            payload: r.payload.to_vec(),
-        }),
-        _ => None,
+        self.map_now().ok()
     }
 }
 
@@ -188,41 +182,50 @@ impl Segment {
     /// [`Segment::read_at`] for a record that must be of `kind` (an index position names a
     /// record of a known kind: if it is another, the index, or a hint it trusted, is wrong).
     pub(crate) fn read_kind(&self, offset: u32, kind: crate::format::Kind) -> Result<OwnedRecord> {
-        self.read_checked(offset, kind, true)
+        self.with_record(offset, kind, true, |meta, payload| {
+            Ok(OwnedRecord {
+                meta,
+                payload: payload.to_vec(),
+            })
+        })
     }
 
-    /// [`Segment::read_kind`] for a record whose payload is sealed: its CRC is not checked
-    /// (the caller opens the payload, whose tag checks it, and on failure reads it again
-    /// with [`Segment::read_kind`] to tell damage from a wrong or destroyed key).
-    pub(crate) fn read_sealed(
-        &self,
-        offset: u32,
-        kind: crate::format::Kind,
-    ) -> Result<OwnedRecord> {
-        self.read_checked(offset, kind, false)
-    }
-
-    fn read_checked(
+    /// The record at `offset`, which must be of `kind`, handed to `f` as its fixed fields
+    /// and its payload borrowed from the map: no copy unless `f` makes one. Its CRC is
+    /// checked unless `crc` is false (a sealed payload, which its tag checks: the caller
+    /// reads it again with the CRC when it does not open, to tell damage from a wrong or
+    /// destroyed key).
+    ///
+    /// # Errors
+    /// As [`Segment::read_kind`], and whatever `f` returns.
+    pub(crate) fn with_record<R>(
         &self,
         offset: u32,
         kind: crate::format::Kind,
         crc: bool,
-    ) -> Result<OwnedRecord> {
-        let r = self.read_any(offset, crc)?;
-        if r.meta.kind != kind {
-            return Err(Error::Corrupt {
-                segment: self.id,
-                offset: u64::from(offset),
-                damage: Damage::BadField {
-                    field: "kind (an index position names a record of another kind)",
-                },
-            });
-        }
-        Ok(r)
+        f: impl FnOnce(RecordMeta, &[u8]) -> Result<R>,
+    ) -> Result<R> {
+        self.visit(offset, crc, |meta, payload| {
+            if meta.kind != kind {
+                return Err(Error::Corrupt {
+                    segment: self.id,
+                    offset: u64::from(offset),
+                    damage: Damage::BadField {
+                        field: "kind (an index position names a record of another kind)",
+                    },
+                });
+            }
+            f(meta, payload)
+        })?
     }
 
-    /// Reads and re-verifies the record at `offset`, of any kind.
-    fn read_any(&self, offset: u32, crc: bool) -> Result<OwnedRecord> {
+    /// Reads and re-verifies the record at `offset`, of any kind, and hands it to `f`.
+    fn visit<R>(
+        &self,
+        offset: u32,
+        crc: bool,
+        f: impl FnOnce(RecordMeta, &[u8]) -> R,
+    ) -> Result<R> {
         let off = u64::from(offset);
         let corrupt = |damage| Error::Corrupt {
             segment: self.id,
@@ -233,53 +236,57 @@ impl Segment {
             SegmentData::Mapped(map) => {
                 let rest = map.get(offset as usize..).unwrap_or(&[]);
                 match decode_at(rest, self.salt, crc) {
-                    Decoded::Record(r) => Ok(OwnedRecord {
-                        meta: r.meta,
-                        payload: r.payload.to_vec(),
-                    }),
+                    Decoded::Record(r) => Ok(f(r.meta, r.payload)),
                     other => Err(corrupt(decode_damage(other))),
                 }
             }
             SegmentData::File(view) => {
-                if let Some(r) = view.mapped_record(offset, self.salt, crc) {
-                    return Ok(r);
+                if let Some(map) = view.map_for(offset)
+                    && let Decoded::Record(r) =
+                        decode_at(map.get(offset as usize..).unwrap_or(&[]), self.salt, crc)
+                {
+                    return Ok(f(r.meta, r.payload));
                 }
                 // Positioned reads: a read-only store, or a map that failed.
-                let file = &view.file;
-                let mut header = [0u8; RECORD_HEADER_LEN];
-                file.read_exact_at(&mut header, off).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        corrupt(Damage::BadLength {
-                            len: RECORD_HEADER_LEN as u64,
-                        })
-                    } else {
-                        Error::io("read", &self.path, e)
-                    }
-                })?;
-                let len = framed_len_from_header(&header);
-                let bound = (RECORD_HEADER_LEN + MAX_SESSION_LEN) as u64
-                    + u64::from(DEFAULT_MAX_RECORD_LEN);
-                if len > bound {
-                    return Err(corrupt(Damage::BadLength { len }));
-                }
-                let mut buf = vec![0u8; len as usize];
-                file.read_exact_at(&mut buf, off).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        // A length (damaged after the index was built) runs past the file.
-                        corrupt(Damage::BadLength { len })
-                    } else {
-                        Error::io("read", &self.path, e)
-                    }
-                })?;
+                let buf = self.read_framed(&view.file, offset)?;
                 match decode_at(&buf, self.salt, crc) {
-                    Decoded::Record(r) => Ok(OwnedRecord {
-                        meta: r.meta,
-                        payload: r.payload.to_vec(),
-                    }),
+                    Decoded::Record(r) => Ok(f(r.meta, r.payload)),
                     other => Err(corrupt(decode_damage(other))),
                 }
             }
         }
+    }
+
+    /// The bytes of the record at `offset` of `file` by positioned reads: its header, then
+    /// as many bytes as its length names (within the bound of any record).
+    fn read_framed(&self, file: &Arc<dyn VfsFile>, offset: u32) -> Result<Vec<u8>> {
+        let off = u64::from(offset);
+        let corrupt = |damage| Error::Corrupt {
+            segment: self.id,
+            offset: off,
+            damage,
+        };
+        let read = |buf: &mut [u8], len: u64| {
+            file.read_exact_at(buf, off).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    // A length (damaged after the index was built) runs past the file.
+                    corrupt(Damage::BadLength { len })
+                } else {
+                    Error::io("read", &self.path, e)
+                }
+            })
+        };
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        read(&mut header, RECORD_HEADER_LEN as u64)?;
+        let len = framed_len_from_header(&header);
+        let bound =
+            (RECORD_HEADER_LEN + MAX_SESSION_LEN) as u64 + u64::from(DEFAULT_MAX_RECORD_LEN);
+        if len > bound {
+            return Err(corrupt(Damage::BadLength { len }));
+        }
+        let mut buf = vec![0u8; len as usize];
+        read(&mut buf, len)?;
+        Ok(buf)
     }
 }
 

@@ -66,7 +66,9 @@ impl Store {
             return Ok(None);
         };
         let crypt = self.inner.crypt.as_deref();
-        super::read::read_message(crypt, &segment, pos.off, Kind::Meta).map(|r| Some(r.payload))
+        let keys = &mut crate::crypt::KeyCache::default();
+        super::read::read_message(crypt, keys, &segment, pos.off, Kind::Meta)
+            .map(|r| Some(r.payload))
     }
 
     /// The live sessions whose metadata has `key` equal to `value`, sorted by id.

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 use super::{State, Store};
-use crate::crypt::Crypt;
+use crate::crypt::{Crypt, KeyCache};
 use crate::error::{Error, Result};
 use crate::format::{Kind, RecordMeta};
 use crate::index::Snapshot;
@@ -85,6 +85,8 @@ pub struct RawMessages {
     segments: Arc<Vec<Arc<Segment>>>,
     /// An encrypted store's keys, to open the payloads.
     crypt: Option<Arc<Crypt>>,
+    /// The data key the last message opened with.
+    keys: KeyCache,
 }
 
 impl RawMessages {
@@ -114,6 +116,7 @@ impl RawMessages {
             positions,
             segments: state.segments.clone(),
             crypt: crypt.cloned(),
+            keys: KeyCache::default(),
         }
     }
 
@@ -132,12 +135,12 @@ impl RawMessages {
         let Some(pos) = self.positions.get(i) else {
             return Some(Err(self.lost()));
         };
-        let Some(segment) = self.segment(pos.seg) else {
+        let Some(segment) = self.segments.get(pos.seg as usize) else {
             return Some(Err(self.lost()));
         };
         let crypt = self.crypt.as_deref();
         Some(
-            read_message(crypt, segment, pos.off, Kind::Append).map(|r| Entry {
+            read_message(crypt, &mut self.keys, segment, pos.off, Kind::Append).map(|r| Entry {
                 interaction_id: id,
                 lsn: r.meta.lsn,
                 timestamp: r.meta.timestamp,
@@ -150,11 +153,6 @@ impl RawMessages {
     #[must_use]
     pub fn decode_as<T: DeserializeOwned>(self) -> Messages<T> {
         Messages::new(self)
-    }
-
-    /// The segment with ordinal `seg` in the table the positions came from.
-    fn segment(&self, seg: u32) -> Option<&Segment> {
-        self.segments.get(seg as usize).map(|s| &**s)
     }
 }
 
@@ -245,13 +243,14 @@ impl ExactSizeIterator for RawMessages {}
 impl<T: DeserializeOwned> ExactSizeIterator for Messages<T> {}
 
 /// The record of `kind` (a sealed kind) at `offset` of `segment`, its payload the message:
-/// opened in an encrypted store.
+/// opened in an encrypted store (with the key `keys` holds, when it is the one).
 ///
 /// # Errors
 /// As [`Segment::read_kind`] and [`unsealed`]; a payload that does not open but fails its
 /// CRC too is reported as the damage it is.
 pub(super) fn read_message(
     crypt: Option<&Crypt>,
+    keys: &mut KeyCache,
     segment: &Segment,
     offset: u32,
     kind: Kind,
@@ -261,16 +260,15 @@ pub(super) fn read_message(
         let payload = unsealed(None, segment, offset, &r.meta, r.payload)?;
         return Ok(OwnedRecord { payload, ..r });
     };
-    // The tag checks the payload: no CRC on the way.
-    let r = segment.read_sealed(offset, kind)?;
-    let meta = r.meta;
-    match c.unseal(segment.id, offset, &meta, r.payload) {
-        Ok(payload) => Ok(OwnedRecord { meta, payload }),
-        Err(e) => {
-            segment.read_kind(offset, kind)?;
-            Err(e)
-        }
+    // The tag checks the payload: no CRC on the way, and no copy but the plaintext.
+    let opened = segment.with_record(offset, kind, false, |meta, envelope| {
+        let payload = c.unseal(keys, segment.id, offset, &meta, envelope)?;
+        Ok(OwnedRecord { meta, payload })
+    });
+    if opened.is_err() {
+        segment.read_kind(offset, kind)?;
     }
+    opened
 }
 
 /// The message a record of a sealed kind holds: its payload, opened in an encrypted store.
@@ -286,7 +284,7 @@ pub(super) fn unsealed(
     payload: Vec<u8>,
 ) -> Result<Vec<u8>> {
     match crypt {
-        Some(c) => c.unseal(segment.id, offset, meta, payload),
+        Some(c) => c.unseal(&mut KeyCache::default(), segment.id, offset, meta, &payload),
         None if crate::crypt::is_sealed(&payload) => Err(Error::KeyRequired {
             path: segment.path.parent().unwrap_or(&segment.path).to_owned(),
         }),
