@@ -56,7 +56,9 @@ const TAG_KEY: u8 = 4;
 const TAG_META: u8 = 5;
 const TAG_DELETE: u8 = 6;
 
-/// One session's events within a segment.
+/// One session's events within a segment, decoded (by the tests: the store reads hints in
+/// place, through [`parse`]).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HintEvent {
     /// Messages appended at these offsets, with the first and last timestamps.
@@ -82,7 +84,8 @@ pub(crate) enum HintEvent {
     Delete,
 }
 
-/// A decoded hint.
+/// A decoded hint (by the tests).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hint {
     pub(crate) first_lsn: Lsn,
@@ -99,12 +102,14 @@ pub(crate) fn path(dir: &Path, id: SegmentId) -> PathBuf {
     dir.join(format!("{:020}.hint", id.0))
 }
 
-/// Summarizes a whole, valid segment. `None` if its records do not end cleanly (a record
-/// fails to verify, a unit is left open, or non-zero bytes follow the last record), or if it
-/// holds a fork: then no hint is written and the segment will be scanned.
-pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
+/// Summarizes a whole, valid segment, encoded (CRC included). `None` if its records do not
+/// end cleanly (a record fails to verify, a unit is left open, or non-zero bytes follow the
+/// last record), or if it holds a fork: then no hint is written and the segment will be
+/// scanned. Each session's events are encoded as they come, into one buffer per session:
+/// nothing is allocated per event.
+pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Vec<u8>> {
     let mut order: Vec<&str> = Vec::new();
-    let mut events: HashMap<&str, Vec<HintEvent>> = HashMap::new();
+    let mut events: HashMap<&str, SessionEvents> = HashMap::new();
     let mut kinds = [0u64; 9];
     let start = SEGMENT_HEADER_LEN as u64;
     let compacted = SegmentHeader::decode(segment).is_ok_and(|h| h.compacted);
@@ -120,11 +125,13 @@ pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
             }
             kinds[r.meta.kind as usize - 1] += 1;
             next_lsn = r.meta.next_lsn();
-            let evs = events.entry(r.session).or_insert_with(|| {
-                order.push(r.session);
-                Vec::new()
-            });
-            push_event(evs, r);
+            events
+                .entry(r.session)
+                .or_insert_with(|| {
+                    order.push(r.session);
+                    SessionEvents::default()
+                })
+                .push(r)?;
         }
     }
     let end = units.committed_end();
@@ -135,121 +142,144 @@ pub(crate) fn build(segment: &[u8], first_lsn: Lsn, salt: u64) -> Option<Hint> {
     if !clean {
         return None;
     }
-    let sessions = order
-        .into_iter()
-        .filter_map(|s| Some((s.to_owned(), events.remove(s)?)))
-        .collect();
-    Some(Hint {
-        first_lsn,
-        salt,
-        valid_len: end,
-        next_lsn,
-        kinds,
-        sessions,
-    })
-}
-
-/// Adds record `r` to its session's events, folding consecutive appends and pops.
-fn push_event(evs: &mut Vec<HintEvent>, r: &Record<'_>) {
-    let (ts, off) = (r.meta.timestamp, r.offset as u32);
-    match (r.meta.kind, evs.last_mut()) {
-        (Kind::Append, Some(HintEvent::Appends { last, offsets, .. })) => {
-            *last = ts;
-            offsets.push(off);
-        }
-        (Kind::Append, _) => evs.push(HintEvent::Appends {
-            first: ts,
-            last: ts,
-            offsets: vec![off],
-        }),
-        (Kind::Pop, Some(HintEvent::Pop(n))) => *n += 1,
-        (Kind::Pop, _) => evs.push(HintEvent::Pop(1)),
-        (Kind::Truncate, _) => evs.push(HintEvent::Truncate(r.meta.arg)),
-        (Kind::Clear, _) => evs.push(HintEvent::Truncate(0)),
-        (Kind::Key, _) => evs.push(HintEvent::Key {
-            key: r.payload.to_vec(),
-            lsn: r.meta.lsn.next(),
-            ts,
-            count: r.meta.arg,
-        }),
-        (Kind::Meta, Some(HintEvent::Meta(at))) => *at = off,
-        (Kind::Meta, _) => evs.push(HintEvent::Meta(off)),
-        (Kind::Delete, _) => evs.push(HintEvent::Delete),
-        (Kind::Gap | Kind::Fork, _) => {}
+    let body: usize = events.values().map(|e| e.bytes.len() + 6).sum::<usize>()
+        + order.iter().map(|s| s.len()).sum::<usize>();
+    let mut b = Vec::with_capacity(HEADER_LEN + body + 4);
+    b.extend_from_slice(&HINT_MAGIC);
+    b.extend_from_slice(&HINT_VERSION.to_le_bytes());
+    b.extend_from_slice(&0u16.to_le_bytes());
+    b.extend_from_slice(&u32::try_from(order.len()).ok()?.to_le_bytes());
+    b.extend_from_slice(&first_lsn.0.to_le_bytes());
+    b.extend_from_slice(&salt.to_le_bytes());
+    b.extend_from_slice(&end.to_le_bytes());
+    b.extend_from_slice(&next_lsn.0.to_le_bytes());
+    for k in kinds {
+        b.extend_from_slice(&k.to_le_bytes());
     }
+    debug_assert_eq!(b.len(), HEADER_LEN);
+    for session in order {
+        let e = events.get(session)?;
+        b.extend_from_slice(&u16::try_from(session.len()).ok()?.to_le_bytes());
+        b.extend_from_slice(session.as_bytes());
+        b.extend_from_slice(&e.count.to_le_bytes());
+        b.extend_from_slice(&e.bytes);
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    Some(b)
 }
 
-impl Hint {
-    /// Encodes the hint, CRC included.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(HEADER_LEN + 64 * self.sessions.len());
-        debug_assert_eq!(HEADER_LEN, 48 + 8 * self.kinds.len());
-        b.extend_from_slice(&HINT_MAGIC);
-        b.extend_from_slice(&HINT_VERSION.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
-        b.extend_from_slice(&(self.sessions.len() as u32).to_le_bytes());
-        b.extend_from_slice(&self.first_lsn.0.to_le_bytes());
-        b.extend_from_slice(&self.salt.to_le_bytes());
-        b.extend_from_slice(&self.valid_len.to_le_bytes());
-        b.extend_from_slice(&self.next_lsn.0.to_le_bytes());
-        for k in self.kinds {
-            b.extend_from_slice(&k.to_le_bytes());
-        }
-        for (session, events) in &self.sessions {
-            b.extend_from_slice(&(session.len() as u16).to_le_bytes());
-            b.extend_from_slice(session.as_bytes());
-            b.extend_from_slice(&(events.len() as u32).to_le_bytes());
-            for e in events {
-                match e {
-                    HintEvent::Appends {
-                        first,
-                        last,
-                        offsets,
-                    } => {
-                        b.push(TAG_APPENDS);
-                        b.extend_from_slice(&(offsets.len() as u32).to_le_bytes());
-                        b.extend_from_slice(&first.0.to_le_bytes());
-                        b.extend_from_slice(&last.0.to_le_bytes());
-                        for o in offsets {
-                            b.extend_from_slice(&o.to_le_bytes());
-                        }
-                    }
-                    HintEvent::Pop(n) => {
-                        b.push(TAG_POP);
-                        b.extend_from_slice(&n.to_le_bytes());
-                    }
-                    HintEvent::Truncate(k) => {
-                        b.push(TAG_TRUNCATE);
-                        b.extend_from_slice(&k.to_le_bytes());
-                    }
-                    HintEvent::Key {
-                        key,
-                        lsn,
-                        ts,
-                        count,
-                    } => {
-                        b.push(TAG_KEY);
-                        b.extend_from_slice(&(key.len() as u16).to_le_bytes());
-                        b.extend_from_slice(key);
-                        b.extend_from_slice(&lsn.0.to_le_bytes());
-                        b.extend_from_slice(&ts.0.to_le_bytes());
-                        b.extend_from_slice(&count.to_le_bytes());
-                    }
-                    HintEvent::Meta(at) => {
-                        b.push(TAG_META);
-                        b.extend_from_slice(&at.to_le_bytes());
-                    }
-                    HintEvent::Delete => b.push(TAG_DELETE),
-                }
+/// One session's events in a segment, encoded as the records come, consecutive appends,
+/// pops and metadata records folded into one event.
+#[derive(Default)]
+struct SessionEvents {
+    bytes: Vec<u8>,
+    count: u32,
+    /// The last event, to fold the next record into it.
+    last: Option<Last>,
+}
+
+/// The last event of a session: its tag, where it starts in the session's bytes, and how
+/// many records it folds so far.
+#[derive(Clone, Copy)]
+struct Last {
+    tag: u8,
+    at: usize,
+    n: u64,
+}
+
+impl SessionEvents {
+    /// Adds record `r`; `None` if it cannot be encoded (a count or length past its field).
+    fn push(&mut self, r: &Record<'_>) -> Option<()> {
+        let (ts, off) = (r.meta.timestamp, u32::try_from(r.offset).ok()?);
+        // The last event, with this record folded in, if it folds.
+        let folded = match &mut self.last {
+            Some(l) if Some(l.tag) == tag_of(r.meta.kind) => {
+                l.n += 1;
+                Some(*l)
             }
+            _ => None,
+        };
+        match (r.meta.kind, folded) {
+            (Kind::Append, Some(Last { at, n, .. })) => {
+                // n at +1, first timestamp at +5, last at +13, then the offsets.
+                let n = u32::try_from(n).ok()?;
+                self.bytes[at + 1..at + 5].copy_from_slice(&n.to_le_bytes());
+                self.bytes[at + 13..at + 21].copy_from_slice(&ts.0.to_le_bytes());
+                self.bytes.extend_from_slice(&off.to_le_bytes());
+            }
+            (Kind::Append, None) => {
+                self.start(TAG_APPENDS)?;
+                self.bytes.extend_from_slice(&1u32.to_le_bytes());
+                self.bytes.extend_from_slice(&ts.0.to_le_bytes());
+                self.bytes.extend_from_slice(&ts.0.to_le_bytes());
+                self.bytes.extend_from_slice(&off.to_le_bytes());
+            }
+            (Kind::Pop, Some(Last { at, n, .. })) => {
+                self.bytes[at + 1..at + 9].copy_from_slice(&n.to_le_bytes());
+            }
+            (Kind::Pop, None) => {
+                self.start(TAG_POP)?;
+                self.bytes.extend_from_slice(&1u64.to_le_bytes());
+            }
+            (Kind::Truncate | Kind::Clear, _) => {
+                let keep = if r.meta.kind == Kind::Clear {
+                    0
+                } else {
+                    r.meta.arg
+                };
+                self.start(TAG_TRUNCATE)?;
+                self.bytes.extend_from_slice(&keep.to_le_bytes());
+            }
+            (Kind::Key, _) => {
+                let len = u16::try_from(r.payload.len()).ok()?;
+                self.start(TAG_KEY)?;
+                self.bytes.extend_from_slice(&len.to_le_bytes());
+                self.bytes.extend_from_slice(r.payload);
+                self.bytes
+                    .extend_from_slice(&r.meta.lsn.next().0.to_le_bytes());
+                self.bytes.extend_from_slice(&ts.0.to_le_bytes());
+                self.bytes.extend_from_slice(&r.meta.arg.to_le_bytes());
+            }
+            (Kind::Meta, Some(Last { at, .. })) => {
+                self.bytes[at + 1..at + 5].copy_from_slice(&off.to_le_bytes());
+            }
+            (Kind::Meta, None) => {
+                self.start(TAG_META)?;
+                self.bytes.extend_from_slice(&off.to_le_bytes());
+            }
+            (Kind::Delete, _) => self.start(TAG_DELETE)?,
+            (Kind::Gap | Kind::Fork, _) => {}
         }
-        let crc = crc32fast::hash(&b);
-        b.extend_from_slice(&crc.to_le_bytes());
-        b
+        Some(())
     }
 
+    /// Starts a new event with `tag`.
+    fn start(&mut self, tag: u8) -> Option<()> {
+        self.count = self.count.checked_add(1)?;
+        self.last = Some(Last {
+            tag,
+            at: self.bytes.len(),
+            n: 1,
+        });
+        self.bytes.push(tag);
+        Some(())
+    }
+}
+
+/// The tag of the event a record of `kind` folds into, for the kinds that fold.
+fn tag_of(kind: Kind) -> Option<u8> {
+    match kind {
+        Kind::Append => Some(TAG_APPENDS),
+        Kind::Pop => Some(TAG_POP),
+        Kind::Meta => Some(TAG_META),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+impl Hint {
     /// Decodes a hint; `None` for any damage (bad CRC, bad magic or version, bad lengths).
-    #[cfg(test)]
     pub(crate) fn decode(bytes: &[u8]) -> Option<Hint> {
         let mut sessions: Vec<(String, Vec<HintEvent>)> = Vec::new();
         let header = parse(bytes, |session, event| {
@@ -498,7 +528,7 @@ pub(crate) fn write(dir: Dir<'_>, segment: &[u8], id: SegmentId, salt: u64) -> R
     let Some(h) = build(segment, Lsn(id.0), salt) else {
         return Ok(false);
     };
-    dir.atomic_write(&path(dir.path, id), &h.encode())?;
+    dir.atomic_write(&path(dir.path, id), &h)?;
     Ok(true)
 }
 
@@ -507,7 +537,12 @@ mod tests {
     use super::*;
     use crate::format::{RecordMeta, SegmentHeader, SessionField, encode_record};
 
-    fn segment() -> Vec<u8> {
+    /// A record of a test segment: kind, LSN, argument, session, payload, and whether it
+    /// starts and ends its unit.
+    type Rec = (Kind, u64, u64, &'static [u8], &'static [u8], bool, bool);
+
+    /// A segment (first LSN 10, salt 99) of these records, timestamps LSN x 10.
+    fn segment_of(records: &[Rec]) -> Vec<u8> {
         let salt = 99;
         let mut b = SegmentHeader {
             first_lsn: Lsn(10),
@@ -518,12 +553,11 @@ mod tests {
         .encode()
         .to_vec();
         let mut named: HashMap<&[u8], u32> = HashMap::new();
-        let first = true;
-        let mut rec = |b: &mut Vec<u8>, kind, lsn, arg, s: &'static [u8], p: &[u8]| {
+        for &(kind, lsn, arg, s, p, first, commit) in records {
             let meta = RecordMeta {
                 kind,
                 first,
-                commit: true,
+                commit,
                 lsn: Lsn(lsn),
                 arg,
                 timestamp: Timestamp(lsn * 10),
@@ -535,22 +569,66 @@ mod tests {
                     SessionField::Named(s)
                 }
             };
-            encode_record(b, salt, &meta, field, p);
-        };
-        rec(&mut b, Kind::Append, 10, 1, b"a", b"{}");
-        rec(&mut b, Kind::Append, 11, 1, b"b", b"{}");
-        rec(&mut b, Kind::Append, 12, 2, b"a", b"{}");
-        rec(&mut b, Kind::Pop, 13, 2, b"a", b"");
-        rec(&mut b, Kind::Pop, 14, 1, b"a", b"");
-        rec(&mut b, Kind::Clear, 15, 1, b"b", b"");
-        rec(&mut b, Kind::Append, 16, 1, b"a", b"{}");
+            encode_record(&mut b, salt, &meta, field, p);
+        }
         b
+    }
+
+    fn segment() -> Vec<u8> {
+        let one = |kind, lsn, arg, s: &'static [u8], p: &'static [u8]| -> Rec {
+            (kind, lsn, arg, s, p, true, true)
+        };
+        segment_of(&[
+            one(Kind::Append, 10, 1, b"a", b"{}"),
+            one(Kind::Append, 11, 1, b"b", b"{}"),
+            one(Kind::Append, 12, 2, b"a", b"{}"),
+            one(Kind::Pop, 13, 2, b"a", b""),
+            one(Kind::Pop, 14, 1, b"a", b""),
+            one(Kind::Clear, 15, 1, b"b", b""),
+            one(Kind::Append, 16, 1, b"a", b"{}"),
+        ])
+    }
+
+    #[test]
+    fn keys_metadata_and_deletes_are_events_and_consecutive_metadata_folds() {
+        let seg = segment_of(&[
+            (Kind::Key, 10, 2, b"a", b"k1", true, false),
+            (Kind::Append, 11, 1, b"a", b"{}", false, false),
+            (Kind::Append, 12, 2, b"a", b"{}", false, true),
+            (Kind::Meta, 13, 0, b"a", b"{}", true, true),
+            (Kind::Meta, 14, 0, b"a", b"{}", true, true),
+            (Kind::Key, 15, 1, b"a", b"k2", true, false),
+            (Kind::Append, 16, 3, b"a", b"{}", false, true),
+            (Kind::Delete, 17, 0, b"b", b"", true, true),
+        ]);
+        let h = Hint::decode(&build(&seg, Lsn(10), 99).unwrap()).unwrap();
+        assert_eq!(h.kinds, [3, 0, 0, 0, 0, 2, 0, 2, 1]);
+        let (_, a) = &h.sessions[0];
+        let key = |k: &[u8], lsn, ts, count| HintEvent::Key {
+            key: k.to_vec(),
+            lsn: Lsn(lsn),
+            ts: Timestamp(ts),
+            count,
+        };
+        assert_eq!(a[0], key(b"k1", 11, 100, 2));
+        assert!(matches!(&a[1], HintEvent::Appends { offsets, first, last }
+            if offsets.len() == 2 && *first == Timestamp(110) && *last == Timestamp(120)));
+        assert!(matches!(a[2], HintEvent::Meta(_)), "{:?}", a[2]);
+        assert_eq!(a[3], key(b"k2", 16, 150, 1));
+        assert!(matches!(&a[4], HintEvent::Appends { offsets, .. } if offsets.len() == 1));
+        assert_eq!(a.len(), 5);
+        let second_meta = match &a[2] {
+            HintEvent::Meta(at) => *at,
+            _ => 0,
+        };
+        assert!(second_meta > 0);
+        assert_eq!(h.sessions[1].1, vec![HintEvent::Delete]);
     }
 
     #[test]
     fn build_groups_events_by_session_in_order() {
         let seg = segment();
-        let h = build(&seg, Lsn(10), 99).unwrap();
+        let h = Hint::decode(&build(&seg, Lsn(10), 99).unwrap()).unwrap();
         assert_eq!(h.next_lsn, Lsn(17));
         assert_eq!(h.kinds, [4, 2, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(h.valid_len, seg.len() as u64);
@@ -568,8 +646,7 @@ mod tests {
 
     #[test]
     fn offsets_say_where_they_are_in_the_file() {
-        let h = build(&segment(), Lsn(10), 99).unwrap();
-        let bytes = h.encode();
+        let bytes = build(&segment(), Lsn(10), 99).unwrap();
         let mut runs = 0;
         parse(&bytes, |_, event| {
             if let EventRef::Appends { offsets, .. } = event {
@@ -586,10 +663,9 @@ mod tests {
     }
 
     #[test]
-    fn encode_decode_round_trip_and_every_flip_is_rejected() {
-        let h = build(&segment(), Lsn(10), 99).unwrap();
-        let bytes = h.encode();
-        assert_eq!(Hint::decode(&bytes), Some(h));
+    fn every_flip_of_a_hint_is_rejected() {
+        let bytes = build(&segment(), Lsn(10), 99).unwrap();
+        assert!(Hint::decode(&bytes).is_some());
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x04;

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::error::{CliError, CliResult, InStore};
 use crate::keys::{Key, KeyArg};
+use crate::perms::ModeArg;
 
 /// Opens the store in `dir` read-only: never creates, locks or changes a file.
 ///
@@ -53,6 +54,12 @@ pub fn open_writable(
     }
     let key = key.load()?;
     open_writable_with(dir, segment_size, perms, key.as_ref())
+}
+
+/// [`open_writable`] of an existing store, with the default segment size: what every
+/// subcommand that changes one store (pop, clear, fork, delete, compact) opens.
+pub fn open_existing(dir: &Path, mode: &ModeArg, key: &KeyArg) -> CliResult<Store> {
+    open_writable(dir, false, None, mode.permissions(), key)
 }
 
 /// [`open_writable`] of an existing store (or one [`may_create`] allowed) with `key`, read.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::{CliResult, InStore};
-use crate::util::{check_session, open_writable, plural, print, sync};
+use crate::util::{check_session, open_existing, plural, print, sync};
 
 /// Arguments of `convlog clear`.
 #[derive(Debug, clap::Args)]
@@ -21,13 +21,7 @@ pub struct Args {
 /// Clears the session and says how many messages went.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
-    let store = open_writable(
-        &args.dir,
-        false,
-        None,
-        args.mode.permissions(),
-        &args.master,
-    )?;
+    let store = open_existing(&args.dir, &args.mode, &args.master)?;
     let removed = store.clear(&args.session).in_store(&args.dir)?;
     sync(&store)?;
     if removed == 0 {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::error::{CliResult, InStore};
-use crate::util::{Out, human_bytes, human_duration, open_writable, plural, progress, thousands};
+use crate::util::{Out, human_bytes, human_duration, open_existing, plural, progress, thousands};
 
 /// Arguments of `convlog compact`.
 #[derive(Debug, clap::Args)]
@@ -43,13 +43,7 @@ pub struct Args {
 
 /// Compacts the store and prints the report.
 pub fn run(args: Args) -> CliResult {
-    let store = open_writable(
-        &args.dir,
-        false,
-        None,
-        args.mode.permissions(),
-        &args.master,
-    )?;
+    let store = open_existing(&args.dir, &args.mode, &args.master)?;
     if args.seal {
         store.seal().in_store(&args.dir)?;
     }

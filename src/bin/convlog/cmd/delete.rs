@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use crate::error::{CliError, CliResult, InStore};
-use crate::util::{check_session, open_writable, plural, print, sync};
+use crate::util::{check_session, open_existing, plural, print, sync};
 
 /// Arguments of `convlog delete`.
 #[derive(Debug, clap::Args)]
@@ -28,13 +28,7 @@ pub fn run(args: Args) -> CliResult {
     for s in &sessions {
         check_session(s)?;
     }
-    let store = open_writable(
-        &args.dir,
-        false,
-        None,
-        args.mode.permissions(),
-        &args.master,
-    )?;
+    let store = open_existing(&args.dir, &args.mode, &args.master)?;
     let mut deleted = 0;
     for s in &sessions {
         if store.delete_session(s).in_store(&args.dir)? {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{CliResult, InStore};
-use crate::util::{check_session, open_writable, plural, print, require_session, sync};
+use crate::util::{check_session, open_existing, plural, print, require_session, sync};
 
 /// Arguments of `convlog fork`.
 #[derive(Debug, clap::Args)]
@@ -28,13 +28,7 @@ pub struct Args {
 pub fn run(args: Args) -> CliResult {
     check_session(&args.src)?;
     check_session(&args.dst)?;
-    let store = open_writable(
-        &args.dir,
-        false,
-        None,
-        args.mode.permissions(),
-        &args.master,
-    )?;
+    let store = open_existing(&args.dir, &args.mode, &args.master)?;
     require_session(&store, &args.src)?;
     let n = store
         .fork(&args.src, &args.dst, args.at)

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::cmd::cat::write_entry;
 use crate::error::{CliError, CliResult, InStore};
-use crate::util::{Out, check_session, open_writable, sync};
+use crate::util::{Out, check_session, open_existing, sync};
 
 /// Arguments of `convlog pop`.
 #[derive(Debug, clap::Args)]
@@ -25,13 +25,7 @@ pub struct Args {
 /// Pops the last message and prints it as one JSON line; fails when the session is empty.
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
-    let store = open_writable(
-        &args.dir,
-        false,
-        None,
-        args.mode.permissions(),
-        &args.master,
-    )?;
+    let store = open_existing(&args.dir, &args.mode, &args.master)?;
     let Some(entry) = store.pop_raw(&args.session).in_store(&args.dir)? else {
         return Err(CliError::Message(format!(
             "session {:?} in store {} is empty: nothing to pop",
