@@ -15,8 +15,15 @@
 //!
 //! Both are `flock(2)` locks: the kernel releases them when their holder dies, however it
 //! dies, so a killed writer never blocks the others. See `docs/durability.md`.
+//!
+//! A shared writer that does not sync every write keeps the write lock across writes that
+//! come back to back (a *lease*): it takes it once for a burst instead of once per write,
+//! and lets it go once it has been idle for [`LEASE_IDLE`] (a thread of its own sees to
+//! that) or at the end of the first write after holding it [`LEASE_MAX`]. Another process
+//! therefore waits at most about that long for a writer that is not writing.
 
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -26,11 +33,19 @@ use crate::io::{LOCK_FILE, LockMode, SYNC_FILE, Vfs, VfsLock, WRITERS_FILE};
 /// open probing it, or by an open that is failing) before it reports [`Error::Locked`].
 const PATIENCE: Duration = Duration::from_millis(100);
 
+/// How long a leased write lock stays held after a write with no other write.
+const LEASE_IDLE: Duration = Duration::from_micros(100);
+/// How long a lease lasts at most: the write that ends after it releases the lock.
+const LEASE_MAX: Duration = Duration::from_millis(1);
+
 /// A writable open's locks. Dropping it releases both.
 #[derive(Debug)]
 pub(super) struct Locks {
     writers: Box<dyn VfsLock>,
-    write: Box<dyn VfsLock>,
+    write: Arc<dyn VfsLock>,
+    /// How this writer keeps the write lock across writes, if it does (a shared writer
+    /// that does not sync every write).
+    lease: Option<Arc<Lease>>,
     /// `SYNC`: shared writers take turns on it to sync (see [`Locks::sync_turn`]).
     sync: Box<dyn VfsLock>,
     exclusive: bool,
@@ -39,15 +54,149 @@ pub(super) struct Locks {
 }
 
 /// A lock held until dropped: the write lock or the sync turn of a shared writer (an
-/// exclusive one needs neither: this then holds nothing).
+/// exclusive one needs neither: this then holds nothing), or a write under the lease.
 #[must_use]
-pub(super) struct WriteLock<'a>(Option<&'a dyn VfsLock>);
+pub(super) struct WriteLock<'a>(Held<'a>);
+
+enum Held<'a> {
+    Nothing,
+    Lock(&'a dyn VfsLock),
+    Leased(&'a Lease, &'a dyn VfsLock),
+}
 
 impl Drop for WriteLock<'_> {
     fn drop(&mut self) {
-        if let Some(lock) = self.0 {
+        match self.0 {
+            Held::Nothing => {}
             // An unlock fails only on a bad descriptor; the lock then goes with the handle.
+            Held::Lock(lock) => {
+                let _ = lock.unlock();
+            }
+            Held::Leased(lease, lock) => lease.end_write(lock),
+        }
+    }
+}
+
+/// The write lock's lease (see the module docs).
+///
+/// Invariant: `held` says whether this open holds the write lock under the lease; only a
+/// write (taking it) and the end of one or the lease thread (releasing it), each under the
+/// mutex, change it, and the lease thread never releases it during a write.
+#[derive(Debug, Default)]
+pub(super) struct Lease {
+    state: Mutex<LeaseState>,
+    wake: Condvar,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseState {
+    held: bool,
+    writing: bool,
+    /// When the lock was taken, and when the last write under it ended.
+    since: Option<Instant>,
+    last: Option<Instant>,
+    /// The last lease ended at its limit: another process may be waiting, so the next
+    /// write lets it run first.
+    hogged: bool,
+    closed: bool,
+}
+
+impl Lease {
+    fn state(&self) -> MutexGuard<'_, LeaseState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a write: takes the write lock unless the lease holds it.
+    fn begin_write(self: &Arc<Lease>, lock: &Arc<dyn VfsLock>) -> std::io::Result<()> {
+        let mut s = self.state();
+        if !s.held {
+            if std::mem::take(&mut s.hogged) {
+                std::thread::yield_now();
+            }
+            lock.lock()?;
+            s.held = true;
+            s.since = Some(Instant::now());
+            self.ensure_thread(lock);
+            self.wake.notify_one();
+        }
+        s.writing = true;
+        Ok(())
+    }
+
+    /// Ends a write: the lock stays held for the next, unless the lease is over.
+    fn end_write(&self, lock: &dyn VfsLock) {
+        let mut s = self.state();
+        s.writing = false;
+        let now = Instant::now();
+        s.last = Some(now);
+        if s.since.is_some_and(|t| now.duration_since(t) >= LEASE_MAX) {
             let _ = lock.unlock();
+            s.held = false;
+            s.hogged = true;
+        }
+    }
+
+    /// Starts the thread that releases the lock when the writes stop, once.
+    fn ensure_thread(self: &Arc<Lease>, lock: &Arc<dyn VfsLock>) {
+        let mut t = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        if t.is_none() {
+            let (lease, lock) = (Arc::clone(self), Arc::clone(lock));
+            *t = std::thread::Builder::new()
+                .name("convlog-lease".into())
+                .spawn(move || lease.release_when_idle(&*lock))
+                .ok();
+        }
+    }
+
+    /// The lease thread: releases the lock once no write came for [`LEASE_IDLE`].
+    fn release_when_idle(&self, lock: &dyn VfsLock) {
+        let mut s = self.state();
+        while !s.closed {
+            if !s.held {
+                s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            let now = Instant::now();
+            let idle_until = s.last.max(s.since).map_or(now, |t| t + LEASE_IDLE);
+            if !s.writing && now >= idle_until {
+                let _ = lock.unlock();
+                s.held = false;
+                continue;
+            }
+            let wait = idle_until
+                .saturating_duration_since(now)
+                .max(LEASE_IDLE / 4);
+            s = self
+                .wake
+                .wait_timeout(s, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Ends the lease for good (the open closes): releases the lock, stops the thread.
+    fn close(&self, lock: &dyn VfsLock) {
+        {
+            let mut s = self.state();
+            s.closed = true;
+            if s.held {
+                let _ = lock.unlock();
+                s.held = false;
+            }
+            self.wake.notify_all();
+        }
+        let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Locks {
+    fn drop(&mut self) {
+        if let Some(lease) = &self.lease {
+            lease.close(&*self.write);
         }
     }
 }
@@ -59,7 +208,9 @@ impl Locks {
     ///
     /// # Errors
     /// [`Error::Locked`] when another writer's mode excludes this one; [`Error::Io`].
-    pub(super) fn take(vfs: &dyn Vfs, dir: &Path, exclusive: bool) -> Result<Locks> {
+    /// With `lease`, a shared writer keeps the write lock across back-to-back writes (see
+    /// the module docs).
+    pub(super) fn take(vfs: &dyn Vfs, dir: &Path, exclusive: bool, lease: bool) -> Result<Locks> {
         vfs.create_dir_all(dir)
             .map_err(|e| Error::io("create directory", dir, e))?;
         let writers_path = dir.join(WRITERS_FILE);
@@ -83,9 +234,10 @@ impl Locks {
                     path: dir.to_owned(),
                 });
             }
-            let write = vfs
+            let write: Arc<dyn VfsLock> = vfs
                 .lock_file(&lock_path)
-                .map_err(|e| Error::io("open", &lock_path, e))?;
+                .map_err(|e| Error::io("open", &lock_path, e))?
+                .into();
             let taken = if exclusive {
                 // Only probes (and writers that are dying) can hold it now: wait them out.
                 patiently(PATIENCE, || write.try_lock(LockMode::Exclusive))
@@ -110,6 +262,7 @@ impl Locks {
                 return Ok(Locks {
                     writers,
                     write,
+                    lease: (lease && !exclusive).then(Arc::default),
                     sync,
                     exclusive,
                     created,
@@ -137,12 +290,15 @@ impl Locks {
     /// [`Error::Io`] if the lock cannot be taken.
     pub(super) fn write(&self, dir: &Path) -> Result<WriteLock<'_>> {
         if self.exclusive {
-            return Ok(WriteLock(None));
+            return Ok(WriteLock(Held::Nothing));
         }
-        self.write
-            .lock()
-            .map_err(|e| Error::io("lock", dir.join(LOCK_FILE), e))?;
-        Ok(WriteLock(Some(&*self.write)))
+        let locked = |e| Error::io("lock", dir.join(LOCK_FILE), e);
+        if let Some(lease) = &self.lease {
+            lease.begin_write(&self.write).map_err(locked)?;
+            return Ok(WriteLock(Held::Leased(lease, &*self.write)));
+        }
+        self.write.lock().map_err(locked)?;
+        Ok(WriteLock(Held::Lock(&*self.write)))
     }
 
     /// Takes this process's turn to `fdatasync`, waiting while another process syncs (a
@@ -154,12 +310,12 @@ impl Locks {
     /// [`Error::Io`] if the lock cannot be taken.
     pub(super) fn sync_turn(&self, dir: &Path) -> Result<WriteLock<'_>> {
         if self.exclusive {
-            return Ok(WriteLock(None));
+            return Ok(WriteLock(Held::Nothing));
         }
         self.sync
             .lock()
             .map_err(|e| Error::io("lock", dir.join(SYNC_FILE), e))?;
-        Ok(WriteLock(Some(&*self.sync)))
+        Ok(WriteLock(Held::Lock(&*self.sync)))
     }
 
     /// After a failed open (the write lock still held): removes the lock files if this open
@@ -187,5 +343,79 @@ fn patiently(
             return Ok(false);
         }
         std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// A lock that counts how often it was taken and says whether it is held.
+    #[derive(Debug, Default)]
+    struct Counting {
+        held: AtomicBool,
+        taken: AtomicUsize,
+    }
+
+    impl VfsLock for Counting {
+        fn try_lock(&self, _: LockMode) -> std::io::Result<bool> {
+            self.lock().map(|()| true)
+        }
+        fn lock(&self) -> std::io::Result<()> {
+            assert!(!self.held.swap(true, Ordering::SeqCst), "taken twice");
+            self.taken.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn unlock(&self) -> std::io::Result<()> {
+            self.held.store(false, Ordering::SeqCst);
+            Ok(())
+        }
+        fn is_current(&self) -> std::io::Result<bool> {
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn a_lease_spans_back_to_back_writes_and_ends_when_idle_at_its_limit_or_on_close() {
+        let counting = Arc::new(Counting::default());
+        let lock: Arc<dyn VfsLock> = counting.clone();
+        let lease = Arc::new(Lease::default());
+        let write = || {
+            lease.begin_write(&lock).unwrap();
+            lease.end_write(&*lock);
+        };
+        // Back to back: taken once (a few times at most, if this thread was descheduled
+        // for longer than the idle time between two writes).
+        for _ in 0..100 {
+            write();
+        }
+        assert!(counting.taken.load(Ordering::SeqCst) <= 10);
+        // Idle: the lease thread lets it go.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while counting.held.load(Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "an idle lease was never released"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // At its limit: the write that ends after it releases the lock itself.
+        let before = counting.taken.load(Ordering::SeqCst);
+        lease.begin_write(&lock).unwrap();
+        std::thread::sleep(LEASE_MAX);
+        assert!(
+            counting.held.load(Ordering::SeqCst),
+            "never released during a write"
+        );
+        lease.end_write(&*lock);
+        assert!(!counting.held.load(Ordering::SeqCst));
+        assert_eq!(counting.taken.load(Ordering::SeqCst), before + 1);
+        // Closing releases a held lease and stops its thread.
+        lease.begin_write(&lock).unwrap();
+        assert!(counting.held.load(Ordering::SeqCst));
+        lease.close(&*lock);
+        assert!(!counting.held.load(Ordering::SeqCst));
+        assert!(lease.thread.lock().unwrap().is_none());
     }
 }

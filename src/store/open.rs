@@ -34,7 +34,10 @@ impl Store {
         } else {
             // Salvage rewrites segments other writers could have open: it runs alone.
             let exclusive = opts.exclusive || opts.recovery == recovery::RecoveryMode::Salvage;
-            Some(Locks::take(&*vfs, dir, exclusive)?)
+            // A writer that syncs every write gains nothing from keeping the write lock
+            // between writes: its syncs dominate.
+            let lease = !matches!(opts.durability, Durability::Always);
+            Some(Locks::take(&*vfs, dir, exclusive, lease)?)
         };
         let opened = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only)
             .and_then(|rec| assemble(&opts, dir, rec))
