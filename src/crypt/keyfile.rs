@@ -33,6 +33,7 @@ use std::path::Path;
 
 use super::envelope::WRAPPED_LEN;
 use crate::error::{Error, Result};
+use crate::format::{le_u16, le_u32, le_u64};
 
 /// Name of the key file in an encrypted store's directory.
 pub const KEYS_FILE: &str = "KEYS";
@@ -256,20 +257,6 @@ impl<'a> Fields<'a> {
         self.0 = rest;
         Some(head)
     }
-}
-
-fn le_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
 }
 
 #[cfg(test)]

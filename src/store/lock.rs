@@ -164,9 +164,15 @@ impl Lease {
                 s.held = false;
                 continue;
             }
-            let wait = idle_until
-                .saturating_duration_since(now)
-                .max(LEASE_IDLE / 4);
+            // Mid-write: look again an idle time later (not sooner: on a busy writer this
+            // thread must cost next to nothing).
+            let wait = if s.writing {
+                LEASE_IDLE
+            } else {
+                idle_until
+                    .saturating_duration_since(now)
+                    .max(LEASE_IDLE / 4)
+            };
             s = self
                 .wake
                 .wait_timeout(s, wait)
