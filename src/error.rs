@@ -149,6 +149,23 @@ pub enum Error {
         max: u64,
     },
 
+    /// [`crate::Store::replace_if`] found the session changed since the caller read its
+    /// version although it holds as many messages (one removed and another appended in its
+    /// place, say).
+    #[error(
+        "conflict on session {session:?}: it changed since the caller read it (its last message was LSN {}, now {})",
+        lsn_text(*expected),
+        lsn_text(*actual)
+    )]
+    Changed {
+        /// The session.
+        session: String,
+        /// The LSN of its last message in the version the caller read.
+        expected: Option<crate::Lsn>,
+        /// The LSN of its last message now.
+        actual: Option<crate::Lsn>,
+    },
+
     /// `append_if` found a different next interaction id than the caller expected.
     #[error(
         "conflict on session {session:?}: expected next interaction id {expected}, found {actual}"
@@ -352,4 +369,9 @@ impl Error {
             source,
         }
     }
+}
+
+/// An optional LSN as an error message shows it.
+fn lsn_text(lsn: Option<crate::Lsn>) -> String {
+    lsn.map_or_else(|| "none (empty)".to_owned(), |l| l.0.to_string())
 }

@@ -968,3 +968,52 @@ fn append_raw_if_stores_the_bytes_as_given_and_rejects_a_stale_expectation() {
     assert_eq!(store.interaction_count("s"), 1);
     assert_eq!(store.read_entry("s", 1).unwrap().unwrap().message, raw);
 }
+
+/// `replace_if` refuses a session that changed in any way since its version was read,
+/// a pop then an append (same count) included; a reopen and a compaction keep versions.
+#[test]
+fn replace_if_refuses_any_change_since_the_version_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let m = |i: u32| format!(r#"{{"role":"user","content":"m{i}"}}"#).into_bytes();
+    let empty = store.version("s").unwrap();
+    assert_eq!((empty.next_id, empty.last_lsn), (1, None));
+    for i in 0..3 {
+        store.append_raw("s", &m(i)).unwrap();
+    }
+    let v = store.version("s").unwrap();
+    assert_eq!(v.next_id, 4);
+    assert_eq!(
+        v.last_lsn,
+        Some(store.read_entry("s", 3).unwrap().unwrap().lsn)
+    );
+    // A pop then an append: same count, another version; the replace changes nothing.
+    store.pop_raw("s").unwrap();
+    store.append_raw("s", &m(2)).unwrap();
+    let now = store.version("s").unwrap();
+    assert_eq!(now.next_id, v.next_id);
+    assert_ne!(now, v);
+    let err = store.replace_if("s", v, &[m(9)]).unwrap_err();
+    assert!(matches!(err, Error::Changed { .. }), "{err}");
+    let err = store.replace_if("s", empty, &[m(9)]).unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    let held: Vec<Vec<u8>> = store
+        .messages("s")
+        .raw()
+        .map(|e| e.unwrap().message)
+        .collect();
+    assert_eq!(held, vec![m(0), m(1), m(2)]);
+    // Versions survive a compaction and a reopen; the current one replaces.
+    store.compact().unwrap();
+    assert_eq!(store.version("s").unwrap(), now);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.version("s").unwrap(), now);
+    store.replace_if("s", now, &[m(7)]).unwrap();
+    let held: Vec<Vec<u8>> = store
+        .messages("s")
+        .raw()
+        .map(|e| e.unwrap().message)
+        .collect();
+    assert_eq!(held, vec![m(7)]);
+}

@@ -86,6 +86,8 @@ fn from_store(py: Python<'_>, e: convlog::Error) -> PyErr {
                 ("actual", obj(py, *actual)),
             ],
         ),
+        // Same count, another last message: a conflict too, for Python callers.
+        E::Changed { session, .. } => ("Conflict", vec![("session", obj(py, session.as_str()))]),
         E::Locked { path } => ("Locked", vec![("path", obj(py, path.as_path()))]),
         E::AlreadyOpen { path } => ("AlreadyOpen", vec![("path", obj(py, path.as_path()))]),
         E::Corrupt {

@@ -703,6 +703,15 @@ impl Store {
         self.run(py, |s| Ok(s.interaction_count(session)))
     }
 
+    /// `(next_id, last_lsn)`: the session's version (`last_lsn` None when empty); any
+    /// change of the session changes it. For `replace(..., expected_version=)`.
+    fn version(&self, py: Python<'_>, session: &str) -> PyResult<(u64, Option<u64>)> {
+        self.run(py, |s| {
+            let v = s.version(session)?;
+            Ok((v.next_id, v.last_lsn.map(|l| l.0)))
+        })
+    }
+
     fn __contains__(&self, py: Python<'_>, session: &str) -> PyResult<bool> {
         self.run(py, |s| Ok(s.contains(session)))
     }
@@ -743,19 +752,34 @@ impl Store {
     }
 
     /// Makes `session` exactly `messages`, atomically.
-    #[pyo3(signature = (session, messages, *, expected_next_id=None))]
+    #[pyo3(signature = (session, messages, *, expected_next_id=None, expected_version=None))]
     fn replace(
         &self,
         py: Python<'_>,
         session: &str,
         messages: &Bound<'_, PyAny>,
         expected_next_id: Option<u64>,
+        expected_version: Option<(u64, Option<u64>)>,
     ) -> PyResult<Vec<Receipt>> {
+        if expected_next_id.is_some() && expected_version.is_some() {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "give expected_next_id or expected_version, not both",
+            ));
+        }
         let encoded = codec::encode_all(session, messages, "replace")?;
         let bytes = codec::all_bytes(&encoded)?;
         let f = |s: &convlog::Store| {
             let had = s.interaction_count(session) > 0;
-            let r = s.replace(session, expected_next_id, &bytes)?;
+            let r = match expected_version {
+                Some((next_id, last)) => {
+                    let v = convlog::SessionVersion {
+                        next_id,
+                        last_lsn: last.map(convlog::Lsn),
+                    };
+                    s.replace_if(session, v, &bytes)?
+                }
+                None => s.replace(session, expected_next_id, &bytes)?,
+            };
             Ok((writes::receipts(r), had))
         };
         // The session changed wholesale: its entry goes.

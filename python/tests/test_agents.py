@@ -617,6 +617,14 @@ async def test_compaction_snapshot_replaces_a_suffix_as_sqlite_session_does(
         assert pruned is not None
         row.append(await pruned.replace_suffix(1, out))
         row.append(await s.get_items())
+        # A pop then the same item again: the same bytes, but not the same history.
+        stale = await s._get_compaction_snapshot(2)
+        assert stale is not None
+        last = await s.pop_item()
+        assert last is not None
+        await s.add_items([last])
+        row.append(await stale.replace_suffix(0, out))
+        row.append(await s.get_items() == row[10])
         results.append(row)
         s.close()
     assert results[0] == results[1]
@@ -626,6 +634,7 @@ async def test_compaction_snapshot_replaces_a_suffix_as_sqlite_session_does(
     assert row[6] is False and row[7] is False
     assert row[8] == [*_turns(6), *out, *_turns(1, 60)]
     assert row[9] is True and row[10] == [*_turns(4, 2), *out, *out]
+    assert row[11] is False and row[12] is True
 
 
 async def test_compaction_snapshot_hook_is_not_inherited_by_a_subclass() -> None:

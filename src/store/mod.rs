@@ -25,7 +25,7 @@ pub use auto::AutoCompact;
 pub use compact::{COMPACT_FILE, CompactProgress, CompactReport, MAX_COMPACTION_INPUT};
 pub use meta::MAX_META_LEN;
 pub use options::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Options};
-pub use read::{Messages, RawMessages};
+pub use read::{Messages, RawMessages, SessionVersion};
 pub use retention::Retention;
 pub use subscribe::{CROSS_PROCESS_POLL, LogEvent, Since, Subscription};
 pub use window::WindowSpec;

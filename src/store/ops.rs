@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::write::{Event, appends, check_expected, validate_object};
-use super::{Receipt, Store, validate_session_id};
+use super::{Receipt, SessionVersion, Store, validate_session_id};
 use crate::error::{Error, Result};
 use crate::format::{Kind, MAX_KEY_LEN};
 
@@ -140,6 +140,46 @@ impl Store {
         expected_next_id: Option<u64>,
         messages: &[B],
     ) -> Result<Vec<Receipt>> {
+        self.replace_checked(session, messages, |count| {
+            check_expected(session, expected_next_id, count)
+        })
+    }
+
+    /// [`Store::replace`] if `session` is still at the version `expected` (read with
+    /// [`Store::version`]): checked under the write lock, so no change of any process in
+    /// between goes unnoticed, not even a pop then an append (same count, another last
+    /// message).
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when its count differs, [`Error::Changed`] when its last message
+    /// does; otherwise as [`Store::replace`]. Then nothing changes.
+    pub fn replace_if<B: AsRef<[u8]>>(
+        &self,
+        session: &str,
+        expected: SessionVersion,
+        messages: &[B],
+    ) -> Result<Vec<Receipt>> {
+        self.replace_checked(session, messages, |count| {
+            check_expected(session, Some(expected.next_id), count)?;
+            let actual = self.version(session)?;
+            if actual != expected {
+                return Err(Error::Changed {
+                    session: session.to_owned(),
+                    expected: expected.last_lsn,
+                    actual: actual.last_lsn,
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Store::replace`] after `check` passes on the session's count, under the write lock.
+    fn replace_checked<B: AsRef<[u8]>>(
+        &self,
+        session: &str,
+        messages: &[B],
+        check: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<Vec<Receipt>> {
         validate_session_id(session)?;
         for m in messages {
             validate_object(session, m.as_ref())?;
@@ -147,7 +187,7 @@ impl Store {
         self.check_sizes(session, messages.iter().map(|m| m.as_ref().len()))?;
         let mut cleared = false;
         let mut receipts = self.write_events(session, None, |count| {
-            check_expected(session, expected_next_id, count)?;
+            check(count)?;
             cleared = count > 0;
             let clear = cleared.then(|| Event {
                 kind: Kind::Clear,

@@ -11,6 +11,7 @@ use super::{State, Store};
 use crate::crypt::{Crypt, KeyCache};
 use crate::error::{Error, Result};
 use crate::format::{Kind, RecordMeta};
+use crate::id::Lsn;
 use crate::index::Snapshot;
 use crate::message::{ChatMessage, Entry};
 use crate::segment::{OwnedRecord, Segment};
@@ -65,6 +66,41 @@ impl Store {
         })
         .next()
         .transpose()
+    }
+}
+
+/// A session's version: its next interaction id and the LSN of its last message. Every
+/// change of the session (append, pop, truncate, clear, replace, delete) changes it, since
+/// messages are removed only from the end and no LSN is ever reused; a compaction or a
+/// reopen does not. [`Store::replace_if`] takes one to refuse a session that changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionVersion {
+    /// The interaction id its next message gets (how many it holds, plus one).
+    pub next_id: u64,
+    /// The LSN of its last message; `None` when it holds none.
+    pub last_lsn: Option<Lsn>,
+}
+
+impl std::fmt::Display for SessionVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.last_lsn {
+            Some(lsn) => write!(f, "next id {}, last LSN {}", self.next_id, lsn.0),
+            None => write!(f, "next id {}, empty", self.next_id),
+        }
+    }
+}
+
+impl Store {
+    /// The version of `session` now (its count and its last message's LSN, read under one
+    /// guard): see [`SessionVersion`].
+    ///
+    /// # Errors
+    /// As [`Store::read_entry`], for its last message.
+    pub fn version(&self, session: &str) -> Result<SessionVersion> {
+        let mut last = RawMessages::new(self.clone(), session, |count| count..count + 1);
+        let next_id = last.last_id() + 1;
+        let last_lsn = last.next().transpose()?.map(|e| e.lsn);
+        Ok(SessionVersion { next_id, last_lsn })
     }
 }
 

@@ -278,6 +278,10 @@ class Store:
     def get_json(self, session: str, interaction_id: int) -> str | None: ...
     def count(self, session: str) -> int:
         """How many messages ``session`` holds (0 for an unknown session)."""
+    def version(self, session: str) -> tuple[int, int | None]:
+        """``(next_id, last_lsn)``: the session's version (``last_lsn`` None when it is
+        empty). Every change of the session changes it (a pop then an append too); a
+        compaction or a reopen does not. For ``replace(..., expected_version=)``."""
     def __contains__(self, session: str) -> bool: ...
     def sessions(self) -> list[SessionInfo]:
         """Every live session, sorted by id."""
@@ -301,12 +305,15 @@ class Store:
         messages: Iterable[Message],
         *,
         expected_next_id: int | None = None,
+        expected_version: tuple[int, int | None] | None = None,
     ) -> list[Receipt]:
         """Make ``session`` exactly ``messages``, as one committed unit: after a crash at
         any instant it holds its old history or the new one, never neither, and a concurrent
         reader sees one or the other. The new messages get interaction ids ``1..n`` (their
         receipts are returned). With ``expected_next_id``, raise ``Conflict`` and change
-        nothing unless the session's next interaction id is that one. ``replace(s, [])``
+        nothing unless the session's next interaction id is that one; with
+        ``expected_version`` (from ``version()``), unless the session has not changed at
+        all since (checked under the store's write lock). Not both. ``replace(s, [])``
         empties the session."""
     def window(
         self,

@@ -81,24 +81,29 @@ async def _finish(fut: asyncio.Future[_T]) -> _T:
         raise
 
 
-def _read_tail(store: Store, sid: str, limit: int) -> tuple[int, list[str]]:
-    """The stored JSON of the last ``limit`` items of ``sid``, and how many it held then."""
-    texts = store.tail_json(sid, limit)
-    return store.count(sid), texts
+def _read_tail(store: Store, sid: str, limit: int) -> tuple[tuple[int, int | None], list[str]]:
+    """The stored JSON of the last ``limit`` items of ``sid``, and the session's version
+    when it held them (read before and after, again if another write came in between)."""
+    while True:
+        version = store.version(sid)
+        texts = store.tail_json(sid, limit)
+        if store.version(sid) == version:
+            return version, texts
 
 
 def _replace_suffix(
     store: Store,
     sid: str,
-    count: int,
+    version: tuple[int, int | None],
     expected: list[str],
     output: list[Any],
     prune_prefix: Callable[[Any], bool] | None,
 ) -> bool:
-    """Makes ``sid`` its items before ``expected`` (minus the leading ones ``prune_prefix``
-    says are expired), then ``output``, in one ``Store.replace``, if it still holds
-    ``count`` items ending with ``expected`` (JSON as stored); whether it did."""
-    if store.count(sid) != count or store.tail_json(sid, len(expected)) != expected:
+    """Makes ``sid`` its items before ``expected`` (its last items at ``version``, JSON as
+    stored; minus the leading ones ``prune_prefix`` says are expired), then ``output``, in
+    one ``Store.replace``, if the session is still at ``version``; whether it did."""
+    count = version[0] - 1
+    if store.version(sid) != version:
         return False
     first = count - len(expected) + 1  # the id of the first item replaced
     keep_from = 1
@@ -109,8 +114,9 @@ def _replace_suffix(
             keep_from += 1
     kept = list(store.messages_json(sid, keep_from, first))
     try:
-        # The next id is checked again under the store's write lock.
-        store.replace(sid, [*kept, *output], expected_next_id=count + 1)
+        # The version is checked again under the store's write lock: any write since the
+        # snapshot (a pop then an append too) refuses the replace.
+        store.replace(sid, [*kept, *output], expected_version=version)
     except _errors.Conflict:
         return False
     return True
@@ -272,7 +278,7 @@ class ConvlogSession:
         if type(self) is not ConvlogSession or _CompactionSnapshot is None:
             return None
         store, sid = self._store, self.session_id
-        count, texts = await self._run(_read_tail, store, sid, limit)
+        version, texts = await self._run(_read_tail, store, sid, limit)
         items = [json.loads(t) for t in texts]
 
         async def replace_suffix(start: int, output: list[TResponseInputItem]) -> bool:
@@ -281,10 +287,10 @@ class ConvlogSession:
                 return False
             replace = _replace_suffix
             return await _finish(
-                self._run(replace, store, sid, count, expected, list(output), prune_prefix)
+                self._run(replace, store, sid, version, expected, list(output), prune_prefix)
             )
 
-        return _CompactionSnapshot(items, len(texts) == count, replace_suffix)
+        return _CompactionSnapshot(items, len(texts) == version[0] - 1, replace_suffix)
 
     def fork(self, new_session_id: str, at: int | None = None) -> ConvlogSession:
         """A new session ``new_session_id`` in the same store, starting as this one's first
