@@ -19,7 +19,9 @@
 //! A shared writer that does not sync every write keeps the write lock across writes that
 //! come back to back (a *lease*): it takes it once for a burst instead of once per write,
 //! and lets it go once it has been idle for [`LEASE_IDLE`] (a thread of its own sees to
-//! that) or at the end of the first write after holding it [`LEASE_MAX`]. Another process
+//! that) or at the end of the first write after holding it [`LEASE_MAX`]. A write that
+//! follows the one before by more than [`LEASE_IDLE`] releases the lock at its end, as
+//! without a lease (and wakes no thread). Another process
 //! therefore waits at most about that long for a writer that is not writing.
 
 use std::path::Path;
@@ -61,7 +63,7 @@ pub(super) struct WriteLock<'a>(Held<'a>);
 enum Held<'a> {
     Nothing,
     Lock(&'a dyn VfsLock),
-    Leased(&'a Lease, &'a dyn VfsLock),
+    Leased(&'a Arc<Lease>, &'a Arc<dyn VfsLock>),
 }
 
 impl Drop for WriteLock<'_> {
@@ -99,6 +101,10 @@ struct LeaseState {
     /// The last lease ended at its limit: another process may be waiting, so the next
     /// write lets it run first.
     hogged: bool,
+    /// The write in progress took the lock, and came soon after the one before (a burst
+    /// begins: keep the lock at its end).
+    fresh: bool,
+    burst: bool,
     closed: bool,
 }
 
@@ -108,32 +114,39 @@ impl Lease {
     }
 
     /// Starts a write: takes the write lock unless the lease holds it.
-    fn begin_write(self: &Arc<Lease>, lock: &Arc<dyn VfsLock>) -> std::io::Result<()> {
+    fn begin_write(&self, lock: &dyn VfsLock) -> std::io::Result<()> {
         let mut s = self.state();
+        s.fresh = !s.held;
         if !s.held {
             if std::mem::take(&mut s.hogged) {
                 std::thread::yield_now();
             }
             lock.lock()?;
+            let now = Instant::now();
             s.held = true;
-            s.since = Some(Instant::now());
-            self.ensure_thread(lock);
-            self.wake.notify_one();
+            s.since = Some(now);
+            s.burst = s.last.is_some_and(|t| now.duration_since(t) < LEASE_IDLE);
         }
         s.writing = true;
         Ok(())
     }
 
-    /// Ends a write: the lock stays held for the next, unless the lease is over.
-    fn end_write(&self, lock: &dyn VfsLock) {
+    /// Ends a write: the lock stays held for the next when writes come back to back,
+    /// unless the lease is over; a lone write releases it at once, as without a lease.
+    fn end_write(self: &Arc<Lease>, lock: &Arc<dyn VfsLock>) {
         let mut s = self.state();
         s.writing = false;
         let now = Instant::now();
         s.last = Some(now);
-        if s.since.is_some_and(|t| now.duration_since(t) >= LEASE_MAX) {
+        let over = s.since.is_some_and(|t| now.duration_since(t) >= LEASE_MAX);
+        if over || (s.fresh && !s.burst) {
             let _ = lock.unlock();
             s.held = false;
-            s.hogged = true;
+            s.hogged = over;
+        } else if s.fresh {
+            // A lease begins: the lease thread times it.
+            self.ensure_thread(lock);
+            self.wake.notify_one();
         }
     }
 
@@ -300,8 +313,8 @@ impl Locks {
         }
         let locked = |e| Error::io("lock", dir.join(LOCK_FILE), e);
         if let Some(lease) = &self.lease {
-            lease.begin_write(&self.write).map_err(locked)?;
-            return Ok(WriteLock(Held::Leased(lease, &*self.write)));
+            lease.begin_write(&*self.write).map_err(locked)?;
+            return Ok(WriteLock(Held::Leased(lease, &self.write)));
         }
         self.write.lock().map_err(locked)?;
         Ok(WriteLock(Held::Lock(&*self.write)))
@@ -388,9 +401,13 @@ mod tests {
         let lock: Arc<dyn VfsLock> = counting.clone();
         let lease = Arc::new(Lease::default());
         let write = || {
-            lease.begin_write(&lock).unwrap();
-            lease.end_write(&*lock);
+            lease.begin_write(&*lock).unwrap();
+            lease.end_write(&lock);
         };
+        // A lone write takes the lock and releases it at once.
+        std::thread::sleep(LEASE_IDLE * 2);
+        write();
+        assert!(!counting.held.load(Ordering::SeqCst));
         // Back to back: taken once (a few times at most, if this thread was descheduled
         // for longer than the idle time between two writes).
         for _ in 0..100 {
@@ -408,17 +425,17 @@ mod tests {
         }
         // At its limit: the write that ends after it releases the lock itself.
         let before = counting.taken.load(Ordering::SeqCst);
-        lease.begin_write(&lock).unwrap();
+        lease.begin_write(&*lock).unwrap();
         std::thread::sleep(LEASE_MAX);
         assert!(
             counting.held.load(Ordering::SeqCst),
             "never released during a write"
         );
-        lease.end_write(&*lock);
+        lease.end_write(&lock);
         assert!(!counting.held.load(Ordering::SeqCst));
         assert_eq!(counting.taken.load(Ordering::SeqCst), before + 1);
         // Closing releases a held lease and stops its thread.
-        lease.begin_write(&lock).unwrap();
+        lease.begin_write(&*lock).unwrap();
         assert!(counting.held.load(Ordering::SeqCst));
         lease.close(&*lock);
         assert!(!counting.held.load(Ordering::SeqCst));
