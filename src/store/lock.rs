@@ -20,7 +20,7 @@
 //! come back to back (a *lease*): it takes it once for a burst instead of once per write,
 //! and lets it go once it has been idle for [`LEASE_IDLE`] (a thread of its own sees to
 //! that) or at the end of the first write after holding it [`LEASE_MAX`]. A write that
-//! follows the one before by more than [`LEASE_IDLE`] releases the lock at its end, as
+//! follows the one before by more than [`BURST_GAP`] releases the lock at its end, as
 //! without a lease (and wakes no thread). Another process
 //! therefore waits at most about that long for a writer that is not writing.
 
@@ -37,6 +37,11 @@ const PATIENCE: Duration = Duration::from_millis(100);
 
 /// How long a leased write lock stays held after a write with no other write.
 const LEASE_IDLE: Duration = Duration::from_micros(100);
+/// How soon after the one before a write must come to begin a lease: a burst of writes
+/// (a loop) comes within microseconds; writes of a caller that does something else between
+/// them (an agent framework's call, a thread hop) come later, and keep releasing the lock at
+/// their end, waking no thread.
+const BURST_GAP: Duration = Duration::from_micros(50);
 /// How long a lease lasts at most: the write that ends after it releases the lock.
 const LEASE_MAX: Duration = Duration::from_millis(1);
 
@@ -125,7 +130,7 @@ impl Lease {
             let now = Instant::now();
             s.held = true;
             s.since = Some(now);
-            s.burst = s.last.is_some_and(|t| now.duration_since(t) < LEASE_IDLE);
+            s.burst = s.last.is_some_and(|t| now.duration_since(t) < BURST_GAP);
         }
         s.writing = true;
         Ok(())
