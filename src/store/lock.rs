@@ -21,8 +21,8 @@
 //! and lets it go once it has been idle for [`LEASE_IDLE`] (a thread of its own sees to
 //! that) or at the end of the first write after holding it [`LEASE_MAX`]. A write that
 //! follows the one before by more than [`BURST_GAP`] releases the lock at its end, as
-//! without a lease (and wakes no thread). Another process
-//! therefore waits at most about that long for a writer that is not writing.
+//! without a lease (and wakes no thread). Another process therefore waits at most about
+//! [`LEASE_MAX`] for a writer that keeps writing, and [`LEASE_IDLE`] for one that stopped.
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -106,11 +106,21 @@ struct LeaseState {
     /// The last lease ended at its limit: another process may be waiting, so the next
     /// write lets it run first.
     hogged: bool,
-    /// The write in progress took the lock, and came soon after the one before (a burst
-    /// begins: keep the lock at its end).
-    fresh: bool,
-    burst: bool,
+    /// How the write in progress began.
+    began: Began,
     closed: bool,
+}
+
+/// How a write began, which says what its end does with the lock.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Began {
+    /// Under a lease that holds the lock: keep it.
+    #[default]
+    Leased,
+    /// It took the lock, long after the write before: release it at the end.
+    Alone,
+    /// It took the lock soon after the write before: a lease begins at its end.
+    Burst,
 }
 
 impl Lease {
@@ -121,7 +131,7 @@ impl Lease {
     /// Starts a write: takes the write lock unless the lease holds it.
     fn begin_write(&self, lock: &dyn VfsLock) -> std::io::Result<()> {
         let mut s = self.state();
-        s.fresh = !s.held;
+        s.began = Began::Leased;
         if !s.held {
             if std::mem::take(&mut s.hogged) {
                 std::thread::yield_now();
@@ -130,7 +140,11 @@ impl Lease {
             let now = Instant::now();
             s.held = true;
             s.since = Some(now);
-            s.burst = s.last.is_some_and(|t| now.duration_since(t) < BURST_GAP);
+            s.began = if s.last.is_some_and(|t| now.duration_since(t) < BURST_GAP) {
+                Began::Burst
+            } else {
+                Began::Alone
+            };
         }
         s.writing = true;
         Ok(())
@@ -144,11 +158,11 @@ impl Lease {
         let now = Instant::now();
         s.last = Some(now);
         let over = s.since.is_some_and(|t| now.duration_since(t) >= LEASE_MAX);
-        if over || (s.fresh && !s.burst) {
+        if over || s.began == Began::Alone {
             let _ = lock.unlock();
             s.held = false;
             s.hogged = over;
-        } else if s.fresh {
+        } else if s.began == Began::Burst {
             // A lease begins: the lease thread times it.
             self.ensure_thread(lock);
             self.wake.notify_one();

@@ -81,26 +81,20 @@ pub struct SessionVersion {
     pub last_lsn: Option<Lsn>,
 }
 
-impl std::fmt::Display for SessionVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.last_lsn {
-            Some(lsn) => write!(f, "next id {}, last LSN {}", self.next_id, lsn.0),
-            None => write!(f, "next id {}, empty", self.next_id),
-        }
-    }
-}
-
 impl Store {
     /// The version of `session` now (its count and its last message's LSN, read under one
     /// guard): see [`SessionVersion`].
     ///
     /// # Errors
-    /// As [`Store::read_entry`], for its last message.
+    /// [`Error::Corrupt`] if its last record's header fails its checksum; [`Error::Io`].
     pub fn version(&self, session: &str) -> Result<SessionVersion> {
-        let mut last = RawMessages::new(self.clone(), session, |count| count..count + 1);
-        let next_id = last.last_id() + 1;
-        let last_lsn = last.next().transpose()?.map(|e| e.lsn);
-        Ok(SessionVersion { next_id, last_lsn })
+        let last = RawMessages::new(self.clone(), session, |count| count..count + 1);
+        let count = last.last_id();
+        let last_lsn = last.lsn(count).transpose()?;
+        Ok(SessionVersion {
+            next_id: count + 1,
+            last_lsn,
+        })
     }
 }
 
@@ -164,19 +158,12 @@ impl RawMessages {
     /// The message with interaction id `id`, if this read covers it (random access; the
     /// iterator's position does not move).
     pub(super) fn entry(&mut self, id: u64) -> Option<Result<Entry<Vec<u8>>>> {
-        let i = id.checked_sub(1)?;
-        if !self.positions.range().contains(&i) {
-            return None;
-        }
-        let Some(pos) = self.positions.get(i) else {
-            return Some(Err(self.lost()));
-        };
-        let Some(segment) = self.segments.get(pos.seg as usize) else {
+        let Some((segment, off)) = locate(&self.positions, &self.segments, id)? else {
             return Some(Err(self.lost()));
         };
         let crypt = self.crypt.as_deref();
         Some(
-            read_message(crypt, &mut self.keys, segment, pos.off, Kind::Append).map(|r| Entry {
+            read_message(crypt, &mut self.keys, segment, off, Kind::Append).map(|r| Entry {
                 interaction_id: id,
                 lsn: r.meta.lsn,
                 timestamp: r.meta.timestamp,
@@ -185,11 +172,38 @@ impl RawMessages {
         )
     }
 
+    /// The LSN of the message with interaction id `id`, if this read covers it: from its
+    /// record's header alone (no payload is copied or opened).
+    fn lsn(&self, id: u64) -> Option<Result<Lsn>> {
+        let Some((segment, off)) = locate(&self.positions, &self.segments, id)? else {
+            return Some(Err(self.lost()));
+        };
+        Some(segment.with_record(off, Kind::Append, false, |meta, _| Ok(meta.lsn)))
+    }
+
     /// Decodes each message as `T` instead of yielding raw bytes.
     #[must_use]
     pub fn decode_as<T: DeserializeOwned>(self) -> Messages<T> {
         Messages::new(self)
     }
+}
+
+/// Where the message with interaction id `id` is: `None` when `positions` do not cover it,
+/// `Some(None)` when its position or its segment is missing (see [`RawMessages::lost`]).
+fn locate<'s>(
+    positions: &Snapshot,
+    segments: &'s [Arc<Segment>],
+    id: u64,
+) -> Option<Option<(&'s Segment, u32)>> {
+    let i = id.checked_sub(1)?;
+    if !positions.range().contains(&i) {
+        return None;
+    }
+    Some(
+        positions
+            .get(i)
+            .and_then(|pos| Some((&**segments.get(pos.seg as usize)?, pos.off))),
+    )
 }
 
 impl Iterator for RawMessages {

@@ -95,17 +95,16 @@ def _replace_suffix(
     store: Store,
     sid: str,
     version: tuple[int, int | None],
-    expected: list[str],
+    replaced: int,
     output: list[Any],
     prune_prefix: Callable[[Any], bool] | None,
 ) -> bool:
-    """Makes ``sid`` its items before ``expected`` (its last items at ``version``, JSON as
-    stored; minus the leading ones ``prune_prefix`` says are expired), then ``output``, in
-    one ``Store.replace``, if the session is still at ``version``; whether it did."""
-    count = version[0] - 1
+    """Makes ``sid`` its items before its last ``replaced`` ones at ``version`` (minus the
+    leading ones ``prune_prefix`` says are expired), then ``output``, in one
+    ``Store.replace``, if the session is still at ``version``; whether it did."""
     if store.version(sid) != version:
-        return False
-    first = count - len(expected) + 1  # the id of the first item replaced
+        return False  # stale: spare reading the items kept
+    first = version[0] - replaced  # the id of the first item replaced
     keep_from = 1
     if prune_prefix is not None:
         for item in store.messages(sid, 1, first):
@@ -282,12 +281,12 @@ class ConvlogSession:
         items = [json.loads(t) for t in texts]
 
         async def replace_suffix(start: int, output: list[TResponseInputItem]) -> bool:
-            expected = texts[start:]
-            if not expected:
+            replaced = len(texts[start:])
+            if not replaced:
                 return False
             replace = _replace_suffix
             return await _finish(
-                self._run(replace, store, sid, version, expected, list(output), prune_prefix)
+                self._run(replace, store, sid, version, replaced, list(output), prune_prefix)
             )
 
         return _CompactionSnapshot(items, len(texts) == version[0] - 1, replace_suffix)
