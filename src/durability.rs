@@ -44,6 +44,8 @@ pub(crate) struct Syncer {
 struct SyncState {
     durable: Lsn,
     syncing: bool,
+    /// Group commits run ([`Syncer::wait_durable`]'s leader syncs that succeeded).
+    groups: u64,
 }
 
 impl Syncer {
@@ -51,7 +53,7 @@ impl Syncer {
         Syncer {
             state: Mutex::new(SyncState {
                 durable,
-                syncing: false,
+                ..SyncState::default()
             }),
             ..Syncer::default()
         }
@@ -63,6 +65,11 @@ impl Syncer {
 
     pub(crate) fn durable(&self) -> Lsn {
         self.lock().durable
+    }
+
+    /// How many group commits (syncs for writers waiting on durability) have run.
+    pub(crate) fn group_commits(&self) -> u64 {
+        self.lock().groups
     }
 
     pub(crate) fn is_poisoned(&self) -> bool {
@@ -109,6 +116,7 @@ impl Syncer {
             match result {
                 Ok(covered) => {
                     s.durable = s.durable.max(covered);
+                    s.groups += 1;
                     self.done.notify_all();
                 }
                 Err(e) => {

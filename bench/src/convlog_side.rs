@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use convlog::format::{Decoded, SEGMENT_HEADER_LEN, SegmentHeader, decode_record};
 use convlog::{Durability, SegmentId, Store, WindowSpec};
 
+use crate::floor::{self, Group};
 use crate::workload::Corpus;
 
 pub fn open(dir: &Path, durability: Durability) -> Store {
@@ -65,14 +66,15 @@ pub fn append_batched(
 }
 
 /// Durable (`Durability::Always`) appends from `threads` threads for `run`; thread `t`
-/// appends to the sessions `names[t]`. Returns (appends, elapsed).
+/// appends to the sessions `names[t]`. Returns the appends, elapsed time, group commits the
+/// store ran, and the p99 of one append's latency, as the group-commit floor's.
 pub fn durable(
     dir: &Path,
     names: Arc<Vec<Vec<String>>>,
     corpus: Arc<Corpus>,
     threads: usize,
     run: Duration,
-) -> (u64, Duration) {
+) -> Group {
     let store = open(dir, Durability::Always);
     let stop = Arc::new(AtomicBool::new(false));
     let t = Instant::now();
@@ -81,23 +83,34 @@ pub fn durable(
             let (store, stop, names, corpus) =
                 (store.clone(), stop.clone(), names.clone(), corpus.clone());
             std::thread::spawn(move || {
-                let mut n = 0u64;
+                let mut lat = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
+                    let n = lat.len() as u64;
                     let i = ((th as u64 + n * threads as u64) % corpus.len() as u64) as usize;
                     let s = corpus.session[i] as usize;
+                    let start = Instant::now();
                     store
                         .append_raw(&names[th][s], corpus.get(i))
                         .expect("durable append");
-                    n += 1;
+                    lat.push(start.elapsed().as_secs_f64());
                 }
-                n
+                lat
             })
         })
         .collect();
     std::thread::sleep(run);
     stop.store(true, Ordering::Relaxed);
-    let total = workers.into_iter().map(|w| w.join().expect("worker")).sum();
-    (total, t.elapsed())
+    let mut lat: Vec<f64> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    let elapsed = t.elapsed();
+    Group {
+        appends: lat.len() as u64,
+        elapsed,
+        syncs: store.stats().group_commits,
+        p99: floor::p99(&mut lat),
+    }
 }
 
 /// The last `n` messages of `session` as raw bytes (with their ids and timestamps).

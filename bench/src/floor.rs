@@ -1,8 +1,11 @@
-//! What the disk can physically do: a loop of `pwrite(record) + fdatasync`, with no store.
+//! What the disk can physically do, with no store: a loop of `pwrite(record) + fdatasync`,
+//! and the same from several threads sharing each sync (the floor for a group commit).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 const PREALLOCATED: u64 = 32 << 20;
@@ -43,6 +46,101 @@ pub fn write_sync_loop(
     drop(file);
     let _ = std::fs::remove_file(path);
     (n, elapsed)
+}
+
+/// What [`group_commit_loop`] measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Group {
+    pub appends: u64,
+    pub elapsed: Duration,
+    pub syncs: u64,
+    /// The 99th percentile of one append's latency (write to durable), in seconds.
+    pub p99: f64,
+}
+
+/// The file's write position and how far it is written and synced.
+#[derive(Default)]
+struct Log {
+    /// Where the next record goes (bytes written so far, wrapping in the preallocation).
+    written: u64,
+    synced: u64,
+    syncing: bool,
+    syncs: u64,
+}
+
+/// `threads` threads, each writing `record_len`-byte records to one preallocated file and
+/// waiting for each to be durable, for `run`: a thread that finds no sync under way becomes
+/// the leader and syncs whatever all of them have written; the others wait for it (the
+/// least a group commit can do: no framing, no index, no lock file).
+pub fn group_commit_loop(path: &Path, record_len: usize, threads: usize, run: Duration) -> Group {
+    let file = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("create floor file");
+    fill_zeros(&file, PREALLOCATED);
+    let shared = Arc::new((file, Mutex::new(Log::default()), Condvar::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (file, log, done) = &*shared;
+                let record: Vec<u8> = (0..record_len).map(|i| b'a' + (i % 26) as u8).collect();
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let mut l = log.lock().unwrap();
+                    let off = l.written % (PREALLOCATED - record_len as u64);
+                    file.write_all_at(&record, off).expect("write");
+                    l.written += record_len as u64;
+                    let mine = l.written;
+                    while l.synced < mine {
+                        if l.syncing {
+                            l = done.wait(l).unwrap();
+                            continue;
+                        }
+                        l.syncing = true;
+                        let upto = l.written;
+                        drop(l);
+                        file.sync_data().expect("fdatasync");
+                        l = log.lock().unwrap();
+                        l.syncing = false;
+                        l.synced = upto;
+                        l.syncs += 1;
+                        done.notify_all();
+                    }
+                    drop(l);
+                    lat.push(start.elapsed().as_secs_f64());
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(run);
+    stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<f64> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    let elapsed = t.elapsed();
+    let syncs = shared.1.lock().unwrap().syncs;
+    drop(shared);
+    let _ = std::fs::remove_file(path);
+    Group {
+        appends: lat.len() as u64,
+        elapsed,
+        syncs,
+        p99: p99(&mut lat),
+    }
+}
+
+/// The 99th percentile of `v` (0 when empty).
+pub fn p99(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() * 99 / 100).copied().unwrap_or(0.0)
 }
 
 fn fill_zeros(file: &File, len: u64) {

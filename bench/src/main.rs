@@ -6,11 +6,14 @@
 //! Prints one Markdown table (stdout) of both engines and their ratio; progress goes to
 //! stderr. See `bench/README.md` for what each line measures.
 
+mod appends;
+mod ceilings;
 mod compaction;
 mod convlog_side;
 mod encryption;
 mod floor;
 mod multiprocess;
+mod reopen;
 mod sessionops;
 mod sqlite;
 mod sysinfo;
@@ -153,7 +156,11 @@ struct Results {
     conv_durable: [Option<f64>; 3],
     sql_durable_single: Option<f64>,
     sql_group: [Option<(f64, f64)>; 3],
-    reopen: Vec<(usize, f64, f64)>,
+    ceilings: Option<ceilings::Ceilings>,
+    group_floor: Option<appends::GroupLine>,
+    conv_group: Option<appends::GroupLine>,
+    /// (messages, warm or cold, convlog seconds, sqlite seconds).
+    reopen: Vec<(usize, reopen::Cache, f64, f64)>,
     tail: Option<([f64; 2], [f64; 2])>,
     stream: Option<(f64, f64)>,
     index_per_msg: Option<f64>,
@@ -228,7 +235,7 @@ fn main() {
 
     // Sync-bound loops first, before the big builds leave dirty pages for the disk to flush.
     if want("floor") || want("durable") {
-        sync_bound(
+        appends::sync_bound(
             &args, &want, &workload, &corpus, mean_len, &root, &mut r, &log,
         );
     }
@@ -271,7 +278,7 @@ fn main() {
         drop(app);
     }
     if want("buffered") {
-        buffered_rounds(&args, &workload, &corpus, &root, &mut r, &log);
+        appends::buffered_rounds(&args, &workload, &corpus, &root, &mut r, &log);
     }
 
     if want("space") {
@@ -334,8 +341,10 @@ fn main() {
 
     if want("reopen") {
         let reps = if args.quick { 3 } else { 9 };
-        let (c, s) = reopen_pair(&conv_dir, &sql_dir, &big_session, reps, &log);
-        r.reopen.push((corpus.len(), c, s));
+        for cache in [reopen::Cache::Warm, reopen::Cache::Cold] {
+            let (c, s) = reopen::pair(&conv_dir, &sql_dir, &big_session, reps, cache, &log);
+            r.reopen.push((corpus.len(), cache, c, s));
+        }
     }
     // Before the 2M build: keyed appends use the corpus; its stores are removed when done.
     if want("sessionops") {
@@ -358,8 +367,9 @@ fn main() {
         build_big(&big, &conv_big, &sql_big, args.schema, &log);
         let reps = if args.quick { 3 } else { 7 };
         let session = &big.sessions[big.largest()];
-        let (c, s) = reopen_pair(&conv_big, &sql_big, session, reps, &log);
-        r.reopen.push((BIG, c, s));
+        let warm = reopen::Cache::Warm;
+        let (c, s) = reopen::pair(&conv_big, &sql_big, session, reps, warm, &log);
+        r.reopen.push((BIG, warm, c, s));
         if !args.keep {
             remove(&conv_big);
             remove(&sql_big);
@@ -375,187 +385,6 @@ fn main() {
         let kept = data.keep();
         eprintln!("data kept in {}", kept.display());
     }
-}
-
-/// Ops/s accumulated over several slices of one measurement.
-#[derive(Default, Clone, Copy)]
-struct Acc {
-    ops: u64,
-    secs: f64,
-    extra: f64,
-}
-
-impl Acc {
-    fn add(&mut self, ops: u64, t: Duration) {
-        self.ops += ops;
-        self.secs += t.as_secs_f64();
-    }
-
-    fn rate(&self) -> Option<f64> {
-        (self.secs > 0.0).then(|| self.ops as f64 / self.secs)
-    }
-}
-
-/// The fdatasync-bound measurements: the raw floor and durable appends of both engines.
-///
-/// They are run in interleaved rounds (each measurement gets `duration / rounds` per round)
-/// so that disk noise from other processes falls on all of them alike.
-#[allow(clippy::too_many_arguments)]
-fn sync_bound(
-    args: &Args,
-    want: &dyn Fn(&str) -> bool,
-    workload: &Workload,
-    corpus: &Arc<workload::Corpus>,
-    mean_len: f64,
-    root: &Path,
-    r: &mut Results,
-    log: &Log,
-) {
-    let rounds: u32 = if args.quick { 1 } else { 3 };
-    let slice = args.duration / rounds;
-    // A typical record: a session's later records in a segment refer to the one naming it.
-    let rec = mean_len.round() as usize + convlog::format::RECORD_HEADER_LEN;
-    let names: Arc<Vec<Vec<String>>> = Arc::new(
-        (0..8)
-            .map(|t| {
-                workload
-                    .sessions
-                    .iter()
-                    .map(|s| format!("{s}-w{t}"))
-                    .collect()
-            })
-            .collect(),
-    );
-    let (mut pre, mut grow, mut single) = (Acc::default(), Acc::default(), Acc::default());
-    let mut conv = [Acc::default(); 3];
-    let mut group = [Acc::default(); 3];
-    for round in 0..rounds {
-        if want("floor") {
-            let (n, t) = floor::write_sync_loop(&root.join("floor.prealloc"), rec, true, slice);
-            pre.add(n, t);
-            let (n, t) = floor::write_sync_loop(&root.join("floor.grow"), rec, false, slice);
-            grow.add(n, t);
-        }
-        if !want("durable") {
-            continue;
-        }
-        for (k, &threads) in THREADS.iter().enumerate() {
-            let dir = root.join(format!("convlog-durable-{threads}-{round}"));
-            let (n, t) = convlog_side::durable(&dir, names.clone(), corpus.clone(), threads, slice);
-            conv[k].add(n, t);
-            remove(&dir);
-        }
-        let dir = root.join(format!("sqlite-durable-1-{round}"));
-        let (n, t) = sqlite::durable_single(&dir, args.schema, &names[0], corpus, slice);
-        single.add(n, t);
-        remove(&dir);
-        for (k, &threads) in THREADS.iter().enumerate().skip(1) {
-            let dir = root.join(format!("sqlite-group-{threads}-{round}"));
-            let (n, t, per_commit) = sqlite::durable_group_commit(
-                &dir,
-                args.schema,
-                names.clone(),
-                corpus.clone(),
-                threads,
-                slice,
-            );
-            group[k].add(n, t);
-            group[k].extra += per_commit / f64::from(rounds);
-            remove(&dir);
-        }
-        log.say(format!("sync-bound round {}/{rounds} done", round + 1));
-    }
-    if want("floor") {
-        r.floor_prealloc = pre.rate();
-        r.floor_growing = grow.rate();
-        log.say(format!(
-            "floor ({rec} B records): preallocated {}, growing {}",
-            rate(r.floor_prealloc),
-            rate(r.floor_growing)
-        ));
-    }
-    if want("durable") {
-        for (k, &threads) in THREADS.iter().enumerate() {
-            r.conv_durable[k] = conv[k].rate();
-            log.say(format!(
-                "convlog durable, {threads} thread(s): {}",
-                rate(r.conv_durable[k])
-            ));
-        }
-        r.sql_durable_single = single.rate();
-        log.say(format!(
-            "sqlite FULL, 1 thread, 1 txn/append: {}",
-            rate(r.sql_durable_single)
-        ));
-        for (k, &threads) in THREADS.iter().enumerate().skip(1) {
-            r.sql_group[k] = group[k].rate().map(|g| (g, group[k].extra));
-            log.say(format!(
-                "sqlite FULL group commit, {threads} threads: {} ({:.1} appends/commit)",
-                rate(r.sql_group[k].map(|g| g.0)),
-                group[k].extra
-            ));
-        }
-    }
-}
-
-/// Buffered appends of the whole workload into fresh stores: convlog one message per call,
-/// SQLite 1000 per transaction, convlog one session's batch per call; in interleaved rounds
-/// (3, or 1 with `--quick`), each side's median kept, so that disk writeback from one run
-/// falls on all of them alike.
-fn buffered_rounds(
-    args: &Args,
-    workload: &Workload,
-    corpus: &workload::Corpus,
-    root: &Path,
-    r: &mut Results,
-    log: &Log,
-) {
-    let rounds = if args.quick { 1 } else { 3 };
-    let per_sec = |t: Duration| corpus.len() as f64 / t.as_secs_f64();
-    let (mut each, mut sql, mut batch) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 1..=rounds {
-        let dir = root.join("convlog-each");
-        let store = convlog_side::open(&dir, Durability::Buffered);
-        each.push(per_sec(convlog_side::append_each(
-            &store,
-            &workload.sessions,
-            corpus,
-        )));
-        drop(store);
-        remove(&dir);
-        let dir = root.join("sqlite-batch");
-        let mut app = sqlite::Appender::new(
-            sqlite::open(&dir, args.schema, sqlite::Sync::Normal).expect("open sqlite"),
-        );
-        sql.push(per_sec(sqlite::append_batched(
-            &mut app,
-            &workload.sessions,
-            corpus,
-            BATCH,
-        )));
-        drop(app);
-        remove(&dir);
-        let dir = root.join("convlog-batch");
-        let store = convlog_side::open(&dir, Durability::Buffered);
-        batch.push(per_sec(convlog_side::append_batched(
-            &store,
-            &workload.sessions,
-            corpus,
-            BATCH,
-        )));
-        drop(store);
-        remove(&dir);
-        log.say(format!(
-            "buffered round {round}/{rounds}: convlog append_raw {}, sqlite NORMAL {BATCH} \
-             appends/txn {}, convlog append_batch_raw({BATCH}) {}",
-            rate(each.last().copied()),
-            rate(sql.last().copied()),
-            rate(batch.last().copied())
-        ));
-    }
-    r.conv_each = Some(median(each));
-    r.sql_batched = Some(median(sql));
-    r.conv_batch = Some(median(batch));
 }
 
 fn remove(dir: &Path) {
@@ -604,50 +433,6 @@ fn gbps(reps: usize, mut f: impl FnMut() -> (u64, u64)) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Median seconds of (open + first tail(20)) for each engine, warm (one untimed open first).
-fn reopen_pair(conv: &Path, sql: &Path, session: &str, reps: usize, log: &Log) -> (f64, f64) {
-    let mut c = Vec::new();
-    let mut report = None;
-    for i in 0..=reps {
-        let t = Instant::now();
-        let (store, got) = convlog_side::reopen_and_tail(conv, session, TAIL_N);
-        let e = t.elapsed().as_secs_f64();
-        assert_eq!(got, TAIL_N as usize);
-        if i > 0 {
-            c.push(e);
-        }
-        let rep = store.recovery_report();
-        report = Some(format!(
-            "{} segments, {} records, {} B scanned, {} hints used, recovery {:.2} ms",
-            rep.segments_scanned,
-            rep.records,
-            rep.bytes_scanned,
-            rep.hints_used,
-            rep.duration.as_secs_f64() * 1e3
-        ));
-        drop(store);
-    }
-    let mut s = Vec::new();
-    for i in 0..=reps {
-        let t = Instant::now();
-        let got = sqlite::reopen_and_tail(sql, session, TAIL_N as i64);
-        let e = t.elapsed().as_secs_f64();
-        assert_eq!(got.len(), TAIL_N as usize);
-        if i > 0 {
-            s.push(e);
-        }
-    }
-    let (c, s) = (median(c), median(s));
-    log.say(format!(
-        "reopen + tail({TAIL_N}) at {}: convlog {:.3} ms ({}), sqlite {:.3} ms",
-        conv.display(),
-        c * 1e3,
-        report.unwrap_or_default(),
-        s * 1e3
-    ));
-    (c, s)
 }
 
 /// Builds the 2M-message stores for the reopen measurement (not timed): convlog with one
@@ -755,6 +540,37 @@ fn render(r: &Results, largest: u64) -> String {
         target: String::new(),
         met: "",
     });
+    if let Some(c) = r.ceilings {
+        rows.push(Row {
+            metric: "buffered appends/s vs (a) CPU ceiling: validate, frame, CRC, copy".into(),
+            convlog: rate(r.conv_each),
+            peer: rate(Some(c.cpu)),
+            ratio: xs(x(r.conv_each, Some(c.cpu)), "convlog/ceiling"),
+            target: String::new(),
+            met: "",
+        });
+        rows.push(Row {
+            metric: "buffered appends/s vs (b) page-cache ceiling: 1 MiB sequential writes".into(),
+            convlog: rate(r.conv_each),
+            peer: format!(
+                "{} ({:.0} MB/s)",
+                rate(Some(c.page_cache)),
+                c.page_cache_bytes / 1e6
+            ),
+            ratio: xs(x(r.conv_each, Some(c.page_cache)), "convlog/ceiling"),
+            target: String::new(),
+            met: "",
+        });
+        let t = c.target();
+        rows.push(Row {
+            metric: "buffered appends/s vs min(40% of (a), 80% of (b))".into(),
+            convlog: rate(r.conv_each),
+            peer: rate(Some(t)),
+            ratio: xs(x(r.conv_each, Some(t)), "convlog/bar"),
+            target: "≥ 1×".into(),
+            met: met(r.conv_each.map(|v| v >= t)),
+        });
+    }
     rows.push(Row {
         metric: format!("buffered appends/s, batches of ≤{BATCH} (convlog: one session per batch)"),
         convlog: rate(r.conv_batch),
@@ -816,23 +632,51 @@ fn render(r: &Results, largest: u64) -> String {
             },
         });
     }
-    for &(n, c, s) in &r.reopen {
-        let (label, limit) = if n >= BIG { ("2M", 20e-3) } else { ("", 1e-3) };
-        let label = if label.is_empty() {
-            format!("{}k", n / 1000)
+    if let (Some(f), Some(c)) = (r.group_floor, r.conv_group) {
+        let n = appends::GROUP_THREADS;
+        rows.push(Row {
+            metric: format!("durable appends/s, {n} writers, vs the group-commit floor"),
+            convlog: format!(
+                "{} ({:.1}/sync, p99 {:.2} ms)",
+                rate(Some(c.rate)),
+                c.group,
+                c.p99 * 1e3
+            ),
+            peer: format!(
+                "{} ({:.1}/sync, p99 {:.2} ms: {n} threads, write+fdatasync, shared syncs)",
+                rate(Some(f.rate)),
+                f.group,
+                f.p99 * 1e3
+            ),
+            ratio: xs(Some(c.rate / f.rate), "convlog/floor throughput"),
+            target: "≥ 0.8×".into(),
+            met: met(Some(c.rate >= 0.8 * f.rate)),
+        });
+    }
+    for &(n, cache, c, s) in &r.reopen {
+        let label = if n >= BIG {
+            "2M".to_owned()
         } else {
-            label.to_owned()
+            format!("{}k", n / 1000)
+        };
+        let (target, ok) = match (cache, n >= BIG) {
+            (reopen::Cache::Warm, false) => ("≤ 1 ms".to_owned(), c <= 1e-3),
+            (reopen::Cache::Warm, true) => ("≤ 20 ms".to_owned(), c <= 20e-3),
+            (reopen::Cache::Cold, _) => ("≤ 3× sqlite".to_owned(), c <= 3.0 * s),
         };
         rows.push(Row {
-            metric: format!("reopen + first tail({TAIL_N}), {label} messages, warm"),
+            metric: format!(
+                "reopen + first tail({TAIL_N}), {label} messages, {}",
+                cache.name()
+            ),
             convlog: format!("{:.3} ms", c * 1e3),
             peer: format!("{:.3} ms", s * 1e3),
             ratio: xs(Some(c / s), tim),
-            target: format!("≤ {} ms", limit * 1e3),
-            met: met(Some(c <= limit)),
+            target,
+            met: met(Some(ok)),
         });
     }
-    if r.reopen.iter().all(|&(n, _, _)| n < BIG) {
+    if r.reopen.iter().all(|&(n, ..)| n < BIG) {
         rows.push(Row {
             metric: format!("reopen + first tail({TAIL_N}), 2M messages, warm"),
             convlog: "skipped".into(),

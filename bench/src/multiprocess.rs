@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use convlog::{Durability, Store};
 use rusqlite::{Connection, params};
 
+use crate::appends::Acc;
 use crate::sqlite::{self, Schema};
 use crate::workload::{self, Corpus, Rng, Workload};
-use crate::{Acc, Args, Log, Row, convlog_side, floor, median, met, rate, remove};
+use crate::{Args, Log, Row, convlog_side, floor, median, met, rate, remove};
 
 /// Processes appending at once.
 pub const PROCS: usize = 4;

@@ -180,6 +180,10 @@ pub struct StoreStats {
     pub last_lsn: Lsn,
     /// The last LSN known durable.
     pub durable_lsn: Lsn,
+    /// Group commits this open store has run: syncs made for writers waiting on durability
+    /// (`Always` appends, [`Store::sync`]), each covering every write before it. Appends
+    /// under `Always` divided by this is the average group size.
+    pub group_commits: u64,
 }
 
 impl Store {
@@ -270,6 +274,7 @@ impl Store {
             index_bytes: state.index.memory_bytes(),
             last_lsn,
             durable_lsn: self.inner.syncer.durable(),
+            group_commits: self.inner.syncer.group_commits(),
         }
     }
 
