@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use convlog::format::{Decoded, SEGMENT_HEADER_LEN, SegmentHeader, decode_record};
@@ -76,35 +75,16 @@ pub fn durable(
     run: Duration,
 ) -> Group {
     let store = open(dir, Durability::Always);
-    let stop = Arc::new(AtomicBool::new(false));
-    let t = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|th| {
-            let (store, stop, names, corpus) =
-                (store.clone(), stop.clone(), names.clone(), corpus.clone());
-            std::thread::spawn(move || {
-                let mut lat = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let n = lat.len() as u64;
-                    let i = ((th as u64 + n * threads as u64) % corpus.len() as u64) as usize;
-                    let s = corpus.session[i] as usize;
-                    let start = Instant::now();
-                    store
-                        .append_raw(&names[th][s], corpus.get(i))
-                        .expect("durable append");
-                    lat.push(start.elapsed().as_secs_f64());
-                }
-                lat
-            })
-        })
-        .collect();
-    std::thread::sleep(run);
-    stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<f64> = workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("worker"))
-        .collect();
-    let elapsed = t.elapsed();
+    let (mut lat, elapsed) = floor::timed_threads(threads, run, |th| {
+        let (store, names, corpus) = (store.clone(), names.clone(), corpus.clone());
+        move |n| {
+            let i = ((th as u64 + n * threads as u64) % corpus.len() as u64) as usize;
+            let s = corpus.session[i] as usize;
+            store
+                .append_raw(&names[th][s], corpus.get(i))
+                .expect("durable append");
+        }
+    });
     Group {
         appends: lat.len() as u64,
         elapsed,

@@ -20,12 +20,7 @@ pub fn write_sync_loop(
     preallocate: bool,
     run: Duration,
 ) -> (u64, Duration) {
-    let file = OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(path)
-        .expect("create floor file");
+    let file = create(path);
     if preallocate {
         fill_zeros(&file, PREALLOCATED);
     }
@@ -73,59 +68,36 @@ struct Log {
 /// the leader and syncs whatever all of them have written; the others wait for it (the
 /// least a group commit can do: no framing, no index, no lock file).
 pub fn group_commit_loop(path: &Path, record_len: usize, threads: usize, run: Duration) -> Group {
-    let file = OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(path)
-        .expect("create floor file");
+    let file = create(path);
     fill_zeros(&file, PREALLOCATED);
     let shared = Arc::new((file, Mutex::new(Log::default()), Condvar::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let t = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let (file, log, done) = &*shared;
-                let record: Vec<u8> = (0..record_len).map(|i| b'a' + (i % 26) as u8).collect();
-                let mut lat = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let start = Instant::now();
-                    let mut l = log.lock().unwrap();
-                    let off = l.written % (PREALLOCATED - record_len as u64);
-                    file.write_all_at(&record, off).expect("write");
-                    l.written += record_len as u64;
-                    let mine = l.written;
-                    while l.synced < mine {
-                        if l.syncing {
-                            l = done.wait(l).unwrap();
-                            continue;
-                        }
-                        l.syncing = true;
-                        let upto = l.written;
-                        drop(l);
-                        file.sync_data().expect("fdatasync");
-                        l = log.lock().unwrap();
-                        l.syncing = false;
-                        l.synced = upto;
-                        l.syncs += 1;
-                        done.notify_all();
-                    }
-                    drop(l);
-                    lat.push(start.elapsed().as_secs_f64());
+    let record: Arc<Vec<u8>> = Arc::new((0..record_len).map(|i| b'a' + (i % 26) as u8).collect());
+    let (mut lat, elapsed) = timed_threads(threads, run, |_| {
+        let (shared, record) = (shared.clone(), record.clone());
+        move |_| {
+            let (file, log, done) = &*shared;
+            let mut l = log.lock().unwrap();
+            let off = l.written % (PREALLOCATED - record_len as u64);
+            file.write_all_at(&record, off).expect("write");
+            l.written += record_len as u64;
+            let mine = l.written;
+            while l.synced < mine {
+                if l.syncing {
+                    l = done.wait(l).unwrap();
+                    continue;
                 }
-                lat
-            })
-        })
-        .collect();
-    std::thread::sleep(run);
-    stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<f64> = workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("worker"))
-        .collect();
-    let elapsed = t.elapsed();
+                l.syncing = true;
+                let upto = l.written;
+                drop(l);
+                file.sync_data().expect("fdatasync");
+                l = log.lock().unwrap();
+                l.syncing = false;
+                l.synced = upto;
+                l.syncs += 1;
+                done.notify_all();
+            }
+        }
+    });
     let syncs = shared.1.lock().unwrap().syncs;
     drop(shared);
     let _ = std::fs::remove_file(path);
@@ -135,6 +107,51 @@ pub fn group_commit_loop(path: &Path, record_len: usize, threads: usize, run: Du
         syncs,
         p99: p99(&mut lat),
     }
+}
+
+/// Runs `threads` threads for `run`, thread `t` calling the operation `make(t)` returns back to
+/// back (with its call count); returns every call's latency in seconds, and the elapsed time.
+pub fn timed_threads<Op>(
+    threads: usize,
+    run: Duration,
+    make: impl Fn(usize) -> Op,
+) -> (Vec<f64>, Duration)
+where
+    Op: FnMut(u64) + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|th| {
+            let (stop, mut op) = (stop.clone(), make(th));
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    op(lat.len() as u64);
+                    lat.push(start.elapsed().as_secs_f64());
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(run);
+    stop.store(true, Ordering::Relaxed);
+    let lat = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    (lat, t.elapsed())
+}
+
+/// Creates the floor's file at `path` (which must not exist).
+fn create(path: &Path) -> File {
+    OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("create floor file")
 }
 
 /// The 99th percentile of `v` (0 when empty).
