@@ -68,6 +68,17 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A write that may not wait ([`Store::try_append_batch_raw`](crate::Store::try_append_batch_raw))
+    /// would have had to: for another writer's turn, or for a sync. Nothing was written;
+    /// the same write without `try_` goes through.
+    #[error("store {path} is busy: the write would wait for {reason}; nothing was written")]
+    Busy {
+        /// The store directory.
+        path: PathBuf,
+        /// What it would wait for.
+        reason: &'static str,
+    },
+
     /// The store is already open for writing in this process, with other options.
     ///
     /// A second writable open of a directory with the same options returns a handle to the

@@ -587,6 +587,22 @@ impl Store {
         self.append_encoded(py, session, &bytes, key)
     }
 
+    /// `append_batch` only if it goes through at once: without waiting for another writer
+    /// (thread or process) and without a sync. Its receipts, or None when nothing was
+    /// written (then `append_batch`, on a thread that may wait, goes through). For an
+    /// event loop's thread.
+    #[pyo3(signature = (session, messages))]
+    fn try_append_batch(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        messages: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Vec<Receipt>>> {
+        let encoded = codec::encode_all(session, messages, "try_append_batch")?;
+        let bytes = codec::all_bytes(&encoded)?;
+        self.try_append_encoded(py, session, &bytes)
+    }
+
     #[pyo3(signature = (session, n=None))]
     fn tail<'py>(
         &self,

@@ -94,6 +94,27 @@ impl Store {
         self.write(py, session, |s| Ok(receipts(f(s)?)), end)
     }
 
+    /// [`Store::append_with`] of `encoded` by `try_append_batch_raw`: `None` when the store
+    /// was busy (nothing written; the cached tail stays).
+    pub(crate) fn try_append_encoded(
+        &self,
+        py: Python<'_>,
+        session: &str,
+        encoded: &[&[u8]],
+    ) -> PyResult<Option<Vec<Receipt>>> {
+        let f = |s: &convlog::Store| match s.try_append_batch_raw(session, encoded) {
+            Ok(r) => Ok(Some(receipts(r))),
+            Err(convlog::Error::Busy { .. }) => Ok(None),
+            Err(e) => Err(Fail::Store(e)),
+        };
+        let end = |cache: &TailCache, r: Option<&Option<Vec<Receipt>>>| match r {
+            Some(Some(r)) if !r.is_empty() => appended(py, cache, session, r, encoded),
+            Some(None) => cache.kept(py, session, None),
+            _ => cache.changed(py, session, None),
+        };
+        self.write(py, session, f, end)
+    }
+
     /// A write that changes `session`'s messages other than by an append (or whose bytes
     /// need not be what it was given): its cached tail is dropped, and `lsns(before, after,
     /// &out)` tells which records the write made, from the log's last LSN before and after.

@@ -177,15 +177,17 @@ async def test_no_store_call_runs_on_the_event_loop_thread() -> None:
             attr = getattr(real, name)
 
             def call(*args: Any) -> Any:
-                if name == "tail_if_cached":  # memory only: the one call made on the loop
-                    on_loop.append(threading.get_ident())
+                # The two calls made on the loop: a cached tail (memory only), and a write
+                # that never waits (no other writer, no sync: a copy to the page cache).
+                if name in ("tail_if_cached", "try_append_batch"):
+                    on_loop.append((name, threading.get_ident()))
                 else:
                     threads.append(threading.get_ident())
                 return attr(*args)
 
             return call
 
-    on_loop: list[int] = []
+    on_loop: list[tuple[str, int]] = []
     s._store = Spy()  # type: ignore[assignment]
     await s.add_items(ITEMS)
     await s.get_items()
@@ -193,9 +195,67 @@ async def test_no_store_call_runs_on_the_event_loop_thread() -> None:
     assert await s.get_items(limit=2) == ITEMS[-2:]  # a hit
     await s.pop_item()
     await s.clear_session()
-    assert len(threads) == 5 and loop_thread not in threads
-    assert on_loop == [loop_thread, loop_thread]
+    assert len(threads) == 4 and loop_thread not in threads
+    assert on_loop == [
+        ("try_append_batch", loop_thread),
+        ("tail_if_cached", loop_thread),
+        ("tail_if_cached", loop_thread),
+    ]
     s._store = real
+    s.close()
+
+
+@pytest.mark.parametrize("durability", ["always", "buffered"])
+async def test_add_items_that_would_wait_or_sync_runs_in_a_worker_thread(
+    durability: str,
+) -> None:
+    # Under "always" every write syncs; a batch of more than INLINE_ITEMS is too long to
+    # encode on the loop. Both go to a worker, whatever the store's state.
+    from convlog.agents import INLINE_ITEMS
+
+    s = ConvlogSession("t", durability=durability)
+    real = s._store
+    calls: list[tuple[str, bool]] = []
+    loop_thread = threading.get_ident()
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(real, name)
+
+            def call(*args: Any) -> Any:
+                calls.append((name, threading.get_ident() == loop_thread))
+                return attr(*args)
+
+            return call
+
+    s._store = Spy()  # type: ignore[assignment]
+    many = [{"role": "user", "content": str(i)} for i in range(INLINE_ITEMS + 1)]
+    await s.add_items(many)
+    expected = [("append_batch", False)]
+    if durability == "always":
+        await s.add_items(ITEMS[:1])
+        expected.append(("append_batch", False))
+    assert calls == expected
+    s._store = real
+    assert await s.get_items() == (many + ITEMS[:1] if durability == "always" else many)
+    s.close()
+
+
+async def test_add_items_waits_in_a_worker_while_another_process_holds_the_write_lock(
+    tmp_path: pathlib.Path,
+) -> None:
+    import fcntl
+
+    s = ConvlogSession("t", tmp_path / "db")
+    await s.add_items(ITEMS[:1])  # the store exists, with its LOCK file
+    with open(tmp_path / "db" / "LOCK", "r+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what another process's write holds
+        task = asyncio.ensure_future(s.add_items(ITEMS[1:2]))
+        await asyncio.sleep(0.2)
+        assert not task.done()  # busy inline: handed to a worker, which waits for the lock
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        await asyncio.wait_for(task, 10)
+    assert await s.get_items() == ITEMS[:2]
     s.close()
 
 
@@ -402,7 +462,8 @@ async def test_cached_reads_follow_every_write(tmp_path: pathlib.Path) -> None:
 
 
 async def test_a_cancelled_add_items_still_writes_then_raises() -> None:
-    s = ConvlogSession("cancel")
+    # "always": the write goes to a worker thread (an inline one cannot be cancelled).
+    s = ConvlogSession("cancel", durability="always")
     real = s._store
     entered, release = threading.Event(), threading.Event()
 

@@ -395,6 +395,12 @@ impl Crypt {
         r.resets = resets;
     }
 
+    /// Whether `session`'s next record has its key at hand ([`Crypt::key_for`] then neither
+    /// creates nor syncs anything).
+    pub(crate) fn has_current(&self, session: &str) -> bool {
+        self.ring().current.contains_key(session)
+    }
+
     /// The key `session`'s next record is sealed under, created (and synced to `KEYS`)
     /// when it has none. `deleted`: whether the session's last event is a delete; then the
     /// keys it still references (a crash between the delete and their destruction, or

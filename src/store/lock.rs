@@ -45,6 +45,15 @@ const BURST_GAP: Duration = Duration::from_micros(50);
 /// How long a lease lasts at most: the write that ends after it releases the lock.
 const LEASE_MAX: Duration = Duration::from_millis(1);
 
+/// Whether taking a turn to write may wait for another writer (or for a sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Wait as long as it takes.
+    Block,
+    /// Never wait: give up instead, having changed nothing.
+    No,
+}
+
 /// A writable open's locks. Dropping it releases both.
 #[derive(Debug)]
 pub(super) struct Locks {
@@ -128,15 +137,23 @@ impl Lease {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts a write: takes the write lock unless the lease holds it.
-    fn begin_write(&self, lock: &dyn VfsLock) -> std::io::Result<()> {
+    /// Starts a write: takes the write lock unless the lease holds it. With
+    /// [`Wait::No`], `false` (and nothing changed) when another process holds it.
+    fn begin_write(&self, lock: &dyn VfsLock, wait: Wait) -> std::io::Result<bool> {
         let mut s = self.state();
-        s.began = Began::Leased;
         if !s.held {
             if std::mem::take(&mut s.hogged) {
+                // The last lease ended at its limit: another process may be waiting.
                 std::thread::yield_now();
             }
-            lock.lock()?;
+            match wait {
+                Wait::Block => lock.lock()?,
+                Wait::No => {
+                    if !lock.try_lock(LockMode::Exclusive)? {
+                        return Ok(false);
+                    }
+                }
+            }
             let now = Instant::now();
             s.held = true;
             s.since = Some(now);
@@ -145,9 +162,11 @@ impl Lease {
             } else {
                 Began::Alone
             };
+        } else {
+            s.began = Began::Leased;
         }
         s.writing = true;
-        Ok(())
+        Ok(true)
     }
 
     /// Ends a write: the lock stays held for the next when writes come back to back,
@@ -322,21 +341,28 @@ impl Locks {
     }
 
     /// Takes the write lock for one write, waiting while another process writes (an
-    /// exclusive writer holds it already).
+    /// exclusive writer holds it already); with [`Wait::No`], `None` instead of waiting.
     ///
     /// # Errors
     /// [`Error::Io`] if the lock cannot be taken.
-    pub(super) fn write(&self, dir: &Path) -> Result<WriteLock<'_>> {
+    pub(super) fn write(&self, dir: &Path, wait: Wait) -> Result<Option<WriteLock<'_>>> {
         if self.exclusive {
-            return Ok(WriteLock(Held::Nothing));
+            return Ok(Some(WriteLock(Held::Nothing)));
         }
         let locked = |e| Error::io("lock", dir.join(LOCK_FILE), e);
         if let Some(lease) = &self.lease {
-            lease.begin_write(&*self.write).map_err(locked)?;
-            return Ok(WriteLock(Held::Leased(lease, &self.write)));
+            let taken = lease.begin_write(&*self.write, wait).map_err(locked)?;
+            return Ok(taken.then_some(WriteLock(Held::Leased(lease, &self.write))));
         }
-        self.write.lock().map_err(locked)?;
-        Ok(WriteLock(Held::Lock(&*self.write)))
+        match wait {
+            Wait::Block => self.write.lock().map_err(locked)?,
+            Wait::No => {
+                if !self.write.try_lock(LockMode::Exclusive).map_err(locked)? {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(WriteLock(Held::Lock(&*self.write))))
     }
 
     /// Takes this process's turn to `fdatasync`, waiting while another process syncs (a
@@ -420,7 +446,7 @@ mod tests {
         let lock: Arc<dyn VfsLock> = counting.clone();
         let lease = Arc::new(Lease::default());
         let write = || {
-            lease.begin_write(&*lock).unwrap();
+            assert!(lease.begin_write(&*lock, Wait::Block).unwrap());
             lease.end_write(&lock);
         };
         // A lone write takes the lock and releases it at once.
@@ -444,7 +470,7 @@ mod tests {
         }
         // At its limit: the write that ends after it releases the lock itself.
         let before = counting.taken.load(Ordering::SeqCst);
-        lease.begin_write(&*lock).unwrap();
+        assert!(lease.begin_write(&*lock, Wait::Block).unwrap());
         std::thread::sleep(LEASE_MAX);
         assert!(
             counting.held.load(Ordering::SeqCst),
@@ -454,7 +480,7 @@ mod tests {
         assert!(!counting.held.load(Ordering::SeqCst));
         assert_eq!(counting.taken.load(Ordering::SeqCst), before + 1);
         // Closing releases a held lease and stops its thread.
-        lease.begin_write(&*lock).unwrap();
+        assert!(lease.begin_write(&*lock, Wait::Block).unwrap());
         assert!(counting.held.load(Ordering::SeqCst));
         lease.close(&*lock);
         assert!(!counting.held.load(Ordering::SeqCst));

@@ -58,7 +58,17 @@ pub use crate::io::{LOCK_FILE, SYNC_FILE, WRITERS_FILE};
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Shared by the handles the caller holds; `None` in the handles the store's own
+    /// threads make for a moment (a background sync, a compaction). The registry shares an
+    /// open store only while a caller's handle lives: once the last one drops, a new open
+    /// waits for the close to finish (perhaps on a background thread that still held the
+    /// store) instead of finding it open.
+    users: Option<Arc<Users>>,
 }
+
+/// The token a store's caller-held handles share (see [`Store`]'s `users`).
+#[derive(Debug)]
+struct Users;
 
 #[derive(Debug)]
 struct Inner {
@@ -135,6 +145,8 @@ struct Writer {
     buf: Vec<u8>,
     /// Scratch space for a sealed payload (an encrypted store).
     sealed: Vec<u8>,
+    /// Whether the write under way may wait (for a sync, say); set by its turn.
+    wait: lock::Wait,
 }
 
 /// What an append returns.
@@ -209,7 +221,7 @@ impl Store {
             let Some(inner) = weak.upgrade() else {
                 return false;
             };
-            let store = Store { inner };
+            let store = Store { inner, users: None };
             !store.inner.syncer.is_poisoned() && store.sync().is_ok()
         });
     }
@@ -354,7 +366,7 @@ impl Drop for Inner {
         // Beside other writers: under the write lock, once this process knows the whole log
         // (the hint must end where the log does, or the next open finds it stale).
         let Some(locks) = &self.locks else { return };
-        let Ok(_write) = locks.write(&self.dir) else {
+        let Ok(Some(_write)) = locks.write(&self.dir, lock::Wait::Block) else {
             return;
         };
         if self.follows {

@@ -89,6 +89,7 @@ impl Store {
                 registration,
                 opts,
             }),
+            users: Some(Arc::new(super::Users)),
         };
         registry::Registration::publish(&store);
         // `Interval` needs its thread from the start; `Buffered` starts it at its first kick.
@@ -216,6 +217,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
             framed_records: 0,
             buf: Vec::new(),
             sealed: Vec::new(),
+            wait: super::lock::Wait::Block,
         })
     };
     // What recovery read may still be only in the page cache (a process crash does not

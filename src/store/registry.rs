@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use super::Options;
-use super::{Inner, Store};
+use super::{Inner, Store, Users};
 use crate::error::{Error, Result};
 
 /// A directory's state in the registry.
@@ -29,8 +29,9 @@ use crate::error::{Error, Result};
 enum Slot {
     /// A thread is opening the store.
     Opening,
-    /// The store is open (or, when the reference is dead, closing).
-    Open(Weak<Inner>),
+    /// The store is open (or, when its callers' handles are gone, closing: a background
+    /// thread of the store may still hold it, and closes it when it lets go).
+    Open(Weak<Inner>, Weak<Users>),
 }
 
 static SLOTS: Mutex<BTreeMap<PathBuf, Slot>> = Mutex::new(BTreeMap::new());
@@ -78,13 +79,17 @@ pub(super) fn claim(opts: &Options, dir: &Path) -> Result<Claim> {
         match slots.get(&key) {
             None => break,
             Some(Slot::Opening) => {}
-            Some(Slot::Open(weak)) => {
-                if let Some(inner) = weak.upgrade() {
+            Some(Slot::Open(weak, users)) => {
+                // A caller's handle holds both; without one, it is closing.
+                if let Some((inner, users)) = weak.upgrade().zip(users.upgrade()) {
                     // Unlock first: if the other handles went meanwhile, dropping `inner`
                     // closes the store, and its `Registration` takes the registry's lock.
                     drop(slots);
                     return if compatible(&inner.opts, opts) && same_key(&inner, opts) {
-                        Ok(Claim::Shared(Store { inner }))
+                        Ok(Claim::Shared(Store {
+                            inner,
+                            users: Some(users),
+                        }))
                     } else {
                         Err(Error::AlreadyOpen {
                             path: dir.to_owned(),
@@ -106,7 +111,13 @@ impl Registration {
         let Some(reg) = &store.inner.registration else {
             return;
         };
-        slots().insert(reg.key.clone(), Slot::Open(Arc::downgrade(&store.inner)));
+        let Some(users) = &store.users else {
+            return;
+        };
+        slots().insert(
+            reg.key.clone(),
+            Slot::Open(Arc::downgrade(&store.inner), Arc::downgrade(users)),
+        );
         CHANGED.notify_all();
     }
 }
@@ -155,6 +166,32 @@ mod tests {
         let real = StdFs::default().canonical_path(dir.path()).unwrap();
         assert_eq!(real, std::fs::canonicalize(dir.path()).unwrap());
         assert!(SimFs::new(1).canonical_path(Path::new("/d")).is_none());
+    }
+
+    #[test]
+    fn a_store_whose_callers_dropped_it_is_closing_even_while_its_own_thread_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append_raw("s", br#"{"a":1}"#).unwrap();
+        // What a background sync holds while the caller drops the last handle.
+        let internal = Store {
+            inner: Arc::clone(&store.inner),
+            users: None,
+        };
+        drop(store);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                drop(internal);
+            });
+            // Other options: not `AlreadyOpen`, but an open once the close has finished.
+            let reopened = Store::builder()
+                .segment_size(1 << 20)
+                .open(dir.path())
+                .unwrap();
+            assert_eq!(reopened.interaction_count("s"), 1);
+            assert_eq!(reopened.inner.opts.segment_size, 1 << 20);
+        });
     }
 
     #[test]

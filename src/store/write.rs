@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use super::lock::Wait;
 use super::{Receipt, Store, Writer, validate_session_id};
 use crate::crypt::{Crypt, DataKey, SEAL_OVERHEAD, sealed_kind};
 use crate::durability::{Appending, Durability, WRITEBACK_BYTES, gather_group};
@@ -116,6 +117,34 @@ impl Store {
         }
         let payloads = messages.iter().map(|m| Cow::Borrowed(m.as_ref())).collect();
         self.append_payloads(session, None, payloads)
+    }
+
+    /// [`Store::append_batch_raw`] only if it can go through at once: without waiting for
+    /// another writer (a thread of this process, or another process) and without a sync
+    /// (under [`Durability::Buffered`], or an [`Durability::Interval`] not yet due).
+    /// For callers that must not block, such as an event loop: when this is
+    /// [`Error::Busy`], nothing was written, and the same call without `try_` (on a thread
+    /// that may wait) goes through.
+    ///
+    /// It is also busy when the write would seal a full segment (a sync), verify the
+    /// active segment first (the first write after an open that loaded it from its hint),
+    /// or, in an encrypted store, create the session's data key (synced to `KEYS`).
+    ///
+    /// # Errors
+    /// [`Error::Busy`]; otherwise as [`Store::append_batch_raw`].
+    pub fn try_append_batch_raw<B: AsRef<[u8]>>(
+        &self,
+        session: &str,
+        messages: &[B],
+    ) -> Result<Vec<Receipt>> {
+        if self.inner.opts.durability == Durability::Always {
+            return Err(self.busy("a sync (durability Always)"));
+        }
+        for m in messages {
+            validate_object(session, m.as_ref())?;
+        }
+        let payloads = messages.iter().map(|m| Cow::Borrowed(m.as_ref())).collect();
+        self.append_payloads_with(Wait::No, session, None, payloads)
     }
 
     /// Removes and returns the last message of `session` (`None` when it is empty).
@@ -291,7 +320,29 @@ impl Store {
     /// # Errors
     /// [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`]; `f`'s.
     pub(super) fn with_write_turn<R>(&self, f: impl FnOnce(&mut Writer) -> Result<R>) -> Result<R> {
-        let mut guard = self.writer();
+        self.take_write_turn(Wait::Block, f)
+    }
+
+    /// [`Store::with_write_turn`], which with [`Wait::No`] takes the turn only if no other
+    /// writer has it, and tells `f` (through `w.wait`) not to wait either.
+    ///
+    /// # Errors
+    /// As [`Store::with_write_turn`]; [`Error::Busy`] when the turn is not free.
+    fn take_write_turn<R>(
+        &self,
+        wait: Wait,
+        f: impl FnOnce(&mut Writer) -> Result<R>,
+    ) -> Result<R> {
+        let mut guard = match wait {
+            Wait::Block => self.writer(),
+            Wait::No => match self.inner.writer.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(self.busy("another thread's write"));
+                }
+            },
+        };
         let Some(w) = guard.as_mut() else {
             return Err(Error::ReadOnly {
                 path: self.inner.dir.clone(),
@@ -303,11 +354,25 @@ impl Store {
         let locks = self.inner.locks.as_ref().ok_or_else(|| Error::ReadOnly {
             path: self.inner.dir.clone(),
         })?;
-        let _write_lock = locks.write(&self.inner.dir)?;
-        if self.inner.follows {
-            self.catch_up(w)?;
+        let Some(_write_lock) = locks.write(&self.inner.dir, wait)? else {
+            return Err(self.busy("another process's write"));
+        };
+        w.wait = wait;
+        let r = if self.inner.follows {
+            self.catch_up(w).and_then(|()| f(w))
+        } else {
+            f(w)
+        };
+        w.wait = Wait::Block;
+        r
+    }
+
+    /// [`Error::Busy`]: a write that may not wait would wait for `reason`.
+    fn busy(&self, reason: &'static str) -> Error {
+        Error::Busy {
+            path: self.inner.dir.clone(),
+            reason,
         }
-        f(w)
     }
 
     /// A barrier: makes everything appended so far durable and returns the durable LSN.
@@ -347,9 +412,20 @@ impl Store {
         expected_next: Option<u64>,
         payloads: Vec<Cow<'_, [u8]>>,
     ) -> Result<Vec<Receipt>> {
+        self.append_payloads_with(Wait::Block, session, expected_next, payloads)
+    }
+
+    /// [`Store::append_payloads`], waiting for nothing with [`Wait::No`].
+    fn append_payloads_with(
+        &self,
+        wait: Wait,
+        session: &str,
+        expected_next: Option<u64>,
+        payloads: Vec<Cow<'_, [u8]>>,
+    ) -> Result<Vec<Receipt>> {
         validate_session_id(session)?;
         self.check_sizes(session, payloads.iter().map(|p| p.len()))?;
-        self.write_events(session, None, |count| {
+        self.write_unit(session, None, wait, |_, count| {
             check_expected(session, expected_next, count)?;
             Ok(appends(count, payloads))
         })
@@ -397,9 +473,21 @@ impl Store {
         key: Option<&'p [u8]>,
         plan: impl FnOnce(&mut Writer, u64) -> Result<Vec<Event<'p>>>,
     ) -> Result<Vec<Receipt>> {
+        self.write_unit(session, key, Wait::Block, plan)
+    }
+
+    /// [`Store::write_events_with`], waiting for nothing with [`Wait::No`] (see
+    /// [`Store::try_append_batch_raw`]).
+    fn write_unit<'p>(
+        &self,
+        session: &str,
+        key: Option<&'p [u8]>,
+        wait: Wait,
+        plan: impl FnOnce(&mut Writer, u64) -> Result<Vec<Event<'p>>>,
+    ) -> Result<Vec<Receipt>> {
         let appending = Appending::enter(&self.inner.appending);
         // `None` beside the receipts: nothing was written.
-        let (mut receipts, written) = self.with_write_turn(|w| {
+        let (mut receipts, written) = self.take_write_turn(wait, |w| {
             let (count, keyed) = {
                 let state = self.state();
                 let s = state.index.get(session);
@@ -428,15 +516,18 @@ impl Store {
                 );
             }
             self.make_room(w, session, &events, sealer.is_some())?;
-            let sealer = sealer.as_ref().zip(self.inner.crypt.as_deref());
-            let (receipts, offsets) = frame(w, session, &events, sealer)?;
-            self.write(w)?;
-            self.apply(w, session, &events, &offsets, &receipts);
             let sync_due = match self.inner.opts.durability {
                 Durability::Always => true,
                 Durability::Interval(every) => w.last_sync.elapsed() >= every,
                 Durability::Buffered => false,
             };
+            if sync_due && w.wait == Wait::No {
+                return Err(self.busy("a sync (its interval is due)"));
+            }
+            let sealer = sealer.as_ref().zip(self.inner.crypt.as_deref());
+            let (receipts, offsets) = frame(w, session, &events, sealer)?;
+            self.write(w)?;
+            self.apply(w, session, &events, &offsets, &receipts);
             Ok((receipts, Some((Lsn(w.next_lsn.0 - 1), sync_due))))
         })?;
         let Some((last, sync_due)) = written else {
@@ -473,6 +564,9 @@ impl Store {
             crypt.note_resets(state.index.resets());
             state.index.is_deleted(session)
         };
+        if w.wait == Wait::No && !crypt.has_current(session) {
+            return Err(self.busy("the session's data key (a sync)"));
+        }
         crypt
             .key_for(session, deleted, || self.durable_now(w))
             .map(Some)
@@ -521,6 +615,15 @@ impl Store {
                 max: MAX_BATCH_BYTES,
             });
         }
+        let full = w.active.len > SEGMENT_HEADER_LEN as u64
+            && w.active.len + framed > self.inner.opts.segment_size;
+        if w.wait == Wait::No && (full || w.unverified) {
+            return Err(self.busy(if full {
+                "sealing a full segment (a sync)"
+            } else {
+                "verifying the active segment"
+            }));
+        }
         if w.unverified {
             let a = &w.active;
             let map = a.file.map().map_err(|e| Error::io("map", &a.path, e))?;
@@ -534,9 +637,7 @@ impl Store {
             }
             w.unverified = false;
         }
-        if w.active.len > SEGMENT_HEADER_LEN as u64
-            && w.active.len + framed > self.inner.opts.segment_size
-        {
+        if full {
             self.rotate(w)?;
         }
         Ok(())
@@ -579,6 +680,9 @@ impl Store {
         let dir = crate::io::Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
         let mut st = self.state_mut();
         if st.moved(dir, &self.inner.head) {
+            if w.wait == Wait::No && self.inner.head.epoch() != st.epoch {
+                return Err(self.busy("reading the segments another process compacted"));
+            }
             st.reload_if_compacted(dir, &self.inner.head)?;
             st.catch_up(dir, true)?;
             // A head beyond the last segment (its creator died first) is set back.

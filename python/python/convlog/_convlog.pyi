@@ -248,6 +248,13 @@ class Store:
         """Append several messages atomically: after a crash all of them are there or none.
         With ``key``, the batch is named by one key, as for ``append``: a retry returns every
         original receipt and writes nothing."""
+    def try_append_batch(
+        self, session: str, messages: Iterable[Message]
+    ) -> list[Receipt] | None:
+        """``append_batch`` only if it goes through at once: without waiting for another
+        writer (a thread or a process) and without a sync (so never under ``"always"``).
+        Its receipts, or None when nothing was written: then ``append_batch``, on a thread
+        that may wait, goes through. For an event loop's thread."""
     def append_if(self, session: str, expected_next_id: int, message: Message) -> Receipt:
         """Append only if the session's next interaction id is ``expected_next_id`` (1 for an
         empty session); else raise ``Conflict`` and change nothing."""

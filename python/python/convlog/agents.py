@@ -13,11 +13,15 @@ object (or process) reopens.
 
 The async methods run the store call in a worker thread (as ``asyncio.to_thread`` and the
 SDK's ``SQLiteSession`` do, through a lighter hand-off: ``convlog._worker``): no blocking
-I/O on the event loop's thread. The one exception reads no message: ``get_items(limit)``
-for a limit of at most 64, when the store's in-memory cache of recently read or written
-session tails holds those items, copies them on the loop's thread (after the cheap check,
-every read makes, of whether another process wrote the store). One object may be used from several
-threads, each running its own loop.
+I/O on the event loop's thread. Two exceptions never wait for anything:
+``get_items(limit)`` for a limit of at most 64, when the store's in-memory cache of
+recently read or written session tails holds those items, copies them on the loop's thread
+(after the cheap check, every read makes, of whether another process wrote the store); and
+``add_items`` of a few items in a store that does not sync every write (durability
+``"buffered"`` or an interval) hands them to the page cache on the loop's thread with
+``Store.try_append_batch`` (a few microseconds, a tenth of a thread hop), unless that would
+wait: for another writer, thread or process, or for a sync; then the worker thread appends
+them. One object may be used from several threads, each running its own loop.
 
 Replacing the history: the SDK's session protocol has no replace method; its
 ``OpenAIResponsesCompactionSession`` uses two private hooks when the session's class has
@@ -58,6 +62,10 @@ if TYPE_CHECKING:
     from agents.items import TResponseInputItem
 
 __all__ = ["ConvlogSession"]
+
+#: The most items ``add_items`` appends on the event loop's thread (see the module docs):
+#: encoding and copying more would hold the loop longer than the hand-off to a worker.
+INLINE_ITEMS = 16
 
 _T = TypeVar("_T")
 
@@ -178,6 +186,8 @@ class ConvlogSession:
         self.db_path = db_path
         self._closed = False
         self._store = Store(db_path, durability=durability, key=key, key_file=key_file)
+        # add_items may append on the loop's thread: never when every write syncs.
+        self._inline = durability != "always"
         # The open sessions sharing `_store` (this one and its forks): the last to close
         # closes it.
         self._sharers = _Sharers()
@@ -230,7 +240,14 @@ class ConvlogSession:
         self._check_open()
         if not items:
             return
-        await _finish(self._run(self._store.append_batch, self.session_id, list(items)))
+        items = list(items)
+        if self._inline and len(items) <= INLINE_ITEMS:
+            try:
+                if self._store.try_append_batch(self.session_id, items) is not None:
+                    return
+            except _errors.Closed:
+                raise RuntimeError(_CLOSED) from None
+        await _finish(self._run(self._store.append_batch, self.session_id, items))
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the newest item of this session, or None when it is empty."""
@@ -314,6 +331,7 @@ class ConvlogSession:
         other._closed = False
         other._store = self._store
         other._sharers = self._sharers
+        other._inline = self._inline
         self._sharers.join()
         return other
 
