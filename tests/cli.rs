@@ -1933,3 +1933,35 @@ fn meta_sets_prints_lists_and_filters() {
         "{listed}"
     );
 }
+
+#[test]
+fn compact_empties_quarantine_when_it_erases_unless_told_to_keep_it() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let d = s(&dir);
+    let q = dir.join(convlog::QUARANTINE_DIR);
+    let set_aside = |name: &str| {
+        std::fs::create_dir_all(&q).unwrap();
+        std::fs::write(q.join(name), b"what a repair set aside").unwrap();
+    };
+    let (code, _, err) = run(&["compact", d, "--purge-quarantine", "--keep-quarantine"]);
+    assert_eq!(code, 2, "{err}");
+    // Kept: nothing erased is said to be gone from quarantine/.
+    set_aside("a.bin");
+    let (code, out, err) = run(&["delete", d, "beta"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&["compact", d, "--seal", "--keep-quarantine", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["sessions_erased"], serde_json::json!(["beta"]));
+    assert_eq!(report["quarantine_files_removed"], 0);
+    assert!(q.join("a.bin").exists());
+    // By default a compaction that drops records empties it.
+    let (code, out, err) = run(&["clear", d, "alpha"]);
+    assert_eq!(code, 0, "{out}{err}");
+    set_aside("b.bin");
+    let (code, out, err) = run(&["compact", d, "--seal"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("removed 2 files from quarantine/"), "{out}");
+    assert_eq!(std::fs::read_dir(&q).unwrap().count(), 0);
+}

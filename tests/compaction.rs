@@ -250,6 +250,7 @@ fn after_delete_and_compaction_no_byte_of_the_session_remains() {
         vec!["cleared".to_owned(), "secret".to_owned()]
     );
     assert_eq!(found(marker), Vec::<std::path::PathBuf>::new());
+    assert_eq!(report.quarantine_purged, 0, "there was no quarantine");
     assert_eq!(store.interaction_count("keep"), 50);
     // Bytes a repair set aside may hold the marker too: a purge of quarantine/ removes them.
     let q = dir.join(convlog::QUARANTINE_DIR);
@@ -557,4 +558,69 @@ fn a_compacted_last_segment_gets_a_new_segment_after_it() {
     );
     drop(store);
     assert_eq!(open_sim(&fs).interaction_count("s"), 41);
+}
+
+/// A session whose bytes a torn-tail cut set aside in `quarantine/`, then deleted: what the
+/// quarantine file holds of it, and whether it is still there after a compaction.
+fn quarantined_then_deleted(keep_quarantine: bool) -> (convlog::CompactReport, bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let marker = "card 4111-1111-1111-1111";
+    let open = || {
+        Store::builder()
+            .segment_size(4 << 10)
+            .keep_quarantine(keep_quarantine)
+            .open(&dir)
+            .unwrap()
+    };
+    let store = open();
+    for i in 0..20 {
+        store.append("keep", &msg("keep", i, "ordinary")).unwrap();
+        store.append("secret", &msg("secret", i, marker)).unwrap();
+    }
+    drop(store);
+    // A write of `secret` that a crash tore: half a record at the end of the last segment.
+    let last = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap();
+    let bytes = std::fs::read(&last).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    let start = bytes[..end]
+        .windows(marker.len())
+        .rposition(|w| w == marker.as_bytes())
+        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &bytes[start - 60..end], end as u64).unwrap();
+    drop(f);
+    let store = open();
+    assert!(
+        store.recovery_report().torn_tail.is_some(),
+        "the tear was cut"
+    );
+    let q = dir.join(convlog::QUARANTINE_DIR);
+    let in_quarantine = || {
+        all_files(&q)
+            .iter()
+            .any(|(_, b)| contains(b, marker.as_bytes()))
+    };
+    assert!(in_quarantine(), "the cut bytes are in quarantine/");
+    assert!(store.delete_session("secret").unwrap());
+    store.seal().unwrap();
+    let report = store.compact().unwrap();
+    assert_eq!(report.sessions_erased, vec!["secret".to_owned()]);
+    assert_eq!(store.interaction_count("keep"), 20);
+    (report, in_quarantine())
+}
+
+#[test]
+fn a_compaction_that_erases_empties_quarantine_unless_the_store_keeps_it() {
+    let (report, left) = quarantined_then_deleted(false);
+    assert_eq!(report.quarantine_purged, 1);
+    assert!(!left, "an erased session's bytes stayed in quarantine/");
+    let (report, left) = quarantined_then_deleted(true);
+    assert_eq!(report.quarantine_purged, 0);
+    assert!(left, "keep_quarantine(true) keeps quarantine/ as it was");
 }

@@ -137,6 +137,8 @@ pub struct CompactReport {
     records_dropped: u64,
     /// Sessions none of whose records were kept (deleted, cleared).
     sessions_erased: Vec<String>,
+    /// Files removed from `quarantine/` afterwards (a compaction that drops records empties it).
+    quarantine_purged: usize,
     /// The compacted segment's id (its first LSN), when one was written.
     segment: Option<u64>,
     /// How long it took, in seconds.
@@ -152,6 +154,7 @@ impl From<convlog::CompactReport> for CompactReport {
             records_kept: r.records_kept,
             records_dropped: r.records_dropped,
             sessions_erased: r.sessions_erased,
+            quarantine_purged: r.quarantine_purged,
             segment: r.segment.map(|s| s.0),
             duration: r.duration.as_secs_f64(),
         }
@@ -166,14 +169,15 @@ impl CompactReport {
             .map_or_else(|| "None".to_owned(), |s| s.to_string());
         format!(
             "CompactReport(segments_rewritten={}, bytes_before={}, bytes_after={}, \
-             records_kept={}, records_dropped={}, sessions_erased={:?}, segment={}, \
-             duration={})",
+             records_kept={}, records_dropped={}, sessions_erased={:?}, \
+             quarantine_purged={}, segment={}, duration={})",
             self.segments_rewritten,
             self.bytes_before,
             self.bytes_after,
             self.records_kept,
             self.records_dropped,
             self.sessions_erased,
+            self.quarantine_purged,
             segment,
             self.duration
         )

@@ -77,7 +77,16 @@ pub(super) struct WriteLock<'a>(Held<'a>);
 enum Held<'a> {
     Nothing,
     Lock(&'a dyn VfsLock),
-    Leased(&'a Arc<Lease>, &'a Arc<dyn VfsLock>),
+    /// Under the lease; `true` when it held the lock already, since an earlier write.
+    Leased(&'a Arc<Lease>, &'a Arc<dyn VfsLock>, bool),
+}
+
+impl WriteLock<'_> {
+    /// Whether the lock was held without a break since an earlier write of this open
+    /// (under the lease): then no other process can have written since that write began.
+    pub(super) fn kept(&self) -> bool {
+        matches!(self.0, Held::Leased(_, _, true))
+    }
 }
 
 impl Drop for WriteLock<'_> {
@@ -88,7 +97,7 @@ impl Drop for WriteLock<'_> {
             Held::Lock(lock) => {
                 let _ = lock.unlock();
             }
-            Held::Leased(lease, lock) => lease.end_write(lock),
+            Held::Leased(lease, lock, _) => lease.end_write(lock),
         }
     }
 }
@@ -138,8 +147,9 @@ impl Lease {
     }
 
     /// Starts a write: takes the write lock unless the lease holds it. With
-    /// [`Wait::No`], `false` (and nothing changed) when another process holds it.
-    fn begin_write(&self, lock: &dyn VfsLock, wait: Wait) -> std::io::Result<bool> {
+    /// [`Wait::No`], `None` (and nothing changed) when another process holds it; else
+    /// whether the lease held it already (since an earlier write of this open).
+    fn begin_write(&self, lock: &dyn VfsLock, wait: Wait) -> std::io::Result<Option<bool>> {
         let mut s = self.state();
         if !s.held {
             if std::mem::take(&mut s.hogged) {
@@ -150,7 +160,7 @@ impl Lease {
                 Wait::Block => lock.lock()?,
                 Wait::No => {
                     if !lock.try_lock(LockMode::Exclusive)? {
-                        return Ok(false);
+                        return Ok(None);
                     }
                 }
             }
@@ -166,7 +176,7 @@ impl Lease {
             s.began = Began::Leased;
         }
         s.writing = true;
-        Ok(true)
+        Ok(Some(s.began == Began::Leased))
     }
 
     /// Ends a write: the lock stays held for the next when writes come back to back,
@@ -352,7 +362,7 @@ impl Locks {
         let locked = |e| Error::io("lock", dir.join(LOCK_FILE), e);
         if let Some(lease) = &self.lease {
             let taken = lease.begin_write(&*self.write, wait).map_err(locked)?;
-            return Ok(taken.then_some(WriteLock(Held::Leased(lease, &self.write))));
+            return Ok(taken.map(|kept| WriteLock(Held::Leased(lease, &self.write, kept))));
         }
         match wait {
             Wait::Block => self.write.lock().map_err(locked)?,
@@ -445,20 +455,23 @@ mod tests {
         let counting = Arc::new(Counting::default());
         let lock: Arc<dyn VfsLock> = counting.clone();
         let lease = Arc::new(Lease::default());
+        // Whether the write found the lock kept for it by the lease.
         let write = || {
-            assert!(lease.begin_write(&*lock, Wait::Block).unwrap());
+            let kept = lease.begin_write(&*lock, Wait::Block).unwrap().unwrap();
             lease.end_write(&lock);
+            kept
         };
         // A lone write takes the lock and releases it at once.
         std::thread::sleep(LEASE_IDLE * 2);
-        write();
+        assert!(!write());
         assert!(!counting.held.load(Ordering::SeqCst));
         // Back to back: taken once (a few times at most, if this thread was descheduled
-        // for longer than the idle time between two writes).
-        for _ in 0..100 {
-            write();
-        }
-        assert!(counting.taken.load(Ordering::SeqCst) <= 10);
+        // for longer than the idle time between two writes); every other write finds it kept.
+        let before = counting.taken.load(Ordering::SeqCst);
+        let kept = (0..100).filter(|_| write()).count();
+        let taken = counting.taken.load(Ordering::SeqCst) - before;
+        assert!(taken <= 10, "{taken}");
+        assert_eq!(kept + taken, 100);
         // Idle: the lease thread lets it go.
         let deadline = Instant::now() + Duration::from_secs(5);
         while counting.held.load(Ordering::SeqCst) {
@@ -470,7 +483,7 @@ mod tests {
         }
         // At its limit: the write that ends after it releases the lock itself.
         let before = counting.taken.load(Ordering::SeqCst);
-        assert!(lease.begin_write(&*lock, Wait::Block).unwrap());
+        assert!(lease.begin_write(&*lock, Wait::Block).unwrap().is_some());
         std::thread::sleep(LEASE_MAX);
         assert!(
             counting.held.load(Ordering::SeqCst),
@@ -480,7 +493,7 @@ mod tests {
         assert!(!counting.held.load(Ordering::SeqCst));
         assert_eq!(counting.taken.load(Ordering::SeqCst), before + 1);
         // Closing releases a held lease and stops its thread.
-        assert!(lease.begin_write(&*lock, Wait::Block).unwrap());
+        assert!(lease.begin_write(&*lock, Wait::Block).unwrap().is_some());
         assert!(counting.held.load(Ordering::SeqCst));
         lease.close(&*lock);
         assert!(!counting.held.load(Ordering::SeqCst));

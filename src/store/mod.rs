@@ -147,6 +147,10 @@ struct Writer {
     sealed: Vec<u8>,
     /// Whether the write under way may wait (for a sync, say); set by its turn.
     wait: lock::Wait,
+    /// Whether a catch-up succeeded since the write lock was last taken: while the lease
+    /// keeps the lock from then on, no other process can have written, and the next write
+    /// skips its catch-up (a failed one leaves this `false`, so the next write repeats it).
+    caught_up: bool,
 }
 
 /// What an append returns.

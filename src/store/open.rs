@@ -218,6 +218,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
             buf: Vec::new(),
             sealed: Vec::new(),
             wait: super::lock::Wait::Block,
+            caught_up: false,
         })
     };
     // What recovery read may still be only in the page cache (a process crash does not

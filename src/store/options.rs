@@ -29,6 +29,7 @@ pub struct Options {
     pub(crate) exclusive: bool,
     pub(crate) permissions: Permissions,
     pub(crate) retention: super::Retention,
+    pub(crate) keep_quarantine: bool,
     pub(crate) auto_compact: Option<super::AutoCompact>,
     pub(crate) encryption: Option<crate::crypt::MasterKey>,
     pub(crate) vfs: Arc<dyn Vfs>,
@@ -45,6 +46,7 @@ impl Default for Options {
             exclusive: false,
             permissions: Permissions::default(),
             retention: super::Retention::default(),
+            keep_quarantine: false,
             auto_compact: None,
             encryption: None,
             vfs: Arc::new(StdFs::default()),
@@ -112,6 +114,16 @@ impl Options {
     /// (see [`super::Retention`]). Default: none.
     pub fn retention(mut self, retention: super::Retention) -> Options {
         self.retention = retention;
+        self
+    }
+
+    /// Whether a compaction that drops records leaves `quarantine/` as it is. By default
+    /// (`false`) it then also empties it ([`Store::purge_quarantine`]): the bytes repairs and
+    /// torn-tail cuts set aside there may hold messages of the sessions it erases, and an
+    /// erased session leaves no byte in any file of the store. `true` keeps them for an
+    /// operator to inspect (then purge them by hand).
+    pub fn keep_quarantine(mut self, keep: bool) -> Options {
+        self.keep_quarantine = keep;
         self
     }
 

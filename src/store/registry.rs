@@ -141,6 +141,7 @@ fn compatible(a: &Options, b: &Options) -> bool {
         && a.exclusive == b.exclusive
         && a.permissions == b.permissions
         && a.retention == b.retention
+        && a.keep_quarantine == b.keep_quarantine
         && a.auto_compact == b.auto_compact
 }
 
@@ -205,6 +206,7 @@ mod tests {
             Options::default().recovery(crate::RecoveryMode::Salvage),
             Options::default().read_only(true),
             Options::default().exclusive(true),
+            Options::default().keep_quarantine(true),
         ] {
             assert!(!compatible(&base, &other), "{other:?}");
         }

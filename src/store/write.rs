@@ -354,12 +354,17 @@ impl Store {
         let locks = self.inner.locks.as_ref().ok_or_else(|| Error::ReadOnly {
             path: self.inner.dir.clone(),
         })?;
-        let Some(_write_lock) = locks.write(&self.inner.dir, wait)? else {
+        let Some(write_lock) = locks.write(&self.inner.dir, wait)? else {
             return Err(self.busy("another process's write"));
         };
         w.wait = wait;
-        let r = if self.inner.follows {
-            self.catch_up(w).and_then(|()| f(w))
+        // Held without a break since a write that caught up: nobody else wrote since.
+        let r = if self.inner.follows && !(write_lock.kept() && w.caught_up) {
+            w.caught_up = false;
+            self.catch_up(w).and_then(|()| {
+                w.caught_up = true;
+                f(w)
+            })
         } else {
             f(w)
         };

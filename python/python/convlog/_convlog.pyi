@@ -63,6 +63,9 @@ class CompactReport:
     #: Sessions none of whose records were kept (deleted, cleared): no byte of their
     #: messages in the compacted range remains in any file of the store.
     sessions_erased: list[str]
+    #: Files removed from ``quarantine/`` afterwards: a compaction that drops records empties
+    #: it (the bytes repairs and torn-tail cuts set aside may hold erased sessions' messages).
+    quarantine_purged: int
     #: The compacted segment's id (the first LSN it covers), or None when none was written.
     segment: int | None
     #: How long it took, in seconds.

@@ -62,6 +62,19 @@ pub fn open_existing(dir: &Path, mode: &ModeArg, key: &KeyArg) -> CliResult<Stor
     open_writable(dir, false, None, mode.permissions(), key)
 }
 
+/// [`open_existing`], with `options` (`Store::builder()` and what a subcommand adds) as the
+/// base the store's options start from.
+pub fn open_existing_with(
+    dir: &Path,
+    options: convlog::Options,
+    mode: &ModeArg,
+    key: &KeyArg,
+) -> CliResult<Store> {
+    require_store(dir)?;
+    let key = key.load()?;
+    open_options(dir, options.permissions(mode.permissions()), key.as_ref())
+}
+
 /// [`open_writable`] of an existing store (or one [`may_create`] allowed) with `key`, read.
 pub fn open_writable_with(
     dir: &Path,
@@ -69,12 +82,17 @@ pub fn open_writable_with(
     perms: Permissions,
     key: Option<&Key>,
 ) -> CliResult<Store> {
-    let mut builder = Store::builder()
-        .durability(Durability::Buffered)
-        .permissions(perms);
+    let mut builder = Store::builder().permissions(perms);
     if let Some(bytes) = segment_size {
         builder = builder.segment_size(bytes);
     }
+    open_options(dir, builder, key)
+}
+
+/// Opens the store in `dir` for writing with `builder`'s options, buffered, under `key`,
+/// noting on stderr a torn tail the open cut off.
+fn open_options(dir: &Path, builder: convlog::Options, key: Option<&Key>) -> CliResult<Store> {
+    let mut builder = builder.durability(Durability::Buffered);
     if let Some(k) = key {
         builder = builder.encryption(k.master.clone());
     }

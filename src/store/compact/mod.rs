@@ -69,6 +69,9 @@ pub struct CompactReport {
     pub sessions_erased: Vec<String>,
     /// Sessions the retention rule deleted first (then erased with the others).
     pub sessions_expired: Vec<String>,
+    /// Files removed from `quarantine/` afterwards (see [`super::Options::keep_quarantine`]):
+    /// a compaction that drops records empties it, unless the store keeps it.
+    pub quarantine_purged: usize,
     /// The compacted segment, when one was written.
     pub segment: Option<SegmentId>,
     /// How long it took.
@@ -114,10 +117,14 @@ impl Store {
     /// ([`super::Options::retention`]) deletes the sessions it selects (and seals the active
     /// segment, so they are erased too): `report.sessions_expired`.
     ///
+    /// When it drops records it then empties `quarantine/` (`report.quarantine_purged`),
+    /// unless the store was opened with [`super::Options::keep_quarantine`].
+    ///
     /// # Errors
     /// [`Error::ReadOnly`]; [`Error::Compacting`] while another compaction of the store
     /// runs; [`Error::Corrupt`] if a sealed segment is damaged (nothing is replaced: repair
-    /// it first); [`Error::Io`].
+    /// it first); [`Error::Io`] (also when the new segments are in force but emptying
+    /// `quarantine/` failed: [`Store::purge_quarantine`] again finishes the erasure).
     pub fn compact(&self) -> Result<CompactReport> {
         self.compact_when(0.0, self.inner.opts.retention, &mut |_| {})
     }
@@ -219,6 +226,9 @@ impl Store {
         drop(plan);
         self.switch(dir, &inputs, &out)?;
         drop(out);
+        if !self.inner.opts.keep_quarantine && report.records_dropped > 0 {
+            report.quarantine_purged = self.purge_quarantine()?;
+        }
         Ok(finish(report, started))
     }
 

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::error::{CliResult, InStore};
-use crate::util::{Out, human_bytes, human_duration, open_existing, plural, progress, thousands};
+use crate::util::{
+    Out, human_bytes, human_duration, open_existing_with, plural, progress, thousands,
+};
 
 /// Arguments of `convlog compact`.
 #[derive(Debug, clap::Args)]
@@ -31,10 +33,15 @@ pub struct Args {
     /// Keep at most this many sessions (the most recently appended).
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
-    /// Also remove every file in `quarantine/` (bytes repairs and torn-tail cuts set aside,
-    /// which may hold messages of deleted sessions).
-    #[arg(long)]
+    /// Remove every file in `quarantine/` (bytes repairs and torn-tail cuts set aside, which
+    /// may hold messages of deleted sessions) even when nothing is dropped. (A compaction that
+    /// drops records empties it anyway, unless `--keep-quarantine`.)
+    #[arg(long, conflicts_with = "keep_quarantine")]
     pub purge_quarantine: bool,
+    /// Leave `quarantine/` as it is, for inspection (an erased session's bytes may stay there
+    /// until a later compaction or `--purge-quarantine`).
+    #[arg(long)]
+    pub keep_quarantine: bool,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
     #[command(flatten)]
@@ -43,7 +50,8 @@ pub struct Args {
 
 /// Compacts the store and prints the report.
 pub fn run(args: Args) -> CliResult {
-    let store = open_existing(&args.dir, &args.mode, &args.master)?;
+    let options = convlog::Store::builder().keep_quarantine(args.keep_quarantine);
+    let store = open_existing_with(&args.dir, options, &args.mode, &args.master)?;
     if args.seal {
         store.seal().in_store(&args.dir)?;
     }
@@ -66,11 +74,12 @@ pub fn run(args: Args) -> CliResult {
         .in_store(&args.dir);
     bar.finish_and_clear();
     let r = report?;
-    let purged = if args.purge_quarantine {
-        Some(store.purge_quarantine().in_store(&args.dir)?)
-    } else {
-        None
-    };
+    let purged = r.quarantine_purged
+        + if args.purge_quarantine {
+            store.purge_quarantine().in_store(&args.dir)?
+        } else {
+            0
+        };
     let mut out = Out::stdout();
     if args.json {
         out.json_pretty(&json!({
@@ -87,10 +96,10 @@ pub fn run(args: Args) -> CliResult {
         }))?;
         return out.finish();
     }
-    if let Some(n) = purged {
+    if purged > 0 {
         out.text(&format!(
             "removed {} from quarantine/\n",
-            plural(n as u64, "file")
+            plural(purged as u64, "file")
         ))?;
     }
     if r.segments_rewritten == 0 {
