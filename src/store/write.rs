@@ -112,11 +112,7 @@ impl Store {
         session: &str,
         messages: &[B],
     ) -> Result<Vec<Receipt>> {
-        for m in messages {
-            validate_object(session, m.as_ref())?;
-        }
-        let payloads = messages.iter().map(|m| Cow::Borrowed(m.as_ref())).collect();
-        self.append_payloads(session, None, payloads)
+        self.append_raw_batch(Wait::Block, session, messages)
     }
 
     /// [`Store::append_batch_raw`] only if it can go through at once: without waiting for
@@ -140,11 +136,21 @@ impl Store {
         if self.inner.opts.durability == Durability::Always {
             return Err(self.busy("a sync (durability Always)"));
         }
+        self.append_raw_batch(Wait::No, session, messages)
+    }
+
+    /// Checks each raw message, then appends them as one unit, waiting or not as `wait` says.
+    fn append_raw_batch<B: AsRef<[u8]>>(
+        &self,
+        wait: Wait,
+        session: &str,
+        messages: &[B],
+    ) -> Result<Vec<Receipt>> {
         for m in messages {
             validate_object(session, m.as_ref())?;
         }
         let payloads = messages.iter().map(|m| Cow::Borrowed(m.as_ref())).collect();
-        self.append_payloads_with(Wait::No, session, None, payloads)
+        self.append_payloads_with(wait, session, None, payloads)
     }
 
     /// Removes and returns the last message of `session` (`None` when it is empty).
