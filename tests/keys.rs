@@ -200,3 +200,68 @@ fn an_empty_keyed_batch_on_a_failing_disk_fails_cleanly() {
     assert_eq!(store.last_lsn(), last);
     assert_eq!(store.interaction_count("s"), 1);
 }
+
+/// Regression (found by the `ops_crash` fuzz target): the index keeps keys as hashes, so a
+/// retry reads the key's record to confirm the hit. A read that failed counted as "not this
+/// key": the retry then appended its messages a second time, or, as an empty batch, returned
+/// no receipts. Now whether the key is remembered is either known or the retry fails with an
+/// I/O error, having written nothing and leaving the store usable. A failing disk (every
+/// operation from the `at`-th of the retry on) is placed at each step of a retry in turn;
+/// with or without it, the messages are in the session once.
+#[test]
+fn a_retry_whose_key_cannot_be_read_fails_and_writes_nothing() {
+    use convlog::io::sim::Fault;
+    let batch: Vec<Vec<u8>> = (0..3)
+        .map(|i| format!(r#"{{"role":"user","content":"m{i}"}}"#).into_bytes())
+        .collect();
+    let none: [&[u8]; 0] = [];
+    let open = |fs: &SimFs| {
+        Store::builder()
+            .vfs(Arc::new(fs.clone()))
+            .durability(Durability::Buffered)
+            .segment_size(4096)
+            .open("/k")
+            .unwrap()
+    };
+    let mut failed = 0;
+    for at in 1..=12u64 {
+        for (empty, fault) in [
+            (false, Fault::Io),
+            (true, Fault::Io),
+            (false, Fault::NoSpace),
+        ] {
+            let fs = SimFs::new(23);
+            let store = open(&fs);
+            let first = store.append_batch_raw_with_key("s", "k", &batch).unwrap();
+            let last = store.last_lsn();
+            fs.fail_sticky(fs.ops() + at, fault);
+            let r = if empty {
+                store.append_batch_raw_with_key("s", "k", &none)
+            } else {
+                store.append_batch_raw_with_key("s", "k", &batch)
+            };
+            fs.clear_faults();
+            let what = format!("failing from +{at} ({fault:?}, empty {empty})");
+            match r {
+                Ok(r) => assert_eq!(r, first, "{what}: a retry's receipts"),
+                Err(e) => {
+                    assert!(matches!(e, Error::Io { .. }), "{what}: {e}");
+                    failed += 1;
+                }
+            }
+            assert_eq!(store.last_lsn(), last, "{what}: nothing written");
+            assert_eq!(store.interaction_count("s"), 3, "{what}");
+            // With the disk well again, the retry is a retry (nothing poisoned the store),
+            // also after a reopen.
+            assert_eq!(
+                store.append_batch_raw_with_key("s", "k", &batch).unwrap(),
+                first,
+                "{what}"
+            );
+            drop(store);
+            let store = open(&fs);
+            assert_eq!(store.interaction_count("s"), 3, "{what}: after a reopen");
+        }
+    }
+    assert!(failed > 0, "no fault reached the retry's read of its key");
+}

@@ -212,28 +212,42 @@ impl Store {
 /// index keeps keys as hashes, so a hit is confirmed here. The record ends where the append
 /// starts, in the same segment (a unit never spans segments), and is `key.len()` bytes of
 /// payload after a 44-byte header and, when it names the session, the session id.
+///
+/// # Errors
+/// [`Error::Io`] when neither place matched and reading one of them failed: whether the key
+/// is remembered is then unknown, and the caller must write nothing (a retry would
+/// otherwise append its messages twice).
 pub(super) fn key_is_logged(
     state: &super::State,
     session: &str,
     key: &[u8],
     keyed: &crate::index::Keyed,
-) -> bool {
+) -> Result<bool> {
     let Some(s) = state.index.get(session) else {
-        return false;
+        return Ok(false);
     };
     let id = keyed.first_id;
     let Some(first) = s.snapshot(id..id + 1).get(id - 1) else {
-        return false;
+        return Ok(false);
     };
     let Some(segment) = state.segments.get(first.seg as usize) else {
-        return false;
+        return Ok(false);
     };
     let header = crate::format::RECORD_HEADER_LEN + key.len();
-    [header, header + session.len()].into_iter().any(|len| {
-        u32::try_from(len)
+    let mut failed = None;
+    for len in [header, header + session.len()] {
+        let Some(off) = u32::try_from(len)
             .ok()
             .and_then(|len| first.off.checked_sub(len))
-            .and_then(|off| segment.read_kind(off, Kind::Key).ok())
-            .is_some_and(|r| r.payload == key && r.meta.lsn.next() == keyed.first_lsn)
-    })
+        else {
+            continue;
+        };
+        match segment.read_kind(off, Kind::Key) {
+            Ok(r) if r.payload == key && r.meta.lsn.next() == keyed.first_lsn => return Ok(true),
+            Err(e @ Error::Io { .. }) => failed = Some(e),
+            // Another record, or none, starts there: a hash collision, not this key.
+            Ok(_) | Err(_) => {}
+        }
+    }
+    failed.map_or(Ok(false), Err)
 }

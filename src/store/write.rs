@@ -502,10 +502,12 @@ impl Store {
             let (count, keyed) = {
                 let state = self.state();
                 let s = state.index.get(session);
-                let keyed = key.and_then(|k| {
-                    s.and_then(|s| s.key(k))
-                        .filter(|keyed| super::ops::key_is_logged(&state, session, k, keyed))
-                });
+                let keyed = match key.zip(s).and_then(|(k, s)| Some((k, s.key(k)?))) {
+                    Some((k, keyed)) => {
+                        super::ops::key_is_logged(&state, session, k, &keyed)?.then_some(keyed)
+                    }
+                    None => None,
+                };
                 (s.map_or(0, |s| s.count()), keyed)
             };
             if let Some(k) = keyed {
