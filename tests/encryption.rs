@@ -608,3 +608,84 @@ fn a_read_open_across_a_delete_opens_nothing_more_once_the_key_is_destroyed() {
         assert!(matches!(e, Error::KeyDestroyed { .. }), "{e}");
     }
 }
+
+/// Copies the file `name` of the store `/e` from `from` over the one in `to`.
+fn copy_sim_file(from: &SimFs, to: &SimFs, name: &str) {
+    use convlog::io::{OpenMode, Vfs};
+    let path = Path::new("/e").join(name);
+    let src = from.open(&path, OpenMode::Read).unwrap();
+    let mut bytes = vec![0; src.len().unwrap() as usize];
+    src.read_exact_at(&mut bytes, 0).unwrap();
+    let _ = to.remove_file(&path);
+    to.open(&path, OpenMode::CreateNew)
+        .unwrap()
+        .write_all_at(&bytes, 0)
+        .unwrap();
+}
+
+/// Regression (found by the `ops_crash` fuzz target): a delete whose key-file rewrite failed
+/// (a full disk) after the delete was logged returned the error with the store still
+/// writable, the session deleted and its key alive. Now the store poisons itself, and the
+/// reopen it asks for destroys the key. A full disk is placed at each step of a delete.
+#[test]
+fn a_delete_whose_key_destruction_fails_poisons_the_store_and_the_reopen_destroys_the_key() {
+    let mut poisoned = 0;
+    for at in 1..=40u64 {
+        let fs = SimFs::new(0xDE1);
+        {
+            let store = open_sim(&fs, 1).unwrap();
+            for i in 0..5 {
+                for s in ["a", "b"] {
+                    store.append_raw(s, &msg(s, i)).unwrap();
+                }
+            }
+            store.sync().unwrap();
+        }
+        // The store as a backup taken before the delete holds it.
+        let backup = fs.crash(Tear::DropUnsynced);
+        let store = open_sim(&fs, 1).unwrap();
+        fs.fail_sticky(fs.ops() + at, Fault::NoSpace);
+        let r = store.delete_session("b");
+        fs.clear_faults();
+        let logged = match r {
+            Ok(deleted) => {
+                assert!(deleted, "full disk from +{at}");
+                true
+            }
+            Err(e) => {
+                assert!(matches!(e, Error::Io { .. }), "full disk from +{at}: {e}");
+                let logged = store.interaction_count("b") == 0;
+                if logged {
+                    // Logged, keys not destroyed: nothing more may be written.
+                    let next = store.append_raw("a", &msg("a", 9)).unwrap_err();
+                    assert!(
+                        matches!(next, Error::Poisoned { .. }),
+                        "full disk from +{at}: {next}"
+                    );
+                    poisoned += 1;
+                }
+                logged
+            }
+        };
+        drop(store);
+        let store = open_sim(&fs, 1).unwrap();
+        if !logged {
+            // Nothing was logged: delete it now.
+            assert_eq!(store.interaction_count("b"), 5, "full disk from +{at}");
+            assert!(store.delete_session("b").unwrap());
+        }
+        assert_eq!(store.interaction_count("b"), 0, "full disk from +{at}");
+        assert_eq!(store.interaction_count("a"), 5, "full disk from +{at}");
+        drop(store);
+        // The old segments beside today's key file: not one of b's messages opens.
+        copy_sim_file(&fs, &backup, KEYS_FILE);
+        let old = open_sim(&backup, 1).unwrap();
+        assert_eq!(old.interaction_count("b"), 5, "full disk from +{at}");
+        let e = old.read_entry("b", 1).unwrap_err();
+        assert!(
+            matches!(e, Error::KeyDestroyed { .. }),
+            "full disk from +{at}: {e}"
+        );
+    }
+    assert!(poisoned > 0, "no fault hit the key file's rewrite");
+}

@@ -260,8 +260,13 @@ impl Store {
     /// held anything (nothing is logged when it held nothing). The id can be used again
     /// afterwards: it starts empty.
     ///
+    /// In an encrypted store it also destroys the session's data key, durably, before it
+    /// returns (see `docs/format.md`).
+    ///
     /// # Errors
-    /// As [`Store::truncate`].
+    /// As [`Store::truncate`]. In an encrypted store, [`Error::Io`] when the key file could
+    /// not be rewritten after the delete was logged: the session is deleted, the store is
+    /// poisoned, and the reopen it asks for destroys the key.
     pub fn delete_session(&self, session: &str) -> Result<bool> {
         self.delete_session_if(session, |_| true)
     }
@@ -293,13 +298,19 @@ impl Store {
         if existed && let Some(crypt) = &self.inner.crypt {
             // The delete durable first (a power cut never leaves the session listed with
             // its keys gone), then its keys destroyed, unless the session was used again
-            // (another process used the id anew: its first record dropped them).
-            self.with_write_turn(|w| {
+            // (another process used the id anew: its first record dropped them). If that
+            // fails, the delete is logged but its keys live on: the store poisons itself, so
+            // the reopen it asks for sweeps them (as after a crash at this point).
+            let destroyed = self.with_write_turn(|w| {
                 if self.state().index.is_deleted(session) {
                     crypt.drop_sessions(&[session], || self.durable_now(w))?;
                 }
                 Ok(())
-            })?;
+            });
+            if let Err(e) = destroyed {
+                self.inner.syncer.poison();
+                return Err(e);
+            }
         }
         Ok(existed)
     }

@@ -304,6 +304,9 @@ pub struct Harness {
     pub trace: Vec<String>,
     /// The master key of an encrypted store.
     key: Option<convlog::MasterKey>,
+    /// The write being settled has work to do after its records are written (and may fail
+    /// there, poisoning the store): a delete in an encrypted store destroys keys.
+    work_after_log: bool,
 }
 
 /// A violation of the crash-safety contract, with the operation trace that led to it.
@@ -379,6 +382,7 @@ impl Harness {
             faults,
             maybe_poisoned: false,
             must_poison: false,
+            work_after_log: false,
             stats: Stats::default(),
             trace: Vec::new(),
         };
@@ -814,14 +818,18 @@ impl Harness {
                 if after == before + records && records > 0 {
                     self.must_poison = true;
                     self.stats.poisonings += 1;
-                    // Written (and in the index) but not acknowledged: a sync failed.
-                    if !matches!(
-                        e,
-                        Error::Io {
-                            op: "fdatasync" | "fsync directory",
-                            ..
-                        }
-                    ) {
+                    // Written (and in the index) but not acknowledged: a sync failed, or
+                    // what a write does after its records did (an encrypted store's delete
+                    // destroys the session's keys).
+                    let after_the_log = self.work_after_log
+                        || matches!(
+                            e,
+                            Error::Io {
+                                op: "fdatasync" | "fsync directory",
+                                ..
+                            }
+                        );
+                    if !after_the_log {
                         return Err(
                             self.fail(format!("a write applied its records but failed with {e:?}"))
                         );
@@ -1045,7 +1053,11 @@ impl Harness {
                     Ok(_) => Ok(()),
                     Err(e) => Err(e),
                 };
-                self.settle_model(r, before, u64::from(existed), next, Vec::new(), false)
+                self.work_after_log = self.key.is_some();
+                let settled =
+                    self.settle_model(r, before, u64::from(existed), next, Vec::new(), false);
+                self.work_after_log = false;
+                settled
             }
             Op::Compact => {
                 let store = self.store.as_ref().expect("open");
