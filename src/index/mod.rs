@@ -41,7 +41,6 @@ struct SessionState {
 pub(crate) struct Session<'a> {
     state: &'a SessionState,
     hints: &'a MappedHints,
-    hasher: &'a KeyHasher,
 }
 
 impl<'a> Session<'a> {
@@ -58,11 +57,11 @@ impl<'a> Session<'a> {
         self.state.positions.snapshot(self.hints, from, to)
     }
 
-    /// What the idempotency key `key` names in it, if anything: a *candidate* (the index
-    /// keeps keys as hashes), which the caller confirms against the `key` record in the log
-    /// (the one before the append `first_id`).
-    pub(crate) fn key(&self, key: &[u8]) -> Option<Keyed> {
-        self.state.keys.as_ref()?.get(key, self.hasher.hash(key))
+    /// What the idempotency key `key`, hashed `hash` ([`Index::key_hash`]), names in it, if
+    /// anything: a *candidate* (the index keeps keys as hashes), which the caller confirms
+    /// against the `key` record in the log (the one before the append `first_id`).
+    pub(crate) fn key(&self, key: &[u8], hash: u64) -> Option<Keyed> {
+        self.state.keys.as_ref()?.get(key, hash)
     }
 
     /// What every idempotency key it remembers names.
@@ -103,6 +102,9 @@ pub(crate) enum Change<'a> {
     /// An idempotency key naming the `count` appends that follow, the first with `lsn`.
     Key {
         key: &'a [u8],
+        /// Its [`Index::key_hash`], when the writer has it already (`None`: the fold
+        /// hashes it).
+        hash: Option<u64>,
         lsn: Lsn,
         ts: Timestamp,
         count: u64,
@@ -129,6 +131,7 @@ impl<'a> Change<'a> {
             Kind::Clear => Change::Keep(0),
             Kind::Key => Change::Key {
                 key: payload,
+                hash: None,
                 lsn: meta.lsn.next(),
                 ts: meta.timestamp,
                 count: meta.arg,
@@ -175,8 +178,12 @@ impl Index {
         Session {
             state,
             hints: &self.hints,
-            hasher: &self.key_hasher,
         }
+    }
+
+    /// The hash the index keeps the idempotency key `key` as (see [`Session::key_hashed`]).
+    pub(crate) fn key_hash(&self, key: &[u8]) -> u64 {
+        self.key_hasher.hash(key)
     }
 
     /// Where `session`'s latest metadata record is.
@@ -298,11 +305,12 @@ impl Index {
             }
             Change::Key {
                 key,
+                hash,
                 lsn,
                 ts,
                 count,
             } => {
-                let hash = self.key_hasher.hash(key);
+                let hash = hash.unwrap_or_else(|| self.key_hasher.hash(key));
                 self.update(session, ts, |s, _| {
                     let keyed = Keyed {
                         first_id: s.positions.len() + 1,

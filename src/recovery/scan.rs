@@ -527,6 +527,7 @@ impl<'a> Scan<'a> {
                     count,
                 } => Change::Key {
                     key,
+                    hash: None,
                     lsn,
                     ts,
                     count,

@@ -233,9 +233,24 @@ impl State {
     /// Folds one committed record into the index: the same fold recovery uses. `pos` is the
     /// record's position (for a record this process just wrote, not in any map yet).
     pub(super) fn fold(&mut self, session: &str, meta: &RecordMeta, pos: Pos, payload: &[u8]) {
-        let Some(change) = Change::of_record(meta, pos, payload) else {
+        self.fold_hashed(session, meta, pos, payload, None);
+    }
+
+    /// [`State::fold`] of a `key` record whose key's hash the writer has (`key_hash`).
+    pub(super) fn fold_hashed(
+        &mut self,
+        session: &str,
+        meta: &RecordMeta,
+        pos: Pos,
+        payload: &[u8],
+        key_hash: Option<u64>,
+    ) {
+        let Some(mut change) = Change::of_record(meta, pos, payload) else {
             return;
         };
+        if let Change::Key { hash, .. } = &mut change {
+            *hash = key_hash;
+        }
         self.last_ts = self.last_ts.max(meta.timestamp);
         let segments = &self.segments;
         let fallback = meta.timestamp;

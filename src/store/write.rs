@@ -510,16 +510,19 @@ impl Store {
         let appending = Appending::enter(&self.inner.appending);
         // `None` beside the receipts: nothing was written.
         let (mut receipts, written) = self.take_write_turn(wait, |w| {
-            let (count, keyed) = {
+            let (count, keyed, key_hash) = {
                 let state = self.state();
                 let s = state.index.get(session);
-                let keyed = match key.zip(s).and_then(|(k, s)| Some((k, s.key(k)?))) {
+                // Hashed once: for the lookup and for the fold.
+                let key_hash = key.map(|k| state.index.key_hash(k));
+                let found = key.zip(key_hash).zip(s);
+                let keyed = match found.and_then(|((k, h), s)| Some((k, s.key(k, h)?))) {
                     Some((k, keyed)) => {
                         super::ops::key_is_logged(&state, session, k, &keyed)?.then_some(keyed)
                     }
                     None => None,
                 };
-                (s.map_or(0, |s| s.count()), keyed)
+                (s.map_or(0, |s| s.count()), keyed, key_hash)
             };
             if let Some(k) = keyed {
                 return Ok((keyed_receipts(&k), None));
@@ -551,7 +554,7 @@ impl Store {
             let sealer = sealer.as_ref().zip(self.inner.crypt.as_deref());
             let (receipts, offsets) = frame(w, session, &events, sealer)?;
             self.write(w)?;
-            self.apply(w, session, &events, &offsets, &receipts);
+            self.apply(w, session, &events, &offsets, &receipts, key_hash);
             Ok((receipts, Some((Lsn(w.next_lsn.0 - 1), sync_due))))
         })?;
         let Some((last, sync_due)) = written else {
@@ -726,6 +729,7 @@ impl Store {
         events: &[Event<'_>],
         offsets: &[u32],
         receipts: &[Receipt],
+        key_hash: Option<u64>,
     ) {
         if let Some(naming) = w.naming {
             w.active.set_naming(session, naming);
@@ -751,7 +755,8 @@ impl Store {
                 seg: w.ordinal,
                 off,
             };
-            st.fold(session, &meta, pos, &e.payload);
+            let hash = key_hash.filter(|_| e.kind == Kind::Key);
+            st.fold_hashed(session, &meta, pos, &e.payload, hash);
         }
         st.end = w.active.len;
         st.next_lsn = w.next_lsn;
