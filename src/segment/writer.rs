@@ -1,6 +1,5 @@
 //! The active segment's writer.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,7 +32,7 @@ pub(crate) struct SegmentWriter {
     /// Where this segment's latest record naming each session is, for later records of the
     /// session to refer to. Empty for a segment reopened after a close: its sessions are
     /// named again on their next record (a name may appear more than once in a segment).
-    pub(crate) named: HashMap<Box<str>, Naming>,
+    pub(crate) named: crate::index::SessionMap<Naming>,
 }
 
 /// Where a session is named in the active segment, and how many records refer there since.
@@ -124,7 +123,7 @@ impl SegmentWriter {
             len: SEGMENT_HEADER_LEN as u64,
             allocated: SEGMENT_HEADER_LEN as u64,
             segment_size,
-            named: HashMap::new(),
+            named: Default::default(),
         })
     }
 

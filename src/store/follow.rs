@@ -285,7 +285,7 @@ impl Writer {
                 len: state.end,
                 allocated,
                 segment_size: self.active.segment_size,
-                named: std::collections::HashMap::new(),
+                named: Default::default(),
             };
             // Read whole by the catch-up: nothing left to verify.
             self.unverified = false;

@@ -180,7 +180,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
                 len: s.valid_end,
                 allocated: allocated.max(s.valid_end),
                 segment_size: opts.segment_size,
-                named: std::collections::HashMap::new(),
+                named: Default::default(),
             })
         }
         _ => None,
