@@ -124,18 +124,79 @@ async def test_async_methods_do_not_block_the_loop(tmp_path: pathlib.Path) -> No
             attr = getattr(real, name)
 
             def call(*args: Any) -> Any:
-                seen.append(threading.get_ident())
+                # The one call made on the loop: a write that never waits (no other
+                # writer, no sync: a copy to the page cache).
+                if name == "try_append_batch":
+                    on_loop.append((name, threading.get_ident()))
+                else:
+                    seen.append(threading.get_ident())
                 return attr(*args)
 
             return call
 
+    on_loop: list[tuple[str, int]] = []
     h._store = Spy()  # type: ignore[assignment]
     await h.aadd_messages(MESSAGES)
     assert await h.aget_messages() == MESSAGES
     await h.aclear()
     assert await h.aget_messages() == []
-    assert len(seen) == 4 and loop_thread not in seen
+    assert len(seen) == 3 and loop_thread not in seen
+    assert on_loop == [("try_append_batch", loop_thread)]
     h._store = real
+    h.close()
+
+
+@pytest.mark.parametrize("durability", ["always", "buffered"])
+async def test_aadd_messages_that_would_wait_or_sync_runs_in_a_worker_thread(
+    tmp_path: pathlib.Path, durability: str
+) -> None:
+    # Under "always" every write syncs; more than INLINE_ITEMS messages are too many to
+    # encode on the loop. Both go to a worker, whatever the store's state.
+    from convlog._worker import INLINE_ITEMS
+
+    h = ConvlogChatMessageHistory("w", tmp_path / "db", durability=durability)
+    real = h._store
+    calls: list[tuple[str, bool]] = []
+    loop_thread = threading.get_ident()
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(real, name)
+
+            def call(*args: Any) -> Any:
+                calls.append((name, threading.get_ident() == loop_thread))
+                return attr(*args)
+
+            return call
+
+    h._store = Spy()  # type: ignore[assignment]
+    many = [HumanMessage(content=str(i)) for i in range(INLINE_ITEMS + 1)]
+    await h.aadd_messages(many)
+    expected = [("append_batch", False)]
+    if durability == "always":
+        await h.aadd_messages(MESSAGES[:1])
+        expected.append(("append_batch", False))
+    assert calls == expected
+    h._store = real
+    assert h.messages == (many + MESSAGES[:1] if durability == "always" else many)
+    h.close()
+
+
+async def test_aadd_messages_waits_in_a_worker_while_another_process_holds_the_write_lock(
+    tmp_path: pathlib.Path,
+) -> None:
+    import fcntl
+
+    h = ConvlogChatMessageHistory("l", tmp_path / "db")
+    await h.aadd_messages(MESSAGES[:1])  # the store exists, with its LOCK file
+    with open(tmp_path / "db" / "LOCK", "r+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # what another process's write holds
+        task = asyncio.ensure_future(h.aadd_messages(MESSAGES[1:2]))
+        await asyncio.sleep(0.2)
+        assert not task.done()  # busy inline: handed to a worker, which waits for the lock
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        await asyncio.wait_for(task, 10)
+    assert h.messages == MESSAGES[:2]
     h.close()
 
 

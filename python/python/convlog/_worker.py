@@ -25,6 +25,21 @@ _T = TypeVar("_T")
 #: rest, and concurrent appends share a group commit.
 THREADS = 4
 
+#: The most messages an async adapter appends on the event loop's thread (``append_inline``):
+#: encoding and copying more would hold the loop longer than the hand-off to a worker.
+INLINE_ITEMS = 16
+
+
+def append_inline(store: Any, session: str, items: list[Any]) -> bool:
+    """Appends ``items`` to ``session`` on the calling thread (the event loop's) if that
+    never waits: at most ``INLINE_ITEMS`` of them, through ``Store.try_append_batch``
+    (no other writer's turn, no sync: a copy to the page cache, a few microseconds).
+    Returns False, having written nothing, when the caller must hand the append to a
+    worker thread instead."""
+    if len(items) > INLINE_ITEMS:
+        return False
+    return store.try_append_batch(session, items) is not None
+
 _jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
 _threads: list[threading.Thread] = []
 _lock = threading.Lock()

@@ -63,9 +63,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ConvlogSession"]
 
-#: The most items ``add_items`` appends on the event loop's thread (see the module docs):
-#: encoding and copying more would hold the loop longer than the hand-off to a worker.
-INLINE_ITEMS = 16
+#: The most items ``add_items`` appends on the event loop's thread (see the module docs).
+INLINE_ITEMS = _worker.INLINE_ITEMS
 
 _T = TypeVar("_T")
 
@@ -241,9 +240,9 @@ class ConvlogSession:
         if not items:
             return
         items = list(items)
-        if self._inline and len(items) <= INLINE_ITEMS:
+        if self._inline:
             try:
-                if self._store.try_append_batch(self.session_id, items) is not None:
+                if _worker.append_inline(self._store, self.session_id, items):
                     return
             except _errors.Closed:
                 raise RuntimeError(_CLOSED) from None

@@ -43,6 +43,8 @@ class ConvlogChatMessageHistory(BaseChatMessageHistory):
         self.session_id = session_id
         self.path = path
         self._store = Store(path, durability=durability, key=key, key_file=key_file)
+        # aadd_messages may append on the loop's thread: never when every write syncs.
+        self._inline = durability != "always"
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
@@ -59,7 +61,15 @@ class ConvlogChatMessageHistory(BaseChatMessageHistory):
             self._store.append_batch(self.session_id, dicts)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
-        await _worker.run(self.add_messages, messages)
+        """Append ``messages`` atomically: on the event loop's thread when the write cannot
+        wait (up to 16 messages, durability not ``"always"``, no other writer's turn and no
+        sync due), else in a worker thread."""
+        dicts = [message_to_dict(m) for m in messages]
+        if not dicts:
+            return
+        if self._inline and _worker.append_inline(self._store, self.session_id, dicts):
+            return
+        await _worker.run(self._store.append_batch, self.session_id, dicts)
 
     def add_message(self, message: BaseMessage) -> None:
         self.add_messages([message])
