@@ -689,3 +689,46 @@ fn a_delete_whose_key_destruction_fails_poisons_the_store_and_the_reopen_destroy
     }
     assert!(poisoned > 0, "no fault hit the key file's rewrite");
 }
+
+/// A compaction by another process, after a delete whose key destruction failed (the
+/// deleting process poisoned itself and never reopened), destroys the key before it drops
+/// the delete record: no later open would find the delete to destroy it then.
+#[test]
+fn a_compaction_destroys_the_keys_of_deleted_sessions_before_dropping_their_deletes() {
+    for at in 1..=40u64 {
+        let fs = SimFs::new(0xC0DE);
+        // Two processes on one store.
+        let (p1, p2) = (open_sim(&fs, 1).unwrap(), open_sim(&fs, 1).unwrap());
+        for i in 0..5 {
+            for s in ["a", "b"] {
+                p1.append_raw(s, &msg(s, i)).unwrap();
+            }
+        }
+        p1.sync().unwrap();
+        let backup = fs.crash(Tear::DropUnsynced);
+        fs.fail_sticky(fs.ops() + at, Fault::NoSpace);
+        let r = p1.delete_session("b");
+        fs.clear_faults();
+        if r.is_ok() || p1.interaction_count("b") != 0 {
+            continue; // not the case under test: the key was destroyed, or nothing logged
+        }
+        // p1 is poisoned with b's delete logged and b's key alive; p2 compacts it all.
+        p2.append_raw("a", &msg("a", 5)).unwrap();
+        assert_eq!(p2.interaction_count("b"), 0);
+        p2.seal().unwrap();
+        let report = p2.compact().unwrap();
+        assert!(report.records_dropped >= 6, "{report:?}");
+        drop((p1, p2));
+        // The old segments beside today's key file: not one of b's messages opens.
+        copy_sim_file(&fs, &backup, KEYS_FILE);
+        let old = open_sim(&backup, 1).unwrap();
+        assert_eq!(old.interaction_count("b"), 5);
+        let e = old.read_entry("b", 1).unwrap_err();
+        assert!(
+            matches!(e, Error::KeyDestroyed { .. }),
+            "full disk from +{at}: {e}"
+        );
+        return;
+    }
+    panic!("no fault left b's delete logged with its key alive");
+}

@@ -523,12 +523,17 @@ impl Crypt {
     }
 
     /// Drops the references of every session `deleted` says was deleted (see
-    /// [`Crypt::drop_sessions`]): what a writable open does, once what it recovered is
-    /// durable. Returns the keys destroyed.
+    /// [`Crypt::drop_sessions`], `durable` as there): what a writable open does, once what
+    /// it recovered is durable, and a compaction before it drops delete records. Returns
+    /// the keys destroyed.
     ///
     /// # Errors
     /// As [`Crypt::key_for`].
-    pub(crate) fn sweep(&self, deleted: impl Fn(&str) -> bool) -> Result<usize> {
+    pub(crate) fn sweep(
+        &self,
+        deleted: impl Fn(&str) -> bool,
+        durable: impl FnOnce() -> Result<()>,
+    ) -> Result<usize> {
         self.refresh()?;
         let gone: Vec<Box<str>> = {
             let r = self.ring();
@@ -540,8 +545,7 @@ impl Crypt {
                 .collect()
         };
         let gone: Vec<&str> = gone.iter().map(|s| &**s).collect();
-        // What an open recovered is durable (it synced the active segment).
-        self.drop_sessions(&gone, || Ok(()))
+        self.drop_sessions(&gone, durable)
     }
 
     /// Wraps every data key anew under `new` (no segment changes), crash-atomically: one

@@ -191,7 +191,8 @@ impl Index {
         }
     }
 
-    /// The hash the index keeps the idempotency key `key` as (see [`Session::key_hashed`]).
+    /// The hash the index keeps the idempotency key `key` as (see [`Session::key`]). Each index
+    /// hashes under its own random key: a hash is only good for the index that made it..
     pub(crate) fn key_hash(&self, key: &[u8]) -> u64 {
         self.key_hasher.hash(key)
     }
@@ -214,6 +215,11 @@ impl Index {
     /// Whether `session`'s last event is a delete.
     pub(crate) fn is_deleted(&self, session: &str) -> bool {
         self.deleted.contains(session)
+    }
+
+    /// Every session whose last event is a delete.
+    pub(crate) fn deleted(&self) -> impl Iterator<Item = &str> {
+        self.deleted.iter().map(|s| &**s)
     }
 
     pub(crate) fn count(&self, session: &str) -> u64 {

@@ -236,7 +236,8 @@ impl State {
         self.fold_hashed(session, meta, pos, payload, None);
     }
 
-    /// [`State::fold`] of a `key` record whose key's hash the writer has (`key_hash`).
+    /// [`State::fold`], given the key's hash (`key_hash`, from this state's index) when the
+    /// record is a `key` record whose hash the writer has; ignored for other records.
     pub(super) fn fold_hashed(
         &mut self,
         session: &str,

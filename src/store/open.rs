@@ -137,7 +137,8 @@ fn finish_keys(
     match (&opts.encryption, keys) {
         (_, Some(crypt)) => {
             if !opts.read_only {
-                crypt.sweep(|s| state.index.is_deleted(s))?;
+                // What an open recovered is durable (it synced the active segment).
+                crypt.sweep(|s| state.index.is_deleted(s), || Ok(()))?;
             }
             Ok(Some(Arc::new(crypt)))
         }

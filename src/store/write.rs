@@ -264,9 +264,11 @@ impl Store {
     /// returns (see `docs/format.md`).
     ///
     /// # Errors
-    /// As [`Store::truncate`]. In an encrypted store, [`Error::Io`] when the key file could
-    /// not be rewritten after the delete was logged: the session is deleted, the store is
-    /// poisoned, and the reopen it asks for destroys the key.
+    /// As [`Store::truncate`]. In an encrypted store, also any error from destroying the key
+    /// after the delete was logged ([`Error::Io`] rewriting the key file, [`Error::KeyFile`],
+    /// [`Error::WrongKey`] after another process's rekey): the session is deleted, the store
+    /// is poisoned, and the reopen it asks for destroys the key (so does a compaction by
+    /// another process).
     pub fn delete_session(&self, session: &str) -> Result<bool> {
         self.delete_session_if(session, |_| true)
     }
@@ -513,7 +515,8 @@ impl Store {
             let (count, keyed, key_hash) = {
                 let state = self.state();
                 let s = state.index.get(session);
-                // Hashed once: for the lookup and for the fold.
+                // Hashed once: for the lookup and for the fold (under this write turn, so the
+                // index, whose random key the hash is under, is not replaced meanwhile).
                 let key_hash = key.map(|k| state.index.key_hash(k));
                 let found = key.zip(key_hash).zip(s);
                 let keyed = match found.and_then(|((k, h), s)| Some((k, s.key(k, h)?))) {

@@ -301,6 +301,19 @@ impl Store {
     /// (under the writer's turn and the write lock).
     fn switch(&self, dir: Dir<'_>, inputs: &[Arc<Segment>], out: &Output) -> Result<()> {
         self.with_write_turn(|w| {
+            if let Some(crypt) = &self.inner.crypt {
+                // Keys that a crash or a failed destruction left to deleted sessions go
+                // first: the output may drop their delete records, and an open destroys
+                // only the keys of sessions whose delete it still finds.
+                let deleted: std::collections::HashSet<Box<str>> =
+                    self.state().index.deleted().map(Box::from).collect();
+                if !deleted.is_empty()
+                    && let Err(e) = crypt.sweep(|s| deleted.contains(s), || self.durable_now(w))
+                {
+                    let _ = dir.remove(&out.path);
+                    return Err(e);
+                }
+            }
             let first = &inputs[0];
             if let Err(e) = dir.rename(&out.path, &first.path) {
                 let _ = dir.remove(&out.path);
