@@ -255,3 +255,15 @@ def test_under_runnable_with_message_history(tmp_path: pathlib.Path) -> None:
     assert [type(m).__name__ for m in reopened.messages] == [
         "HumanMessage", "AIMessage", "HumanMessage", "AIMessage"]
     reopened.close()
+
+
+async def test_aadd_messages_goes_through_a_subclass_add_messages(tmp_path: pathlib.Path) -> None:
+    # A subclass that overrides add_messages keeps it: the loop-thread path is this class's.
+    class OnlyHuman(ConvlogChatMessageHistory):
+        def add_messages(self, messages: Any) -> None:
+            super().add_messages([m for m in messages if isinstance(m, HumanMessage)])
+
+    h = OnlyHuman("sub", tmp_path / "db")
+    await h.aadd_messages([HumanMessage("kept"), AIMessage("dropped")])
+    assert h.messages == [HumanMessage("kept")]
+    h.close()

@@ -40,6 +40,7 @@ def append_inline(store: Any, session: str, items: list[Any]) -> bool:
         return False
     return store.try_append_batch(session, items) is not None
 
+
 _jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
 _threads: list[threading.Thread] = []
 _lock = threading.Lock()

@@ -64,12 +64,16 @@ class ConvlogChatMessageHistory(BaseChatMessageHistory):
         """Append ``messages`` atomically: on the event loop's thread when the write cannot
         wait (up to 16 messages, durability not ``"always"``, no other writer's turn and no
         sync due), else in a worker thread."""
-        dicts = [message_to_dict(m) for m in messages]
-        if not dicts:
+        # Only this class's own add_messages may be bypassed (a subclass's override runs,
+        # in a worker thread, as LangChain's default aadd_messages would run it).
+        own = type(self).add_messages is ConvlogChatMessageHistory.add_messages
+        if own and self._inline and 0 < len(messages) <= _worker.INLINE_ITEMS:
+            dicts = [message_to_dict(m) for m in messages]
+            if _worker.append_inline(self._store, self.session_id, dicts):
+                return
+            await _worker.run(self._store.append_batch, self.session_id, dicts)
             return
-        if self._inline and _worker.append_inline(self._store, self.session_id, dicts):
-            return
-        await _worker.run(self._store.append_batch, self.session_id, dicts)
+        await _worker.run(self.add_messages, messages)
 
     def add_message(self, message: BaseMessage) -> None:
         self.add_messages([message])
