@@ -732,3 +732,49 @@ fn a_compaction_destroys_the_keys_of_deleted_sessions_before_dropping_their_dele
     }
     panic!("no fault left b's delete logged with its key alive");
 }
+
+/// Regression (found by the `ops_crash` fuzz target): a process appended a new session's
+/// key entry to `KEYS` and died when its `fdatasync` failed. The next process read the
+/// entry (written, not durable), sealed an acknowledged-durable record under it without
+/// syncing `KEYS`, and a power cut then took the entry away: the record read as
+/// `KeyDestroyed`. A key read from `KEYS` is now made durable before anything is sealed
+/// under it.
+#[test]
+fn a_key_entry_left_unsynced_by_a_dead_process_is_synced_before_it_seals_anything() {
+    let mut hit = 0;
+    for at in 1..=30u64 {
+        let fs = SimFs::new(0x5EED);
+        let open = |fs: &SimFs| {
+            enc(1)
+                .vfs(Arc::new(fs.clone()))
+                .durability(convlog::Durability::Always)
+                .open("/e")
+        };
+        let store = open(&fs).unwrap();
+        store.append_raw("a", &msg("a", 0)).unwrap();
+        fs.fail_sticky(fs.ops() + at, Fault::NoSpace);
+        let r = store.append_raw("n", &msg("n", 0));
+        let keys_sync_failed = matches!(
+            &r,
+            Err(Error::Io { op: "fdatasync", path, .. }) if path.ends_with(KEYS_FILE)
+        );
+        // The process dies (its close writes nothing).
+        drop(store);
+        fs.clear_faults();
+        if !keys_sync_failed {
+            continue;
+        }
+        hit += 1;
+        let store = open(&fs).unwrap();
+        let receipt = store.append_raw("n", &msg("n", 1)).unwrap(); // acknowledged durable
+        let crashed = fs.crash(Tear::DropUnsynced);
+        drop(store);
+        let store = open(&crashed).unwrap();
+        let got = store.read_entry("n", receipt.interaction_id);
+        assert!(
+            matches!(&got, Ok(Some(e)) if e.message == msg("n", 1)),
+            "full disk from +{at}: {got:?}"
+        );
+    }
+    assert!(hit > 0, "no fault failed the key file's fdatasync");
+}

@@ -61,6 +61,10 @@ struct Slot {
 struct Ring {
     file_id: u64,
     valid_len: u64,
+    /// How much of the file this process knows to be durable (it synced it, or wrote it
+    /// whole): entries read past it may be another process's (or a dead one's) not yet
+    /// synced, which a power cut could take away with every record sealed under them.
+    synced_len: u64,
     secret: Zeroizing<[u8; 32]>,
     keys: HashMap<u64, Slot>,
     owned: HashMap<Box<str>, Vec<u64>>,
@@ -77,6 +81,7 @@ impl Ring {
         Ring {
             file_id: header.file_id,
             valid_len: KEYS_HEADER_LEN as u64,
+            synced_len: 0,
             secret,
             keys: HashMap::new(),
             owned: HashMap::new(),
@@ -360,6 +365,27 @@ impl Crypt {
         let mut r = self.ring_mut();
         r.apply(entry);
         r.valid_len = at + bytes.len() as u64;
+        r.synced_len = r.valid_len;
+        Ok(())
+    }
+
+    /// Makes what this process read of `KEYS` durable before a record is sealed under a key
+    /// from it: a process that appended an entry and died before its `fdatasync` (or
+    /// failed it) left an entry that a power cut may still take away.
+    fn ensure_durable(&self) -> Result<()> {
+        let (synced, valid) = {
+            let r = self.ring();
+            (r.synced_len, r.valid_len)
+        };
+        if synced >= valid {
+            return Ok(());
+        }
+        self.open_rw()?
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        // (No key changes: not `ring_mut`, whose callers make key caches stale.)
+        let mut r = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        r.synced_len = r.synced_len.max(valid);
         Ok(())
     }
 
@@ -402,7 +428,7 @@ impl Crypt {
     }
 
     /// The key `session`'s next record is sealed under, created (and synced to `KEYS`)
-    /// when it has none. `deleted`: whether the session's last event is a delete; then the
+    /// when it has none; one read from `KEYS` is made durable first (`ensure_durable`). `deleted`: whether the session's last event is a delete; then the
     /// keys it still references (a crash between the delete and their destruction, or
     /// another process's delete) are dropped first, once `durable` has made the log that
     /// deletes it durable (else a power cut could bring back records whose key is gone).
@@ -436,6 +462,7 @@ impl Crypt {
             Some(id) => id,
             None => self.create_key(session)?,
         };
+        self.ensure_durable()?;
         self.ring_mut().current.insert(session.into(), id);
         self.data_key(id)
     }
@@ -604,6 +631,7 @@ impl Crypt {
             fresh.apply(e);
         }
         fresh.valid_len = bytes.len() as u64;
+        fresh.synced_len = fresh.valid_len;
         *self.ring_mut() = fresh;
         Ok(())
     }
