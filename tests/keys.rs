@@ -12,9 +12,13 @@ use convlog::{Durability, Error, Store};
 use serde_json::json;
 
 fn open(fs: &SimFs) -> Store {
+    open_with(fs, Durability::Always)
+}
+
+fn open_with(fs: &SimFs, durability: Durability) -> Store {
     Store::builder()
         .vfs(Arc::new(fs.clone()))
-        .durability(Durability::Always)
+        .durability(durability)
         .segment_size(4096)
         .open("/k")
         .unwrap()
@@ -215,14 +219,7 @@ fn a_retry_whose_key_cannot_be_read_fails_and_writes_nothing() {
         .map(|i| format!(r#"{{"role":"user","content":"m{i}"}}"#).into_bytes())
         .collect();
     let none: [&[u8]; 0] = [];
-    let open = |fs: &SimFs| {
-        Store::builder()
-            .vfs(Arc::new(fs.clone()))
-            .durability(Durability::Buffered)
-            .segment_size(4096)
-            .open("/k")
-            .unwrap()
-    };
+    let open = |fs: &SimFs| open_with(fs, Durability::Buffered);
     let mut failed = 0;
     for at in 1..=12u64 {
         for (empty, fault) in [

@@ -15,6 +15,7 @@ from agents.memory import Session
 from agents.testing import ScriptedModel, assistant_message, function_call
 
 import convlog
+from helpers import StoreSpy, holding_write_lock
 from convlog.agents import ConvlogSession
 
 set_tracing_disabled(True)  # no trace export (and no API key) in tests
@@ -172,23 +173,16 @@ async def test_no_store_call_runs_on_the_event_loop_thread() -> None:
     threads: list[int] = []
     real = s._store
 
-    class Spy:
-        def __getattr__(self, name: str) -> Any:
-            attr = getattr(real, name)
-
-            def call(*args: Any) -> Any:
-                # The two calls made on the loop: a cached tail (memory only), and a write
-                # that never waits (no other writer, no sync: a copy to the page cache).
-                if name in ("tail_if_cached", "try_append_batch"):
-                    on_loop.append((name, threading.get_ident()))
-                else:
-                    threads.append(threading.get_ident())
-                return attr(*args)
-
-            return call
+    def record(name: str) -> None:
+        # The two calls made on the loop: a cached tail (memory only), and a write that
+        # never waits (no other writer, no sync: a copy to the page cache).
+        if name in ("tail_if_cached", "try_append_batch"):
+            on_loop.append((name, threading.get_ident()))
+        else:
+            threads.append(threading.get_ident())
 
     on_loop: list[tuple[str, int]] = []
-    s._store = Spy()  # type: ignore[assignment]
+    s._store = StoreSpy(real, record)  # type: ignore[assignment]
     await s.add_items(ITEMS)
     await s.get_items()
     await s.get_items(limit=2)  # a miss: read in a worker thread, then cached
@@ -218,17 +212,9 @@ async def test_add_items_that_would_wait_or_sync_runs_in_a_worker_thread(
     calls: list[tuple[str, bool]] = []
     loop_thread = threading.get_ident()
 
-    class Spy:
-        def __getattr__(self, name: str) -> Any:
-            attr = getattr(real, name)
-
-            def call(*args: Any) -> Any:
-                calls.append((name, threading.get_ident() == loop_thread))
-                return attr(*args)
-
-            return call
-
-    s._store = Spy()  # type: ignore[assignment]
+    s._store = StoreSpy(  # type: ignore[assignment]
+        real, lambda name: calls.append((name, threading.get_ident() == loop_thread))
+    )
     many = [{"role": "user", "content": str(i)} for i in range(INLINE_ITEMS + 1)]
     await s.add_items(many)
     expected = [("append_batch", False)]
@@ -244,17 +230,13 @@ async def test_add_items_that_would_wait_or_sync_runs_in_a_worker_thread(
 async def test_add_items_waits_in_a_worker_while_another_process_holds_the_write_lock(
     tmp_path: pathlib.Path,
 ) -> None:
-    import fcntl
-
     s = ConvlogSession("t", tmp_path / "db")
     await s.add_items(ITEMS[:1])  # the store exists, with its LOCK file
-    with open(tmp_path / "db" / "LOCK", "r+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # what another process's write holds
+    with holding_write_lock(tmp_path / "db"):
         task = asyncio.ensure_future(s.add_items(ITEMS[1:2]))
         await asyncio.sleep(0.2)
         assert not task.done()  # busy inline: handed to a worker, which waits for the lock
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(task, 10)
     assert await s.get_items() == ITEMS[:2]
     s.close()
 
@@ -498,17 +480,7 @@ async def test_store_calls_see_the_callers_context_variables() -> None:
     real = s._store
     seen: list[str] = []
 
-    class Spy:
-        def __getattr__(self, name: str) -> Any:
-            attr = getattr(real, name)
-
-            def call(*args: Any) -> Any:
-                seen.append(var.get())
-                return attr(*args)
-
-            return call
-
-    s._store = Spy()  # type: ignore[assignment]
+    s._store = StoreSpy(real, lambda _: seen.append(var.get()))  # type: ignore[assignment]
     var.set("from the caller")
     await s.add_items(ITEMS[:1])
     await s.get_items()

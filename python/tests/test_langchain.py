@@ -27,6 +27,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 import convlog
+from helpers import StoreSpy, holding_write_lock
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # langchain-core deprecated BaseChatMessageHistory (1.6.4)
@@ -119,23 +120,16 @@ async def test_async_methods_do_not_block_the_loop(tmp_path: pathlib.Path) -> No
     seen: list[int] = []
     real = h._store
 
-    class Spy:
-        def __getattr__(self, name: str) -> Any:
-            attr = getattr(real, name)
-
-            def call(*args: Any) -> Any:
-                # The one call made on the loop: a write that never waits (no other
-                # writer, no sync: a copy to the page cache).
-                if name == "try_append_batch":
-                    on_loop.append((name, threading.get_ident()))
-                else:
-                    seen.append(threading.get_ident())
-                return attr(*args)
-
-            return call
+    def record(name: str) -> None:
+        # The one call made on the loop: a write that never waits (no other writer, no
+        # sync: a copy to the page cache).
+        if name == "try_append_batch":
+            on_loop.append((name, threading.get_ident()))
+        else:
+            seen.append(threading.get_ident())
 
     on_loop: list[tuple[str, int]] = []
-    h._store = Spy()  # type: ignore[assignment]
+    h._store = StoreSpy(real, record)  # type: ignore[assignment]
     await h.aadd_messages(MESSAGES)
     assert await h.aget_messages() == MESSAGES
     await h.aclear()
@@ -159,17 +153,9 @@ async def test_aadd_messages_that_would_wait_or_sync_runs_in_a_worker_thread(
     calls: list[tuple[str, bool]] = []
     loop_thread = threading.get_ident()
 
-    class Spy:
-        def __getattr__(self, name: str) -> Any:
-            attr = getattr(real, name)
-
-            def call(*args: Any) -> Any:
-                calls.append((name, threading.get_ident() == loop_thread))
-                return attr(*args)
-
-            return call
-
-    h._store = Spy()  # type: ignore[assignment]
+    h._store = StoreSpy(  # type: ignore[assignment]
+        real, lambda name: calls.append((name, threading.get_ident() == loop_thread))
+    )
     many = [HumanMessage(content=str(i)) for i in range(INLINE_ITEMS + 1)]
     await h.aadd_messages(many)
     expected = [("append_batch", False)]
@@ -185,17 +171,13 @@ async def test_aadd_messages_that_would_wait_or_sync_runs_in_a_worker_thread(
 async def test_aadd_messages_waits_in_a_worker_while_another_process_holds_the_write_lock(
     tmp_path: pathlib.Path,
 ) -> None:
-    import fcntl
-
     h = ConvlogChatMessageHistory("l", tmp_path / "db")
     await h.aadd_messages(MESSAGES[:1])  # the store exists, with its LOCK file
-    with open(tmp_path / "db" / "LOCK", "r+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # what another process's write holds
+    with holding_write_lock(tmp_path / "db"):
         task = asyncio.ensure_future(h.aadd_messages(MESSAGES[1:2]))
         await asyncio.sleep(0.2)
         assert not task.done()  # busy inline: handed to a worker, which waits for the lock
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        await asyncio.wait_for(task, 10)
+    await asyncio.wait_for(task, 10)
     assert h.messages == MESSAGES[:2]
     h.close()
 

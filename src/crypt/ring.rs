@@ -428,10 +428,11 @@ impl Crypt {
     }
 
     /// The key `session`'s next record is sealed under, created (and synced to `KEYS`)
-    /// when it has none; one read from `KEYS` is made durable first (`ensure_durable`). `deleted`: whether the session's last event is a delete; then the
-    /// keys it still references (a crash between the delete and their destruction, or
-    /// another process's delete) are dropped first, once `durable` has made the log that
-    /// deletes it durable (else a power cut could bring back records whose key is gone).
+    /// when it has none; one read from `KEYS` is made durable first (`ensure_durable`).
+    /// `deleted`: whether the session's last event is a delete; then the keys it still
+    /// references (a crash between the delete and their destruction, or another process's
+    /// delete) are dropped first, once `durable` has made the log that deletes it durable
+    /// (else a power cut could bring back records whose key is gone).
     /// A session that merely holds nothing (cleared) keeps its keys: a replay of the log
     /// still reads its records. Called under the write lock.
     ///

@@ -518,12 +518,14 @@ impl Store {
                 // Hashed once: for the lookup and for the fold (under this write turn, so the
                 // index, whose random key the hash is under, is not replaced meanwhile).
                 let key_hash = key.map(|k| state.index.key_hash(k));
-                let found = key.zip(key_hash).zip(s);
-                let keyed = match found.and_then(|((k, h), s)| Some((k, s.key(k, h)?))) {
-                    Some((k, keyed)) => {
-                        super::ops::key_is_logged(&state, session, k, &keyed)?.then_some(keyed)
-                    }
-                    None => None,
+                let keyed = match (key.zip(key_hash), s) {
+                    (Some((k, h)), Some(s)) => match s.key(k, h) {
+                        Some(keyed) if super::ops::key_is_logged(&state, session, k, &keyed)? => {
+                            Some(keyed)
+                        }
+                        _ => None,
+                    },
+                    _ => None,
                 };
                 (s.map_or(0, |s| s.count()), keyed, key_hash)
             };
