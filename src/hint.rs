@@ -15,14 +15,15 @@
 //!  24  8  salt           u64: must equal the segment's
 //!  32  8  valid length   u64: where the segment's records end (zeros, if anything, follow)
 //!  40  8  next LSN       u64: the LSN after the segment's last record
-//!  48 72  kind counts    9 x u64: records of each kind (append, pop, truncate, clear, gap, key,
-//!                         fork, meta, delete)
+//!  48 72  kind counts    9 x u64: records of each kind code 1..=9 (append, pop, truncate,
+//!                         clear, gap, 6 unused (`key` in format 5), fork, meta, delete)
 //! 120  .. sessions, each:  u16 id length, id bytes, u32 event count, events:
 //!           1 appends:   u32 n, u64 first timestamp, u64 last timestamp, n x u32 offsets
 //!           2 pop:       u64 messages popped (consecutive pops folded)
 //!           3 truncate:  u64 messages kept (clear = truncate to 0)
 //!           4 key:       u16 length, key bytes, u64 LSN of the first append it names,
-//!                        u64 timestamp, u64 appends it names
+//!                        u64 timestamp, u64 appends it names (a keyed append's key
+//!                        block; the appends follow it as events of their own)
 //!           5 meta:      u32 offset of the session's latest meta record in the segment
 //!           6 delete:    nothing (the session's messages, keys and metadata are gone)
 //!  end-4  4  CRC-32 of every byte before it
@@ -192,6 +193,18 @@ impl SessionEvents {
     /// Adds record `r`; `None` if it cannot be encoded (a count or length past its field).
     fn push(&mut self, r: &Record<'_>) -> Option<()> {
         let (ts, off) = (r.meta.timestamp, u32::try_from(r.offset).ok()?);
+        if let Some(k) = r.key {
+            // A keyed append: its key first, as an event of its own (the append after it
+            // starts a new run).
+            let len = u16::try_from(k.key.len()).ok()?;
+            self.start(TAG_KEY)?;
+            self.bytes.extend_from_slice(&len.to_le_bytes());
+            self.bytes.extend_from_slice(k.key);
+            self.bytes.extend_from_slice(&r.meta.lsn.0.to_le_bytes());
+            self.bytes.extend_from_slice(&ts.0.to_le_bytes());
+            self.bytes
+                .extend_from_slice(&u64::from(k.count).to_le_bytes());
+        }
         // The last event, with this record folded in, if it folds.
         let folded = match &mut self.last {
             Some(l) if Some(l.tag) == tag_of(r.meta.kind) => {
@@ -230,16 +243,6 @@ impl SessionEvents {
                 };
                 self.start(TAG_TRUNCATE)?;
                 self.bytes.extend_from_slice(&keep.to_le_bytes());
-            }
-            (Kind::Key, _) => {
-                let len = u16::try_from(r.payload.len()).ok()?;
-                self.start(TAG_KEY)?;
-                self.bytes.extend_from_slice(&len.to_le_bytes());
-                self.bytes.extend_from_slice(r.payload);
-                self.bytes
-                    .extend_from_slice(&r.meta.lsn.next().0.to_le_bytes());
-                self.bytes.extend_from_slice(&ts.0.to_le_bytes());
-                self.bytes.extend_from_slice(&r.meta.arg.to_le_bytes());
             }
             (Kind::Meta, Some(Last { at, .. })) => {
                 self.bytes[at + 1..at + 5].copy_from_slice(&off.to_le_bytes());
@@ -535,7 +538,7 @@ pub(crate) fn write(dir: Dir<'_>, segment: &[u8], id: SegmentId, salt: u64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{RecordMeta, SegmentHeader, SessionField, encode_record};
+    use crate::format::{RecordKey, RecordMeta, SegmentHeader, SessionField, encode_record};
 
     /// A record of a test segment: kind, LSN, argument, session, payload, and whether it
     /// starts and ends its unit.
@@ -543,6 +546,11 @@ mod tests {
 
     /// A segment (first LSN 10, salt 99) of these records, timestamps LSN x 10.
     fn segment_of(records: &[Rec]) -> Vec<u8> {
+        segment_keyed(records, &[])
+    }
+
+    /// [`segment_of`], the appends at the LSNs of `keys` keyed (key, appends named).
+    fn segment_keyed(records: &[Rec], keys: &[(u64, &[u8], u32)]) -> Vec<u8> {
         let salt = 99;
         let mut b = SegmentHeader {
             first_lsn: Lsn(10),
@@ -569,7 +577,11 @@ mod tests {
                     SessionField::Named(s)
                 }
             };
-            encode_record(&mut b, salt, &meta, field, p);
+            let key = keys
+                .iter()
+                .find(|k| k.0 == lsn)
+                .map(|&(_, key, count)| RecordKey { key, count });
+            encode_record(&mut b, salt, &meta, field, key, p);
         }
         b
     }
@@ -591,18 +603,19 @@ mod tests {
 
     #[test]
     fn keys_metadata_and_deletes_are_events_and_consecutive_metadata_folds() {
-        let seg = segment_of(&[
-            (Kind::Key, 10, 2, b"a", b"k1", true, false),
-            (Kind::Append, 11, 1, b"a", b"{}", false, false),
-            (Kind::Append, 12, 2, b"a", b"{}", false, true),
-            (Kind::Meta, 13, 0, b"a", b"{}", true, true),
-            (Kind::Meta, 14, 0, b"a", b"{}", true, true),
-            (Kind::Key, 15, 1, b"a", b"k2", true, false),
-            (Kind::Append, 16, 3, b"a", b"{}", false, true),
-            (Kind::Delete, 17, 0, b"b", b"", true, true),
-        ]);
+        let seg = segment_keyed(
+            &[
+                (Kind::Append, 10, 1, b"a", b"{}", true, false),
+                (Kind::Append, 11, 2, b"a", b"{}", false, true),
+                (Kind::Meta, 12, 0, b"a", b"{}", true, true),
+                (Kind::Meta, 13, 0, b"a", b"{}", true, true),
+                (Kind::Append, 14, 3, b"a", b"{}", true, true),
+                (Kind::Delete, 15, 0, b"b", b"", true, true),
+            ],
+            &[(10, b"k1", 2), (14, b"k2", 1)],
+        );
         let h = Hint::decode(&build(&seg, Lsn(10), 99).unwrap()).unwrap();
-        assert_eq!(h.kinds, [3, 0, 0, 0, 0, 2, 0, 2, 1]);
+        assert_eq!(h.kinds, [3, 0, 0, 0, 0, 0, 0, 2, 1]);
         let (_, a) = &h.sessions[0];
         let key = |k: &[u8], lsn, ts, count| HintEvent::Key {
             key: k.to_vec(),
@@ -610,11 +623,11 @@ mod tests {
             ts: Timestamp(ts),
             count,
         };
-        assert_eq!(a[0], key(b"k1", 11, 100, 2));
+        assert_eq!(a[0], key(b"k1", 10, 100, 2));
         assert!(matches!(&a[1], HintEvent::Appends { offsets, first, last }
-            if offsets.len() == 2 && *first == Timestamp(110) && *last == Timestamp(120)));
+            if offsets.len() == 2 && *first == Timestamp(100) && *last == Timestamp(110)));
         assert!(matches!(a[2], HintEvent::Meta(_)), "{:?}", a[2]);
-        assert_eq!(a[3], key(b"k2", 16, 150, 1));
+        assert_eq!(a[3], key(b"k2", 14, 140, 1));
         assert!(matches!(&a[4], HintEvent::Appends { offsets, .. } if offsets.len() == 1));
         assert_eq!(a.len(), 5);
         let second_meta = match &a[2] {

@@ -300,7 +300,7 @@ fn a_key_makes_all_of_stdin_one_batch_and_a_retry_a_no_op() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         first,
-        "appended 2 messages to \"s\": interactions 1..=2, LSNs 2..=3\n"
+        "appended 2 messages to \"s\": interactions 1..=2, LSNs 1..=2\n"
     );
     let (code, again, err) = run(&args, input);
     assert_eq!(code, 0, "{err}");
@@ -469,7 +469,7 @@ fn an_import_alternating_sessions_line_by_line_makes_one_batch_per_session_and_c
         let (code, out, err) = run(&["stats", s(&dir), "--json"], b"");
         assert_eq!(code, 0, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        (v["records_by_kind"]["key"].as_u64(), v["messages"].as_u64())
+        (v["keys"].as_u64(), v["messages"].as_u64())
     };
     // 2 sessions x 3 chunks of 1,000 lines: one keyed batch each, not one per line.
     assert_eq!(keys(), (Some(6), Some(3_000)));

@@ -219,6 +219,7 @@ fn a_payload_copied_over_another_records_fails_its_authentication() {
         salt,
         &meta,
         SessionField::Named(&name),
+        None,
         &payload,
     );
     assert_eq!(forged.len(), len);

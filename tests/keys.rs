@@ -262,3 +262,123 @@ fn a_retry_whose_key_cannot_be_read_fails_and_writes_nothing() {
     }
     assert!(failed > 0, "no fault reached the retry's read of its key");
 }
+
+/// Every byte of every file under `dir`, for a marker search.
+fn store_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            all.extend(store_bytes(&p));
+        } else {
+            all.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Format 6: a key rides on the first append it names, so a keyed append is one record, and
+/// a compaction keeps the key of a live batch and drops the key block of a forgotten one
+/// (its kept messages stay, without it).
+#[test]
+fn a_keyed_append_is_one_record_and_compaction_drops_only_forgotten_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        Store::builder()
+            .durability(Durability::Buffered)
+            .open(dir.path())
+            .unwrap()
+    };
+    let store = open();
+    let before = store.last_lsn();
+    let a = store
+        .append_with_key("s", "KEY-A-LIVE", &json!({"n": 1}))
+        .unwrap();
+    assert_eq!(
+        store.last_lsn().0,
+        before.0 + 1,
+        "one record per keyed append"
+    );
+    let batch = [br#"{"n":2}"#.as_slice(), br#"{"n":3}"#, br#"{"n":4}"#];
+    let b = store
+        .append_batch_raw_with_key("s", "KEY-B-FORGOTTEN", &batch)
+        .unwrap();
+    assert_eq!(store.last_lsn().0, before.0 + 4, "one record per message");
+    // Message 4 goes: key B names it, so B is forgotten, and messages 2 and 3 stay.
+    assert_eq!(store.truncate("s", 3).unwrap(), 1);
+    store.seal().unwrap();
+    let report = store.compact().unwrap();
+    assert!(report.records_dropped > 0, "{report:?}");
+    let bytes = store_bytes(dir.path());
+    assert!(contains(&bytes, b"KEY-A-LIVE"), "a live key is kept");
+    assert!(
+        !contains(&bytes, b"KEY-B-FORGOTTEN"),
+        "a forgotten key's block is gone from every file"
+    );
+    let check = |store: &Store, what: &str| {
+        let n: Vec<u64> = store
+            .messages("s")
+            .raw()
+            .map(|e| e.unwrap().interaction_id)
+            .collect();
+        assert_eq!(n, [1, 2, 3], "{what}: the messages");
+        let lsn = store.last_lsn();
+        let again = store
+            .append_with_key("s", "KEY-A-LIVE", &json!({"n": 1}))
+            .unwrap();
+        assert_eq!(again, a, "{what}: a live key's retry");
+        assert_eq!(store.last_lsn(), lsn, "{what}: the retry wrote nothing");
+    };
+    check(&store, "after the compaction");
+    drop(store);
+    let store = open();
+    check(&store, "after a reopen");
+    // B was forgotten: appending under it again is a new append.
+    let again = store
+        .append_batch_raw_with_key("s", "KEY-B-FORGOTTEN", &batch[..1])
+        .unwrap();
+    assert_eq!(again[0].interaction_id, 4);
+    assert_ne!(again[0], b[0]);
+}
+
+/// A retry whose keyed record fails its checksum (damaged on disk) cannot tell whether the
+/// key is logged: it fails with `Error::Corrupt` and writes nothing, rather than appending
+/// the message a second time.
+#[test]
+fn a_retry_whose_keyed_record_is_damaged_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder()
+        .durability(Durability::Buffered)
+        .open(dir.path())
+        .unwrap();
+    let marker = "DAMAGE-ME-HERE";
+    store
+        .append_with_key("s", "req", &json!({"content": marker}))
+        .unwrap();
+    store.sync().unwrap();
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .unwrap();
+    bytes[at] ^= 0x20;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&bytes[at..=at], at as u64).unwrap();
+    }
+    let lsn = store.last_lsn();
+    let r = store.append_with_key("s", "req", &json!({"content": marker}));
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+    assert_eq!(store.last_lsn(), lsn, "nothing written");
+    assert_eq!(store.interaction_count("s"), 1);
+}

@@ -49,7 +49,7 @@ fn encode(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(size), &p, |b, p| {
             b.iter(|| {
                 out.clear();
-                encode_record(&mut out, SALT, &meta(), SESSION, black_box(p));
+                encode_record(&mut out, SALT, &meta(), SESSION, None, black_box(p));
                 black_box(out.len())
             });
         });
@@ -61,7 +61,7 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_record");
     for size in SIZES {
         let mut rec = Vec::new();
-        encode_record(&mut rec, SALT, &meta(), SESSION, &payload(size));
+        encode_record(&mut rec, SALT, &meta(), SESSION, None, &payload(size));
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_with_input(BenchmarkId::from_parameter(size), &rec, |b, rec| {
             b.iter(

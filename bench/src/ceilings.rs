@@ -62,7 +62,7 @@ fn frame(corpus: &Corpus, sessions: &[String], i: usize, first_at: &mut [u32], o
         arg: i as u64 + 1,
         timestamp: Timestamp(1_700_000_000_000_000 + i as u64),
     };
-    encode_record(out, SALT, &meta, session, corpus.get(i));
+    encode_record(out, SALT, &meta, session, None, corpus.get(i));
 }
 
 /// (a): validate, frame and copy every message of `corpus`; appends per second.

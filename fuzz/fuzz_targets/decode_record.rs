@@ -12,7 +12,7 @@
 #![no_main]
 
 use convlog::format::{
-    Decoded, FLAG_COMMIT, FLAG_FIRST, Kind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader,
+    Decoded, FLAG_COMMIT, FLAG_FIRST, FLAG_KEYED, Kind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentHeader,
     SessionField, crc_seed, decode_record, encode_record, resolve_session,
 };
 use libfuzzer_sys::fuzz_target;
@@ -32,9 +32,14 @@ fuzz_target!(|data: &[u8]| {
         Decoded::Record(r) => {
             assert!(r.payload.len() as u64 <= u64::from(max));
             assert!(r.framed_len() <= buf.len());
-            // Byte 13 holds the flags: exactly the two the meta carries.
+            // Byte 13 holds the flags: exactly the two the meta carries, and KEYED for a key.
             let flags = if r.meta.commit { FLAG_COMMIT } else { 0 }
-                | if r.meta.first { FLAG_FIRST } else { 0 };
+                | if r.meta.first { FLAG_FIRST } else { 0 }
+                | if r.key.is_some() { FLAG_KEYED } else { 0 };
+            if let Some(k) = r.key {
+                assert_eq!(r.meta.kind, Kind::Append, "only an append carries a key");
+                assert!(!k.key.is_empty() && k.key.len() <= 256 && k.count >= 1);
+            }
             assert_eq!(buf[13], flags, "flags byte");
             let span = r.meta.lsn_span();
             assert!(span >= 1);
@@ -53,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             let mut out = Vec::new();
-            encode_record(&mut out, salt, &r.meta, r.session, r.payload);
+            encode_record(&mut out, salt, &r.meta, r.session, r.key, r.payload);
             assert_eq!(
                 out.as_slice(),
                 &buf[..r.framed_len()],

@@ -47,7 +47,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use convlog::format::{
-    RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader, SessionField, encode_record,
+    RECORD_HEADER_LEN, RecordKey, RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader, SessionField, encode_record,
 };
 use convlog::io::sim::SimFs;
 use convlog::{Classification, Lsn, RecoveryMode, SegmentId, Store, Timestamp};
@@ -170,7 +170,12 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
                     arg,
                     timestamp: Timestamp(2),
                 };
-                encode_record(&mut out, salt, &meta, field, &payload);
+                // Code 7: a keyed append, naming itself.
+                let key = (kind_code == 7).then_some(RecordKey {
+                    key: b"retry",
+                    count: 1,
+                });
+                encode_record(&mut out, salt, &meta, field, key, &payload);
                 next = if kind == Kind::Gap {
                     lsn.wrapping_add(arg.max(1))
                 } else {
@@ -188,7 +193,7 @@ fn synth(id: u64, prog: &[u8]) -> (Vec<u8>, u64) {
                     arg,
                     timestamp: Timestamp(2),
                 };
-                encode_record(&mut out, salt, &meta, field, &payload);
+                encode_record(&mut out, salt, &meta, field, None, &payload);
                 out[start + 12] = if kind_code == 5 { 0 } else { 9 };
                 let mut h = crc32fast::Hasher::new_with_initial(convlog::format::crc_seed(salt));
                 h.update(&out[start + 4..start + RECORD_HEADER_LEN + field.inline_len()]);

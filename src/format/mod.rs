@@ -1,11 +1,11 @@
-//! The on-disk format, version 5: segment headers and record frames.
+//! The on-disk format, version 6: segment headers and record frames.
 //!
 //! Every integer is little-endian and fixed width. `docs/format.md` mirrors this comment.
 //!
 //! ```text
 //! Segment header (SEGMENT_HEADER_LEN = 48 bytes, at offset 0 of every segment file):
 //!   0  8  magic            b"convlog\x1a"
-//!   8  2  format version   u16 = 5
+//!   8  2  format version   u16 = 6
 //!  10  2  header length    u16 = 48
 //!  12  4  flags            u32: bit 0 = COMPACTED (written by compaction: record LSNs
 //!                          increase but may skip); other bits 0
@@ -20,23 +20,34 @@
 //!   0  4  header CRC       u32: crc32 seeded with seed(salt), over bytes 4..44 and the name
 //!   4  4  payload CRC      u32: crc32 of the payload
 //!   8  4  payload length   u32 (<= max_record_len)
-//!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap, 6 key, 7 fork,
-//!                          8 meta, 9 delete
+//!  12  1  kind             u8: 1 append, 2 pop, 3 truncate, 4 clear, 5 gap, 7 fork, 8 meta,
+//!                          9 delete (6 was `key` in version 5: no record of it now)
 //!  13  1  flags            u8: bit 0 = COMMIT (last record of a unit), bit 1 = FIRST (first
-//!                          record of a unit); a single record has both
+//!                          record of a unit); a single record has both; bit 2 = KEYED (an
+//!                          append whose payload starts with a key block)
 //!  14  2  name length      u16: 1..=256 when the record names its session inline; 0 when
 //!                          it refers to an earlier record of the segment that does
 //!  16  4  session ref      u32: 0 for a named record; else the offset, in this segment, of
 //!                          an earlier named record of the same session
 //!  20  8  LSN              u64
 //!  28  8  argument         u64: interaction id (append, pop), kept count (truncate), lost LSNs
-//!                          (gap), appends the key names (key), messages shared (fork),
-//!                          messages removed (clear, delete)
+//!                          (gap), messages shared (fork), messages removed (clear, delete)
 //!  36  8  timestamp        u64: microseconds since the Unix epoch
 //!  44  n  session id       UTF-8, `name length` bytes (named records only)
-//!  44+n p payload          the message's JSON exactly as serialized (append), the key (key),
-//!                          the source session (fork), the metadata JSON (meta), else empty
+//!  44+n p payload          the message's JSON exactly as serialized (append), the source
+//!                          session (fork), the metadata JSON (meta), else empty; in a KEYED
+//!                          append the key block first (its length counts in the payload
+//!                          length, and the payload CRC covers it):
+//!
+//! Key block (KEYED appends only, KEY_BLOCK_HEADER_LEN = 6 bytes, then the key):
+//!   0  2  key length       u16: 1..=256
+//!   2  4  appends named    u32: >= 1, this append and the ones after it in its unit
+//!   6  k  key              the idempotency key (in an encrypted store, its HMAC-SHA256)
 //! ```
+//!
+//! A key rides on the first append it names, so a keyed append costs one record, as a plain
+//! one does; the limit on a payload (`max_record_len`) bounds the message, and the key
+//! block comes on top of it.
 //!
 //! A session's first record in a segment names it; its later records there refer to that
 //! record (4 bytes instead of the id), so a segment is self-contained and every record's
@@ -67,6 +78,13 @@ pub const DEFAULT_MAX_RECORD_LEN: u32 = 16 << 20;
 pub const NAME_EVERY: u32 = 1024;
 /// Flag bit: this record commits itself and every uncommitted record before it.
 pub const FLAG_COMMIT: u8 = 1;
+/// Flag bit: this record (an append) carries an idempotency key, in a key block before its
+/// message (see the layout above).
+pub const FLAG_KEYED: u8 = 4;
+/// Length of a key block's fixed part (key length, appends named); the key follows it.
+pub const KEY_BLOCK_HEADER_LEN: usize = 6;
+/// Longest key block: the fixed part and the longest key.
+pub const MAX_KEY_BLOCK_LEN: usize = KEY_BLOCK_HEADER_LEN + MAX_KEY_LEN;
 /// Flag bit: this record starts a unit (a single record, or the first of a batch). With
 /// [`FLAG_COMMIT`] it makes unit boundaries explicit, so a salvage that loses a record can
 /// still tell which of the records after it belong to the same (now broken) unit.
@@ -115,9 +133,6 @@ pub enum Kind {
     Clear = 4,
     /// Written by salvage in place of damaged records: `argument` LSNs were lost here.
     Gap = 5,
-    /// An idempotency key (the payload, 1 to 256 bytes) naming the `argument` appends that
-    /// follow it in its unit: a retry with the same key in the session writes nothing.
-    Key = 6,
     /// The session starts as the first `argument` messages of the session named in the
     /// payload, sharing them (one record, whatever their number).
     Fork = 7,
@@ -130,13 +145,12 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Append,
         Kind::Pop,
         Kind::Truncate,
         Kind::Clear,
         Kind::Gap,
-        Kind::Key,
         Kind::Fork,
         Kind::Meta,
         Kind::Delete,
@@ -157,7 +171,6 @@ impl Kind {
             Kind::Truncate => "truncate",
             Kind::Clear => "clear",
             Kind::Gap => "gap",
-            Kind::Key => "key",
             Kind::Fork => "fork",
             Kind::Meta => "meta",
             Kind::Delete => "delete",
@@ -298,17 +311,36 @@ impl SessionField<'_> {
     }
 }
 
+/// The idempotency key a `KEYED` append carries, in its key block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordKey<'a> {
+    /// The key (1..=256 bytes).
+    pub key: &'a [u8],
+    /// How many appends it names: this one and the ones after it in its unit (at least 1).
+    pub count: u32,
+}
+
+impl RecordKey<'_> {
+    /// Bytes its key block takes in the payload.
+    #[must_use]
+    pub fn block_len(&self) -> usize {
+        KEY_BLOCK_HEADER_LEN + self.key.len()
+    }
+}
+
 /// One record, borrowed from the bytes it was decoded from.
 ///
 /// Invariant: a `RecordRef` returned by [`decode_record`] passed both checksums, so its
-/// session field and payload are exactly the bytes that were written.
+/// session field, key and payload are exactly the bytes that were written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
     /// The fixed fields.
     pub meta: RecordMeta,
     /// Its session: inline, or a reference to be resolved with [`resolve_session`].
     pub session: SessionField<'a>,
-    /// The payload: the message JSON for appends, empty otherwise.
+    /// The idempotency key of a `KEYED` append.
+    pub key: Option<RecordKey<'a>>,
+    /// The payload after any key block: the message JSON for appends, empty for most events.
     pub payload: &'a [u8],
 }
 
@@ -316,7 +348,10 @@ impl RecordRef<'_> {
     /// Total framed length of this record.
     #[must_use]
     pub fn framed_len(&self) -> usize {
-        RECORD_HEADER_LEN + self.session.inline_len() + self.payload.len()
+        RECORD_HEADER_LEN
+            + self.session.inline_len()
+            + self.key.map_or(0, |k| k.block_len())
+            + self.payload.len()
     }
 }
 
@@ -326,28 +361,51 @@ pub fn crc_seed(salt: u64) -> u32 {
     (salt as u32) ^ ((salt >> 32) as u32)
 }
 
-/// Appends one framed record to `out`.
+/// Appends one framed record to `out`: with `key`, a `KEYED` record whose payload starts
+/// with the key block.
 ///
 /// The caller has validated the session id (1..=256 bytes) or made the reference point at a
-/// named record of the same session earlier in the segment, and bounded the payload length.
+/// named record of the same session earlier in the segment, bounded the payload length, and
+/// given a key only to an append (1..=256 bytes, naming at least itself).
 pub fn encode_record(
     out: &mut Vec<u8>,
     salt: u64,
     meta: &RecordMeta,
     session: SessionField<'_>,
+    key: Option<RecordKey<'_>>,
     payload: &[u8],
 ) {
     let (name, session_ref): (&[u8], u32) = match session {
         SessionField::Named(name) => (name, 0),
         SessionField::Ref(at) => (&[], at),
     };
+    let mut block = [0u8; MAX_KEY_BLOCK_LEN];
+    let block = match key {
+        Some(k) => {
+            let len = k.key.len().min(MAX_KEY_LEN);
+            block[..2].copy_from_slice(&(len as u16).to_le_bytes());
+            block[2..KEY_BLOCK_HEADER_LEN].copy_from_slice(&k.count.to_le_bytes());
+            block[KEY_BLOCK_HEADER_LEN..KEY_BLOCK_HEADER_LEN + len].copy_from_slice(&k.key[..len]);
+            &block[..KEY_BLOCK_HEADER_LEN + len]
+        }
+        None => &block[..0],
+    };
     let mut h = [0u8; RECORD_HEADER_LEN];
-    h[RH_PAYLOAD_CRC..RH_PAYLOAD_LEN].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    let payload_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let payload_crc = if block.is_empty() {
+        crc32fast::hash(payload)
+    } else {
+        let mut c = crc32fast::Hasher::new();
+        c.update(block);
+        c.update(payload);
+        c.finalize()
+    };
+    h[RH_PAYLOAD_CRC..RH_PAYLOAD_LEN].copy_from_slice(&payload_crc.to_le_bytes());
+    let payload_len = u32::try_from(block.len() + payload.len()).unwrap_or(u32::MAX);
     h[RH_PAYLOAD_LEN..RH_KIND].copy_from_slice(&payload_len.to_le_bytes());
     h[RH_KIND] = meta.kind as u8;
-    h[RH_FLAGS] =
-        if meta.commit { FLAG_COMMIT } else { 0 } | if meta.first { FLAG_FIRST } else { 0 };
+    h[RH_FLAGS] = if meta.commit { FLAG_COMMIT } else { 0 }
+        | if meta.first { FLAG_FIRST } else { 0 }
+        | if block.is_empty() { 0 } else { FLAG_KEYED };
     let name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
     h[RH_NAME_LEN..RH_SESSION_REF].copy_from_slice(&name_len.to_le_bytes());
     h[RH_SESSION_REF..RH_LSN].copy_from_slice(&session_ref.to_le_bytes());
@@ -358,9 +416,10 @@ pub fn encode_record(
     crc.update(&h[RH_PAYLOAD_CRC..]);
     crc.update(name);
     h[RH_HEADER_CRC..RH_PAYLOAD_CRC].copy_from_slice(&crc.finalize().to_le_bytes());
-    out.reserve(RECORD_HEADER_LEN + name.len() + payload.len());
+    out.reserve(RECORD_HEADER_LEN + name.len() + block.len() + payload.len());
     out.extend_from_slice(&h);
     out.extend_from_slice(name);
+    out.extend_from_slice(block);
     out.extend_from_slice(payload);
 }
 
@@ -452,7 +511,9 @@ fn decode(buf: &[u8], salt: u64, max_payload: u32, payload_crc: bool) -> Decoded
     let Some(kind) = Kind::from_code(h[RH_KIND]) else {
         return Decoded::UnknownKind(h[RH_KIND]);
     };
-    if h[RH_FLAGS] & !(FLAG_COMMIT | FLAG_FIRST) != 0 {
+    let flags = h[RH_FLAGS];
+    let keyed = flags & FLAG_KEYED != 0;
+    if flags & !(FLAG_COMMIT | FLAG_FIRST | FLAG_KEYED) != 0 || (keyed && kind != Kind::Append) {
         return Decoded::Damaged(Damage::BadField { field: "flags" });
     }
     let session_ref = le_u32(h, RH_SESSION_REF);
@@ -468,27 +529,54 @@ fn decode(buf: &[u8], salt: u64, max_payload: u32, payload_crc: bool) -> Decoded
     let payload_len = le_u32(h, RH_PAYLOAD_LEN);
     let start = RECORD_HEADER_LEN + name.len();
     let end = start as u64 + u64::from(payload_len);
-    if payload_len > max_payload || end > buf.len() as u64 {
+    let bound = u64::from(max_payload) + if keyed { MAX_KEY_BLOCK_LEN as u64 } else { 0 };
+    if u64::from(payload_len) > bound || end > buf.len() as u64 {
         return Decoded::Damaged(Damage::BadLength {
             len: u64::from(payload_len),
         });
     }
-    let payload = &buf[start..start + payload_len as usize];
-    if payload_crc && crc32fast::hash(payload) != le_u32(h, RH_PAYLOAD_CRC) {
+    let region = &buf[start..start + payload_len as usize];
+    if payload_crc && crc32fast::hash(region) != le_u32(h, RH_PAYLOAD_CRC) {
         return Decoded::Damaged(Damage::PayloadChecksum);
     }
+    let (key, payload) = if keyed {
+        match key_block(region) {
+            Some((k, rest)) if rest.len() <= max_payload as usize => (Some(k), rest),
+            _ => return Decoded::Damaged(Damage::BadField { field: "key block" }),
+        }
+    } else {
+        (None, region)
+    };
     Decoded::Record(RecordRef {
         meta: RecordMeta {
             kind,
-            first: h[RH_FLAGS] & FLAG_FIRST != 0,
-            commit: h[RH_FLAGS] & FLAG_COMMIT != 0,
+            first: flags & FLAG_FIRST != 0,
+            commit: flags & FLAG_COMMIT != 0,
             lsn: Lsn(le_u64(h, RH_LSN)),
             arg: le_u64(h, RH_ARG),
             timestamp: Timestamp(le_u64(h, RH_TIMESTAMP)),
         },
         session,
+        key,
         payload,
     })
+}
+
+/// The key block at the start of a `KEYED` append's payload, and the message after it: `None`
+/// unless its lengths hold (a key of 1..=256 bytes within the payload, naming at least one
+/// append).
+fn key_block(region: &[u8]) -> Option<(RecordKey<'_>, &[u8])> {
+    let fixed = region.get(..KEY_BLOCK_HEADER_LEN)?;
+    let len = usize::from(le_u16(fixed, 0));
+    let count = le_u32(fixed, 2);
+    if len == 0 || len > MAX_KEY_LEN || count == 0 {
+        return None;
+    }
+    let key = region.get(KEY_BLOCK_HEADER_LEN..KEY_BLOCK_HEADER_LEN + len)?;
+    Some((
+        RecordKey { key, count },
+        &region[KEY_BLOCK_HEADER_LEN + len..],
+    ))
 }
 
 /// Whether a record header whose checksum holds starts `buf` (resynchronization after damage

@@ -62,6 +62,7 @@ fn wrong_salt_does_not_validate() {
         1,
         &meta(Kind::Append, 1),
         SessionField::Named(b"s"),
+        None,
         b"{}",
     );
     assert!(matches!(decode_record(&out, 1, 1024), Decoded::Record(_)));
@@ -79,6 +80,7 @@ fn payload_over_the_limit_is_rejected_before_reading_it() {
         9,
         &meta(Kind::Append, 1),
         SessionField::Named(b"s"),
+        None,
         &[b'x'; 100],
     );
     assert!(matches!(
@@ -99,6 +101,7 @@ fn every_header_bit_flip_is_detected() {
         77,
         &meta(Kind::Truncate, 3),
         SessionField::Named(b"session"),
+        None,
         b"{\"a\":1}",
     );
     let second = out.len();
@@ -107,6 +110,7 @@ fn every_header_bit_flip_is_detected() {
         77,
         &meta(Kind::Append, 4),
         SessionField::Ref(SEGMENT_HEADER_LEN as u32),
+        None,
         b"{}",
     );
     for (start, covered) in [(0, RECORD_HEADER_LEN + 7), (second, RECORD_HEADER_LEN)] {
@@ -130,6 +134,7 @@ fn named_then_ref() -> (Vec<u8>, u64) {
         5,
         &meta(Kind::Append, 1),
         SessionField::Named(b"alpha"),
+        None,
         b"{}",
     );
     let at = seg.len() as u64;
@@ -138,6 +143,7 @@ fn named_then_ref() -> (Vec<u8>, u64) {
         5,
         &meta(Kind::Append, 2),
         SessionField::Ref(SEGMENT_HEADER_LEN as u32),
+        None,
         b"{}",
     );
     (seg, at)
@@ -208,6 +214,7 @@ fn unknown_kind_with_valid_checksum_is_reported_as_such() {
         3,
         &meta(Kind::Append, 1),
         SessionField::Named(b"s"),
+        None,
         b"",
     );
     out[RH_KIND] = 200;
@@ -224,20 +231,107 @@ proptest! {
         session in proptest::collection::vec(any::<u8>(), 1..=256),
         named: bool, at in (SEGMENT_HEADER_LEN as u32)..,
         payload in proptest::collection::vec(any::<u8>(), 0..2048),
+        key in proptest::option::of((proptest::collection::vec(any::<u8>(), 1..=MAX_KEY_LEN), 1u32..)),
     ) {
+        // Only an append carries a key.
+        let kind = if key.is_some() { 0 } else { kind };
         let m = RecordMeta { kind: Kind::ALL[kind], first, commit, lsn: Lsn(lsn), arg, timestamp: Timestamp(ts) };
+        let key = key.as_ref().map(|(k, count)| RecordKey { key: k, count: *count });
         let session = if named { SessionField::Named(&session) } else { SessionField::Ref(at) };
         let mut out = Vec::new();
-        encode_record(&mut out, salt, &m, session, &payload);
+        encode_record(&mut out, salt, &m, session, key, &payload);
         out.extend_from_slice(&[0u8; 3]);
         match decode_record(&out, salt, 4096) {
             Decoded::Record(r) => {
                 prop_assert_eq!(r.meta, m);
                 prop_assert_eq!(r.session, session);
+                prop_assert_eq!(r.key, key);
                 prop_assert_eq!(r.payload, &payload[..]);
                 prop_assert_eq!(r.framed_len(), out.len() - 3);
             }
             other => prop_assert!(false, "decoded {:?}", other),
         }
     }
+}
+
+fn keyed(out: &mut Vec<u8>, kind: Kind, key: &[u8], count: u32, payload: &[u8]) {
+    let k = RecordKey { key, count };
+    encode_record(
+        out,
+        4,
+        &meta(kind, 1),
+        SessionField::Named(b"s"),
+        Some(k),
+        payload,
+    );
+}
+
+/// Rewrites the payload CRC of the record at the start of `b` over its payload as it is now.
+fn recrc_payload(b: &mut [u8]) {
+    let len = le_u32(b, RH_PAYLOAD_LEN) as usize;
+    let start = RECORD_HEADER_LEN + usize::from(le_u16(b, RH_NAME_LEN));
+    let crc = crc32fast::hash(&b[start..start + len]);
+    b[RH_PAYLOAD_CRC..RH_PAYLOAD_LEN].copy_from_slice(&crc.to_le_bytes());
+    let mut h = crc32fast::Hasher::new_with_initial(crc_seed(4));
+    h.update(&b[RH_PAYLOAD_CRC..start]);
+    b[..4].copy_from_slice(&h.finalize().to_le_bytes());
+}
+
+#[test]
+fn a_keyed_append_carries_its_key_block_before_the_message() {
+    let mut out = Vec::new();
+    keyed(&mut out, Kind::Append, b"retry-1", 3, b"{}");
+    assert_eq!(out[RH_FLAGS] & FLAG_KEYED, FLAG_KEYED);
+    let Decoded::Record(r) = decode_record(&out, 4, 2) else {
+        panic!("a keyed append decodes");
+    };
+    assert_eq!(
+        r.key,
+        Some(RecordKey {
+            key: b"retry-1",
+            count: 3
+        })
+    );
+    assert_eq!(r.payload, b"{}");
+    assert_eq!(r.framed_len(), out.len());
+    // The limit bounds the message: the key block comes on top of it.
+    assert!(matches!(
+        decode_record(&out, 4, 1),
+        Decoded::Damaged(Damage::BadField { .. })
+    ));
+}
+
+#[test]
+fn a_key_block_whose_lengths_do_not_hold_is_damage_even_with_good_checksums() {
+    let at = RECORD_HEADER_LEN + 1; // after the one-byte name
+    let field = Decoded::Damaged(Damage::BadField { field: "key block" });
+    for (what, edit) in [
+        ("empty key", (0, 0u16.to_le_bytes().to_vec())),
+        ("key past the payload", (0, 200u16.to_le_bytes().to_vec())),
+        ("key over 256 bytes", (0, 257u16.to_le_bytes().to_vec())),
+        ("names no append", (2, 0u32.to_le_bytes().to_vec())),
+    ] {
+        let mut out = Vec::new();
+        keyed(&mut out, Kind::Append, b"k", 1, b"{}");
+        out[at + edit.0..at + edit.0 + edit.1.len()].copy_from_slice(&edit.1);
+        recrc_payload(&mut out);
+        assert_eq!(decode_record(&out, 4, 1024), field, "{what}");
+    }
+    // A payload too short for the block's fixed part.
+    let mut out = Vec::new();
+    keyed(&mut out, Kind::Append, b"k", 1, b"");
+    out.truncate(out.len() - 4);
+    out[RH_PAYLOAD_LEN..RH_KIND].copy_from_slice(&3u32.to_le_bytes());
+    recrc_payload(&mut out);
+    assert_eq!(decode_record(&out, 4, 1024), field);
+}
+
+#[test]
+fn only_an_append_may_carry_a_key() {
+    let mut out = Vec::new();
+    keyed(&mut out, Kind::Pop, b"k", 1, b"");
+    assert_eq!(
+        decode_record(&out, 4, 1024),
+        Decoded::Damaged(Damage::BadField { field: "flags" })
+    );
 }

@@ -1,5 +1,5 @@
 //! A session's idempotency keys, kept as 64-bit hashes: the key itself is in the log (its
-//! `key` record), where a lookup that finds a hash confirms it.
+//! key block of the keyed append it rides on), where a lookup that finds a hash confirms it.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -11,7 +11,7 @@ use crate::id::{Lsn, Timestamp};
 pub(crate) struct Keyed {
     /// The interaction id of the first append it names.
     pub(crate) first_id: u64,
-    /// The LSN of that append (the others follow it; the `key` record precedes it).
+    /// The LSN of that append (the one carrying the key; the others follow it).
     pub(crate) first_lsn: Lsn,
     /// The unit's timestamp.
     pub(crate) timestamp: Timestamp,
@@ -28,7 +28,7 @@ impl Keyed {
 
 /// Hashes keys for [`Keys`], with a key chosen at random per process (SipHash), so nobody
 /// can choose keys that collide.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct KeyHasher(RandomState);
 
 impl KeyHasher {
@@ -58,7 +58,7 @@ impl Hasher for Identity {
 }
 
 /// A session's idempotency keys: what each names, by the key's hash (no copy of the key is
-/// kept: a lookup's hit is a candidate, confirmed against the `key` record in the log).
+/// kept: a lookup's hit is a candidate, confirmed against the keyed append in the log).
 ///
 /// Invariant: `order` holds every entry of `map` and `exact` once, by ascending first
 /// interaction id, so forgetting the keys of removed messages costs what is removed. Two
@@ -114,6 +114,11 @@ impl Keys {
                 self.map.remove(&hash);
             }
         }
+    }
+
+    /// How many keys it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {

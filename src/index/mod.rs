@@ -6,7 +6,7 @@ mod positions;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
-use crate::format::{Kind, RecordMeta};
+use crate::format::{Kind, RecordKey, RecordMeta};
 use crate::id::{Lsn, Timestamp};
 use crate::io::Mapping;
 
@@ -36,6 +36,22 @@ struct SessionState {
     keys: Option<Box<Keys>>,
 }
 
+impl SessionState {
+    /// Remembers the idempotency key `k`, which names the next `k.count` appends.
+    fn remember(&mut self, hasher: &KeyHasher, k: NewKey<'_>, ts: Timestamp) {
+        let keyed = Keyed {
+            first_id: self.positions.len() + 1,
+            first_lsn: k.lsn,
+            timestamp: ts,
+            count: k.count,
+        };
+        let hash = k.hash.unwrap_or_else(|| hasher.hash(k.key));
+        self.keys
+            .get_or_insert_with(Box::default)
+            .insert(k.key, hash, keyed);
+    }
+}
+
 /// A session as the index's readers see it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Session<'a> {
@@ -59,7 +75,7 @@ impl<'a> Session<'a> {
 
     /// What the idempotency key `key`, hashed `hash` ([`Index::key_hash`]), names in it, if
     /// anything: a *candidate* (the index keeps keys as hashes), which the caller confirms
-    /// against the `key` record in the log (the one before the append `first_id`).
+    /// against the key block of the append `first_id` in the log.
     pub(crate) fn key(&self, key: &[u8], hash: u64) -> Option<Keyed> {
         self.state.keys.as_ref()?.get(key, hash)
     }
@@ -80,11 +96,26 @@ impl<'a> Session<'a> {
     }
 }
 
+/// An idempotency key as the fold takes it: naming `count` appends, the first with `lsn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NewKey<'a> {
+    pub(crate) key: &'a [u8],
+    /// Its [`Index::key_hash`], when the writer has it already (`None`: the fold hashes it).
+    pub(crate) hash: Option<u64>,
+    pub(crate) lsn: Lsn,
+    pub(crate) count: u64,
+}
+
 /// One change to a session, as the fold ([`Index::apply`]) takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Change<'a> {
-    /// One message appended, its record at `pos`.
-    Append { pos: Pos, ts: Timestamp },
+    /// One message appended, its record at `pos`; a keyed append's key names it and the
+    /// appends after it.
+    Append {
+        pos: Pos,
+        ts: Timestamp,
+        key: Option<NewKey<'a>>,
+    },
     /// `count` messages appended in segment `seg`, whose record offsets are the consecutive
     /// little-endian `u32`s at byte `at` of that segment's hint (given to
     /// [`Index::map_hint`] first); `first` and `last` are their first and last timestamps.
@@ -99,16 +130,9 @@ pub(crate) enum Change<'a> {
     Pop(u64),
     /// All but the first `k` messages removed (truncate; a clear keeps 0).
     Keep(u64),
-    /// An idempotency key naming the `count` appends that follow, the first with `lsn`.
-    Key {
-        key: &'a [u8],
-        /// Its [`Index::key_hash`], when the writer has it already (`None`: the fold
-        /// hashes it).
-        hash: Option<u64>,
-        lsn: Lsn,
-        ts: Timestamp,
-        count: u64,
-    },
+    /// An idempotency key (from a hint) naming the `count` appends that follow, the first
+    /// with its `lsn`.
+    Key { key: NewKey<'a>, ts: Timestamp },
     /// The session becomes the first `at` messages of `src`, shared.
     Fork { src: &'a str, at: u64 },
     /// The session's metadata is the record at `pos`.
@@ -118,24 +142,28 @@ pub(crate) enum Change<'a> {
 }
 
 impl<'a> Change<'a> {
-    /// What the record with `meta` and `payload` at `pos` does to its session; `None` for
-    /// records that change no session (gaps).
-    pub(crate) fn of_record(meta: &RecordMeta, pos: Pos, payload: &'a [u8]) -> Option<Change<'a>> {
+    /// What the record with `meta`, `key` and `payload` at `pos` does to its session;
+    /// `None` for records that change no session (gaps).
+    pub(crate) fn of_record(
+        meta: &RecordMeta,
+        pos: Pos,
+        key: Option<RecordKey<'a>>,
+        payload: &'a [u8],
+    ) -> Option<Change<'a>> {
         Some(match meta.kind {
             Kind::Append => Change::Append {
                 pos,
                 ts: meta.timestamp,
+                key: key.map(|k| NewKey {
+                    key: k.key,
+                    hash: None,
+                    lsn: meta.lsn,
+                    count: u64::from(k.count),
+                }),
             },
             Kind::Pop => Change::Pop(1),
             Kind::Truncate => Change::Keep(meta.arg),
             Kind::Clear => Change::Keep(0),
-            Kind::Key => Change::Key {
-                key: payload,
-                hash: None,
-                lsn: meta.lsn.next(),
-                ts: meta.timestamp,
-                count: meta.arg,
-            },
             Kind::Fork => Change::Fork {
                 src: std::str::from_utf8(payload).ok()?,
                 at: meta.arg,
@@ -319,29 +347,17 @@ impl Index {
                 );
                 0
             }
-            Change::Key {
-                key,
-                hash,
-                lsn,
-                ts,
-                count,
-            } => {
-                let hash = hash.unwrap_or_else(|| self.key_hasher.hash(key));
-                self.update(session, ts, |s, _| {
-                    let keyed = Keyed {
-                        first_id: s.positions.len() + 1,
-                        first_lsn: lsn,
-                        timestamp: ts,
-                        count,
-                    };
-                    s.keys
-                        .get_or_insert_with(Box::default)
-                        .insert(key, hash, keyed);
-                });
+            Change::Key { key, ts } => {
+                let hasher = self.key_hasher.clone();
+                self.update(session, ts, |s, _| s.remember(&hasher, key, ts));
                 0
             }
-            Change::Append { pos, ts } => {
+            Change::Append { pos, ts, key } => {
+                let hasher = key.is_some().then(|| self.key_hasher.clone());
                 self.update(session, ts, |s, _| {
+                    if let (Some(k), Some(h)) = (key, &hasher) {
+                        s.remember(h, k, ts);
+                    }
                     s.positions.push(pos);
                     s.last = ts;
                 });
@@ -416,6 +432,15 @@ impl Index {
             + self.metas.keys().map(|k| k.len()).sum::<usize>()
     }
 
+    /// Idempotency keys remembered, in every session.
+    pub(crate) fn keys(&self) -> u64 {
+        self.sessions
+            .values()
+            .filter_map(|s| s.keys.as_ref())
+            .map(|k| k.len() as u64)
+            .sum()
+    }
+
     /// Total live messages.
     pub(crate) fn messages(&self) -> u64 {
         self.sessions.values().map(|s| s.positions.len()).sum()
@@ -435,7 +460,7 @@ mod tests {
                 off: i * 100,
             };
             let ts = Timestamp(u64::from(i));
-            ix.apply("s", Change::Append { pos, ts }, |_| Timestamp(0));
+            ix.apply("s", Change::Append { pos, ts, key: None }, |_| Timestamp(0));
         }
         assert_eq!(
             ix.apply("s", Change::Keep(3), |p| Timestamp(u64::from(p.off / 100))),
@@ -456,6 +481,7 @@ mod tests {
             Change::Append {
                 pos,
                 ts: Timestamp(9),
+                key: None,
             },
             |_| Timestamp(0),
         );

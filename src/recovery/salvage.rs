@@ -5,7 +5,7 @@
 use super::scan::{Item, Scan};
 use super::{DroppedRange, QUARANTINE_DIR, RecoveredSegment, TornTail};
 use crate::error::{Error, Result};
-use crate::format::{Kind, RecordMeta};
+use crate::format::{Kind, RecordKey, RecordMeta};
 use crate::hint;
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::Dir;
@@ -56,7 +56,7 @@ pub(super) fn rewrite(scan: &mut Scan<'_>) -> Result<(Vec<DroppedRange>, Option<
     if let Some(count) = scan.missing_start {
         // The first segment is gone: a new one holding one gap record keeps the chain whole.
         let out = encode_segment(Lsn::FIRST, false, |put| {
-            put(&gap(Lsn::FIRST.0, count), GAP_SESSION, &[]);
+            put(&gap(Lsn::FIRST.0, count), GAP_SESSION, None, &[]);
             Ok(())
         })?;
         write_segment(dir, SegmentId(Lsn::FIRST.0), &out.0, out.1)?;
@@ -78,9 +78,9 @@ pub(super) fn rewrite(scan: &mut Scan<'_>) -> Result<(Vec<DroppedRange>, Option<
                                 offset: off,
                                 damage,
                             })?;
-                        put(&rec.meta, rec.session.as_bytes(), rec.payload);
+                        put(&rec.meta, rec.session.as_bytes(), rec.key, rec.payload);
                     }
-                    Item::Gap { lsn, count } => put(&gap(lsn, count), GAP_SESSION, &[]),
+                    Item::Gap { lsn, count } => put(&gap(lsn, count), GAP_SESSION, None, &[]),
                 }
             }
             Ok(())
@@ -106,13 +106,13 @@ fn gap(lsn: u64, count: u64) -> RecordMeta {
 fn encode_segment(
     first_lsn: Lsn,
     compacted: bool,
-    body: impl FnOnce(&mut dyn FnMut(&RecordMeta, &[u8], &[u8])) -> Result<()>,
+    body: impl FnOnce(&mut dyn FnMut(&RecordMeta, &[u8], Option<RecordKey<'_>>, &[u8])) -> Result<()>,
 ) -> Result<(Vec<u8>, u64)> {
     let mut out = SegmentBuilder::new(first_lsn, compacted, None);
     let salt = out.salt();
     // (In memory: `put` cannot fail.)
-    body(&mut |meta, session, payload| {
-        let _ = out.put(meta, session, payload);
+    body(&mut |meta, session, key, payload| {
+        let _ = out.put(meta, session, key, payload);
     })?;
     let bytes = out.finish().unwrap_or_default();
     Ok((bytes, salt))

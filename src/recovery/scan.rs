@@ -14,7 +14,7 @@ use crate::format::{
 };
 use crate::hint::{self, EventRef, LoadedHint};
 use crate::id::{Lsn, SegmentId, Timestamp};
-use crate::index::{Change, Index, Pos};
+use crate::index::{Change, Index, NewKey, Pos};
 use crate::io::{Dir, Mapping, OpenMode, VfsFile};
 use crate::segment::{Record, SegmentReader, Stop, Units, Why, all_zero};
 
@@ -476,7 +476,7 @@ impl<'a> Scan<'a> {
             seg: ordinal,
             off: r.offset as u32,
         };
-        let Some(change) = Change::of_record(&r.meta, pos, r.payload) else {
+        let Some(change) = Change::of_record(&r.meta, pos, r.key, r.payload) else {
             return;
         };
         let segments = &self.segments;
@@ -486,8 +486,11 @@ impl<'a> Scan<'a> {
     }
 
     fn apply_hint(&mut self, ordinal: u32, h: &LoadedHint, map: &Mapping) {
-        for (kind, n) in Kind::ALL.iter().zip(h.header.kinds) {
-            self.report.count(*kind, n);
+        // Slot `i` counts kind code `i + 1` (a code no kind has now counts nothing).
+        for (code, n) in (1u8..).zip(h.header.kinds) {
+            if let Some(kind) = Kind::from_code(code) {
+                self.report.count(kind, n);
+            }
         }
         self.report.hints_used += 1;
         if ordinal == 0 {
@@ -526,11 +529,13 @@ impl<'a> Scan<'a> {
                     ts,
                     count,
                 } => Change::Key {
-                    key,
-                    hash: None,
-                    lsn,
+                    key: NewKey {
+                        key,
+                        hash: None,
+                        lsn,
+                        count,
+                    },
                     ts,
-                    count,
                 },
             };
             index.apply(session, change, |q| {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{Naming, random_salt};
-use crate::format::{RecordMeta, SegmentHeader, encode_record};
+use crate::format::{RecordKey, RecordMeta, SegmentHeader, encode_record};
 use crate::id::{Lsn, Timestamp};
 use crate::io::VfsFile;
 
@@ -58,7 +58,7 @@ impl<'f> SegmentBuilder<'f> {
         self.flushed + self.buf.len() as u64
     }
 
-    /// Appends one record.
+    /// Appends one record (with `key`, a keyed append).
     ///
     /// # Errors
     /// The file's write error, when streaming.
@@ -66,12 +66,13 @@ impl<'f> SegmentBuilder<'f> {
         &mut self,
         meta: &RecordMeta,
         session: &[u8],
+        key: Option<RecordKey<'_>>,
         payload: &[u8],
     ) -> std::io::Result<()> {
         let at = u32::try_from(self.len()).unwrap_or(u32::MAX);
         let naming = self.named.entry(session.to_vec()).or_default();
         let field = Naming::next(naming, session, at);
-        encode_record(&mut self.buf, self.salt, meta, field, payload);
+        encode_record(&mut self.buf, self.salt, meta, field, key, payload);
         if self.buf.len() >= FLUSH_AT {
             self.flush()?;
         }

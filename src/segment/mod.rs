@@ -205,7 +205,8 @@ impl Segment {
         crc: bool,
         f: impl FnOnce(RecordMeta, &[u8]) -> Result<R>,
     ) -> Result<R> {
-        self.visit(offset, crc, |meta, payload| {
+        self.visit(offset, crc, |r| {
+            let (meta, payload) = (r.meta, r.payload);
             if meta.kind != kind {
                 return Err(Error::Corrupt {
                     segment: self.id,
@@ -219,12 +220,32 @@ impl Segment {
         })?
     }
 
+    /// The fixed fields and the idempotency key (if it is a keyed append) of the append at
+    /// `offset`, both checksums verified.
+    ///
+    /// # Errors
+    /// As [`Segment::read_kind`].
+    pub(crate) fn key_at(&self, offset: u32) -> Result<(RecordMeta, Option<Vec<u8>>)> {
+        self.visit(offset, true, |r| {
+            if r.meta.kind != crate::format::Kind::Append {
+                return Err(Error::Corrupt {
+                    segment: self.id,
+                    offset: u64::from(offset),
+                    damage: Damage::BadField {
+                        field: "kind (an index position names a record of another kind)",
+                    },
+                });
+            }
+            Ok((r.meta, r.key.map(|k| k.key.to_vec())))
+        })?
+    }
+
     /// Reads and re-verifies the record at `offset`, of any kind, and hands it to `f`.
     fn visit<R>(
         &self,
         offset: u32,
         crc: bool,
-        f: impl FnOnce(RecordMeta, &[u8]) -> R,
+        f: impl FnOnce(&crate::format::RecordRef<'_>) -> R,
     ) -> Result<R> {
         let off = u64::from(offset);
         let corrupt = |damage| Error::Corrupt {
@@ -236,7 +257,7 @@ impl Segment {
             SegmentData::Mapped(map) => {
                 let rest = map.get(offset as usize..).unwrap_or(&[]);
                 match decode_at(rest, self.salt, crc) {
-                    Decoded::Record(r) => Ok(f(r.meta, r.payload)),
+                    Decoded::Record(r) => Ok(f(&r)),
                     other => Err(corrupt(decode_damage(other))),
                 }
             }
@@ -245,12 +266,12 @@ impl Segment {
                     && let Decoded::Record(r) =
                         decode_at(map.get(offset as usize..).unwrap_or(&[]), self.salt, crc)
                 {
-                    return Ok(f(r.meta, r.payload));
+                    return Ok(f(&r));
                 }
                 // Positioned reads: a read-only store, or a map that failed.
                 let buf = self.read_framed(&view.file, offset)?;
                 match decode_at(&buf, self.salt, crc) {
-                    Decoded::Record(r) => Ok(f(r.meta, r.payload)),
+                    Decoded::Record(r) => Ok(f(&r)),
                     other => Err(corrupt(decode_damage(other))),
                 }
             }
@@ -279,8 +300,8 @@ impl Segment {
         let mut header = [0u8; RECORD_HEADER_LEN];
         read(&mut header, RECORD_HEADER_LEN as u64)?;
         let len = framed_len_from_header(&header);
-        let bound =
-            (RECORD_HEADER_LEN + MAX_SESSION_LEN) as u64 + u64::from(DEFAULT_MAX_RECORD_LEN);
+        let bound = (RECORD_HEADER_LEN + MAX_SESSION_LEN + crate::format::MAX_KEY_BLOCK_LEN) as u64
+            + u64::from(DEFAULT_MAX_RECORD_LEN);
         if len > bound {
             return Err(corrupt(Damage::BadLength { len }));
         }

@@ -10,8 +10,8 @@
 
 use crate::error::Damage;
 use crate::format::{
-    DEFAULT_MAX_RECORD_LEN, Decoded, RECORD_HEADER_LEN, RecordMeta, decode_record, header_verifies,
-    resolve_session,
+    DEFAULT_MAX_RECORD_LEN, Decoded, RECORD_HEADER_LEN, RecordKey, RecordMeta, decode_record,
+    header_verifies, resolve_session,
 };
 use crate::id::Lsn;
 
@@ -26,7 +26,9 @@ pub(crate) struct Record<'a> {
     pub(crate) meta: RecordMeta,
     /// Its session id (resolved through a reference if need be; checked to be UTF-8).
     pub(crate) session: &'a str,
-    /// Its payload (message JSON for appends).
+    /// The idempotency key of a keyed append.
+    pub(crate) key: Option<RecordKey<'a>>,
+    /// Its payload after any key block (message JSON for appends).
     pub(crate) payload: &'a [u8],
 }
 
@@ -189,6 +191,7 @@ impl<'a> Iterator for SegmentReader<'a> {
                         len: r.framed_len() as u64,
                         meta: r.meta,
                         session,
+                        key: r.key,
                         payload: r.payload,
                     };
                     self.offset = record.end();
@@ -236,6 +239,7 @@ pub(crate) fn record_at(bytes: &[u8], salt: u64, offset: u64) -> Result<Record<'
             len: r.framed_len() as u64,
             meta: r.meta,
             session: session_of(bytes, salt, offset, &r)?,
+            key: r.key,
             payload: r.payload,
         }),
         other => Err(crate::format::decode_damage(other)),
@@ -373,7 +377,7 @@ mod tests {
                 } else {
                     SessionField::Ref(SEGMENT_HEADER_LEN as u32)
                 };
-                encode_record(&mut b, SALT, &meta, field, br#"{"a":1}"#);
+                encode_record(&mut b, SALT, &meta, field, None, br#"{"a":1}"#);
                 lsn += 1;
             }
         }

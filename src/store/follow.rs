@@ -13,7 +13,7 @@ use super::head::Head;
 use super::{State, Writer};
 use crate::error::{Error, Result};
 use crate::format::{
-    FORMAT_VERSION, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader,
+    FORMAT_VERSION, RECORD_HEADER_LEN, RecordKey, RecordMeta, SEGMENT_HEADER_LEN, SegmentHeader,
 };
 use crate::id::SegmentId;
 use crate::index::{Change, Pos};
@@ -103,7 +103,7 @@ impl State {
                         seg: ordinal,
                         off: r.offset as u32,
                     };
-                    self.fold(r.session, &r.meta, pos, r.payload);
+                    self.fold(r.session, &r.meta, pos, r.key, r.payload);
                     self.next_lsn = r.meta.next_lsn();
                 }
             }
@@ -232,25 +232,33 @@ impl State {
 
     /// Folds one committed record into the index: the same fold recovery uses. `pos` is the
     /// record's position (for a record this process just wrote, not in any map yet).
-    pub(super) fn fold(&mut self, session: &str, meta: &RecordMeta, pos: Pos, payload: &[u8]) {
-        self.fold_hashed(session, meta, pos, payload, None);
+    pub(super) fn fold(
+        &mut self,
+        session: &str,
+        meta: &RecordMeta,
+        pos: Pos,
+        key: Option<RecordKey<'_>>,
+        payload: &[u8],
+    ) {
+        self.fold_hashed(session, meta, pos, key, payload, None);
     }
 
     /// [`State::fold`], given the key's hash (`key_hash`, from this state's index) when the
-    /// record is a `key` record whose hash the writer has; ignored for other records.
+    /// record is a keyed append whose key the writer hashed; ignored for other records.
     pub(super) fn fold_hashed(
         &mut self,
         session: &str,
         meta: &RecordMeta,
         pos: Pos,
+        key: Option<RecordKey<'_>>,
         payload: &[u8],
         key_hash: Option<u64>,
     ) {
-        let Some(mut change) = Change::of_record(meta, pos, payload) else {
+        let Some(mut change) = Change::of_record(meta, pos, key, payload) else {
             return;
         };
-        if let Change::Key { hash, .. } = &mut change {
-            *hash = key_hash;
+        if let Change::Append { key: Some(k), .. } = &mut change {
+            k.hash = key_hash;
         }
         self.last_ts = self.last_ts.max(meta.timestamp);
         let segments = &self.segments;

@@ -189,6 +189,8 @@ pub struct StoreStats {
     pub sessions: usize,
     /// Live messages.
     pub messages: u64,
+    /// Idempotency keys the index remembers (one per live keyed append or batch).
+    pub keys: u64,
     /// Bytes the session index holds in memory: its heap, plus the hint files it keeps
     /// mapped (it reads the positions of messages loaded from a hint in place), counted whole.
     pub index_bytes: usize,
@@ -287,6 +289,7 @@ impl Store {
             segments: state.segments.len(),
             sessions: state.index.len(),
             messages: state.index.messages(),
+            keys: state.index.keys(),
             index_bytes: state.index.memory_bytes(),
             last_lsn,
             durable_lsn: self.inner.syncer.durable(),

@@ -208,15 +208,13 @@ impl Store {
     }
 }
 
-/// Whether the `key` record before the append `keyed` names (in `session`) holds `key`: the
-/// index keeps keys as hashes, so a hit is confirmed here. The record ends where the append
-/// starts, in the same segment (a unit never spans segments), and is `key.len()` bytes of
-/// payload after a 44-byte header and, when it names the session, the session id.
+/// Whether the append `keyed` names first (in `session`) carries `key`: the index keeps keys
+/// as hashes, so a hit is confirmed here, against the key block of that record.
 ///
 /// # Errors
-/// [`Error::Io`] when neither place matched and reading one of them failed: whether the key
-/// is remembered is then unknown, and the caller must write nothing (a retry would
-/// otherwise append its messages twice).
+/// [`Error::Io`] when the record cannot be read, [`Error::Corrupt`] when it fails its
+/// checks: whether the key is logged is then unknown, and the caller must write nothing (a
+/// retry would otherwise append its messages twice).
 pub(super) fn key_is_logged(
     state: &super::State,
     session: &str,
@@ -233,21 +231,6 @@ pub(super) fn key_is_logged(
     let Some(segment) = state.segments.get(first.seg as usize) else {
         return Ok(false);
     };
-    let header = crate::format::RECORD_HEADER_LEN + key.len();
-    let mut failed = None;
-    for len in [header, header + session.len()] {
-        let Some(off) = u32::try_from(len)
-            .ok()
-            .and_then(|len| first.off.checked_sub(len))
-        else {
-            continue;
-        };
-        match segment.read_kind(off, Kind::Key) {
-            Ok(r) if r.payload == key && r.meta.lsn.next() == keyed.first_lsn => return Ok(true),
-            Err(e @ Error::Io { .. }) => failed = Some(e),
-            // Another record, or none, starts there: a hash collision, not this key.
-            Ok(_) | Err(_) => {}
-        }
-    }
-    failed.map_or(Ok(false), Err)
+    let (meta, logged) = segment.key_at(first.off)?;
+    Ok(meta.lsn == keyed.first_lsn && logged.as_deref() == Some(key))
 }

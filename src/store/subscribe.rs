@@ -123,7 +123,7 @@ impl LogEvent {
                 from: String::from_utf8_lossy(r.payload).into_owned(),
                 at: r.meta.arg,
             },
-            Kind::Key | Kind::Meta | Kind::Gap => return None,
+            Kind::Meta | Kind::Gap => return None,
         })
     }
 }

@@ -12,8 +12,8 @@ use crate::crypt::{Crypt, DataKey, SEAL_OVERHEAD, sealed_kind};
 use crate::durability::{Appending, Durability, WRITEBACK_BYTES, gather_group};
 use crate::error::{Error, Result};
 use crate::format::{
-    DEFAULT_MAX_RECORD_LEN, Kind, NAME_EVERY, RECORD_HEADER_LEN, RecordMeta, SEGMENT_HEADER_LEN,
-    encode_record,
+    DEFAULT_MAX_RECORD_LEN, Kind, NAME_EVERY, RECORD_HEADER_LEN, RecordKey, RecordMeta,
+    SEGMENT_HEADER_LEN, encode_record,
 };
 use crate::id::{Lsn, Timestamp};
 use crate::index::Pos;
@@ -480,7 +480,7 @@ impl Store {
     /// unit, then applies them to the index and waits as the durability mode says.
     ///
     /// With an idempotency `key`: if the session already holds the appends it names, their
-    /// receipts come back and nothing is written; else the unit starts with a `key` record.
+    /// receipts come back and nothing is written; else the unit's first append carries the key.
     pub(super) fn write_events<'p>(
         &self,
         session: &str,
@@ -511,7 +511,7 @@ impl Store {
     ) -> Result<Vec<Receipt>> {
         let appending = Appending::enter(&self.inner.appending);
         // `None` beside the receipts: nothing was written.
-        let (mut receipts, written) = self.take_write_turn(wait, |w| {
+        let (receipts, written) = self.take_write_turn(wait, |w| {
             let (count, keyed, key_hash) = {
                 let state = self.state();
                 let s = state.index.get(session);
@@ -532,22 +532,18 @@ impl Store {
             if let Some(k) = keyed {
                 return Ok((keyed_receipts(&k), None));
             }
-            let mut events = plan(w, count)?;
+            let events = plan(w, count)?;
             if events.is_empty() {
                 return Ok((Vec::new(), None));
             }
             let sealer = self.sealer(w, session, &events)?;
-            if let Some(key) = key {
-                events.insert(
-                    0,
-                    Event {
-                        kind: Kind::Key,
-                        arg: events.len() as u64,
-                        payload: Cow::Borrowed(key),
-                    },
-                );
-            }
-            self.make_room(w, session, &events, sealer.is_some())?;
+            // The key rides on the unit's first append, naming every append of the unit.
+            let key = key.map(|key| RecordKey {
+                key,
+                count: u32::try_from(events.len()).unwrap_or(u32::MAX),
+            });
+            debug_assert!(key.is_none() || events.iter().all(|e| e.kind == Kind::Append));
+            self.make_room(w, session, &events, key, sealer.is_some())?;
             let sync_due = match self.inner.opts.durability {
                 Durability::Always => true,
                 Durability::Interval(every) => w.last_sync.elapsed() >= every,
@@ -557,18 +553,15 @@ impl Store {
                 return Err(self.busy("a sync (its interval is due)"));
             }
             let sealer = sealer.as_ref().zip(self.inner.crypt.as_deref());
-            let (receipts, offsets) = frame(w, session, &events, sealer)?;
+            let (receipts, offsets) = frame(w, session, &events, key, sealer)?;
             self.write(w)?;
-            self.apply(w, session, &events, &offsets, &receipts, key_hash);
+            self.apply(w, session, &events, &offsets, &receipts, key.zip(key_hash));
             Ok((receipts, Some((Lsn(w.next_lsn.0 - 1), sync_due))))
         })?;
         let Some((last, sync_due)) = written else {
             return Ok(receipts);
         };
         self.inner.appended.notify();
-        if key.is_some() {
-            receipts.remove(0);
-        }
         drop(appending);
         if sync_due {
             self.wait_durable(last)?;
@@ -623,11 +616,13 @@ impl Store {
         w: &mut Writer,
         session: &str,
         events: &[Event<'_>],
+        key: Option<RecordKey<'_>>,
         sealed: bool,
     ) -> Result<()> {
         // An upper bound: the name goes in the first record and then once every
         // `NAME_EVERY + 1` records at most (see `Naming::next`).
         let names = events.len() as u64 / (u64::from(NAME_EVERY) + 1) + 1;
+        let key_block = key.map_or(0, |k| k.block_len() as u64);
         let framed: u64 = events
             .iter()
             .map(|e| {
@@ -639,7 +634,8 @@ impl Store {
                 (RECORD_HEADER_LEN + e.payload.len() + seal) as u64
             })
             .sum::<u64>()
-            + names * session.len() as u64;
+            + names * session.len() as u64
+            + key_block;
         if framed > MAX_BATCH_BYTES {
             return Err(Error::RecordTooLarge {
                 session: session.to_owned(),
@@ -734,7 +730,7 @@ impl Store {
         events: &[Event<'_>],
         offsets: &[u32],
         receipts: &[Receipt],
-        key_hash: Option<u64>,
+        key: Option<(RecordKey<'_>, u64)>,
     ) {
         if let Some(naming) = w.naming {
             w.active.set_naming(session, naming);
@@ -747,7 +743,7 @@ impl Store {
         if st.end != start {
             return;
         }
-        for ((e, &off), r) in events.iter().zip(offsets).zip(receipts) {
+        for (i, ((e, &off), r)) in events.iter().zip(offsets).zip(receipts).enumerate() {
             let meta = RecordMeta {
                 kind: e.kind,
                 first: false,
@@ -760,8 +756,8 @@ impl Store {
                 seg: w.ordinal,
                 off,
             };
-            let hash = key_hash.filter(|_| e.kind == Kind::Key);
-            st.fold_hashed(session, &meta, pos, &e.payload, hash);
+            let (key, hash) = key.filter(|_| i == 0).unzip();
+            st.fold_hashed(session, &meta, pos, key, &e.payload, hash);
         }
         st.end = w.active.len;
         st.next_lsn = w.next_lsn;
@@ -878,13 +874,15 @@ impl Store {
 
 /// Frames `events` as one unit of records of `session` into `w.buf`, at the end of the
 /// active segment: the first record carries `FIRST`, the last `COMMIT`; each record refers
-/// to the record naming the session in this segment, or names it. With a `sealer`, the
+/// to the record naming the session in this segment, or names it. `key` goes in the first
+/// record (an append). With a `sealer`, the
 /// payloads of sealed kinds go in sealed under its key. Returns the receipts and the
 /// records' offsets; `w.naming` and `w.framed_records` say what the unit leaves behind.
 fn frame(
     w: &mut Writer,
     session: &str,
     events: &[Event<'_>],
+    key: Option<RecordKey<'_>>,
     sealer: Option<(&DataKey, &Crypt)>,
 ) -> Result<(Vec<Receipt>, Vec<u32>)> {
     let ts = Timestamp::now().max(w.last_ts);
@@ -915,7 +913,8 @@ fn frame(
             }
             _ => &e.payload,
         };
-        encode_record(&mut w.buf, w.active.salt, &meta, field, payload);
+        let key = key.filter(|_| i == 0);
+        encode_record(&mut w.buf, w.active.salt, &meta, field, key, payload);
         receipts.push(Receipt {
             lsn,
             interaction_id: e.arg,

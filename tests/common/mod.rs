@@ -1383,8 +1383,8 @@ impl Harness {
         }
         let count = self.state().get(name).map_or(0, Vec::len) as u64;
         let mut timestamp = None;
-        // The unit's first record is the key's: the appends' LSNs start one later.
-        let r = match self.checked_receipts(r, name, before + 1)? {
+        // The key rides on the unit's first append: one record per message.
+        let r = match self.checked_receipts(r, name, before)? {
             Ok(receipts) => {
                 if receipts.len() != msgs.len() {
                     return Err(self.fail(format!(
@@ -1412,10 +1412,10 @@ impl Harness {
             .or_default()
             .extend(msgs.iter().map(|(id, _)| *id));
         let appends = (0..msgs.len() as u64)
-            .map(|i| (count + 1 + i, before + 2 + i))
+            .map(|i| (count + 1 + i, before + 1 + i))
             .collect();
         next.keys.insert(sk, Keyed { appends, timestamp });
-        let records = msgs.len() as u64 + 1;
+        let records = msgs.len() as u64;
         self.settle_model(r, before, records, next, msgs, false)
     }
 

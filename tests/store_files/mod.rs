@@ -94,7 +94,14 @@ pub fn rewrite_ref(seg: &Path, off: u64, at: u32) {
     };
     assert!(matches!(r.session, SessionField::Ref(_)), "not a reference");
     let mut out = Vec::new();
-    encode_record(&mut out, salt, &r.meta, SessionField::Ref(at), r.payload);
+    encode_record(
+        &mut out,
+        salt,
+        &r.meta,
+        SessionField::Ref(at),
+        r.key,
+        r.payload,
+    );
     assert_eq!(out.len(), r.framed_len());
     bytes[off..off + out.len()].copy_from_slice(&out);
     fs::write(seg, bytes).unwrap();

@@ -62,7 +62,7 @@ pub(super) fn write_output(
                     commit: i + 1 == written.len(),
                     ..*meta
                 };
-                out.put(&meta, r.session.as_bytes(), r.payload)
+                out.put(&meta, r.session.as_bytes(), plan.key_of(r), r.payload)
                     .map_err(io)?;
                 next = r.meta.next_lsn();
             }
@@ -82,7 +82,7 @@ pub(super) fn write_output(
             arg: end.0 - next.0,
             timestamp: last_ts,
         };
-        out.put(&gap, GAP_SESSION, &[]).map_err(io)?;
+        out.put(&gap, GAP_SESSION, None, &[]).map_err(io)?;
     }
     let salt = out.salt();
     out.finish().map_err(io)?;

@@ -1,8 +1,9 @@
 //! What a compaction keeps, and how it rewrites the events it keeps.
 //!
 //! The inputs are folded once (the one fold) into the index they make at their end: every
-//! record a live session's messages point at is *kept*, with the `key` records of live keys
-//! and each live session's latest `meta` record. Then the output is the inputs' records in
+//! record a live session's messages point at is *kept* (a keyed append with its key block
+//! while the key is live, without it once the key is forgotten), with each live session's
+//! latest `meta` record. Then the output is the inputs' records in
 //! log order, each kept record as it was, and each event rewritten for the kept records
 //! only, so that at every point of the log
 //!
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use super::{Tracker, for_each_unit, map_of};
 use crate::error::Result;
-use crate::format::{Kind, RecordMeta};
+use crate::format::{Kind, RecordKey, RecordMeta};
 use crate::id::{Lsn, Timestamp};
 use crate::index::{Index, Pos};
 use crate::segment::{Record, Segment};
@@ -35,7 +36,7 @@ pub(super) struct Plan {
     pub(super) state: State,
     /// Records a live session reaches (messages, latest metadata): (input ordinal, offset).
     keep: HashSet<(u32, u32)>,
-    /// `key` records of live keys, by LSN.
+    /// Keyed appends whose key is live, by LSN.
     keys: HashSet<u64>,
     /// Every session with records in the inputs.
     seen: HashSet<Box<str>>,
@@ -65,7 +66,7 @@ pub(super) fn fold(state: &mut State, ordinal: usize, r: &Record<'_>) {
         seg: ordinal as u32,
         off: r.offset as u32,
     };
-    state.fold(r.session, &r.meta, pos, r.payload);
+    state.fold(r.session, &r.meta, pos, r.key, r.payload);
 }
 
 impl Plan {
@@ -113,7 +114,7 @@ impl Plan {
     /// Whether the output would lack a record of the inputs: more records than those kept
     /// for what the live sessions reach (every event, at least, is rewritten or dropped).
     pub(super) fn drops_something(&self) -> bool {
-        self.records > (self.keep.len() + self.keys.len()) as u64
+        self.records > self.keep.len() as u64
     }
 
     /// Marks what the live sessions reach.
@@ -127,7 +128,7 @@ impl Plan {
                 }
             }
             for k in s.keys() {
-                self.keys.insert(k.first_lsn.0 - 1);
+                self.keys.insert(k.first_lsn.0);
             }
         }
         for (_, p) in index.metas() {
@@ -135,15 +136,15 @@ impl Plan {
         }
     }
 
-    /// Bytes of the records that are certainly dropped: appends, keys and metadata nobody
-    /// reaches (events are counted as kept: some are rewritten, most are not).
+    /// Bytes of the records that are certainly dropped: appends and metadata nobody reaches
+    /// (events are counted as kept: some are rewritten, most are not).
     fn dead(&self, inputs: &[Arc<Segment>], tracker: &mut Tracker<'_>) -> Result<u64> {
         let mut dead = 0;
         for (ordinal, s) in inputs.iter().enumerate() {
             let map = map_of(s)?;
             for_each_unit(s, &map, |unit| {
                 for r in unit {
-                    let data = matches!(r.meta.kind, Kind::Append | Kind::Key | Kind::Meta);
+                    let data = matches!(r.meta.kind, Kind::Append | Kind::Meta);
                     if data && !self.kept(ordinal as u32, r) {
                         dead += r.len;
                     }
@@ -155,12 +156,14 @@ impl Plan {
         Ok(dead)
     }
 
-    /// Whether `r`, an append, key or meta record of input `ordinal`, is kept.
+    /// Whether `r`, an append or meta record of input `ordinal`, is kept.
     fn kept(&self, ordinal: u32, r: &Record<'_>) -> bool {
-        match r.meta.kind {
-            Kind::Key => self.keys.contains(&r.meta.lsn.0),
-            _ => self.keep.contains(&(ordinal, r.offset as u32)),
-        }
+        self.keep.contains(&(ordinal, r.offset as u32))
+    }
+
+    /// The key block a kept record `r` keeps: its own while its key is live, else none.
+    pub(super) fn key_of<'r>(&self, r: &Record<'r>) -> Option<RecordKey<'r>> {
+        r.key.filter(|_| self.keys.contains(&r.meta.lsn.0))
     }
 
     /// The sessions none of whose messages or metadata are kept, sorted.
@@ -210,7 +213,7 @@ impl<'p> Rewrite<'p> {
         let with = |arg| Some(RecordMeta { arg, ..r.meta });
         let s = r.session;
         match r.meta.kind {
-            Kind::Append | Kind::Key | Kind::Meta => self.plan.kept(ordinal, r).then_some(r.meta),
+            Kind::Append | Kind::Meta => self.plan.kept(ordinal, r).then_some(r.meta),
             Kind::Gap => None,
             Kind::Pop => {
                 let n = self.count(s);

@@ -38,6 +38,7 @@ struct Stats<'a> {
     records_by_kind: BTreeMap<&'static str, u64>,
     sessions: usize,
     messages: u64,
+    keys: u64,
     index_bytes: usize,
     last_lsn: u64,
     recovery: &'static str,
@@ -67,6 +68,7 @@ pub fn run(args: Args) -> CliResult {
             records_by_kind: kind_names(&report.records_by_kind),
             sessions: stats.sessions,
             messages: stats.messages,
+            keys: stats.keys,
             index_bytes: stats.index_bytes,
             last_lsn: stats.last_lsn.0,
             recovery: report.classification().name(),
@@ -85,6 +87,7 @@ pub fn run(args: Args) -> CliResult {
          records     {} ({})\n\
          sessions    {}\n\
          messages    {}\n\
+         keys        {} (idempotency keys remembered)\n\
          index       {} in memory\n\
          last LSN    {}\n\
          recovery    {}\n\
@@ -96,6 +99,7 @@ pub fn run(args: Args) -> CliResult {
         kinds(&report.records_by_kind),
         thousands(stats.sessions as u64),
         thousands(stats.messages),
+        thousands(stats.keys),
         human_bytes(stats.index_bytes as u64),
         stats.last_lsn,
         recovery_summary(report, stats.segments, &args.dir),
