@@ -269,6 +269,10 @@ fn replace_times(args: &Args, chat: &Corpus, session: &str, root: &Path, log: &L
     (conv[0], sql[0])
 }
 
+/// What [`keyed_rounds`] measures: median rates (plain, keyed), the rounds' keyed/plain
+/// ratio (median, lowest, highest), index bytes per message (plain, keyed).
+type KeyedRounds = ((f64, f64), (f64, f64, f64), (f64, f64));
+
 /// Buffered appends of the whole workload, one message per call, plain (`append_raw`) and
 /// keyed (a fresh 36-byte key per message), in interleaved rounds (5, or 1 with `--quick`;
 /// the order alternates), into fresh stores. Returns the median rates, the median, lowest
@@ -281,7 +285,7 @@ fn keyed_rounds(
     corpus: &Corpus,
     root: &Path,
     log: &Log,
-) -> ((f64, f64), (f64, f64, f64), (f64, f64)) {
+) -> KeyedRounds {
     let rounds = if args.quick { 1 } else { 5 };
     let keys = workload::uuids(corpus.len(), args.seed ^ 0x6b);
     let per_sec = |t: Duration| corpus.len() as f64 / t.as_secs_f64();
