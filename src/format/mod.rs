@@ -379,33 +379,39 @@ pub fn encode_record(
         SessionField::Named(name) => (name, 0),
         SessionField::Ref(at) => (&[], at),
     };
-    let mut block = [0u8; MAX_KEY_BLOCK_LEN];
-    let block = match key {
+    // The key block's fixed part, and its key (no copy: it goes straight into `out`).
+    let (fixed, key_bytes): ([u8; KEY_BLOCK_HEADER_LEN], &[u8]) = match key {
         Some(k) => {
-            let len = k.key.len().min(MAX_KEY_LEN);
-            block[..2].copy_from_slice(&(len as u16).to_le_bytes());
-            block[2..KEY_BLOCK_HEADER_LEN].copy_from_slice(&k.count.to_le_bytes());
-            block[KEY_BLOCK_HEADER_LEN..KEY_BLOCK_HEADER_LEN + len].copy_from_slice(&k.key[..len]);
-            &block[..KEY_BLOCK_HEADER_LEN + len]
+            let key_bytes = &k.key[..k.key.len().min(MAX_KEY_LEN)];
+            let mut fixed = [0u8; KEY_BLOCK_HEADER_LEN];
+            fixed[..2].copy_from_slice(&(key_bytes.len() as u16).to_le_bytes());
+            fixed[2..].copy_from_slice(&k.count.to_le_bytes());
+            (fixed, key_bytes)
         }
-        None => &block[..0],
+        None => ([0; KEY_BLOCK_HEADER_LEN], &[]),
+    };
+    let block_len = if key.is_some() {
+        KEY_BLOCK_HEADER_LEN + key_bytes.len()
+    } else {
+        0
     };
     let mut h = [0u8; RECORD_HEADER_LEN];
-    let payload_crc = if block.is_empty() {
+    let payload_crc = if key.is_none() {
         crc32fast::hash(payload)
     } else {
         let mut c = crc32fast::Hasher::new();
-        c.update(block);
+        c.update(&fixed);
+        c.update(key_bytes);
         c.update(payload);
         c.finalize()
     };
     h[RH_PAYLOAD_CRC..RH_PAYLOAD_LEN].copy_from_slice(&payload_crc.to_le_bytes());
-    let payload_len = u32::try_from(block.len() + payload.len()).unwrap_or(u32::MAX);
+    let payload_len = u32::try_from(block_len + payload.len()).unwrap_or(u32::MAX);
     h[RH_PAYLOAD_LEN..RH_KIND].copy_from_slice(&payload_len.to_le_bytes());
     h[RH_KIND] = meta.kind as u8;
     h[RH_FLAGS] = if meta.commit { FLAG_COMMIT } else { 0 }
         | if meta.first { FLAG_FIRST } else { 0 }
-        | if block.is_empty() { 0 } else { FLAG_KEYED };
+        | if key.is_some() { FLAG_KEYED } else { 0 };
     let name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
     h[RH_NAME_LEN..RH_SESSION_REF].copy_from_slice(&name_len.to_le_bytes());
     h[RH_SESSION_REF..RH_LSN].copy_from_slice(&session_ref.to_le_bytes());
@@ -416,10 +422,13 @@ pub fn encode_record(
     crc.update(&h[RH_PAYLOAD_CRC..]);
     crc.update(name);
     h[RH_HEADER_CRC..RH_PAYLOAD_CRC].copy_from_slice(&crc.finalize().to_le_bytes());
-    out.reserve(RECORD_HEADER_LEN + name.len() + block.len() + payload.len());
+    out.reserve(RECORD_HEADER_LEN + name.len() + block_len + payload.len());
     out.extend_from_slice(&h);
     out.extend_from_slice(name);
-    out.extend_from_slice(block);
+    if key.is_some() {
+        out.extend_from_slice(&fixed);
+        out.extend_from_slice(key_bytes);
+    }
     out.extend_from_slice(payload);
 }
 
