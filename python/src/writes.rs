@@ -27,13 +27,14 @@ pub(crate) fn one_record(before: u64, after: u64, wrote: bool) -> Option<(u64, u
     (wrote && after == before + 1).then_some((after, after))
 }
 
-/// The records a keyed append made, when the log tells: a new keyed unit is its key record
-/// then its messages, contiguous, so when they are exactly the records after `before` every
-/// record in `before + 1..=after` is of the session (even if the unit was another writer's
-/// and this call its retry). `None` for a retry of an older unit (nothing written).
+/// The records a keyed append made, when the log tells: a new keyed unit is its messages,
+/// contiguous (the key rides on the first), so when they are exactly the records after
+/// `before` every record in `before + 1..=after` is of the session (even if the unit was
+/// another writer's and this call its retry). `None` for a retry of an older unit (nothing
+/// written).
 pub(crate) fn keyed_lsns(before: u64, after: u64, receipts: &[Receipt]) -> Option<(u64, u64)> {
     let (first, last) = (receipts.first()?, receipts.last()?);
-    (first.lsn == before + 2 && last.lsn == after).then_some((before + 1, after))
+    (first.lsn == before + 1 && last.lsn == after).then_some((before + 1, after))
 }
 
 /// The records a `replace` made, when the log tells that every record in

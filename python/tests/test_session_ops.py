@@ -125,6 +125,20 @@ def test_a_keyed_retry_returns_the_original_receipts_and_writes_nothing(
         assert s.count("a") == 4
 
 
+def test_a_keyed_append_is_one_record_per_message_and_keeps_other_cached_tails(
+    store_dir: pathlib.Path,
+) -> None:
+    with Store(store_dir) as s:
+        s.append_batch("b", msgs(2))
+        assert s.tail("b", 2) == msgs(2)  # fills the cache
+        lsn = s.last_lsn
+        r = s.append_batch("a", msgs(2), key="turn-1")
+        assert [x.lsn for x in r] == [lsn + 1, lsn + 2]  # the key rides on the first
+        assert s.last_lsn == lsn + 2
+        # This process made every record since: b's cached tail stands.
+        assert s.tail_if_cached("b", 2) == msgs(2)
+
+
 def test_a_key_is_forgotten_with_its_messages(store_dir: pathlib.Path) -> None:
     with Store(store_dir) as s:
         s.append("a", {"role": "user", "content": "hi"}, key="k")
