@@ -301,6 +301,11 @@ impl Store {
     /// (under the writer's turn and the write lock).
     fn switch(&self, dir: Dir<'_>, inputs: &[Arc<Segment>], out: &Output) -> Result<()> {
         self.with_write_turn(|w| {
+            // The log's files change under the writer: its next write turn catches up (and
+            // follows the state) even if this process keeps the write lock. A step after the
+            // commit point may fail before the state is reloaded, and a read may reload it
+            // later: the writer must never go on with ordinals of the old segment table.
+            w.caught_up = false;
             if let Some(crypt) = &self.inner.crypt {
                 // Keys that a crash or a failed destruction left to deleted sessions go
                 // first: the output may drop their delete records, and an open destroys
