@@ -5,12 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use convlog::io::sim::{Fault, SimFs, SplitMix, Tear};
 use convlog::{Durability, Error, Lsn, RecoveryMode, Store};
 use serde_json::json;
+
+mod store_files;
+use store_files::{all_files, contains};
 
 /// Everything a reader can see of a store: per session, its messages (id, LSN, bytes) and
 /// metadata.
@@ -192,24 +194,6 @@ fn a_crash_at_any_operation_of_a_compaction_leaves_the_old_or_the_new_segments()
     }
     println!("crash points exercised: {points}");
     assert!(points > 10, "{points}");
-}
-
-/// Every file under `dir`, recursively, read whole.
-fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(all_files(&p));
-        } else {
-            out.push((p.clone(), std::fs::read(&p).unwrap()));
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]

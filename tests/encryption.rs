@@ -11,6 +11,9 @@ use convlog::format::{
 use convlog::io::sim::{Fault, SimFs, Tear};
 use convlog::{Damage, Error, KEYS_FILE, MasterKey, Options, Store};
 
+mod store_files;
+use store_files::{all_files, contains};
+
 fn key(n: u8) -> MasterKey {
     MasterKey::from_bytes([n; 32])
 }
@@ -22,25 +25,6 @@ fn enc(n: u8) -> Options {
 fn msg(session: &str, i: usize) -> Vec<u8> {
     format!(r#"{{"role":"user","content":"{session} says SECRET-{session}-{i:04} (123-45-6789)"}}"#)
         .into_bytes()
-}
-
-/// Every file under `dir`, recursively, read whole.
-fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(all_files(&p));
-        } else {
-            out.push((p.clone(), std::fs::read(&p).unwrap()));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Each session's messages, read back (an error as its text).

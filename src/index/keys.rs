@@ -28,7 +28,7 @@ impl Keyed {
 
 /// Hashes keys for [`Keys`], with a key chosen at random per process (SipHash), so nobody
 /// can choose keys that collide.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct KeyHasher(RandomState);
 
 impl KeyHasher {

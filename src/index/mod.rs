@@ -37,15 +37,15 @@ struct SessionState {
 }
 
 impl SessionState {
-    /// Remembers the idempotency key `k`, which names the next `k.count` appends.
-    fn remember(&mut self, hasher: &KeyHasher, k: NewKey<'_>, ts: Timestamp) {
+    /// Remembers the idempotency key `k` (hashed `hash`), which names the next `k.count`
+    /// appends.
+    fn remember(&mut self, k: NewKey<'_>, hash: u64, ts: Timestamp) {
         let keyed = Keyed {
             first_id: self.positions.len() + 1,
             first_lsn: k.lsn,
             timestamp: ts,
             count: k.count,
         };
-        let hash = k.hash.unwrap_or_else(|| hasher.hash(k.key));
         self.keys
             .get_or_insert_with(Box::default)
             .insert(k.key, hash, keyed);
@@ -348,15 +348,15 @@ impl Index {
                 0
             }
             Change::Key { key, ts } => {
-                let hasher = self.key_hasher.clone();
-                self.update(session, ts, |s, _| s.remember(&hasher, key, ts));
+                let hash = self.hash_of(&key);
+                self.update(session, ts, |s, _| s.remember(key, hash, ts));
                 0
             }
             Change::Append { pos, ts, key } => {
-                let hasher = key.is_some().then(|| self.key_hasher.clone());
+                let key = key.map(|k| (k, self.hash_of(&k)));
                 self.update(session, ts, |s, _| {
-                    if let (Some(k), Some(h)) = (key, &hasher) {
-                        s.remember(h, k, ts);
+                    if let Some((k, hash)) = key {
+                        s.remember(k, hash, ts);
                     }
                     s.positions.push(pos);
                     s.last = ts;
@@ -385,6 +385,11 @@ impl Index {
             }
             Change::Keep(k) => self.keep(session, k, ts_at),
         }
+    }
+
+    /// The hash of `k`: the writer's, or computed here.
+    fn hash_of(&self, k: &NewKey<'_>) -> u64 {
+        k.hash.unwrap_or_else(|| self.key_hasher.hash(k.key))
     }
 
     /// Keeps the first `keep` messages. Returns how many were removed.

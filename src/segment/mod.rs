@@ -206,18 +206,29 @@ impl Segment {
         f: impl FnOnce(RecordMeta, &[u8]) -> Result<R>,
     ) -> Result<R> {
         self.visit(offset, crc, |r| {
-            let (meta, payload) = (r.meta, r.payload);
-            if meta.kind != kind {
-                return Err(Error::Corrupt {
-                    segment: self.id,
-                    offset: u64::from(offset),
-                    damage: Damage::BadField {
-                        field: "kind (an index position names a record of another kind)",
-                    },
-                });
-            }
-            f(meta, payload)
+            self.check_kind(offset, r.meta.kind, kind)?;
+            f(r.meta, r.payload)
         })?
+    }
+
+    /// `Error::Corrupt` unless the record at `offset` (an index position) is of `want`: if it
+    /// is another, the index, or a hint it trusted, is wrong.
+    fn check_kind(
+        &self,
+        offset: u32,
+        found: crate::format::Kind,
+        want: crate::format::Kind,
+    ) -> Result<()> {
+        if found == want {
+            return Ok(());
+        }
+        Err(Error::Corrupt {
+            segment: self.id,
+            offset: u64::from(offset),
+            damage: Damage::BadField {
+                field: "kind (an index position names a record of another kind)",
+            },
+        })
     }
 
     /// The fixed fields and the idempotency key (if it is a keyed append) of the append at
@@ -227,15 +238,7 @@ impl Segment {
     /// As [`Segment::read_kind`].
     pub(crate) fn key_at(&self, offset: u32) -> Result<(RecordMeta, Option<Vec<u8>>)> {
         self.visit(offset, true, |r| {
-            if r.meta.kind != crate::format::Kind::Append {
-                return Err(Error::Corrupt {
-                    segment: self.id,
-                    offset: u64::from(offset),
-                    damage: Damage::BadField {
-                        field: "kind (an index position names a record of another kind)",
-                    },
-                });
-            }
+            self.check_kind(offset, r.meta.kind, crate::format::Kind::Append)?;
             Ok((r.meta, r.key.map(|k| k.key.to_vec())))
         })?
     }

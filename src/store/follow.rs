@@ -103,7 +103,7 @@ impl State {
                         seg: ordinal,
                         off: r.offset as u32,
                     };
-                    self.fold(r.session, &r.meta, pos, r.key, r.payload);
+                    self.fold(r.session, &r.meta, pos, r.key, r.payload, None);
                     self.next_lsn = r.meta.next_lsn();
                 }
             }
@@ -231,21 +231,10 @@ impl State {
     }
 
     /// Folds one committed record into the index: the same fold recovery uses. `pos` is the
-    /// record's position (for a record this process just wrote, not in any map yet).
+    /// record's position (for a record this process just wrote, not in any map yet);
+    /// `key_hash`, the hash (from this state's index) of a keyed append's key when the writer
+    /// has it (`None`: the fold hashes it).
     pub(super) fn fold(
-        &mut self,
-        session: &str,
-        meta: &RecordMeta,
-        pos: Pos,
-        key: Option<RecordKey<'_>>,
-        payload: &[u8],
-    ) {
-        self.fold_hashed(session, meta, pos, key, payload, None);
-    }
-
-    /// [`State::fold`], given the key's hash (`key_hash`, from this state's index) when the
-    /// record is a keyed append whose key the writer hashed; ignored for other records.
-    pub(super) fn fold_hashed(
         &mut self,
         session: &str,
         meta: &RecordMeta,

@@ -757,7 +757,7 @@ impl Store {
                 off,
             };
             let (key, hash) = key.filter(|_| i == 0).unzip();
-            st.fold_hashed(session, &meta, pos, key, &e.payload, hash);
+            st.fold(session, &meta, pos, key, &e.payload, hash);
         }
         st.end = w.active.len;
         st.next_lsn = w.next_lsn;

@@ -66,7 +66,7 @@ pub(super) fn fold(state: &mut State, ordinal: usize, r: &Record<'_>) {
         seg: ordinal as u32,
         off: r.offset as u32,
     };
-    state.fold(r.session, &r.meta, pos, r.key, r.payload);
+    state.fold(r.session, &r.meta, pos, r.key, r.payload, None);
 }
 
 impl Plan {
