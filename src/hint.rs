@@ -21,9 +21,10 @@
 //!           1 appends:   u32 n, u64 first timestamp, u64 last timestamp, n x u32 offsets
 //!           2 pop:       u64 messages popped (consecutive pops folded)
 //!           3 truncate:  u64 messages kept (clear = truncate to 0)
-//!           4 key:       u16 length, key bytes, u64 LSN of the first append it names,
-//!                        u64 timestamp, u64 appends it names (a keyed append's key
-//!                        block; the appends follow it as events of their own)
+//!           4 key:       u16 length, key bytes, u64 LSN of the first append it names
+//!                        (within the segment's), u64 timestamp, u64 appends it names (a
+//!                        keyed append's key block; the appends follow it as events of
+//!                        their own)
 //!           5 meta:      u32 offset of the session's latest meta record in the segment
 //!           6 delete:    nothing (the session's messages, keys and metadata are gone)
 //!  end-4  4  CRC-32 of every byte before it
@@ -72,10 +73,9 @@ pub(crate) enum HintEvent {
     Pop(u64),
     /// Cut to the first `keep` messages.
     Truncate(u64),
-    /// An idempotency key naming the `count` appends after it, the first with `lsn`.
+    /// An idempotency key naming the `count` appends after it.
     Key {
         key: Vec<u8>,
-        lsn: Lsn,
         ts: Timestamp,
         count: u64,
     },
@@ -101,6 +101,12 @@ pub(crate) struct Hint {
 /// The hint file's path for a segment.
 pub(crate) fn path(dir: &Path, id: SegmentId) -> PathBuf {
     dir.join(format!("{:020}.hint", id.0))
+}
+
+/// Where a segment's hint is written before it is renamed in place (as
+/// [`crate::io::Dir::atomic_write`] names it).
+pub(crate) fn tmp_path(dir: &Path, id: SegmentId) -> PathBuf {
+    dir.join(format!("{:020}.hint.tmp", id.0))
 }
 
 /// Summarizes a whole, valid segment, encoded (CRC included). `None` if its records do not
@@ -302,14 +308,8 @@ impl Hint {
                     },
                     EventRef::Pop(n) => HintEvent::Pop(n),
                     EventRef::Truncate(k) => HintEvent::Truncate(k),
-                    EventRef::Key {
-                        key,
-                        lsn,
-                        ts,
-                        count,
-                    } => HintEvent::Key {
+                    EventRef::Key { key, ts, count } => HintEvent::Key {
                         key: key.to_vec(),
-                        lsn,
                         ts,
                         count,
                     },
@@ -353,10 +353,10 @@ pub(crate) enum EventRef<'a> {
     Pop(u64),
     /// Cut to the first `keep` messages.
     Truncate(u64),
-    /// An idempotency key naming the `count` appends after it, the first with `lsn`.
+    /// An idempotency key naming the `count` appends after it (its LSN, checked to be the
+    /// segment's, is not needed: the index finds the keyed append by interaction id).
     Key {
         key: &'a [u8],
-        lsn: Lsn,
         ts: Timestamp,
         count: u64,
     },
@@ -445,9 +445,13 @@ pub(crate) fn parse<'a>(
                 TAG_TRUNCATE => EventRef::Truncate(r.u64()?),
                 TAG_KEY => {
                     let len = usize::from(r.u16()?);
+                    let key = r.take(len)?;
+                    let lsn = Lsn(r.u64()?);
+                    if lsn < first_lsn || lsn >= next_lsn {
+                        return None;
+                    }
                     EventRef::Key {
-                        key: r.take(len)?,
-                        lsn: Lsn(r.u64()?),
+                        key,
                         ts: Timestamp(r.u64()?),
                         count: r.u64()?,
                     }
@@ -617,17 +621,16 @@ mod tests {
         let h = Hint::decode(&build(&seg, Lsn(10), 99).unwrap()).unwrap();
         assert_eq!(h.kinds, [3, 0, 0, 0, 0, 0, 0, 2, 1]);
         let (_, a) = &h.sessions[0];
-        let key = |k: &[u8], lsn, ts, count| HintEvent::Key {
+        let key = |k: &[u8], ts, count| HintEvent::Key {
             key: k.to_vec(),
-            lsn: Lsn(lsn),
             ts: Timestamp(ts),
             count,
         };
-        assert_eq!(a[0], key(b"k1", 10, 100, 2));
+        assert_eq!(a[0], key(b"k1", 100, 2));
         assert!(matches!(&a[1], HintEvent::Appends { offsets, first, last }
             if offsets.len() == 2 && *first == Timestamp(100) && *last == Timestamp(110)));
         assert!(matches!(a[2], HintEvent::Meta(_)), "{:?}", a[2]);
-        assert_eq!(a[3], key(b"k2", 14, 140, 1));
+        assert_eq!(a[3], key(b"k2", 140, 1));
         assert!(matches!(&a[4], HintEvent::Appends { offsets, .. } if offsets.len() == 1));
         assert_eq!(a.len(), 5);
         let second_meta = match &a[2] {

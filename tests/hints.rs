@@ -286,3 +286,75 @@ fn a_hint_with_a_nonsense_next_lsn_is_ignored() {
     assert_eq!(store.interaction_count("s"), 1);
     assert_eq!(store.recovery_report().hints_used, 0);
 }
+
+/// Sealed segments' hints are written by a thread of the store, off the append path (see
+/// `store/hints.rs`); compactions running meanwhile never leave a hint of a segment they
+/// replaced, nor a temporary file, and a clean close leaves every segment its hint.
+#[test]
+fn hints_written_off_the_append_path_never_outlive_their_segments() {
+    let seed = 0x6869_6e74_u64;
+    eprintln!("keys and sizes: SplitMix seed {seed:#x}");
+    let mut rng = convlog::io::sim::SplitMix(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+    let mut live = std::collections::BTreeMap::new();
+    for round in 0..12u64 {
+        for i in 0..80u64 {
+            let s = format!("s{}", rng.below(6));
+            let pad = "y".repeat(rng.below(400) as usize);
+            let key = format!("r{round}-{i}");
+            let m = format!(r#"{{"role":"user","content":"{round}/{i}","pad":"{pad}"}}"#);
+            store
+                .append_batch_raw_with_key(&s, &key, &[m.as_bytes()])
+                .unwrap();
+            *live.entry(s).or_insert(0u64) += 1;
+        }
+        // A session goes, and a compaction runs while the last rotations' hints may still
+        // be in flight.
+        let gone = format!("s{}", rng.below(6));
+        store.delete_session(&gone).unwrap();
+        live.remove(&gone);
+        store.seal().unwrap();
+        store.compact().unwrap();
+    }
+    let want: Vec<(String, u64)> = live.into_iter().collect();
+    drop(store);
+    let segments = files(dir.path(), "seg");
+    let hints = files(dir.path(), "hint");
+    let stem = |p: &std::path::PathBuf| p.file_stem().unwrap().to_owned();
+    assert_eq!(
+        hints.iter().map(stem).collect::<Vec<_>>(),
+        segments.iter().map(stem).collect::<Vec<_>>(),
+        "every segment has its hint, and no hint is left without its segment"
+    );
+    assert_eq!(files(dir.path(), "tmp"), Vec::<std::path::PathBuf>::new());
+    let store = Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+    assert_eq!(store.recovery_report().hints_used, segments.len());
+    assert_eq!(store.recovery_report().bytes_scanned, 0);
+    let got: Vec<(String, u64)> = store
+        .sessions()
+        .into_iter()
+        .map(|s| (s.id.clone(), store.interaction_count(&s.id)))
+        .collect();
+    assert_eq!(got, want);
+    drop(store);
+    // A first compaction, of the one segment just sealed, whose hint is still in flight:
+    // the compacted segment keeps the hint the compaction wrote for it.
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+        for i in 0..10 {
+            let m = format!(r#"{{"role":"user","content":"{round}/{i}"}}"#);
+            store
+                .append_raw(&format!("s{}", i % 2), m.as_bytes())
+                .unwrap();
+        }
+        store.delete_session("s1").unwrap();
+        store.seal().unwrap();
+        store.compact().unwrap();
+        drop(store);
+        let store = Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+        assert_eq!(store.recovery_report().bytes_scanned, 0, "round {round}");
+        assert_eq!(store.interaction_count("s0"), 5, "round {round}");
+    }
+}

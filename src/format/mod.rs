@@ -379,32 +379,23 @@ pub fn encode_record(
         SessionField::Named(name) => (name, 0),
         SessionField::Ref(at) => (&[], at),
     };
-    // The key block's fixed part, and its key (no copy: it goes straight into `out`).
-    let (fixed, key_bytes): ([u8; KEY_BLOCK_HEADER_LEN], &[u8]) = match key {
-        Some(k) => {
-            let key_bytes = &k.key[..k.key.len().min(MAX_KEY_LEN)];
-            let mut fixed = [0u8; KEY_BLOCK_HEADER_LEN];
-            fixed[..2].copy_from_slice(&(key_bytes.len() as u16).to_le_bytes());
-            fixed[2..].copy_from_slice(&k.count.to_le_bytes());
-            (fixed, key_bytes)
-        }
-        None => ([0; KEY_BLOCK_HEADER_LEN], &[]),
-    };
-    let block_len = if key.is_some() {
-        KEY_BLOCK_HEADER_LEN + key_bytes.len()
-    } else {
-        0
-    };
-    let mut h = [0u8; RECORD_HEADER_LEN];
-    let payload_crc = if key.is_none() {
-        crc32fast::hash(payload)
-    } else {
-        let mut c = crc32fast::Hasher::new();
-        c.update(&fixed);
-        c.update(key_bytes);
-        c.update(payload);
-        c.finalize()
-    };
+    let key = key.map(|k| (&k.key[..k.key.len().min(MAX_KEY_LEN)], k.count));
+    let block_len = key.map_or(0, |(bytes, _)| KEY_BLOCK_HEADER_LEN + bytes.len());
+    // Framed in place (the header's checksums patched in last), so the payload checksum is
+    // one pass over contiguous bytes, key block included.
+    let at = out.len();
+    out.reserve(RECORD_HEADER_LEN + name.len() + block_len + payload.len());
+    out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+    out.extend_from_slice(name);
+    let body = out.len();
+    if let Some((bytes, count)) = key {
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out.extend_from_slice(payload);
+    let payload_crc = crc32fast::hash(&out[body..]);
+    let h = &mut out[at..at + RECORD_HEADER_LEN];
     h[RH_PAYLOAD_CRC..RH_PAYLOAD_LEN].copy_from_slice(&payload_crc.to_le_bytes());
     let payload_len = u32::try_from(block_len + payload.len()).unwrap_or(u32::MAX);
     h[RH_PAYLOAD_LEN..RH_KIND].copy_from_slice(&payload_len.to_le_bytes());
@@ -419,17 +410,9 @@ pub fn encode_record(
     h[RH_ARG..RH_TIMESTAMP].copy_from_slice(&meta.arg.to_le_bytes());
     h[RH_TIMESTAMP..].copy_from_slice(&meta.timestamp.0.to_le_bytes());
     let mut crc = crc32fast::Hasher::new_with_initial(crc_seed(salt));
-    crc.update(&h[RH_PAYLOAD_CRC..]);
-    crc.update(name);
-    h[RH_HEADER_CRC..RH_PAYLOAD_CRC].copy_from_slice(&crc.finalize().to_le_bytes());
-    out.reserve(RECORD_HEADER_LEN + name.len() + block_len + payload.len());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(name);
-    if key.is_some() {
-        out.extend_from_slice(&fixed);
-        out.extend_from_slice(key_bytes);
-    }
-    out.extend_from_slice(payload);
+    crc.update(&out[at + RH_PAYLOAD_CRC..body]);
+    let header_crc = crc.finalize();
+    out[at + RH_HEADER_CRC..at + RH_PAYLOAD_CRC].copy_from_slice(&header_crc.to_le_bytes());
 }
 
 /// What [`decode_record`] found at an offset.

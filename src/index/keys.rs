@@ -4,26 +4,15 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
-use crate::id::{Lsn, Timestamp};
-
-/// What an idempotency key names: the appends of one unit.
+/// What an idempotency key names: the appends of one unit, from interaction id `first_id`
+/// to `last_id`. The rest (the unit's LSNs and timestamp) is in the keyed append, which a
+/// lookup reads anyway to confirm the key, so the index keeps no more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Keyed {
-    /// The interaction id of the first append it names.
+    /// The interaction id of the first append it names (the one carrying the key).
     pub(crate) first_id: u64,
-    /// The LSN of that append (the one carrying the key; the others follow it).
-    pub(crate) first_lsn: Lsn,
-    /// The unit's timestamp.
-    pub(crate) timestamp: Timestamp,
-    /// How many appends it names.
-    pub(crate) count: u64,
-}
-
-impl Keyed {
     /// The interaction id of the last append it names.
-    fn last_id(&self) -> u64 {
-        self.first_id + self.count.saturating_sub(1)
-    }
+    pub(crate) last_id: u64,
 }
 
 /// Hashes keys for [`Keys`], with a key chosen at random per process (SipHash), so nobody
@@ -60,15 +49,17 @@ impl Hasher for Identity {
 /// A session's idempotency keys: what each names, by the key's hash (no copy of the key is
 /// kept: a lookup's hit is a candidate, confirmed against the keyed append in the log).
 ///
-/// Invariant: `order` holds every entry of `map` and `exact` once, by ascending first
-/// interaction id, so forgetting the keys of removed messages costs what is removed. Two
-/// keys of a session whose hashes collide (about one chance in 2^64 per pair): the later
-/// is kept in `exact`, with its bytes.
+/// Invariant: `order` holds every key of `map` and `exact` once, by ascending interaction
+/// id, so forgetting the keys of removed messages costs what is removed. A key costs two
+/// 16-byte entries: its hash and first id in `map`, its last id and hash in `order`. Two
+/// keys of a session whose hashes collide (about one chance in 2^64 per pair): the later is
+/// kept in `exact`, with its bytes.
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
-    map: HashMap<u64, Keyed, BuildHasherDefault<Identity>>,
+    /// Hash → first interaction id named.
+    map: HashMap<u64, u64, BuildHasherDefault<Identity>>,
     exact: Vec<(Box<[u8]>, Keyed)>,
-    /// (last interaction id named, hash).
+    /// (last interaction id named, hash), by ascending ids.
     order: Vec<(u64, u64)>,
 }
 
@@ -78,27 +69,28 @@ impl Keys {
         match self.map.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => self.exact.push((key.into(), keyed)),
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(keyed);
+                v.insert(keyed.first_id);
             }
         }
-        self.order.push((keyed.last_id(), hash));
+        self.order.push((keyed.last_id, hash));
     }
 
-    /// What `key` (hashed `hash`) names: exact when it collided with another key, else a
-    /// candidate that may be another key with the same hash (see [`Keys`]).
-    pub(crate) fn get(&self, key: &[u8], hash: u64) -> Option<Keyed> {
+    /// The first interaction id `key` (hashed `hash`) names: exact when it collided with
+    /// another key, else a candidate that may be another key with the same hash (see
+    /// [`Keys`]).
+    pub(crate) fn get(&self, key: &[u8], hash: u64) -> Option<u64> {
         if let Some((_, k)) = self.exact.iter().find(|(k, _)| **k == *key) {
-            return Some(*k);
+            return Some(k.first_id);
         }
         self.map.get(&hash).copied()
     }
 
-    /// Every key's entry.
-    pub(crate) fn all(&self) -> impl Iterator<Item = Keyed> + '_ {
+    /// The first interaction id every key names.
+    pub(crate) fn first_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.map
             .values()
-            .chain(self.exact.iter().map(|(_, k)| k))
             .copied()
+            .chain(self.exact.iter().map(|(_, k)| k.first_id))
     }
 
     /// Forgets the keys whose messages are not all among the first `keep`.
@@ -109,7 +101,7 @@ impl Keys {
             }
             self.order.pop();
             let before = self.exact.len();
-            self.exact.retain(|(_, k)| k.last_id() <= keep);
+            self.exact.retain(|(_, k)| k.last_id <= keep);
             if self.exact.len() == before {
                 self.map.remove(&hash);
             }
@@ -122,7 +114,7 @@ impl Keys {
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.map.capacity() * (size_of::<(u64, Keyed)>() + 1)
+        self.map.capacity() * (size_of::<(u64, u64)>() + 1)
             + self.order.capacity() * size_of::<(u64, u64)>()
             + self.exact.capacity() * size_of::<(Box<[u8]>, Keyed)>()
             + self.exact.iter().map(|(k, _)| k.len()).sum::<usize>()
@@ -136,9 +128,7 @@ mod tests {
     fn keyed(first_id: u64, count: u64) -> Keyed {
         Keyed {
             first_id,
-            first_lsn: Lsn(first_id + 10),
-            timestamp: Timestamp(first_id),
-            count,
+            last_id: first_id + count - 1,
         }
     }
 
@@ -149,20 +139,16 @@ mod tests {
         keys.insert(b"a", 7, keyed(1, 2));
         keys.insert(b"b", 7, keyed(3, 1));
         keys.insert(b"c", 9, keyed(4, 1));
-        assert_eq!(keys.get(b"b", 7), Some(keyed(3, 1)));
-        assert_eq!(keys.get(b"a", 7), Some(keyed(1, 2)));
-        assert_eq!(keys.get(b"c", 9), Some(keyed(4, 1)));
-        assert_eq!(keys.all().count(), 3);
+        assert_eq!(keys.get(b"b", 7), Some(3));
+        assert_eq!(keys.get(b"a", 7), Some(1));
+        assert_eq!(keys.get(b"c", 9), Some(4));
+        assert_eq!(keys.first_ids().count(), 3);
         keys.keep(3); // message 4 goes: "c" is forgotten
         assert_eq!(keys.get(b"c", 9), None);
         keys.keep(2); // message 3 goes: "b" (the exact one), not "a"
-        assert_eq!(
-            keys.get(b"b", 7),
-            Some(keyed(1, 2)),
-            "only a candidate is left"
-        );
-        assert_eq!(keys.all().collect::<Vec<_>>(), [keyed(1, 2)]);
+        assert_eq!(keys.get(b"b", 7), Some(1), "only a candidate is left");
+        assert_eq!(keys.first_ids().collect::<Vec<_>>(), [1]);
         keys.keep(1); // message 2 goes: "a" too
-        assert_eq!(keys.all().count(), 0);
+        assert_eq!(keys.first_ids().count(), 0);
     }
 }

@@ -7,11 +7,10 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use crate::format::{Kind, RecordKey, RecordMeta};
-use crate::id::{Lsn, Timestamp};
+use crate::id::Timestamp;
 use crate::io::Mapping;
 
-pub(crate) use keys::Keyed;
-use keys::{KeyHasher, Keys};
+use keys::{KeyHasher, Keyed, Keys};
 pub(crate) use positions::Snapshot;
 use positions::{MappedHints, Positions};
 
@@ -39,12 +38,11 @@ struct SessionState {
 impl SessionState {
     /// Remembers the idempotency key `k` (hashed `hash`), which names the next `k.count`
     /// appends.
-    fn remember(&mut self, k: NewKey<'_>, hash: u64, ts: Timestamp) {
+    fn remember(&mut self, k: NewKey<'_>, hash: u64) {
+        let first_id = self.positions.len() + 1;
         let keyed = Keyed {
-            first_id: self.positions.len() + 1,
-            first_lsn: k.lsn,
-            timestamp: ts,
-            count: k.count,
+            first_id,
+            last_id: first_id + k.count.saturating_sub(1),
         };
         self.keys
             .get_or_insert_with(Box::default)
@@ -73,16 +71,17 @@ impl<'a> Session<'a> {
         self.state.positions.snapshot(self.hints, from, to)
     }
 
-    /// What the idempotency key `key`, hashed `hash` ([`Index::key_hash`]), names in it, if
-    /// anything: a *candidate* (the index keeps keys as hashes), which the caller confirms
-    /// against the key block of the append `first_id` in the log.
-    pub(crate) fn key(&self, key: &[u8], hash: u64) -> Option<Keyed> {
+    /// The first interaction id the idempotency key `key`, hashed `hash`
+    /// ([`Index::key_hash`]), names in it, if any: a *candidate* (the index keeps keys as
+    /// hashes), which the caller confirms against the key block of that append in the log.
+    pub(crate) fn key(&self, key: &[u8], hash: u64) -> Option<u64> {
         self.state.keys.as_ref()?.get(key, hash)
     }
 
-    /// What every idempotency key it remembers names.
-    pub(crate) fn keys(&self) -> impl Iterator<Item = Keyed> + 'a {
-        self.state.keys.iter().flat_map(|k| k.all())
+    /// The first interaction id every idempotency key it remembers names (the keyed
+    /// append).
+    pub(crate) fn keyed_ids(&self) -> impl Iterator<Item = u64> + 'a {
+        self.state.keys.iter().flat_map(|k| k.first_ids())
     }
 
     /// Timestamp of its first message.
@@ -96,13 +95,12 @@ impl<'a> Session<'a> {
     }
 }
 
-/// An idempotency key as the fold takes it: naming `count` appends, the first with `lsn`.
+/// An idempotency key as the fold takes it: naming `count` appends, from the session's next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NewKey<'a> {
     pub(crate) key: &'a [u8],
     /// Its [`Index::key_hash`], when the writer has it already (`None`: the fold hashes it).
     pub(crate) hash: Option<u64>,
-    pub(crate) lsn: Lsn,
     pub(crate) count: u64,
 }
 
@@ -130,8 +128,7 @@ pub(crate) enum Change<'a> {
     Pop(u64),
     /// All but the first `k` messages removed (truncate; a clear keeps 0).
     Keep(u64),
-    /// An idempotency key (from a hint) naming the `count` appends that follow, the first
-    /// with its `lsn`.
+    /// An idempotency key (from a hint) naming the `count` appends that follow.
     Key { key: NewKey<'a>, ts: Timestamp },
     /// The session becomes the first `at` messages of `src`, shared.
     Fork { src: &'a str, at: u64 },
@@ -157,7 +154,6 @@ impl<'a> Change<'a> {
                 key: key.map(|k| NewKey {
                     key: k.key,
                     hash: None,
-                    lsn: meta.lsn,
                     count: u64::from(k.count),
                 }),
             },
@@ -349,14 +345,14 @@ impl Index {
             }
             Change::Key { key, ts } => {
                 let hash = self.hash_of(&key);
-                self.update(session, ts, |s, _| s.remember(key, hash, ts));
+                self.update(session, ts, |s, _| s.remember(key, hash));
                 0
             }
             Change::Append { pos, ts, key } => {
                 let key = key.map(|k| (k, self.hash_of(&k)));
                 self.update(session, ts, |s, _| {
                     if let Some((k, hash)) = key {
-                        s.remember(k, hash, ts);
+                        s.remember(k, hash);
                     }
                     s.positions.push(pos);
                     s.last = ts;

@@ -87,6 +87,14 @@ pub trait Vfs: Send + Sync + fmt::Debug {
         let _ = perms;
         None
     }
+
+    /// Whether every operation must come from the thread that asks for it, in order: a
+    /// simulated file system whose crash points must reproduce. The store then does on the
+    /// caller's thread what it otherwise leaves to one of its own (writing sealed segments'
+    /// hints). The default is `false`.
+    fn deterministic(&self) -> bool {
+        false
+    }
 }
 
 /// An open file. There is no way to shorten one: no store file is ever shortened, because

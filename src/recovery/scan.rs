@@ -523,16 +523,10 @@ impl<'a> Scan<'a> {
                     pos: Pos { seg: ordinal, off },
                 },
                 EventRef::Delete => Change::Delete,
-                EventRef::Key {
-                    key,
-                    lsn,
-                    ts,
-                    count,
-                } => Change::Key {
+                EventRef::Key { key, ts, count } => Change::Key {
                     key: NewKey {
                         key,
                         hash: None,
-                        lsn,
                         count,
                     },
                     ts,

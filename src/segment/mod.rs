@@ -172,6 +172,14 @@ pub(crate) struct OwnedRecord {
     pub(crate) payload: Vec<u8>,
 }
 
+/// An idempotency key read back from a keyed append's key block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnedKey {
+    pub(crate) key: Vec<u8>,
+    /// How many appends it names (this one and the next ones of its unit).
+    pub(crate) count: u32,
+}
+
 impl Segment {
     /// Reads and re-verifies the record at `offset` (an offset the index holds, so recovery
     /// already verified it once; checksums are checked again on every read).
@@ -231,15 +239,20 @@ impl Segment {
         })
     }
 
-    /// The fixed fields and the idempotency key (if it is a keyed append) of the append at
-    /// `offset`, both checksums verified.
+    /// The fixed fields and the idempotency key (if it is a keyed append) of the append at `offset`, both checksums verified.
     ///
     /// # Errors
     /// As [`Segment::read_kind`].
-    pub(crate) fn key_at(&self, offset: u32) -> Result<(RecordMeta, Option<Vec<u8>>)> {
+    pub(crate) fn key_at(&self, offset: u32) -> Result<(RecordMeta, Option<OwnedKey>)> {
         self.visit(offset, true, |r| {
             self.check_kind(offset, r.meta.kind, crate::format::Kind::Append)?;
-            Ok((r.meta, r.key.map(|k| k.key.to_vec())))
+            Ok((
+                r.meta,
+                r.key.map(|k| OwnedKey {
+                    key: k.key.to_vec(),
+                    count: k.count,
+                }),
+            ))
         })?
     }
 

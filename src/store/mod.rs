@@ -5,6 +5,7 @@ mod compact;
 mod encrypt;
 mod follow;
 mod head;
+mod hints;
 mod lock;
 mod meta;
 mod open;
@@ -84,6 +85,8 @@ struct Inner {
     appending: std::sync::atomic::AtomicUsize,
     report: RecoveryReport,
     flusher: Arc<Flusher>,
+    /// Hints of sealed segments still to be written (see `hints`).
+    hints: Arc<hints::Hints>,
     /// Wakes this process's subscriptions after each write.
     appended: subscribe::Appended,
     /// Stops the background compactor, if any.
@@ -354,13 +357,26 @@ impl Store {
 }
 
 impl Drop for Inner {
-    /// A clean close: stops the flusher, then syncs the active segment and writes its hint,
-    /// so the next open needs no scan. Best effort: if any step fails, the next open scans
+    /// A clean close: stops the flusher and the hints thread, writes the hints of sealed
+    /// segments still due, then syncs the active segment and writes its hint, so the next
+    /// open needs no scan. Best effort: if any step fails, the next open scans
     /// the segment instead. Nothing to do if nothing was written since the open: every file
     /// stays as the open found it.
     fn drop(&mut self) {
         self.flusher.stop();
         self.auto.stop();
+        let sealed = self.hints.close();
+        self.close_log(sealed);
+        // Built hints the close did not put in place (it failed, or stopped early): removed.
+        let dir = crate::io::Dir::new(&*self.opts.vfs, &self.dir);
+        hints::install(dir, self.hints.take_built(), |_, _| false);
+    }
+}
+
+impl Inner {
+    /// [`Inner::drop`]'s work on the log: the hints left to write, the active segment
+    /// synced and its hint.
+    fn close_log(&mut self, sealed: Vec<hints::Job>) {
         if self.syncer.is_poisoned() {
             return;
         }
@@ -386,10 +402,22 @@ impl Drop for Inner {
                 return;
             }
         }
+        let vfs = &*self.opts.vfs;
+        let dir = crate::io::Dir::new(vfs, &self.dir);
+        let segments = &self
+            .state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .segments;
+        let live = |id, salt| segments.iter().any(|s| s.id == id && s.salt == salt);
+        hints::install(dir, self.hints.take_built(), live);
+        for job in sealed.into_iter().filter(|j| live(j.id, j.salt)) {
+            let _ = crate::hint::write(dir, &job.map, job.id, job.salt);
+        }
         if w.active.sync().is_err() {
             return;
         }
-        write_hint(&*self.opts.vfs, &self.dir, &w.active);
+        write_hint(vfs, &self.dir, &w.active);
     }
 }
 

@@ -80,6 +80,7 @@ impl Store {
                 appending: std::sync::atomic::AtomicUsize::new(0),
                 report: rec_report,
                 flusher: Arc::new(Flusher::default()),
+                hints: Default::default(),
                 appended: Default::default(),
                 auto: Default::default(),
                 head,

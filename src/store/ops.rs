@@ -208,29 +208,41 @@ impl Store {
     }
 }
 
-/// Whether the append `keyed` names first (in `session`) carries `key`: the index keeps keys
-/// as hashes, so a hit is confirmed here, against the key block of that record.
+/// The receipts of the appends the idempotency key `key` names in `session`, if the append
+/// `first_id` (the index's candidate for it) carries it: the index keeps keys as hashes, so
+/// a hit is confirmed here, against the key block of that record, which also gives the
+/// unit's LSNs, timestamp and size.
 ///
 /// # Errors
 /// [`Error::Io`] when the record cannot be read, [`Error::Corrupt`] when it fails its
 /// checks: whether the key is logged is then unknown, and the caller must write nothing (a
 /// retry would otherwise append its messages twice).
-pub(super) fn key_is_logged(
+pub(super) fn logged_receipts(
     state: &super::State,
     session: &str,
     key: &[u8],
-    keyed: &crate::index::Keyed,
-) -> Result<bool> {
+    first_id: u64,
+) -> Result<Option<Vec<Receipt>>> {
     let Some(s) = state.index.get(session) else {
-        return Ok(false);
+        return Ok(None);
     };
-    let id = keyed.first_id;
-    let Some(first) = s.snapshot(id..id + 1).get(id - 1) else {
-        return Ok(false);
+    let Some(first) = s.snapshot(first_id..first_id + 1).get(first_id - 1) else {
+        return Ok(None);
     };
     let Some(segment) = state.segments.get(first.seg as usize) else {
-        return Ok(false);
+        return Ok(None);
     };
     let (meta, logged) = segment.key_at(first.off)?;
-    Ok(meta.lsn == keyed.first_lsn && logged.as_deref() == Some(key))
+    let Some(logged) = logged.filter(|k| k.key == key) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        (0..u64::from(logged.count))
+            .map(|i| Receipt {
+                lsn: crate::id::Lsn(meta.lsn.0 + i),
+                interaction_id: first_id + i,
+                timestamp: meta.timestamp,
+            })
+            .collect(),
+    ))
 }

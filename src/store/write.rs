@@ -377,6 +377,9 @@ impl Store {
             return Err(self.busy("another process's write"));
         };
         w.wait = wait;
+        if self.inner.hints.has_built() {
+            self.install_built_in(w);
+        }
         // Held without a break since a write that caught up: nobody else wrote since.
         let r = if self.inner.follows && !(write_lock.kept() && w.caught_up) {
             w.caught_up = false;
@@ -512,25 +515,25 @@ impl Store {
         let appending = Appending::enter(&self.inner.appending);
         // `None` beside the receipts: nothing was written.
         let (receipts, written) = self.take_write_turn(wait, |w| {
-            let (count, keyed, key_hash) = {
+            let (count, logged, key_hash) = {
                 let state = self.state();
                 let s = state.index.get(session);
                 // Hashed once: for the lookup and for the fold (under this write turn, so the
                 // index, whose random key the hash is under, is not replaced meanwhile).
                 let key_hash = key.map(|k| state.index.key_hash(k));
-                let keyed = match (key.zip(key_hash), s) {
+                let logged = match (key.zip(key_hash), s) {
                     (Some((k, h)), Some(s)) => match s.key(k, h) {
-                        Some(keyed) if super::ops::key_is_logged(&state, session, k, &keyed)? => {
-                            Some(keyed)
+                        Some(first_id) => {
+                            super::ops::logged_receipts(&state, session, k, first_id)?
                         }
-                        _ => None,
+                        None => None,
                     },
                     _ => None,
                 };
-                (s.map_or(0, |s| s.count()), keyed, key_hash)
+                (s.map_or(0, |s| s.count()), logged, key_hash)
             };
-            if let Some(k) = keyed {
-                return Ok((keyed_receipts(&k), None));
+            if let Some(receipts) = logged {
+                return Ok((receipts, None));
             }
             let events = plan(w, count)?;
             if events.is_empty() {
@@ -772,7 +775,6 @@ impl Store {
         self.inner.syncer.mark_durable(Lsn(w.next_lsn.0 - 1));
         w.unsynced = 0;
         let vfs = &*self.inner.opts.vfs;
-        super::write_hint(vfs, &self.inner.dir, &w.active);
         // The head first: every segment that exists is at most the head (see `head`).
         self.inner
             .head
@@ -809,7 +811,15 @@ impl Store {
         }
         st.end = new.len;
         w.ordinal = (st.segments.len() - 1) as u32;
-        w.active = new;
+        drop(st);
+        let old = std::mem::replace(&mut w.active, new);
+        if let Ok(map) = old.file.map() {
+            self.write_sealed_hint(super::hints::Job {
+                id: old.id,
+                salt: old.salt,
+                map,
+            });
+        }
         Ok(())
     }
 
@@ -936,17 +946,6 @@ pub(super) fn appends(count: u64, payloads: Vec<Cow<'_, [u8]>>) -> Vec<Event<'_>
             kind: Kind::Append,
             arg: count + 1 + i as u64,
             payload,
-        })
-        .collect()
-}
-
-/// The receipts of the appends an idempotency key names.
-fn keyed_receipts(k: &crate::index::Keyed) -> Vec<Receipt> {
-    (0..k.count)
-        .map(|i| Receipt {
-            lsn: Lsn(k.first_lsn.0 + i),
-            interaction_id: k.first_id + i,
-            timestamp: k.timestamp,
         })
         .collect()
 }

@@ -530,6 +530,11 @@ impl Vfs for SimFs {
         Some(Arc::new(SimFs(self.0.clone(), perms)))
     }
 
+    /// Crash points count operations: they must all come from the caller's thread.
+    fn deterministic(&self) -> bool {
+        true
+    }
+
     fn exists(&self, path: &Path) -> bool {
         let s = self.state();
         s.live.contains_key(path) || s.dirs.contains(path)

@@ -187,6 +187,9 @@ impl Store {
             // The deletes go in the range this compaction rewrites.
             self.seal()?;
         }
+        // No hint of a segment it may replace is in flight (see `hints`).
+        self.inner.hints.wait_idle();
+        self.install_built();
         let (inputs, end) = self.inputs();
         if inputs.is_empty() {
             return Ok(finish(report, started));
@@ -330,6 +333,11 @@ impl Store {
             for s in &inputs[1..] {
                 let _ = dir.vfs.remove_file(&hint::path(dir.path, s.id));
                 dir.remove(&s.path)?;
+            }
+            // A hint of an input a crash left half written (see `hints`) names what the
+            // compaction may have erased.
+            for s in inputs {
+                let _ = dir.vfs.remove_file(&hint::tmp_path(dir.path, s.id));
             }
             dir.sync()?;
             self.inner.head.bump_epoch(&self.inner.dir)?;

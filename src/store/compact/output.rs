@@ -62,8 +62,13 @@ pub(super) fn write_output(
                     commit: i + 1 == written.len(),
                     ..*meta
                 };
-                out.put(&meta, r.session.as_bytes(), plan.key_of(r), r.payload)
-                    .map_err(io)?;
+                out.put(
+                    &meta,
+                    r.session.as_bytes(),
+                    plan.key_of(ordinal, r),
+                    r.payload,
+                )
+                .map_err(io)?;
                 next = r.meta.next_lsn();
             }
             last_ts = unit
@@ -169,10 +174,10 @@ fn same_lsns(
 }
 
 fn same_keys(g: crate::index::Session<'_>, w: crate::index::Session<'_>) -> bool {
-    let mut a: Vec<_> = g.keys().collect();
-    let mut b: Vec<_> = w.keys().collect();
-    a.sort_by_key(|k| k.first_lsn);
-    b.sort_by_key(|k| k.first_lsn);
+    let mut a: Vec<_> = g.keyed_ids().collect();
+    let mut b: Vec<_> = w.keyed_ids().collect();
+    a.sort_unstable();
+    b.sort_unstable();
     a == b
 }
 

@@ -36,8 +36,8 @@ pub(super) struct Plan {
     pub(super) state: State,
     /// Records a live session reaches (messages, latest metadata): (input ordinal, offset).
     keep: HashSet<(u32, u32)>,
-    /// Keyed appends whose key is live, by LSN.
-    keys: HashSet<u64>,
+    /// Keyed appends whose key is live: (input ordinal, offset).
+    keys: HashSet<(u32, u32)>,
     /// Every session with records in the inputs.
     seen: HashSet<Box<str>>,
     /// Framed bytes of the records that are neither kept nor (possibly) rewritten events
@@ -127,8 +127,10 @@ impl Plan {
                     self.keep.insert((p.seg, p.off));
                 }
             }
-            for k in s.keys() {
-                self.keys.insert(k.first_lsn.0);
+            for id in s.keyed_ids() {
+                if let Some(p) = snapshot.get(id - 1) {
+                    self.keys.insert((p.seg, p.off));
+                }
             }
         }
         for (_, p) in index.metas() {
@@ -162,8 +164,9 @@ impl Plan {
     }
 
     /// The key block a kept record `r` keeps: its own while its key is live, else none.
-    pub(super) fn key_of<'r>(&self, r: &Record<'r>) -> Option<RecordKey<'r>> {
-        r.key.filter(|_| self.keys.contains(&r.meta.lsn.0))
+    pub(super) fn key_of<'r>(&self, ordinal: usize, r: &Record<'r>) -> Option<RecordKey<'r>> {
+        r.key
+            .filter(|_| self.keys.contains(&(ordinal as u32, r.offset as u32)))
     }
 
     /// The sessions none of whose messages or metadata are kept, sorted.
