@@ -477,6 +477,34 @@ fn a_damaged_key_entry_is_an_error_and_a_torn_append_is_set_aside() {
         assert!(matches!(e, Error::KeyFile { offset: 88, .. }), "{e}");
     }
     assert_eq!(snapshot(dir.path()), before);
+    // A flipped byte in the last entry reads like a torn append, but records are sealed
+    // under the key it holds (an entry is synced before anything is sealed under it): the
+    // log proves it was whole, so it is damage too, and the open changes nothing.
+    let mut starts = vec![88usize];
+    while let Some(len) = good
+        .get(starts[starts.len() - 1]..)
+        .and_then(|e| e.get(..4))
+    {
+        let next = starts[starts.len() - 1] + u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        if next >= good.len() {
+            break;
+        }
+        starts.push(next);
+    }
+    let last = starts[starts.len() - 1];
+    assert_eq!(starts.len(), 3, "one key entry per session");
+    let mut damaged = good.clone();
+    damaged[last + 20] ^= 0x04;
+    std::fs::write(&keys, &damaged).unwrap();
+    let before = snapshot(dir.path());
+    for read_only in [false, true] {
+        let e = enc(1).read_only(read_only).open(dir.path()).unwrap_err();
+        assert!(
+            matches!(e, Error::KeyFile { offset, .. } if offset == last as u64),
+            "{e}"
+        );
+    }
+    assert_eq!(snapshot(dir.path()), before);
     // A torn append at the end (a crash mid-write): ignored; the next key's append sets
     // its bytes aside in quarantine/ and rewrites the file without them.
     let mut torn = good.clone();

@@ -28,7 +28,7 @@ mod master;
 mod ring;
 
 pub use envelope::SEAL_OVERHEAD;
-pub(crate) use envelope::{is_sealed, sealed_kind};
+pub(crate) use envelope::{envelope_key, is_sealed, sealed_kind};
 pub use keyfile::KEYS_FILE;
 pub use master::{MASTER_KEY_LEN, MasterKey};
 pub(crate) use ring::{Crypt, DataKey, KeyCache};

@@ -298,6 +298,48 @@ impl Crypt {
         Ok(())
     }
 
+    /// Whether bytes follow the entries that verify (read as a torn append, which they
+    /// are unless the log proves otherwise: [`Crypt::check_tail_against`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file's length cannot be read.
+    pub(crate) fn has_unread_tail(&self) -> Result<bool> {
+        let f = self
+            .vfs
+            .open(&self.path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &self.path, e))?;
+        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
+        Ok(len > self.ring().valid_len)
+    }
+
+    /// Checks a tail that reads as a torn append against the log. A record is sealed under
+    /// a key only once its entry is synced, so a record the log holds under a key `KEYS`
+    /// lacks proves the entry was whole once: the bad tail is damage (the last entry's
+    /// bytes changed since), not a torn append, and taking it for one would lose that key
+    /// (and with it every record sealed under it) at the next key's append. `sealed_under`
+    /// lists the key ids of records the live sessions reach.
+    ///
+    /// # Errors
+    /// [`Error::KeyFile`] for such damage (`KEYS` read again first: another process may
+    /// have appended the entry since); as [`Crypt::refresh`].
+    pub(crate) fn check_tail_against(&self, sealed_under: &[u64]) -> Result<()> {
+        let missing = |ring: &Ring| sealed_under.iter().any(|id| !ring.keys.contains_key(id));
+        if !missing(&self.ring()) {
+            return Ok(());
+        }
+        self.refresh()?;
+        let r = self.ring();
+        if missing(&r) {
+            return Err(Error::KeyFile {
+                path: self.path.clone(),
+                offset: r.valid_len,
+                reason: "its last entry fails its checksum, yet the log holds records sealed \
+                         under a key only that entry can hold: damage, not a torn append",
+            });
+        }
+        Ok(())
+    }
+
     /// Brings the ring up to date with `KEYS`: entries other processes appended, or a
     /// rewrite (a new file id).
     fn refresh(&self) -> Result<()> {

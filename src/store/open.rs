@@ -137,6 +137,9 @@ fn finish_keys(
 ) -> Result<Option<Arc<Crypt>>> {
     match (&opts.encryption, keys) {
         (_, Some(crypt)) => {
+            if crypt.has_unread_tail()? {
+                crypt.check_tail_against(&sealed_under(state))?;
+            }
             if !opts.read_only {
                 // What an open recovered is durable (it synced the active segment).
                 crypt.sweep(|s| state.index.is_deleted(s), || Ok(()))?;
@@ -153,6 +156,28 @@ fn finish_keys(
         )?))),
         _ => Ok(None),
     }
+}
+
+/// The keys that the first and the last record of every live session are sealed under (a
+/// session's records reach its keys in that order: its source's, through a fork, then its
+/// own, newest last). Read only when `KEYS` ends in bytes that do not verify.
+fn sealed_under(state: &State) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for (_, s) in state.index.iter() {
+        let n = s.count();
+        let snapshot = s.snapshot(1..n + 1);
+        for i in [0, n.saturating_sub(1)] {
+            let record = snapshot
+                .get(i)
+                .and_then(|p| state.segments.get(p.seg as usize)?.read_at(p.off).ok());
+            if let Some(id) = record.and_then(|r| crate::crypt::envelope_key(&r.payload)) {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// The store's segments and (when writable) its writer, from what recovery rebuilt.
