@@ -21,8 +21,12 @@ pub(crate) struct Keyed {
 pub(crate) struct KeyHasher(RandomState);
 
 impl KeyHasher {
+    /// The key's bytes in one write, without the length prefix `Hash for [u8]` adds (SipHash
+    /// folds the total length in itself): a second, buffered write per key saved.
     pub(crate) fn hash(&self, key: &[u8]) -> u64 {
-        self.0.hash_one(key)
+        let mut h = self.0.build_hasher();
+        h.write(key);
+        h.finish()
     }
 }
 
