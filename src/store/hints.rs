@@ -195,6 +195,23 @@ pub(super) fn install(dir: Dir<'_>, built: Vec<Built>, live: impl Fn(SegmentId, 
     }
 }
 
+/// Builds `job`'s hint and writes it under its temporary name (synced); `None` if the
+/// segment gets no hint (see [`hint::build`]) or the write failed.
+fn write_built(vfs: &dyn Vfs, dir: &std::path::Path, job: &Job) -> Option<Built> {
+    let bytes = hint::build(&job.map, Lsn(job.id.0), job.salt)?;
+    let tmp = hint::tmp_path(dir, job.id);
+    let dir = Dir::new(vfs, dir);
+    if dir.write_new(&tmp, &bytes).is_err() {
+        let _ = dir.vfs.remove_file(&tmp);
+        return None;
+    }
+    Some(Built {
+        id: job.id,
+        salt: job.salt,
+        tmp,
+    })
+}
+
 /// Starts the hints thread: it holds the queue and the file system, not the store.
 fn spawn(hints: Arc<Hints>, vfs: Arc<dyn Vfs>, dir: PathBuf) {
     let queue = Arc::clone(&hints);
@@ -202,22 +219,12 @@ fn spawn(hints: Arc<Hints>, vfs: Arc<dyn Vfs>, dir: PathBuf) {
         .name("convlog-hints".into())
         .spawn(move || {
             while let Some(job) = hints.next() {
-                let built = hint::build(&job.map, Lsn(job.id.0), job.salt).and_then(|bytes| {
-                    let tmp = hint::tmp_path(&dir, job.id);
-                    let dir = Dir::new(&*vfs, &dir);
-                    match dir.write_new(&tmp, &bytes) {
-                        Ok(()) => Some(Built {
-                            id: job.id,
-                            salt: job.salt,
-                            tmp,
-                        }),
-                        Err(_) => {
-                            let _ = dir.vfs.remove_file(&tmp);
-                            None
-                        }
-                    }
-                });
-                hints.done(built);
+                // A panic (a bug) must not leave the queue busy for good: a compaction and
+                // the close wait for it. The job is then dropped (its segment gets scanned).
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    write_built(&*vfs, &dir, &job)
+                }));
+                hints.done(built.ok().flatten());
             }
         });
     if thread.is_err() {
