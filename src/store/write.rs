@@ -377,19 +377,20 @@ impl Store {
             return Err(self.busy("another process's write"));
         };
         w.wait = wait;
-        if self.inner.hints.has_built() {
-            self.install_built_in(w);
-        }
         // Held without a break since a write that caught up: nobody else wrote since.
-        let r = if self.inner.follows && !(write_lock.kept() && w.caught_up) {
+        let caught_up = if self.inner.follows && !(write_lock.kept() && w.caught_up) {
             w.caught_up = false;
-            self.catch_up(w).and_then(|()| {
-                w.caught_up = true;
-                f(w)
-            })
+            self.catch_up(w).map(|()| w.caught_up = true)
         } else {
-            f(w)
+            Ok(())
         };
+        let r = caught_up.and_then(|()| {
+            // Once the state knows what other processes' compactions removed (see `hints`).
+            if self.inner.hints.has_built() {
+                self.install_built_in(w);
+            }
+            f(w)
+        });
         w.wait = Wait::Block;
         r
     }
