@@ -103,10 +103,23 @@ pub(crate) fn path(dir: &Path, id: SegmentId) -> PathBuf {
     dir.join(format!("{:020}.hint", id.0))
 }
 
-/// Where a segment's hint is written before it is renamed in place (as
-/// [`crate::io::Dir::atomic_write`] names it).
-pub(crate) fn tmp_path(dir: &Path, id: SegmentId) -> PathBuf {
-    dir.join(format!("{:020}.hint.tmp", id.0))
+/// Where the hint of the segment `id` with `salt` is written before it is renamed in place
+/// (by the hints thread, or a compaction for its output): named by salt too, so no two
+/// writers of a hint for one segment name share a file.
+pub(crate) fn tmp_path(dir: &Path, id: SegmentId, salt: u64) -> PathBuf {
+    dir.join(format!("{:020}-{salt:016x}{TMP_SUFFIX}", id.0))
+}
+
+/// How a hint's temporary file name ends ([`tmp_path`], and `.hint.tmp` of an atomic write).
+pub(crate) const TMP_SUFFIX: &str = ".hint.tmp";
+
+/// The segment id and salt a [`tmp_path`] names (`None` for any other name).
+pub(crate) fn parse_tmp_name(name: &str) -> Option<(SegmentId, u64)> {
+    let (id, salt) = name.strip_suffix(TMP_SUFFIX)?.split_once('-')?;
+    Some((
+        SegmentId(id.parse().ok()?),
+        u64::from_str_radix(salt, 16).ok()?,
+    ))
 }
 
 /// Summarizes a whole, valid segment, encoded (CRC included). `None` if its records do not

@@ -527,6 +527,34 @@ fn a_damaged_key_entry_is_an_error_and_a_torn_append_is_set_aside() {
     assert_eq!(seen(&store, &["a", "b", "c", "d"]), all);
 }
 
+/// The last `KEYS` entry may hold a key that only metadata is sealed under (a session with
+/// no message): damage to it is caught all the same.
+#[test]
+fn damage_to_a_key_entry_only_metadata_depends_on_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = enc(1).open(dir.path()).unwrap();
+        store.append_raw("a", &msg("a", 0)).unwrap();
+        store
+            .set_meta("m", &serde_json::json!({"title": "only metadata"}))
+            .unwrap();
+    }
+    let keys = dir.path().join(KEYS_FILE);
+    let mut bytes = std::fs::read(&keys).unwrap();
+    let first = u32::from_le_bytes(bytes[88..92].try_into().unwrap()) as usize;
+    let last = 88 + first;
+    assert!(last < bytes.len(), "a second key entry, for the metadata");
+    bytes[last + 20] ^= 0x04;
+    std::fs::write(&keys, &bytes).unwrap();
+    let before = snapshot(dir.path());
+    let e = enc(1).open(dir.path()).unwrap_err();
+    assert!(
+        matches!(e, Error::KeyFile { offset, .. } if offset == last as u64),
+        "{e}"
+    );
+    assert_eq!(snapshot(dir.path()), before);
+}
+
 #[test]
 fn after_a_rekey_the_open_store_is_shared_with_the_new_key_only() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,7 +62,8 @@ impl Hasher for Identity {
 pub(crate) struct Keys {
     /// Hash → first interaction id named.
     map: HashMap<u64, u64, BuildHasherDefault<Identity>>,
-    exact: Vec<(Box<[u8]>, Keyed)>,
+    /// (key, hash, what it names) of the keys whose hash another key of the session had.
+    exact: Vec<(Box<[u8]>, u64, Keyed)>,
     /// (last interaction id named, hash), by ascending ids.
     order: Vec<(u64, u64)>,
 }
@@ -71,7 +72,9 @@ impl Keys {
     /// Remembers `key` (hashed `hash`) as naming `keyed`.
     pub(crate) fn insert(&mut self, key: &[u8], hash: u64, keyed: Keyed) {
         match self.map.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(_) => self.exact.push((key.into(), keyed)),
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.exact.push((key.into(), hash, keyed));
+            }
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(keyed.first_id);
             }
@@ -83,7 +86,7 @@ impl Keys {
     /// another key, else a candidate that may be another key with the same hash (see
     /// [`Keys`]).
     pub(crate) fn get(&self, key: &[u8], hash: u64) -> Option<u64> {
-        if let Some((_, k)) = self.exact.iter().find(|(k, _)| **k == *key) {
+        if let Some((_, _, k)) = self.exact.iter().find(|(k, _, _)| **k == *key) {
             return Some(k.first_id);
         }
         self.map.get(&hash).copied()
@@ -94,7 +97,7 @@ impl Keys {
         self.map
             .values()
             .copied()
-            .chain(self.exact.iter().map(|(_, k)| k.first_id))
+            .chain(self.exact.iter().map(|(_, _, k)| k.first_id))
     }
 
     /// Forgets the keys whose messages are not all among the first `keep`.
@@ -104,10 +107,15 @@ impl Keys {
                 break;
             }
             self.order.pop();
-            let before = self.exact.len();
-            self.exact.retain(|(_, k)| k.last_id <= keep);
-            if self.exact.len() == before {
-                self.map.remove(&hash);
+            // The key popped is the exact entry of this hash and last id, if there is one
+            // (the later of two colliding keys), else the map's.
+            match self
+                .exact
+                .iter()
+                .rposition(|(_, h, k)| *h == hash && k.last_id == last)
+            {
+                Some(i) => drop(self.exact.remove(i)),
+                None => drop(self.map.remove(&hash)),
             }
         }
     }
@@ -120,8 +128,8 @@ impl Keys {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.map.capacity() * (size_of::<(u64, u64)>() + 1)
             + self.order.capacity() * size_of::<(u64, u64)>()
-            + self.exact.capacity() * size_of::<(Box<[u8]>, Keyed)>()
-            + self.exact.iter().map(|(k, _)| k.len()).sum::<usize>()
+            + self.exact.capacity() * size_of::<(Box<[u8]>, u64, Keyed)>()
+            + self.exact.iter().map(|(k, _, _)| k.len()).sum::<usize>()
     }
 }
 
@@ -154,5 +162,30 @@ mod tests {
         assert_eq!(keys.first_ids().collect::<Vec<_>>(), [1]);
         keys.keep(1); // message 2 goes: "a" too
         assert_eq!(keys.first_ids().count(), 0);
+    }
+
+    #[test]
+    fn one_keep_past_several_keys_forgets_exactly_those_keys_despite_a_collision() {
+        let mut keys = Keys::default();
+        keys.insert(b"a", 7, keyed(1, 2));
+        keys.insert(b"b", 7, keyed(3, 1)); // collides with "a": kept with its bytes
+        keys.insert(b"c", 9, keyed(4, 1));
+        keys.keep(2); // messages 3 and 4 go: "b" and "c", not "a"
+        assert_eq!(keys.get(b"a", 7), Some(1));
+        assert_eq!(keys.get(b"c", 9), None);
+        assert_eq!(keys.first_ids().collect::<Vec<_>>(), [1]);
+        // The later of two colliding keys goes first when its messages do.
+        keys.insert(b"d", 7, keyed(3, 2));
+        keys.insert(b"e", 7, keyed(5, 1));
+        keys.keep(4);
+        assert_eq!(keys.get(b"d", 7), Some(3));
+        assert_eq!(
+            keys.get(b"e", 7),
+            Some(1),
+            "only the map's candidate (\"a\") is left"
+        );
+        keys.keep(0);
+        assert_eq!(keys.first_ids().count(), 0);
+        assert_eq!(keys.len(), 0);
     }
 }

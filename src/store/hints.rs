@@ -11,9 +11,13 @@
 //! handle of the store (dropping the last handle closes the store at once, as ever). The
 //! writer's next write turn puts it in place, and only if its segment is still in the log:
 //! a compaction, in this process or another, may have replaced it meanwhile, and no hint may
-//! outlive its segment (it names sessions and keys that compaction erases). A compaction
-//! waits for the queue to drain and puts every built hint in place before it picks its
-//! inputs; a clean close does what is left.
+//! outlive its segment (it names sessions and keys that compaction erases). The rename comes
+//! after the turn's catch-up, so the check sees what other processes' compactions removed.
+//! A compaction waits for the queue to drain and puts every built hint in place before it
+//! picks its inputs, renames its own output's hint in place only after its commit point (a
+//! hint of the first input built meanwhile, here or elsewhere, cannot land over it), and
+//! removes the temporary files of segments gone ([`sweep_tmp`]); a clean close does what is
+//! left.
 //!
 //! On a file system whose operations must all come from the caller's thread in order (the
 //! simulated one, whose crash points must reproduce: [`crate::io::Vfs::deterministic`]), the
@@ -168,6 +172,9 @@ impl Store {
 
     /// Puts the built hints in place, under the write turn (see the module docs).
     pub(super) fn install_built(&self) {
+        if !self.inner.hints.has_built() {
+            return;
+        }
         let _ = self.with_write_turn(|w| {
             self.install_built_in(w);
             Ok(())
@@ -199,7 +206,7 @@ pub(super) fn install(dir: Dir<'_>, built: Vec<Built>, live: impl Fn(SegmentId, 
 /// segment gets no hint (see [`hint::build`]) or the write failed.
 fn write_built(vfs: &dyn Vfs, dir: &std::path::Path, job: &Job) -> Option<Built> {
     let bytes = hint::build(&job.map, Lsn(job.id.0), job.salt)?;
-    let tmp = hint::tmp_path(dir, job.id);
+    let tmp = hint::tmp_path(dir, job.id, job.salt);
     let dir = Dir::new(vfs, dir);
     if dir.write_new(&tmp, &bytes).is_err() {
         let _ = dir.vfs.remove_file(&tmp);
@@ -210,6 +217,21 @@ fn write_built(vfs: &dyn Vfs, dir: &std::path::Path, job: &Job) -> Option<Built>
         salt: job.salt,
         tmp,
     })
+}
+
+/// Removes the hints' temporary files of segments the log no longer holds (`live` says
+/// which it holds): what a crash left half written names sessions and keys that a
+/// compaction may have erased since. Another process's file in flight may go too: it then
+/// fails to put that hint in place, and the segment is scanned on open.
+pub(super) fn sweep_tmp(dir: Dir<'_>, live: impl Fn(SegmentId, u64) -> bool) {
+    let Ok(names) = dir.vfs.list(dir.path) else {
+        return;
+    };
+    for name in names.iter().filter(|n| n.ends_with(hint::TMP_SUFFIX)) {
+        if !hint::parse_tmp_name(name).is_some_and(|(id, salt)| live(id, salt)) {
+            let _ = dir.vfs.remove_file(&dir.join(name));
+        }
+    }
 }
 
 /// Starts the hints thread: it holds the queue and the file system, not the store.
@@ -228,7 +250,8 @@ fn spawn(hints: Arc<Hints>, vfs: Arc<dyn Vfs>, dir: PathBuf) {
             }
         });
     if thread.is_err() {
-        // No thread: the jobs wait for the close, which writes them.
+        // No thread: the jobs wait for the close, which writes them (and nobody waits).
         queue.lock().started = false;
+        queue.wake.notify_all();
     }
 }

@@ -158,11 +158,20 @@ fn finish_keys(
     }
 }
 
-/// The keys that the first and the last record of every live session are sealed under (a
-/// session's records reach its keys in that order: its source's, through a fork, then its
-/// own, newest last). Read only when `KEYS` ends in bytes that do not verify.
+/// The keys that the first and the last record of every live session, and every session's
+/// latest metadata, are sealed under (a session's records reach its keys in that order: its
+/// source's, through a fork, then its own, newest last). Read only when `KEYS` ends in bytes
+/// that do not verify.
 fn sealed_under(state: &State) -> Vec<u64> {
-    let mut ids = Vec::new();
+    let mut ids: Vec<u64> = state
+        .index
+        .metas()
+        .filter_map(|(_, p)| {
+            let s = state.segments.get(p.seg as usize)?;
+            let r = s.read_kind(p.off, crate::format::Kind::Meta).ok()?;
+            crate::crypt::envelope_key(&r.payload)
+        })
+        .collect();
     for (_, s) in state.index.iter() {
         let n = s.count();
         let snapshot = s.snapshot(1..n + 1);

@@ -813,6 +813,8 @@ impl Store {
         st.end = new.len;
         w.ordinal = (st.segments.len() - 1) as u32;
         drop(st);
+        // Files changed: the close has hints to write, whether or not a record follows.
+        w.written = true;
         let old = std::mem::replace(&mut w.active, new);
         if let Ok(map) = old.file.map() {
             self.write_sealed_hint(super::hints::Job {

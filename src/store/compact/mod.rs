@@ -214,11 +214,14 @@ impl Store {
             let _ = dir.remove(&out.path);
             return Err(e);
         }
-        // Its hint, before the write lock (it reads the whole output): under the first
-        // input's name, whose own hint it replaces (until the rename below, that segment is
-        // merely scanned on open; a writable open that does so writes its hint again, and
-        // the compacted segment is then scanned instead: slower, never wrong).
-        let _ = hint::write(dir, &out.map, inputs[0].id, out.salt);
+        // Its hint, built before the write lock (it reads the whole output) under a name of
+        // its own, and put in place by the switch, after the commit point: under the first
+        // input's name, whose own hint it replaces. (Written any sooner, a hint of the first
+        // input that the hints thread built could be put over it meanwhile.)
+        let out_hint = hint::build(&out.map, Lsn(inputs[0].id.0), out.salt).and_then(|h| {
+            let tmp = hint::tmp_path(dir.path, inputs[0].id, out.salt);
+            dir.write_new(&tmp, &h).ok().map(|()| tmp)
+        });
         report.bytes_before = bytes_before;
         report.bytes_after = out.map.len() as u64;
         report.records_kept = out.kept;
@@ -227,7 +230,12 @@ impl Store {
         report.segments_rewritten = inputs.len();
         report.segment = Some(inputs[0].id);
         drop(plan);
-        self.switch(dir, &inputs, &out)?;
+        if let Err(e) = self.switch(dir, &inputs, &out, out_hint.as_deref()) {
+            if let Some(tmp) = &out_hint {
+                let _ = dir.vfs.remove_file(tmp);
+            }
+            return Err(e);
+        }
         drop(out);
         if !self.inner.opts.keep_quarantine && report.records_dropped > 0 {
             report.quarantine_purged = self.purge_quarantine()?;
@@ -302,7 +310,13 @@ impl Store {
 
     /// Puts the checked output in place of the inputs and reads this process's state again
     /// (under the writer's turn and the write lock).
-    fn switch(&self, dir: Dir<'_>, inputs: &[Arc<Segment>], out: &Output) -> Result<()> {
+    fn switch(
+        &self,
+        dir: Dir<'_>,
+        inputs: &[Arc<Segment>],
+        out: &Output,
+        out_hint: Option<&std::path::Path>,
+    ) -> Result<()> {
         self.with_write_turn(|w| {
             // The log's files change under the writer: its next write turn catches up (and
             // follows the state) even if this process keeps the write lock. A step after the
@@ -330,20 +344,24 @@ impl Store {
             // The commit point: from here the compacted segment is in force (the inputs after
             // it are superseded, whether or not their removal below happens).
             dir.sync()?;
+            if let Some(tmp) = out_hint {
+                let _ = dir.rename(tmp, &hint::path(dir.path, first.id));
+            }
             for s in &inputs[1..] {
                 let _ = dir.vfs.remove_file(&hint::path(dir.path, s.id));
                 dir.remove(&s.path)?;
             }
-            // A hint of an input a crash left half written (see `hints`) names what the
-            // compaction may have erased.
-            for s in inputs {
-                let _ = dir.vfs.remove_file(&hint::tmp_path(dir.path, s.id));
-            }
+
             dir.sync()?;
             self.inner.head.bump_epoch(&self.inner.dir)?;
             let mut st = self.state_mut();
             st.reload_if_compacted(dir, &self.inner.head)?;
             st.catch_up(dir, true)?;
+            // Hints' temporary files a crash left name what the compaction may have erased.
+            let segments = &st.segments;
+            super::hints::sweep_tmp(dir, |id, salt| {
+                segments.iter().any(|s| s.id == id && s.salt == salt)
+            });
             w.follow(&st, dir)
         })
     }
