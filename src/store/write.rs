@@ -794,10 +794,10 @@ impl Store {
         // the head): then it is in the table already, and the sealed one mapped.
         let found = segments.last().is_some_and(|s| s.id == new.id);
         if let (Some(map), Some(slot), false) =
-            (sealed, segments.get_mut(w.ordinal as usize), found)
+            (&sealed, segments.get_mut(w.ordinal as usize), found)
         {
             *slot = Arc::new(Segment {
-                data: SegmentData::Mapped(map),
+                data: SegmentData::Mapped(map.clone()),
                 ..(**slot).clone()
             });
         }
@@ -816,7 +816,7 @@ impl Store {
         // Files changed: the close has hints to write, whether or not a record follows.
         w.written = true;
         let old = std::mem::replace(&mut w.active, new);
-        if let Ok(map) = old.file.map() {
+        if let Some(map) = sealed {
             self.write_sealed_hint(super::hints::Job {
                 id: old.id,
                 salt: old.salt,

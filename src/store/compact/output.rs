@@ -140,37 +140,44 @@ pub(super) fn check_output(store: &std::path::Path, want: &State, out: &Output) 
         let same = g.count() == w.count()
             && g.first() == w.first()
             && g.last() == w.last()
-            && same_lsns(&got, g, want, w)
             && same_keys(g, w);
-        if !same {
+        if !same || !same_lsns(&got, g, want, w)? {
             return Err(mismatch(id));
         }
     }
     for (id, p) in want.index.metas() {
-        let same = got
-            .index
-            .meta(id)
-            .is_some_and(|q| lsn_at(&got, q) == lsn_at(want, p) && lsn_at(want, p).is_some());
-        if !same {
+        let wanted = lsn_at(want, p)?;
+        let found = match got.index.meta(id) {
+            Some(q) => lsn_at(&got, q)?,
+            None => None,
+        };
+        if wanted.is_none() || found != wanted {
             return Err(mismatch(id));
         }
     }
     Ok(())
 }
 
+/// Whether the two sessions' messages are the same records (by LSN).
+///
+/// # Errors
+/// As [`lsn_at`].
 fn same_lsns(
     got: &State,
     g: crate::index::Session<'_>,
     want: &State,
     w: crate::index::Session<'_>,
-) -> bool {
+) -> Result<bool> {
     let (gs, ws) = (g.snapshot(1..g.count() + 1), w.snapshot(1..w.count() + 1));
-    ws.range().all(|i| {
-        let (a, b) = (gs.get(i), ws.get(i));
-        a.is_some()
-            && b.is_some()
-            && a.and_then(|p| lsn_at(got, p)) == b.and_then(|p| lsn_at(want, p))
-    })
+    for i in ws.range() {
+        let (Some(a), Some(b)) = (gs.get(i), ws.get(i)) else {
+            return Ok(false);
+        };
+        if lsn_at(got, a)? != lsn_at(want, b)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn same_keys(g: crate::index::Session<'_>, w: crate::index::Session<'_>) -> bool {
@@ -181,11 +188,18 @@ fn same_keys(g: crate::index::Session<'_>, w: crate::index::Session<'_>) -> bool
     a == b
 }
 
-/// The LSN of the record at `p`, verified (`None` if it does not verify).
-fn lsn_at(state: &State, p: Pos) -> Option<Lsn> {
-    let s = state.segments.get(p.seg as usize)?;
-    let map = map_of(s).ok()?;
-    crate::segment::record_at(&map, s.salt, u64::from(p.off))
+/// The LSN of the record at `p`, verified (`None` if it does not verify, or `p` names no
+/// segment).
+///
+/// # Errors
+/// [`Error::Io`] when its segment cannot be mapped: a failed read, which says nothing of
+/// whether the output matches (it fails the compaction as such, not as a mismatch).
+fn lsn_at(state: &State, p: Pos) -> Result<Option<Lsn>> {
+    let Some(s) = state.segments.get(p.seg as usize) else {
+        return Ok(None);
+    };
+    let map = map_of(s)?;
+    Ok(crate::segment::record_at(&map, s.salt, u64::from(p.off))
         .ok()
-        .map(|r| r.meta.lsn)
+        .map(|r| r.meta.lsn))
 }
