@@ -239,7 +239,8 @@ impl Segment {
         })
     }
 
-    /// The fixed fields and the idempotency key (if it is a keyed append) of the append at `offset`, both checksums verified.
+    /// The fixed fields and the idempotency key (if it is a keyed append) of the append at
+    /// `offset`, both checksums verified.
     ///
     /// # Errors
     /// As [`Segment::read_kind`].

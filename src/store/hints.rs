@@ -187,7 +187,7 @@ impl Store {
         install(
             Dir::new(&*self.inner.opts.vfs, &self.inner.dir),
             self.inner.hints.take_built(),
-            |id, salt| state.segments.iter().any(|s| s.id == id && s.salt == salt),
+            |id, salt| state.holds(id, salt),
         );
     }
 }

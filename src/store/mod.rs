@@ -125,6 +125,14 @@ struct State {
     epoch: Option<u64>,
 }
 
+impl State {
+    /// Whether the log holds the segment `id` with `salt` (a compaction's output keeps its
+    /// first input's id under a new salt).
+    fn holds(&self, id: crate::id::SegmentId, salt: u64) -> bool {
+        self.segments.iter().any(|s| s.id == id && s.salt == salt)
+    }
+}
+
 #[derive(Debug)]
 struct Writer {
     active: SegmentWriter,
@@ -404,14 +412,11 @@ impl Inner {
         }
         let vfs = &*self.opts.vfs;
         let dir = crate::io::Dir::new(vfs, &self.dir);
-        let segments = &self
-            .state
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .segments;
-        let live = |id, salt| segments.iter().any(|s| s.id == id && s.salt == salt);
-        hints::install(dir, self.hints.take_built(), live);
-        for job in sealed.into_iter().filter(|j| live(j.id, j.salt)) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        hints::install(dir, self.hints.take_built(), |id, salt| {
+            state.holds(id, salt)
+        });
+        for job in sealed.into_iter().filter(|j| state.holds(j.id, j.salt)) {
             let _ = crate::hint::write(dir, &job.map, job.id, job.salt);
         }
         if w.active.sync().is_err() {

@@ -351,17 +351,13 @@ impl Store {
                 let _ = dir.vfs.remove_file(&hint::path(dir.path, s.id));
                 dir.remove(&s.path)?;
             }
-
             dir.sync()?;
             self.inner.head.bump_epoch(&self.inner.dir)?;
             let mut st = self.state_mut();
             st.reload_if_compacted(dir, &self.inner.head)?;
             st.catch_up(dir, true)?;
             // Hints' temporary files a crash left name what the compaction may have erased.
-            let segments = &st.segments;
-            super::hints::sweep_tmp(dir, |id, salt| {
-                segments.iter().any(|s| s.id == id && s.salt == salt)
-            });
+            super::hints::sweep_tmp(dir, |id, salt| st.holds(id, salt));
             w.follow(&st, dir)
         })
     }
