@@ -260,3 +260,34 @@ fn a_failed_sync_of_the_cut_before_the_first_append_poisons() {
     }
     assert!(checked, "no fault landed on the cut's fdatasync");
 }
+
+/// The sweeps above number file operations, and a fuzz input or a seed names its faults by
+/// number: the operations a workload makes must not depend on how fast it runs. (A shared
+/// writer keeps the write lock across writes that come back to back, and skips the catch-up
+/// with other processes while it does; on the simulated file system it never does, so the
+/// catch-up's reads are made on every write however the writes are timed.)
+#[test]
+fn file_operations_do_not_depend_on_timing() {
+    let ops_with_pause = |pause: Option<std::time::Duration>| {
+        let fs = SimFs::new(7);
+        let store = convlog::Options::default()
+            .vfs(std::sync::Arc::new(fs.clone()))
+            .durability(Durability::Buffered)
+            .open(common::DIR)
+            .unwrap();
+        for i in 0..30 {
+            store
+                .append_raw(&format!("s{}", i % 3), br#"{"role":"user","content":"hi"}"#)
+                .unwrap();
+            if let Some(p) = pause {
+                std::thread::sleep(p);
+            }
+        }
+        drop(store);
+        fs.ops()
+    };
+    let back_to_back = ops_with_pause(None);
+    let paused = ops_with_pause(Some(std::time::Duration::from_millis(2)));
+    assert_eq!(back_to_back, paused);
+    assert_eq!(back_to_back, ops_with_pause(None));
+}

@@ -91,7 +91,9 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// Whether every operation must come from the thread that asks for it, in order: a
     /// simulated file system whose crash points must reproduce. The store then does on the
     /// caller's thread what it otherwise leaves to one of its own (writing sealed segments'
-    /// hints). The default is `false`.
+    /// hints), and makes no choice on timing that changes which operations it makes (a
+    /// shared writer takes and releases the write lock around every write, without a
+    /// lease). The default is `false`.
     fn deterministic(&self) -> bool {
         false
     }

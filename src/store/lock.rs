@@ -23,6 +23,9 @@
 //! follows the one before by more than [`BURST_GAP`] releases the lock at its end, as
 //! without a lease (and wakes no thread). Another process therefore waits at most about
 //! [`LEASE_MAX`] for a writer that keeps writing, and [`LEASE_IDLE`] for one that stopped.
+//! On a deterministic file system there is no lease (see `open`): whether a write finds the
+//! lock kept depends on timing, and what it skips then (the catch-up) is file operations,
+//! which that file system's crash points count.
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

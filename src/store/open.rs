@@ -35,8 +35,10 @@ impl Store {
             // Salvage rewrites segments other writers could have open: it runs alone.
             let exclusive = opts.exclusive || opts.recovery == recovery::RecoveryMode::Salvage;
             // A writer that syncs every write gains nothing from keeping the write lock
-            // between writes: its syncs dominate.
-            let lease = !matches!(opts.durability, Durability::Always);
+            // between writes: its syncs dominate. Nor does one on a deterministic file
+            // system: whether a write finds the lock kept (and skips the catch-up's file
+            // operations) depends on timing, and its crash points count operations.
+            let lease = !matches!(opts.durability, Durability::Always) && !vfs.deterministic();
             Some(Locks::take(&*vfs, dir, exclusive, lease)?)
         };
         let opened = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only)
