@@ -243,6 +243,15 @@ impl Store {
         });
     }
 
+    /// Whether an I/O failure poisoned this handle: every later write and [`Store::sync`]
+    /// fails with [`Error::Poisoned`] until the store is reopened, which re-derives its state
+    /// from the files. A write that failed and poisoned the store is indeterminate: the
+    /// reopen may find it whole (see [`Store::append`]).
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.syncer.is_poisoned()
+    }
+
     /// The store's directory.
     #[must_use]
     pub fn path(&self) -> &Path {

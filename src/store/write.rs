@@ -39,7 +39,12 @@ impl Store {
     /// # Errors
     /// [`Error::InvalidSessionId`], [`Error::InvalidMessage`] (not a JSON object),
     /// [`Error::RecordTooLarge`]; [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`].
-    /// A failed append changes nothing.
+    /// A failed append changes nothing, with one exception: an I/O error while writing its
+    /// records, when wiping what part of them landed fails too (a disk that fails every
+    /// write). The store is then poisoned ([`Store::is_poisoned`]), and the append is
+    /// indeterminate: the bytes that landed may form whole records (a record's last bytes
+    /// can be zeros, as preallocated space is), which a reopen then finds, as a database
+    /// may find a transaction whose commit failed with an I/O error.
     pub fn append<T: Serialize + ?Sized>(&self, session: &str, message: &T) -> Result<Receipt> {
         let payload = self.serialize(session, message)?;
         self.append_payloads(session, None, vec![Cow::Owned(payload)])

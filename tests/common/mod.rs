@@ -270,7 +270,12 @@ pub struct Stats {
     pub metas_set: u64,
     /// Compactions that rewrote segments.
     pub compactions: u64,
+    /// Writes that failed and poisoned the store, found whole by the next open.
+    pub indeterminate_found: u64,
 }
+
+/// A unit not known to be logged: its last LSN, model and new messages.
+type Pending = (u64, Model, Vec<(u64, Vec<u8>)>);
 
 /// A store on a simulated file system, checked against the model.
 pub struct Harness {
@@ -297,6 +302,10 @@ pub struct Harness {
     faults: Vec<(u64, Fault, bool)>,
     /// The store answered an I/O failure (it may be poisoned).
     maybe_poisoned: bool,
+    /// The unit of a write that failed and poisoned the store, which the next open may find
+    /// whole (`Store::append`: such a write is indeterminate): its last LSN, model and
+    /// messages.
+    indeterminate: Option<Pending>,
     /// A failure the store must have poisoned itself for: a failed `sync()`, or a write whose
     /// records were written but whose fsync failed. Every later write must fail `Poisoned`.
     must_poison: bool,
@@ -381,6 +390,7 @@ impl Harness {
             faults_armed,
             faults,
             maybe_poisoned: false,
+            indeterminate: None,
             must_poison: false,
             work_after_log: false,
             stats: Stats::default(),
@@ -465,6 +475,15 @@ impl Harness {
             return Err(self.fail(format!("point-in-time open dropped ranges: {report:?}")));
         }
         let got = store.last_lsn().0;
+        if let Some((lsn, model, msgs)) = self.indeterminate.take()
+            && lsn == got
+        {
+            self.trace.push(format!(
+                "  (the failed write's unit, LSN {lsn}, was found whole)"
+            ));
+            self.stats.indeterminate_found += 1;
+            self.push_unit(lsn, model, msgs);
+        }
         let k = self
             .history
             .iter()
@@ -775,6 +794,7 @@ impl Harness {
     ) -> Result<(), Violation> {
         let store = self.store.as_ref().ok_or_else(|| self.fail("no store"))?;
         let after = store.last_lsn().0;
+        let poisoned = store.is_poisoned();
         match result {
             Ok(()) => {
                 if conflict_expected {
@@ -839,6 +859,13 @@ impl Harness {
                     return Err(self.fail(format!(
                         "failed write moved last_lsn {before} -> {after} ({records} records)"
                     )));
+                } else if records > 0
+                    && poisoned
+                    && !matches!(e, Error::Poisoned { .. })
+                    && self.indeterminate.is_none()
+                {
+                    // Cut short, and not wiped: the next open may find it whole.
+                    self.indeterminate = Some((after + records, next, new_msgs));
                 }
             }
             Err(e) => return Err(self.fail(format!("unexpected error: {e:?}"))),
@@ -1493,6 +1520,7 @@ impl Harness {
                 self.msgs.clone(),
                 self.durable,
                 self.claimed_durable,
+                self.indeterminate.clone(),
             );
             let mut fs = crashed;
             std::mem::swap(&mut self.fs, &mut fs);
@@ -1504,7 +1532,13 @@ impl Harness {
             let r = self.open_checked(true);
             self.store = store;
             std::mem::swap(&mut self.fs, &mut fs);
-            (self.history, self.msgs, self.durable, self.claimed_durable) = saved;
+            (
+                self.history,
+                self.msgs,
+                self.durable,
+                self.claimed_durable,
+                self.indeterminate,
+            ) = saved;
             r?;
         }
         self.apply(&Op::Reopen { durability: d })
