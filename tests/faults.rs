@@ -297,8 +297,9 @@ fn file_operations_do_not_depend_on_timing() {
 /// timestamp's high bytes, zeros like the preallocated space after it, so a short write can
 /// leave it whole, and an open after a power cut finds it. The model allows that unit, and
 /// only that one. Here a delete is cut short under a disk that fails every operation from
-/// some point on, for many seeds (each cuts the write, and the wipe, at other lengths); then the harness's
-/// final power cuts (each tear), taken with the poisoned store still open, and reopens.
+/// some point on, for many seeds (each cuts the write, and the wipe, at other lengths);
+/// then come the harness's final power cuts (each tear), taken with the poisoned store still
+/// open, and reopens.
 #[test]
 fn a_failed_write_whose_wipe_failed_may_be_found_whole_and_nothing_else() {
     let (mut found, mut runs) = (0, 0);

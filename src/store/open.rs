@@ -35,9 +35,8 @@ impl Store {
             // Salvage rewrites segments other writers could have open: it runs alone.
             let exclusive = opts.exclusive || opts.recovery == recovery::RecoveryMode::Salvage;
             // A writer that syncs every write gains nothing from keeping the write lock
-            // between writes: its syncs dominate. Nor does one on a deterministic file
-            // system: whether a write finds the lock kept (and skips the catch-up's file
-            // operations) depends on timing, and its crash points count operations.
+            // between writes: its syncs dominate. Nor does one on a deterministic file system
+            // (see `Vfs::deterministic` and `lock`).
             let lease = !matches!(opts.durability, Durability::Always) && !vfs.deterministic();
             Some(Locks::take(&*vfs, dir, exclusive, lease)?)
         };

@@ -859,11 +859,7 @@ impl Harness {
                     return Err(self.fail(format!(
                         "failed write moved last_lsn {before} -> {after} ({records} records)"
                     )));
-                } else if records > 0
-                    && poisoned
-                    && !matches!(e, Error::Poisoned { .. })
-                    && self.indeterminate.is_none()
-                {
+                } else if records > 0 && poisoned && !matches!(e, Error::Poisoned { .. }) {
                     // Cut short, and not wiped: the next open may find it whole.
                     self.indeterminate = Some((after + records, next, new_msgs));
                 }
