@@ -185,7 +185,8 @@ impl Reference {
     /// Whether the documented rule (`docs/format.md`, "Recovery") makes damage in record
     /// `rec` of segment `seg` a torn tail: it is in the last segment, and either no valid
     /// record follows it, or the bytes from the start `x` of its uncommitted run to the next
-    /// valid record show a zero sector (aligned, or from `x` to the end of `x`'s sector).
+    /// valid record show a zero sector (aligned and starting before that record, or from `x`
+    /// to the end of `x`'s sector).
     fn torn_by_rule(&self, files: &[(String, Vec<u8>)], seg: usize, rec: Option<usize>) -> bool {
         let Some(r) = rec else {
             return false; // a damaged segment header with records after it: corruption
@@ -203,7 +204,7 @@ impl Reference {
         (first > x && first <= y && zero(x, first))
             || (first..y)
                 .step_by(512)
-                .any(|s| s + 512 <= y && zero(s, s + 512))
+                .any(|s| s + 512 <= bytes.len() && zero(s, s + 512))
     }
 
     /// Opens `files` (the reference with damage in the record `rec` of segment `seg`, or in
