@@ -374,7 +374,7 @@ fn retention_deletes_idle_sessions_then_the_least_recently_appended() {
     for s in ["old-1", "old-2"] {
         store.append(s, &msg(s, 0, "m")).unwrap();
     }
-    std::thread::sleep(std::time::Duration::from_millis(80));
+    fs.advance(std::time::Duration::from_millis(80));
     for s in ["mid", "new"] {
         store.append(s, &msg(s, 0, "m")).unwrap();
     }

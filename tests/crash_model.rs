@@ -414,7 +414,13 @@ fn zero_sector_ending_inside_the_next_valid_header_is_a_torn_tail() {
         record(&mut probe, 2, 11, SessionField::Ref(48), &json(0));
         probe.len()
     };
-    record(&mut seg, 2, 11, SessionField::Ref(48), &json(1535 - at - overhead));
+    record(
+        &mut seg,
+        2,
+        11,
+        SessionField::Ref(48),
+        &json(1535 - at - overhead),
+    );
     assert_eq!(seg.len(), 1535);
     // The next record, with a timestamp chosen so that its header checksum's low byte is 0.
     let next = (12..)
@@ -435,7 +441,11 @@ fn zero_sector_ending_inside_the_next_valid_header_is_a_torn_tail() {
         .vfs(Arc::new(crashed))
         .open(dir())
         .expect("a torn unit after a power cut must open");
-    let torn = store.recovery_report().torn_tail.clone().expect("a torn tail");
+    let torn = store
+        .recovery_report()
+        .torn_tail
+        .clone()
+        .expect("a torn tail");
     assert_eq!(torn.offset, at as u64);
     assert_eq!(store.interaction_count("s"), 1);
     let first = store.messages("s").raw().next().unwrap().unwrap();

@@ -18,6 +18,8 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::id::Timestamp;
+
 pub(crate) use dir::Dir;
 pub use dir::{LOCK_FILE, SYNC_FILE, WRITERS_FILE};
 pub use perms::{Exposed, PermissionReport, Permissions, permission_report};
@@ -96,6 +98,20 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// lease). The default is `false`.
     fn deterministic(&self) -> bool {
         false
+    }
+
+    /// The time the store stamps on what it writes now (records, segment headers) and judges
+    /// idleness by. The default is the wall clock; a simulated file system keeps a clock of
+    /// its own, so that a run on it writes the same bytes every time.
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    /// A new segment's salt (it seeds every record header checksum in the segment, so stale
+    /// bytes of an earlier segment of the same name never verify). The default draws a
+    /// random one; a simulated file system draws from its seed, for the reason above.
+    fn salt(&self) -> u64 {
+        crate::segment::random_salt()
     }
 }
 

@@ -7,7 +7,7 @@ use super::{DroppedRange, QUARANTINE_DIR, RecoveredSegment, TornTail};
 use crate::error::{Error, Result};
 use crate::format::{Kind, RecordKey, RecordMeta};
 use crate::hint;
-use crate::id::{Lsn, SegmentId, Timestamp};
+use crate::id::{Lsn, SegmentId};
 use crate::io::Dir;
 use crate::segment::{SegmentBuilder, record_at};
 
@@ -55,8 +55,8 @@ pub(super) fn rewrite(scan: &mut Scan<'_>) -> Result<(Vec<DroppedRange>, Option<
     dir.sync()?;
     if let Some(count) = scan.missing_start {
         // The first segment is gone: a new one holding one gap record keeps the chain whole.
-        let out = encode_segment(Lsn::FIRST, false, |put| {
-            put(&gap(Lsn::FIRST.0, count), GAP_SESSION, None, &[]);
+        let out = encode_segment(dir, Lsn::FIRST, false, |put| {
+            put(&gap(dir, Lsn::FIRST.0, count), GAP_SESSION, None, &[]);
             Ok(())
         })?;
         write_segment(dir, SegmentId(Lsn::FIRST.0), &out.0, out.1)?;
@@ -66,7 +66,7 @@ pub(super) fn rewrite(scan: &mut Scan<'_>) -> Result<(Vec<DroppedRange>, Option<
             continue;
         }
         let whole = seg.file.map().map_err(|e| Error::io("map", &seg.path, e))?;
-        let (out, salt) = encode_segment(Lsn(seg.id.0), seg.compacted, |put| {
+        let (out, salt) = encode_segment(dir, Lsn(seg.id.0), seg.compacted, |put| {
             for item in &plan.items {
                 match *item {
                     Item::Keep(off) => {
@@ -80,7 +80,9 @@ pub(super) fn rewrite(scan: &mut Scan<'_>) -> Result<(Vec<DroppedRange>, Option<
                             })?;
                         put(&rec.meta, rec.session.as_bytes(), rec.key, rec.payload);
                     }
-                    Item::Gap { lsn, count } => put(&gap(lsn, count), GAP_SESSION, None, &[]),
+                    Item::Gap { lsn, count } => {
+                        put(&gap(dir, lsn, count), GAP_SESSION, None, &[]);
+                    }
                 }
             }
             Ok(())
@@ -90,25 +92,26 @@ pub(super) fn rewrite(scan: &mut Scan<'_>) -> Result<(Vec<DroppedRange>, Option<
     Ok((dropped, scan.report.torn_tail.clone()))
 }
 
-fn gap(lsn: u64, count: u64) -> RecordMeta {
+fn gap(dir: Dir<'_>, lsn: u64, count: u64) -> RecordMeta {
     RecordMeta {
         kind: Kind::Gap,
         first: true,
         commit: true,
         lsn: Lsn(lsn),
         arg: count,
-        timestamp: Timestamp::now(),
+        timestamp: dir.vfs.now(),
     }
 }
 
 /// Encodes a segment starting at `first_lsn` (compacted or not, as the one it replaces):
 /// `body` puts each record.
 fn encode_segment(
+    dir: Dir<'_>,
     first_lsn: Lsn,
     compacted: bool,
     body: impl FnOnce(&mut dyn FnMut(&RecordMeta, &[u8], Option<RecordKey<'_>>, &[u8])) -> Result<()>,
 ) -> Result<(Vec<u8>, u64)> {
-    let mut out = SegmentBuilder::new(first_lsn, compacted, None);
+    let mut out = SegmentBuilder::new(dir.vfs, first_lsn, compacted, None);
     let salt = out.salt();
     // (In memory: `put` cannot fail.)
     body(&mut |meta, session, key, payload| {

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use super::{Naming, random_salt};
+use super::Naming;
 use crate::format::{RecordKey, RecordMeta, SegmentHeader, encode_record};
-use crate::id::{Lsn, Timestamp};
+use crate::id::Lsn;
+use crate::io::Vfs;
 use crate::io::VfsFile;
 
 /// Bytes buffered before a streaming builder writes them out.
@@ -28,15 +29,16 @@ impl<'f> SegmentBuilder<'f> {
     /// A segment whose header names `first_lsn` (and says whether compaction wrote it),
     /// streamed to `file` when given.
     pub(crate) fn new(
+        vfs: &dyn Vfs,
         first_lsn: Lsn,
         compacted: bool,
         file: Option<&'f dyn VfsFile>,
     ) -> SegmentBuilder<'f> {
-        let salt = random_salt();
+        let salt = vfs.salt();
         let header = SegmentHeader {
             first_lsn,
             salt,
-            created: Timestamp::now(),
+            created: vfs.now(),
             compacted,
         };
         SegmentBuilder {

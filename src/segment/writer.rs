@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{NAME_EVERY, SEGMENT_HEADER_LEN, SegmentHeader, SessionField};
-use crate::id::{Lsn, SegmentId, Timestamp};
+use crate::id::{Lsn, SegmentId};
 use crate::io::{OpenMode, Vfs, VfsFile};
 
 /// Appends framed records to the end of the active segment.
@@ -90,14 +90,14 @@ impl SegmentWriter {
     ) -> std::result::Result<SegmentWriter, (Error, bool)> {
         let id = SegmentId(first_lsn.0);
         let path = dir.join(id.file_name());
-        let salt = super::random_salt();
+        let salt = vfs.salt();
         let file = vfs
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| (Error::io("create", &path, e), true))?;
         let header = SegmentHeader {
             first_lsn,
             salt,
-            created: Timestamp::now(),
+            created: vfs.now(),
             compacted: false,
         };
         let made = file

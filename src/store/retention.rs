@@ -117,7 +117,7 @@ impl Store {
         if rule.is_keep_all() {
             return Ok(Vec::new());
         }
-        let victims = rule.victims(&self.view(), Timestamp::now())?;
+        let victims = rule.victims(&self.view(), self.inner.opts.vfs.now())?;
         let mut deleted = Vec::new();
         for (s, last) in victims {
             // Unless a message landed since it was chosen (then it is no longer idle).

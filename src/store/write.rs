@@ -562,7 +562,8 @@ impl Store {
                 return Err(self.busy("a sync (its interval is due)"));
             }
             let sealer = sealer.as_ref().zip(self.inner.crypt.as_deref());
-            let (receipts, offsets) = frame(w, session, &events, key, sealer)?;
+            let now = self.inner.opts.vfs.now();
+            let (receipts, offsets) = frame(w, (session, now), &events, key, sealer)?;
             self.write(w)?;
             self.apply(w, session, &events, &offsets, &receipts, key.zip(key_hash));
             Ok((receipts, Some((Lsn(w.next_lsn.0 - 1), sync_due))))
@@ -893,17 +894,18 @@ impl Store {
 /// Frames `events` as one unit of records of `session` into `w.buf`, at the end of the
 /// active segment: the first record carries `FIRST`, the last `COMMIT`; each record refers
 /// to the record naming the session in this segment, or names it. `key` goes in the first
-/// record (an append). With a `sealer`, the
-/// payloads of sealed kinds go in sealed under its key. Returns the receipts and the
-/// records' offsets; `w.naming` and `w.framed_records` say what the unit leaves behind.
+/// record (an append). With a `sealer`, the payloads of sealed kinds go in sealed under its
+/// key. The records are stamped `now` (or the last stamp, if the clock went back). Returns
+/// the receipts and the records' offsets; `w.naming` and `w.framed_records` say what the
+/// unit leaves behind.
 fn frame(
     w: &mut Writer,
-    session: &str,
+    (session, now): (&str, Timestamp),
     events: &[Event<'_>],
     key: Option<RecordKey<'_>>,
     sealer: Option<(&DataKey, &Crypt)>,
 ) -> Result<(Vec<Receipt>, Vec<u32>)> {
-    let ts = Timestamp::now().max(w.last_ts);
+    let ts = now.max(w.last_ts);
     let start = w.active.len;
     w.buf.clear();
     let mut sealed = std::mem::take(&mut w.sealed);

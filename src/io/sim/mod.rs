@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{LockMode, Mapping, OpenMode, Permissions, Vfs, VfsFile, VfsLock};
+use crate::id::Timestamp;
 
 /// A failure to inject into an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,9 @@ pub enum Tear {
     /// either its durable or its written length.
     Sectors(usize),
 }
+
+/// Where a simulated file system's clock starts: 2026-01-01T00:00:00Z, in microseconds.
+pub const CLOCK_START: u64 = 1_767_225_600_000_000;
 
 /// SplitMix64: a small deterministic generator, with no dependency. The simulated file system
 /// draws its torn writes from it; the tests, fuzz targets, demo and benchmark draw their
@@ -130,12 +134,19 @@ struct State {
     dir_modes: BTreeMap<PathBuf, u32>,
     /// Advisory locks held, by path: how many shared holders, or one exclusive one.
     locks: BTreeMap<PathBuf, Held>,
+    /// The simulated clock, in microseconds since the Unix epoch (see [`Vfs::now`]).
+    clock: u64,
+    /// Where new segments' salts come from (apart from `rng`, so that drawing one does not
+    /// change what a torn write keeps).
+    salts: SplitMix,
 }
 
 impl State {
     fn new(seed: u64) -> State {
         State {
             rng: SplitMix(seed),
+            clock: CLOCK_START,
+            salts: SplitMix(seed ^ 0x5A17_5A17_5A17_5A17),
             ..State::default()
         }
     }
@@ -268,6 +279,15 @@ impl SimFs {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Moves the simulated clock forward by `by` (it also moves by a microsecond at every
+    /// reading, so that stamps differ as a real clock's would).
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut s = self.state();
+        s.clock = s
+            .clock
+            .saturating_add(u64::try_from(by.as_micros()).unwrap_or(u64::MAX));
+    }
+
     /// How many operations have run (or failed) so far; the next one is numbered `ops() + 1`.
     #[must_use]
     pub fn ops(&self) -> u64 {
@@ -335,6 +355,9 @@ impl SimFs {
             }
         }
         next.rng = SplitMix(rng.next_u64());
+        // Time goes on across a power cut; salts keep coming from a stream of their own.
+        next.clock = s.clock;
+        next.salts = SplitMix(rng.next_u64());
         SimFs(Arc::new(Mutex::new(next)), self.1)
     }
 
@@ -533,6 +556,19 @@ impl Vfs for SimFs {
     /// Crash points count operations: they must all come from the caller's thread.
     fn deterministic(&self) -> bool {
         true
+    }
+
+    /// The simulated clock, which a reading moves by a microsecond (not counted as an
+    /// operation: reading the clock changes no crash point).
+    fn now(&self) -> Timestamp {
+        let mut s = self.state();
+        let t = s.clock;
+        s.clock = s.clock.saturating_add(1);
+        Timestamp(t)
+    }
+
+    fn salt(&self) -> u64 {
+        self.state().salts.next_u64()
     }
 
     fn exists(&self, path: &Path) -> bool {

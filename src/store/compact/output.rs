@@ -41,7 +41,7 @@ pub(super) fn write_output(
     }
     let file = dir.open(&path, OpenMode::CreateNew)?;
     let io = |e| Error::io("write", &path, e);
-    let mut out = SegmentBuilder::new(Lsn(first.0), true, Some(&*file));
+    let mut out = SegmentBuilder::new(dir.vfs, Lsn(first.0), true, Some(&*file));
     let mut next = Lsn(first.0);
     let mut last_ts = Timestamp(0);
     let mut rewrite = Rewrite::new(plan, inputs);
