@@ -377,6 +377,23 @@ fn torn_sector_holding_an_unaligned_durable_end_is_a_torn_tail() {
 /// shows a torn write all the same.
 #[test]
 fn zero_sector_ending_inside_the_next_valid_header_is_a_torn_tail() {
+    // Sector 2 (1024..1536) lies inside the torn unit but for its last byte.
+    torn_unit_then_a_header_beginning_with_zero(1535, 1024..1536);
+}
+
+/// The same, where the zeros are those of the sector holding the durable end (its old
+/// content: the durable prefix, then zeros): the next record begins on that sector's last
+/// byte (found in review of the fix above).
+#[test]
+fn zeros_of_the_durable_end_sector_reaching_into_the_next_valid_header_are_a_torn_tail() {
+    torn_unit_then_a_header_beginning_with_zero(511, 0..512);
+}
+
+/// A segment of one committed unit (durable, ending at `at`), a torn unit from `at` to
+/// `next`, then a committed record at `next` whose header checksum's low byte is 0; the
+/// bytes of `zeroed` from `at` on kept their old zeros. It must open as a torn tail at
+/// `at` holding the first unit only.
+fn torn_unit_then_a_header_beginning_with_zero(next: usize, zeroed: std::ops::Range<usize>) {
     use convlog::format::{Kind, RecordMeta, SessionField, encode_record};
     use convlog::{Lsn, Timestamp};
     const SALT: u64 = 0x5eed;
@@ -406,8 +423,6 @@ fn zero_sector_ending_inside_the_next_valid_header_is_a_torn_tail() {
     .encode()
     .to_vec();
     record(&mut seg, 1, 10, SessionField::Named(b"s"), &json(100));
-    // The torn unit: it ends at the last byte of sector 2, so sector 2 (1024..1536) lies
-    // inside it but for that byte, where the next record starts.
     let at = seg.len();
     let overhead = {
         let mut probe = Vec::new();
@@ -419,11 +434,11 @@ fn zero_sector_ending_inside_the_next_valid_header_is_a_torn_tail() {
         2,
         11,
         SessionField::Ref(48),
-        &json(1535 - at - overhead),
+        &json(next - at - overhead),
     );
-    assert_eq!(seg.len(), 1535);
+    assert_eq!(seg.len(), next);
     // The next record, with a timestamp chosen so that its header checksum's low byte is 0.
-    let next = (12..)
+    let third = (12..)
         .map(|ts| {
             let mut r = Vec::new();
             record(&mut r, 3, ts, SessionField::Ref(48), &json(20));
@@ -431,10 +446,10 @@ fn zero_sector_ending_inside_the_next_valid_header_is_a_torn_tail() {
         })
         .find(|r| r[0] == 0)
         .unwrap();
-    seg.extend_from_slice(&next);
+    seg.extend_from_slice(&third);
     seg.resize(4096, 0);
-    // The power cut: sector 2 kept its old content (zeros), every other sector is new.
-    seg[1024..1536].fill(0);
+    // The power cut: those bytes kept their old content (zeros), every other sector is new.
+    seg[zeroed.start.max(at)..zeroed.end].fill(0);
     let name = convlog::SegmentId(1).file_name();
     let crashed = fs_from_image(&[(name, seg)]);
     let store = Store::builder()

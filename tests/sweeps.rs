@@ -186,7 +186,7 @@ impl Reference {
     /// `rec` of segment `seg` a torn tail: it is in the last segment, and either no valid
     /// record follows it, or the bytes from the start `x` of its uncommitted run to the next
     /// valid record show a zero sector (aligned and starting before that record, or from `x`
-    /// to the end of `x`'s sector).
+    /// to the end of `x`'s sector; either may reach a few bytes into that record).
     fn torn_by_rule(&self, files: &[(String, Vec<u8>)], seg: usize, rec: Option<usize>) -> bool {
         let Some(r) = rec else {
             return false; // a damaged segment header with records after it: corruption
@@ -201,7 +201,7 @@ impl Reference {
         let (x, y) = (self.batch_start(r), next.start);
         let zero = |a: usize, b: usize| bytes[a..b].iter().all(|v| *v == 0);
         let first = x.div_ceil(512) * 512;
-        (first > x && first <= y && zero(x, first))
+        (first > x && first <= bytes.len() && zero(x, first))
             || (first..y)
                 .step_by(512)
                 .any(|s| s + 512 <= bytes.len() && zero(s, s + 512))

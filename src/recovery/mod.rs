@@ -350,7 +350,7 @@ pub(crate) fn ending(
 /// `from` to the end of `from`'s sector (the sector that held the durable end kept its old
 /// content: the durable prefix, then zeros).
 ///
-/// The sector may end past `to`: a record header whose checksum begins with a zero byte
+/// Either may end past `to`: a record header whose checksum begins with a zero byte
 /// verifies although the sector holding that byte kept its old zeros (`ops_crash` found a
 /// power cut that tore a unit so, and the open called it corruption). It can reach only a
 /// few bytes past `to`, since a record whose header is zero from its kind on never verifies.
@@ -358,7 +358,7 @@ fn has_zero_sector(map: &[u8], from: u64, to: u64) -> bool {
     let from = usize::try_from(from).unwrap_or(usize::MAX).min(map.len());
     let end = usize::try_from(to).unwrap_or(usize::MAX).min(map.len());
     let first = from.div_ceil(SECTOR) * SECTOR;
-    if first > from && first <= end && all_zero(&map[from..first]) {
+    if first > from && map.get(from..first).is_some_and(all_zero) {
         return true;
     }
     (first..end)
