@@ -267,17 +267,26 @@ fn a_failed_sync_of_the_cut_before_the_first_append_poisons() {
 /// with other processes while it does; on the simulated file system it never does, so the
 /// catch-up's reads are made on every write however the writes are timed.) Nor may the bytes
 /// it writes: where a torn write ends up as a valid record depends on them, so the simulated
-/// file system gives the store its clock and its segments' salts (`Vfs::now`, `Vfs::salt`).
+/// file system gives the store its clock, its segments' salts and an encrypted store's
+/// random bytes (`Vfs::now`, `Vfs::salt`, `Vfs::seeded_random`).
 #[test]
 fn file_operations_and_bytes_do_not_depend_on_timing() {
+    for encrypted in [false, true] {
+        same_operations_and_bytes_however_timed(encrypted);
+    }
+}
+
+fn same_operations_and_bytes_however_timed(encrypted: bool) {
     let run = |pause: Option<std::time::Duration>| {
         let fs = SimFs::new(7);
-        let store = convlog::Options::default()
+        let mut opts = convlog::Options::default()
             .vfs(std::sync::Arc::new(fs.clone()))
             .durability(Durability::Buffered)
-            .segment_size(4096)
-            .open(common::DIR)
-            .unwrap();
+            .segment_size(4096);
+        if encrypted {
+            opts = opts.encryption(convlog::MasterKey::from_bytes([7; 32]));
+        }
+        let store = opts.open(common::DIR).unwrap();
         for i in 0..30 {
             store
                 .append_raw(&format!("s{}", i % 3), br#"{"role":"user","content":"hi"}"#)
@@ -299,10 +308,17 @@ fn file_operations_and_bytes_do_not_depend_on_timing() {
     };
     let back_to_back = run(None);
     let paused = run(Some(std::time::Duration::from_millis(2)));
-    assert_eq!(back_to_back.0, paused.0, "operations");
+    assert_eq!(
+        back_to_back.0, paused.0,
+        "operations (encrypted: {encrypted})"
+    );
     assert!(back_to_back.1.len() > 3, "{:?}", back_to_back.1.len());
     for ((a, path), (b, _)) in back_to_back.1.iter().zip(&paused.1) {
-        assert!(a == b, "{} differs", path.display());
+        assert!(
+            a == b,
+            "{} differs (encrypted: {encrypted})",
+            path.display()
+        );
     }
     assert_eq!(back_to_back.1.len(), paused.1.len());
     assert_eq!(back_to_back, run(None));

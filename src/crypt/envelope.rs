@@ -9,6 +9,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::error::{Error, Result};
 use crate::format::{Kind, RecordMeta};
+use crate::io::Vfs;
 
 /// First byte of a sealed payload. JSON text starts with `{` or whitespace, never this.
 pub(crate) const SEALED_TAG: u8 = 0x01;
@@ -41,8 +42,17 @@ pub(crate) fn is_sealed(payload: &[u8]) -> bool {
     payload.first() == Some(&SEALED_TAG)
 }
 
+/// Fills `buf` with random bytes: from `vfs`'s own source if it has one (a simulated file
+/// system: [`Vfs::seeded_random`]), else from the operating system's generator.
+pub(crate) fn fill_random(vfs: &dyn Vfs, buf: &mut [u8]) -> Result<()> {
+    if vfs.seeded_random(buf, crate::io::Sealed) {
+        return Ok(());
+    }
+    os_random(buf)
+}
+
 /// Fills `buf` from the operating system's random generator.
-pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
+pub(crate) fn os_random(buf: &mut [u8]) -> Result<()> {
     SystemRandom::new().fill(buf).map_err(|_| Error::Io {
         op: "getrandom",
         path: "(the operating system's random generator)".into(),
@@ -57,16 +67,16 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
 pub(crate) struct Nonces(Mutex<([u8; 8], u32)>);
 
 impl Nonces {
-    pub(crate) fn new() -> Result<Nonces> {
+    pub(crate) fn new(vfs: &dyn Vfs) -> Result<Nonces> {
         let mut prefix = [0u8; 8];
-        fill_random(&mut prefix)?;
+        fill_random(vfs, &mut prefix)?;
         Ok(Nonces(Mutex::new((prefix, 0))))
     }
 
-    pub(crate) fn next(&self) -> Result<[u8; NONCE_LEN]> {
+    pub(crate) fn next(&self, vfs: &dyn Vfs) -> Result<[u8; NONCE_LEN]> {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if g.1 == u32::MAX {
-            fill_random(&mut g.0)?;
+            fill_random(vfs, &mut g.0)?;
             g.1 = 0;
         }
         let mut n = [0u8; NONCE_LEN];
@@ -187,10 +197,15 @@ pub(crate) fn envelope_key(envelope: &[u8]) -> Option<u64> {
 
 /// Seals `secret` under the master key `master`, bound to `ad`: nonce (random),
 /// ciphertext, tag.
-pub(crate) fn wrap(master: &[u8; 32], ad: &[u8], secret: &[u8; 32]) -> Result<[u8; WRAPPED_LEN]> {
+pub(crate) fn wrap(
+    vfs: &dyn Vfs,
+    master: &[u8; 32],
+    ad: &[u8],
+    secret: &[u8; 32],
+) -> Result<[u8; WRAPPED_LEN]> {
     let mut out = [0u8; WRAPPED_LEN];
     let mut nonce = [0u8; NONCE_LEN];
-    fill_random(&mut nonce)?;
+    fill_random(vfs, &mut nonce)?;
     out[..NONCE_LEN].copy_from_slice(&nonce);
     out[NONCE_LEN..NONCE_LEN + 32].copy_from_slice(secret);
     let tag = seal_in_place(
@@ -243,9 +258,10 @@ mod tests {
     #[test]
     fn an_envelope_opens_only_for_its_own_record_and_key() {
         let key = DataKey::new(9, &[3; 32]);
-        let nonces = Nonces::new().unwrap();
+        let os = crate::io::StdFs::default();
+        let nonces = Nonces::new(&os).unwrap();
         let mut env = Vec::new();
-        key.seal(&mut env, &meta(1), nonces.next().unwrap(), b"{\"a\":1}");
+        key.seal(&mut env, &meta(1), nonces.next(&os).unwrap(), b"{\"a\":1}");
         assert_eq!(env.len(), 7 + SEAL_OVERHEAD);
         assert!(is_sealed(&env));
         assert_eq!(envelope_key(&env), Some(9));
@@ -256,12 +272,12 @@ mod tests {
         flipped[ENV_DATA] ^= 1;
         assert!(key.open(&meta(1), &flipped).is_none());
         assert!(key.open(&meta(1), &env[..SEAL_OVERHEAD - 1]).is_none());
-        assert_ne!(nonces.next().unwrap(), nonces.next().unwrap());
+        assert_ne!(nonces.next(&os).unwrap(), nonces.next(&os).unwrap());
     }
 
     #[test]
     fn a_wrapped_secret_opens_only_under_its_master_key_and_binding() {
-        let w = wrap(&[1; 32], b"ad", &[9; 32]).unwrap();
+        let w = wrap(&crate::io::StdFs::default(), &[1; 32], b"ad", &[9; 32]).unwrap();
         assert_eq!(hmac(b"k", b"x"), hmac(b"k", b"x"));
         assert_ne!(hmac(b"k", b"x"), hmac(b"j", b"x"));
         assert_eq!(*unwrap(&[1; 32], b"ad", &w).unwrap(), [9; 32]);

@@ -28,7 +28,7 @@ impl MasterKey {
     /// [`Error::Io`] if the generator fails.
     pub fn generate() -> Result<MasterKey> {
         let mut bytes = Zeroizing::new([0u8; MASTER_KEY_LEN]);
-        super::envelope::fill_random(&mut *bytes)?;
+        super::envelope::os_random(&mut *bytes)?;
         Ok(MasterKey(bytes))
     }
 

@@ -196,9 +196,9 @@ impl Crypt {
     /// [`Error::Io`].
     pub(crate) fn create(vfs: Arc<dyn Vfs>, dir: &Path, master: &MasterKey) -> Result<Crypt> {
         let mut secret = Zeroizing::new([0u8; 32]);
-        fill_random(&mut *secret)?;
+        fill_random(&*vfs, &mut *secret)?;
         let path = dir.join(KEYS_FILE);
-        let header = new_header(master, &secret)?;
+        let header = new_header(&*vfs, master, &secret)?;
         Dir::new(&*vfs, dir).atomic_write(&path, &header.encode())?;
         Crypt::load(vfs, dir, master)
     }
@@ -212,9 +212,9 @@ impl Crypt {
         let crypt = Crypt {
             path: dir.join(KEYS_FILE),
             dir: dir.to_owned(),
+            nonces: Nonces::new(&*vfs)?,
             vfs,
             master: RwLock::new(master.clone()),
-            nonces: Nonces::new()?,
             ring: RwLock::new(Ring::new(
                 &Header {
                     file_id: 0,
@@ -514,12 +514,12 @@ impl Crypt {
         let mut id = 0u64;
         while id == 0 || self.ring().keys.contains_key(&id) {
             let mut b = [0u8; 8];
-            fill_random(&mut b)?;
+            fill_random(&*self.vfs, &mut b)?;
             id = u64::from_le_bytes(b);
         }
         let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
-        fill_random(&mut *key)?;
-        let wrapped = envelope::wrap(self.master().bytes(), &key_binding(id), &key)?;
+        fill_random(&*self.vfs, &mut *key)?;
+        let wrapped = envelope::wrap(&*self.vfs, self.master().bytes(), &key_binding(id), &key)?;
         self.append(Entry::Key {
             id,
             owner: Some(owner.into()),
@@ -634,7 +634,7 @@ impl Crypt {
                     Entry::Key {
                         id,
                         owner,
-                        wrapped: envelope::wrap(new.bytes(), &key_binding(id), &plain)?,
+                        wrapped: envelope::wrap(&*self.vfs, new.bytes(), &key_binding(id), &plain)?,
                     }
                 }
                 share => share,
@@ -662,7 +662,7 @@ impl Crypt {
 
     /// Replaces `KEYS` with a new file (new file id) holding `entries`, under `master`.
     fn rewrite(&self, master: &MasterKey, entries: Vec<Entry>) -> Result<()> {
-        let header = new_header(master, &self.ring().secret)?;
+        let header = new_header(&*self.vfs, master, &self.ring().secret)?;
         let mut bytes = header.encode();
         for e in &entries {
             e.encode(&mut bytes);
@@ -684,7 +684,7 @@ impl Crypt {
     /// # Errors
     /// [`Error::Io`] if the random generator fails (once per 2^32 nonces).
     pub(crate) fn nonce(&self) -> Result<[u8; envelope::NONCE_LEN]> {
-        self.nonces.next()
+        self.nonces.next(&*self.vfs)
     }
 
     /// What an idempotency key is logged as: HMAC-SHA256 of it under the store's secret.
@@ -755,12 +755,12 @@ impl Crypt {
 pub(crate) struct KeyCache(Option<(u64, DataKey)>);
 
 /// A new header: a new file id, the secret wrapped under `master`.
-fn new_header(master: &MasterKey, secret: &[u8; 32]) -> Result<Header> {
+fn new_header(vfs: &dyn Vfs, master: &MasterKey, secret: &[u8; 32]) -> Result<Header> {
     let mut id = [0u8; 8];
-    fill_random(&mut id)?;
+    fill_random(vfs, &mut id)?;
     let file_id = u64::from_le_bytes(id);
     Ok(Header {
         file_id,
-        secret: envelope::wrap(master.bytes(), &Header::binding(file_id), secret)?,
+        secret: envelope::wrap(vfs, master.bytes(), &Header::binding(file_id), secret)?,
     })
 }

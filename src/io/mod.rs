@@ -36,6 +36,14 @@ pub enum OpenMode {
     CreateNew,
 }
 
+/// A type only this crate can name: a trait method taking it can be overridden here only.
+mod sealed {
+    /// See [`super::Vfs::seeded_random`].
+    #[derive(Debug, Clone, Copy)]
+    pub struct Crate;
+}
+pub(crate) use sealed::Crate as Sealed;
+
 /// A file system: the operations the store needs, and no more.
 pub trait Vfs: Send + Sync + fmt::Debug {
     /// Creates a directory and its parents (the store's directory), giving those it creates
@@ -112,6 +120,18 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// random one; a simulated file system draws from its seed, for the reason above.
     fn salt(&self) -> u64 {
         crate::segment::random_salt()
+    }
+
+    /// Fills `buf` from this file system's own random source and returns `true`, or returns
+    /// `false` (the default): then the store draws from the operating system's generator.
+    /// What an encrypted store draws at random (data keys and their ids, nonces, the key
+    /// file's secret) comes from here. Only the simulated file system, which holds no real
+    /// data, has a source of its own (drawn from its seed, so that an encrypted run on it
+    /// writes the same bytes every time). Its last argument's type lies in a private module:
+    /// no other crate can name it, so no other file system can override this.
+    fn seeded_random(&self, buf: &mut [u8], _: sealed::Crate) -> bool {
+        let _ = buf;
+        false
     }
 }
 

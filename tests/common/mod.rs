@@ -1558,7 +1558,7 @@ fn arm(fs: &SimFs, n: u64, fault: Fault, sticky: bool) {
 /// against a file system that fails every operation, so it changes nothing; the write lock
 /// is released, as the kernel releases a dead process's locks. Clears all pending faults.
 pub fn kill(fs: &SimFs, store: Store) {
-    fs.fail_sticky(fs.ops() + 1, Fault::Io);
+    fs.fail_sticky(fs.ops() + 1, Fault::Dead);
     drop(store);
     fs.clear_faults();
 }

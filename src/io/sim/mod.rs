@@ -39,12 +39,16 @@ pub enum Fault {
     Io,
     /// The device is full (`ENOSPC`).
     NoSpace,
+    /// The process is gone (a kill, as the crash harness plays it: the store's close code
+    /// runs against a file system where nothing it does takes effect). Fails as `EIO`, and
+    /// a write lands no byte, where [`Fault::Io`] may land a prefix.
+    Dead,
 }
 
 impl Fault {
     fn error(self) -> io::Error {
         match self {
-            Fault::Io => io::Error::from_raw_os_error(5),
+            Fault::Io | Fault::Dead => io::Error::from_raw_os_error(5),
             Fault::NoSpace => io::Error::from_raw_os_error(28),
         }
     }
@@ -139,6 +143,8 @@ struct State {
     /// Where new segments' salts come from (apart from `rng`, so that drawing one does not
     /// change what a torn write keeps).
     salts: SplitMix,
+    /// Where an encrypted store's random bytes come from (see [`Vfs::seeded_random`]).
+    random: SplitMix,
 }
 
 impl State {
@@ -147,6 +153,7 @@ impl State {
             rng: SplitMix(seed),
             clock: CLOCK_START,
             salts: SplitMix(seed ^ 0x5A17_5A17_5A17_5A17),
+            random: SplitMix(seed ^ 0x0BAD_5EED_0BAD_5EED),
             ..State::default()
         }
     }
@@ -358,6 +365,7 @@ impl SimFs {
         // Time goes on across a power cut; salts keep coming from a stream of their own.
         next.clock = s.clock;
         next.salts = SplitMix(rng.next_u64());
+        next.random = SplitMix(rng.next_u64());
         SimFs(Arc::new(Mutex::new(next)), self.1)
     }
 
@@ -571,6 +579,17 @@ impl Vfs for SimFs {
         self.state().salts.next_u64()
     }
 
+    /// Seeded bytes: a simulated file system holds no real data (see the trait's docs), and
+    /// an encrypted store on it hides nothing from anyone who knows the seed.
+    fn seeded_random(&self, buf: &mut [u8], _: super::sealed::Crate) -> bool {
+        let mut s = self.state();
+        for chunk in buf.chunks_mut(8) {
+            let bytes = s.random.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        true
+    }
+
     fn exists(&self, path: &Path) -> bool {
         let s = self.state();
         s.live.contains_key(path) || s.dirs.contains(path)
@@ -710,7 +729,7 @@ impl VfsFile for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut s = self.fs.state();
         if let Some(fault) = s.begin(false) {
-            if self.writable {
+            if self.writable && fault != Fault::Dead {
                 // A short write: some prefix may have landed before the error.
                 // Below `buf.len()`, so it fits back in a usize.
                 let prefix = usize::try_from(s.rng.below(buf.len() as u64)).unwrap_or(0);

@@ -127,6 +127,31 @@ fn fail_at_fires_exactly_at_op_n() -> io::Result<()> {
     Ok(())
 }
 
+/// A write failing with `Io` may land a prefix of its bytes (a short write); one failing
+/// with `Dead` (a killed process's close code) lands none, whatever the seed.
+#[test]
+fn a_dead_process_writes_nothing_where_an_io_error_may_write_a_prefix() -> io::Result<()> {
+    let mut short = 0;
+    for seed in 0..64 {
+        for (fault, prefix_allowed) in [(Fault::Io, true), (Fault::Dead, false)] {
+            let fs = SimFs::new(seed);
+            fs.create_dir_all(&p("/d"))?;
+            let f = fs.open(&p("/d/f"), OpenMode::CreateNew)?;
+            fs.fail_sticky(fs.ops() + 1, fault);
+            assert!(f.write_all_at(&[7; 100], 0).is_err());
+            fs.clear_faults();
+            let landed = f.len()?;
+            assert!(
+                prefix_allowed || landed == 0,
+                "seed {seed}: {landed} bytes landed"
+            );
+            short += usize::from(landed > 0);
+        }
+    }
+    assert!(short > 0, "an I/O error never landed a prefix");
+    Ok(())
+}
+
 #[test]
 fn failed_sync_leaves_durable_unchanged() -> io::Result<()> {
     let (fs, f) = setup(b"first")?;
