@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 
 use super::Naming;
-use crate::format::{RecordKey, RecordMeta, SegmentHeader, encode_record};
+use crate::format::{RecordKey, RecordMeta, encode_record};
 use crate::id::Lsn;
-use crate::io::Vfs;
-use crate::io::VfsFile;
+use crate::io::{Vfs, VfsFile};
 
 /// Bytes buffered before a streaming builder writes them out.
 const FLUSH_AT: usize = 1 << 20;
@@ -34,15 +33,9 @@ impl<'f> SegmentBuilder<'f> {
         compacted: bool,
         file: Option<&'f dyn VfsFile>,
     ) -> SegmentBuilder<'f> {
-        let salt = vfs.salt();
-        let header = SegmentHeader {
-            first_lsn,
-            salt,
-            created: vfs.now(),
-            compacted,
-        };
+        let header = super::new_header(vfs, first_lsn, compacted);
         SegmentBuilder {
-            salt,
+            salt: header.salt,
             buf: header.encode().to_vec(),
             flushed: 0,
             named: HashMap::new(),

@@ -15,11 +15,11 @@ pub(crate) use writer::{Naming, SegmentWriter};
 
 use crate::error::{Damage, Error, Result};
 use crate::format::{
-    DEFAULT_MAX_RECORD_LEN, Decoded, MAX_SESSION_LEN, RECORD_HEADER_LEN, RecordMeta, decode_damage,
-    decode_record, framed_len_from_header,
+    DEFAULT_MAX_RECORD_LEN, Decoded, MAX_SESSION_LEN, RECORD_HEADER_LEN, RecordMeta, SegmentHeader,
+    decode_damage, decode_record, framed_len_from_header,
 };
-use crate::id::SegmentId;
-use crate::io::{Mapping, VfsFile};
+use crate::id::{Lsn, SegmentId};
+use crate::io::{Mapping, Vfs, VfsFile};
 
 /// Where a segment's bytes are read from.
 #[derive(Debug, Clone)]
@@ -341,6 +341,17 @@ pub(crate) fn zero_range(file: &dyn VfsFile, offset: u64, len: u64) -> std::io::
         at += n as u64;
     }
     Ok(())
+}
+
+/// The header of a new segment: a fresh salt and the creation time, both from `vfs` (see
+/// [`Vfs::salt`], [`Vfs::now`]).
+pub(crate) fn new_header(vfs: &dyn Vfs, first_lsn: Lsn, compacted: bool) -> SegmentHeader {
+    SegmentHeader {
+        first_lsn,
+        salt: vfs.salt(),
+        created: vfs.now(),
+        compacted,
+    }
 }
 
 /// A fresh random salt for a new segment (no crate needed: std's random hasher keys).

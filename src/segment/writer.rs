@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{NAME_EVERY, SEGMENT_HEADER_LEN, SegmentHeader, SessionField};
+use crate::format::{NAME_EVERY, SEGMENT_HEADER_LEN, SessionField};
 use crate::id::{Lsn, SegmentId};
 use crate::io::{OpenMode, Vfs, VfsFile};
 
@@ -90,16 +90,11 @@ impl SegmentWriter {
     ) -> std::result::Result<SegmentWriter, (Error, bool)> {
         let id = SegmentId(first_lsn.0);
         let path = dir.join(id.file_name());
-        let salt = vfs.salt();
         let file = vfs
             .open(&path, OpenMode::CreateNew)
             .map_err(|e| (Error::io("create", &path, e), true))?;
-        let header = SegmentHeader {
-            first_lsn,
-            salt,
-            created: vfs.now(),
-            compacted: false,
-        };
+        let header = super::new_header(vfs, first_lsn, false);
+        let salt = header.salt;
         let made = file
             .write_all_at(&header.encode(), 0)
             .map_err(|e| Error::io("write", &path, e))

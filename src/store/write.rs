@@ -563,7 +563,7 @@ impl Store {
             }
             let sealer = sealer.as_ref().zip(self.inner.crypt.as_deref());
             let now = self.inner.opts.vfs.now();
-            let (receipts, offsets) = frame(w, (session, now), &events, key, sealer)?;
+            let (receipts, offsets) = frame(w, session, now, &events, key, sealer)?;
             self.write(w)?;
             self.apply(w, session, &events, &offsets, &receipts, key.zip(key_hash));
             Ok((receipts, Some((Lsn(w.next_lsn.0 - 1), sync_due))))
@@ -900,7 +900,8 @@ impl Store {
 /// unit leaves behind.
 fn frame(
     w: &mut Writer,
-    (session, now): (&str, Timestamp),
+    session: &str,
+    now: Timestamp,
     events: &[Event<'_>],
     key: Option<RecordKey<'_>>,
     sealer: Option<(&DataKey, &Crypt)>,
