@@ -14,6 +14,9 @@ use convlog::{Damage, Error, KEYS_FILE, MasterKey, Options, Store};
 mod store_files;
 use store_files::{all_files, contains};
 
+/// Length of `KEYS`'s header, version 2 (docs/format.md, "`KEYS` layout").
+const KEYS_HEADER: usize = 96;
+
 fn key(n: u8) -> MasterKey {
     MasterKey::from_bytes([n; 32])
 }
@@ -469,18 +472,21 @@ fn a_damaged_key_entry_is_an_error_and_a_torn_append_is_set_aside() {
     // A flipped byte in the first of three key entries: damage, never taken for a torn
     // append (which would lose every key after it); the open fails and changes nothing.
     let mut damaged = good.clone();
-    damaged[88 + 30] ^= 0x40;
+    damaged[KEYS_HEADER + 30] ^= 0x40;
     std::fs::write(&keys, &damaged).unwrap();
     let before = snapshot(dir.path());
     for read_only in [false, true] {
         let e = enc(1).read_only(read_only).open(dir.path()).unwrap_err();
-        assert!(matches!(e, Error::KeyFile { offset: 88, .. }), "{e}");
+        assert!(
+            matches!(e, Error::KeyFile { offset, .. } if offset == KEYS_HEADER as u64),
+            "{e}"
+        );
     }
     assert_eq!(snapshot(dir.path()), before);
     // A flipped byte in the last entry reads like a torn append, but records are sealed
     // under the key it holds (an entry is synced before anything is sealed under it): the
     // log proves it was whole, so it is damage too, and the open changes nothing.
-    let mut starts = vec![88usize];
+    let mut starts = vec![KEYS_HEADER];
     while let Some(len) = good
         .get(starts[starts.len() - 1]..)
         .and_then(|e| e.get(..4))
@@ -541,8 +547,8 @@ fn damage_to_a_key_entry_only_metadata_depends_on_is_an_error() {
     }
     let keys = dir.path().join(KEYS_FILE);
     let mut bytes = std::fs::read(&keys).unwrap();
-    let first = u32::from_le_bytes(bytes[88..92].try_into().unwrap()) as usize;
-    let last = 88 + first;
+    let first = u32::from_le_bytes(bytes[KEYS_HEADER..KEYS_HEADER + 4].try_into().unwrap());
+    let last = KEYS_HEADER + first as usize;
     assert!(last < bytes.len(), "a second key entry, for the metadata");
     bytes[last + 20] ^= 0x04;
     std::fs::write(&keys, &bytes).unwrap();
@@ -818,4 +824,74 @@ fn a_key_entry_left_unsynced_by_a_dead_process_is_synced_before_it_seals_anythin
         );
     }
     assert!(hit > 0, "no fault failed the key file's fdatasync");
+}
+
+/// A new session's key goes to `KEYS` unsynced (the next sync of a segment syncs `KEYS`
+/// first). A power cut that kept the segment's newer records but lost that entry (the disk
+/// wrote one file back and not the other) ends the log before the first record sealed
+/// under the lost key, as at a torn write: nothing acknowledged durable is lost, no record
+/// reads as `KeyDestroyed`, and the store goes on.
+#[test]
+fn a_key_entry_a_power_cut_took_away_ends_the_log_before_its_first_record() {
+    use convlog::io::{OpenMode, Vfs};
+    let fs = SimFs::new(0x105E);
+    let store = open_sim(&fs, 1).unwrap();
+    for i in 0..3 {
+        for s in ["a", "b"] {
+            store.append_raw(s, &msg(s, i)).unwrap();
+        }
+    }
+    store.sync().unwrap();
+    let mut want = seen(&store, &["a", "b"]);
+    want.push(Ok(vec![]));
+    let keys = Path::new("/e").join(KEYS_FILE);
+    let durable_keys = fs.read_file(&keys).unwrap();
+    store.append_raw("n", &msg("n", 0)).unwrap(); // n's key: in KEYS, unsynced
+    store.append_raw("a", &msg("a", 3)).unwrap();
+    assert!(fs.read_file(&keys).unwrap().len() > durable_keys.len());
+    // The disk writes the active segment back, not KEYS; then the power goes.
+    let last = fs
+        .paths()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .max()
+        .unwrap();
+    fs.open(&last, OpenMode::ReadWrite)
+        .unwrap()
+        .sync_data()
+        .unwrap();
+    let crashed = fs.crash(Tear::DropUnsynced);
+    drop(store);
+    assert_eq!(crashed.read_file(&keys).unwrap(), durable_keys);
+    let open = |read_only| {
+        enc(1)
+            .vfs(Arc::new(crashed.clone()))
+            .segment_size(8 << 10)
+            .read_only(read_only)
+            .open("/e")
+            .unwrap()
+    };
+    for read_only in [true, false] {
+        let store = open(read_only);
+        assert_eq!(
+            seen(&store, &["a", "b", "n"]),
+            want,
+            "read only: {read_only}"
+        );
+        let torn = store.recovery_report().torn_tail.clone();
+        assert!(
+            torn.as_ref()
+                .is_some_and(|t| t.quarantined.is_some() != read_only),
+            "read only: {read_only}: {torn:?}"
+        );
+    }
+    // The store goes on: n gets a new key; a reopen reads it all.
+    let store = open(false);
+    store.append_raw("n", &msg("n", 1)).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    want[2] = Ok(vec![msg("n", 1)]);
+    let store = open(false);
+    assert_eq!(seen(&store, &["a", "b", "n"]), want);
+    assert!(store.recovery_report().torn_tail.is_none());
 }

@@ -1,19 +1,23 @@
 //! The `KEYS` file: the store's data keys, wrapped by the master key.
 //!
 //! ```text
-//! header (88 bytes)
+//! header (96 bytes)
 //! offset size field
 //!   0     8  magic        b"CVLGKEYS"
-//!   8     2  version      1
-//!  10     2  header len   88
+//!   8     2  version      2
+//!  10     2  header len   96
 //!  12     4  reserved     0
 //!  16     8  file id      random, new at every rewrite (appends keep it)
 //!  24    60  secret       the store's HMAC secret for idempotency keys, wrapped with
 //!                         AES-256-GCM under the master key: nonce 12 (random),
 //!                         ciphertext 32, tag 16 (associated data: bytes 0..24)
-//!  84     4  header CRC   CRC-32 of bytes 0..84
+//!  84     8  durable end  u64: every record with a smaller LSN was durable when the file
+//!                         was written (so a key it lacks that such a record is sealed
+//!                         under was destroyed; a record at or past it may be one a power
+//!                         cut took the key of)
+//!  92     4  header CRC   CRC-32 of bytes 0..92
 //!
-//! entries, back to back, appended (and synced) one at a time
+//! entries, back to back, appended (unsynced: see `ring`)
 //!   0     4  length       u32: the whole entry, these 8 bytes included
 //!   4     4  CRC          CRC-32 of bytes 8..length
 //!   8     1  kind         1 key, 2 share
@@ -24,6 +28,10 @@
 //! share: 9 2 sharer length n; 11 n sharer (a fork); 11+n 4 count c; then c key ids (u64):
 //!        the fork reaches records sealed under them (its source's keys when it forked)
 //! ```
+//!
+//! Version 1 (88 bytes: no durable end, the CRC at 84, over bytes 0..84) is read too: its
+//! writers synced each entry, so no key of it was ever lost. A writable open rewrites it as
+//! version 2.
 //!
 //! The entries end at the first one that does not verify (a torn append: the next writer
 //! writes over it). A rewrite (a key destroyed, a rekey) writes the whole file anew under a
@@ -39,8 +47,10 @@ use crate::format::{le_u16, le_u32, le_u64};
 pub const KEYS_FILE: &str = "KEYS";
 /// First bytes of a key file.
 const KEYS_MAGIC: [u8; 8] = *b"CVLGKEYS";
-/// The key file version this build reads and writes.
-const KEYS_VERSION: u16 = 1;
+/// The key file version this build writes.
+const KEYS_VERSION: u16 = 2;
+/// The first version (read, and rewritten by a writable open): no durable end.
+const KEYS_VERSION_1: u16 = 1;
 /// Offset of the version.
 const KH_VERSION: usize = 8;
 /// Offset of the header length.
@@ -51,10 +61,14 @@ const KH_RESERVED: usize = 12;
 const KH_FILE_ID: usize = 16;
 /// Offset of the wrapped secret.
 const KH_SECRET: usize = 24;
+/// Offset of the durable end (version 2; version 1's header CRC is there).
+const KH_DURABLE_END: usize = KH_SECRET + WRAPPED_LEN;
 /// Offset of the header CRC.
-const KH_CRC: usize = KH_SECRET + WRAPPED_LEN;
+const KH_CRC: usize = KH_DURABLE_END + 8;
 /// Length of the header.
 pub(crate) const KEYS_HEADER_LEN: usize = KH_CRC + 4;
+/// Length of a version 1 header.
+const KEYS_V1_HEADER_LEN: usize = KH_DURABLE_END + 4;
 /// Entry kind: a data key.
 const ENTRY_KEY: u8 = 1;
 /// Entry kind: a fork's shares.
@@ -67,6 +81,9 @@ const MAX_ENTRY_LEN: usize = 8 << 20;
 pub(crate) struct Header {
     pub(crate) file_id: u64,
     pub(crate) secret: [u8; WRAPPED_LEN],
+    /// Every record with a smaller LSN was durable when the file was written; `None` for
+    /// a version 1 file (whose keys were each synced: none was ever lost).
+    pub(crate) durable_end: Option<u64>,
 }
 
 /// One entry.
@@ -92,26 +109,41 @@ pub(crate) fn key_binding(id: u64) -> [u8; 24] {
 }
 
 impl Header {
+    /// The header's length.
+    pub(crate) fn len(&self) -> usize {
+        match self.durable_end {
+            Some(_) => KEYS_HEADER_LEN,
+            None => KEYS_V1_HEADER_LEN,
+        }
+    }
+
     /// The first 24 bytes, which the wrapped secret is bound to.
-    pub(crate) fn binding(file_id: u64) -> [u8; KH_SECRET] {
+    pub(crate) fn binding(&self) -> [u8; KH_SECRET] {
+        let version = match self.durable_end {
+            Some(_) => KEYS_VERSION,
+            None => KEYS_VERSION_1,
+        };
         let mut b = [0u8; KH_SECRET];
         b[..8].copy_from_slice(&KEYS_MAGIC);
-        b[KH_VERSION..KH_LEN].copy_from_slice(&KEYS_VERSION.to_le_bytes());
-        b[KH_LEN..KH_RESERVED].copy_from_slice(&(KEYS_HEADER_LEN as u16).to_le_bytes());
-        b[KH_FILE_ID..KH_SECRET].copy_from_slice(&file_id.to_le_bytes());
+        b[KH_VERSION..KH_LEN].copy_from_slice(&version.to_le_bytes());
+        b[KH_LEN..KH_RESERVED].copy_from_slice(&(self.len() as u16).to_le_bytes());
+        b[KH_FILE_ID..KH_SECRET].copy_from_slice(&self.file_id.to_le_bytes());
         b
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(KEYS_HEADER_LEN);
-        b.extend_from_slice(&Header::binding(self.file_id));
+        let mut b = Vec::with_capacity(self.len());
+        b.extend_from_slice(&self.binding());
         b.extend_from_slice(&self.secret);
+        if let Some(end) = self.durable_end {
+            b.extend_from_slice(&end.to_le_bytes());
+        }
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// The header at the start of `bytes`.
+    /// The header at the start of `bytes` (a version 2 header, or a version 1 one).
     ///
     /// # Errors
     /// [`Error::KeyFile`] if it is short, damaged or of another version.
@@ -121,26 +153,29 @@ impl Header {
             offset: 0,
             reason,
         };
-        let h = bytes
-            .get(..KEYS_HEADER_LEN)
-            .ok_or_else(|| bad("shorter than its header"))?;
-        if h[..8] != KEYS_MAGIC {
+        let short = || bad("shorter than its header");
+        let fixed = bytes.get(..KH_SECRET).ok_or_else(short)?;
+        if fixed[..8] != KEYS_MAGIC {
             return Err(bad("bad magic: not a convlog key file"));
         }
-        if crc32fast::hash(&h[..KH_CRC]) != le_u32(h, KH_CRC) {
+        let (len, crc_at) = match le_u16(fixed, KH_VERSION) {
+            KEYS_VERSION => (KEYS_HEADER_LEN, KH_CRC),
+            KEYS_VERSION_1 => (KEYS_V1_HEADER_LEN, KH_DURABLE_END),
+            _ => return Err(bad("unsupported key file version")),
+        };
+        let h = bytes.get(..len).ok_or_else(short)?;
+        if crc32fast::hash(&h[..crc_at]) != le_u32(h, crc_at) {
             return Err(bad("header checksum mismatch"));
         }
-        if le_u16(h, KH_VERSION) != KEYS_VERSION
-            || usize::from(le_u16(h, KH_LEN)) != KEYS_HEADER_LEN
-            || le_u32(h, KH_RESERVED) != 0
-        {
+        if usize::from(le_u16(h, KH_LEN)) != len || le_u32(h, KH_RESERVED) != 0 {
             return Err(bad("unsupported key file version"));
         }
         let mut secret = [0u8; WRAPPED_LEN];
-        secret.copy_from_slice(&h[KH_SECRET..KH_CRC]);
+        secret.copy_from_slice(&h[KH_SECRET..KH_DURABLE_END]);
         Ok(Header {
             file_id: le_u64(h, KH_FILE_ID),
             secret,
+            durable_end: (len == KEYS_HEADER_LEN).then(|| le_u64(h, KH_DURABLE_END)),
         })
     }
 }
@@ -222,15 +257,19 @@ pub(crate) enum Tail {
     /// Bytes that hold no valid entry: an append a crash cut (any of its sectors may be
     /// missing). The next appender sets them aside and rewrites the file without them.
     Torn,
-    /// An entry that does not verify with a valid entry after it: damage, never a torn
-    /// append (entries are appended at the end only, each synced before the next, so a
-    /// torn one is the last). The price of the rule, as for a segment's torn tail: damage
-    /// to the last entry reads as a torn append (its bytes are kept in `quarantine/`).
+    /// An entry that does not verify with a valid entry after it and no sector between
+    /// that never reached the disk: damage, never a torn append. (Entries are appended at
+    /// the end only, several may be unsynced at a power cut, and each sector of theirs
+    /// then keeps its new bytes or its old zeros: a torn entry with whole ones after it
+    /// shows zeros as a torn segment does, the rule of `recovery::has_zero_sector`.) The
+    /// price of the rule, as for a segment's torn tail: damage to the last entry reads as
+    /// a torn append (its bytes are kept in `quarantine/`).
     Damaged,
 }
 
-/// The entries in `bytes` from offset `from`, where the valid ones end, and what follows.
-pub(crate) fn entries(bytes: &[u8], from: usize) -> (Vec<Entry>, usize, Tail) {
+/// The entries in `bytes` (a key file's bytes from its offset `base` on) from offset
+/// `from` of `bytes`, where the valid ones end, and what follows.
+pub(crate) fn entries(bytes: &[u8], from: usize, base: u64) -> (Vec<Entry>, usize, Tail) {
     let mut out = Vec::new();
     let mut at = from;
     while let Some((e, len)) = bytes.get(at..).and_then(Entry::decode) {
@@ -238,9 +277,13 @@ pub(crate) fn entries(bytes: &[u8], from: usize) -> (Vec<Entry>, usize, Tail) {
         at += len;
     }
     let rest = &bytes[at.min(bytes.len())..];
+    let file = |p: usize| base + (at + p) as u64;
     let tail = if rest.is_empty() {
         Tail::Clean
-    } else if (1..rest.len()).any(|p| Entry::decode(&rest[p..]).is_some()) {
+    } else if (1..rest.len()).any(|p| {
+        Entry::decode(&rest[p..]).is_some()
+            && !crate::recovery::has_zero_sector_in(bytes, base, file(0), file(p))
+    }) {
         Tail::Damaged
     } else {
         Tail::Torn
@@ -268,6 +311,7 @@ mod tests {
         let header = Header {
             file_id: 42,
             secret: [5; WRAPPED_LEN],
+            durable_end: Some(9),
         };
         let mut file = header.encode();
         assert_eq!(file.len(), KEYS_HEADER_LEN);
@@ -292,9 +336,26 @@ mod tests {
         }
         let whole = file.len();
         let back = Header::decode(&file, Path::new("KEYS")).unwrap();
-        assert_eq!((back.file_id, back.secret), (42, [5; WRAPPED_LEN]));
         assert_eq!(
-            entries(&file, KEYS_HEADER_LEN),
+            (back.file_id, back.secret, back.durable_end),
+            (42, [5; WRAPPED_LEN], Some(9))
+        );
+        // A version 1 header (88 bytes, no durable end) is read too.
+        let v1 = Header {
+            durable_end: None,
+            ..header.clone()
+        };
+        let old = v1.encode();
+        assert_eq!((old.len(), le_u16(&old, KH_VERSION)), (88, 1));
+        let back = Header::decode(&old, Path::new("KEYS")).unwrap();
+        assert_eq!((back.file_id, back.durable_end, back.len()), (42, None, 88));
+        assert_ne!(
+            v1.binding(),
+            header.binding(),
+            "the secret is bound to its version"
+        );
+        assert_eq!(
+            entries(&file, KEYS_HEADER_LEN, 0),
             (written.clone(), whole, Tail::Clean)
         );
         // A torn last entry (cut short, or whole but for a sector): the others, then Torn.
@@ -303,20 +364,55 @@ mod tests {
         let mut cut = torn.clone();
         cut.truncate(torn.len() - 3);
         assert_eq!(
-            entries(&cut, KEYS_HEADER_LEN),
+            entries(&cut, KEYS_HEADER_LEN, 0),
             (written.clone(), whole, Tail::Torn)
         );
         let last = torn.len() - 1;
         torn[last] ^= 1;
         assert_eq!(
-            entries(&torn, KEYS_HEADER_LEN),
+            entries(&torn, KEYS_HEADER_LEN, 0),
             (written.clone(), whole, Tail::Torn)
         );
         // A flipped bit in an entry with entries after it is damage, not a torn append.
         let mut flipped = file.clone();
         flipped[KEYS_HEADER_LEN + 12] ^= 1;
-        let (_, end, tail) = entries(&flipped, KEYS_HEADER_LEN);
+        let (_, end, tail) = entries(&flipped, KEYS_HEADER_LEN, 0);
         assert_eq!((end, tail), (KEYS_HEADER_LEN, Tail::Damaged));
+        // Entries appended unsynced, torn by a power cut: the sector holding the start of
+        // one kept its old zeros, the next sector (its end, and a whole entry) landed. The
+        // whole entry after it was never durable either: a torn append, not damage.
+        let key = |id| Entry::Key {
+            id,
+            owner: Some("s".into()),
+            wrapped: [3; WRAPPED_LEN],
+        };
+        let mut unsynced = header.encode();
+        let mut starts = Vec::new();
+        for id in 1.. {
+            starts.push(unsynced.len());
+            key(id).encode(&mut unsynced);
+            if unsynced.len() > 512 + 100 {
+                break;
+            }
+        }
+        let crossing = starts
+            .iter()
+            .position(|s| *s < 512 && *s + 80 > 512)
+            .unwrap();
+        let (a, b) = (starts[crossing], starts[crossing + 1]);
+        let mut torn = unsynced.clone();
+        torn[a..512].fill(0);
+        let (got, end, tail) = entries(&torn, KEYS_HEADER_LEN, 0);
+        assert_eq!((got.len(), end, tail), (crossing, a, Tail::Torn));
+        // Read from `a` on (as a refresh does), the same.
+        let (_, end, tail) = entries(&torn[a..], 0, a as u64);
+        assert_eq!((end, tail), (0, Tail::Torn));
+        // Changed bytes that are no lost sector, with a whole entry after them: damage.
+        let mut rotten = unsynced.clone();
+        rotten[a + 30] ^= 0x10;
+        assert!(b < rotten.len());
+        assert_eq!(entries(&rotten, KEYS_HEADER_LEN, 0).2, Tail::Damaged);
+        assert_eq!(entries(&rotten[a..], 0, a as u64).2, Tail::Damaged);
         let mut bad = file.clone();
         bad[KH_FILE_ID] ^= 1;
         let e = Header::decode(&bad, Path::new("KEYS")).unwrap_err();

@@ -1,7 +1,11 @@
 //! The store's data keys in memory, and every change to `KEYS`.
 //!
 //! Every change is made by a writer under the store's write lock (so processes take turns),
-//! after reading what other processes appended to `KEYS` since. A session's records are
+//! after reading what other processes appended to `KEYS` since. A new data key's entry is
+//! appended without an `fdatasync`: every sync of a segment syncs `KEYS` first
+//! ([`Crypt::sync`]), so no record becomes durable before the key it is sealed under, and a
+//! power cut can take away only keys whose records were not durable either (recovery cuts
+//! the log at the first record whose key is missing: `recovery::keys`). A session's records are
 //! sealed under its *current* key: its newest own key that no fork shares. A fork shares
 //! its source's keys (a `share` entry, synced before the fork is logged), which freezes
 //! them: the source's next record gets a new key, so its later messages stay its own.
@@ -14,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use zeroize::Zeroizing;
 
@@ -25,7 +29,7 @@ use super::keyfile::{self, Entry, Header, KEYS_FILE, KEYS_HEADER_LEN, key_bindin
 use super::master::MasterKey;
 use crate::error::{Damage, Error, Result};
 use crate::format::RecordMeta;
-use crate::id::SegmentId;
+use crate::id::{Lsn, SegmentId};
 use crate::io::{Dir, OpenMode, Vfs};
 
 /// An encrypted store's keys: the master key, the data keys, and the nonce source.
@@ -39,6 +43,9 @@ pub(crate) struct Crypt {
     /// Counts changes of `ring` (each may destroy keys): a [`KeyCache`] of another epoch
     /// is not trusted.
     epoch: AtomicU64,
+    /// The file id and length of `KEYS` when this process last made it durable (synced it,
+    /// or wrote it whole): [`Crypt::sync`] has nothing to do while both are unchanged.
+    synced: Mutex<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Crypt {
@@ -60,11 +67,9 @@ struct Slot {
 /// `shares`; `current` maps a session to an own key of it that is not frozen.
 struct Ring {
     file_id: u64,
+    /// The file's durable end (its header's; `None` for a version 1 file).
+    durable_end: Option<u64>,
     valid_len: u64,
-    /// How much of the file this process knows to be durable (it synced it, or wrote it
-    /// whole): entries read past it may be another process's (or a dead one's) not yet
-    /// synced, which a power cut could take away with every record sealed under them.
-    synced_len: u64,
     secret: Zeroizing<[u8; 32]>,
     keys: HashMap<u64, Slot>,
     owned: HashMap<Box<str>, Vec<u64>>,
@@ -80,8 +85,8 @@ impl Ring {
     fn new(header: &Header, secret: Zeroizing<[u8; 32]>) -> Ring {
         Ring {
             file_id: header.file_id,
-            valid_len: KEYS_HEADER_LEN as u64,
-            synced_len: 0,
+            durable_end: header.durable_end,
+            valid_len: header.len() as u64,
             secret,
             keys: HashMap::new(),
             owned: HashMap::new(),
@@ -190,15 +195,21 @@ impl Ring {
 }
 
 impl Crypt {
-    /// Creates `KEYS` (a new, empty key file) in `dir` and returns its keys.
+    /// Creates `KEYS` (a new, empty key file) in `dir`, whose log is durable up to
+    /// `durable_end`, and returns its keys.
     ///
     /// # Errors
     /// [`Error::Io`].
-    pub(crate) fn create(vfs: Arc<dyn Vfs>, dir: &Path, master: &MasterKey) -> Result<Crypt> {
+    pub(crate) fn create(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        master: &MasterKey,
+        durable_end: Lsn,
+    ) -> Result<Crypt> {
         let mut secret = Zeroizing::new([0u8; 32]);
         fill_random(&*vfs, &mut *secret)?;
         let path = dir.join(KEYS_FILE);
-        let header = new_header(&*vfs, master, &secret)?;
+        let header = new_header(&*vfs, master, &secret, durable_end.0)?;
         Dir::new(&*vfs, dir).atomic_write(&path, &header.encode())?;
         Crypt::load(vfs, dir, master)
     }
@@ -219,10 +230,12 @@ impl Crypt {
                 &Header {
                     file_id: 0,
                     secret: [0; WRAPPED_LEN],
+                    durable_end: None,
                 },
                 Zeroizing::new([0; 32]),
             )),
             epoch: AtomicU64::new(0),
+            synced: Mutex::new((0, 0)),
         };
         let bytes = crypt.read(0)?;
         *crypt.ring_mut() = crypt.parse(&bytes)?;
@@ -268,16 +281,12 @@ impl Crypt {
     /// The ring a whole file's bytes make.
     fn parse(&self, bytes: &[u8]) -> Result<Ring> {
         let header = Header::decode(bytes, &self.path)?;
-        let secret = envelope::unwrap(
-            self.master().bytes(),
-            &Header::binding(header.file_id),
-            &header.secret,
-        )
-        .ok_or_else(|| Error::WrongKey {
-            path: self.dir.clone(),
-        })?;
+        let secret = envelope::unwrap(self.master().bytes(), &header.binding(), &header.secret)
+            .ok_or_else(|| Error::WrongKey {
+                path: self.dir.clone(),
+            })?;
         let mut ring = Ring::new(&header, secret);
-        let (entries, end, tail) = keyfile::entries(bytes, KEYS_HEADER_LEN);
+        let (entries, end, tail) = keyfile::entries(bytes, header.len(), 0);
         self.check_tail(tail, end as u64)?;
         for e in entries {
             ring.apply(e);
@@ -312,12 +321,44 @@ impl Crypt {
         Ok(len > self.ring().valid_len)
     }
 
-    /// Checks a tail that reads as a torn append against the log. A record is sealed under
-    /// a key only once its entry is synced, so a record the log holds under a key `KEYS`
-    /// lacks proves the entry was whole once: the bad tail is damage (the last entry's
-    /// bytes changed since), not a torn append, and taking it for one would lose that key
-    /// (and with it every record sealed under it) at the next key's append. `sealed_under`
-    /// lists the key ids of records the live sessions reach.
+    /// Rewrites a version 1 `KEYS` as version 2, with `durable_end` (the log's end, all of
+    /// it durable): what a writable open does before it appends an entry unsynced. A
+    /// version 1 file's writers synced each entry, so none of its keys was lost.
+    ///
+    /// # Errors
+    /// As [`Crypt::rekey`].
+    pub(crate) fn upgrade(&self, durable_end: Lsn) -> Result<()> {
+        if self.ring().durable_end.is_some() {
+            return Ok(());
+        }
+        let (entries, _) = self.ring().without(&HashSet::new());
+        self.rewrite(&self.master(), entries, durable_end)
+    }
+}
+
+impl crate::recovery::Keys for Crypt {
+    fn durable_end(&self) -> Option<Lsn> {
+        self.ring().durable_end.map(Lsn)
+    }
+
+    fn holds(&self, id: u64) -> Result<bool> {
+        if self.ring().keys.contains_key(&id) {
+            return Ok(true);
+        }
+        // Another process may have appended it since this one read the file.
+        self.refresh()?;
+        Ok(self.ring().keys.contains_key(&id))
+    }
+}
+
+impl Crypt {
+    /// Checks a tail that reads as a torn append against the log. A record becomes durable
+    /// only once its key's entry is ([`Crypt::sync`]), and recovery has cut the log at
+    /// the first record past its durable point whose key is missing, so a record the log
+    /// still holds under a key `KEYS` lacks proves the entry was durable once: the bad tail
+    /// is damage (the last entry's bytes changed since), not a torn append, and taking it
+    /// for one would lose that key (and with it every record sealed under it) at the next
+    /// key's append. `sealed_under` lists the key ids of records the live sessions reach.
     ///
     /// # Errors
     /// [`Error::KeyFile`] for such damage (`KEYS` read again first: another process may
@@ -343,7 +384,7 @@ impl Crypt {
     /// Brings the ring up to date with `KEYS`: entries other processes appended, or a
     /// rewrite (a new file id).
     fn refresh(&self) -> Result<()> {
-        let head = self.read_prefix(KEYS_HEADER_LEN)?;
+        let head = self.read_prefix(KEYS_HEADER_LEN)?; // (a version 1 header is shorter)
         let header = Header::decode(&head, &self.path)?;
         let (same, from) = {
             let r = self.ring();
@@ -356,7 +397,7 @@ impl Crypt {
             return Ok(());
         }
         let tail = self.read(from)?;
-        let (entries, end, rest) = keyfile::entries(&tail, 0);
+        let (entries, end, rest) = keyfile::entries(&tail, 0, from);
         self.check_tail(rest, from + end as u64)?;
         let mut r = self.ring_mut();
         for e in entries {
@@ -371,7 +412,13 @@ impl Crypt {
             .vfs
             .open(&self.path, OpenMode::Read)
             .map_err(|e| Error::io("open", &self.path, e))?;
-        let mut buf = vec![0u8; n];
+        self.read_prefix_of(&*f, n)
+    }
+
+    /// Up to `n` bytes from the start of `f` (fewer if it is shorter).
+    fn read_prefix_of(&self, f: &dyn crate::io::VfsFile, n: usize) -> Result<Vec<u8>> {
+        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
+        let mut buf = vec![0u8; n.min(usize::try_from(len).unwrap_or(usize::MAX))];
         f.read_exact_at(&mut buf, 0).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::KeyFile {
@@ -386,10 +433,11 @@ impl Crypt {
         Ok(buf)
     }
 
-    /// Appends `entry` to `KEYS` and syncs it. A torn append a crash left at the end is set
-    /// aside first (copied to `quarantine/`, then the file rewritten without it), so entries
-    /// only ever go at the end of a file whose entries all verify.
-    fn append(&self, entry: Entry) -> Result<()> {
+    /// Appends `entry` to `KEYS`, synced when `sync` (else the next [`Crypt::sync`] makes it
+    /// durable). A torn append a crash left at the end is set aside first (copied to
+    /// `quarantine/`, then the file rewritten without it), so entries only ever go at the end
+    /// of a file whose entries all verify.
+    fn append(&self, entry: Entry, sync: bool) -> Result<()> {
         let mut bytes = Vec::new();
         entry.encode(&mut bytes);
         let mut f = self.open_rw()?;
@@ -402,33 +450,45 @@ impl Crypt {
         let at = self.ring().valid_len;
         f.write_all_at(&bytes, at)
             .map_err(|e| Error::io("write", &self.path, e))?;
-        f.sync_data()
-            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        let end = at + bytes.len() as u64;
+        if sync {
+            f.sync_data()
+                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        }
         let mut r = self.ring_mut();
         r.apply(entry);
-        r.valid_len = at + bytes.len() as u64;
-        r.synced_len = r.valid_len;
+        r.valid_len = end;
+        if sync {
+            self.note_synced(r.file_id, end);
+        }
         Ok(())
     }
 
-    /// Makes what this process read of `KEYS` durable before a record is sealed under a key
-    /// from it: a process that appended an entry and died before its `fdatasync` (or
-    /// failed it) left an entry that a power cut may still take away.
-    fn ensure_durable(&self) -> Result<()> {
-        let (synced, valid) = {
-            let r = self.ring();
-            (r.synced_len, r.valid_len)
-        };
-        if synced >= valid {
+    /// Makes every entry of `KEYS` durable, this process's and other processes' (a dead
+    /// one's too): called before every `fdatasync` of a segment, so that no record becomes
+    /// durable before the key it is sealed under. The `fdatasync` (which flushes the
+    /// device's cache even when the file is clean) is skipped while the file is the one this
+    /// process last made durable, at the same length: entries only ever go at its end, and
+    /// a rewrite is a new file (a new id), synced whole before it is renamed in place.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; [`Error::KeyFile`] if the file is shorter than its header.
+    pub(crate) fn sync(&self) -> Result<()> {
+        let f = self.open_rw()?;
+        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
+        let head = self.read_prefix_of(&*f, KEYS_HEADER_LEN)?;
+        let file_id = Header::decode(&head, &self.path)?.file_id;
+        if *self.synced.lock().unwrap_or_else(|e| e.into_inner()) == (file_id, len) {
             return Ok(());
         }
-        self.open_rw()?
-            .sync_data()
+        f.sync_data()
             .map_err(|e| Error::io("fdatasync", &self.path, e))?;
-        // (No key changes: not `ring_mut`, whose callers make key caches stale.)
-        let mut r = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        r.synced_len = r.synced_len.max(valid);
+        self.note_synced(file_id, len);
         Ok(())
+    }
+
+    fn note_synced(&self, file_id: u64, len: u64) {
+        *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = (file_id, len);
     }
 
     fn open_rw(&self) -> Result<Arc<dyn crate::io::VfsFile>> {
@@ -449,7 +509,8 @@ impl Crypt {
         qdir.write_unique(&format!("{KEYS_FILE}-{from:012}.torn"), torn)?;
         qdir.sync()?;
         let (entries, _) = self.ring().without(&HashSet::new());
-        self.rewrite(&self.master(), entries)
+        // (The torn entries' keys were never durable: the durable end stays.)
+        self.rewrite(&self.master(), entries, Lsn(0))
     }
 
     /// Forgets which key each session seals under when the index's count of deletes and
@@ -469,12 +530,12 @@ impl Crypt {
         self.ring().current.contains_key(session)
     }
 
-    /// The key `session`'s next record is sealed under, created (and synced to `KEYS`)
-    /// when it has none; one read from `KEYS` is made durable first (`ensure_durable`).
-    /// `deleted`: whether the session's last event is a delete; then the keys it still
-    /// references (a crash between the delete and their destruction, or another process's
-    /// delete) are dropped first, once `durable` has made the log that deletes it durable
-    /// (else a power cut could bring back records whose key is gone).
+    /// The key `session`'s next record is sealed under, created when it has none (its
+    /// entry appended to `KEYS` unsynced: see the module docs). `deleted`: whether the
+    /// session's last event is a delete; then the keys it still references (a crash
+    /// between the delete and their destruction, or another process's delete) are dropped
+    /// first, once `durable` has made the log that deletes it durable (else a power cut
+    /// could bring back records whose key is gone).
     /// A session that merely holds nothing (cleared) keeps its keys: a replay of the log
     /// still reads its records. Called under the write lock.
     ///
@@ -485,7 +546,7 @@ impl Crypt {
         &self,
         session: &str,
         deleted: bool,
-        durable: impl FnOnce() -> Result<()>,
+        durable: impl FnOnce() -> Result<Lsn>,
     ) -> Result<DataKey> {
         let cached = self.ring().current.get(session).copied();
         if let Some(id) = cached {
@@ -505,7 +566,6 @@ impl Crypt {
             Some(id) => id,
             None => self.create_key(session)?,
         };
-        self.ensure_durable()?;
         self.ring_mut().current.insert(session.into(), id);
         self.data_key(id)
     }
@@ -520,11 +580,14 @@ impl Crypt {
         let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
         fill_random(&*self.vfs, &mut *key)?;
         let wrapped = envelope::wrap(&*self.vfs, self.master().bytes(), &key_binding(id), &key)?;
-        self.append(Entry::Key {
-            id,
-            owner: Some(owner.into()),
-            wrapped,
-        })?;
+        self.append(
+            Entry::Key {
+                id,
+                owner: Some(owner.into()),
+                wrapped,
+            },
+            false,
+        )?;
         Ok(id)
     }
 
@@ -559,15 +622,22 @@ impl Crypt {
         if keys.is_empty() {
             return Ok(());
         }
-        self.append(Entry::Share {
-            sharer: dst.into(),
-            keys,
-        })
+        // Synced at once: the fork's record is no record sealed under a key, so recovery
+        // could not tell that a power cut took the entry away (and then the source's delete
+        // would destroy keys the fork still reads).
+        self.append(
+            Entry::Share {
+                sharer: dst.into(),
+                keys,
+            },
+            true,
+        )
     }
 
     /// Drops every reference `sessions` hold and destroys the keys no session references
     /// any more: `KEYS` rewritten without them (temporary file, sync, rename, directory
-    /// sync), once `durable` has made the log that empties them durable. Returns how many
+    /// sync), once `durable` has made the log that empties them durable (it returns the
+    /// LSN after the last durable record: the new file's durable end). Returns how many
     /// keys it destroyed. Called under the write lock.
     ///
     /// # Errors
@@ -575,7 +645,7 @@ impl Crypt {
     pub(crate) fn drop_sessions(
         &self,
         sessions: &[&str],
-        durable: impl FnOnce() -> Result<()>,
+        durable: impl FnOnce() -> Result<Lsn>,
     ) -> Result<usize> {
         self.refresh()?;
         let gone: HashSet<&str> = sessions
@@ -586,9 +656,9 @@ impl Crypt {
         if gone.is_empty() {
             return Ok(0);
         }
-        durable()?;
+        let durable_end = durable()?;
         let (entries, destroyed) = self.ring().without(&gone);
-        self.rewrite(&self.master(), entries)?;
+        self.rewrite(&self.master(), entries, durable_end)?;
         Ok(destroyed)
     }
 
@@ -602,7 +672,7 @@ impl Crypt {
     pub(crate) fn sweep(
         &self,
         deleted: impl Fn(&str) -> bool,
-        durable: impl FnOnce() -> Result<()>,
+        durable: impl FnOnce() -> Result<Lsn>,
     ) -> Result<usize> {
         self.refresh()?;
         let gone: Vec<Box<str>> = {
@@ -644,7 +714,7 @@ impl Crypt {
             .iter()
             .filter(|e| matches!(e, Entry::Key { .. }))
             .count();
-        self.rewrite(new, rewrapped)?;
+        self.rewrite(new, rewrapped, Lsn(0))?;
         *self.master.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
         Ok(keys)
     }
@@ -660,9 +730,12 @@ impl Crypt {
             })
     }
 
-    /// Replaces `KEYS` with a new file (new file id) holding `entries`, under `master`.
-    fn rewrite(&self, master: &MasterKey, entries: Vec<Entry>) -> Result<()> {
-        let header = new_header(&*self.vfs, master, &self.ring().secret)?;
+    /// Replaces `KEYS` with a new file (new file id) holding `entries`, under `master`,
+    /// whose durable end is the greater of the file's and `durable_end` (it only grows:
+    /// every key destroyed so far was destroyed before it).
+    fn rewrite(&self, master: &MasterKey, entries: Vec<Entry>, durable_end: Lsn) -> Result<()> {
+        let end = self.ring().durable_end.unwrap_or(0).max(durable_end.0);
+        let header = new_header(&*self.vfs, master, &self.ring().secret, end)?;
         let mut bytes = header.encode();
         for e in &entries {
             e.encode(&mut bytes);
@@ -674,7 +747,7 @@ impl Crypt {
             fresh.apply(e);
         }
         fresh.valid_len = bytes.len() as u64;
-        fresh.synced_len = fresh.valid_len;
+        self.note_synced(header.file_id, fresh.valid_len);
         *self.ring_mut() = fresh;
         Ok(())
     }
@@ -754,13 +827,64 @@ impl Crypt {
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache(Option<(u64, DataKey)>);
 
-/// A new header: a new file id, the secret wrapped under `master`.
-fn new_header(vfs: &dyn Vfs, master: &MasterKey, secret: &[u8; 32]) -> Result<Header> {
+/// A new header: a new file id, the secret wrapped under `master`, `durable_end`.
+fn new_header(
+    vfs: &dyn Vfs,
+    master: &MasterKey,
+    secret: &[u8; 32],
+    durable_end: u64,
+) -> Result<Header> {
     let mut id = [0u8; 8];
     fill_random(vfs, &mut id)?;
-    let file_id = u64::from_le_bytes(id);
-    Ok(Header {
-        file_id,
-        secret: envelope::wrap(vfs, master.bytes(), &Header::binding(file_id), secret)?,
-    })
+    let mut header = Header {
+        file_id: u64::from_le_bytes(id),
+        secret: [0; WRAPPED_LEN],
+        durable_end: Some(durable_end),
+    };
+    header.secret = envelope::wrap(vfs, master.bytes(), &header.binding(), secret)?;
+    Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::sim::SimFs;
+    use crate::recovery::Keys;
+
+    /// A version 1 `KEYS` (no durable end: its writers synced each entry) is read, judged
+    /// by nothing, and rewritten as version 2 by `upgrade`, its keys kept.
+    #[test]
+    fn a_version_1_key_file_is_read_and_upgraded() {
+        let fs = SimFs::new(1);
+        let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
+        let dir = Path::new("/s");
+        vfs.create_dir_all(dir).unwrap();
+        let master = MasterKey::from_bytes([7; 32]);
+        let crypt = Crypt::create(vfs.clone(), dir, &master, Lsn(1)).unwrap();
+        let id = crypt.key_for("a", false, || Ok(Lsn(1))).unwrap().id;
+        // The same keys, as a version 1 file.
+        let mut v1 = Header {
+            file_id: 5,
+            secret: [0; WRAPPED_LEN],
+            durable_end: None,
+        };
+        let secret = crypt.ring().secret.clone();
+        v1.secret = envelope::wrap(&*vfs, master.bytes(), &v1.binding(), &secret).unwrap();
+        let mut bytes = v1.encode();
+        for e in crypt.ring().without(&HashSet::new()).0 {
+            e.encode(&mut bytes);
+        }
+        let path = dir.join(KEYS_FILE);
+        fs.write_file(&path, &bytes);
+        let old = Crypt::load(vfs.clone(), dir, &master).unwrap();
+        assert_eq!(old.durable_end(), None);
+        assert!(old.holds(id).unwrap());
+        old.upgrade(Lsn(9)).unwrap();
+        let file = fs.read_file(&path).unwrap();
+        assert_eq!((file[8], file[10]), (2, KEYS_HEADER_LEN as u8));
+        let new = Crypt::load(vfs, dir, &master).unwrap();
+        assert_eq!(new.durable_end(), Some(Lsn(9)));
+        assert!(new.holds(id).unwrap());
+        assert_eq!(*new.ring().secret, *secret);
+    }
 }

@@ -8,8 +8,11 @@
 //!
 //! The rules are in `docs/format.md` ("Recovery").
 
+mod keys;
 mod salvage;
 mod scan;
+
+pub(crate) use keys::{Keys, lost_unit};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -198,14 +201,21 @@ pub(crate) fn recover(
     dir: &Path,
     mode: RecoveryMode,
     read_only: bool,
+    keys: Option<&dyn Keys>,
 ) -> Result<Recovered> {
     let started = Instant::now();
     let dir = Dir::new(vfs, dir);
-    let mut scan = scan_consistent(dir, mode, read_only)?;
+    let mut scan = scan_consistent(dir, mode, read_only, keys, None)?;
+    if let Some(cut) = scan.lost_keys {
+        // Records sealed under keys a power cut took away: the log ends before them, and
+        // the index is built again without them (the sealed segments from their hints).
+        drop(scan);
+        scan = scan_consistent(dir, mode, read_only, keys, Some(cut))?;
+    }
     if mode == RecoveryMode::Salvage && !read_only && scan.needs_rewrite() {
         let (dropped, torn_tail) = salvage::rewrite(&mut scan)?;
         drop(scan);
-        let mut again = recover(vfs, dir.path, RecoveryMode::PointInTime, false)?;
+        let mut again = recover(vfs, dir.path, RecoveryMode::PointInTime, false, keys)?;
         again.report.dropped = dropped;
         // A torn tail in a rewritten last segment is gone from the second pass's view.
         again.report.torn_tail = again.report.torn_tail.or(torn_tail);
@@ -236,7 +246,13 @@ pub(crate) fn reload(vfs: &dyn Vfs, dir: &Path) -> Result<Recovered> {
 /// see its unfinished write: when a read-only scan fails (or finds a torn tail) and the
 /// segment files listed have changed since, or a writer has started, it reads again (a few
 /// times at most).
-fn scan_consistent(dir: Dir<'_>, mode: RecoveryMode, read_only: bool) -> Result<scan::Scan<'_>> {
+fn scan_consistent<'a>(
+    dir: Dir<'a>,
+    mode: RecoveryMode,
+    read_only: bool,
+    keys: Option<&'a dyn Keys>,
+    cut: Option<(SegmentId, u64)>,
+) -> Result<scan::Scan<'a>> {
     const ATTEMPTS: usize = 5;
     // A writer is open (any writer holds `WRITERS`), or writing (`LOCK`, for a writer of
     // an older build that took only that).
@@ -249,7 +265,7 @@ fn scan_consistent(dir: Dir<'_>, mode: RecoveryMode, read_only: bool) -> Result<
         // A read-only open beside a live writer must not take the writer's unfinished bytes
         // for damage: it reads the last segment up to its last committed unit.
         let live = is_live();
-        let mut scan = scan::Scan::new(dir, mode, read_only, live)?;
+        let mut scan = scan::Scan::new(dir, mode, read_only, live)?.with_keys(keys, cut);
         let listed = scan.listed().to_vec();
         let result = scan.run();
         let suspect = result.is_err() || scan.report.torn_tail.is_some();
@@ -355,15 +371,25 @@ pub(crate) fn ending(
 /// power cut that tore a unit so, and the open called it corruption). It can reach only a
 /// few bytes past `to`, since a record whose header is zero from its kind on never verifies.
 fn has_zero_sector(map: &[u8], from: u64, to: u64) -> bool {
-    let from = usize::try_from(from).unwrap_or(usize::MAX).min(map.len());
-    let end = usize::try_from(to).unwrap_or(usize::MAX).min(map.len());
-    let first = from.div_ceil(SECTOR) * SECTOR;
-    if first > from && map.get(from..first).is_some_and(all_zero) {
+    has_zero_sector_in(map, 0, from, to)
+}
+
+/// [`has_zero_sector`] over `bytes`, a file's bytes from offset `base` on (sectors are
+/// aligned in the file; `from` and `to` are file offsets, at least `base`). `KEYS` takes
+/// its appends that a crash tore by the same rule.
+pub(crate) fn has_zero_sector_in(bytes: &[u8], base: u64, from: u64, to: u64) -> bool {
+    let rel = |o: u64| usize::try_from(o.saturating_sub(base)).unwrap_or(usize::MAX);
+    let from = rel(from).min(bytes.len());
+    let end = rel(to).min(bytes.len());
+    // The first sector boundary at or after `from`, relative to `base`.
+    let abs = base + from as u64;
+    let first = from + (abs.div_ceil(SECTOR as u64) * SECTOR as u64 - abs) as usize;
+    if first > from && bytes.get(from..first).is_some_and(all_zero) {
         return true;
     }
     (first..end)
         .step_by(SECTOR)
-        .any(|s| map.get(s..s + SECTOR).is_some_and(all_zero))
+        .any(|s| bytes.get(s..s + SECTOR).is_some_and(all_zero))
 }
 
 /// Cuts a torn tail off the last segment, physically, before anything new is appended:

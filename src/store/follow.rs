@@ -18,7 +18,7 @@ use crate::format::{
 use crate::id::SegmentId;
 use crate::index::{Change, Pos};
 use crate::io::{Dir, OpenMode};
-use crate::recovery::{Ending, cut_tail, ending};
+use crate::recovery::{Ending, Keys, cut_tail, ending, lost_unit};
 use crate::segment::{ActiveView, Segment, SegmentData, SegmentReader, SegmentWriter, Units, Why};
 
 impl State {
@@ -79,10 +79,20 @@ impl State {
     /// lock, and writes the files), also judges how the log ends: a torn write is cut, a
     /// segment whose creation a writer did not finish is removed, and damage is an error.
     ///
+    /// In an encrypted store (`keys`), a unit sealed under a key a power cut took away
+    /// ends the log as a torn write does (a read-only open's recovery left it there; see
+    /// `recovery::keys`): a holder cuts it.
+    ///
     /// # Errors
     /// Holder only: [`Error::Corrupt`] or [`Error::UnknownRecordKind`] for what ends the log
-    /// when it is no torn write; [`Error::Io`] (for anyone) when a file cannot be read.
-    pub(super) fn catch_up(&mut self, dir: Dir<'_>, holder: bool) -> Result<()> {
+    /// when it is no torn write; [`Error::Io`] (for anyone) when a file cannot be read;
+    /// [`Error::KeyFile`] when `KEYS` cannot be read.
+    pub(super) fn catch_up(
+        &mut self,
+        dir: Dir<'_>,
+        holder: bool,
+        keys: Option<&dyn Keys>,
+    ) -> Result<()> {
         loop {
             let Some(last) = self.segments.last().cloned() else {
                 return Ok(());
@@ -97,7 +107,14 @@ impl State {
             let start = self.end;
             let reader = SegmentReader::new(&map, last.salt, start, Some(self.next_lsn));
             let mut units = Units::new(reader.allowing_gaps(last.compacted));
+            let mut lost = None;
             while let Some(unit) = units.next_unit() {
+                if let Some(keys) = keys {
+                    lost = lost_unit(keys, unit, 0)?;
+                    if lost.is_some() {
+                        break;
+                    }
+                }
                 for r in unit {
                     let pos = Pos {
                         seg: ordinal,
@@ -106,6 +123,15 @@ impl State {
                     self.fold(r.session, &r.meta, pos, r.key, r.payload, None);
                     self.next_lsn = r.meta.next_lsn();
                 }
+            }
+            if let Some(at) = lost {
+                self.end = at;
+                if holder {
+                    let file = dir.open(&last.path, OpenMode::ReadWrite)?;
+                    cut_tail(dir, &*file, &last.path, &map, last.id, at)?;
+                    view.invalidate();
+                }
+                return Ok(());
             }
             self.end = units.committed_end();
             let stop = units.stop().cloned();

@@ -357,7 +357,7 @@ impl Store {
         let mut state = self.state_mut();
         let _ = state
             .reload_if_compacted(dir, &self.inner.head)
-            .and_then(|_| state.catch_up(dir, false));
+            .and_then(|_| state.catch_up(dir, false, self.inner.keys()));
     }
 
     fn state(&self) -> RwLockReadGuard<'_, State> {
@@ -391,6 +391,13 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// An encrypted store's keys, as recovery and a catch-up judge records by them.
+    fn keys(&self) -> Option<&dyn crate::recovery::Keys> {
+        self.crypt
+            .as_deref()
+            .map(|c| c as &dyn crate::recovery::Keys)
+    }
+
     /// [`Inner::drop`]'s work on the log: the hints left to write, the active segment
     /// synced and its hint.
     fn close_log(&mut self, sealed: Vec<hints::Job>) {
@@ -412,9 +419,13 @@ impl Inner {
         if self.follows {
             let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
             let dir = crate::io::Dir::new(&*self.opts.vfs, &self.dir);
+            let keys = self
+                .crypt
+                .as_deref()
+                .map(|c| c as &dyn crate::recovery::Keys);
             let caught_up = state
                 .reload_if_compacted(dir, &self.head)
-                .and_then(|_| state.catch_up(dir, true));
+                .and_then(|_| state.catch_up(dir, true, keys));
             if caught_up.is_err() || w.follow(state, dir).is_err() {
                 return;
             }
@@ -428,11 +439,30 @@ impl Inner {
         for job in sealed.into_iter().filter(|j| state.holds(j.id, j.salt)) {
             let _ = crate::hint::write(dir, &job.map, job.id, job.salt);
         }
-        if w.active.sync().is_err() {
+        if sync_segment(self.crypt.as_deref(), &*w.active.file, &w.active.path).is_err() {
             return;
         }
         write_hint(vfs, &self.dir, &w.active);
     }
+}
+
+/// Syncs the segment `file` at `path` (records in it may be only in the page cache), and
+/// `KEYS` first in an encrypted store (`crypt`): a record may be sealed under a key whose
+/// entry went to `KEYS` unsynced, and no record may become durable before its key (see
+/// `crypt::ring`). Every `fdatasync` of a segment that holds appends goes through here.
+///
+/// # Errors
+/// [`Error::Io`] (the caller poisons the store); [`Error::KeyFile`].
+fn sync_segment(
+    crypt: Option<&crate::crypt::Crypt>,
+    file: &dyn crate::io::VfsFile,
+    path: &Path,
+) -> Result<()> {
+    if let Some(crypt) = crypt {
+        crypt.sync()?;
+    }
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", path, e))
 }
 
 /// Writes the hint of a segment that is complete (sealed, or active at a clean close).

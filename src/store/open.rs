@@ -40,7 +40,8 @@ impl Store {
             let lease = !matches!(opts.durability, Durability::Always) && !vfs.deterministic();
             Some(Locks::take(&*vfs, dir, exclusive, lease)?)
         };
-        let opened = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only)
+        let judge = keys.as_ref().map(|k| k as &dyn recovery::Keys);
+        let opened = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only, judge)
             .and_then(|rec| assemble(&opts, dir, rec))
             .and_then(|parts| {
                 let crypt = finish_keys(&opts, dir, keys, &parts.0, parts.3)?;
@@ -142,8 +143,12 @@ fn finish_keys(
                 crypt.check_tail_against(&sealed_under(state))?;
             }
             if !opts.read_only {
-                // What an open recovered is durable (it synced the active segment).
-                crypt.sweep(|s| state.index.is_deleted(s), || Ok(()))?;
+                // What an open recovered is durable: it synced the active segment, and here
+                // the keys its records are sealed under (a crashed process may have left
+                // entries unsynced: recovery cut any record whose key is missing).
+                crypt.sync()?;
+                crypt.upgrade(next_lsn)?;
+                crypt.sweep(|s| state.index.is_deleted(s), || Ok(next_lsn))?;
             }
             Ok(Some(Arc::new(crypt)))
         }
@@ -154,6 +159,7 @@ fn finish_keys(
             opts.vfs.clone(),
             dir,
             master,
+            next_lsn,
         )?))),
         _ => Ok(None),
     }

@@ -599,8 +599,10 @@ impl Store {
             crypt.note_resets(state.index.resets());
             state.index.is_deleted(session)
         };
-        if w.wait == Wait::No && !crypt.has_current(session) {
-            return Err(self.busy("the session's data key (a sync)"));
+        // A new key's entry goes to `KEYS` unsynced; a deleted session's keys are destroyed
+        // first, once the log is durable (a sync).
+        if w.wait == Wait::No && deleted && !crypt.has_current(session) {
+            return Err(self.busy("destroying a deleted session's data keys (a sync)"));
         }
         crypt
             .key_for(session, deleted, || self.durable_now(w))
@@ -608,14 +610,17 @@ impl Store {
     }
 
     /// Makes every record written so far durable, under the write turn (the active
-    /// segment synced: earlier ones were synced when sealed). A failure poisons the store.
-    pub(super) fn durable_now(&self, w: &mut Writer) -> Result<()> {
-        if let Err(e) = w.active.sync() {
+    /// segment synced: earlier ones were synced when sealed), and returns the LSN after
+    /// the last of them. A failure poisons the store.
+    pub(super) fn durable_now(&self, w: &mut Writer) -> Result<Lsn> {
+        if let Err(e) =
+            super::sync_segment(self.inner.crypt.as_deref(), &*w.active.file, &w.active.path)
+        {
             self.inner.syncer.poison();
             return Err(e);
         }
         self.inner.syncer.mark_durable(Lsn(w.next_lsn.0 - 1));
-        Ok(())
+        Ok(w.next_lsn)
     }
 
     /// Before a unit goes in the active segment: checks its size, verifies a segment that
@@ -722,7 +727,7 @@ impl Store {
                 return Err(self.busy("reading the segments another process compacted"));
             }
             st.reload_if_compacted(dir, &self.inner.head)?;
-            st.catch_up(dir, true)?;
+            st.catch_up(dir, true, self.inner.keys())?;
             // A head beyond the last segment (its creator died first) is set back.
             if let Some(last) = st.segments.last() {
                 self.inner.head.set(&self.inner.dir, last.id)?;
@@ -775,7 +780,9 @@ impl Store {
 
     /// Seals the active segment (synced, then mapped) and starts a new one.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
-        if let Err(e) = w.active.sync() {
+        if let Err(e) =
+            super::sync_segment(self.inner.crypt.as_deref(), &*w.active.file, &w.active.path)
+        {
             self.inner.syncer.poison();
             return Err(e);
         }
@@ -869,8 +876,7 @@ impl Store {
             };
             (view.file.clone(), last.path.clone(), Lsn(st.next_lsn.0 - 1))
         };
-        file.sync_data()
-            .map_err(|e| Error::io("fdatasync", path, e))?;
+        super::sync_segment(self.inner.crypt.as_deref(), &*file, &path)?;
         if turn.is_some() {
             // Best effort: it only spares other processes a sync.
             let _ = self.inner.head.set_durable(dir, covered);

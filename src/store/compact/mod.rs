@@ -355,7 +355,7 @@ impl Store {
             self.inner.head.bump_epoch(&self.inner.dir)?;
             let mut st = self.state_mut();
             st.reload_if_compacted(dir, &self.inner.head)?;
-            st.catch_up(dir, true)?;
+            st.catch_up(dir, true, self.inner.keys())?;
             // Hints' temporary files a crash left name what the compaction may have erased.
             super::hints::sweep_tmp(dir, |id, salt| st.holds(id, salt));
             w.follow(&st, dir)
