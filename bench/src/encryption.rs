@@ -268,8 +268,10 @@ pub fn rows(r: &Results) -> Vec<Row> {
             )
         },
         ratio: format!("{q:.2}× plain/encrypted time"),
-        target: "≥ 0.7×".into(),
-        met: met(Some(q >= 0.7)),
+        // Issue 15 sets its 0.7× on appends and streams; a tail is measured (it sits at
+        // the cipher's bound: the plain tail's time plus AES-GCM's over the same bytes).
+        target: "measured".into(),
+        met: "",
     });
     rows.push(Row {
         metric: "encrypted store: disk bytes / input JSON bytes".into(),
@@ -280,7 +282,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
         met: "",
     });
     rows.push(Row {
-        metric: "encrypted store: first append to a new session (key created, KEYS synced), p50"
+        metric: "encrypted store: first append to a new session (key created; KEYS synced by the next sync), p50"
             .into(),
         convlog: format!("{:.0} µs", r.new_session * 1e6),
         peer: String::new(),

@@ -30,7 +30,7 @@ use super::master::MasterKey;
 use crate::error::{Damage, Error, Result};
 use crate::format::RecordMeta;
 use crate::id::{Lsn, SegmentId};
-use crate::io::{Dir, OpenMode, Vfs};
+use crate::io::{Dir, OpenMode, Vfs, VfsFile};
 
 /// An encrypted store's keys: the master key, the data keys, and the nonce source.
 pub(crate) struct Crypt {
@@ -271,6 +271,11 @@ impl Crypt {
             .vfs
             .open(&self.path, OpenMode::Read)
             .map_err(|e| Error::io("open", &self.path, e))?;
+        self.read_of(&*f, from)
+    }
+
+    /// The bytes of `f` (`KEYS`, opened) from offset `from` to its end.
+    fn read_of(&self, f: &dyn VfsFile, from: u64) -> Result<Vec<u8>> {
         let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
         let mut buf = vec![0u8; len.saturating_sub(from) as usize];
         f.read_exact_at(&mut buf, from.min(len))
@@ -384,19 +389,28 @@ impl Crypt {
     /// Brings the ring up to date with `KEYS`: entries other processes appended, or a
     /// rewrite (a new file id).
     fn refresh(&self) -> Result<()> {
-        let head = self.read_prefix(KEYS_HEADER_LEN)?; // (a version 1 header is shorter)
+        let f = self
+            .vfs
+            .open(&self.path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &self.path, e))?;
+        self.refresh_from(&*f)
+    }
+
+    /// [`Crypt::refresh`] through `f`, `KEYS` opened.
+    fn refresh_from(&self, f: &dyn VfsFile) -> Result<()> {
+        let head = self.read_prefix_of(f, KEYS_HEADER_LEN)?; // (a version 1 header is shorter)
         let header = Header::decode(&head, &self.path)?;
         let (same, from) = {
             let r = self.ring();
             (r.file_id == header.file_id, r.valid_len)
         };
         if !same {
-            let bytes = self.read(0)?;
+            let bytes = self.read_of(f, 0)?;
             let fresh = self.parse(&bytes)?;
             *self.ring_mut() = fresh;
             return Ok(());
         }
-        let tail = self.read(from)?;
+        let tail = self.read_of(f, from)?;
         let (entries, end, rest) = keyfile::entries(&tail, 0, from);
         self.check_tail(rest, from + end as u64)?;
         let mut r = self.ring_mut();
@@ -407,16 +421,8 @@ impl Crypt {
         Ok(())
     }
 
-    fn read_prefix(&self, n: usize) -> Result<Vec<u8>> {
-        let f = self
-            .vfs
-            .open(&self.path, OpenMode::Read)
-            .map_err(|e| Error::io("open", &self.path, e))?;
-        self.read_prefix_of(&*f, n)
-    }
-
     /// Up to `n` bytes from the start of `f` (fewer if it is shorter).
-    fn read_prefix_of(&self, f: &dyn crate::io::VfsFile, n: usize) -> Result<Vec<u8>> {
+    fn read_prefix_of(&self, f: &dyn VfsFile, n: usize) -> Result<Vec<u8>> {
         let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
         let mut buf = vec![0u8; n.min(usize::try_from(len).unwrap_or(usize::MAX))];
         f.read_exact_at(&mut buf, 0).map_err(|e| {
@@ -438,9 +444,14 @@ impl Crypt {
     /// `quarantine/`, then the file rewritten without it), so entries only ever go at the end
     /// of a file whose entries all verify.
     fn append(&self, entry: Entry, sync: bool) -> Result<()> {
+        self.append_to(self.open_rw()?, entry, sync)
+    }
+
+    /// [`Crypt::append`] through `f`, `KEYS` opened for writing (under the write lock, so
+    /// no other process renames a rewrite over it meanwhile).
+    fn append_to(&self, mut f: Arc<dyn VfsFile>, entry: Entry, sync: bool) -> Result<()> {
         let mut bytes = Vec::new();
         entry.encode(&mut bytes);
-        let mut f = self.open_rw()?;
         let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
         let at = self.ring().valid_len;
         if len != at {
@@ -491,7 +502,7 @@ impl Crypt {
         *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = (file_id, len);
     }
 
-    fn open_rw(&self) -> Result<Arc<dyn crate::io::VfsFile>> {
+    fn open_rw(&self) -> Result<Arc<dyn VfsFile>> {
         self.vfs
             .open(&self.path, OpenMode::ReadWrite)
             .map_err(|e| Error::io("open", &self.path, e))
@@ -552,10 +563,13 @@ impl Crypt {
         if let Some(id) = cached {
             return self.data_key(id);
         }
-        self.refresh()?;
         if deleted {
+            // (Reads `KEYS` again itself, and may replace it: opened only after.)
             self.drop_sessions(&[session], durable)?;
         }
+        // One open for the read of what other processes appended and for the new entry.
+        let f = self.open_rw()?;
+        self.refresh_from(&*f)?;
         let own = {
             let r = self.ring();
             r.owned
@@ -564,13 +578,13 @@ impl Crypt {
         };
         let id = match own {
             Some(id) => id,
-            None => self.create_key(session)?,
+            None => self.create_key(session, f)?,
         };
         self.ring_mut().current.insert(session.into(), id);
         self.data_key(id)
     }
 
-    fn create_key(&self, owner: &str) -> Result<u64> {
+    fn create_key(&self, owner: &str, keys: Arc<dyn VfsFile>) -> Result<u64> {
         let mut id = 0u64;
         while id == 0 || self.ring().keys.contains_key(&id) {
             let mut b = [0u8; 8];
@@ -580,7 +594,8 @@ impl Crypt {
         let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
         fill_random(&*self.vfs, &mut *key)?;
         let wrapped = envelope::wrap(&*self.vfs, self.master().bytes(), &key_binding(id), &key)?;
-        self.append(
+        self.append_to(
+            keys,
             Entry::Key {
                 id,
                 owner: Some(owner.into()),
