@@ -9,7 +9,7 @@ use convlog::format::{
     Decoded, SEGMENT_HEADER_LEN, SegmentHeader, SessionField, decode_record, encode_record,
 };
 use convlog::io::sim::{Fault, SimFs, Tear};
-use convlog::{Damage, Error, KEYS_FILE, MasterKey, Options, Store};
+use convlog::{Damage, Error, KEYS_FILE, MasterKey, Options, RecoveryMode, Store};
 
 mod store_files;
 use store_files::{all_files, contains};
@@ -533,6 +533,36 @@ fn a_damaged_key_entry_is_an_error_and_a_torn_append_is_set_aside() {
     assert_eq!(seen(&store, &["a", "b", "c", "d"]), all);
 }
 
+/// A rewrite of `KEYS` (a delete destroying keys) drops a torn append at its end as the
+/// next key's append does: its bytes set aside in `quarantine/` first.
+#[test]
+fn a_delete_sets_a_torn_key_append_aside_before_it_rewrites_the_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = enc(1).open(dir.path()).unwrap();
+        for s in ["a", "b"] {
+            store.append_raw(s, &msg(s, 0)).unwrap();
+        }
+    }
+    let keys = dir.path().join(KEYS_FILE);
+    let good = std::fs::read(&keys).unwrap();
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[0x77, 0, 0, 0, 1, 2, 3, 4, 1, 9, 9]);
+    std::fs::write(&keys, &torn).unwrap();
+    let store = enc(1).open(dir.path()).unwrap();
+    store.delete_session("b").unwrap();
+    assert!(store.read_entry("a", 1).unwrap().is_some());
+    let aside = dir
+        .path()
+        .join("quarantine")
+        .join(format!("{KEYS_FILE}-{:012}.torn", good.len()));
+    assert_eq!(std::fs::read(aside).unwrap(), torn[good.len()..]);
+    assert!(!contains(
+        &std::fs::read(&keys).unwrap(),
+        &[1, 2, 3, 4, 1, 9, 9]
+    ));
+}
+
 /// The last `KEYS` entry may hold a key that only metadata is sealed under (a session with
 /// no message): damage to it is caught all the same.
 #[test]
@@ -860,32 +890,36 @@ fn a_key_entry_a_power_cut_took_away_ends_the_log_before_its_first_record() {
         .unwrap()
         .sync_data()
         .unwrap();
-    let crashed = fs.crash(Tear::DropUnsynced);
+    let image = fs.crash(Tear::DropUnsynced);
     drop(store);
-    assert_eq!(crashed.read_file(&keys).unwrap(), durable_keys);
-    let open = |read_only| {
+    assert_eq!(image.read_file(&keys).unwrap(), durable_keys);
+    let open = |fs: &SimFs, read_only, mode| {
         enc(1)
-            .vfs(Arc::new(crashed.clone()))
+            .vfs(Arc::new(fs.clone()))
             .segment_size(8 << 10)
             .read_only(read_only)
+            .recovery(mode)
             .open("/e")
             .unwrap()
     };
-    for read_only in [true, false] {
-        let store = open(read_only);
-        assert_eq!(
-            seen(&store, &["a", "b", "n"]),
-            want,
-            "read only: {read_only}"
-        );
-        let torn = store.recovery_report().torn_tail.clone();
-        assert!(
-            torn.as_ref()
-                .is_some_and(|t| t.quarantined.is_some() != read_only),
-            "read only: {read_only}: {torn:?}"
-        );
+    // Salvage (`convlog repair`) ends the log there too.
+    for mode in [RecoveryMode::PointInTime, RecoveryMode::Salvage] {
+        let crashed = image.crash(Tear::DropUnsynced);
+        for read_only in [true, false] {
+            let store = open(&crashed, read_only, mode);
+            let what = format!("{mode:?}, read only: {read_only}");
+            assert_eq!(seen(&store, &["a", "b", "n"]), want, "{what}");
+            let torn = store.recovery_report().torn_tail.clone();
+            assert!(
+                torn.as_ref()
+                    .is_some_and(|t| t.quarantined.is_some() != read_only),
+                "{what}: {torn:?}"
+            );
+        }
     }
     // The store goes on: n gets a new key; a reopen reads it all.
+    let crashed = image;
+    let open = |read_only| open(&crashed, read_only, RecoveryMode::PointInTime);
     let store = open(false);
     store.append_raw("n", &msg("n", 1)).unwrap();
     store.sync().unwrap();

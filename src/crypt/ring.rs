@@ -333,6 +333,9 @@ impl Crypt {
     /// # Errors
     /// As [`Crypt::rekey`].
     pub(crate) fn upgrade(&self, durable_end: Lsn) -> Result<()> {
+        // Read before the write lock was taken: another process may have upgraded it (and
+        // changed it) since.
+        self.refresh()?;
         if self.ring().durable_end.is_some() {
             return Ok(());
         }
@@ -455,7 +458,7 @@ impl Crypt {
         let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
         let at = self.ring().valid_len;
         if len != at {
-            self.set_torn_aside(at, len)?;
+            self.set_torn_aside()?;
             f = self.open_rw()?;
         }
         let at = self.ring().valid_len;
@@ -508,20 +511,27 @@ impl Crypt {
             .map_err(|e| Error::io("open", &self.path, e))
     }
 
-    /// Copies `KEYS` bytes `from..to` (a torn append) to `quarantine/` (synced), then
-    /// rewrites the file without them.
-    fn set_torn_aside(&self, from: u64, to: u64) -> Result<()> {
+    /// Rewrites `KEYS` without the torn append at its end ([`Crypt::rewrite`] sets its
+    /// bytes aside first). The torn entries' keys were never durable: the durable end stays.
+    fn set_torn_aside(&self) -> Result<()> {
+        let (entries, _) = self.ring().without(&HashSet::new());
+        self.rewrite(&self.master(), entries, Lsn(0))
+    }
+
+    /// Copies the bytes after the entries that verify (a torn append, which a rewrite drops)
+    /// to `quarantine/` (synced): nothing is destroyed.
+    fn keep_torn_tail(&self) -> Result<()> {
+        let from = self.ring().valid_len;
         let torn = self.read(from)?;
-        let torn = &torn[..torn.len().min((to - from) as usize)];
+        if torn.is_empty() {
+            return Ok(());
+        }
         let dir = Dir::new(&*self.vfs, &self.dir);
         let quarantine = dir.join("quarantine");
         dir.create_dir(&quarantine)?;
         let qdir = Dir::new(&*self.vfs, &quarantine);
-        qdir.write_unique(&format!("{KEYS_FILE}-{from:012}.torn"), torn)?;
-        qdir.sync()?;
-        let (entries, _) = self.ring().without(&HashSet::new());
-        // (The torn entries' keys were never durable: the durable end stays.)
-        self.rewrite(&self.master(), entries, Lsn(0))
+        qdir.write_unique(&format!("{KEYS_FILE}-{from:012}.torn"), &torn)?;
+        qdir.sync()
     }
 
     /// Forgets which key each session seals under when the index's count of deletes and
@@ -749,6 +759,7 @@ impl Crypt {
     /// whose durable end is the greater of the file's and `durable_end` (it only grows:
     /// every key destroyed so far was destroyed before it).
     fn rewrite(&self, master: &MasterKey, entries: Vec<Entry>, durable_end: Lsn) -> Result<()> {
+        self.keep_torn_tail()?;
         let end = self.ring().durable_end.unwrap_or(0).max(durable_end.0);
         let header = new_header(&*self.vfs, master, &self.ring().secret, end)?;
         let mut bytes = header.encode();
@@ -894,12 +905,17 @@ mod tests {
         let old = Crypt::load(vfs.clone(), dir, &master).unwrap();
         assert_eq!(old.durable_end(), None);
         assert!(old.holds(id).unwrap());
+        // Another process read it too, before this one upgraded it and added a key.
+        let other = Crypt::load(vfs.clone(), dir, &master).unwrap();
         old.upgrade(Lsn(9)).unwrap();
         let file = fs.read_file(&path).unwrap();
         assert_eq!((file[8], file[10]), (2, KEYS_HEADER_LEN as u8));
+        let added = old.key_for("b", false, || Ok(Lsn(9))).unwrap().id;
+        // Its upgrade reads the file again: nothing to do, and the new key stays.
+        other.upgrade(Lsn(5)).unwrap();
         let new = Crypt::load(vfs, dir, &master).unwrap();
         assert_eq!(new.durable_end(), Some(Lsn(9)));
-        assert!(new.holds(id).unwrap());
+        assert!(new.holds(id).unwrap() && new.holds(added).unwrap());
         assert_eq!(*new.ring().secret, *secret);
     }
 }

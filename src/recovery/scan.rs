@@ -470,10 +470,9 @@ impl<'a> Scan<'a> {
 
     /// Whether this segment's records are judged against the store's keys: the last one, in
     /// a store no writer holds (a live writer's keys are all in `KEYS`, if unsynced), not a
-    /// compaction's output (synced whole, its keys first), and not in salvage's first pass
-    /// (its second, a point-in-time recovery, judges them).
+    /// compaction's output (synced whole, its keys first), on a first pass.
     fn judges_keys(&self, is_last: bool, compacted: bool) -> bool {
-        is_last && !self.live && !compacted && !self.salvage() && self.cut.is_none()
+        is_last && !self.live && !compacted && self.cut.is_none()
     }
 
     /// Folds one committed unit into the index (salvage: after a resynchronization, a unit

@@ -110,7 +110,14 @@ impl State {
             let mut lost = None;
             while let Some(unit) = units.next_unit() {
                 if let Some(keys) = keys {
-                    lost = lost_unit(keys, unit, 0)?;
+                    lost = match lost_unit(keys, unit, 0) {
+                        Ok(lost) => lost,
+                        Err(e) => {
+                            // What came before this unit is folded: the index ends there.
+                            self.end = unit.first().map_or(self.end, |r| r.offset);
+                            return Err(e);
+                        }
+                    };
                     if lost.is_some() {
                         break;
                     }

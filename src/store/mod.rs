@@ -448,8 +448,10 @@ impl Inner {
 
 /// Syncs the segment `file` at `path` (records in it may be only in the page cache), and
 /// `KEYS` first in an encrypted store (`crypt`): a record may be sealed under a key whose
-/// entry went to `KEYS` unsynced, and no record may become durable before its key (see
-/// `crypt::ring`). Every `fdatasync` of a segment that holds appends goes through here.
+/// entry went to `KEYS` unsynced, and no record may be acknowledged durable before its key
+/// (see `crypt::ring`). Every `fdatasync` of a segment that acknowledges appends goes
+/// through here (a cut of a torn write syncs too, acknowledging nothing: see
+/// `recovery::keys`).
 ///
 /// # Errors
 /// [`Error::Io`] (the caller poisons the store); [`Error::KeyFile`].

@@ -40,8 +40,16 @@ impl Store {
             let lease = !matches!(opts.durability, Durability::Always) && !vfs.deterministic();
             Some(Locks::take(&*vfs, dir, exclusive, lease)?)
         };
+        // A crashed process's records may be only in the page cache, and so may the entries
+        // of their keys: `KEYS` is synced before recovery syncs a segment (a cut, the active
+        // segment), so that no record becomes durable before its key.
+        let synced = match (&keys, opts.read_only) {
+            (Some(k), false) => k.sync(),
+            _ => Ok(()),
+        };
         let judge = keys.as_ref().map(|k| k as &dyn recovery::Keys);
-        let opened = recovery::recover(&*vfs, dir, opts.recovery, opts.read_only, judge)
+        let opened = synced
+            .and_then(|()| recovery::recover(&*vfs, dir, opts.recovery, opts.read_only, judge))
             .and_then(|rec| assemble(&opts, dir, rec))
             .and_then(|parts| {
                 let crypt = finish_keys(&opts, dir, keys, &parts.0, parts.3)?;
@@ -143,10 +151,8 @@ fn finish_keys(
                 crypt.check_tail_against(&sealed_under(state))?;
             }
             if !opts.read_only {
-                // What an open recovered is durable: it synced the active segment, and here
-                // the keys its records are sealed under (a crashed process may have left
-                // entries unsynced: recovery cut any record whose key is missing).
-                crypt.sync()?;
+                // What an open recovered is durable: it synced `KEYS`, then the active segment
+                // (recovery cut any record whose key a power cut took).
                 crypt.upgrade(next_lsn)?;
                 crypt.sweep(|s| state.index.is_deleted(s), || Ok(next_lsn))?;
             }

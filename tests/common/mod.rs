@@ -841,7 +841,17 @@ impl Harness {
                     // Written (and in the index) but not acknowledged: a sync failed, or
                     // what a write does after its records did (an encrypted store's delete
                     // destroys the session's keys).
+                    // In an encrypted store a sync reads and syncs `KEYS` first (every
+                    // error of that step, after the records, poisons the store as a failed
+                    // fdatasync does).
+                    let keys_sync = poisoned
+                        && matches!(
+                            &e,
+                            Error::Io { path, .. }
+                                if path.file_name().is_some_and(|n| n == convlog::KEYS_FILE)
+                        );
                     let after_the_log = self.work_after_log
+                        || keys_sync
                         || matches!(
                             e,
                             Error::Io {
