@@ -902,6 +902,23 @@ fn a_key_entry_a_power_cut_took_away_ends_the_log_before_its_first_record() {
             .open("/e")
             .unwrap()
     };
+    // Strict refuses it, as a torn tail, and changes nothing.
+    let strict = enc(1)
+        .vfs(Arc::new(image.clone()))
+        .segment_size(8 << 10)
+        .recovery(RecoveryMode::Strict)
+        .open("/e")
+        .unwrap_err();
+    assert!(
+        matches!(
+            strict,
+            Error::Corrupt {
+                damage: Damage::TornTail { .. },
+                ..
+            }
+        ),
+        "{strict}"
+    );
     // Salvage (`convlog repair`) ends the log there too.
     for mode in [RecoveryMode::PointInTime, RecoveryMode::Salvage] {
         let crashed = image.crash(Tear::DropUnsynced);

@@ -399,28 +399,37 @@ impl Crypt {
         self.refresh_from(&*f)
     }
 
-    /// [`Crypt::refresh`] through `f`, `KEYS` opened.
+    /// [`Crypt::refresh`] through `f`, `KEYS` opened. What it read is installed only over
+    /// the ring it started from: a thread of this process that changed the ring meanwhile
+    /// (a rewrite, an append, another refresh) knew the file as well or better.
     fn refresh_from(&self, f: &dyn VfsFile) -> Result<()> {
         let head = self.read_prefix_of(f, KEYS_HEADER_LEN)?; // (a version 1 header is shorter)
         let header = Header::decode(&head, &self.path)?;
-        let (same, from) = {
+        let (seen, from) = {
             let r = self.ring();
-            (r.file_id == header.file_id, r.valid_len)
+            (r.file_id, r.valid_len)
         };
-        if !same {
-            let bytes = self.read_of(f, 0)?;
+        let unchanged = |r: &Ring| r.file_id == seen && r.valid_len == from;
+        if seen != header.file_id {
+            // A rewrite: read whole, through the path (`f` may be a file renamed over since).
+            let bytes = self.read(0)?;
             let fresh = self.parse(&bytes)?;
-            *self.ring_mut() = fresh;
+            let mut r = self.ring_mut();
+            if unchanged(&r) {
+                *r = fresh;
+            }
             return Ok(());
         }
         let tail = self.read_of(f, from)?;
         let (entries, end, rest) = keyfile::entries(&tail, 0, from);
         self.check_tail(rest, from + end as u64)?;
         let mut r = self.ring_mut();
-        for e in entries {
-            r.apply(e);
+        if unchanged(&r) {
+            for e in entries {
+                r.apply(e);
+            }
+            r.valid_len = from + end as u64;
         }
-        r.valid_len = from + end as u64;
         Ok(())
     }
 
@@ -470,8 +479,11 @@ impl Crypt {
                 .map_err(|e| Error::io("fdatasync", &self.path, e))?;
         }
         let mut r = self.ring_mut();
-        r.apply(entry);
-        r.valid_len = end;
+        // (A reader's refresh may have read the entry and applied it already.)
+        if r.valid_len == at {
+            r.apply(entry);
+            r.valid_len = end;
+        }
         if sync {
             self.note_synced(r.file_id, end);
         }
@@ -917,5 +929,24 @@ mod tests {
         assert_eq!(new.durable_end(), Some(Lsn(9)));
         assert!(new.holds(id).unwrap() && new.holds(added).unwrap());
         assert_eq!(*new.ring().secret, *secret);
+    }
+
+    /// A refresh through a handle opened before a rewrite (a reader thread racing a delete
+    /// in this process) never puts the old file's keys back: a destroyed key stays gone.
+    #[test]
+    fn a_refresh_through_a_handle_older_than_a_rewrite_keeps_the_rewrite() {
+        let vfs: Arc<dyn Vfs> = Arc::new(SimFs::new(2));
+        let dir = Path::new("/s");
+        vfs.create_dir_all(dir).unwrap();
+        let master = MasterKey::from_bytes([9; 32]);
+        let crypt = Crypt::create(vfs.clone(), dir, &master, Lsn(1)).unwrap();
+        let gone = crypt.key_for("a", false, || Ok(Lsn(1))).unwrap().id;
+        let kept = crypt.key_for("b", false, || Ok(Lsn(1))).unwrap().id;
+        let before = vfs.open(&dir.join(KEYS_FILE), OpenMode::Read).unwrap();
+        assert_eq!(crypt.drop_sessions(&["a"], || Ok(Lsn(3))).unwrap(), 1);
+        crypt.refresh_from(&*before).unwrap();
+        let r = crypt.ring();
+        assert!(!r.keys.contains_key(&gone) && r.keys.contains_key(&kept));
+        assert_eq!(r.durable_end, Some(3));
     }
 }

@@ -205,13 +205,7 @@ pub(crate) fn recover(
 ) -> Result<Recovered> {
     let started = Instant::now();
     let dir = Dir::new(vfs, dir);
-    let mut scan = scan_consistent(dir, mode, read_only, keys, None)?;
-    if let Some(cut) = scan.lost_keys {
-        // Records sealed under keys a power cut took away: the log ends before them, and
-        // the index is built again without them (the sealed segments from their hints).
-        drop(scan);
-        scan = scan_consistent(dir, mode, read_only, keys, Some(cut))?;
-    }
+    let mut scan = scan_consistent(dir, mode, read_only, keys)?;
     if mode == RecoveryMode::Salvage && !read_only && scan.needs_rewrite() {
         let (dropped, torn_tail) = salvage::rewrite(&mut scan)?;
         drop(scan);
@@ -251,7 +245,6 @@ fn scan_consistent<'a>(
     mode: RecoveryMode,
     read_only: bool,
     keys: Option<&'a dyn Keys>,
-    cut: Option<(SegmentId, u64)>,
 ) -> Result<scan::Scan<'a>> {
     const ATTEMPTS: usize = 5;
     // A writer is open (any writer holds `WRITERS`), or writing (`LOCK`, for a writer of
@@ -265,7 +258,7 @@ fn scan_consistent<'a>(
         // A read-only open beside a live writer must not take the writer's unfinished bytes
         // for damage: it reads the last segment up to its last committed unit.
         let live = is_live();
-        let mut scan = scan::Scan::new(dir, mode, read_only, live)?.with_keys(keys, cut);
+        let mut scan = scan::Scan::new(dir, mode, read_only, live)?.with_keys(keys);
         let listed = scan.listed().to_vec();
         let result = scan.run();
         let suspect = result.is_err() || scan.report.torn_tail.is_some();

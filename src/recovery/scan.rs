@@ -61,14 +61,9 @@ pub(super) struct Scan<'a> {
     expected: Lsn,
     last_ts: Timestamp,
     pub(super) report: RecoveryReport,
-    /// An encrypted store's keys: records of the last segment sealed under a key `KEYS`
-    /// lacks end its log (see [`super::keys`]).
+    /// An encrypted store's keys: the first unit of the last segment sealed under a key a
+    /// power cut took away ends its log (see [`super::keys`]).
     keys: Option<&'a dyn Keys>,
-    /// Where the last segment's log ends, found so by a first pass (`lost_keys`).
-    cut: Option<(SegmentId, u64)>,
-    /// Where this pass found that the last segment's log must end for lost keys: the scan
-    /// is then run again with it as `cut` (its index holds records past it).
-    pub(super) lost_keys: Option<(SegmentId, u64)>,
 }
 
 impl<'a> Scan<'a> {
@@ -103,20 +98,12 @@ impl<'a> Scan<'a> {
             last_ts: Timestamp(0),
             report: RecoveryReport::default(),
             keys: None,
-            cut: None,
-            lost_keys: None,
         })
     }
 
-    /// Judges the last segment's records against an encrypted store's keys, and ends its
-    /// log at `cut` (what a first pass found) if given.
-    pub(super) fn with_keys(
-        mut self,
-        keys: Option<&'a dyn Keys>,
-        cut: Option<(SegmentId, u64)>,
-    ) -> Scan<'a> {
+    /// Judges the last segment's records against an encrypted store's keys.
+    pub(super) fn with_keys(mut self, keys: Option<&'a dyn Keys>) -> Scan<'a> {
         self.keys = keys;
-        self.cut = cut;
         self
     }
 
@@ -377,24 +364,21 @@ impl<'a> Scan<'a> {
         let reader = SegmentReader::new(map, salt, start, Some(self.expected));
         let mut units = Units::new(reader.allowing_gaps(compacted));
         let judge = self.keys.filter(|_| self.judges_keys(is_last, compacted));
-        let mut lost = None;
-        let cut = self
-            .cut
-            .filter(|(s, _)| *s == id && is_last)
-            .map(|(_, at)| at);
         let end = loop {
-            let mut at_cut = false;
+            let mut cut = None;
             while let Some(unit) = units.next_unit() {
-                if cut.is_some_and(|c| unit.first().is_some_and(|r| r.offset >= c)) {
-                    at_cut = true;
-                    break;
-                }
-                if let (Some(keys), None) = (judge, lost) {
-                    lost = lost_unit(keys, unit, watermark)?;
+                // (Not a stale copy salvage drops: its LSNs go back.)
+                let judged =
+                    judge.filter(|_| unit.first().is_some_and(|r| r.meta.lsn >= self.expected));
+                if let Some(keys) = judged {
+                    cut = lost_unit(keys, unit, watermark)?;
+                    if cut.is_some() {
+                        break;
+                    }
                 }
                 self.keep_unit((ordinal, id, salt, compacted), unit, map, &mut plan);
             }
-            if let (true, Some(c)) = (at_cut, cut) {
+            if let Some(c) = cut {
                 // Records sealed under keys a power cut took away (see `super::keys`).
                 if self.mode == RecoveryMode::Strict {
                     return Err(corrupt(id, c, Damage::TornTail { len: len - c }));
@@ -462,17 +446,14 @@ impl<'a> Scan<'a> {
             self.drop_range(id, x, resume - x, damage);
         };
         self.plans.push(plan);
-        if let Some(c) = lost {
-            self.lost_keys = Some((id, c));
-        }
         Ok(end)
     }
 
     /// Whether this segment's records are judged against the store's keys: the last one, in
     /// a store no writer holds (a live writer's keys are all in `KEYS`, if unsynced), not a
-    /// compaction's output (synced whole, its keys first), on a first pass.
+    /// compaction's output (synced whole, its keys first).
     fn judges_keys(&self, is_last: bool, compacted: bool) -> bool {
-        is_last && !self.live && !compacted && self.cut.is_none()
+        is_last && !self.live && !compacted
     }
 
     /// Folds one committed unit into the index (salvage: after a resynchronization, a unit
