@@ -129,7 +129,9 @@ impl Store {
     ///
     /// It is also busy when the write would seal a full segment (a sync), verify the
     /// active segment first (the first write after an open that loaded it from its hint),
-    /// or, in an encrypted store, create the session's data key (synced to `KEYS`).
+    /// or, in an encrypted store, destroy a deleted session's data keys before it gets a
+    /// new one (a sync). A new session's first data key does not make it busy: its entry
+    /// goes to `KEYS` unsynced.
     ///
     /// # Errors
     /// [`Error::Busy`]; otherwise as [`Store::append_batch_raw`].
