@@ -30,6 +30,15 @@ fn msg(session: &str, i: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+/// `rounds` rounds of one message to each of `sessions`, in turn.
+fn append_rounds(store: &Store, sessions: &[&str], rounds: usize) {
+    for i in 0..rounds {
+        for s in sessions {
+            store.append_raw(s, &msg(s, i)).unwrap();
+        }
+    }
+}
+
 /// Each session's messages, read back (an error as its text).
 fn seen(store: &Store, sessions: &[&str]) -> Vec<Result<Vec<Vec<u8>>, String>> {
     sessions
@@ -246,11 +255,7 @@ fn a_deleted_sessions_records_stay_unreadable_in_a_copy_of_the_segments_taken_be
     let dir = tempfile::tempdir().unwrap();
     let sessions = ["a", "b", "c"];
     let store = enc(1).open(dir.path()).unwrap();
-    for i in 0..40 {
-        for s in sessions {
-            store.append_raw(s, &msg(s, i)).unwrap();
-        }
-    }
+    append_rounds(&store, &sessions, 40);
     store.sync().unwrap();
     let backup = copy_segments(dir.path());
     assert!(store.delete_session("b").unwrap());
@@ -340,11 +345,7 @@ fn rekey_rewraps_every_data_key_and_only_the_new_master_key_opens_the_store() {
     let sessions = ["a", "b", "c"];
     let want = {
         let store = enc(1).open(dir.path()).unwrap();
-        for i in 0..20 {
-            for s in sessions {
-                store.append_raw(s, &msg(s, i)).unwrap();
-            }
-        }
+        append_rounds(&store, &sessions, 20);
         let want = seen(&store, &sessions);
         assert_eq!(store.rekey(&key(2)).unwrap(), 3);
         // The open store goes on with its data keys.
@@ -399,11 +400,7 @@ fn a_crash_at_any_operation_of_key_creation_destruction_or_rotation_loses_nothin
     let sessions = ["a", "b", "c"];
     {
         let store = open_sim(&fs, 1).unwrap();
-        for i in 0..30 {
-            for s in sessions {
-                store.append_raw(s, &msg(s, i)).unwrap();
-            }
-        }
+        append_rounds(&store, &sessions, 30);
         store.fork("a", "f", Some(12)).unwrap();
         store.sync().unwrap();
     }
@@ -711,11 +708,7 @@ fn a_delete_whose_key_destruction_fails_poisons_the_store_and_the_reopen_destroy
         let fs = SimFs::new(0xDE1);
         {
             let store = open_sim(&fs, 1).unwrap();
-            for i in 0..5 {
-                for s in ["a", "b"] {
-                    store.append_raw(s, &msg(s, i)).unwrap();
-                }
-            }
+            append_rounds(&store, &["a", "b"], 5);
             store.sync().unwrap();
         }
         // The store as a backup taken before the delete holds it.
@@ -776,11 +769,7 @@ fn a_compaction_destroys_the_keys_of_deleted_sessions_before_dropping_their_dele
         let fs = SimFs::new(0xC0DE);
         // Two processes on one store.
         let (p1, p2) = (open_sim(&fs, 1).unwrap(), open_sim(&fs, 1).unwrap());
-        for i in 0..5 {
-            for s in ["a", "b"] {
-                p1.append_raw(s, &msg(s, i)).unwrap();
-            }
-        }
+        append_rounds(&p1, &["a", "b"], 5);
         p1.sync().unwrap();
         let backup = fs.crash(Tear::DropUnsynced);
         fs.fail_sticky(fs.ops() + at, Fault::NoSpace);
@@ -866,11 +855,7 @@ fn a_key_entry_a_power_cut_took_away_ends_the_log_before_its_first_record() {
     use convlog::io::{OpenMode, Vfs};
     let fs = SimFs::new(0x105E);
     let store = open_sim(&fs, 1).unwrap();
-    for i in 0..3 {
-        for s in ["a", "b"] {
-            store.append_raw(s, &msg(s, i)).unwrap();
-        }
-    }
+    append_rounds(&store, &["a", "b"], 3);
     store.sync().unwrap();
     let mut want = seen(&store, &["a", "b"]);
     want.push(Ok(vec![]));
@@ -893,22 +878,17 @@ fn a_key_entry_a_power_cut_took_away_ends_the_log_before_its_first_record() {
     let image = fs.crash(Tear::DropUnsynced);
     drop(store);
     assert_eq!(image.read_file(&keys).unwrap(), durable_keys);
-    let open = |fs: &SimFs, read_only, mode| {
+    let try_open = |fs: &SimFs, read_only, mode| {
         enc(1)
             .vfs(Arc::new(fs.clone()))
             .segment_size(8 << 10)
             .read_only(read_only)
             .recovery(mode)
             .open("/e")
-            .unwrap()
     };
-    // Strict refuses it, as a torn tail, and changes nothing.
-    let strict = enc(1)
-        .vfs(Arc::new(image.clone()))
-        .segment_size(8 << 10)
-        .recovery(RecoveryMode::Strict)
-        .open("/e")
-        .unwrap_err();
+    let open = |fs: &SimFs, read_only, mode| try_open(fs, read_only, mode).unwrap();
+    // Strict refuses it, as a torn tail.
+    let strict = try_open(&image, false, RecoveryMode::Strict).unwrap_err();
     assert!(
         matches!(
             strict,

@@ -267,16 +267,18 @@ impl Crypt {
 
     /// The bytes of `KEYS` from offset `from` to its end.
     fn read(&self, from: u64) -> Result<Vec<u8>> {
-        let f = self
-            .vfs
-            .open(&self.path, OpenMode::Read)
-            .map_err(|e| Error::io("open", &self.path, e))?;
-        self.read_of(&*f, from)
+        let f = self.open_read()?;
+        let len = self.len_of(&*f)?;
+        self.read_of(&*f, len, from)
     }
 
-    /// The bytes of `f` (`KEYS`, opened) from offset `from` to its end.
-    fn read_of(&self, f: &dyn VfsFile, from: u64) -> Result<Vec<u8>> {
-        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
+    /// The length of `f` (`KEYS`, opened).
+    fn len_of(&self, f: &dyn VfsFile) -> Result<u64> {
+        f.len().map_err(|e| Error::io("stat", &self.path, e))
+    }
+
+    /// The bytes of `f` (`KEYS`, opened, `len` bytes long) from offset `from` to its end.
+    fn read_of(&self, f: &dyn VfsFile, len: u64, from: u64) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len.saturating_sub(from) as usize];
         f.read_exact_at(&mut buf, from.min(len))
             .map_err(|e| Error::io("read", &self.path, e))?;
@@ -318,12 +320,8 @@ impl Crypt {
     /// # Errors
     /// [`Error::Io`] if the file's length cannot be read.
     pub(crate) fn has_unread_tail(&self) -> Result<bool> {
-        let f = self
-            .vfs
-            .open(&self.path, OpenMode::Read)
-            .map_err(|e| Error::io("open", &self.path, e))?;
-        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
-        Ok(len > self.ring().valid_len)
+        let f = self.open_read()?;
+        Ok(self.len_of(&*f)? > self.ring().valid_len)
     }
 
     /// Rewrites a version 1 `KEYS` as version 2, with `durable_end` (the log's end, all of
@@ -392,10 +390,7 @@ impl Crypt {
     /// Brings the ring up to date with `KEYS`: entries other processes appended, or a
     /// rewrite (a new file id).
     fn refresh(&self) -> Result<()> {
-        let f = self
-            .vfs
-            .open(&self.path, OpenMode::Read)
-            .map_err(|e| Error::io("open", &self.path, e))?;
+        let f = self.open_read()?;
         self.refresh_from(&*f)
     }
 
@@ -403,7 +398,8 @@ impl Crypt {
     /// the ring it started from: a thread of this process that changed the ring meanwhile
     /// (a rewrite, an append, another refresh) knew the file as well or better.
     fn refresh_from(&self, f: &dyn VfsFile) -> Result<()> {
-        let head = self.read_prefix_of(f, KEYS_HEADER_LEN)?; // (a version 1 header is shorter)
+        let len = self.len_of(f)?;
+        let head = self.read_prefix_of(f, len, KEYS_HEADER_LEN)?; // (a version 1 header is shorter)
         let header = Header::decode(&head, &self.path)?;
         let (seen, from) = {
             let r = self.ring();
@@ -420,7 +416,7 @@ impl Crypt {
             }
             return Ok(());
         }
-        let tail = self.read_of(f, from)?;
+        let tail = self.read_of(f, len, from)?;
         let (entries, end, rest) = keyfile::entries(&tail, 0, from);
         self.check_tail(rest, from + end as u64)?;
         let mut r = self.ring_mut();
@@ -433,9 +429,8 @@ impl Crypt {
         Ok(())
     }
 
-    /// Up to `n` bytes from the start of `f` (fewer if it is shorter).
-    fn read_prefix_of(&self, f: &dyn VfsFile, n: usize) -> Result<Vec<u8>> {
-        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
+    /// Up to `n` bytes from the start of `f` (`len` bytes long: fewer if it is shorter).
+    fn read_prefix_of(&self, f: &dyn VfsFile, len: u64, n: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; n.min(usize::try_from(len).unwrap_or(usize::MAX))];
         f.read_exact_at(&mut buf, 0).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -451,20 +446,15 @@ impl Crypt {
         Ok(buf)
     }
 
-    /// Appends `entry` to `KEYS`, synced when `sync` (else the next [`Crypt::sync`] makes it
-    /// durable). A torn append a crash left at the end is set aside first (copied to
-    /// `quarantine/`, then the file rewritten without it), so entries only ever go at the end
-    /// of a file whose entries all verify.
-    fn append(&self, entry: Entry, sync: bool) -> Result<()> {
-        self.append_to(self.open_rw()?, entry, sync)
-    }
-
-    /// [`Crypt::append`] through `f`, `KEYS` opened for writing (under the write lock, so
-    /// no other process renames a rewrite over it meanwhile).
+    /// Appends `entry` to `KEYS` through `f` (opened for writing, under the write lock, so
+    /// no other process renames a rewrite over it meanwhile), synced when `sync` (else the
+    /// next [`Crypt::sync`] makes it durable). A torn append a crash left at the end is set
+    /// aside first (copied to `quarantine/`, then the file rewritten without it), so entries
+    /// only ever go at the end of a file whose entries all verify.
     fn append_to(&self, mut f: Arc<dyn VfsFile>, entry: Entry, sync: bool) -> Result<()> {
         let mut bytes = Vec::new();
         entry.encode(&mut bytes);
-        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
+        let len = self.len_of(&*f)?;
         let at = self.ring().valid_len;
         if len != at {
             self.set_torn_aside()?;
@@ -501,8 +491,8 @@ impl Crypt {
     /// [`Error::Io`]; [`Error::KeyFile`] if the file is shorter than its header.
     pub(crate) fn sync(&self) -> Result<()> {
         let f = self.open_rw()?;
-        let len = f.len().map_err(|e| Error::io("stat", &self.path, e))?;
-        let head = self.read_prefix_of(&*f, KEYS_HEADER_LEN)?;
+        let len = self.len_of(&*f)?;
+        let head = self.read_prefix_of(&*f, len, KEYS_HEADER_LEN)?;
         let file_id = Header::decode(&head, &self.path)?.file_id;
         if *self.synced.lock().unwrap_or_else(|e| e.into_inner()) == (file_id, len) {
             return Ok(());
@@ -515,6 +505,12 @@ impl Crypt {
 
     fn note_synced(&self, file_id: u64, len: u64) {
         *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = (file_id, len);
+    }
+
+    fn open_read(&self) -> Result<Arc<dyn VfsFile>> {
+        self.vfs
+            .open(&self.path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &self.path, e))
     }
 
     fn open_rw(&self) -> Result<Arc<dyn VfsFile>> {
@@ -662,7 +658,8 @@ impl Crypt {
         // Synced at once: the fork's record is no record sealed under a key, so recovery
         // could not tell that a power cut took the entry away (and then the source's delete
         // would destroy keys the fork still reads).
-        self.append(
+        self.append_to(
+            self.open_rw()?,
             Entry::Share {
                 sharer: dst.into(),
                 keys,

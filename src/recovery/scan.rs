@@ -380,16 +380,7 @@ impl<'a> Scan<'a> {
             }
             if let Some(c) = cut {
                 // Records sealed under keys a power cut took away (see `super::keys`).
-                if self.mode == RecoveryMode::Strict {
-                    return Err(corrupt(id, c, Damage::TornTail { len: len - c }));
-                }
-                self.report.torn_tail = Some(TornTail {
-                    segment: id,
-                    offset: c,
-                    bytes: nonzero_extent(map, c),
-                    quarantined: None,
-                });
-                break c;
+                break self.torn_tail_at(id, map, c)?;
             }
             let stop = units.stop().cloned().unwrap_or(Stop {
                 at: len,
@@ -406,18 +397,7 @@ impl<'a> Scan<'a> {
             }
             let (damage, whole) = match judged {
                 Ending::Clean => break x,
-                Ending::Torn => {
-                    if self.mode == RecoveryMode::Strict {
-                        return Err(corrupt(id, x, Damage::TornTail { len: len - x }));
-                    }
-                    self.report.torn_tail = Some(TornTail {
-                        segment: id,
-                        offset: x,
-                        bytes: nonzero_extent(map, x),
-                        quarantined: None,
-                    });
-                    break x;
-                }
+                Ending::Torn => break self.torn_tail_at(id, map, x)?,
                 Ending::UnknownKind { at, kind } => {
                     return Err(Error::UnknownRecordKind {
                         segment: id,
@@ -447,6 +427,22 @@ impl<'a> Scan<'a> {
         };
         self.plans.push(plan);
         Ok(end)
+    }
+
+    /// Ends segment `id`'s log at `at`, a torn tail (`map` its bytes): reported, and cut
+    /// later on a writable open; in [`RecoveryMode::Strict`], `Error::Corrupt` instead.
+    fn torn_tail_at(&mut self, id: SegmentId, map: &Mapping, at: u64) -> Result<u64> {
+        let len = map.len() as u64;
+        if self.mode == RecoveryMode::Strict {
+            return Err(corrupt(id, at, Damage::TornTail { len: len - at }));
+        }
+        self.report.torn_tail = Some(TornTail {
+            segment: id,
+            offset: at,
+            bytes: nonzero_extent(map, at),
+            quarantined: None,
+        });
+        Ok(at)
     }
 
     /// Whether this segment's records are judged against the store's keys: the last one, in
