@@ -157,26 +157,6 @@ pub fn replace(store: &Store, session: &str, expected_next: u64, msgs: &[&[u8]])
     assert_eq!(r.len(), msgs.len());
 }
 
-/// One keyed append per message (`append_batch_raw_with_key` of one message: the raw form of
-/// `append_with_key`), message `i` under `keys[i]`, in workload order. Returns the elapsed
-/// time.
-pub fn append_keyed(
-    store: &Store,
-    sessions: &[String],
-    corpus: &Corpus,
-    keys: &[String],
-) -> Duration {
-    assert_eq!(keys.len(), corpus.len(), "one key per message");
-    let t = Instant::now();
-    for (i, key) in keys.iter().enumerate() {
-        let s = corpus.session[i] as usize;
-        store
-            .append_batch_raw_with_key(&sessions[s], key, &[corpus.get(i)])
-            .expect("append_batch_raw_with_key");
-    }
-    t.elapsed()
-}
-
 /// Bytes of records in the store's segment files: each file's header plus its records up to
 /// the first clean end (the files themselves are preallocated, so their lengths grow in
 /// chunks, not by record).

@@ -51,7 +51,8 @@ pub struct Results {
     replace: (f64, f64),
     /// Buffered appends/s: plain `append_raw`, keyed (medians over the rounds).
     keyed: (f64, f64),
-    /// keyed/plain of each round (its two runs back to back): median, lowest, highest.
+    /// keyed/plain of each round (its two stores' chunks interleaved): median, lowest,
+    /// highest.
     keyed_ratio: (f64, f64, f64),
     /// Index bytes per message after the appends: plain, keyed.
     key_index: (f64, f64),
@@ -273,12 +274,18 @@ fn replace_times(args: &Args, chat: &Corpus, session: &str, root: &Path, log: &L
 /// ratio (median, lowest, highest), index bytes per message (plain, keyed).
 type KeyedRounds = ((f64, f64), (f64, f64, f64), (f64, f64));
 
+/// Messages per chunk of [`keyed_rounds`]: small enough that the two stores see the same
+/// moment of the machine, large enough that the clock's cost is noise.
+const KEYED_CHUNK: usize = 1000;
+
 /// Buffered appends of the whole workload, one message per call, plain (`append_raw`) and
-/// keyed (a fresh 36-byte key per message), in interleaved rounds (5, or 1 with `--quick`;
-/// the order alternates), into fresh stores. Returns the median rates, the median, lowest
-/// and highest of the rounds' keyed/plain ratios (each round's two runs share the machine's
-/// state of the moment, so their ratio is steadier than a ratio of medians), and the index
-/// bytes per message of the last round.
+/// keyed (a fresh 36-byte key per message), in rounds (5, or 1 with `--quick`), each into
+/// two fresh stores open side by side. A round goes through the workload in chunks of
+/// [`KEYED_CHUNK`] messages, each chunk appended to one store then to the other (the order
+/// alternates), and times each store's chunks: both see the same moments of a shared
+/// machine, whose speed drifts by ±15% between passes of a second. Returns the median rates,
+/// the median, lowest and highest of the rounds' keyed/plain ratios, and the index bytes per
+/// message of the last round.
 fn keyed_rounds(
     args: &Args,
     workload: &Workload,
@@ -292,26 +299,41 @@ fn keyed_rounds(
     let (mut plain, mut keyed) = (Vec::new(), Vec::new());
     let mut index = (0.0, 0.0);
     for round in 0..rounds {
-        for variant in [round % 2, 1 - round % 2] {
-            let dir = root.join(format!("sessionops-keyed-{variant}"));
-            let store = convlog_side::open(&dir, Durability::Buffered);
-            let t = if variant == 0 {
-                convlog_side::append_each(&store, &workload.sessions, corpus)
-            } else {
-                convlog_side::append_keyed(&store, &workload.sessions, corpus, &keys)
-            };
-            let st = store.stats();
-            let per_msg = st.index_bytes as f64 / st.messages as f64;
-            if variant == 0 {
-                plain.push(per_sec(t));
-                index.0 = per_msg;
-            } else {
-                keyed.push(per_sec(t));
-                index.1 = per_msg;
+        let dirs = [0, 1].map(|v| root.join(format!("sessionops-keyed-{v}")));
+        let stores = dirs
+            .clone()
+            .map(|d| convlog_side::open(&d, Durability::Buffered));
+        let mut times = [Duration::ZERO; 2];
+        for (c, start) in (0..corpus.len()).step_by(KEYED_CHUNK).enumerate() {
+            let chunk = start..(start + KEYED_CHUNK).min(corpus.len());
+            let first = (c + round) % 2;
+            for variant in [first, 1 - first] {
+                let t = std::time::Instant::now();
+                let store = &stores[variant];
+                for i in chunk.clone() {
+                    let session = &workload.sessions[corpus.session[i] as usize];
+                    if variant == 0 {
+                        store
+                            .append_raw(session, corpus.get(i))
+                            .expect("append_raw");
+                    } else {
+                        store
+                            .append_batch_raw_with_key(session, &keys[i], &[corpus.get(i)])
+                            .expect("append_batch_raw_with_key");
+                    }
+                }
+                times[variant] += t.elapsed();
             }
-            drop(store);
-            remove(&dir);
         }
+        let per_msg = |store: &Store| {
+            let st = store.stats();
+            st.index_bytes as f64 / st.messages as f64
+        };
+        index = (per_msg(&stores[0]), per_msg(&stores[1]));
+        plain.push(per_sec(times[0]));
+        keyed.push(per_sec(times[1]));
+        drop(stores);
+        dirs.iter().for_each(|d| remove(d));
         log.say(format!(
             "keyed round {}/{rounds}: append_raw {}, keyed {}",
             round + 1,

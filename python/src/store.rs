@@ -516,6 +516,13 @@ impl Store {
         self.run(py, |s| Ok(s.is_encrypted()))
     }
 
+    /// Whether an I/O failure poisoned the store: every later write and `sync()` raises
+    /// `Poisoned` until the store is closed and opened again.
+    #[getter]
+    fn is_poisoned(&self, py: Python<'_>) -> PyResult<bool> {
+        self.run(py, |s| Ok(s.is_poisoned()))
+    }
+
     /// Wraps every data key of the store anew under the new master key (`new_key=` or
     /// `new_key_file=`, exactly one); returns how many data keys it rewrapped.
     #[pyo3(signature = (new_key=None, new_key_file=None))]

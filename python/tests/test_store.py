@@ -392,6 +392,18 @@ def test_read_only(store_dir: pathlib.Path) -> None:
         Store(":memory:", read_only=True)
 
 
+def test_is_poisoned_is_false_on_a_healthy_store_and_closed_raises(store_dir: pathlib.Path) -> None:
+    # (A poisoned store needs a failing fsync, which the Rust tests inject through their
+    # simulated file system; here the property's healthy value and its closed error.)
+    s = Store(store_dir)
+    s.append("p", {"a": 1})
+    s.sync()
+    assert s.is_poisoned is False
+    s.close()
+    with pytest.raises(convlog.Closed):
+        s.is_poisoned
+
+
 def test_options(store_dir: pathlib.Path) -> None:
     for durability in ("buffered", "always", 0.05, 1, None):
         with Store(store_dir, durability=durability) as s:

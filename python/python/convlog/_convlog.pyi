@@ -217,6 +217,10 @@ class Store:
     @property
     def is_encrypted(self) -> bool:
         """Whether the store is encrypted (opened with its master key)."""
+    @property
+    def is_poisoned(self) -> bool:
+        """Whether an I/O failure poisoned the store: every later write and ``sync()``
+        raises ``Poisoned`` until the store is closed and opened again."""
     def rekey(
         self,
         new_key: bytes | bytearray | str | None = None,
