@@ -15,6 +15,7 @@ mod read;
 mod registry;
 mod retention;
 mod subscribe;
+mod unit;
 mod window;
 mod write;
 
