@@ -253,6 +253,7 @@ fn read_only_commands_fail_cleanly_without_a_store_and_change_nothing() {
         vec!["verify", s(&missing)],
         vec!["pop", s(&missing), "a"],
         vec!["clear", s(&missing), "a"],
+        vec!["truncate", s(&missing), "a", "1"],
         vec!["repair", s(&missing)],
     ] {
         let (code, out, err) = run(&args);
@@ -491,6 +492,29 @@ fn append_pop_and_clear_change_sessions() {
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["interaction_id"], 3);
     assert_eq!(v["message"]["b"][1]["c"], Value::Null);
+    assert_eq!(count(), 2);
+
+    // truncate keeps the first KEEP messages; past the count it removes nothing.
+    let (code, out, _) = run(&["append", s(&dir), "s1", r#"{"n":5}"#]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = run(&["truncate", s(&dir), "s1", "5"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "session \"s1\" holds at most 5 messages: nothing removed\n"
+    );
+    assert_eq!(count(), 3);
+    let (code, out, _) = run(&["truncate", s(&dir), "s1", "2"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "truncated \"s1\" to 2 messages: removed 1 message\n");
+    assert_eq!(count(), 2);
+    let (_, out, _) = run(&["tail", s(&dir), "s1", "-n", "1"]);
+    assert_eq!(out, "{\"role\":\"assistant\", \"content\":\"two\"}\n");
+    let (code, _, err) = run(&["truncate", s(&dir), "s1", "x"]);
+    assert_eq!(code, 2, "not a count: a usage error: {err}");
+    let (code, _, err) = run(&["truncate", s(&dir), "", "1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid session id"), "{err}");
     assert_eq!(count(), 2);
 
     let (code, out, _) = run(&["clear", s(&dir), "s1"]);
@@ -1112,8 +1136,8 @@ fn usage_errors_exit_2_and_help_lists_every_subcommand() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
     for sub in [
-        "demo", "sessions", "cat", "tail", "stats", "append", "pop", "clear", "verify", "repair",
-        "import", "export",
+        "demo", "sessions", "cat", "tail", "stats", "append", "pop", "truncate", "clear", "verify",
+        "repair", "import", "export",
     ] {
         assert!(out.contains(sub), "help lists {sub}: {out}");
     }
@@ -1740,8 +1764,8 @@ fn the_readme_cli_examples_run_as_written_after_the_demo() {
     assert_eq!(
         ran,
         [
-            "demo", "sessions", "cat", "tail", "window", "stats", "append", "pop", "clear",
-            "delete", "compact", "verify", "repair", "export", "import"
+            "demo", "sessions", "cat", "tail", "window", "stats", "append", "pop", "truncate",
+            "clear", "delete", "compact", "verify", "repair", "export", "import"
         ]
     );
     // The exported session went into the new store whole.

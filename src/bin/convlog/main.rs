@@ -60,6 +60,8 @@ enum Command {
     Fork(cmd::fork::Args),
     /// Make a session exactly the JSONL on stdin, atomically.
     Replace(cmd::replace::Args),
+    /// Keep only a session's first KEEP messages.
+    Truncate(cmd::truncate::Args),
     /// Remove every message of a session.
     Clear(cmd::clear::Args),
     /// Delete sessions: their messages, keys and metadata (`-` reads ids from stdin).
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => cmd::stats::run(a),
         Command::Append(a) => cmd::append::run(a),
         Command::Pop(a) => cmd::pop::run(a),
+        Command::Truncate(a) => cmd::truncate::run(a),
         Command::Clear(a) => cmd::clear::run(a),
         Command::Delete(a) => cmd::delete::run(a),
         Command::Compact(a) => cmd::compact::run(a),

@@ -18,5 +18,6 @@ pub mod replace;
 pub mod sessions;
 pub mod stats;
 pub mod tail;
+pub mod truncate;
 pub mod verify;
 pub mod window;
