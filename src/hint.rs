@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::format::{Kind, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::format::{Kind, MAX_LSN, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::{Dir, Mapping, OpenMode, Vfs};
 use crate::segment::{Record, SegmentReader, Units, Why, all_zero};
@@ -430,6 +430,12 @@ pub(crate) fn parse<'a>(
     for k in &mut kinds {
         *k = r.u64()?;
     }
+    // LSNs within the format's bound, and no more records counted than the LSNs they span.
+    let lsns = next_lsn.0.checked_sub(first_lsn.0)?;
+    let records = kinds.iter().try_fold(0u64, |sum, &k| sum.checked_add(k))?;
+    if next_lsn.0 > MAX_LSN || records > lsns {
+        return None;
+    }
     for _ in 0..count {
         let len = usize::from(r.u16()?);
         let session = std::str::from_utf8(r.take(len)?).ok()?;
@@ -463,11 +469,13 @@ pub(crate) fn parse<'a>(
                     if lsn < first_lsn || lsn >= next_lsn {
                         return None;
                     }
-                    EventRef::Key {
-                        key,
-                        ts: Timestamp(r.u64()?),
-                        count: r.u64()?,
+                    let ts = Timestamp(r.u64()?);
+                    // A key block names 1..=u32::MAX appends.
+                    let count = r.u64()?;
+                    if count == 0 || count > u64::from(u32::MAX) {
+                        return None;
                     }
+                    EventRef::Key { key, ts, count }
                 }
                 TAG_META => EventRef::Meta(r.u32()?),
                 TAG_DELETE => EventRef::Delete,
@@ -689,6 +697,51 @@ mod tests {
         })
         .unwrap();
         assert_eq!(runs, 3);
+    }
+
+    /// `bytes` with the u64 at `at` set to `v` and the CRC made to hold again.
+    fn patched(bytes: &[u8], at: usize, v: u64) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        let end = b.len() - 4;
+        let crc = crc32fast::hash(&b[..end]);
+        b[end..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn counts_and_lsns_past_what_the_segment_can_hold_are_rejected_despite_a_valid_crc() {
+        let bytes = build(&segment(), Lsn(10), 99).unwrap();
+        assert!(
+            Hint::decode(&patched(&bytes, 40, 17)).is_some(),
+            "the CRC is redone right"
+        );
+        // Next LSN past MAX_LSN, or before the first; more records than LSNs.
+        for (at, v) in [
+            (40, u64::MAX),
+            (40, MAX_LSN + 1),
+            (40, 9),
+            (48, u64::MAX),
+            (48, 6),
+        ] {
+            assert_eq!(Hint::decode(&patched(&bytes, at, v)), None, "{at}: {v}");
+        }
+        // A key event naming no append, or more than a key block can.
+        let seg = segment_keyed(
+            &[(Kind::Append, 10, 1, b"a", b"{}", true, true)],
+            &[(10, b"k1", 1)],
+        );
+        let bytes = build(&seg, Lsn(10), 99).unwrap();
+        let k = bytes.windows(2).position(|w| w == b"k1").unwrap();
+        let count_at = k + 2 + 8 + 8;
+        assert!(Hint::decode(&patched(&bytes, count_at, 1)).is_some());
+        for v in [0, u64::from(u32::MAX) + 1, u64::MAX] {
+            assert_eq!(
+                Hint::decode(&patched(&bytes, count_at, v)),
+                None,
+                "count {v}"
+            );
+        }
     }
 
     #[test]

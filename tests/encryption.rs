@@ -168,6 +168,33 @@ fn a_missing_or_wrong_key_is_a_typed_error_naming_the_store_and_changes_nothing(
     assert_eq!(seen(&store, &["s"]), vec![Ok(vec![msg("s", 0)])]);
 }
 
+/// A `KEYS` far longer than any this crate writes (here sparse: its entries, then a hole
+/// past 1 GiB) is refused with a typed error, not read into memory; put back to its length,
+/// the store opens whole.
+#[test]
+fn an_oversized_key_file_is_a_key_file_error_not_an_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    enc(1)
+        .open(dir.path())
+        .unwrap()
+        .append_raw("s", &msg("s", 0))
+        .unwrap();
+    let keys = dir.path().join(KEYS_FILE);
+    let len = std::fs::metadata(&keys).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&keys).unwrap();
+    f.set_len((1 << 30) + 1).unwrap();
+    for read_only in [false, true] {
+        let e = enc(1).read_only(read_only).open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&e, Error::KeyFile { path, offset, .. } if *path == keys && *offset == 1 << 30),
+            "{e}"
+        );
+    }
+    f.set_len(len).unwrap();
+    let store = enc(1).open(dir.path()).unwrap();
+    assert_eq!(seen(&store, &["s"]), vec![Ok(vec![msg("s", 0)])]);
+}
+
 /// The offsets of the `append` records in the segment `bytes`, with its salt.
 fn appends_in(bytes: &[u8]) -> (u64, Vec<usize>) {
     let salt = SegmentHeader::decode(bytes).unwrap().salt;

@@ -2,7 +2,7 @@
 //! or past the buffer or with a flag bit other than COMMIT and FIRST, and whatever decodes
 //! re-encodes to exactly the bytes it came from (both flags included); `resolve_session`
 //! follows a reference without panicking; a record's LSN span is at least 1 (more only for
-//! a gap) and `next_lsn` adds it, saturating.
+//! a gap) and `next_lsn` adds it, never past `MAX_LSN`.
 //! The same for segment headers.
 //!
 //! Input: `mode: u8, salt: u64, max_payload: u32, bytes...`. Random bytes almost never carry
@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(span >= 1);
             assert!(r.meta.kind == Kind::Gap || span == 1);
             assert_eq!(r.meta.next_lsn().0, r.meta.lsn.0.saturating_add(span));
+            assert!(r.meta.next_lsn().0 <= convlog::format::MAX_LSN, "no LSN passes MAX_LSN");
             match r.session {
                 SessionField::Named(name) => assert!(!name.is_empty() && name.len() <= 256),
                 SessionField::Ref(at) => {

@@ -67,6 +67,10 @@ pub const SEGMENT_HEADER_LEN: usize = 48;
 pub const RECORD_HEADER_LEN: usize = 44;
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
+/// Bound on LSNs: a record whose LSN plus its span (a gap's count) passes it is
+/// `Damage::BadField`, so no LSN arithmetic on what a file says can overflow (2^62 records
+/// are beyond any store).
+pub const MAX_LSN: u64 = 1 << 62;
 /// Longest session id, in bytes.
 pub const MAX_SESSION_LEN: usize = 256;
 /// Default limit on a record's payload, and the hard ceiling of `max_record_len`.
@@ -508,6 +512,15 @@ fn decode(buf: &[u8], salt: u64, max_payload: u32, payload_crc: bool) -> Decoded
     if flags & !(FLAG_COMMIT | FLAG_FIRST | FLAG_KEYED) != 0 || (keyed && kind != Kind::Append) {
         return Decoded::Damaged(Damage::BadField { field: "flags" });
     }
+    let lsn = le_u64(h, RH_LSN);
+    let span = if kind == Kind::Gap {
+        le_u64(h, RH_ARG).max(1)
+    } else {
+        1
+    };
+    if lsn.checked_add(span).is_none_or(|end| end > MAX_LSN) {
+        return Decoded::Damaged(Damage::BadField { field: "LSN" });
+    }
     let session_ref = le_u32(h, RH_SESSION_REF);
     let session = match (name.is_empty(), session_ref) {
         (false, 0) => SessionField::Named(name),
@@ -544,7 +557,7 @@ fn decode(buf: &[u8], salt: u64, max_payload: u32, payload_crc: bool) -> Decoded
             kind,
             first: flags & FLAG_FIRST != 0,
             commit: flags & FLAG_COMMIT != 0,
-            lsn: Lsn(le_u64(h, RH_LSN)),
+            lsn: Lsn(lsn),
             arg: le_u64(h, RH_ARG),
             timestamp: Timestamp(le_u64(h, RH_TIMESTAMP)),
         },

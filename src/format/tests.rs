@@ -224,6 +224,36 @@ fn unknown_kind_with_valid_checksum_is_reported_as_such() {
     assert_eq!(decode_record(&out, 3, 1024), Decoded::UnknownKind(200));
 }
 
+#[test]
+fn an_lsn_or_a_gap_that_passes_max_lsn_is_a_bad_field() {
+    for (kind, lsn, arg) in [
+        (Kind::Gap, 5, u64::MAX),
+        (Kind::Gap, MAX_LSN - 3, 4),
+        (Kind::Append, MAX_LSN, 1),
+        (Kind::Append, u64::MAX, 1),
+    ] {
+        let m = RecordMeta {
+            arg,
+            ..meta(kind, lsn)
+        };
+        let mut out = Vec::new();
+        encode_record(&mut out, 9, &m, SessionField::Named(b"s"), None, b"");
+        assert_eq!(
+            decode_record(&out, 9, 1024),
+            Decoded::Damaged(Damage::BadField { field: "LSN" }),
+            "{kind:?} at {lsn} spanning {arg}"
+        );
+    }
+    // The last LSN a record may end at decodes.
+    let m = RecordMeta {
+        arg: 3,
+        ..meta(Kind::Gap, MAX_LSN - 3)
+    };
+    let mut out = Vec::new();
+    encode_record(&mut out, 9, &m, SessionField::Named(b"-"), None, b"");
+    assert!(matches!(decode_record(&out, 9, 1024), Decoded::Record(_)));
+}
+
 proptest! {
     #[test]
     fn records_round_trip(
@@ -233,8 +263,10 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 0..2048),
         key in proptest::option::of((proptest::collection::vec(any::<u8>(), 1..=MAX_KEY_LEN), 1u32..)),
     ) {
-        // Only an append carries a key.
+        // Only an append carries a key; LSNs (and a gap's span) stay within MAX_LSN.
         let kind = if key.is_some() { 0 } else { kind };
+        let lsn = lsn % (MAX_LSN / 2);
+        let arg = if Kind::ALL[kind] == Kind::Gap { arg % (MAX_LSN / 2) } else { arg };
         let m = RecordMeta { kind: Kind::ALL[kind], first, commit, lsn: Lsn(lsn), arg, timestamp: Timestamp(ts) };
         let key = key.as_ref().map(|(k, count)| RecordKey { key: k, count: *count });
         let session = if named { SessionField::Named(&session) } else { SessionField::Ref(at) };

@@ -42,7 +42,7 @@ impl SessionState {
         let first_id = self.positions.len() + 1;
         let keyed = Keyed {
             first_id,
-            last_id: first_id + k.count.saturating_sub(1),
+            last_id: first_id.saturating_add(k.count.saturating_sub(1)),
         };
         self.keys
             .get_or_insert_with(Box::default)

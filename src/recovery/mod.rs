@@ -133,8 +133,9 @@ impl RecoveryReport {
 
     fn count(&mut self, kind: Kind, n: u64) {
         if n > 0 {
-            *self.records_by_kind.entry(kind).or_default() += n;
-            self.records += n;
+            let by_kind = self.records_by_kind.entry(kind).or_default();
+            *by_kind = by_kind.saturating_add(n);
+            self.records = self.records.saturating_add(n);
         }
     }
 }

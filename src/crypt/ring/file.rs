@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 use crate::id::Lsn;
 use crate::io::{Dir, OpenMode, VfsFile};
 
+/// Longest `KEYS` file read (millions of data keys' entries). A longer one is refused, not
+/// read into memory.
+pub(crate) const MAX_KEYS_LEN: u64 = 1 << 30;
+
 impl Crypt {
     /// The bytes of `KEYS` from offset `from` to its end.
     pub(super) fn read(&self, from: u64) -> Result<Vec<u8>> {
@@ -27,7 +31,18 @@ impl Crypt {
     }
 
     /// The bytes of `f` (`KEYS`, opened, `len` bytes long) from offset `from` to its end.
+    ///
+    /// # Errors
+    /// [`Error::KeyFile`] for a file longer than [`MAX_KEYS_LEN`] (nothing this crate
+    /// writes: a sparse or damaged file is not read into memory whole); [`Error::Io`].
     pub(super) fn read_of(&self, f: &dyn VfsFile, len: u64, from: u64) -> Result<Vec<u8>> {
+        if len > MAX_KEYS_LEN {
+            return Err(Error::KeyFile {
+                path: self.path.clone(),
+                offset: MAX_KEYS_LEN,
+                reason: "longer than 1 GiB: no key file this crate writes is",
+            });
+        }
         let mut buf = vec![0u8; len.saturating_sub(from) as usize];
         f.read_exact_at(&mut buf, from.min(len))
             .map_err(|e| Error::io("read", &self.path, e))?;
