@@ -214,26 +214,32 @@ impl Flusher {
         let flusher = self.clone();
         flusher.lock().started = true;
         let every = every.unwrap_or(Duration::from_secs(3600));
-        std::thread::spawn(move || {
-            loop {
-                let mut state = flusher.lock();
-                if !state.kicked && !state.stop {
-                    state = flusher
-                        .wake
-                        .wait_timeout(state, every)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+        let spawned = std::thread::Builder::new()
+            .name("convlog-flusher".into())
+            .spawn(move || {
+                loop {
+                    let mut state = flusher.lock();
+                    if !state.kicked && !state.stop {
+                        state = flusher
+                            .wake
+                            .wait_timeout(state, every)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    if state.stop {
+                        return;
+                    }
+                    state.kicked = false;
+                    drop(state);
+                    if !sync() {
+                        return;
+                    }
                 }
-                if state.stop {
-                    return;
-                }
-                state.kicked = false;
-                drop(state);
-                if !sync() {
-                    return;
-                }
-            }
-        });
+            });
+        if spawned.is_err() {
+            // No thread (the system refused one): the next kick tries again.
+            self.lock().started = false;
+        }
     }
 }
 

@@ -492,6 +492,23 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
         let err = store.append_raw("ok", raw).unwrap_err();
         assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
     }
+    // Invalid UTF-8, in a key, a value the check skips over, or outside any string.
+    for raw in [
+        &b"{\"a\":\"\xff\xfe\"}"[..],
+        b"{\"\xc3\":1}",
+        b"{\"a\":1}\xa0",
+    ] {
+        let err = store.append_raw("ok", raw).unwrap_err();
+        assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
+        let err = store.set_meta_raw("ok", raw).unwrap_err();
+        assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
+    }
+    let err = store.append_raw("ok", b"{\"a\":\"\xff\"}").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not UTF-8: invalid byte at offset 6"),
+        "{err}"
+    );
     let big = ChatMessage::user("y".repeat(2000));
     let err = store.append("ok", &big).unwrap_err();
     assert!(

@@ -130,7 +130,8 @@ impl Head {
             }
             if file.len().ok()? >= LOCK_CONTENT_LEN as u64 {
                 let map = file.map().ok()?;
-                let epoch = decode_counter(&map[EPOCH_AT..LOCK_CONTENT_LEN]);
+                // (The file may have shrunk since its length was read.)
+                let epoch = decode_counter(map.get(EPOCH_AT..LOCK_CONTENT_LEN)?);
                 *self.map.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
                 return epoch;
             }

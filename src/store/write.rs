@@ -446,7 +446,7 @@ fn not_an_object(session: &str) -> Error {
     }
 }
 
-/// Checks that `json` is exactly one JSON object (whitespace around it allowed).
+/// Checks that `json` is exactly one JSON object (whitespace around it allowed), in UTF-8.
 pub(super) fn validate_object(session: &str, json: &[u8]) -> Result<()> {
     struct ObjectOnly;
     impl<'de> Deserialize<'de> for ObjectOnly {
@@ -468,10 +468,18 @@ pub(super) fn validate_object(session: &str, json: &[u8]) -> Result<()> {
             d.deserialize_map(V)
         }
     }
-    serde_json::from_slice::<ObjectOnly>(json)
+    let invalid = |reason: String| Error::InvalidMessage {
+        session: session.to_owned(),
+        reason,
+    };
+    // JSON text is UTF-8, also inside the strings a check that skips their values skips.
+    let text = std::str::from_utf8(json).map_err(|e| {
+        invalid(format!(
+            "not UTF-8: invalid byte at offset {}",
+            e.valid_up_to()
+        ))
+    })?;
+    serde_json::from_str::<ObjectOnly>(text)
         .map(|_| ())
-        .map_err(|e| Error::InvalidMessage {
-            session: session.to_owned(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| invalid(e.to_string()))
 }
