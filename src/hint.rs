@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::format::{Kind, MAX_LSN, SEGMENT_HEADER_LEN, SegmentHeader};
+use crate::format::{Kind, MAX_LSN, MAX_SESSION_LEN, SEGMENT_HEADER_LEN, SegmentHeader};
 use crate::id::{Lsn, SegmentId, Timestamp};
 use crate::io::{Dir, Mapping, OpenMode, Vfs};
 use crate::segment::{Record, SegmentReader, Units, Why, all_zero};
@@ -345,6 +345,7 @@ impl Hint {
 /// The fixed fields of a hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HintHeader {
+    /// Session entries holding events (at most one per 8 bytes of the hint), counted as read.
     pub(crate) sessions: u32,
     pub(crate) first_lsn: Lsn,
     pub(crate) salt: u64,
@@ -422,6 +423,7 @@ pub(crate) fn parse<'a>(
         return None;
     }
     let count = r.u32()?;
+    let mut sessions = 0u32;
     let first_lsn = Lsn(r.u64()?);
     let salt = r.u64()?;
     let valid_len = r.u64()?;
@@ -438,8 +440,15 @@ pub(crate) fn parse<'a>(
     }
     for _ in 0..count {
         let len = usize::from(r.u16()?);
+        if len == 0 || len > MAX_SESSION_LEN {
+            return None;
+        }
         let session = std::str::from_utf8(r.take(len)?).ok()?;
         let n = r.u32()?;
+        // Only sessions with events count (a `gap` record's `-` has none): the index
+        // reserves room for these, so the count is of what the bytes hold, not what the
+        // header says.
+        sessions += u32::from(n > 0);
         for _ in 0..n {
             let event = match r.u8()? {
                 TAG_APPENDS => {
@@ -488,7 +497,7 @@ pub(crate) fn parse<'a>(
         return None;
     }
     Some(HintHeader {
-        sessions: count,
+        sessions,
         first_lsn,
         salt,
         valid_len,
@@ -742,6 +751,49 @@ mod tests {
                 "count {v}"
             );
         }
+    }
+
+    /// `bytes` with one more session entry (`entry`) at its end, counted, the CRC redone.
+    fn with_session(bytes: &[u8], entry: &[u8]) -> Vec<u8> {
+        let end = bytes.len() - 4;
+        let mut b = bytes[..end].to_vec();
+        let count = u32::from_le_bytes(b[12..16].try_into().unwrap()) + 1;
+        b[12..16].copy_from_slice(&count.to_le_bytes());
+        b.extend_from_slice(entry);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_session_entry_must_name_a_session_and_only_entries_with_events_count() {
+        let bytes = build(&segment(), Lsn(10), 99).unwrap();
+        let pop = |id: &[u8], events: u32| {
+            let mut e = (id.len() as u16).to_le_bytes().to_vec();
+            e.extend_from_slice(id);
+            e.extend_from_slice(&events.to_le_bytes());
+            for _ in 0..events {
+                e.push(TAG_POP);
+                e.extend_from_slice(&1u64.to_le_bytes());
+            }
+            e
+        };
+        assert!(Hint::decode(&with_session(&bytes, &pop(b"z", 1))).is_some());
+        for entry in [pop(b"", 1), pop(&[b'z'; 257], 1)] {
+            assert_eq!(Hint::decode(&with_session(&bytes, &entry)), None);
+        }
+        // Entries without events (as a `gap`'s session gets) are valid, but not counted as
+        // sessions: a small file cannot promise millions of sessions to reserve room for.
+        let mut many = bytes.clone();
+        for _ in 0..1000 {
+            many = with_session(&many, &pop(b"z", 0));
+        }
+        let sessions = |b: &[u8]| parse(b, |_, _| {}).map(|h| h.sessions);
+        assert_eq!(sessions(&many), sessions(&bytes));
+        assert_eq!(
+            sessions(&with_session(&bytes, &pop(b"z", 2))),
+            sessions(&bytes).map(|n| n + 1)
+        );
     }
 
     #[test]

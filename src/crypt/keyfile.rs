@@ -211,12 +211,9 @@ impl Entry {
 
     /// The entry at the start of `bytes` and its length, if a whole valid one is there.
     fn decode(bytes: &[u8]) -> Option<(Entry, usize)> {
-        let len = usize::try_from(le_u32(bytes.get(..8)?, 0)).ok()?;
-        if !(9..=MAX_ENTRY_LEN).contains(&len) {
-            return None;
-        }
-        let e = bytes.get(..len)?;
-        if crc32fast::hash(&e[8..]) != le_u32(e, 4) {
+        let len = framed_len(bytes)?;
+        let e = &bytes[..len];
+        if !checksum_holds(e) {
             return None;
         }
         let mut r = Fields(&e[9..]);
@@ -265,6 +262,10 @@ pub(crate) enum Tail {
     /// price of the rule, as for a segment's torn tail: damage to the last entry reads as
     /// a torn append (its bytes are kept in `quarantine/`).
     Damaged,
+    /// Bytes that frame too many entries to check them all in time linear in the tail
+    /// (see [`first_entry_after_start`]): never what a torn append leaves, so not set
+    /// aside as one.
+    Unverifiable,
 }
 
 /// The entries in `bytes` (a key file's bytes from its offset `base` on) from offset
@@ -280,15 +281,85 @@ pub(crate) fn entries(bytes: &[u8], from: usize, base: u64) -> (Vec<Entry>, usiz
     let file = |p: usize| base + (at + p) as u64;
     let tail = if rest.is_empty() {
         Tail::Clean
-    } else if (1..rest.len()).any(|p| {
-        Entry::decode(&rest[p..]).is_some()
-            && !crate::recovery::has_zero_sector_in(bytes, base, file(0), file(p))
-    }) {
-        Tail::Damaged
     } else {
-        Tail::Torn
+        match first_entry_after_start(rest) {
+            None => Tail::Torn,
+            Some(Found::Entry(p))
+                if crate::recovery::has_zero_sector_in(bytes, base, file(0), file(p)) =>
+            {
+                // A sector between that never reached the disk excuses this entry and
+                // every later one (the range only grows).
+                Tail::Torn
+            }
+            Some(Found::Entry(_)) => Tail::Damaged,
+            Some(Found::TooMuchToCheck) => Tail::Unverifiable,
+        }
     };
     (out, at, tail)
+}
+
+/// How many bytes of checksums a tail's search for an entry may compute per byte of the
+/// tail: a torn append's bytes almost never frame an entry, but crafted bytes can frame
+/// one (of up to 8 MiB) at every few offsets.
+const TAIL_CHECK_PER_BYTE: usize = 16;
+
+/// What the search of a tail for a valid entry found.
+enum Found {
+    /// An entry that verifies, at this offset of the tail.
+    Entry(usize),
+    /// More framed entries than [`TAIL_CHECK_PER_BYTE`] lets it check.
+    TooMuchToCheck,
+}
+
+/// The first offset after the start of `rest` where a valid entry starts, checking only
+/// offsets whose bytes frame one, within a budget of checksum work linear in `rest`.
+fn first_entry_after_start(rest: &[u8]) -> Option<Found> {
+    let mut budget = rest.len().saturating_mul(TAIL_CHECK_PER_BYTE);
+    for p in 1..rest.len() {
+        let Some(len) = framed_len(&rest[p..]) else {
+            continue;
+        };
+        let Some(left) = budget.checked_sub(len) else {
+            return Some(Found::TooMuchToCheck);
+        };
+        budget = left;
+        if checksum_holds(&rest[p..p + len]) {
+            return Some(Found::Entry(p));
+        }
+    }
+    None
+}
+
+/// The length of the entry at the start of `bytes` if its length field and its fields'
+/// own lengths agree and it lies within `bytes` (its checksum not yet verified).
+fn framed_len(bytes: &[u8]) -> Option<usize> {
+    let len = usize::try_from(le_u32(bytes.get(..8)?, 0)).ok()?;
+    if !(9..=MAX_ENTRY_LEN).contains(&len) {
+        return None;
+    }
+    let e = bytes.get(..len)?;
+    let u16_at = |i: usize| {
+        Some(usize::from(u16::from_le_bytes(
+            e.get(i..i + 2)?.try_into().ok()?,
+        )))
+    };
+    let fields = match e[8] {
+        // id, owner length, owner, wrapped key
+        ENTRY_KEY => 8 + 2 + u16_at(17)? + WRAPPED_LEN,
+        // sharer length, sharer, key count, key ids
+        ENTRY_SHARE => {
+            let n = u16_at(9)?;
+            let c = le_u32(e.get(11 + n..15 + n)?, 0) as usize;
+            c.checked_mul(8)?.checked_add(2 + n + 4)?
+        }
+        _ => return None,
+    };
+    (9 + fields == len).then_some(len)
+}
+
+/// Whether a framed entry's checksum (bytes 4..8, over bytes 8..) holds.
+fn checksum_holds(e: &[u8]) -> bool {
+    crc32fast::hash(&e[8..]) == le_u32(e, 4)
 }
 
 /// A cursor over an entry's fields.
@@ -417,5 +488,46 @@ mod tests {
         bad[KH_FILE_ID] ^= 1;
         let e = Header::decode(&bad, Path::new("KEYS")).unwrap_err();
         assert!(matches!(e, Error::KeyFile { offset: 0, .. }), "{e}");
+    }
+
+    #[test]
+    fn a_tail_that_frames_an_entry_every_few_bytes_is_unverifiable_not_scanned_for_ever() {
+        // Every 16 bytes, a share entry's framing (its lengths agree) that claims the rest
+        // of the tail; its checksum fails. Checking each would hash ~tail²/32 bytes.
+        let tail_len = 1 << 20;
+        let mut tail = vec![0x55u8; tail_len];
+        for p in (0..tail_len).step_by(16) {
+            let keys = (tail_len - p - 15) / 8;
+            let len = 15 + 8 * keys;
+            tail[p..p + 4].copy_from_slice(&(len as u32).to_le_bytes());
+            tail[p + 8] = ENTRY_SHARE;
+            tail[p + 9..p + 11].copy_from_slice(&0u16.to_le_bytes());
+            tail[p + 11..p + 15].copy_from_slice(&(keys as u32).to_le_bytes());
+        }
+        assert!(framed_len(&tail[16..]).is_some(), "the framing is right");
+        let (got, end, kind) = entries(&tail, 0, 1 << 20);
+        assert_eq!((got.len(), end, kind), (0, 0, Tail::Unverifiable));
+        // A torn append's bytes are checked in full within the budget: real entries cut
+        // short, then the random-looking bytes of a wrapped key.
+        let key = |id: u64| Entry::Key {
+            id,
+            owner: Some(format!("session-{id}").into()),
+            wrapped: std::array::from_fn(|i| (id as u8).wrapping_mul(31) ^ (i as u8)),
+        };
+        let mut torn = Vec::new();
+        for id in 0..2000 {
+            key(id).encode(&mut torn);
+        }
+        torn[0] ^= 1;
+        assert_eq!(
+            entries(&torn, 0, 0).2,
+            Tail::Damaged,
+            "later entries verify"
+        );
+        let mut last = Vec::new();
+        key(1999).encode(&mut last);
+        assert!(torn.ends_with(&last));
+        let (got, end, kind) = entries(&last[..last.len() - 5], 0, 0);
+        assert_eq!((got.len(), end, kind), (0, 0, Tail::Torn));
     }
 }

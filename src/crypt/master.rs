@@ -1,6 +1,7 @@
 //! The master key: 32 bytes the caller keeps, which wrap every data key of a store.
 
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
 
 use zeroize::Zeroizing;
@@ -9,6 +10,8 @@ use crate::error::{Error, Result};
 
 /// Length of a master key in bytes.
 pub const MASTER_KEY_LEN: usize = 32;
+/// The longest key file [`MasterKey::read_file`] reads: 64 hex digits and `\r\n`.
+const MAX_KEY_FILE_LEN: usize = 2 * MASTER_KEY_LEN + 2;
 
 /// A store's master key (see [`crate::Options::encryption`]). Its bytes are wiped from memory
 /// when it is dropped, and never printed (`Debug` shows nothing of them).
@@ -73,9 +76,29 @@ impl MasterKey {
     /// [`Error::Io`] if it cannot be read; [`Error::InvalidMasterKey`].
     pub fn read_file(path: impl AsRef<Path>) -> Result<MasterKey> {
         let path = path.as_ref();
-        let contents =
-            Zeroizing::new(std::fs::read(path).map_err(|e| Error::io("read key file", path, e))?);
-        MasterKey::parse(&contents, path)
+        let io = |e| Error::io("read key file", path, e);
+        let file = std::fs::File::open(path).map_err(io)?;
+        // At most one byte more than the longest valid contents: a key file that is a huge
+        // file, `/dev/zero` or a pipe that never ends is refused after a few bytes instead of
+        // read whole. A fixed buffer, wiped on drop: no reallocation leaves a copy behind.
+        let mut buf = Zeroizing::new([0u8; MAX_KEY_FILE_LEN + 1]);
+        let mut len = 0;
+        let mut reader = file.take(buf.len() as u64);
+        loop {
+            match reader.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        if len > MAX_KEY_FILE_LEN {
+            return Err(Error::InvalidMasterKey {
+                path: path.to_owned(),
+                reason: "must hold 32 bytes, or 64 hex digits",
+            });
+        }
+        MasterKey::parse(&buf[..len], path)
     }
 
     /// The key as 64 lowercase hex digits (to write a key file; wiped on drop).
@@ -147,5 +170,26 @@ mod tests {
         }
         assert_eq!(MasterKey::from_bytes(raw).to_hex().as_str(), hex);
         assert_eq!(format!("{:?}", MasterKey::from_bytes(raw)), "MasterKey(..)");
+    }
+
+    #[test]
+    fn read_file_reads_a_valid_file_and_refuses_an_endless_one_after_a_few_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, format!("{}\r\n", "ab".repeat(32))).unwrap();
+        assert_eq!(
+            MasterKey::read_file(&ok).unwrap(),
+            MasterKey::from_bytes([0xab; 32])
+        );
+        // One byte too many (a valid hex key, `\r\n`, and one more) is refused.
+        let long = dir.path().join("long");
+        std::fs::write(&long, format!("{}\r\n\n", "ab".repeat(32))).unwrap();
+        let e = MasterKey::read_file(&long).unwrap_err();
+        assert!(matches!(e, Error::InvalidMasterKey { .. }), "{e}");
+        // A device that never ends is refused without reading it whole.
+        let e = MasterKey::read_file("/dev/zero").unwrap_err();
+        assert!(matches!(e, Error::InvalidMasterKey { .. }), "{e}");
+        let e = MasterKey::read_file(dir.path().join("missing")).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
     }
 }

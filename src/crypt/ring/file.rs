@@ -68,14 +68,19 @@ impl Crypt {
 
     /// `Error::KeyFile` for damage after the valid entries (a torn append is no damage).
     pub(super) fn check_tail(&self, tail: keyfile::Tail, at: u64) -> Result<()> {
-        if tail == keyfile::Tail::Damaged {
-            return Err(Error::KeyFile {
-                path: self.path.clone(),
-                offset: at,
-                reason: "an entry fails its checksum with entries after it",
-            });
-        }
-        Ok(())
+        let reason = match tail {
+            keyfile::Tail::Clean | keyfile::Tail::Torn => return Ok(()),
+            keyfile::Tail::Damaged => "an entry fails its checksum with entries after it",
+            keyfile::Tail::Unverifiable => {
+                "the bytes after its last valid entry frame more entries than a torn append \
+                 can: damage, not a torn append"
+            }
+        };
+        Err(Error::KeyFile {
+            path: self.path.clone(),
+            offset: at,
+            reason,
+        })
     }
 
     /// Whether bytes follow the entries that verify (read as a torn append, which they
