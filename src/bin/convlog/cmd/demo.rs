@@ -17,7 +17,8 @@ use clap::ValueEnum;
 use convlog::io::sim::SplitMix;
 use convlog::{
     ChatMessage, Content, Durability, FunctionCall, LOCK_FILE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-    Permissions, Role, SYNC_FILE, SegmentId, Store, ToolCall, WRITERS_FILE,
+    Permissions, RecoveryReport, Role, SYNC_FILE, SegmentId, SessionInfo, Store, ToolCall,
+    WRITERS_FILE,
 };
 use serde_json::{Map, Value, json};
 
@@ -87,18 +88,52 @@ struct Conversation {
 
 /// Runs the demo.
 pub fn run(args: Args) -> CliResult {
+    check_args(&args)?;
+    let previous = recreate(&args.dir, args.force, args.mode.permissions())?;
+    let agents = args.agents.min(args.sessions) as usize;
+    let work = Workload::generate(&args, agents);
+
+    let mut out = format!(
+        "convlog demo: {} agents, {} conversations, {} messages (seed {}), durability {}\n\
+         store {} ({}); conversations generated in {}\n\n",
+        agents,
+        thousands(args.sessions),
+        thousands(args.messages),
+        args.seed,
+        format!("{:?}", args.durability).to_lowercase(),
+        args.dir.display(),
+        previous,
+        human_duration(work.generated_in),
+    );
+    let written = write(&args, &work, &mut out)?;
+    let opened = Instant::now();
+    let store = Store::open(&args.dir).in_store(&args.dir)?;
+    let open_time = opened.elapsed();
+    out.push_str(&reopened(&args.dir, &store, open_time, &written)?);
+    let longest = store.sessions().into_iter().max_by_key(|s| s.count);
+    if let Some(longest) = &longest {
+        out.push_str(&tail(&args.dir, &store, longest)?);
+    }
+    out.push_str(&scan(&args.dir, &store)?);
+    out.push_str(&recovery_report(store.recovery_report()));
+    out.push_str(&next_steps(
+        &args.dir,
+        longest.as_ref().map(|s| s.id.as_str()),
+    ));
+    let mut stdout = crate::util::Out::stdout();
+    stdout.text(&out)?;
+    stdout.finish()
+}
+
+/// What [`clap`] does not check: enough messages for the sessions, and the segment size
+/// (before the old demo store is deleted; the library checks it again).
+fn check_args(args: &Args) -> CliResult {
     if args.messages < args.sessions {
         return Err(CliError::Input(format!(
             "--messages {} is fewer than --sessions {}: every session needs a message",
             args.messages, args.sessions
         )));
     }
-    let durability = match args.durability {
-        DurabilityArg::Always => Durability::Always,
-        DurabilityArg::Buffered => Durability::Buffered,
-    };
-    let durability_name = format!("{:?}", args.durability).to_lowercase();
-    // Checked before the old demo store is deleted (the library checks it again).
     if let Some(bytes) = args.segment_size
         && !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&bytes)
     {
@@ -107,54 +142,64 @@ pub fn run(args: Args) -> CliResult {
              (4K to 1G)"
         )));
     }
+    Ok(())
+}
 
-    let previous = recreate(&args.dir, args.force, args.mode.permissions())?;
+/// The conversations and each agent's schedule, generated before the clock starts.
+struct Workload {
+    conversations: Vec<Conversation>,
+    /// Each agent's (conversation, op) indices, in order.
+    schedules: Vec<Vec<(usize, usize)>>,
+    /// Bytes of the appended messages' JSON.
+    json_bytes: u64,
+    appends: u64,
+    pops: u64,
+    generated_in: Duration,
+}
 
-    // Conversations, generated before the clock starts.
-    let generated = Instant::now();
-    let agents = args.agents.min(args.sessions) as usize;
-    let sizes = zipf_sizes(args.sessions as usize, args.messages, 1.1);
-    let conversations: Vec<Conversation> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| conversation(args.seed, i, agents, n))
-        .collect();
-    let json_bytes: u64 = conversations
-        .iter()
-        .flat_map(|c| &c.ops)
-        .map(|op| match op {
-            Op::Append(m) => serde_json::to_vec(m).map_or(0, |v| v.len() as u64),
-            Op::Pop => 0,
-        })
-        .sum();
-    let appends: u64 = conversations
-        .iter()
-        .flat_map(|c| &c.ops)
-        .filter(|op| matches!(op, Op::Append(_)))
-        .count() as u64;
-    let pops: u64 = conversations
-        .iter()
-        .flat_map(|c| &c.ops)
-        .filter(|op| matches!(op, Op::Pop))
-        .count() as u64;
-    let schedules = schedule(&conversations, agents, args.seed);
-    let generated = generated.elapsed();
+impl Workload {
+    fn generate(args: &Args, agents: usize) -> Workload {
+        let started = Instant::now();
+        let sizes = zipf_sizes(args.sessions as usize, args.messages, 1.1);
+        let conversations: Vec<Conversation> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| conversation(args.seed, i, agents, n))
+            .collect();
+        let ops = || conversations.iter().flat_map(|c| &c.ops);
+        let json_bytes = ops()
+            .map(|op| match op {
+                Op::Append(m) => serde_json::to_vec(m).map_or(0, |v| v.len() as u64),
+                Op::Pop => 0,
+            })
+            .sum();
+        let appends = ops().filter(|op| matches!(op, Op::Append(_))).count() as u64;
+        let pops = ops().filter(|op| matches!(op, Op::Pop)).count() as u64;
+        let schedules = schedule(&conversations, agents, args.seed);
+        Workload {
+            conversations,
+            schedules,
+            json_bytes,
+            appends,
+            pops,
+            generated_in: started.elapsed(),
+        }
+    }
+}
 
-    let mut out = String::new();
-    out.push_str(&format!(
-        "convlog demo: {} agents, {} conversations, {} messages (seed {}), durability {}\n\
-         store {} ({}); conversations generated in {}\n\n",
-        agents,
-        thousands(args.sessions),
-        thousands(args.messages),
-        args.seed,
-        durability_name,
-        args.dir.display(),
-        previous,
-        human_duration(generated),
-    ));
+/// What the write phase leaves for the reopen's line.
+struct Written {
+    sessions: usize,
+    messages: u64,
+}
 
-    // Write.
+/// The agents append the workload, each from its own thread, then the store is synced and
+/// closed; the `append` lines go to `out`.
+fn write(args: &Args, work: &Workload, out: &mut String) -> CliResult<Written> {
+    let durability = match args.durability {
+        DurabilityArg::Always => Durability::Always,
+        DurabilityArg::Buffered => Durability::Buffered,
+    };
     let mut builder = Store::builder()
         .durability(durability)
         .permissions(args.mode.permissions());
@@ -164,20 +209,20 @@ pub fn run(args: Args) -> CliResult {
     let store = builder
         .open(&args.dir)
         .map_err(|e| open_error(&args.dir, e, None))?;
-    let barrier = Barrier::new(agents + 1);
+    let barrier = Barrier::new(work.schedules.len() + 1);
     let (elapsed, latencies) = std::thread::scope(|scope| -> CliResult<_> {
-        let handles: Vec<_> = schedules
+        let handles: Vec<_> = work
+            .schedules
             .iter()
             .map(|ops| {
-                let store = &store;
-                let barrier = &barrier;
-                let conversations = &conversations;
+                let (store, barrier) = (&store, &barrier);
+                let conversations = &work.conversations;
                 scope.spawn(move || agent(store, barrier, conversations, ops))
             })
             .collect();
         barrier.wait();
         let started = Instant::now();
-        let mut latencies = Vec::with_capacity(appends as usize);
+        let mut latencies = Vec::with_capacity(work.appends as usize);
         for h in handles {
             let lat = h
                 .join()
@@ -191,7 +236,7 @@ pub fn run(args: Args) -> CliResult {
     let synced = synced.elapsed();
     let stats = store.stats();
     // Closing trims the active segment's preallocated space: the size on disk is counted
-    // after the reopen below, as `convlog stats` counts it.
+    // after the reopen, as `convlog stats` counts it.
     drop(store);
 
     let secs = elapsed.as_secs_f64().max(1e-9);
@@ -199,81 +244,94 @@ pub fn run(args: Args) -> CliResult {
     out.push_str(&format!(
         "append   {} and {} in {}: {} appends/s, {}/s of JSON ({})\n\
          \x20        latency p50 {}, p99 {}, max {}; final sync {}\n",
-        plural(appends, "append"),
-        plural(pops, "pop"),
+        plural(work.appends, "append"),
+        plural(work.pops, "pop"),
         human_duration(elapsed),
-        thousands((appends as f64 / secs) as u64),
-        human_bytes((json_bytes as f64 / secs) as u64),
-        human_bytes(json_bytes),
+        thousands((work.appends as f64 / secs) as u64),
+        human_bytes((work.json_bytes as f64 / secs) as u64),
+        human_bytes(work.json_bytes),
         human_duration(p50),
         human_duration(p99),
         human_duration(max),
         human_duration(synced),
     ));
+    Ok(Written {
+        sessions: stats.sessions,
+        messages: stats.messages,
+    })
+}
 
-    // Reopen.
-    let opened = Instant::now();
-    let store = Store::open(&args.dir).in_store(&args.dir)?;
-    let open_time = opened.elapsed();
-    let report = store.recovery_report().clone();
-    let reopened = store.stats();
-    out.push_str(&format!(
+/// The `on disk` and `reopen` lines, of the store just reopened (in `open_time`).
+fn reopened(
+    dir: &Path,
+    store: &Store,
+    open_time: Duration,
+    written: &Written,
+) -> CliResult<String> {
+    let report = store.recovery_report();
+    let segments = store.stats().segments;
+    Ok(format!(
         "on disk  {}, {} for {}, {}\n\
          reopen   {} ({}; {})\n",
-        plural(reopened.segments as u64, "segment"),
-        human_bytes(disk_bytes(&store)?),
-        plural(stats.sessions as u64, "session"),
-        plural(stats.messages, "message"),
+        plural(segments as u64, "segment"),
+        human_bytes(disk_bytes(store)?),
+        plural(written.sessions as u64, "session"),
+        plural(written.messages, "message"),
         human_duration(open_time),
         plural(report.records, "record"),
-        recovery_summary(&report, reopened.segments, &args.dir),
-    ));
+        recovery_summary(report, segments, dir),
+    ))
+}
 
-    // Tail of the longest session.
-    let longest = store.sessions().into_iter().max_by_key(|s| s.count);
-    if let Some(longest) = &longest {
-        let started = Instant::now();
-        let tail: Vec<_> = store
-            .tail(&longest.id, 20)
-            .collect::<convlog::Result<_>>()
-            .in_store(&args.dir)?;
-        let latency = started.elapsed();
+/// The `tail` lines: the last 20 messages of the longest session read, the last 5 shown.
+fn tail(dir: &Path, store: &Store, longest: &SessionInfo) -> CliResult<String> {
+    let started = Instant::now();
+    let tail: Vec<_> = store
+        .tail(&longest.id, 20)
+        .collect::<convlog::Result<_>>()
+        .in_store(dir)?;
+    let latency = started.elapsed();
+    let mut out = format!(
+        "tail     last {} of {} ({}) in {}:\n",
+        tail.len(),
+        longest.id,
+        plural(longest.count, "message"),
+        human_duration(latency),
+    );
+    for e in tail.iter().skip(tail.len().saturating_sub(5)) {
         out.push_str(&format!(
-            "tail     last {} of {} ({}) in {}:\n",
-            tail.len(),
-            longest.id,
-            plural(longest.count, "message"),
-            human_duration(latency),
+            "           #{:<5} {:<9} {}\n",
+            e.interaction_id,
+            e.message.role().map_or("-", Role::as_str),
+            preview(&e.message)
         ));
-        for e in tail.iter().skip(tail.len().saturating_sub(5)) {
-            out.push_str(&format!(
-                "           #{:<5} {:<9} {}\n",
-                e.interaction_id,
-                e.message.role().map_or("-", Role::as_str),
-                preview(&e.message)
-            ));
-        }
     }
+    Ok(out)
+}
 
-    // Full scan.
+/// The `scan` line: every message of every session read back, raw.
+fn scan(dir: &Path, store: &Store) -> CliResult<String> {
     let started = Instant::now();
     let (mut read, mut read_bytes) = (0u64, 0u64);
     for s in store.sessions() {
         for e in store.messages(&s.id).raw() {
             read += 1;
-            read_bytes += e.in_store(&args.dir)?.message.len() as u64;
+            read_bytes += e.in_store(dir)?.message.len() as u64;
         }
     }
     let scan = started.elapsed();
-    out.push_str(&format!(
+    Ok(format!(
         "scan     {}, {} in {} ({}/s)\n\n",
         plural(read, "message"),
         human_bytes(read_bytes),
         human_duration(scan),
         human_bytes((read_bytes as f64 / scan.as_secs_f64().max(1e-9)) as u64),
-    ));
+    ))
+}
 
-    out.push_str(&format!(
+/// The reopen's recovery report, field by field.
+fn recovery_report(report: &RecoveryReport) -> String {
+    format!(
         "recovery report\n\
          \x20 classification    {}\n\
          \x20 segments          {} ({} from hint files)\n\
@@ -297,14 +355,7 @@ pub fn run(args: Args) -> CliResult {
             format!("{} ranges", report.dropped.len())
         },
         human_duration(report.duration),
-    ));
-    out.push_str(&next_steps(
-        &args.dir,
-        longest.as_ref().map(|s| s.id.as_str()),
-    ));
-    let mut stdout = crate::util::Out::stdout();
-    stdout.text(&out)?;
-    stdout.finish()
+    )
 }
 
 /// The `next:` lines: commands to try on the store, spelled the way this binary was run:
