@@ -107,31 +107,7 @@ impl State {
             let start = self.end;
             let reader = SegmentReader::new(&map, last.salt, start, Some(self.next_lsn));
             let mut units = Units::new(reader.allowing_gaps(last.compacted));
-            let mut lost = None;
-            while let Some(unit) = units.next_unit() {
-                if let Some(keys) = keys {
-                    lost = match lost_unit(keys, unit, 0) {
-                        Ok(lost) => lost,
-                        Err(e) => {
-                            // What came before this unit is folded: the index ends there.
-                            self.end = unit.first().map_or(self.end, |r| r.offset);
-                            return Err(e);
-                        }
-                    };
-                    if lost.is_some() {
-                        break;
-                    }
-                }
-                for r in unit {
-                    let pos = Pos {
-                        seg: ordinal,
-                        off: r.offset as u32,
-                    };
-                    self.fold(r.session, &r.meta, pos, r.key, r.payload, None);
-                    self.next_lsn = r.meta.next_lsn();
-                }
-            }
-            if let Some(at) = lost {
+            if let Some(at) = self.fold_units(&mut units, ordinal, keys)? {
                 self.end = at;
                 if holder {
                     let file = dir.open(&last.path, OpenMode::ReadWrite)?;
@@ -192,6 +168,43 @@ impl State {
                 return Ok(());
             }
         }
+    }
+
+    /// Folds the committed units `units` yields, of segment `ordinal`, until they end or
+    /// (in an encrypted store) one is sealed under a key a power cut took: `Some` of where
+    /// that unit starts.
+    ///
+    /// # Errors
+    /// [`Error::KeyFile`] or [`Error::Io`] when `KEYS` cannot be read (the index then ends before the unit
+    /// that needed it).
+    fn fold_units(
+        &mut self,
+        units: &mut Units<'_>,
+        ordinal: u32,
+        keys: Option<&dyn Keys>,
+    ) -> Result<Option<u64>> {
+        while let Some(unit) = units.next_unit() {
+            if let Some(keys) = keys {
+                match lost_unit(keys, unit, 0) {
+                    Ok(None) => {}
+                    Ok(Some(at)) => return Ok(Some(at)),
+                    Err(e) => {
+                        // What came before this unit is folded: the index ends there.
+                        self.end = unit.first().map_or(self.end, |r| r.offset);
+                        return Err(e);
+                    }
+                }
+            }
+            for r in unit {
+                let pos = Pos {
+                    seg: ordinal,
+                    off: r.offset as u32,
+                };
+                self.fold(r.session, &r.meta, pos, r.key, r.payload, None);
+                self.next_lsn = r.meta.next_lsn();
+            }
+        }
+        Ok(None)
     }
 
     /// Moves the log's end into the segment that follows the last one, if a writer created

@@ -23,23 +23,7 @@ impl Store {
         let vfs = opts.vfs.clone();
         // Before anything is created or locked: a key missing or wrong changes nothing.
         let keys = open_keys(&opts, dir)?;
-        let locks = if opts.read_only {
-            if !vfs.is_dir(dir) {
-                return Err(Error::NotAStore {
-                    path: dir.to_owned(),
-                    reason: "no such directory",
-                });
-            }
-            None
-        } else {
-            // Salvage rewrites segments other writers could have open: it runs alone.
-            let exclusive = opts.exclusive || opts.recovery == recovery::RecoveryMode::Salvage;
-            // A writer that syncs every write gains nothing from keeping the write lock
-            // between writes: its syncs dominate. Nor does one on a deterministic file system
-            // (see `Vfs::deterministic` and `lock`).
-            let lease = !matches!(opts.durability, Durability::Always) && !vfs.deterministic();
-            Some(Locks::take(&*vfs, dir, exclusive, lease)?)
-        };
+        let locks = take_locks(&opts, dir)?;
         // A crashed process's records may be only in the page cache, and so may the entries
         // of their keys: `KEYS` is synced before recovery syncs a segment (a cut, the active
         // segment), so that no record becomes durable before its key.
@@ -103,17 +87,50 @@ impl Store {
             users: Some(Arc::new(super::Users)),
         };
         registry::Registration::publish(&store);
-        // `Interval` needs its thread from the start; `Buffered` starts it at its first kick.
-        if let (Some(policy), false) = (store.inner.opts.auto_compact, store.inner.opts.read_only) {
-            store.spawn_auto_compact(policy);
-        }
-        if let (Durability::Interval(every), false) =
-            (store.inner.opts.durability, store.inner.opts.read_only)
-        {
-            store.spawn_flusher(Some(every));
-        }
+        store.start_threads();
         Ok(store)
     }
+
+    /// Starts the threads a writable store's options ask for from the start: automatic
+    /// compaction, and `Interval`'s flusher (`Buffered` starts it at its first kick).
+    fn start_threads(&self) {
+        let opts = &self.inner.opts;
+        if opts.read_only {
+            return;
+        }
+        if let Some(policy) = opts.auto_compact {
+            self.spawn_auto_compact(policy);
+        }
+        if let Durability::Interval(every) = opts.durability {
+            self.spawn_flusher(Some(every));
+        }
+    }
+}
+
+/// The write lock (and the lock files) for a writable open; `None` for a read-only one,
+/// which takes no lock.
+///
+/// # Errors
+/// [`Error::NotAStore`] for a read-only open of a missing directory; what
+/// [`Locks::take`] returns.
+fn take_locks(opts: &Options, dir: &Path) -> Result<Option<Locks>> {
+    let vfs = &*opts.vfs;
+    if opts.read_only {
+        if !vfs.is_dir(dir) {
+            return Err(Error::NotAStore {
+                path: dir.to_owned(),
+                reason: "no such directory",
+            });
+        }
+        return Ok(None);
+    }
+    // Salvage rewrites segments other writers could have open: it runs alone.
+    let exclusive = opts.exclusive || opts.recovery == recovery::RecoveryMode::Salvage;
+    // A writer that syncs every write gains nothing from keeping the write lock between
+    // writes: its syncs dominate. Nor does one on a deterministic file system (see
+    // `Vfs::deterministic` and `lock`).
+    let lease = !matches!(opts.durability, Durability::Always) && !vfs.deterministic();
+    Locks::take(vfs, dir, exclusive, lease).map(Some)
 }
 
 type Assembled = (State, Option<Writer>, recovery::RecoveryReport, Lsn);
