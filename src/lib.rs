@@ -81,7 +81,7 @@ pub use recovery::{
 };
 pub use store::{
     AutoCompact, COMPACT_FILE, CROSS_PROCESS_POLL, CompactProgress, CompactReport,
-    DEFAULT_SEGMENT_SIZE, LOCK_FILE, LogEvent, MAX_COMPACTION_INPUT, MAX_META_LEN,
+    DEFAULT_SEGMENT_SIZE, LOCK_FILE, LogEvent, MAX_COMPACTION_INPUT, MAX_JSON_DEPTH, MAX_META_LEN,
     MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Messages, Options, RawMessages, Receipt, Retention,
     SYNC_FILE, SessionInfo, SessionVersion, Since, Store, StoreStats, Subscription, WRITERS_FILE,
     WindowSpec, validate_session_id,

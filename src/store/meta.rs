@@ -32,7 +32,7 @@ impl Store {
     /// As [`Store::set_meta`].
     pub fn set_meta_raw(&self, session: &str, json: &[u8]) -> Result<Lsn> {
         validate_session_id(session)?;
-        super::write::validate_object(session, json)?;
+        super::validate::validate_object(session, json)?;
         if json.len() > MAX_META_LEN {
             return Err(Error::RecordTooLarge {
                 session: session.to_owned(),

@@ -16,6 +16,7 @@ mod registry;
 mod retention;
 mod subscribe;
 mod unit;
+mod validate;
 mod window;
 mod write;
 
@@ -30,6 +31,7 @@ pub use options::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Opti
 pub use read::{Messages, RawMessages, SessionVersion};
 pub use retention::Retention;
 pub use subscribe::{CROSS_PROCESS_POLL, LogEvent, Since, Subscription};
+pub use validate::MAX_JSON_DEPTH;
 pub use window::WindowSpec;
 
 use crate::durability::{Flusher, Syncer};

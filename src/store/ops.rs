@@ -5,7 +5,8 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::write::{Event, appends, check_expected, validate_object};
+use super::validate::validate_object;
+use super::write::{Event, appends, check_expected};
 use super::{Receipt, SessionVersion, Store, validate_session_id};
 use crate::error::{Error, Result};
 use crate::format::{Kind, MAX_KEY_LEN};

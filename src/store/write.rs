@@ -4,9 +4,9 @@
 use std::borrow::Cow;
 
 use serde::Serialize;
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::lock::Wait;
+use super::validate::{check_decodable, validate_object};
 use super::{Receipt, Store, validate_session_id};
 use crate::crypt::SEAL_OVERHEAD;
 use crate::durability::Durability;
@@ -32,8 +32,8 @@ impl Store {
     /// a `serde_json::Value`, your own struct.
     ///
     /// # Errors
-    /// [`Error::InvalidSessionId`], [`Error::InvalidMessage`] (not a JSON object),
-    /// [`Error::RecordTooLarge`]; [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`].
+    /// [`Error::InvalidSessionId`], [`Error::InvalidMessage`] (not a JSON object, or nested
+    /// deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH)), [`Error::RecordTooLarge`]; [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`].
     /// A failed append changes nothing, with one exception: an I/O error while writing its
     /// records, when wiping what part of them landed fails too (a disk that fails every
     /// write). The store is then poisoned ([`Store::is_poisoned`]), and the append is
@@ -49,7 +49,9 @@ impl Store {
     /// Appends one message given as raw JSON bytes, stored (and read back) byte for byte.
     ///
     /// # Errors
-    /// As [`Store::append`]; [`Error::InvalidMessage`] when the bytes are not one JSON object.
+    /// As [`Store::append`]; [`Error::InvalidMessage`] when the bytes are not one JSON object
+    /// in UTF-8, nest deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH), or hold a lone
+    /// UTF-16 surrogate escape (`"\ud800"`): what a reader that decodes it would refuse.
     pub fn append_raw(&self, session: &str, json: &[u8]) -> Result<Receipt> {
         validate_object(session, json)?;
         self.append_payloads(session, None, vec![Cow::Borrowed(json)])
@@ -363,6 +365,8 @@ impl Store {
         if bytes.first() != Some(&b'{') {
             return Err(not_an_object(session));
         }
+        // A value built in memory can nest deeper than a reader decodes.
+        check_decodable(session, &bytes)?;
         Ok(bytes)
     }
 
@@ -444,42 +448,4 @@ fn not_an_object(session: &str) -> Error {
         session: session.to_owned(),
         reason: "not a JSON object".into(),
     }
-}
-
-/// Checks that `json` is exactly one JSON object (whitespace around it allowed), in UTF-8.
-pub(super) fn validate_object(session: &str, json: &[u8]) -> Result<()> {
-    struct ObjectOnly;
-    impl<'de> Deserialize<'de> for ObjectOnly {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = ObjectOnly;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a JSON object")
-                }
-                fn visit_map<A: MapAccess<'de>>(
-                    self,
-                    mut map: A,
-                ) -> std::result::Result<ObjectOnly, A::Error> {
-                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                    Ok(ObjectOnly)
-                }
-            }
-            d.deserialize_map(V)
-        }
-    }
-    let invalid = |reason: String| Error::InvalidMessage {
-        session: session.to_owned(),
-        reason,
-    };
-    // JSON text is UTF-8, also inside the strings a check that skips their values skips.
-    let text = std::str::from_utf8(json).map_err(|e| {
-        invalid(format!(
-            "not UTF-8: invalid byte at offset {}",
-            e.valid_up_to()
-        ))
-    })?;
-    serde_json::from_str::<ObjectOnly>(text)
-        .map(|_| ())
-        .map_err(|e| invalid(e.to_string()))
 }
