@@ -1989,3 +1989,27 @@ fn compact_empties_quarantine_when_it_erases_unless_told_to_keep_it() {
     assert!(out.contains("removed 2 files from quarantine/"), "{out}");
     assert_eq!(std::fs::read_dir(&q).unwrap().count(), 0);
 }
+
+#[test]
+fn delete_reads_session_ids_from_stdin_and_refuses_a_line_no_id_can_be() {
+    let tmp = TempDir::new().unwrap();
+    let dir = chat_store(&tmp);
+    let d = s(&dir);
+    // A line longer than any session id: refused before anything is deleted, without
+    // reading the rest of it.
+    let long = format!("alpha\n{}\n", "x".repeat(100_000));
+    let (code, out, err) = run_with_stdin(&["delete", d, "-"], &long);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("stdin line 2: longer than 258 bytes; a session id is at most 256 bytes"),
+        "{err}"
+    );
+    let (_, out, _) = run(&["sessions", d]);
+    assert!(out.contains("alpha") && out.contains("beta"), "{out}");
+    // Blank lines are skipped, `\r\n` endings taken off.
+    let (code, out, err) = run_with_stdin(&["delete", d, "-"], "alpha\r\n\n  \nbeta\n");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("deleted 2 sessions"), "{out}");
+    let (_, out, _) = run(&["sessions", d]);
+    assert!(!out.contains("alpha") && !out.contains("beta"), "{out}");
+}

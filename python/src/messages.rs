@@ -30,8 +30,11 @@ pub(crate) type Slot = Arc<Mutex<Cursor>>;
 #[pyclass(module = "convlog", name = "Messages")]
 pub struct Messages {
     slot: Slot,
-    buffer: VecDeque<Py<PyAny>>,
+    /// Read, not yet yielded: each message decoded, or why it could not be.
+    buffer: VecDeque<PyResult<Py<PyAny>>>,
     json: bool,
+    /// It said it was exhausted (`StopIteration`): it says so for good, closed or not.
+    ended: bool,
 }
 
 impl Messages {
@@ -41,6 +44,7 @@ impl Messages {
             slot,
             buffer: VecDeque::new(),
             json,
+            ended: false,
         }
     }
 }
@@ -87,28 +91,40 @@ impl Messages {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if self.ended {
+            return Ok(None);
+        }
+        if !self.buffer.is_empty() && matches!(*lock(&self.slot), Cursor::Closed) {
+            // Read before its store was closed, but not yielded: closed is closed.
+            self.buffer.clear();
+        }
         if let Some(m) = self.buffer.pop_front() {
-            return Ok(Some(m));
+            return m.map(Some);
         }
         let slot = self.slot.clone();
         let Some(chunk) = py
             .detach(move || next_chunk(&slot))
             .map_err(|e| e.into_py_err(py))?
         else {
+            self.ended = true;
             return Ok(None);
         };
         if self.json {
             for m in &chunk {
-                self.buffer
-                    .push_back(codec::text(py, m)?.into_any().unbind());
+                let text = codec::text(py, m).map(|t| t.into_any().unbind());
+                self.buffer.push_back(text);
             }
+        } else if let Ok(list) = codec::decode_all(py, &chunk) {
+            self.buffer.extend(list.iter().map(|m| Ok(m.unbind())));
         } else {
-            let list = codec::decode_all(py, &chunk)?;
-            for m in list.iter() {
-                self.buffer.push_back(m.unbind());
+            // One fails: each is decoded on its own, so that its error is raised in its
+            // place and the messages after it still follow.
+            for m in &chunk {
+                let decoded = codec::decode(py, m).map(Bound::unbind);
+                self.buffer.push_back(decoded);
             }
         }
-        Ok(self.buffer.pop_front())
+        self.buffer.pop_front().transpose()
     }
 
     /// How many messages are left (a hint for `list()`).

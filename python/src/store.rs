@@ -368,6 +368,13 @@ impl Store {
         .map_err(|e| e.into_py_err(py))
     }
 
+    /// A handle on the store of its own (the store stays open while it lives), for a
+    /// call that takes the GIL while it reads: the lock `close` takes is not held meanwhile.
+    fn handle(&self, py: Python<'_>) -> PyResult<convlog::Store> {
+        py.detach(|| self.shared.read().clone().ok_or(Fail::Closed))
+            .map_err(|e| e.into_py_err(py))
+    }
+
     pub(crate) fn cache(&self) -> Option<Arc<TailCache>> {
         lock(&self.shared.cache).clone()
     }
@@ -380,11 +387,9 @@ impl Store {
         session: &str,
         n: u64,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
-        let (count, last_lsn) = match self.shared.read().as_ref() {
-            // Both current across processes (each checks, cheaply, whether the log moved).
-            Some(store) => (store.interaction_count(session), store.last_lsn().0),
-            None => return Err(Fail::Closed.into_py_err(py)),
-        };
+        // Both current across processes (each checks, cheaply, whether the log moved).
+        let (count, last_lsn) =
+            self.run(py, |s| Ok((s.interaction_count(session), s.last_lsn().0)))?;
         cache.get(py, session, n, count, last_lsn)
     }
 
@@ -627,7 +632,13 @@ impl Store {
             .filter(|(_, n)| (1..=cache::PER_SESSION as u64).contains(n))
         else {
             let n = n.unwrap_or(u64::MAX);
-            let all = self.run(py, |s| bulk::read_decoded(s.tail(session, n).raw()))?;
+            // Decoding takes the GIL, and may run Python code (a signal handler) that
+            // closes the store: it reads through a handle of its own, not under the lock
+            // `close` takes, which it would wait for with the GIL held.
+            let store = self.handle(py)?;
+            let all = py
+                .detach(|| bulk::read_decoded(store.tail(session, n).raw()))
+                .map_err(|e| e.into_py_err(py))?;
             return Ok(all.into_bound(py));
         };
         if let Some(hit) = self.cached(py, &cache, session, n)? {
@@ -663,11 +674,12 @@ impl Store {
         session: &str,
         n: u64,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
+        convlog::validate_session_id(session).map_err(|e| Fail::from(e).into_py_err(py))?;
         match self.cache() {
             Some(cache) if (1..=cache::PER_SESSION as u64).contains(&n) => {
                 self.cached(py, &cache, session, n)
             }
-            _ if self.shared.read().is_none() => Err(Fail::Closed.into_py_err(py)),
+            _ if self.closed(py) => Err(Fail::Closed.into_py_err(py)),
             _ => Ok(None),
         }
     }
@@ -727,7 +739,10 @@ impl Store {
     }
 
     fn count(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
-        self.run(py, |s| Ok(s.interaction_count(session)))
+        self.run(py, |s| {
+            convlog::validate_session_id(session)?;
+            Ok(s.interaction_count(session))
+        })
     }
 
     /// `(next_id, last_lsn)`: the session's version (`last_lsn` None when empty); any
@@ -999,7 +1014,8 @@ impl Store {
             let iters = std::mem::take(&mut *lock(&self.shared.iters));
             for slot in iters.iter().filter_map(Weak::upgrade) {
                 let mut cursor = lock(&slot);
-                if matches!(*cursor, Cursor::Live(_)) {
+                // (Done too: what it read ahead is not yielded after the close.)
+                if matches!(*cursor, Cursor::Live(_) | Cursor::Done) {
                     *cursor = Cursor::Closed;
                 }
             }

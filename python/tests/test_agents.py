@@ -67,6 +67,7 @@ async def test_get_items_limits() -> None:
     assert await s.get_items(limit=100) == items
     assert await s.get_items(limit=None) == items
     assert await s.get_items(limit=-1) == items  # as SQLiteSession (SQL's LIMIT -1)
+    assert await s.get_items(limit=2**64) == items  # past what a u64 holds: all
     s.close()
 
 

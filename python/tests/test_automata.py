@@ -137,3 +137,9 @@ def test_closed_database_raises(tmp_path: pathlib.Path) -> None:
     db.close()
     with pytest.raises(convlog.Closed):
         db.get_messages("s")
+
+
+def test_function_call_arguments_that_are_no_json_are_refused() -> None:
+    call = FunctionCall(name="f", arguments={"x": float("nan")})
+    with pytest.raises(ValueError):
+        call.to_dict()

@@ -75,6 +75,19 @@ def test_values_that_json_can_spell(store_dir: pathlib.Path) -> None:
         assert str(back["floats"][2]) == "-0.0"
 
 
+def test_json_nested_past_max_json_depth_is_refused_and_changes_nothing(store_dir: pathlib.Path) -> None:
+    # Stored, it would make every read of the session (and a pop, after removing it)
+    # raise RecursionError.
+    deep = '{"a":' + "[" * 100_000 + "]" * 100_000 + "}"
+    with Store(store_dir) as s:
+        s.append("d", {"ok": 1})
+        with pytest.raises(convlog.InvalidMessage, match="nested deeper than 512 levels"):
+            s.append("d", deep)
+        assert s.count("d") == 1
+        s.append("d", '{"a":' + "[" * 511 + "]" * 511 + "}")
+        assert s.pop("d") == {"a": json.loads("[" * 511 + "]" * 511)}
+
+
 def test_non_str_keys_become_str_as_in_json(store_dir: pathlib.Path) -> None:
     with Store(store_dir) as s:
         s.append("k", {1: "a", 2.5: "b", None: "c"})
@@ -175,6 +188,68 @@ def test_messages_is_a_lazy_snapshot(store_dir: pathlib.Path) -> None:
         assert list(s.messages_json("m", 10)) == ['{"i":10}']
         assert list(s.messages("nobody")) == []
         assert iter(it) is it
+
+
+def test_messages_read_ahead_is_not_yielded_after_close(store_dir: pathlib.Path) -> None:
+    s = Store(store_dir)
+    s.append_batch("m", [{"i": i} for i in range(100)])
+    # Read whole into its buffer (10), or a chunk of it (100): closed is closed either way.
+    its = [s.messages("m", stop=n + 1) for n in (10, 100)]
+    for it in its:
+        assert next(it) == {"i": 0}
+    s.close()
+    for it in its:
+        with pytest.raises(convlog.Closed):
+            next(it)
+
+
+# Decoding takes the GIL and may run Python code (here json.loads, for integers past 64
+# bits): code that closes the store meanwhile must not wait for the read in progress,
+# which waits for the GIL. Run apart, so that a deadlock fails the test by its timeout.
+_CLOSE_DURING_DECODE = {
+    "signal handler": """
+        import convlog, signal, sys
+        s = convlog.Store(sys.argv[1])
+        s.append_batch("a", [{"n": 10**30 + i} for i in range(20000)])
+        signal.signal(signal.SIGALRM, lambda *_: s.close())
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        assert len(s.tail("a")) == 20000
+        assert s.closed
+    """,
+    "another thread": """
+        import convlog, sys, threading, time
+        s = convlog.Store(sys.argv[1])
+        s.append_batch("a", [{"n": 10**30 + i} for i in range(200000)])
+        s.tail("a", 5)  # the cache holds it
+        def read():
+            try:
+                s.tail("a")
+            except convlog.Closed:
+                pass
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(0.1)
+        closer = threading.Thread(target=s.close)
+        closer.start()
+        time.sleep(0.1)
+        try:
+            s.tail_if_cached("a", 5)
+        except convlog.Closed:
+            pass
+        reader.join()
+        closer.join()
+    """,
+}
+
+
+@pytest.mark.parametrize("how", sorted(_CLOSE_DURING_DECODE))
+def test_closing_while_a_read_decodes_does_not_deadlock(store_dir: pathlib.Path, how: str) -> None:
+    script = textwrap.dedent(_CLOSE_DURING_DECODE[how])
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(store_dir)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_messages_streams_in_constant_memory(store_dir: pathlib.Path) -> None:
@@ -442,6 +517,11 @@ def test_invalid_session_ids(store_dir: pathlib.Path) -> None:
         with pytest.raises(convlog.InvalidSessionId):
             convlog.validate_session_id(None)
         assert s.count("x" * 256) == 1
+        for bad in ["", "a\nb"]:  # a read names a valid session too
+            with pytest.raises(convlog.InvalidSessionId):
+                s.count(bad)
+            with pytest.raises(convlog.InvalidSessionId):
+                s.tail_if_cached(bad, 3)
 
 
 def test_invalid_messages(store_dir: pathlib.Path) -> None:

@@ -50,8 +50,7 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::append`]; [`Error::InvalidMessage`] when the bytes are not one JSON object
-    /// in UTF-8, nest deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH), or hold a lone
-    /// UTF-16 surrogate escape (`"\ud800"`): what a reader that decodes it would refuse.
+    /// in UTF-8, or nest deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH).
     pub fn append_raw(&self, session: &str, json: &[u8]) -> Result<Receipt> {
         validate_object(session, json)?;
         self.append_payloads(session, None, vec![Cow::Borrowed(json)])

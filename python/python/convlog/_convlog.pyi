@@ -241,7 +241,8 @@ class Store:
     def durable_lsn(self) -> int: ...
     def append(self, session: str, message: Message, *, key: str | None = None) -> Receipt:
         """Append one message (a dict, or a JSON object as str or bytes, stored byte for
-        byte) to ``session``.
+        byte) to ``session``. JSON nested deeper than 512 levels is ``InvalidMessage``
+        (reading it back would raise ``RecursionError``).
 
         With ``key`` (an idempotency key: a str of 1 to 256 UTF-8 bytes, else
         ``InvalidKey``): if ``session`` already holds a message appended under ``key``, its

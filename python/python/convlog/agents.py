@@ -221,6 +221,8 @@ class ConvlogSession:
         n = resolve_session_limit(limit, self.session_settings)
         if n is not None and n < 0:
             n = None
+        elif n is not None:
+            n = min(n, 2**64 - 1)  # more than a session can hold: every item
         if n == 0:
             return []
         if n is not None:

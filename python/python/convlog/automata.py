@@ -62,7 +62,8 @@ class FunctionCall:
 
     def to_dict(self) -> dict[str, str]:
         """The OpenAI wire form: ``{"name": ..., "arguments": "<JSON text>"}``."""
-        return {"name": self.name, "arguments": json.dumps(self.arguments)}
+        # NaN and infinities are no JSON: refused here (ValueError), not stored as `NaN`.
+        return {"name": self.name, "arguments": json.dumps(self.arguments, allow_nan=False)}
 
     @classmethod
     def from_response_dict(cls, response: dict[str, Any]) -> FunctionCall:

@@ -87,6 +87,8 @@ pub struct Lines<'a> {
     line_no: usize,
     bytes: u64,
     max_len: usize,
+    /// What a line longer than `max_len` is said to be, in its error.
+    too_long: String,
 }
 
 impl<'a> Lines<'a> {
@@ -99,25 +101,38 @@ impl<'a> Lines<'a> {
             line_no: 0,
             bytes: 0,
             max_len: usize::MAX,
+            too_long: String::new(),
         }
+    }
+
+    /// The same, with lines longer than `max` bytes an error that says `why`.
+    pub fn at_most(mut self, max: usize, why: impl Into<String>) -> Lines<'a> {
+        self.max_len = max;
+        self.too_long = why.into();
+        self
     }
 
     /// The lines of standard input, each returned as soon as its line ending arrives (a
     /// line is never held back until more input or the end comes). A line longer than
     /// [`MAX_MESSAGE_LINE`] is an error, found without reading the rest of it.
     pub fn stdin_streaming() -> Lines<'static> {
-        let mut lines = Lines::new(
+        Lines::new(
             Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
             "stdin".into(),
-        );
-        lines.max_len = MAX_MESSAGE_LINE;
-        lines
+        )
+        .at_most(
+            MAX_MESSAGE_LINE,
+            format!("a message is at most {DEFAULT_MAX_RECORD_LEN} bytes of JSON"),
+        )
     }
 }
 
 /// The longest line that may hold one message: the record limit and room for surrounding
 /// whitespace and the line ending.
 pub const MAX_MESSAGE_LINE: usize = DEFAULT_MAX_RECORD_LEN as usize + (64 << 10);
+
+/// The longest line `import` reads: one conversation, as large as a batch may be.
+pub const MAX_CONVERSATION_LINE: usize = 1 << 30;
 
 impl Lines<'_> {
     /// The next non-blank line and its number; `None` at the end.
@@ -137,9 +152,8 @@ impl Lines<'_> {
             self.bytes += n as u64;
             if too_long {
                 return Err(CliError::Input(format!(
-                    "{} line {}: longer than {} bytes; a message is at most \
-                     {DEFAULT_MAX_RECORD_LEN} bytes of JSON",
-                    self.name, self.line_no, self.max_len
+                    "{} line {}: longer than {} bytes; {}",
+                    self.name, self.line_no, self.max_len, self.too_long
                 )));
             }
             let (mut start, mut end) = (0, self.buf.len());
@@ -184,6 +198,9 @@ fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Res
             Some(i) => (i + 1, true),
             None => (available.len(), available.is_empty()),
         };
+        // A line longer than memory is an error, not an abort.
+        buf.try_reserve(used)
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
         buf.extend_from_slice(&available[..used]);
         reader.consume(used);
         consumed += used;

@@ -2,7 +2,7 @@
 //! logged record; `-` reads more session ids from stdin, one per line. Their bytes leave
 //! the disk at the next `convlog compact`.
 
-use std::io::BufRead;
+use crate::jsonl::Lines;
 use std::path::PathBuf;
 
 use crate::error::{CliError, CliResult, InStore};
@@ -54,12 +54,18 @@ fn session_ids(args: &[String]) -> CliResult<Vec<String>> {
             out.push(a.clone());
             continue;
         }
-        for line in std::io::stdin().lock().lines() {
-            let line = line.map_err(|e| CliError::io("read", "stdin", e))?;
-            let id = line.trim_end_matches('\r');
-            if !id.is_empty() {
-                out.push(id.to_owned());
-            }
+        let stdin = Box::new(std::io::stdin().lock());
+        let mut lines = Lines::new(stdin, "stdin".into()).at_most(
+            convlog::format::MAX_SESSION_LEN + 2,
+            format!(
+                "a session id is at most {} bytes",
+                convlog::format::MAX_SESSION_LEN
+            ),
+        );
+        while let Some((n, line)) = lines.next_line()? {
+            let id = std::str::from_utf8(line)
+                .map_err(|_| CliError::Input(format!("stdin line {n}: not UTF-8")))?;
+            out.push(id.to_owned());
         }
     }
     Ok(out)

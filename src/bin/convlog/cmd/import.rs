@@ -174,7 +174,10 @@ fn apply(
 ) -> CliResult<Summary> {
     let mut summary = Summary::default();
     let mut chunk = Chunk::default();
-    let mut lines = source.lines()?;
+    let mut lines = source.lines()?.at_most(
+        crate::jsonl::MAX_CONVERSATION_LINE,
+        "a line holds one conversation, at most 1 GiB",
+    );
     while let Some((n, line)) = lines.next_line()? {
         let parsed = match parse_line(line, n) {
             Ok(p) => p,
