@@ -450,46 +450,7 @@ pub(crate) fn parse<'a>(
         // header says.
         sessions += u32::from(n > 0);
         for _ in 0..n {
-            let event = match r.u8()? {
-                TAG_APPENDS => {
-                    let k = r.u32()? as usize;
-                    let first = Timestamp(r.u64()?);
-                    let last = Timestamp(r.u64()?);
-                    let at = body.len() - r.0.len();
-                    let raw = r.take(k.checked_mul(4)?)?;
-                    if k == 0 {
-                        return None;
-                    }
-                    EventRef::Appends {
-                        first,
-                        last,
-                        offsets: Offsets {
-                            at,
-                            chunks: raw.chunks_exact(4),
-                        },
-                    }
-                }
-                TAG_POP => EventRef::Pop(r.u64()?),
-                TAG_TRUNCATE => EventRef::Truncate(r.u64()?),
-                TAG_KEY => {
-                    let len = usize::from(r.u16()?);
-                    let key = r.take(len)?;
-                    let lsn = Lsn(r.u64()?);
-                    if lsn < first_lsn || lsn >= next_lsn {
-                        return None;
-                    }
-                    let ts = Timestamp(r.u64()?);
-                    // A key block names 1..=u32::MAX appends.
-                    let count = r.u64()?;
-                    if count == 0 || count > u64::from(u32::MAX) {
-                        return None;
-                    }
-                    EventRef::Key { key, ts, count }
-                }
-                TAG_META => EventRef::Meta(r.u32()?),
-                TAG_DELETE => EventRef::Delete,
-                _ => return None,
-            };
+            let event = parse_event(&mut r, body.len(), first_lsn, next_lsn)?;
             f(session, event);
         }
     }
@@ -503,6 +464,57 @@ pub(crate) fn parse<'a>(
         valid_len,
         next_lsn,
         kinds,
+    })
+}
+
+/// The next event of a session entry, `r` at its tag (`body_len`: the length of the hint
+/// before its CRC, to say where an appends event's offsets are); `None` if it is not valid
+/// for a segment of LSNs `first_lsn..next_lsn`.
+fn parse_event<'a>(
+    r: &mut Reader<'a>,
+    body_len: usize,
+    first_lsn: Lsn,
+    next_lsn: Lsn,
+) -> Option<EventRef<'a>> {
+    Some(match r.u8()? {
+        TAG_APPENDS => {
+            let k = r.u32()? as usize;
+            let first = Timestamp(r.u64()?);
+            let last = Timestamp(r.u64()?);
+            let at = body_len - r.0.len();
+            let raw = r.take(k.checked_mul(4)?)?;
+            if k == 0 {
+                return None;
+            }
+            EventRef::Appends {
+                first,
+                last,
+                offsets: Offsets {
+                    at,
+                    chunks: raw.chunks_exact(4),
+                },
+            }
+        }
+        TAG_POP => EventRef::Pop(r.u64()?),
+        TAG_TRUNCATE => EventRef::Truncate(r.u64()?),
+        TAG_KEY => {
+            let len = usize::from(r.u16()?);
+            let key = r.take(len)?;
+            let lsn = Lsn(r.u64()?);
+            if lsn < first_lsn || lsn >= next_lsn {
+                return None;
+            }
+            let ts = Timestamp(r.u64()?);
+            // A key block names 1..=u32::MAX appends.
+            let count = r.u64()?;
+            if count == 0 || count > u64::from(u32::MAX) {
+                return None;
+            }
+            EventRef::Key { key, ts, count }
+        }
+        TAG_META => EventRef::Meta(r.u32()?),
+        TAG_DELETE => EventRef::Delete,
+        _ => return None,
     })
 }
 

@@ -55,19 +55,9 @@ pub fn run(args: Args) -> CliResult {
     if args.seal {
         store.seal().in_store(&args.dir)?;
     }
-    let mut retention = convlog::Retention::keep_all();
-    if let Some(d) = args.idle_for {
-        retention = retention.idle_for(d);
-    }
-    if let Some(b) = args.max_bytes {
-        retention = retention.max_bytes(b);
-    }
-    if let Some(n) = args.max_sessions {
-        retention = retention.max_sessions(n);
-    }
     let bar = progress(0, "compact", true);
     let report = store
-        .compact_with(retention, &mut |p| {
+        .compact_with(retention(&args), &mut |p| {
             bar.set_length(p.total);
             bar.set_position(p.done);
         })
@@ -94,16 +84,38 @@ pub fn run(args: Args) -> CliResult {
             "seconds": r.duration.as_secs_f64(),
             "quarantine_files_removed": purged,
         }))?;
-        return out.finish();
+    } else {
+        out.text(&text_report(&args, &r, purged))?;
     }
+    out.finish()
+}
+
+/// The retention rule the arguments give (none: keep every session).
+fn retention(args: &Args) -> convlog::Retention {
+    let mut retention = convlog::Retention::keep_all();
+    if let Some(d) = args.idle_for {
+        retention = retention.idle_for(d);
+    }
+    if let Some(b) = args.max_bytes {
+        retention = retention.max_bytes(b);
+    }
+    if let Some(n) = args.max_sessions {
+        retention = retention.max_sessions(n);
+    }
+    retention
+}
+
+/// The report for a terminal: what was reclaimed, expired and erased.
+fn text_report(args: &Args, r: &convlog::CompactReport, purged: usize) -> String {
+    let mut out = String::new();
     if purged > 0 {
-        out.text(&format!(
+        out += &format!(
             "removed {} from quarantine/\n",
             plural(purged as u64, "file")
-        ))?;
+        );
     }
     if r.segments_rewritten == 0 {
-        out.text(&format!(
+        out += &format!(
             "nothing to reclaim in {} (kept {}): no sealed segment holds a dropped record{}\n",
             args.dir.display(),
             plural(r.records_kept, "record"),
@@ -112,10 +124,10 @@ pub fn run(args: Args) -> CliResult {
             } else {
                 " (--seal includes the active one)"
             }
-        ))?;
-        return out.finish();
+        );
+        return out;
     }
-    out.text(&format!(
+    out += &format!(
         "compacted {} into one in {}: {} -> {}, kept {} records, dropped {}\n",
         plural(r.segments_rewritten as u64, "segment"),
         human_duration(r.duration),
@@ -123,23 +135,23 @@ pub fn run(args: Args) -> CliResult {
         human_bytes(r.bytes_after),
         thousands(r.records_kept),
         thousands(r.records_dropped),
-    ))?;
+    );
     if !r.sessions_expired.is_empty() {
-        out.text(&format!(
+        out += &format!(
             "deleted {} by the retention rule first\n",
             plural(r.sessions_expired.len() as u64, "session"),
-        ))?;
+        );
     }
     if !r.sessions_erased.is_empty() {
-        out.text(&format!(
+        out += &format!(
             "erased {}: no byte of their messages is left in the store's segments or hints\n",
             plural(r.sessions_erased.len() as u64, "session"),
-        ))?;
+        );
         for s in &r.sessions_erased {
-            out.text(&format!("  {s}\n"))?;
+            out += &format!("  {s}\n");
         }
     }
-    out.finish()
+    out
 }
 
 /// Parses an age: a number followed by `s`, `m`, `h` or `d`.
