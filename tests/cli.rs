@@ -788,15 +788,16 @@ fn import_is_all_or_nothing_unless_skip_invalid() {
     assert_eq!(out, expected);
 
     // Stdin, conversations, generated session ids, blank lines and CRLF.
-    let stdin = "\u{feff}{\"messages\":[{\"role\":\"system\",\"content\":\"x\"},{\"role\":\"user\",\"content\":\"y\"}],\"title\":\"t\"}\r\n\n{\"session\":\"b\",\"messages\":[]}\n";
+    let stdin = "\u{feff}{\"messages\":[{\"role\":\"system\",\"content\":\"x\"},{\"role\":\"user\",\"content\":\"y\"}],\"title\":\"t\"}\r\n\n{\"session\":\"b\",\"messages\":[]}\n{\"messages\":[]}\n";
     let (code, out, err) = run_with_stdin(&["import", s(&dir), "-"], stdin);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("imported 2 messages into 1 session from stdin"),
         "{out}"
     );
+    // (The conversation of no messages made no session: no id said to be generated.)
     assert!(
-        out.contains("generated session ids for 1 conversation"),
+        out.contains("generated session ids for 1 conversation without one (import-"),
         "{out}"
     );
     let (_, out, _) = run(&["sessions", s(&dir), "--json"]);

@@ -208,7 +208,8 @@ fn apply(
                 let at = (n, i + 1);
                 chunk.push(store, &parsed.session, at, m.get().as_bytes(), &mut summary)?;
             }
-            if parsed.generated {
+            // (A conversation of no messages makes no session: none to name.)
+            if parsed.generated && !parsed.messages.is_empty() {
                 summary.generated.push(parsed.session);
             }
         }
