@@ -16,8 +16,6 @@ use crate::errors::Fail;
 
 /// Messages the helper thread sends at a time.
 const CHUNK: usize = 512;
-/// Chunks it reads ahead of the decoding.
-const AHEAD: usize = 8;
 /// Up to this many messages, everything is read first, then decoded (a thread would cost
 /// more than it saves).
 const ALONE_UP_TO: usize = 2 * CHUNK;
@@ -40,35 +38,64 @@ struct Chunk {
     ends: Vec<usize>,
 }
 
-/// Every message of `iter`, decoded into a list of fresh Python objects. Called inside a
-/// store call, without the GIL (which it takes for the decoding).
-pub(crate) fn read_decoded(iter: convlog::RawMessages) -> Result<Py<PyList>, Fail> {
-    if iter.len() <= ALONE_UP_TO {
-        let (all, _) = stored(iter)?;
-        return Python::attach(|py| Ok(codec::decode_all(py, &all)?.unbind()));
-    }
-    let len = iter.len();
-    let (tx, rx) = mpsc::sync_channel(AHEAD);
-    std::thread::scope(|scope| {
-        scope.spawn(move || send_chunks(iter, &tx));
-        // The GIL is held until every chunk is decoded; the helper never needs it.
-        Python::attach(|py| {
-            codec::gc_paused(py, true, || {
-                let decoder = Decoder::new(py);
-                let mut items = Vec::with_capacity(len);
-                for chunk in rx.iter() {
-                    let chunk = chunk?;
-                    decoder.decode_run(&chunk.text, &chunk.ends, &mut items)?;
+/// Every message `read` gives, decoded into a list of fresh Python objects. Called with the
+/// GIL. `read` is called once, on this thread without the GIL, then (for more than
+/// [`ALONE_UP_TO`] messages) again on a helper thread, with a sink for what it reads: it
+/// gives the messages to its argument while it holds the store's read lock.
+///
+/// The lock is never held by the thread that holds the GIL: decoding may run Python code
+/// (a signal handler) that closes the store, and `close` waits for the lock. The helper
+/// never waits for the decoding either (its channel is unbounded: what it reads ahead is
+/// raw bytes, smaller than the objects they become), so a `close` meanwhile waits only for
+/// the read to end.
+pub(crate) fn read_decoded<R>(py: Python<'_>, read: R) -> PyResult<Py<PyList>>
+where
+    R: Fn(&mut dyn FnMut(convlog::RawMessages) -> Result<(), Fail>) -> Result<(), Fail> + Sync,
+{
+    // Few messages: read them all (lock held, no GIL), then decode.
+    let small = py
+        .detach(|| {
+            let mut small = None;
+            read(&mut |iter| {
+                if iter.len() <= ALONE_UP_TO {
+                    small = Some(stored(iter)?.0);
                 }
-                Ok(PyList::new(py, items)?.unbind())
-            })
+                Ok(())
+            })?;
+            Ok::<_, Fail>(small)
         })
-        // On an error `rx` is dropped here, so the helper stops at its next send.
+        .map_err(|e| e.into_py_err(py))?;
+    if let Some(all) = small {
+        return Ok(codec::decode_all(py, &all)?.unbind());
+    }
+    std::thread::scope(|scope| {
+        // Made inside the scope: on an error, `rx` is dropped before the scope joins the
+        // helper, whose next send then fails and ends it.
+        let (tx, rx) = mpsc::channel();
+        let read = &read;
+        scope.spawn(move || {
+            let sent = read(&mut |iter| {
+                send_chunks(iter, &tx);
+                Ok(())
+            });
+            if let Err(e) = sent {
+                let _ = tx.send(Err(e));
+            }
+        });
+        codec::gc_paused(py, true, || {
+            let decoder = Decoder::new(py);
+            let mut items = Vec::new();
+            for chunk in rx.iter() {
+                let chunk = chunk.map_err(|e| e.into_py_err(py))?;
+                decoder.decode_run(&chunk.text, &chunk.ends, &mut items)?;
+            }
+            Ok(PyList::new(py, items)?.unbind())
+        })
     })
 }
 
 /// Sends the messages of `iter` in chunks, then a failed read, if any, as the last one.
-fn send_chunks(mut iter: convlog::RawMessages, tx: &mpsc::SyncSender<Result<Chunk, Fail>>) {
+fn send_chunks(mut iter: convlog::RawMessages, tx: &mpsc::Sender<Result<Chunk, Fail>>) {
     loop {
         let chunk = next_chunk(&mut iter);
         let last = chunk.as_ref().map_or(true, |c| c.ends.len() < CHUNK);

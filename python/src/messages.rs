@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use pyo3::exceptions::{PyRecursionError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::codec;
@@ -18,8 +19,11 @@ pub(crate) enum Cursor {
     Live(convlog::RawMessages),
     /// Every message was yielded.
     Done,
-    /// Its `Store` was closed first.
-    Closed,
+    /// Its `Store` was closed first; `drained`: every message had been read (into the
+    /// iterator's buffer) by then.
+    Closed {
+        drained: bool,
+    },
     /// A read failed after the messages before it were read: raised next.
     Failed(Option<convlog::Error>),
 }
@@ -55,7 +59,7 @@ fn next_chunk(slot: &Slot) -> Result<Option<Vec<Vec<u8>>>, Fail> {
     let raw = match &mut *cursor {
         Cursor::Live(raw) => raw,
         Cursor::Done => return Ok(None),
-        Cursor::Closed => return Err(Fail::Closed),
+        Cursor::Closed { .. } => return Err(Fail::Closed),
         Cursor::Failed(e) => {
             let e = e.take();
             *cursor = Cursor::Done;
@@ -94,9 +98,20 @@ impl Messages {
         if self.ended {
             return Ok(None);
         }
-        if !self.buffer.is_empty() && matches!(*lock(&self.slot), Cursor::Closed) {
-            // Read before its store was closed, but not yielded: closed is closed.
+        let closed = match &*lock(&self.slot) {
+            Cursor::Closed { drained } => Some(*drained),
+            _ => None,
+        };
+        if let Some(drained) = closed {
+            // What it read ahead before the close is not yielded after it: an iterator
+            // not yet exhausted raises Closed; one with nothing left is exhausted.
+            let unread = !self.buffer.is_empty();
             self.buffer.clear();
+            if drained && !unread {
+                self.ended = true;
+                return Ok(None);
+            }
+            return Err(Fail::Closed.into_py_err(py));
         }
         if let Some(m) = self.buffer.pop_front() {
             return m.map(Some);
@@ -114,14 +129,22 @@ impl Messages {
                 let text = codec::text(py, m).map(|t| t.into_any().unbind());
                 self.buffer.push_back(text);
             }
-        } else if let Ok(list) = codec::decode_all(py, &chunk) {
-            self.buffer.extend(list.iter().map(|m| Ok(m.unbind())));
         } else {
-            // One fails: each is decoded on its own, so that its error is raised in its
-            // place and the messages after it still follow.
-            for m in &chunk {
-                let decoded = codec::decode(py, m).map(Bound::unbind);
-                self.buffer.push_back(decoded);
+            match codec::decode_all(py, &chunk) {
+                Ok(list) => self.buffer.extend(list.iter().map(|m| Ok(m.unbind()))),
+                // A message that does not decode: each is decoded on its own, so that its
+                // error is raised in its place and the messages after it still follow.
+                // (Anything else, a KeyboardInterrupt say, is raised now.)
+                Err(e)
+                    if e.is_instance_of::<PyValueError>(py)
+                        || e.is_instance_of::<PyRecursionError>(py) =>
+                {
+                    for m in &chunk {
+                        let decoded = codec::decode(py, m).map(Bound::unbind);
+                        self.buffer.push_back(decoded);
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         self.buffer.pop_front().transpose()
@@ -131,9 +154,10 @@ impl Messages {
     fn __length_hint__(&self, py: Python<'_>) -> usize {
         let slot = self.slot.clone();
         let left = py.detach(move || match &*lock(&slot) {
-            Cursor::Live(raw) => raw.len(),
-            _ => 0,
+            Cursor::Live(raw) => Some(raw.len()),
+            Cursor::Closed { .. } => None,
+            _ => Some(0),
         });
-        left + self.buffer.len()
+        left.map_or(0, |left| left + self.buffer.len())
     }
 }

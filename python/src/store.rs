@@ -368,13 +368,6 @@ impl Store {
         .map_err(|e| e.into_py_err(py))
     }
 
-    /// A handle on the store of its own (the store stays open while it lives), for a
-    /// call that takes the GIL while it reads: the lock `close` takes is not held meanwhile.
-    fn handle(&self, py: Python<'_>) -> PyResult<convlog::Store> {
-        py.detach(|| self.shared.read().clone().ok_or(Fail::Closed))
-            .map_err(|e| e.into_py_err(py))
-    }
-
     pub(crate) fn cache(&self) -> Option<Arc<TailCache>> {
         lock(&self.shared.cache).clone()
     }
@@ -632,13 +625,10 @@ impl Store {
             .filter(|(_, n)| (1..=cache::PER_SESSION as u64).contains(n))
         else {
             let n = n.unwrap_or(u64::MAX);
-            // Decoding takes the GIL, and may run Python code (a signal handler) that
-            // closes the store: it reads through a handle of its own, not under the lock
-            // `close` takes, which it would wait for with the GIL held.
-            let store = self.handle(py)?;
-            let all = py
-                .detach(|| bulk::read_decoded(store.tail(session, n).raw()))
-                .map_err(|e| e.into_py_err(py))?;
+            let all = bulk::read_decoded(py, |sink| match self.shared.read().as_ref() {
+                Some(store) => sink(store.tail(session, n).raw()),
+                None => Err(Fail::Closed),
+            })?;
             return Ok(all.into_bound(py));
         };
         if let Some(hit) = self.cached(py, &cache, session, n)? {
@@ -1014,10 +1004,9 @@ impl Store {
             let iters = std::mem::take(&mut *lock(&self.shared.iters));
             for slot in iters.iter().filter_map(Weak::upgrade) {
                 let mut cursor = lock(&slot);
-                // (Done too: what it read ahead is not yielded after the close.)
-                if matches!(*cursor, Cursor::Live(_) | Cursor::Done) {
-                    *cursor = Cursor::Closed;
-                }
+                // (Done and Failed too: what it read ahead is not yielded after the close.)
+                let drained = matches!(*cursor, Cursor::Done);
+                *cursor = Cursor::Closed { drained };
             }
             // Each subscription holds a handle on the store: released here.
             // All marked first, so that waits under way end together (within one slice).

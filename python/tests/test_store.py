@@ -190,6 +190,16 @@ def test_messages_is_a_lazy_snapshot(store_dir: pathlib.Path) -> None:
         assert iter(it) is it
 
 
+def test_an_iterator_with_nothing_left_is_exhausted_after_close(store_dir: pathlib.Path) -> None:
+    s = Store(store_dir)
+    s.append("z", {"a": 1})
+    it = s.messages("z")
+    assert next(it) == {"a": 1}  # all read; StopIteration not yet raised
+    s.close()
+    assert list(it) == []
+    assert it.__length_hint__() == 0
+
+
 def test_messages_read_ahead_is_not_yielded_after_close(store_dir: pathlib.Path) -> None:
     s = Store(store_dir)
     s.append_batch("m", [{"i": i} for i in range(100)])
@@ -216,6 +226,22 @@ _CLOSE_DURING_DECODE = {
         assert len(s.tail("a")) == 20000
         assert s.closed
     """,
+    "signal handler that raises": """
+        import convlog, signal, sys
+        s = convlog.Store(sys.argv[1])
+        s.append_batch("a", [{"n": 10**30 + i} for i in range(20000)])
+        def stop(*_):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGALRM, stop)
+        for read in (lambda: s.tail("a"), lambda: list(s.messages("a"))):
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
+            try:
+                read()
+                raise SystemExit("the interrupt was swallowed")
+            except KeyboardInterrupt:
+                pass
+        s.close()
+    """,
     "another thread": """
         import convlog, sys, threading, time
         s = convlog.Store(sys.argv[1])
@@ -238,6 +264,9 @@ _CLOSE_DURING_DECODE = {
             pass
         reader.join()
         closer.join()
+        # close() waited for the read under way: the store is closed, so a store with
+        # other options opens (a store still open would be AlreadyOpen).
+        convlog.Store(sys.argv[1], durability="always").close()
     """,
 }
 

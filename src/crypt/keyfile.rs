@@ -282,17 +282,14 @@ pub(crate) fn entries(bytes: &[u8], from: usize, base: u64) -> (Vec<Entry>, usiz
     let tail = if rest.is_empty() {
         Tail::Clean
     } else {
+        // A sector before `p` that never reached the disk excuses an entry at `p` and at
+        // every later offset (the range only grows).
+        let excused = |p| crate::recovery::has_zero_sector_in(bytes, base, file(0), file(p));
         match first_entry_after_start(rest) {
             None => Tail::Torn,
-            Some(Found::Entry(p))
-                if crate::recovery::has_zero_sector_in(bytes, base, file(0), file(p)) =>
-            {
-                // A sector between that never reached the disk excuses this entry and
-                // every later one (the range only grows).
-                Tail::Torn
-            }
+            Some(Found::Entry(p) | Found::TooMuchToCheck(p)) if excused(p) => Tail::Torn,
             Some(Found::Entry(_)) => Tail::Damaged,
-            Some(Found::TooMuchToCheck) => Tail::Unverifiable,
+            Some(Found::TooMuchToCheck(_)) => Tail::Unverifiable,
         }
     };
     (out, at, tail)
@@ -307,8 +304,9 @@ const TAIL_CHECK_PER_BYTE: usize = 16;
 enum Found {
     /// An entry that verifies, at this offset of the tail.
     Entry(usize),
-    /// More framed entries than [`TAIL_CHECK_PER_BYTE`] lets it check.
-    TooMuchToCheck,
+    /// More framed entries than [`TAIL_CHECK_PER_BYTE`] lets it check, the first one it
+    /// could not check at this offset.
+    TooMuchToCheck(usize),
 }
 
 /// The first offset after the start of `rest` where a valid entry starts, checking only
@@ -320,10 +318,11 @@ fn first_entry_after_start(rest: &[u8]) -> Option<Found> {
             continue;
         };
         let Some(left) = budget.checked_sub(len) else {
-            return Some(Found::TooMuchToCheck);
+            return Some(Found::TooMuchToCheck(p));
         };
         budget = left;
-        if checksum_holds(&rest[p..p + len]) {
+        // (Its fields decode too: an owner that is not UTF-8 makes no entry.)
+        if checksum_holds(&rest[p..p + len]) && Entry::decode(&rest[p..]).is_some() {
             return Some(Found::Entry(p));
         }
     }
@@ -354,7 +353,7 @@ fn framed_len(bytes: &[u8]) -> Option<usize> {
         }
         _ => return None,
     };
-    (9 + fields == len).then_some(len)
+    (fields.checked_add(9)? == len).then_some(len)
 }
 
 /// Whether a framed entry's checksum (bytes 4..8, over bytes 8..) holds.
@@ -507,6 +506,12 @@ mod tests {
         assert!(framed_len(&tail[16..]).is_some(), "the framing is right");
         let (got, end, kind) = entries(&tail, 0, 1 << 20);
         assert_eq!((got.len(), end, kind), (0, 0, Tail::Unverifiable));
+        // After a sector that never reached the disk, the same bytes are a torn append
+        // (as any entry after such a sector is).
+        let mut after_lost = vec![0u8; 1024];
+        after_lost[0] = 1; // a torn entry's first byte, then the old zeros of a lost sector
+        after_lost.extend_from_slice(&tail);
+        assert_eq!(entries(&after_lost, 0, 1 << 20).2, Tail::Torn);
         // A torn append's bytes are checked in full within the budget: real entries cut
         // short, then the random-looking bytes of a wrapped key.
         let key = |id: u64| Entry::Key {
