@@ -124,14 +124,20 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     all_files(dir)
 }
 
-#[test]
-fn a_missing_or_wrong_key_is_a_typed_error_naming_the_store_and_changes_nothing() {
+/// A store encrypted under key 1 holding one message, `msg("s", 0)`, closed.
+fn one_message_store() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     enc(1)
         .open(dir.path())
         .unwrap()
         .append_raw("s", &msg("s", 0))
         .unwrap();
+    dir
+}
+
+#[test]
+fn a_missing_or_wrong_key_is_a_typed_error_naming_the_store_and_changes_nothing() {
+    let dir = one_message_store();
     let before = snapshot(dir.path());
     for read_only in [false, true] {
         let e = Store::builder()
@@ -173,12 +179,7 @@ fn a_missing_or_wrong_key_is_a_typed_error_naming_the_store_and_changes_nothing(
 /// the store opens whole.
 #[test]
 fn an_oversized_key_file_is_a_key_file_error_not_an_allocation() {
-    let dir = tempfile::tempdir().unwrap();
-    enc(1)
-        .open(dir.path())
-        .unwrap()
-        .append_raw("s", &msg("s", 0))
-        .unwrap();
+    let dir = one_message_store();
     let keys = dir.path().join(KEYS_FILE);
     let len = std::fs::metadata(&keys).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&keys).unwrap();
@@ -672,12 +673,7 @@ fn a_replay_of_the_log_reads_cleared_messages_and_skips_erased_ones() {
 /// without a key file.)
 #[test]
 fn sealed_payloads_in_a_store_whose_key_file_is_gone_are_a_typed_error() {
-    let dir = tempfile::tempdir().unwrap();
-    enc(1)
-        .open(dir.path())
-        .unwrap()
-        .append_raw("s", &msg("s", 0))
-        .unwrap();
+    let dir = one_message_store();
     std::fs::remove_file(dir.path().join(KEYS_FILE)).unwrap();
     let store = Store::builder().read_only(true).open(dir.path()).unwrap();
     assert_eq!(store.interaction_count("s"), 1);
