@@ -12,6 +12,7 @@ mod open;
 mod ops;
 mod options;
 mod read;
+mod read_ahead;
 mod registry;
 mod retention;
 mod subscribe;

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 
 use std::sync::Arc;
 
+use super::read_ahead::{AHEAD_AFTER, AHEAD_MIN_LEFT, Next, ReadAhead};
 use super::{State, Store};
 use crate::crypt::{Crypt, KeyCache};
 use crate::error::{Error, Result};
@@ -117,6 +118,21 @@ pub struct RawMessages {
     crypt: Option<Arc<Crypt>>,
     /// The data key the last message opened with.
     keys: KeyCache,
+    /// Whether a second thread decrypts batches ahead (see `read_ahead`).
+    ahead: Ahead,
+}
+
+/// A stream's use of a helper thread that decrypts ahead.
+#[derive(Debug)]
+enum Ahead {
+    /// Never: a store without encryption, a short read, or [`Options::decrypt_ahead`] off.
+    ///
+    /// [`Options::decrypt_ahead`]: super::Options::decrypt_ahead
+    Off,
+    /// Once the stream has gone far enough, with far enough still to go.
+    Eligible,
+    /// Started.
+    On(ReadAhead),
 }
 
 impl RawMessages {
@@ -124,8 +140,12 @@ impl RawMessages {
     /// count under the same guard that takes their positions.
     fn new(store: Store, session: &str, ids: impl FnOnce(u64) -> Range<u64>) -> RawMessages {
         let state = store.view();
-        let messages = RawMessages::from_state(&state, store.inner.crypt.as_ref(), session, ids);
+        let mut messages =
+            RawMessages::from_state(&state, store.inner.crypt.as_ref(), session, ids);
         drop(state);
+        if messages.crypt.is_some() && store.inner.opts.decrypt_ahead {
+            messages.ahead = Ahead::Eligible;
+        }
         messages
     }
 
@@ -147,6 +167,7 @@ impl RawMessages {
             segments: state.segments.clone(),
             crypt: crypt.cloned(),
             keys: KeyCache::default(),
+            ahead: Ahead::Off,
         }
     }
 
@@ -170,6 +191,56 @@ impl RawMessages {
                 message: r.payload,
             }),
         )
+    }
+
+    /// As [`RawMessages::entry`], an id this read does not cover being an error.
+    pub(super) fn entry_or_lost(&mut self, id: u64) -> Result<Entry<Vec<u8>>> {
+        self.entry(id).unwrap_or_else(|| Err(self.lost()))
+    }
+
+    /// The message with interaction id `id` (the next to yield) from the helper that
+    /// decrypts ahead, starting it when the stream has become long enough; `None` when
+    /// the stream reads it itself.
+    fn from_ahead(&mut self, id: u64) -> Option<Result<Entry<Vec<u8>>>> {
+        if matches!(self.ahead, Ahead::Eligible) {
+            let yielded = self.next - self.positions.range().start;
+            if yielded < AHEAD_AFTER {
+                return None;
+            }
+            self.ahead = Ahead::Off;
+            let left = self.last_id().saturating_sub(self.next);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if left >= AHEAD_MIN_LEFT && cores > 1 {
+                let copy = self.copy_for_helper();
+                if let Some(a) = ReadAhead::start(copy, self.next, self.last_id()) {
+                    self.ahead = Ahead::On(a);
+                }
+            }
+        }
+        let Ahead::On(a) = &mut self.ahead else {
+            return None;
+        };
+        match a.next(id) {
+            Next::Ready(item) => Some(item),
+            Next::Own => None,
+            Next::Gone => {
+                self.ahead = Ahead::Off;
+                None
+            }
+        }
+    }
+
+    /// A reader of the same snapshot, for a helper thread.
+    fn copy_for_helper(&self) -> RawMessages {
+        RawMessages {
+            session: self.session.clone(),
+            positions: self.positions.clone(),
+            next: self.next,
+            segments: self.segments.clone(),
+            crypt: self.crypt.clone(),
+            keys: KeyCache::default(),
+            ahead: Ahead::Off,
+        }
     }
 
     /// The LSN of the message with interaction id `id`, if this read covers it: from its
@@ -211,6 +282,13 @@ impl Iterator for RawMessages {
 
     fn next(&mut self) -> Option<Self::Item> {
         let id = self.next + 1;
+        if id > self.last_id() {
+            return None;
+        }
+        if let Some(item) = self.from_ahead(id) {
+            self.next = id;
+            return Some(item);
+        }
         let entry = self.entry(id)?;
         self.next = id;
         Some(entry)
