@@ -51,18 +51,21 @@ fn items(stream: convlog::RawMessages) -> Vec<Item> {
 
 /// `n` messages of 1.2 to 21 KiB (drawn from `seed`) in session "long", "other" between
 /// them, in segments of 4 MiB: the helper's batches often end on their byte budget.
-fn fill(store: &Store, seed: u64, n: u64) {
+fn fill(store: &Store, seed: u64, n: u64) -> Vec<Vec<u8>> {
     let mut x = seed | 1;
+    let mut long = Vec::new();
     for i in 1..=n {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let len = 1200 + (x % (20 << 10)) as usize;
-        store.append_raw("long", &common::payload(i, len)).unwrap();
+        long.push(common::payload(i, len));
+        store.append_raw("long", &long[long.len() - 1]).unwrap();
         if i % 7 == 0 {
             store.append_raw("other", &common::payload(i, 300)).unwrap();
         }
     }
+    long
 }
 
 /// Flips a ciphertext byte of each of `damaged`'s messages (interaction ids of "long", the
@@ -106,17 +109,20 @@ fn a_long_encrypted_stream_yields_the_same_with_or_without_its_helper_errors_in_
     println!("decrypt_ahead: seed {seed:#x} (set CONVLOG_SEED to change)");
     let dir = tempfile::tempdir().unwrap();
     let n = 3000;
-    {
-        // Every message of "long" is over 1000 bytes of payload once sealed; "other"'s not.
-        let store = enc().open(dir.path()).unwrap();
-        fill(&store, seed, n);
-    }
+    // Every message of "long" is over 1000 bytes of payload once sealed; "other"'s not.
+    let written = fill(&enc().open(dir.path()).unwrap(), seed, n);
     // Damage in the stream's own batches and in the helper's, and the last message.
     let damaged = [300, 301, 777, 1500, 2222, n];
     damage(dir.path(), &damaged);
-    let with = enc().open(dir.path()).unwrap();
     let without = enc().decrypt_ahead(false).open(dir.path()).unwrap();
+    let mut stream = without.messages("long").raw();
+    let mut expected = items_of(&mut stream, 600);
+    assert_eq!(helpers_become(0), 0, "no helper when decrypt_ahead is off");
+    expected.extend(items(stream));
+    let plain: Vec<bool> = without.messages("long").map(|e| e.is_ok()).collect();
+    drop(without);
 
+    let with = enc().open(dir.path()).unwrap();
     let mut stream = with.messages("long").raw();
     let mut seen: Vec<Item> = items_of(&mut stream, 600);
     assert_eq!(helpers_become(1), 1, "a long stream has started its helper");
@@ -124,16 +130,20 @@ fn a_long_encrypted_stream_yields_the_same_with_or_without_its_helper_errors_in_
     assert_eq!(helpers(), 1, "the helper reads to the end with its stream");
     seen.extend(items(stream));
     assert_eq!(helpers_become(0), 0, "the helper ends with its stream");
-    let expected = items(without.messages("long").raw());
-    assert_eq!(helpers(), 0, "no helper when decrypt_ahead is off");
     assert_eq!(seen.len(), n as usize);
     let errors: Vec<u64> = (1..=n).filter(|i| seen[*i as usize - 1].is_err()).collect();
-    assert_eq!(errors, damaged, "exactly the damaged messages fail, in place");
-    assert!(seen == expected, "the same items with and without the helper");
+    assert_eq!(
+        errors, damaged,
+        "exactly the damaged messages fail, in place"
+    );
+    assert!(
+        seen == expected,
+        "the same items with and without the helper"
+    );
     for (i, item) in seen.iter().enumerate() {
         if let Ok((id, _, _, message)) = item {
             assert_eq!(*id, i as u64 + 1);
-            assert_eq!(message.len(), common::payload(*id, message.len()).len());
+            assert_eq!(*message, written[i]);
         }
     }
 
@@ -141,7 +151,6 @@ fn a_long_encrypted_stream_yields_the_same_with_or_without_its_helper_errors_in_
     let part = items(with.range("long", 500..2800).raw());
     assert!(part == expected[499..2799], "a range yields the same too");
     let decoded: Vec<bool> = with.messages("long").map(|e| e.is_ok()).collect();
-    let plain: Vec<bool> = without.messages("long").map(|e| e.is_ok()).collect();
     assert_eq!(decoded, plain);
 }
 
@@ -166,10 +175,22 @@ fn a_stream_dropped_midway_stops_its_helper_and_short_reads_never_start_one() {
     for i in 1..=2000 {
         store.append_raw("s", &common::payload(i, 500)).unwrap();
     }
-    // A tail, a window-sized range, and a stream with too little left never start one.
-    assert_eq!(store.tail("s", 1500).raw().count(), 1500);
-    assert_eq!(store.range("s", 1000..).raw().count(), 1001);
-    assert_eq!(helpers(), 0);
+    // Reads with too little left after their first 256 messages never start one.
+    let no_helper_while = |mut read: convlog::RawMessages, len: usize| {
+        assert_eq!(read.len(), len);
+        assert_eq!(read.by_ref().take(len - 10).count(), len - 10);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(helpers(), 0, "a read of {len} messages started a helper");
+        assert_eq!(read.count(), 10);
+    };
+    no_helper_while(store.tail("s", 1000).raw(), 1000);
+    no_helper_while(store.range("s", 1000..).raw(), 1001);
+    // A long tail does.
+    let mut tail = store.tail("s", 1500).raw();
+    assert_eq!(tail.by_ref().take(300).count(), 300);
+    assert_eq!(helpers_become(1), 1);
+    assert_eq!(tail.count(), 1200);
+    assert_eq!(helpers_become(0), 0);
     let mut stream = store.messages("s").raw();
     assert_eq!(stream.by_ref().take(300).count(), 300);
     assert_eq!(helpers_become(1), 1);
@@ -177,7 +198,11 @@ fn a_stream_dropped_midway_stops_its_helper_and_short_reads_never_start_one() {
     store.append_raw("s", &common::payload(2001, 500)).unwrap();
     assert_eq!(stream.len(), 1700);
     drop(stream);
-    assert_eq!(helpers_become(0), 0, "dropping the stream stopped its helper");
+    assert_eq!(
+        helpers_become(0),
+        0,
+        "dropping the stream stopped its helper"
+    );
     // Without encryption there is nothing to decrypt: no helper.
     let plain_dir = tempfile::tempdir().unwrap();
     let plain = Store::open(plain_dir.path()).unwrap();

@@ -151,15 +151,18 @@ impl Options {
         self
     }
 
-    /// Whether a long stream of an encrypted store ([`Store::messages`], [`Store::range`])
-    /// decrypts every other batch of its messages on a second thread, when the machine has
-    /// more than one core. It starts after a stream's first 256 messages, with at least 1 024
-    /// still to read, so tails and short sessions never pay for it; it buffers one batch (at
-    /// most 128 messages, or about 1 MiB of them, plus one), and the stream yields exactly
-    /// what it would without it. Default: on. (No effect on a store without encryption.)
+    /// Whether a long read of an encrypted store (a stream of [`Store::messages`],
+    /// [`Store::range`] or [`Store::tail`]) decrypts every other batch of its messages on a
+    /// second thread, when the machine has more than one core. It starts after the read's
+    /// first 256 messages, with at least 1 024 still to read, so short reads never pay for
+    /// a thread; it buffers one batch (at most 512 messages, or about 1 MiB of them, plus
+    /// one), the read yields exactly what it would without it, and dropping the read stops
+    /// the thread. A stream then costs about 1.2× the CPU of one thread, in less time.
+    /// Default: on. (No effect on a store without encryption.)
     ///
     /// [`Store::messages`]: super::Store::messages
     /// [`Store::range`]: super::Store::range
+    /// [`Store::tail`]: super::Store::tail
     pub fn decrypt_ahead(mut self, on: bool) -> Options {
         self.decrypt_ahead = on;
         self

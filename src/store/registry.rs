@@ -143,6 +143,7 @@ fn compatible(a: &Options, b: &Options) -> bool {
         && a.retention == b.retention
         && a.keep_quarantine == b.keep_quarantine
         && a.auto_compact == b.auto_compact
+        && a.decrypt_ahead == b.decrypt_ahead
 }
 
 /// Whether `opts` carries the master key the open store is under now (a rekey changes it;
