@@ -132,7 +132,7 @@ enum Ahead {
     /// Once the stream has gone far enough, with far enough still to go.
     Eligible,
     /// Started.
-    On(ReadAhead),
+    On(Box<ReadAhead>),
 }
 
 impl RawMessages {
@@ -201,7 +201,7 @@ impl RawMessages {
     /// The message with interaction id `id` (the next to yield) from the helper that
     /// decrypts ahead, starting it when the stream has become long enough; `None` when
     /// the stream reads it itself.
-    fn from_ahead(&mut self, id: u64) -> Option<Result<Entry<Vec<u8>>>> {
+    fn take_ahead(&mut self, id: u64) -> Option<Result<Entry<Vec<u8>>>> {
         if matches!(self.ahead, Ahead::Eligible) {
             let yielded = self.next - self.positions.range().start;
             if yielded < AHEAD_AFTER {
@@ -213,7 +213,7 @@ impl RawMessages {
             if left >= AHEAD_MIN_LEFT && cores > 1 {
                 let copy = self.copy_for_helper();
                 if let Some(a) = ReadAhead::start(copy, self.next, self.last_id()) {
-                    self.ahead = Ahead::On(a);
+                    self.ahead = Ahead::On(Box::new(a));
                 }
             }
         }
@@ -285,7 +285,7 @@ impl Iterator for RawMessages {
         if id > self.last_id() {
             return None;
         }
-        if let Some(item) = self.from_ahead(id) {
+        if let Some(item) = self.take_ahead(id) {
             self.next = id;
             return Some(item);
         }

@@ -99,11 +99,9 @@ impl ReadAhead {
     fn ask_from(&mut self, first: u64) {
         let end = first.saturating_add(AHEAD_BATCH).min(self.last + 1);
         self.asked = first..end.max(first);
-        if !self.asked.is_empty() {
-            if let Some(ask) = &self.ask {
-                // A helper that is gone is found when its batch is awaited.
-                let _ = ask.send(self.asked.clone());
-            }
+        if let Some(ask) = self.ask.as_ref().filter(|_| !self.asked.is_empty()) {
+            // A helper that is gone is found when its batch is awaited.
+            let _ = ask.send(self.asked.clone());
         }
     }
 
