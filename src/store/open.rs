@@ -9,7 +9,7 @@ use super::{Inner, Options, State, Store, Writer, registry};
 use crate::crypt::Crypt;
 use crate::durability::{Durability, Flusher, Syncer};
 use crate::error::{Error, Result};
-use crate::id::Lsn;
+use crate::id::{Lsn, Timestamp};
 use crate::io::Dir;
 use crate::recovery::{self, Recovered};
 use crate::segment::{ActiveView, Segment, SegmentData, SegmentWriter};
@@ -228,64 +228,30 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
             reason: "no segment files in it",
         });
     }
-    let vfs = &*opts.vfs;
-    let mut unverified = false;
     let last_end = rec.segments.last().map_or(0, |s| s.valid_end);
-    // A compacted segment is never appended to (its LSNs may skip): a writable open whose
-    // last segment is one (its successor's creation never became durable) starts a new one.
-    let active = match rec.segments.last() {
-        Some(s) if !opts.read_only && !s.compacted => {
-            // Recovery already made any cut of a torn tail physical and durable.
-            unverified = s.from_hint;
-            let allocated = s.file.len().map_err(|e| Error::io("stat", &s.path, e))?;
-            Some(SegmentWriter {
-                id: s.id,
-                salt: s.salt,
-                path: s.path.clone(),
-                file: s.file.clone(),
-                len: s.valid_end,
-                allocated: allocated.max(s.valid_end),
-                segment_size: opts.segment_size,
-                named: Default::default(),
-            })
-        }
+    let resumed = match rec.segments.last() {
+        Some(last) if !opts.read_only => resume(opts, last)?,
         _ => None,
     };
     let mut segments = table(rec.segments);
     let writer = if opts.read_only {
         None
     } else {
-        let active = match active {
-            Some(w) => w,
-            None => {
-                let w = SegmentWriter::create(vfs, dir, rec.next_lsn, opts.segment_size)
-                    .map_err(|(e, _)| e)?;
-                segments.push(Arc::new(Segment {
-                    id: w.id,
-                    salt: w.salt,
-                    path: w.path.clone(),
-                    data: SegmentData::File(ActiveView::new(w.file.clone())),
-                    compacted: false,
-                }));
-                w
-            }
+        let (active, unverified) = match resumed {
+            Some(resumed) => resumed,
+            None => (
+                start_segment(opts, dir, rec.next_lsn, &mut segments)?,
+                false,
+            ),
         };
-        Some(Writer {
-            ordinal: (segments.len() - 1) as u32,
+        let ordinal = (segments.len() - 1) as u32;
+        Some(Writer::new(
             active,
-            next_lsn: rec.next_lsn,
-            last_ts: rec.last_ts,
-            last_sync: Instant::now(),
-            unsynced: 0,
+            ordinal,
+            rec.next_lsn,
+            rec.last_ts,
             unverified,
-            written: false,
-            naming: None,
-            framed_records: 0,
-            buf: Vec::new(),
-            sealed: Vec::new(),
-            wait: super::lock::Wait::Block,
-            caught_up: false,
-        })
+        ))
     };
     // What recovery read may still be only in the page cache (a process crash does not
     // lose it, but a power cut could): sync the active segment before calling it durable.
@@ -297,7 +263,7 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
     // synced the directory last, when it renamed the active segment's hint into place.)
     if let Some(w) = writer.as_ref().filter(|w| !w.unverified) {
         w.active.sync()?;
-        Dir::new(vfs, dir).sync()?;
+        Dir::new(&*opts.vfs, dir).sync()?;
     }
     let end = writer.as_ref().map_or(last_end, |w: &Writer| w.active.len);
     let state = State {
@@ -309,6 +275,84 @@ fn assemble(opts: &Options, dir: &Path, rec: Recovered) -> Result<Assembled> {
         last_ts: rec.last_ts,
     };
     Ok((state, writer, rec.report, rec.next_lsn))
+}
+
+/// The writer of the last segment recovery read, to append to it again, with whether it
+/// was loaded from its hint (unverified); `None` when it is a compacted segment, which is
+/// never appended to (its LSNs may skip): its successor's creation never became durable,
+/// and a new segment starts.
+fn resume(
+    opts: &Options,
+    last: &crate::recovery::RecoveredSegment,
+) -> Result<Option<(SegmentWriter, bool)>> {
+    if last.compacted {
+        return Ok(None);
+    }
+    // Recovery already made any cut of a torn tail physical and durable.
+    let allocated = last
+        .file
+        .len()
+        .map_err(|e| Error::io("stat", &last.path, e))?;
+    let writer = SegmentWriter {
+        id: last.id,
+        salt: last.salt,
+        path: last.path.clone(),
+        file: last.file.clone(),
+        len: last.valid_end,
+        allocated: allocated.max(last.valid_end),
+        segment_size: opts.segment_size,
+        named: Default::default(),
+    };
+    Ok(Some((writer, last.from_hint)))
+}
+
+/// Creates the segment a writable open appends to when no recovered one can take appends
+/// (a new store, or a last segment that is compacted), and adds it to `segments`.
+fn start_segment(
+    opts: &Options,
+    dir: &Path,
+    next_lsn: Lsn,
+    segments: &mut Vec<Arc<Segment>>,
+) -> Result<SegmentWriter> {
+    let w =
+        SegmentWriter::create(&*opts.vfs, dir, next_lsn, opts.segment_size).map_err(|(e, _)| e)?;
+    segments.push(Arc::new(Segment {
+        id: w.id,
+        salt: w.salt,
+        path: w.path.clone(),
+        data: SegmentData::File(ActiveView::new(w.file.clone())),
+        compacted: false,
+    }));
+    Ok(w)
+}
+
+impl Writer {
+    /// The writer of a store just opened: appending to `active`, the `ordinal`-th segment
+    /// of the table, at `next_lsn`; `unverified` when `active` was loaded from its hint.
+    fn new(
+        active: SegmentWriter,
+        ordinal: u32,
+        next_lsn: Lsn,
+        last_ts: Timestamp,
+        unverified: bool,
+    ) -> Writer {
+        Writer {
+            ordinal,
+            active,
+            next_lsn,
+            last_ts,
+            last_sync: Instant::now(),
+            unsynced: 0,
+            unverified,
+            written: false,
+            naming: None,
+            framed_records: 0,
+            buf: Vec::new(),
+            sealed: Vec::new(),
+            wait: super::lock::Wait::Block,
+            caught_up: false,
+        }
+    }
 }
 
 /// The segment table of what recovery read: sealed segments mapped, the last one read
