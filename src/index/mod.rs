@@ -310,37 +310,9 @@ impl Index {
                 self.metas.insert(session.into(), pos);
                 0
             }
-            Change::Delete => {
-                self.resets += 1;
-                self.deleted.insert(session.into());
-                self.metas.remove(session);
-                self.sessions
-                    .remove(session)
-                    .map_or(0, |s| s.positions.len())
-            }
+            Change::Delete => self.delete(session),
             Change::Fork { src, at } => {
-                self.resets += 1;
-                self.sessions.remove(session);
-                let Some(from) = self.sessions.get(src) else {
-                    return 0;
-                };
-                let positions = from.positions.fork(at);
-                if positions.len() == 0 {
-                    return 0;
-                }
-                let first = from.first;
-                let last = positions
-                    .get(&self.hints, positions.len() - 1)
-                    .map_or(from.last, ts_at);
-                self.sessions.insert(
-                    session.into(),
-                    SessionState {
-                        positions,
-                        first,
-                        last,
-                        keys: None,
-                    },
-                );
+                self.fork(session, src, at, ts_at);
                 0
             }
             Change::Key { key, ts } => {
@@ -381,6 +353,43 @@ impl Index {
             }
             Change::Keep(k) => self.keep(session, k, ts_at),
         }
+    }
+
+    /// [`Change::Delete`] of `session`: how many messages it held.
+    fn delete(&mut self, session: &str) -> u64 {
+        self.resets += 1;
+        self.deleted.insert(session.into());
+        self.metas.remove(session);
+        self.sessions
+            .remove(session)
+            .map_or(0, |s| s.positions.len())
+    }
+
+    /// [`Change::Fork`]: `session` becomes the first `at` messages of `src` (sharing their
+    /// positions), its keys none; nothing when that is no message.
+    fn fork(&mut self, session: &str, src: &str, at: u64, ts_at: impl FnOnce(Pos) -> Timestamp) {
+        self.resets += 1;
+        self.sessions.remove(session);
+        let Some(from) = self.sessions.get(src) else {
+            return;
+        };
+        let positions = from.positions.fork(at);
+        if positions.len() == 0 {
+            return;
+        }
+        let first = from.first;
+        let last = positions
+            .get(&self.hints, positions.len() - 1)
+            .map_or(from.last, ts_at);
+        self.sessions.insert(
+            session.into(),
+            SessionState {
+                positions,
+                first,
+                last,
+                keys: None,
+            },
+        );
     }
 
     /// The hash of `k`: the writer's, or computed here.
