@@ -427,7 +427,7 @@ impl Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (path, *, durability=None, read_only=false, segment_size=None, max_record_len=None, exclusive=false, mode=None, key=None, key_file=None))]
+    #[pyo3(signature = (path, *, durability=None, read_only=false, segment_size=None, max_record_len=None, exclusive=false, mode=None, key=None, key_file=None, decrypt_ahead=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -440,11 +440,13 @@ impl Store {
         mode: Option<&Bound<'_, PyAny>>,
         key: Option<&Bound<'_, PyAny>>,
         key_file: Option<&Bound<'_, PyAny>>,
+        decrypt_ahead: bool,
     ) -> PyResult<Store> {
         let mut opts = convlog::Store::builder()
             .durability(self::durability(durability)?)
             .read_only(read_only)
-            .exclusive(exclusive);
+            .exclusive(exclusive)
+            .decrypt_ahead(decrypt_ahead);
         // The key goes to the library's options only: no field of this object holds it.
         if let Some(k) = master_key(py, key, key_file, ("key", "key_file"))? {
             opts = opts.encryption(k);

@@ -53,6 +53,20 @@ def test_round_trip_with_a_raw_key(store_dir: pathlib.Path) -> None:
         assert s.tail("chat") == [{"role": "user", "content": "hi"}]
 
 
+def test_long_reads_are_the_same_with_or_without_decrypt_ahead(store_dir: pathlib.Path) -> None:
+    key = convlog.generate_key()
+    expected = [{"role": "user", "content": f"m-{i}-" + "x" * (i % 700)} for i in range(3000)]
+    with Store(store_dir, key=key) as s:
+        for m in expected:
+            s.append("long", m)
+    # Two Store objects on one open store, which differ only in decrypt_ahead.
+    with Store(store_dir, key=key) as ahead, Store(store_dir, key=key, decrypt_ahead=False) as alone:
+        for s in (ahead, alone):
+            assert list(s.messages("long")) == expected
+            assert s.tail("long", 2000) == expected[1000:]
+            assert list(s.messages("long", 500, 2900)) == expected[499:2899]
+
+
 def test_round_trip_with_a_hex_key_and_key_files(tmp_path: pathlib.Path) -> None:
     key = convlog.generate_key()
     d = tmp_path / "store"

@@ -256,6 +256,12 @@ impl Crypt {
         guard
     }
 
+    /// How many changes the ring has had (each may destroy keys): a message opened while
+    /// this stayed the same could be opened now.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// Whether `key` is the master key `KEYS` is wrapped with now (as this process knows).
     pub(crate) fn is_master(&self, key: &MasterKey) -> bool {
         *self.master.read().unwrap_or_else(|e| e.into_inner()) == *key

@@ -74,7 +74,12 @@ impl Store {
             .spawn(move || {
                 while !stopper.wait(policy.every) {
                     let Some(inner) = weak.upgrade() else { return };
-                    let _ = Store { inner, users: None }.compact_if(policy.dead_ratio);
+                    let _ = Store {
+                        inner,
+                        users: None,
+                        decrypt_ahead: false,
+                    }
+                    .compact_if(policy.dead_ratio);
                 }
             });
         // Without a thread (the system refused one) the store works, only uncompacted.

@@ -69,6 +69,9 @@ pub struct Store {
     /// waits for the close to finish (perhaps on a background thread that still held the
     /// store) instead of finding it open.
     users: Option<Arc<Users>>,
+    /// Whether this handle's long reads decrypt ahead ([`Options::decrypt_ahead`]: a
+    /// setting of the handle, not of the store, so two opens may differ in it).
+    decrypt_ahead: bool,
 }
 
 /// The token a store's caller-held handles share (see [`Store`]'s `users`).
@@ -242,7 +245,11 @@ impl Store {
             let Some(inner) = weak.upgrade() else {
                 return false;
             };
-            let store = Store { inner, users: None };
+            let store = Store {
+                inner,
+                users: None,
+                decrypt_ahead: false,
+            };
             !store.inner.syncer.is_poisoned() && store.sync().is_ok()
         });
     }

@@ -65,6 +65,7 @@ impl Store {
         // messages, through the files it holds open, until the next compaction.)
         state.epoch = head.epoch();
         let durable = Lsn(next_lsn.0.saturating_sub(1));
+        let decrypt_ahead = opts.decrypt_ahead;
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
@@ -85,6 +86,7 @@ impl Store {
                 opts,
             }),
             users: Some(Arc::new(super::Users)),
+            decrypt_ahead,
         };
         registry::Registration::publish(&store);
         store.start_threads();

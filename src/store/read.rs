@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use std::sync::Arc;
 
-use super::read_ahead::{AHEAD_AFTER, AHEAD_MIN_LEFT, Next, ReadAhead};
+use super::read_ahead::Ahead;
 use super::{State, Store};
 use crate::crypt::{Crypt, KeyCache};
 use crate::error::{Error, Result};
@@ -118,21 +118,8 @@ pub struct RawMessages {
     crypt: Option<Arc<Crypt>>,
     /// The data key the last message opened with.
     keys: KeyCache,
-    /// Whether a second thread decrypts batches ahead (see `read_ahead`).
+    /// Whether a helper thread decrypts batches ahead (see `read_ahead`).
     ahead: Ahead,
-}
-
-/// A stream's use of a helper thread that decrypts ahead.
-#[derive(Debug)]
-enum Ahead {
-    /// Never: a store without encryption, a short read, or [`Options::decrypt_ahead`] off.
-    ///
-    /// [`Options::decrypt_ahead`]: super::Options::decrypt_ahead
-    Off,
-    /// Once the stream has gone far enough, with far enough still to go.
-    Eligible,
-    /// Started.
-    On(Box<ReadAhead>),
 }
 
 impl RawMessages {
@@ -143,7 +130,7 @@ impl RawMessages {
         let mut messages =
             RawMessages::from_state(&state, store.inner.crypt.as_ref(), session, ids);
         drop(state);
-        if messages.crypt.is_some() && store.inner.opts.decrypt_ahead {
+        if messages.crypt.is_some() && store.decrypt_ahead {
             messages.ahead = Ahead::Eligible;
         }
         messages
@@ -198,40 +185,19 @@ impl RawMessages {
         self.entry(id).unwrap_or_else(|| Err(self.lost()))
     }
 
-    /// The message with interaction id `id` (the next to yield) from the helper that
-    /// decrypts ahead, starting it when the stream has become long enough; `None` when
-    /// the stream reads it itself.
-    fn take_ahead(&mut self, id: u64) -> Option<Result<Entry<Vec<u8>>>> {
-        if matches!(self.ahead, Ahead::Eligible) {
-            let yielded = self.next - self.positions.range().start;
-            if yielded < AHEAD_AFTER {
-                return None;
-            }
-            self.ahead = Ahead::Off;
-            let left = self.last_id().saturating_sub(self.next);
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if left >= AHEAD_MIN_LEFT && cores > 1 {
-                let copy = self.copy_for_helper();
-                if let Some(a) = ReadAhead::start(copy, self.next, self.last_id()) {
-                    self.ahead = Ahead::On(Box::new(a));
-                }
-            }
-        }
-        let Ahead::On(a) = &mut self.ahead else {
-            return None;
-        };
-        match a.next(id) {
-            Next::Ready(item) => Some(item),
-            Next::Own => None,
-            Next::Gone => {
-                self.ahead = Ahead::Off;
-                None
-            }
-        }
+    /// The first and the last interaction id this read covers.
+    pub(super) fn covers(&self) -> (u64, u64) {
+        let r = self.positions.range();
+        (r.start + 1, r.end)
+    }
+
+    /// An encrypted store's keys.
+    pub(super) fn crypt(&self) -> Option<&Arc<Crypt>> {
+        self.crypt.as_ref()
     }
 
     /// A reader of the same snapshot, for a helper thread.
-    fn copy_for_helper(&self) -> RawMessages {
+    pub(super) fn copy_for_helper(&self) -> RawMessages {
         RawMessages {
             session: self.session.clone(),
             positions: self.positions.clone(),
@@ -285,7 +251,11 @@ impl Iterator for RawMessages {
         if id > self.last_id() {
             return None;
         }
-        if let Some(item) = self.take_ahead(id) {
+        // Out of `self` for the call, which reads the rest of `self`.
+        let mut ahead = std::mem::replace(&mut self.ahead, Ahead::Off);
+        let from_helper = ahead.next(self, id);
+        self.ahead = ahead;
+        if let Some(item) = from_helper {
             self.next = id;
             return Some(item);
         }

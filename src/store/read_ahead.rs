@@ -6,48 +6,115 @@
 //! as any stream does; the helper reads the batch after each into a buffer, which the
 //! stream then yields. The items, their order and their errors are exactly those of a
 //! stream without it: the helper reads the same snapshot through the same
-//! [`RawMessages::entry`].
+//! [`RawMessages::entry`], and a batch the helper opened is yielded only while no key of
+//! the store can have been destroyed since (the key ring's epoch is the one the batch
+//! started under); else the stream reads those messages again itself.
+//!
+//! Helpers are few: at most one per core but one in the process, so many concurrent
+//! streams do not oversubscribe the machine (the others read on their own thread).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use super::read::RawMessages;
+use crate::crypt::Crypt;
 use crate::error::Result;
 use crate::message::Entry;
 
 /// Messages a stream yields itself before it starts a helper: a tail, a window or a short
 /// session never pays for a thread.
-pub(super) const AHEAD_AFTER: u64 = 256;
+const AHEAD_AFTER: u64 = 256;
 /// Messages that must be left to read when it would start one.
-pub(super) const AHEAD_MIN_LEFT: u64 = 1024;
-/// Messages in one batch (the stream's and the helper's).
-pub(super) const AHEAD_BATCH: u64 = 512;
-/// Bytes of messages after which the helper ends its batch early: what it buffers stays
-/// near this whatever the messages' sizes.
-pub(super) const AHEAD_BATCH_BYTES: usize = 1 << 20;
+const AHEAD_MIN_LEFT: u64 = 1024;
+/// Most messages in one batch of the helper's; the stream's own batch after it is as long
+/// as the helper's was, so the two share the work evenly whatever the messages' sizes.
+const AHEAD_BATCH: u64 = 512;
+/// Bytes of messages after which the helper ends its batch early, so what it buffers
+/// stays near this whatever the messages' sizes.
+const AHEAD_BATCH_BYTES: usize = 1 << 20;
 
-/// A helper's batch: the messages it read, each as the stream would have yielded it.
-type Batch = Vec<Result<Entry<Vec<u8>>>>;
+/// Helpers running in this process.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// A helper's batch: the key ring's epoch when it started, and the messages it read,
+/// each as the stream would have yielded it.
+type Batch = (u64, Vec<Result<Entry<Vec<u8>>>>);
+
+/// A stream's use of a helper thread.
+#[derive(Debug)]
+pub(super) enum Ahead {
+    /// Never: a store without encryption, a short read, or a handle opened with
+    /// [`Options::decrypt_ahead`] off.
+    ///
+    /// [`Options::decrypt_ahead`]: super::Options::decrypt_ahead
+    Off,
+    /// Once the stream has gone far enough, with far enough still to go.
+    Eligible,
+    /// Started.
+    On(Box<ReadAhead>),
+}
+
+impl Ahead {
+    /// The message with interaction id `id` (the next `stream` yields) if its helper has
+    /// it, starting the helper when `stream` has become long enough; `None` when `stream`
+    /// reads it itself.
+    pub(super) fn next(&mut self, stream: &RawMessages, id: u64) -> Option<Result<Entry<Vec<u8>>>> {
+        if matches!(self, Ahead::Eligible) {
+            *self = Ahead::Off;
+            let (first, last) = stream.covers();
+            let yielded = id - first;
+            if yielded < AHEAD_AFTER {
+                *self = Ahead::Eligible;
+                return None;
+            }
+            if last - id >= AHEAD_MIN_LEFT
+                && let Some(a) = ReadAhead::start(stream.copy_for_helper(), id - 1, last)
+            {
+                *self = Ahead::On(Box::new(a));
+            }
+        }
+        let Ahead::On(a) = self else {
+            return None;
+        };
+        let item = a.next(id);
+        if item.is_none() && a.gone {
+            *self = Ahead::Off;
+        }
+        item
+    }
+}
 
 /// What a stream knows of its helper.
 ///
-/// Invariant: the ids the stream yields are, in order, its own (up to `own_until`), then
-/// `ready`'s, then the batch `asked` (the helper's, not yet received), then its own
-/// again. `asked` starts right after `own_until`.
+/// Invariant: the ids the stream yields are, in order, its own (up to `own_until`, read
+/// on its thread, with `ready`'s first among them), then the batch `asked` (the helper's,
+/// not yet received), then its own again; `asked` starts right after `own_until`.
 pub(super) struct ReadAhead {
     /// Where to ask for the next batch; `None` only while dropping.
     ask: Option<Sender<Range<u64>>>,
-    got: Receiver<Batch>,
-    /// The helper's last batch, being yielded.
+    /// Where the helper's batches come from (behind a lock only so that a stream stays
+    /// `Sync`: it is never contended).
+    got: Mutex<Receiver<Batch>>,
+    /// The helper's last batch, being yielded, and the epoch it was read under.
     ready: std::vec::IntoIter<Result<Entry<Vec<u8>>>>,
-    /// The last id of the stream's own batch.
+    ready_epoch: u64,
+    /// The last id the stream reads itself before the helper's next batch.
     own_until: u64,
     /// The ids of the batch the helper reads now (empty when there is none left).
     asked: Range<u64>,
     /// The last id the stream covers.
     last: u64,
+    /// The store's keys, whose epoch says whether a batch is still good.
+    crypt: std::sync::Arc<Crypt>,
+    /// The helper, joined on drop.
     thread: Option<JoinHandle<()>>,
+    /// The process that started the helper (a forked child has no helper thread).
+    pid: u32,
+    /// Whether the helper is gone: the stream reads the rest itself.
+    gone: bool,
 }
 
 impl std::fmt::Debug for ReadAhead {
@@ -56,48 +123,53 @@ impl std::fmt::Debug for ReadAhead {
             .field("own_until", &self.own_until)
             .field("asked", &self.asked)
             .field("ready", &self.ready.len())
+            .field("gone", &self.gone)
             .finish_non_exhaustive()
     }
-}
-
-/// What a stream does with the next id, its helper consulted.
-pub(super) enum Next {
-    /// The helper read it: yield this.
-    Ready(Result<Entry<Vec<u8>>>),
-    /// The stream reads it itself.
-    Own,
-    /// The helper is gone (it could not be reached): read it, and the rest, without one.
-    Gone,
 }
 
 impl ReadAhead {
     /// Starts a helper reading through `reader` (a copy of the stream's snapshot) for a
     /// stream that has yielded the ids up to `yielded` and covers them up to `last`;
-    /// `None` when no thread can be started (the stream goes on alone).
-    pub(super) fn start(reader: RawMessages, yielded: u64, last: u64) -> Option<ReadAhead> {
+    /// `None` when the process has all the helpers its cores allow, or no thread can be
+    /// started (the stream goes on alone).
+    fn start(reader: RawMessages, yielded: u64, last: u64) -> Option<ReadAhead> {
+        let crypt = reader.crypt()?.clone();
+        if !take_slot() {
+            return None;
+        }
         let (ask, asks) = channel::<Range<u64>>();
         let (give, got) = channel::<Batch>();
-        let thread = std::thread::Builder::new()
+        let epoch_of = crypt.clone();
+        let spawned = std::thread::Builder::new()
             .name("convlog-ahead".into())
-            .spawn(move || help(reader, &asks, &give))
-            .ok()?;
-        let own_until = yielded.saturating_add(AHEAD_BATCH).min(last);
+            .spawn(move || help(reader, &epoch_of, &asks, &give));
+        let Ok(thread) = spawned else {
+            RUNNING.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        };
         let mut ahead = ReadAhead {
             ask: Some(ask),
-            got,
+            got: Mutex::new(got),
             ready: Vec::new().into_iter(),
-            own_until,
+            ready_epoch: 0,
+            own_until: yielded.saturating_add(AHEAD_BATCH).min(last),
             asked: 0..0,
             last,
+            crypt,
             thread: Some(thread),
+            pid: std::process::id(),
+            gone: false,
         };
-        ahead.ask_from(own_until + 1);
+        ahead.ask_from(ahead.own_until.saturating_add(1));
         Some(ahead)
     }
 
     /// Asks the helper for the batch from `first` (nothing when past the end).
     fn ask_from(&mut self, first: u64) {
-        let end = first.saturating_add(AHEAD_BATCH).min(self.last + 1);
+        let end = first
+            .saturating_add(AHEAD_BATCH)
+            .min(self.last.saturating_add(1));
         self.asked = first..end.max(first);
         if let Some(ask) = self.ask.as_ref().filter(|_| !self.asked.is_empty()) {
             // A helper that is gone is found when its batch is awaited.
@@ -105,54 +177,89 @@ impl ReadAhead {
         }
     }
 
-    /// What to do for id `id`, the next the stream yields.
-    pub(super) fn next(&mut self, id: u64) -> Next {
-        if let Some(item) = self.ready.next() {
-            return Next::Ready(item);
+    /// The message `id` (the next the stream yields) if the helper read it and it is still
+    /// good; `None` when the stream reads it itself (then `gone` says whether it reads the
+    /// rest itself too).
+    fn next(&mut self, id: u64) -> Option<Result<Entry<Vec<u8>>>> {
+        if self.ready.len() > 0 {
+            if self.crypt.epoch() == self.ready_epoch {
+                return self.ready.next();
+            }
+            // A key may have been destroyed since the helper opened these: the stream
+            // reads them again (they are all before `own_until`).
+            self.ready = Vec::new().into_iter();
         }
         if id <= self.own_until || self.asked.is_empty() {
-            return Next::Own;
+            return None;
         }
-        if id != self.asked.start {
-            // Not the batch asked for (a broken invariant): go on without the helper.
-            return Next::Gone;
+        match self.receive(id) {
+            Some((epoch, batch)) => {
+                // The stream's own batch follows what the helper read, as long as it was,
+                // and the helper's next one follows that.
+                let n = batch.len() as u64;
+                let after = self.asked.start + n;
+                self.own_until = after.saturating_add(n - 1).min(self.last);
+                self.ask_from(self.own_until.saturating_add(1));
+                self.ready = batch.into_iter();
+                self.ready_epoch = epoch;
+                // Back to the top for the epoch's check; `own_until` now covers `id`,
+                // should the batch be stale.
+                self.next(id)
+            }
+            None => {
+                self.gone = true;
+                None
+            }
         }
-        let Ok(batch) = self.got.recv() else {
-            return Next::Gone;
-        };
-        let Ok(n) = u64::try_from(batch.len()) else {
-            return Next::Gone;
-        };
-        if n == 0 {
-            return Next::Gone;
+    }
+
+    /// The helper's batch for `id`, the first id it was asked for; `None` when it is gone
+    /// (or, against the invariant, the batch is not that one).
+    fn receive(&self, id: u64) -> Option<Batch> {
+        if id != self.asked.start || self.pid != std::process::id() {
+            return None;
         }
-        // The helper may have ended early (its byte budget): the stream's own batch
-        // follows what it read, and the helper's next one follows that.
-        let after = self.asked.start + n;
-        self.own_until = after.saturating_add(AHEAD_BATCH - 1).min(self.last);
-        self.ask_from(self.own_until + 1);
-        self.ready = batch.into_iter();
-        match self.ready.next() {
-            Some(item) => Next::Ready(item),
-            None => Next::Gone,
-        }
+        let got = self.got.lock().unwrap_or_else(|e| e.into_inner());
+        let (epoch, batch) = got.recv().ok()?;
+        (!batch.is_empty()).then_some((epoch, batch))
     }
 }
 
 impl Drop for ReadAhead {
     /// Stops the helper and waits for it (at most the batch it is reading), so the
-    /// segments it maps are released when the stream is.
+    /// segments it maps are released when the stream is. In a forked child, which has no
+    /// helper thread, there is nothing to wait for.
     fn drop(&mut self) {
         drop(self.ask.take());
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if self.pid == std::process::id() {
+                let _ = thread.join();
+                RUNNING.fetch_sub(1, Ordering::AcqRel);
+            } else {
+                std::mem::forget(thread);
+            }
         }
     }
 }
 
-/// The helper: reads each batch asked for, until the stream is gone.
-fn help(mut reader: RawMessages, asks: &Receiver<Range<u64>>, give: &Sender<Batch>) {
+/// Takes one of the process's helper slots (cores but one, at least one when there are
+/// two cores or more); `false` when none is free.
+fn take_slot() -> bool {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let most = cores.saturating_sub(1);
+    RUNNING
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < most).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+/// The helper: reads each batch asked for, until the stream is gone; each batch carries
+/// the epoch of `crypt`'s keys before its first message was opened.
+fn help(mut reader: RawMessages, crypt: &Crypt, asks: &Receiver<Range<u64>>, give: &Sender<Batch>) {
     for ids in asks {
+        let epoch = crypt.epoch();
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         for id in ids {
@@ -163,7 +270,7 @@ fn help(mut reader: RawMessages, asks: &Receiver<Range<u64>>, give: &Sender<Batc
                 break;
             }
         }
-        if give.send(batch).is_err() {
+        if give.send((epoch, batch)).is_err() {
             return;
         }
     }

@@ -89,6 +89,7 @@ pub(super) fn claim(opts: &Options, dir: &Path) -> Result<Claim> {
                         Ok(Claim::Shared(Store {
                             inner,
                             users: Some(users),
+                            decrypt_ahead: opts.decrypt_ahead,
                         }))
                     } else {
                         Err(Error::AlreadyOpen {
@@ -143,7 +144,6 @@ fn compatible(a: &Options, b: &Options) -> bool {
         && a.retention == b.retention
         && a.keep_quarantine == b.keep_quarantine
         && a.auto_compact == b.auto_compact
-        && a.decrypt_ahead == b.decrypt_ahead
 }
 
 /// Whether `opts` carries the master key the open store is under now (a rekey changes it;
@@ -179,6 +179,7 @@ mod tests {
         let internal = Store {
             inner: Arc::clone(&store.inner),
             users: None,
+            decrypt_ahead: false,
         };
         drop(store);
         std::thread::scope(|scope| {

@@ -177,7 +177,7 @@ class Store:
     ``key_file`` the path of a file holding it (the 32 bytes raw, or 64 hex digits, with
     one optional trailing newline). A malformed key raises ``InvalidMasterKey`` (a
     ``ValueError``), another type ``TypeError``. A new store is created encrypted: each
-    session's messages and metadata are sealed (XChaCha20-Poly1305) under a data key of its
+    session's messages and metadata are sealed (AES-256-GCM) under a data key of its
     own, kept in the store's ``KEYS`` file wrapped by the master key; ``delete_session``
     destroys the session's keys, so its records stay unreadable even in copies of the
     segments made before (reading them raises ``KeyDestroyed``). Session ids, interaction
@@ -185,6 +185,12 @@ class Store:
     a key raises ``KeyRequired``, with another key ``WrongKey``; giving a key for a store
     written without one raises ``NotEncrypted``. The key is never kept on the ``Store``
     object (no attribute, not in its repr).
+
+    ``decrypt_ahead``: True (the default) lets a long read of an encrypted store (past its
+    first 256 messages, with 1 024 or more to go) decrypt every other batch on a helper
+    thread, when the machine has a core to spare: the same messages, in less time, for
+    about 1.15× the CPU. False keeps every read on its own thread. A setting of this
+    ``Store`` object only.
 
     Thread-safe, and the GIL is released during every store call. Several ``Store``
     objects on one path in one process share one open store, as long as they are opened
@@ -207,6 +213,7 @@ class Store:
         mode: int | None = None,
         key: bytes | bytearray | str | None = None,
         key_file: str | os.PathLike[str] | None = None,
+        decrypt_ahead: bool = True,
     ) -> None: ...
     @property
     def path(self) -> Path: ...
