@@ -159,7 +159,7 @@ impl Options {
     /// thread). A helper holds up to two batches of at most 512 messages or about 1 MiB
     /// (plus one message) each, and stops when the read is dropped. The read yields exactly
     /// what it would without it, errors included: a batch read before a key was destroyed
-    /// (a delete) is read again. It costs about 1.15× the CPU of one thread, and saves time
+    /// (a delete) is read again. It costs about 1.2× the CPU of one thread, and saves time
     /// only when a second core is free. Default: on. A setting of the handle: another open
     /// of the same store in this process may choose otherwise. (No effect without
     /// encryption.)

@@ -189,7 +189,7 @@ class Store:
     ``decrypt_ahead``: True (the default) lets a long read of an encrypted store (past its
     first 256 messages, with 1 024 or more to go) decrypt every other batch on a helper
     thread, when the machine has a core to spare: the same messages, in less time, for
-    about 1.15× the CPU. False keeps every read on its own thread. A setting of this
+    about 1.2× the CPU. False keeps every read on its own thread. A setting of this
     ``Store`` object only.
 
     Thread-safe, and the GIL is released during every store call. Several ``Store``
