@@ -154,15 +154,17 @@ impl Options {
     /// Whether a long read of an encrypted store (a stream of [`Store::messages`],
     /// [`Store::range`] or [`Store::tail`]) decrypts every other batch of its messages on a
     /// helper thread. It starts after the read's first 256 messages, with at least 1 024
-    /// still to read, so short reads never pay for a thread; the process runs at most one
-    /// helper per core but one (none on a single core: the other reads stay on their own
-    /// thread). A helper holds up to two batches of at most 512 messages or about 1 MiB
-    /// (plus one message) each, and stops when the read is dropped. The read yields exactly
-    /// what it would without it, errors included: a batch read before a key was destroyed
-    /// (a delete) is read again. It costs about 1.2× the CPU of one thread, and saves time
-    /// only when a second core is free. Default: on. A setting of the handle: another open
-    /// of the same store in this process may choose otherwise. (No effect without
-    /// encryption.)
+    /// still to read, so short reads never pay for a thread. The process runs at most one
+    /// helper per core but one (none on a single core); a read that finds none free stays on
+    /// its own thread and tries again a batch later. A helper holds up to two batches of at
+    /// most 512 messages or about 1 MiB (plus one message) each, and stops when the read is
+    /// dropped. The read yields exactly what it would without it, errors included: a batch
+    /// read before a change to the key ring (a delete, a new session's key, another
+    /// process's change to `KEYS`) is read again, so a read gains nothing from a helper
+    /// while such changes are frequent. It costs about 1.2× the CPU of one thread, and
+    /// saves time only when a second core is free. Default: on. A setting of the handle:
+    /// another open of the same store in this process may choose otherwise. (No effect
+    /// without encryption.)
     ///
     /// [`Store::messages`]: super::Store::messages
     /// [`Store::range`]: super::Store::range

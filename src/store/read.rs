@@ -131,7 +131,7 @@ impl RawMessages {
             RawMessages::from_state(&state, store.inner.crypt.as_ref(), session, ids);
         drop(state);
         if messages.crypt.is_some() && store.decrypt_ahead {
-            messages.ahead = Ahead::Eligible;
+            messages.ahead = Ahead::eligible(messages.covers().0);
         }
         messages
     }

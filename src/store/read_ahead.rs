@@ -11,10 +11,15 @@
 //! started under); else the stream reads those messages again itself.
 //!
 //! Helpers are few: at most one per core but one in the process, so many concurrent
-//! streams do not oversubscribe the machine (the others read on their own thread).
+//! streams do not oversubscribe the machine (the others read on their own thread, and
+//! try again for a helper once per batch).
+//!
+//! Any change to the key ring (a delete, but also a new session's key, or another
+//! process's change to `KEYS`) makes the batches read before it stale: correct, but a
+//! stream of a store whose ring changes often gains nothing from its helper.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -36,8 +41,10 @@ const AHEAD_BATCH: u64 = 512;
 /// stays near this whatever the messages' sizes.
 const AHEAD_BATCH_BYTES: usize = 1 << 20;
 
-/// Helpers running in this process.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Helpers running: the process id in the high 32 bits, how many in the low 32 (a forked
+/// child, whose helpers did not come with it, starts again from none). One atomic word,
+/// no lock, so a fork can never inherit it held.
+static RUNNING: AtomicU64 = AtomicU64::new(0);
 
 /// A helper's batch: the key ring's epoch when it started, and the messages it read,
 /// each as the stream would have yielded it.
@@ -51,30 +58,44 @@ pub(super) enum Ahead {
     ///
     /// [`Options::decrypt_ahead`]: super::Options::decrypt_ahead
     Off,
-    /// Once the stream has gone far enough, with far enough still to go.
-    Eligible,
+    /// Once the stream has reached id `at` (far enough), with far enough still to go.
+    Eligible {
+        /// The id from which to try.
+        at: u64,
+    },
     /// Started.
     On(Box<ReadAhead>),
 }
 
 impl Ahead {
+    /// A read of an encrypted store covering ids from `first`: it may start a helper once
+    /// it has yielded [`AHEAD_AFTER`] messages.
+    pub(super) fn eligible(first: u64) -> Ahead {
+        Ahead::Eligible {
+            at: first.saturating_add(AHEAD_AFTER),
+        }
+    }
+
     /// The message with interaction id `id` (the next `stream` yields) if its helper has
     /// it, starting the helper when `stream` has become long enough; `None` when `stream`
     /// reads it itself.
     pub(super) fn next(&mut self, stream: &RawMessages, id: u64) -> Option<Result<Entry<Vec<u8>>>> {
-        if matches!(self, Ahead::Eligible) {
-            *self = Ahead::Off;
-            let (first, last) = stream.covers();
-            let yielded = id - first;
-            if yielded < AHEAD_AFTER {
-                *self = Ahead::Eligible;
+        if let Ahead::Eligible { at } = *self {
+            if id < at {
                 return None;
             }
-            if last - id >= AHEAD_MIN_LEFT
-                && let Some(a) = ReadAhead::start(stream.copy_for_helper(), id - 1, last)
-            {
-                *self = Ahead::On(Box::new(a));
+            let (_, last) = stream.covers();
+            if last - id < AHEAD_MIN_LEFT {
+                *self = Ahead::Off;
+                return None;
             }
+            *self = match ReadAhead::start(stream.copy_for_helper(), id - 1, last) {
+                Some(a) => Ahead::On(Box::new(a)),
+                // No helper free (or no thread): try again a batch later.
+                None => Ahead::Eligible {
+                    at: id.saturating_add(AHEAD_BATCH),
+                },
+            };
         }
         let Ahead::On(a) = self else {
             return None;
@@ -96,8 +117,8 @@ pub(super) struct ReadAhead {
     /// Where to ask for the next batch; `None` only while dropping.
     ask: Option<Sender<Range<u64>>>,
     /// Where the helper's batches come from (behind a lock only so that a stream stays
-    /// `Sync`: it is never contended).
-    got: Mutex<Receiver<Batch>>,
+    /// `Sync`: it is never contended); `None` only while dropping.
+    got: Option<Mutex<Receiver<Batch>>>,
     /// The helper's last batch, being yielded, and the epoch it was read under.
     ready: std::vec::IntoIter<Result<Entry<Vec<u8>>>>,
     ready_epoch: u64,
@@ -145,12 +166,12 @@ impl ReadAhead {
             .name("convlog-ahead".into())
             .spawn(move || help(reader, &epoch_of, &asks, &give));
         let Ok(thread) = spawned else {
-            RUNNING.fetch_sub(1, Ordering::AcqRel);
+            give_slot_back();
             return None;
         };
         let mut ahead = ReadAhead {
             ask: Some(ask),
-            got: Mutex::new(got),
+            got: Some(Mutex::new(got)),
             ready: Vec::new().into_iter(),
             ready_epoch: 0,
             own_until: yielded.saturating_add(AHEAD_BATCH).min(last),
@@ -219,7 +240,7 @@ impl ReadAhead {
         if id != self.asked.start || self.pid != std::process::id() {
             return None;
         }
-        let got = self.got.lock().unwrap_or_else(|e| e.into_inner());
+        let got = self.got.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
         let (epoch, batch) = got.recv().ok()?;
         (!batch.is_empty()).then_some((epoch, batch))
     }
@@ -227,17 +248,20 @@ impl ReadAhead {
 
 impl Drop for ReadAhead {
     /// Stops the helper and waits for it (at most the batch it is reading), so the
-    /// segments it maps are released when the stream is. In a forked child, which has no
-    /// helper thread, there is nothing to wait for.
+    /// segments it maps are released when the stream is. A forked child, which has no
+    /// helper thread, leaves the channels and the thread alone (a channel the helper was
+    /// sending on when the process forked might never be released).
     fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            std::mem::forget(self.ask.take());
+            std::mem::forget(self.got.take());
+            std::mem::forget(self.thread.take());
+            return;
+        }
         drop(self.ask.take());
         if let Some(thread) = self.thread.take() {
-            if self.pid == std::process::id() {
-                let _ = thread.join();
-                RUNNING.fetch_sub(1, Ordering::AcqRel);
-            } else {
-                std::mem::forget(thread);
-            }
+            let _ = thread.join();
+            give_slot_back();
         }
     }
 }
@@ -245,14 +269,31 @@ impl Drop for ReadAhead {
 /// Takes one of the process's helper slots (cores but one, at least one when there are
 /// two cores or more); `false` when none is free.
 fn take_slot() -> bool {
-    static CORES: OnceLock<usize> = OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let most = cores.saturating_sub(1);
+    static CORES: OnceLock<u64> = OnceLock::new();
+    let cores =
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
+    let most = cores.saturating_sub(1).min(u64::from(u32::MAX));
+    let pid = u64::from(std::process::id()) << 32;
     RUNNING
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < most).then_some(n + 1)
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+            // Another process's count (the parent's, in a forked child) is none here.
+            let n = if word & !u64::from(u32::MAX) == pid {
+                word & u64::from(u32::MAX)
+            } else {
+                0
+            };
+            (n < most).then_some(pid | (n + 1))
         })
         .is_ok()
+}
+
+/// Gives back a slot [`take_slot`] took in this process.
+fn give_slot_back() {
+    let pid = u64::from(std::process::id()) << 32;
+    let _ = RUNNING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+        let n = word & u64::from(u32::MAX);
+        (word & !u64::from(u32::MAX) == pid && n > 0).then_some(pid | (n - 1))
+    });
 }
 
 /// The helper: reads each batch asked for, until the stream is gone; each batch carries
