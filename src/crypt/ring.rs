@@ -43,8 +43,8 @@ pub(crate) struct Crypt {
     master: RwLock<MasterKey>,
     nonces: Nonces,
     ring: RwLock<Ring>,
-    /// Counts changes of `ring` (each may destroy keys): a [`KeyCache`] of another epoch
-    /// is not trusted.
+    /// Counts the changes of `ring` that may remove or replace keys (a whole new ring,
+    /// after a rewrite of `KEYS`): a [`KeyCache`] of another epoch is not trusted.
     epoch: AtomicU64,
     /// The file id and length of `KEYS` when this process last made it durable (synced it,
     /// or wrote it whole): [`Crypt::sync`] has nothing to do while both are unchanged.
@@ -100,20 +100,20 @@ impl Ring {
         }
     }
 
-    fn apply(&mut self, entry: Entry) {
+    /// Applies an appended entry; whether it replaced a key the ring held (an id drawn
+    /// twice: no entry ever removes one).
+    fn apply(&mut self, entry: Entry) -> bool {
         match entry {
             Entry::Key { id, owner, wrapped } => {
                 if let Some(o) = &owner {
                     self.owned.entry(o.clone()).or_default().push(id);
                 }
-                self.keys.insert(
-                    id,
-                    Slot {
-                        owner,
-                        wrapped,
-                        key: OnceLock::new(),
-                    },
-                );
+                let slot = Slot {
+                    owner,
+                    wrapped,
+                    key: OnceLock::new(),
+                };
+                self.keys.insert(id, slot).is_some()
             }
             Entry::Share { sharer, keys } => {
                 let keys: Vec<u64> = keys
@@ -125,6 +125,7 @@ impl Ring {
                     self.current.retain(|_, c| c != k);
                 }
                 self.shares.entry(sharer).or_default().extend(keys);
+                false
             }
         }
     }
@@ -256,7 +257,19 @@ impl Crypt {
         guard
     }
 
-    /// How many changes the ring has had (each may destroy keys): a message opened while
+    /// The ring, to change without removing or replacing any key (which session seals
+    /// under which key, a new key, a share): no [`KeyCache`] goes stale. A change that
+    /// turns out to replace a key calls [`Crypt::keys_changed`] before it lets go.
+    fn ring_keeping_keys(&self) -> RwLockWriteGuard<'_, Ring> {
+        self.ring.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes every [`KeyCache`] stale: a key went or changed.
+    fn keys_changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many times the ring's keys may have gone or changed: a message opened while
     /// this stayed the same could be opened now.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -282,7 +295,7 @@ impl Crypt {
         if self.ring().resets == resets {
             return;
         }
-        let mut r = self.ring_mut();
+        let mut r = self.ring_keeping_keys();
         r.current.clear();
         r.resets = resets;
     }
@@ -332,7 +345,7 @@ impl Crypt {
             Some(id) => id,
             None => self.create_key(session, f)?,
         };
-        self.ring_mut().current.insert(session.into(), id);
+        self.ring_keeping_keys().current.insert(session.into(), id);
         self.data_key(id)
     }
 

@@ -216,12 +216,19 @@ impl Crypt {
         let tail = self.read_of(f, len, from)?;
         let (entries, end, rest) = keyfile::entries(&tail, 0, from);
         self.check_tail(rest, from + end as u64)?;
-        let mut r = self.ring_mut();
+        if end == 0 {
+            return Ok(());
+        }
+        let mut r = self.ring_keeping_keys();
         if unchanged(&r) {
+            let mut replaced = false;
             for e in entries {
-                r.apply(e);
+                replaced |= r.apply(e);
             }
             r.valid_len = from + end as u64;
+            if replaced {
+                self.keys_changed();
+            }
         }
         Ok(())
     }
@@ -270,10 +277,12 @@ impl Crypt {
             f.sync_data()
                 .map_err(|e| Error::io("fdatasync", &self.path, e))?;
         }
-        let mut r = self.ring_mut();
+        let mut r = self.ring_keeping_keys();
         // (A reader's refresh may have read the entry and applied it already.)
         if r.valid_len == at {
-            r.apply(entry);
+            if r.apply(entry) {
+                self.keys_changed();
+            }
             r.valid_len = end;
         }
         if sync {
