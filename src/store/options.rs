@@ -159,10 +159,9 @@ impl Options {
     /// its own thread and tries again a batch later. A helper holds up to two batches of at
     /// most 512 messages or about 1 MiB (plus one message) each, and stops when the read is
     /// dropped. The read yields exactly what it would without it, errors included: a batch
-    /// read before a change to the key ring (a delete, a new session's key, another
-    /// process's change to `KEYS`) is read again, so a read gains nothing from a helper
-    /// while such changes are frequent. It costs about 1.2× the CPU of one thread, and
-    /// saves time only when a second core is free. Default: on. A setting of the handle:
+    /// read before a rewrite of `KEYS` (a delete or a retention destroying keys, a rekey,
+    /// in this process or another) is read again. It costs about 1.2× the CPU of one
+    /// thread, and saves time only when a second core is free. Default: on. A setting of the handle:
     /// another open of the same store in this process may choose otherwise. (No effect
     /// without encryption.)
     ///

@@ -14,9 +14,9 @@
 //! streams do not oversubscribe the machine (the others read on their own thread, and
 //! try again for a helper once per batch).
 //!
-//! Any change to the key ring (a delete, but also a new session's key, or another
-//! process's change to `KEYS`) makes the batches read before it stale: correct, but a
-//! stream of a store whose ring changes often gains nothing from its helper.
+//! A rewrite of `KEYS` (a delete or a retention destroying keys, a rekey; this process's
+//! or another's) makes the batches read before it stale, and the stream reads them again:
+//! new sessions' keys do not.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
