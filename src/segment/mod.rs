@@ -181,6 +181,18 @@ pub(crate) struct OwnedKey {
 }
 
 impl Segment {
+    /// The table entry of the segment `w` is starting to write: read through its file
+    /// (it grows), never compacted.
+    pub(crate) fn active(w: &SegmentWriter) -> Segment {
+        Segment {
+            id: w.id,
+            salt: w.salt,
+            path: w.path.clone(),
+            data: SegmentData::File(ActiveView::new(w.file.clone())),
+            compacted: false,
+        }
+    }
+
     /// Reads and re-verifies the record at `offset` (an offset the index holds, so recovery
     /// already verified it once; checksums are checked again on every read).
     pub(crate) fn read_at(&self, offset: u32) -> Result<OwnedRecord> {

@@ -318,13 +318,7 @@ fn start_segment(
 ) -> Result<SegmentWriter> {
     let w =
         SegmentWriter::create(&*opts.vfs, dir, next_lsn, opts.segment_size).map_err(|(e, _)| e)?;
-    segments.push(Arc::new(Segment {
-        id: w.id,
-        salt: w.salt,
-        path: w.path.clone(),
-        data: SegmentData::File(ActiveView::new(w.file.clone())),
-        compacted: false,
-    }));
+    segments.push(Arc::new(Segment::active(&w)));
     Ok(w)
 }
 

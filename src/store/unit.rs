@@ -16,7 +16,7 @@ use crate::format::{
 };
 use crate::id::{Lsn, Timestamp};
 use crate::index::Pos;
-use crate::segment::{ActiveView, Naming, Segment, SegmentData, SegmentWriter};
+use crate::segment::{Naming, Segment, SegmentData, SegmentWriter};
 
 impl Store {
     /// Runs `f` on the writer with this thread's turn to write: the writer's lock, the
@@ -419,13 +419,7 @@ impl Store {
             });
         }
         if !found {
-            segments.push(Arc::new(Segment {
-                id: new.id,
-                salt: new.salt,
-                path: new.path.clone(),
-                data: SegmentData::File(ActiveView::new(new.file.clone())),
-                compacted: false,
-            }));
+            segments.push(Arc::new(Segment::active(&new)));
         }
         st.end = new.len;
         w.ordinal = (st.segments.len() - 1) as u32;
