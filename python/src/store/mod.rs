@@ -7,11 +7,10 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
-use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::bulk;
 use crate::cache::{self, TailCache};
@@ -20,6 +19,11 @@ use crate::errors::Fail;
 use crate::messages::{Cursor, Messages, Slot};
 use crate::subscribe::{SubSlot, Subscription};
 use crate::writes;
+use options::{durability, master_key, permissions};
+pub use results::{CompactReport, Receipt, SessionInfo};
+
+mod options;
+mod results;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -45,145 +49,6 @@ impl Shared {
     }
 }
 
-/// What an append returns: where the message went.
-#[pyclass(module = "convlog", name = "Receipt", frozen, eq, hash, get_all)]
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Receipt {
-    /// The message's 1-based, gapless position in its session.
-    pub(crate) interaction_id: u64,
-    /// The record's log sequence number (store-wide).
-    pub(crate) lsn: u64,
-    /// When it was appended, in microseconds since the Unix epoch.
-    timestamp: u64,
-}
-
-impl From<convlog::Receipt> for Receipt {
-    fn from(r: convlog::Receipt) -> Receipt {
-        Receipt {
-            interaction_id: r.interaction_id,
-            lsn: r.lsn.0,
-            timestamp: r.timestamp.as_micros(),
-        }
-    }
-}
-
-#[pymethods]
-impl Receipt {
-    #[new]
-    fn new(interaction_id: u64, lsn: u64, timestamp: u64) -> Receipt {
-        Receipt {
-            interaction_id,
-            lsn,
-            timestamp,
-        }
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "Receipt(interaction_id={}, lsn={}, timestamp={})",
-            self.interaction_id, self.lsn, self.timestamp
-        )
-    }
-}
-
-/// A live session, as `Store.sessions()` lists it.
-#[pyclass(module = "convlog", name = "SessionInfo", frozen, eq, get_all)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// The session id.
-    id: String,
-    /// How many messages it holds (its last interaction id).
-    count: u64,
-    /// When its first message was appended (microseconds since the Unix epoch).
-    first: u64,
-    /// When its last message was appended (microseconds since the Unix epoch).
-    last: u64,
-}
-
-impl From<convlog::SessionInfo> for SessionInfo {
-    fn from(i: convlog::SessionInfo) -> SessionInfo {
-        SessionInfo {
-            id: i.id,
-            count: i.count,
-            first: i.first.as_micros(),
-            last: i.last.as_micros(),
-        }
-    }
-}
-
-#[pymethods]
-impl SessionInfo {
-    fn __repr__(&self) -> String {
-        format!(
-            "SessionInfo(id={:?}, count={}, first={}, last={})",
-            self.id, self.count, self.first, self.last
-        )
-    }
-}
-
-/// What `Store.compact()` did.
-#[pyclass(module = "convlog", name = "CompactReport", frozen, eq, get_all)]
-#[derive(Debug, Clone, PartialEq)]
-pub struct CompactReport {
-    /// Sealed segments read and replaced (0: there was nothing to reclaim).
-    segments_rewritten: usize,
-    /// Bytes of the segments replaced.
-    bytes_before: u64,
-    /// Bytes of the compacted segment that replaced them.
-    bytes_after: u64,
-    /// Records kept.
-    records_kept: u64,
-    /// Records dropped.
-    records_dropped: u64,
-    /// Sessions none of whose records were kept (deleted, cleared).
-    sessions_erased: Vec<String>,
-    /// Files removed from `quarantine/` afterwards (a compaction that drops records empties it).
-    quarantine_purged: usize,
-    /// The compacted segment's id (its first LSN), when one was written.
-    segment: Option<u64>,
-    /// How long it took, in seconds.
-    duration: f64,
-}
-
-impl From<convlog::CompactReport> for CompactReport {
-    fn from(r: convlog::CompactReport) -> CompactReport {
-        CompactReport {
-            segments_rewritten: r.segments_rewritten,
-            bytes_before: r.bytes_before,
-            bytes_after: r.bytes_after,
-            records_kept: r.records_kept,
-            records_dropped: r.records_dropped,
-            sessions_erased: r.sessions_erased,
-            quarantine_purged: r.quarantine_purged,
-            segment: r.segment.map(|s| s.0),
-            duration: r.duration.as_secs_f64(),
-        }
-    }
-}
-
-#[pymethods]
-impl CompactReport {
-    fn __repr__(&self) -> String {
-        let segment = self
-            .segment
-            .map_or_else(|| "None".to_owned(), |s| s.to_string());
-        format!(
-            "CompactReport(segments_rewritten={}, bytes_before={}, bytes_after={}, \
-             records_kept={}, records_dropped={}, sessions_erased={:?}, \
-             quarantine_purged={}, segment={}, duration={})",
-            self.segments_rewritten,
-            self.bytes_before,
-            self.bytes_after,
-            self.records_kept,
-            self.records_dropped,
-            self.sessions_erased,
-            self.quarantine_purged,
-            segment,
-            self.duration
-        )
-    }
-}
-
 /// An open convlog store (see `convlog/__init__.pyi` for the Python documentation).
 #[pyclass(module = "convlog", name = "Store", frozen)]
 pub struct Store {
@@ -191,157 +56,6 @@ pub struct Store {
     path: PathBuf,
     read_only: bool,
     memory: bool,
-}
-
-fn durability(value: Option<&Bound<'_, PyAny>>) -> PyResult<convlog::Durability> {
-    let Some(v) = value else {
-        return Ok(convlog::Durability::Buffered);
-    };
-    if v.is_none() {
-        return Ok(convlog::Durability::Buffered);
-    }
-    if let Ok(s) = v.cast::<PyString>() {
-        return match s.to_str()? {
-            "buffered" => Ok(convlog::Durability::Buffered),
-            "always" => Ok(convlog::Durability::Always),
-            other => Err(PyValueError::new_err(format!(
-                "durability is \"buffered\", \"always\" or an interval in seconds, not {other:?}"
-            ))),
-        };
-    }
-    let is_bool = v.is_instance_of::<pyo3::types::PyBool>();
-    if !is_bool && (v.is_instance_of::<PyFloat>() || v.is_instance_of::<PyInt>()) {
-        let secs: f64 = v.extract()?;
-        if !(secs.is_finite() && secs > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "a durability interval is a positive number of seconds, not {secs}"
-            )));
-        }
-        let d =
-            Duration::try_from_secs_f64(secs).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        return Ok(convlog::Durability::Interval(d));
-    }
-    Err(PyTypeError::new_err(format!(
-        "durability is \"buffered\", \"always\" or a float of seconds, not {}",
-        v.get_type().name()?
-    )))
-}
-
-/// The `mode=` of `Store(...)`: a file mode such as `0o640` (directories get `x` where `r`
-/// is set), as `Permissions::from_file_mode`; `None`: the default (owner-only).
-fn permissions(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<convlog::Permissions>> {
-    let Some(v) = value.filter(|v| !v.is_none()) else {
-        return Ok(None);
-    };
-    let py = v.py();
-    if v.is_instance_of::<pyo3::types::PyBool>() || !v.is_instance_of::<PyInt>() {
-        return Err(PyTypeError::new_err(format!(
-            "mode is a file mode as an int (0o600, 0o640), not {}",
-            v.get_type().name()?
-        )));
-    }
-    let mode = v.extract::<i64>().ok().and_then(|m| u32::try_from(m).ok());
-    let made = match mode {
-        Some(m) => convlog::Permissions::from_file_mode(m),
-        None => Err(convlog::Error::InvalidOption {
-            option: "permissions",
-            reason: format!("{v} is not a file mode: it must lie within 0666 and include 0600"),
-        }),
-    };
-    made.map(Some).map_err(|e| Fail::Store(e).into_py_err(py))
-}
-
-/// An `InvalidMasterKey` for a `key=` argument (no key file: `path` is None); `what` says
-/// what was given, never its bytes.
-fn bad_key(py: Python<'_>, option: &str, what: String) -> PyErr {
-    let reason = "a master key is 32 bytes, or 64 hex digits as a str";
-    crate::errors::new_err(
-        py,
-        "InvalidMasterKey",
-        format!("invalid master key ({option}=): {reason}, not {what}"),
-        vec![
-            ("path", py.None()),
-            ("reason", PyString::new(py, reason).into_any().unbind()),
-        ],
-    )
-}
-
-/// The master key of `key=` (32 `bytes`/`bytearray`, or 64 hex digits as a `str`) or
-/// `key_file=` (a path: read as `MasterKey::read_file` does), at most one of them; `None`
-/// for neither. `names` are the two options' names, for messages.
-fn master_key(
-    py: Python<'_>,
-    key: Option<&Bound<'_, PyAny>>,
-    key_file: Option<&Bound<'_, PyAny>>,
-    names: (&str, &str),
-) -> PyResult<Option<convlog::MasterKey>> {
-    let key = key.filter(|v| !v.is_none());
-    let key_file = key_file.filter(|v| !v.is_none());
-    match (key, key_file) {
-        (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(PyValueError::new_err(format!(
-            "give {} or {}, not both",
-            names.0, names.1
-        ))),
-        (Some(k), None) => {
-            const LEN: usize = convlog::MASTER_KEY_LEN;
-            if let Ok(s) = k.cast::<PyString>() {
-                let text = s.to_str()?.as_bytes();
-                if text.len() != 2 * LEN || !text.iter().all(u8::is_ascii_hexdigit) {
-                    let what = if text.len() == 2 * LEN {
-                        "a str of 64 characters that are not all hex digits".to_owned()
-                    } else {
-                        format!("a str of {} characters", s.len()?)
-                    };
-                    return Err(bad_key(py, names.0, what));
-                }
-                // 64 hex digits: what `parse` reads as such (never as raw bytes).
-                let parsed = convlog::MasterKey::parse(text, std::path::Path::new(names.0))
-                    .map_err(|e| Fail::Store(e).into_py_err(py))?;
-                return Ok(Some(parsed));
-            }
-            let copied = if let Ok(b) = k.cast::<PyBytes>() {
-                zeroize::Zeroizing::new(b.as_bytes().to_vec())
-            } else if let Ok(b) = k.cast::<PyByteArray>() {
-                zeroize::Zeroizing::new(b.to_vec())
-            } else {
-                return Err(PyTypeError::new_err(format!(
-                    "{} is 32 bytes (bytes) or 64 hex digits (str), not {}",
-                    names.0,
-                    k.get_type().name()?
-                )));
-            };
-            if copied.len() != LEN {
-                return Err(bad_key(py, names.0, format!("{} bytes", copied.len())));
-            }
-            let mut raw = zeroize::Zeroizing::new([0u8; LEN]);
-            raw.copy_from_slice(&copied);
-            Ok(Some(convlog::MasterKey::from_bytes(*raw)))
-        }
-        (None, Some(f)) => {
-            if f.is_instance_of::<PyBytes>() || f.is_instance_of::<PyByteArray>() {
-                // A path as bytes would be mistaken for the key itself too easily.
-                return Err(PyTypeError::new_err(format!(
-                    "{} is a path (str or os.PathLike); the key itself goes in {}",
-                    names.1, names.0
-                )));
-            }
-            let path: PathBuf = f.extract().map_err(|_| {
-                let kind = f
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default();
-                PyTypeError::new_err(format!(
-                    "{} is a path (str or os.PathLike), not {kind}",
-                    names.1
-                ))
-            })?;
-            py.detach(|| convlog::MasterKey::read_file(&path))
-                .map(Some)
-                .map_err(|e| Fail::Store(e).into_py_err(py))
-        }
-    }
 }
 
 /// A JSON value (any Python value `json` encodes) as serde_json's.
