@@ -260,65 +260,7 @@ fn big(args: &Args, q: usize, root: &Path, log: &Log) -> Big {
         w.lengths[w.largest()],
         DEAD * 100.0
     ));
-    let store = convlog_side::open(&dir_a, Durability::Buffered);
-    let mut sql = SqlMirror::open(&dir_sql, args.schema);
-    let mut live = Live::new(sessions);
-    let mut rng = Rng::new(args.seed ^ 0xdead);
-    let mut kills = [(0u64, 0u64); 5];
-    let mut written = 0u64;
-    let mut buf = Vec::new();
-    let mut g = w.generator();
-    let (mut conv_time, mut kill_time, mut gen_time) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let mut appended = 0usize;
-    let t_build = Instant::now();
-    for cp in 1..=CHECKPOINTS {
-        let upto = n * cp / CHECKPOINTS;
-        while appended < upto {
-            buf.clear();
-            let t = Instant::now();
-            let s = g.next_into(&mut buf).expect("workload message") as usize;
-            gen_time += t.elapsed();
-            let t = Instant::now();
-            let id = store
-                .append_raw(&w.sessions[s], &buf)
-                .expect("append_raw")
-                .interaction_id;
-            conv_time += t.elapsed();
-            assert_eq!(id, live.push(s, buf.len()), "interaction ids are 1..=count");
-            sql.insert(&w.sessions[s], id, &buf);
-            written += buf.len() as u64;
-            appended += 1;
-        }
-        while (written - live.bytes) < (DEAD * written as f64) as u64 {
-            let t = Instant::now();
-            kill_one(
-                &store,
-                &mut sql,
-                &w,
-                &mut live,
-                &mut rng,
-                &mut kills,
-                &mut written,
-            );
-            kill_time += t.elapsed();
-        }
-    }
-    let sql_before = sql.finish(&dir_sql);
-    log.say(format!(
-        "compaction: built in {:.1} s (generating {:.1} s, convlog appends {:.1} s, removals \
-         {:.1} s (both engines), sqlite {:.1} s in all): {:.1} MB written, {:.1} MB live \
-         ({:.1}% dead); removals {}",
-        t_build.elapsed().as_secs_f64(),
-        gen_time.as_secs_f64(),
-        conv_time.as_secs_f64(),
-        kill_time.as_secs_f64(),
-        sql.time.as_secs_f64(),
-        written as f64 / 1e6,
-        live.bytes as f64 / 1e6,
-        100.0 * (1.0 - live.bytes as f64 / written as f64),
-        kills_line(&kills)
-    ));
+    let (store, sql, live, written, sql_before) = build(args, &w, &dir_a, &dir_sql, log);
     store.seal().expect("seal");
     drop(store);
     let disk_before = store_bytes(&dir_a, log, "1 KB store before compaction");
@@ -406,6 +348,80 @@ fn big(args: &Args, q: usize, root: &Path, log: &Log) -> Big {
         loaded_compact,
         sql: Some(sql_v),
     }
+}
+
+/// Appends the 1 KB workload `w` to a new store in `dir_a` and its SQLite mirror in
+/// `dir_sql`, removing messages at every checkpoint until [`DEAD`] of the bytes written are
+/// dead. Returns the open store, the mirror, what is live, the JSON bytes written, and the
+/// mirror's bytes on disk.
+fn build(
+    args: &Args,
+    w: &Workload,
+    dir_a: &Path,
+    dir_sql: &Path,
+    log: &Log,
+) -> (Store, SqlMirror, Live, u64, u64) {
+    let (n, sessions) = (w.order.len(), w.sessions.len());
+    let store = convlog_side::open(dir_a, Durability::Buffered);
+    let mut sql = SqlMirror::open(dir_sql, args.schema);
+    let mut live = Live::new(sessions);
+    let mut rng = Rng::new(args.seed ^ 0xdead);
+    let mut kills = [(0u64, 0u64); 5];
+    let mut written = 0u64;
+    let mut buf = Vec::new();
+    let mut g = w.generator();
+    let (mut conv_time, mut kill_time, mut gen_time) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut appended = 0usize;
+    let t_build = Instant::now();
+    for cp in 1..=CHECKPOINTS {
+        let upto = n * cp / CHECKPOINTS;
+        while appended < upto {
+            buf.clear();
+            let t = Instant::now();
+            let s = g.next_into(&mut buf).expect("workload message") as usize;
+            gen_time += t.elapsed();
+            let t = Instant::now();
+            let id = store
+                .append_raw(&w.sessions[s], &buf)
+                .expect("append_raw")
+                .interaction_id;
+            conv_time += t.elapsed();
+            assert_eq!(id, live.push(s, buf.len()), "interaction ids are 1..=count");
+            sql.insert(&w.sessions[s], id, &buf);
+            written += buf.len() as u64;
+            appended += 1;
+        }
+        while (written - live.bytes) < (DEAD * written as f64) as u64 {
+            let t = Instant::now();
+            kill_one(
+                &store,
+                &mut sql,
+                w,
+                &mut live,
+                &mut rng,
+                &mut kills,
+                &mut written,
+            );
+            kill_time += t.elapsed();
+        }
+    }
+    let sql_before = sql.finish(dir_sql);
+    log.say(format!(
+        "compaction: built in {:.1} s (generating {:.1} s, convlog appends {:.1} s, removals \
+         {:.1} s (both engines), sqlite {:.1} s in all): {:.1} MB written, {:.1} MB live \
+         ({:.1}% dead); removals {}",
+        t_build.elapsed().as_secs_f64(),
+        gen_time.as_secs_f64(),
+        conv_time.as_secs_f64(),
+        kill_time.as_secs_f64(),
+        sql.time.as_secs_f64(),
+        written as f64 / 1e6,
+        live.bytes as f64 / 1e6,
+        100.0 * (1.0 - live.bytes as f64 / written as f64),
+        kills_line(&kills)
+    ));
+    (store, sql, live, written, sql_before)
 }
 
 /// One removal, of the kind furthest below its share of the dead bytes, on a random session
