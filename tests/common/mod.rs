@@ -927,266 +927,16 @@ impl Harness {
         }
         let before = self.store.as_ref().map_or(0, |s| s.last_lsn().0);
         match *op {
-            Op::Append { s, len, typed } => {
-                let name = session(s);
-                let (id, bytes) = self.new_msg(len);
-                let store = self.store.as_ref().expect("open");
-                let r = if typed {
-                    let raw: Box<serde_json::value::RawValue> =
-                        serde_json::from_slice(&bytes).expect("payloads are JSON");
-                    store.append(name, &raw)
-                } else {
-                    store.append_raw(name, &bytes)
-                };
-                let r = self.check_receipts(r.map(|r| vec![r]), name, before)?;
-                let mut next = self.state().clone();
-                next.entry(name).or_default().push(id);
-                self.settle(r, before, 1, next, vec![(id, bytes)], false)
-            }
-            Op::Batch { s, n, len } => {
-                let name = session(s);
-                let n = u64::from(n % 6) + 1;
-                let msgs: Vec<(u64, Vec<u8>)> = (0..n)
-                    .map(|i| self.new_msg(len.wrapping_add(i as u16 * 37)))
-                    .collect();
-                let store = self.store.as_ref().expect("open");
-                let bodies: Vec<&[u8]> = msgs.iter().map(|(_, b)| b.as_slice()).collect();
-                let r = store.append_batch_raw(name, &bodies);
-                let r = self.check_receipts(r, name, before)?;
-                let mut next = self.state().clone();
-                next.entry(name)
-                    .or_default()
-                    .extend(msgs.iter().map(|(id, _)| *id));
-                self.settle(r, before, n, next, msgs, false)
-            }
-            Op::AppendIf { s, delta, len } => {
-                let name = session(s);
-                let count = self.state().get(name).map_or(0, Vec::len) as u64;
-                let expected = (count + 1).saturating_add_signed(i64::from(delta % 3));
-                let conflict = expected != count + 1;
-                let (id, bytes) = self.new_msg(len);
-                let raw: Box<serde_json::value::RawValue> =
-                    serde_json::from_slice(&bytes).expect("payloads are JSON");
-                let store = self.store.as_ref().expect("open");
-                let r = store.append_if(name, expected, &raw).map(|r| vec![r]);
-                let r = self.check_receipts(r, name, before)?;
-                let mut next = self.state().clone();
-                next.entry(name).or_default().push(id);
-                let records = u64::from(!conflict);
-                self.settle(r, before, records, next, vec![(id, bytes)], conflict)
-            }
-            Op::Pop { s, typed } => {
-                let name = session(s);
-                let mut next = self.state().clone();
-                let popped = next.get_mut(name).and_then(Vec::pop);
-                if next.get(name).is_some_and(Vec::is_empty) {
-                    next.remove(name);
-                }
-                let store = self.store.as_ref().expect("open");
-                let r = if typed {
-                    store
-                        .pop(name)
-                        .map(|e| e.map(|e| (e.interaction_id, serde_json::to_vec(&e.message).ok())))
-                } else {
-                    store
-                        .pop_raw(name)
-                        .map(|e| e.map(|e| (e.interaction_id, Some(e.message))))
-                };
-                let r = match r {
-                    Ok(got) => {
-                        let want = popped.map(|id| {
-                            let count = self.state()[name].len() as u64;
-                            (count, self.msgs[&id].bytes.clone())
-                        });
-                        match (&got, &want) {
-                            (None, None) => {}
-                            (Some((gid, gbytes)), Some((wid, wbytes))) => {
-                                // A typed pop re-serializes: compare JSON values.
-                                let same = match gbytes {
-                                    Some(b) if !typed => b == wbytes,
-                                    Some(b) => json_eq(b, wbytes),
-                                    None => false,
-                                };
-                                if gid != wid || !same {
-                                    return Err(self.fail(format!(
-                                        "pop returned id {gid}, model expected {wid}"
-                                    )));
-                                }
-                            }
-                            _ => {
-                                return Err(self.fail(format!(
-                                    "pop returned {:?}, model expected {:?}",
-                                    got.as_ref().map(|g| g.0),
-                                    want.as_ref().map(|w| w.0)
-                                )));
-                            }
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                let records = u64::from(popped.is_some());
-                self.settle(r, before, records, next, Vec::new(), false)
-            }
-            Op::Truncate { s, keep } => {
-                let name = session(s);
-                let count = self.state().get(name).map_or(0, Vec::len) as u64;
-                let keep = u64::from(keep) % (count + 2);
-                let mut next = self.state().clone();
-                if keep < count {
-                    if keep == 0 {
-                        next.remove(name);
-                    } else if let Some(ids) = next.get_mut(name) {
-                        ids.truncate(keep as usize);
-                    }
-                }
-                let removed = count.saturating_sub(keep);
-                let store = self.store.as_ref().expect("open");
-                let r = store.truncate(name, keep);
-                let r = match r {
-                    Ok(n) if n != removed => {
-                        return Err(
-                            self.fail(format!("truncate removed {n}, model says {removed}"))
-                        );
-                    }
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e),
-                };
-                self.settle(r, before, u64::from(removed > 0), next, Vec::new(), false)
-            }
-            Op::Clear { s } => {
-                let name = session(s);
-                let count = self.state().get(name).map_or(0, Vec::len) as u64;
-                let mut next = self.state().clone();
-                next.remove(name);
-                let store = self.store.as_ref().expect("open");
-                let r = match store.clear(name) {
-                    Ok(n) if n != count => {
-                        return Err(self.fail(format!("clear removed {n}, model says {count}")));
-                    }
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e),
-                };
-                self.settle(r, before, u64::from(count > 0), next, Vec::new(), false)
-            }
-            Op::Delete { s } => {
-                let name = session(s);
-                let latest = self.latest().model();
-                let existed = latest.state.get(name).is_some_and(|v| !v.is_empty())
-                    || latest.metas.contains_key(name);
-                let mut next = latest;
-                next.state.remove(name);
-                next.forget_keys(name);
-                next.metas.remove(name);
-                let store = self.store.as_ref().expect("open");
-                let r = match store.delete_session(name) {
-                    Ok(b) if b != existed => {
-                        return Err(self.fail(format!("delete said {b}, model says {existed}")));
-                    }
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e),
-                };
-                self.work_after_log = self.key.is_some();
-                let settled =
-                    self.settle_model(r, before, u64::from(existed), next, Vec::new(), false);
-                self.work_after_log = false;
-                settled
-            }
-            Op::Compact => {
-                let store = self.store.as_ref().expect("open");
-                let r = store.seal().and_then(|_| store.compact());
-                let after = store.last_lsn().0;
-                if after != before {
-                    return Err(
-                        self.fail(format!("seal + compact moved last_lsn {before} -> {after}"))
-                    );
-                }
-                match r {
-                    Ok(_) if self.must_poison => Err(self.fail(
-                        "a compaction ran after a failed fsync (the store must be poisoned)",
-                    )),
-                    Ok(report) => {
-                        self.stats.compactions += u64::from(report.segments_rewritten > 0);
-                        Ok(())
-                    }
-                    Err(e) if self.must_poison && !matches!(e, Error::Poisoned { .. }) => Err(self
-                        .fail(format!(
-                            "a compaction after a failed fsync failed with {e:?}, not Poisoned"
-                        ))),
-                    Err(e) if self.faults_armed && is_io(&e) => {
-                        // A failed sync of the sealed segment poisons the store; a failed step
-                        // of the compaction itself leaves it usable. Either way nothing changed.
-                        self.stats.failed_ops += 1;
-                        self.maybe_poisoned = true;
-                        self.trace.push(format!("  -> failed: {e}"));
-                        Ok(())
-                    }
-                    Err(e) => Err(self.fail(format!("compaction failed: {e:?}"))),
-                }
-            }
-            Op::Fork { s, d, at } => {
-                let (src, dst) = (session(s), session(d));
-                let src_ids = self.state().get(src).cloned().unwrap_or_default();
-                let at = u64::from(at) % (src_ids.len() as u64 + 2);
-                let exists = self.state().contains_key(dst);
-                let shared = if exists || src == dst {
-                    0
-                } else {
-                    at.min(src_ids.len() as u64)
-                };
-                let store = self.store.as_ref().expect("open");
-                let r = match store.fork(src, dst, Some(at)) {
-                    Err(Error::SessionExists { .. }) if exists => Ok(()),
-                    Ok(_) if exists => {
-                        return Err(self.fail("fork into an existing session succeeded"));
-                    }
-                    Ok(n) if n != shared => {
-                        return Err(self.fail(format!("fork shared {n}, model says {shared}")));
-                    }
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e),
-                };
-                let mut next = self.state().clone();
-                if shared > 0 {
-                    next.insert(dst, src_ids[..shared as usize].to_vec());
-                }
-                self.settle(r, before, u64::from(shared > 0), next, Vec::new(), false)
-            }
-            Op::Replace { s, n, len, stale } => {
-                let name = session(s);
-                let count = self.state().get(name).map_or(0, Vec::len) as u64;
-                let n = usize::from(n % 6);
-                let msgs: Vec<(u64, Vec<u8>)> = (0..n).map(|_| self.new_msg(len)).collect();
-                let bodies: Vec<&[u8]> = msgs.iter().map(|(_, b)| b.as_slice()).collect();
-                let expected = count + 1 + u64::from(stale);
-                let store = self.store.as_ref().expect("open");
-                let r = store.replace(name, Some(expected), &bodies);
-                let r = match r {
-                    Ok(receipts) => {
-                        let ids: Vec<u64> = receipts.iter().map(|r| r.interaction_id).collect();
-                        if ids != (1..=n as u64).collect::<Vec<_>>() {
-                            return Err(self.fail(format!("replace receipts {ids:?}")));
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                let mut next = self.latest().model();
-                next.state.remove(name);
-                if n > 0 {
-                    next.state
-                        .insert(name, msgs.iter().map(|(id, _)| *id).collect());
-                }
-                // A replace clears first: every key of the session is forgotten, though the
-                // new messages reuse the ids.
-                next.forget_keys(name);
-                let records = if stale {
-                    0
-                } else {
-                    u64::from(count > 0) + n as u64
-                };
-                self.settle_model(r, before, records, next, msgs, stale)
-            }
+            Op::Append { s, len, typed } => self.op_append(s, len, typed, before),
+            Op::Batch { s, n, len } => self.op_batch(s, n, len, before),
+            Op::AppendIf { s, delta, len } => self.op_append_if(s, delta, len, before),
+            Op::Pop { s, typed } => self.op_pop(s, typed, before),
+            Op::Truncate { s, keep } => self.op_truncate(s, keep, before),
+            Op::Clear { s } => self.op_clear(s, before),
+            Op::Delete { s } => self.op_delete(s, before),
+            Op::Compact => self.op_compact(before),
+            Op::Fork { s, d, at } => self.op_fork(s, d, at, before),
+            Op::Replace { s, n, len, stale } => self.op_replace(s, n, len, stale, before),
             Op::KeyedAppend {
                 s,
                 k,
@@ -1201,144 +951,450 @@ impl Harness {
                 self.last_keyed = Some((name, key.clone()));
                 self.keyed_append(name, key, n, len, before)
             }
-            Op::SetMeta { s, tag, len, typed } => {
-                let name = session(s);
-                let json = meta_json(name, tag, usize::from(len) % 6000);
-                let store = self.store.as_ref().expect("open");
-                let r = if typed {
-                    let value: serde_json::Value =
-                        serde_json::from_slice(&json).expect("metadata is JSON");
-                    store.set_meta(name, &value)
-                } else {
-                    store.set_meta_raw(name, &json)
-                };
-                let r = match r {
-                    Ok(lsn) if lsn.0 != before + 1 => {
-                        return Err(self.fail(format!(
-                            "set_meta returned LSN {lsn}, expected {}",
-                            before + 1
-                        )));
-                    }
-                    Ok(_) => {
-                        self.stats.metas_set += 1;
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                let mut next = self.latest().model();
-                // `set_meta` of a parsed value re-serializes it: the model holds those bytes.
-                let stored = if typed {
-                    let value: serde_json::Value =
-                        serde_json::from_slice(&json).expect("metadata is JSON");
-                    serde_json::to_vec(&value).expect("serializes")
-                } else {
-                    json
-                };
-                next.metas.insert(name, stored);
-                self.settle_model(r, before, 1, next, Vec::new(), false)
-            }
-            Op::Sync => {
-                let store = self.store.as_ref().expect("open");
-                match store.sync() {
-                    Ok(lsn) => {
-                        if self.must_poison {
-                            return Err(self.fail("sync succeeded after a failed fsync"));
-                        }
-                        if lsn.0 < self.latest().lsn {
-                            return Err(self.fail(format!(
-                                "sync returned LSN {lsn}, last unit ends at {}",
-                                self.latest().lsn
-                            )));
-                        }
-                        self.durable = self.history.len() - 1;
-                        self.note_claim();
-                        Ok(())
-                    }
-                    Err(e) if self.must_poison && !matches!(e, Error::Poisoned { .. }) => Err(self
-                        .fail(format!(
-                            "sync after a failed fsync failed with {e:?}, not Poisoned"
-                        ))),
-                    Err(e) if self.faults_armed && is_io(&e) => {
-                        self.stats.failed_ops += 1;
-                        self.maybe_poisoned = true;
-                        if matches!(
-                            e,
-                            Error::Io {
-                                op: "fdatasync",
-                                ..
-                            }
-                        ) {
-                            self.must_poison = true;
-                            self.stats.poisonings += 1;
-                        }
-                        self.trace.push(format!("  -> failed: {e}"));
-                        Ok(())
-                    }
-                    Err(e) => Err(self.fail(format!("sync failed: {e:?}"))),
-                }
-            }
+            Op::SetMeta { s, tag, len, typed } => self.op_set_meta(s, tag, len, typed, before),
+            Op::Sync => self.op_sync(),
             Op::Crash {
                 tear: t,
                 durability: d,
-            } => {
-                let crashed = self.fs.crash(tear(t));
-                self.faults.clear();
-                self.store = None;
-                self.fs = crashed;
-                self.reset_after_restart(d);
-                self.stats.crashes += 1;
-                self.open_checked(true)
-            }
-            Op::Reopen { durability: d } => {
-                self.store = None;
-                let armed = self.faults_armed;
-                self.reset_after_restart(d);
-                // Pending faults stay armed: the open itself may meet them.
-                self.faults_armed = armed;
-                self.stats.reopens += 1;
-                self.open_checked(false)
-            }
-            Op::Kill { durability: d } => {
-                if let Some(store) = self.store.take() {
-                    kill(&self.fs, store);
-                }
-                // Faults still ahead stay armed; sticky ones that already began go on.
-                let now = self.fs.ops();
-                let armed = self.faults_armed;
-                for &(n, fault, sticky) in &self.faults {
-                    if sticky || n > now {
-                        arm(&self.fs, n.max(now + 1), fault, sticky);
-                    }
-                }
-                self.reset_after_restart(d);
-                self.faults_armed = armed;
-                self.stats.reopens += 1;
-                self.open_checked(false)
-            }
-            Op::Check => {
-                if self.faults_armed {
-                    // Reads may fail under faults; checked after they are cleared.
-                    return Ok(());
-                }
-                self.check_store()
-            }
+            } => self.op_crash(t, d),
+            Op::Reopen { durability: d } => self.op_reopen(d),
+            Op::Kill { durability: d } => self.op_kill(d),
+            Op::Check => self.op_check(),
             Op::Fault {
                 after,
                 kind,
                 sticky,
-            } => {
-                let n = self.fs.ops() + 1 + u64::from(after % 64);
-                let fault = if kind % 2 == 0 {
-                    Fault::Io
-                } else {
-                    Fault::NoSpace
-                };
-                arm(&self.fs, n, fault, sticky);
-                self.faults.push((n, fault, sticky));
-                self.faults_armed = true;
+            } => self.op_fault(after, kind, sticky),
+        }
+    }
+
+    /// [`Op::Append`].
+    fn op_append(&mut self, s: u8, len: u16, typed: bool, before: u64) -> Result<(), Violation> {
+        let name = session(s);
+        let (id, bytes) = self.new_msg(len);
+        let store = self.store.as_ref().expect("open");
+        let r = if typed {
+            let raw: Box<serde_json::value::RawValue> =
+                serde_json::from_slice(&bytes).expect("payloads are JSON");
+            store.append(name, &raw)
+        } else {
+            store.append_raw(name, &bytes)
+        };
+        let r = self.check_receipts(r.map(|r| vec![r]), name, before)?;
+        let mut next = self.state().clone();
+        next.entry(name).or_default().push(id);
+        self.settle(r, before, 1, next, vec![(id, bytes)], false)
+    }
+
+    /// [`Op::Batch`].
+    fn op_batch(&mut self, s: u8, n: u8, len: u16, before: u64) -> Result<(), Violation> {
+        let name = session(s);
+        let n = u64::from(n % 6) + 1;
+        let msgs: Vec<(u64, Vec<u8>)> = (0..n)
+            .map(|i| self.new_msg(len.wrapping_add(i as u16 * 37)))
+            .collect();
+        let store = self.store.as_ref().expect("open");
+        let bodies: Vec<&[u8]> = msgs.iter().map(|(_, b)| b.as_slice()).collect();
+        let r = store.append_batch_raw(name, &bodies);
+        let r = self.check_receipts(r, name, before)?;
+        let mut next = self.state().clone();
+        next.entry(name)
+            .or_default()
+            .extend(msgs.iter().map(|(id, _)| *id));
+        self.settle(r, before, n, next, msgs, false)
+    }
+
+    /// [`Op::AppendIf`].
+    fn op_append_if(&mut self, s: u8, delta: i8, len: u16, before: u64) -> Result<(), Violation> {
+        let name = session(s);
+        let count = self.state().get(name).map_or(0, Vec::len) as u64;
+        let expected = (count + 1).saturating_add_signed(i64::from(delta % 3));
+        let conflict = expected != count + 1;
+        let (id, bytes) = self.new_msg(len);
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_slice(&bytes).expect("payloads are JSON");
+        let store = self.store.as_ref().expect("open");
+        let r = store.append_if(name, expected, &raw).map(|r| vec![r]);
+        let r = self.check_receipts(r, name, before)?;
+        let mut next = self.state().clone();
+        next.entry(name).or_default().push(id);
+        let records = u64::from(!conflict);
+        self.settle(r, before, records, next, vec![(id, bytes)], conflict)
+    }
+
+    /// [`Op::Pop`].
+    fn op_pop(&mut self, s: u8, typed: bool, before: u64) -> Result<(), Violation> {
+        let name = session(s);
+        let mut next = self.state().clone();
+        let popped = next.get_mut(name).and_then(Vec::pop);
+        if next.get(name).is_some_and(Vec::is_empty) {
+            next.remove(name);
+        }
+        let store = self.store.as_ref().expect("open");
+        let r = if typed {
+            store
+                .pop(name)
+                .map(|e| e.map(|e| (e.interaction_id, serde_json::to_vec(&e.message).ok())))
+        } else {
+            store
+                .pop_raw(name)
+                .map(|e| e.map(|e| (e.interaction_id, Some(e.message))))
+        };
+        let r = match r {
+            Ok(got) => {
+                let want = popped.map(|id| {
+                    let count = self.state()[name].len() as u64;
+                    (count, self.msgs[&id].bytes.clone())
+                });
+                match (&got, &want) {
+                    (None, None) => {}
+                    (Some((gid, gbytes)), Some((wid, wbytes))) => {
+                        // A typed pop re-serializes: compare JSON values.
+                        let same = match gbytes {
+                            Some(b) if !typed => b == wbytes,
+                            Some(b) => json_eq(b, wbytes),
+                            None => false,
+                        };
+                        if gid != wid || !same {
+                            return Err(
+                                self.fail(format!("pop returned id {gid}, model expected {wid}"))
+                            );
+                        }
+                    }
+                    _ => {
+                        return Err(self.fail(format!(
+                            "pop returned {:?}, model expected {:?}",
+                            got.as_ref().map(|g| g.0),
+                            want.as_ref().map(|w| w.0)
+                        )));
+                    }
+                }
                 Ok(())
             }
+            Err(e) => Err(e),
+        };
+        let records = u64::from(popped.is_some());
+        self.settle(r, before, records, next, Vec::new(), false)
+    }
+
+    /// [`Op::Truncate`].
+    fn op_truncate(&mut self, s: u8, keep: u16, before: u64) -> Result<(), Violation> {
+        let name = session(s);
+        let count = self.state().get(name).map_or(0, Vec::len) as u64;
+        let keep = u64::from(keep) % (count + 2);
+        let mut next = self.state().clone();
+        if keep < count {
+            if keep == 0 {
+                next.remove(name);
+            } else if let Some(ids) = next.get_mut(name) {
+                ids.truncate(keep as usize);
+            }
         }
+        let removed = count.saturating_sub(keep);
+        let store = self.store.as_ref().expect("open");
+        let r = store.truncate(name, keep);
+        let r = match r {
+            Ok(n) if n != removed => {
+                return Err(self.fail(format!("truncate removed {n}, model says {removed}")));
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.settle(r, before, u64::from(removed > 0), next, Vec::new(), false)
+    }
+
+    /// [`Op::Clear`].
+    fn op_clear(&mut self, s: u8, before: u64) -> Result<(), Violation> {
+        let name = session(s);
+        let count = self.state().get(name).map_or(0, Vec::len) as u64;
+        let mut next = self.state().clone();
+        next.remove(name);
+        let store = self.store.as_ref().expect("open");
+        let r = match store.clear(name) {
+            Ok(n) if n != count => {
+                return Err(self.fail(format!("clear removed {n}, model says {count}")));
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.settle(r, before, u64::from(count > 0), next, Vec::new(), false)
+    }
+
+    /// [`Op::Delete`].
+    fn op_delete(&mut self, s: u8, before: u64) -> Result<(), Violation> {
+        let name = session(s);
+        let latest = self.latest().model();
+        let existed = latest.state.get(name).is_some_and(|v| !v.is_empty())
+            || latest.metas.contains_key(name);
+        let mut next = latest;
+        next.state.remove(name);
+        next.forget_keys(name);
+        next.metas.remove(name);
+        let store = self.store.as_ref().expect("open");
+        let r = match store.delete_session(name) {
+            Ok(b) if b != existed => {
+                return Err(self.fail(format!("delete said {b}, model says {existed}")));
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.work_after_log = self.key.is_some();
+        let settled = self.settle_model(r, before, u64::from(existed), next, Vec::new(), false);
+        self.work_after_log = false;
+        settled
+    }
+
+    /// [`Op::Compact`].
+    fn op_compact(&mut self, before: u64) -> Result<(), Violation> {
+        let store = self.store.as_ref().expect("open");
+        let r = store.seal().and_then(|_| store.compact());
+        let after = store.last_lsn().0;
+        if after != before {
+            return Err(self.fail(format!("seal + compact moved last_lsn {before} -> {after}")));
+        }
+        match r {
+            Ok(_) if self.must_poison => {
+                Err(self.fail("a compaction ran after a failed fsync (the store must be poisoned)"))
+            }
+            Ok(report) => {
+                self.stats.compactions += u64::from(report.segments_rewritten > 0);
+                Ok(())
+            }
+            Err(e) if self.must_poison && !matches!(e, Error::Poisoned { .. }) => Err(self.fail(
+                format!("a compaction after a failed fsync failed with {e:?}, not Poisoned"),
+            )),
+            Err(e) if self.faults_armed && is_io(&e) => {
+                // A failed sync of the sealed segment poisons the store; a failed step
+                // of the compaction itself leaves it usable. Either way nothing changed.
+                self.stats.failed_ops += 1;
+                self.maybe_poisoned = true;
+                self.trace.push(format!("  -> failed: {e}"));
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!("compaction failed: {e:?}"))),
+        }
+    }
+
+    /// [`Op::Fork`].
+    fn op_fork(&mut self, s: u8, d: u8, at: u16, before: u64) -> Result<(), Violation> {
+        let (src, dst) = (session(s), session(d));
+        let src_ids = self.state().get(src).cloned().unwrap_or_default();
+        let at = u64::from(at) % (src_ids.len() as u64 + 2);
+        let exists = self.state().contains_key(dst);
+        let shared = if exists || src == dst {
+            0
+        } else {
+            at.min(src_ids.len() as u64)
+        };
+        let store = self.store.as_ref().expect("open");
+        let r = match store.fork(src, dst, Some(at)) {
+            Err(Error::SessionExists { .. }) if exists => Ok(()),
+            Ok(_) if exists => {
+                return Err(self.fail("fork into an existing session succeeded"));
+            }
+            Ok(n) if n != shared => {
+                return Err(self.fail(format!("fork shared {n}, model says {shared}")));
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let mut next = self.state().clone();
+        if shared > 0 {
+            next.insert(dst, src_ids[..shared as usize].to_vec());
+        }
+        self.settle(r, before, u64::from(shared > 0), next, Vec::new(), false)
+    }
+
+    /// [`Op::Replace`].
+    fn op_replace(
+        &mut self,
+        s: u8,
+        n: u8,
+        len: u16,
+        stale: bool,
+        before: u64,
+    ) -> Result<(), Violation> {
+        let name = session(s);
+        let count = self.state().get(name).map_or(0, Vec::len) as u64;
+        let n = usize::from(n % 6);
+        let msgs: Vec<(u64, Vec<u8>)> = (0..n).map(|_| self.new_msg(len)).collect();
+        let bodies: Vec<&[u8]> = msgs.iter().map(|(_, b)| b.as_slice()).collect();
+        let expected = count + 1 + u64::from(stale);
+        let store = self.store.as_ref().expect("open");
+        let r = store.replace(name, Some(expected), &bodies);
+        let r = match r {
+            Ok(receipts) => {
+                let ids: Vec<u64> = receipts.iter().map(|r| r.interaction_id).collect();
+                if ids != (1..=n as u64).collect::<Vec<_>>() {
+                    return Err(self.fail(format!("replace receipts {ids:?}")));
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        let mut next = self.latest().model();
+        next.state.remove(name);
+        if n > 0 {
+            next.state
+                .insert(name, msgs.iter().map(|(id, _)| *id).collect());
+        }
+        // A replace clears first: every key of the session is forgotten, though the
+        // new messages reuse the ids.
+        next.forget_keys(name);
+        let records = if stale {
+            0
+        } else {
+            u64::from(count > 0) + n as u64
+        };
+        self.settle_model(r, before, records, next, msgs, stale)
+    }
+
+    /// [`Op::SetMeta`].
+    fn op_set_meta(
+        &mut self,
+        s: u8,
+        tag: u8,
+        len: u16,
+        typed: bool,
+        before: u64,
+    ) -> Result<(), Violation> {
+        let name = session(s);
+        let json = meta_json(name, tag, usize::from(len) % 6000);
+        let store = self.store.as_ref().expect("open");
+        let r = if typed {
+            let value: serde_json::Value = serde_json::from_slice(&json).expect("metadata is JSON");
+            store.set_meta(name, &value)
+        } else {
+            store.set_meta_raw(name, &json)
+        };
+        let r = match r {
+            Ok(lsn) if lsn.0 != before + 1 => {
+                return Err(self.fail(format!(
+                    "set_meta returned LSN {lsn}, expected {}",
+                    before + 1
+                )));
+            }
+            Ok(_) => {
+                self.stats.metas_set += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        let mut next = self.latest().model();
+        // `set_meta` of a parsed value re-serializes it: the model holds those bytes.
+        let stored = if typed {
+            let value: serde_json::Value = serde_json::from_slice(&json).expect("metadata is JSON");
+            serde_json::to_vec(&value).expect("serializes")
+        } else {
+            json
+        };
+        next.metas.insert(name, stored);
+        self.settle_model(r, before, 1, next, Vec::new(), false)
+    }
+
+    /// [`Op::Sync`].
+    fn op_sync(&mut self) -> Result<(), Violation> {
+        let store = self.store.as_ref().expect("open");
+        match store.sync() {
+            Ok(lsn) => {
+                if self.must_poison {
+                    return Err(self.fail("sync succeeded after a failed fsync"));
+                }
+                if lsn.0 < self.latest().lsn {
+                    return Err(self.fail(format!(
+                        "sync returned LSN {lsn}, last unit ends at {}",
+                        self.latest().lsn
+                    )));
+                }
+                self.durable = self.history.len() - 1;
+                self.note_claim();
+                Ok(())
+            }
+            Err(e) if self.must_poison && !matches!(e, Error::Poisoned { .. }) => Err(self.fail(
+                format!("sync after a failed fsync failed with {e:?}, not Poisoned"),
+            )),
+            Err(e) if self.faults_armed && is_io(&e) => {
+                self.stats.failed_ops += 1;
+                self.maybe_poisoned = true;
+                if matches!(
+                    e,
+                    Error::Io {
+                        op: "fdatasync",
+                        ..
+                    }
+                ) {
+                    self.must_poison = true;
+                    self.stats.poisonings += 1;
+                }
+                self.trace.push(format!("  -> failed: {e}"));
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!("sync failed: {e:?}"))),
+        }
+    }
+
+    /// [`Op::Crash`].
+    fn op_crash(&mut self, t: u8, d: u8) -> Result<(), Violation> {
+        let crashed = self.fs.crash(tear(t));
+        self.faults.clear();
+        self.store = None;
+        self.fs = crashed;
+        self.reset_after_restart(d);
+        self.stats.crashes += 1;
+        self.open_checked(true)
+    }
+
+    /// [`Op::Reopen`].
+    fn op_reopen(&mut self, d: u8) -> Result<(), Violation> {
+        self.store = None;
+        let armed = self.faults_armed;
+        self.reset_after_restart(d);
+        // Pending faults stay armed: the open itself may meet them.
+        self.faults_armed = armed;
+        self.stats.reopens += 1;
+        self.open_checked(false)
+    }
+
+    /// [`Op::Kill`].
+    fn op_kill(&mut self, d: u8) -> Result<(), Violation> {
+        if let Some(store) = self.store.take() {
+            kill(&self.fs, store);
+        }
+        // Faults still ahead stay armed; sticky ones that already began go on.
+        let now = self.fs.ops();
+        let armed = self.faults_armed;
+        for &(n, fault, sticky) in &self.faults {
+            if sticky || n > now {
+                arm(&self.fs, n.max(now + 1), fault, sticky);
+            }
+        }
+        self.reset_after_restart(d);
+        self.faults_armed = armed;
+        self.stats.reopens += 1;
+        self.open_checked(false)
+    }
+
+    /// [`Op::Check`].
+    fn op_check(&mut self) -> Result<(), Violation> {
+        if self.faults_armed {
+            // Reads may fail under faults; checked after they are cleared.
+            return Ok(());
+        }
+        self.check_store()
+    }
+
+    /// [`Op::Fault`].
+    fn op_fault(&mut self, after: u8, kind: u8, sticky: bool) -> Result<(), Violation> {
+        let n = self.fs.ops() + 1 + u64::from(after % 64);
+        let fault = if kind.is_multiple_of(2) {
+            Fault::Io
+        } else {
+            Fault::NoSpace
+        };
+        arm(&self.fs, n, fault, sticky);
+        self.faults.push((n, fault, sticky));
+        self.faults_armed = true;
+        Ok(())
     }
 
     /// [`Op::KeyedAppend`].
