@@ -115,6 +115,20 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A write through a handle that another process opened: this process is a `fork()`
+    /// child of the one that opened the store, whose locks and write position it inherited
+    /// and may not use. The child may read through the handle; to write, it opens the store
+    /// again (as any other process does).
+    #[error(
+        "store {path} was opened by process {opened_by}, the parent of this fork() child: open it again in this process to write"
+    )]
+    Forked {
+        /// The store directory.
+        path: PathBuf,
+        /// The process that opened it.
+        opened_by: u32,
+    },
+
     /// A session id is empty, too long, or contains control characters.
     #[error("invalid session id {session:?}: {reason}")]
     InvalidSessionId {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import pathlib
 from typing import Any
 
@@ -230,3 +231,90 @@ async def test_an_async_subscriber_sees_another_process_append(
             await asyncio.to_thread(p.join, 60)
         assert [e.message for e in got] == [{"child": i} for i in range(3)]
         sub.close()
+
+
+# -- os.fork(): a Store object created before the fork, used on both sides ----------------
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork")
+
+
+def _fork(child: Any) -> int:
+    """Forks; the child runs `child()` and exits 0 if it returned, 1 if it raised."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _exit_code(pid: int) -> int:
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@needs_fork
+def test_a_store_used_on_both_sides_of_a_fork_loses_and_corrupts_nothing(
+    store_dir: pathlib.Path,
+) -> None:
+    # What gunicorn --preload or a "fork" multiprocessing pool does with a module-level
+    # Store: the child opens the store again itself, as a process of its own.
+    store = Store(store_dir)
+    store.append("s", {"role": "user", "content": "before the fork"})
+    n = 300
+
+    def child() -> None:
+        for i in range(n):
+            store.append("s", {"who": "child", "i": i})
+
+    pid = _fork(child)
+    for i in range(n):
+        store.append("s", {"who": "parent", "i": i})
+    assert _exit_code(pid) == 0
+    assert store.count("s") == 2 * n + 1
+    store.close()
+    with Store(store_dir) as s:
+        got = s.tail("s")
+    assert len(got) == 2 * n + 1
+    for who in ("parent", "child"):
+        assert [m["i"] for m in got if m.get("who") == who] == list(range(n))
+
+
+@needs_fork
+def test_a_forked_child_leaves_a_memory_store_to_the_parent() -> None:
+    memory = Store(":memory:")
+    memory.append("s", {"a": 1})
+
+    def child() -> None:
+        memory.append("s", {"a": 2})  # opened again in the child: the same directory
+        memory.close()  # must not remove the parent's directory
+
+    assert _exit_code(_fork(child)) == 0
+    assert memory.path.is_dir()
+    assert memory.count("s") == 2
+    memory.append("s", {"a": 3})
+    memory.close()
+
+
+@needs_fork
+def test_a_forked_child_cannot_write_to_its_parents_exclusive_store(
+    store_dir: pathlib.Path,
+) -> None:
+    store = Store(store_dir, exclusive=True)
+    store.append("s", {"a": 1})
+
+    def child() -> None:
+        assert store.count("s") == 1  # reads go on through the parent's handle
+        with pytest.raises(convlog.Error, match="fork"):
+            store.append("s", {"a": 2})
+        store.close()  # must leave the parent's lock held: a new open is refused
+        with pytest.raises(convlog.Locked):
+            Store(store_dir)
+
+    assert _exit_code(_fork(child)) == 0
+    store.append("s", {"a": 2})
+    assert store.count("s") == 2
+    store.close()

@@ -272,6 +272,12 @@ impl Drop for Locks {
 }
 
 impl Locks {
+    /// In a `fork()` child: forgets the lease, whose thread and lock are the parent's, so
+    /// that dropping these locks closes the child's copies of the files and nothing else.
+    pub(super) fn disown_lease(&mut self) {
+        self.lease = None;
+    }
+
     /// Takes the locks of a writable open of `dir` (created if missing): `WRITERS` in the
     /// open's mode, and `LOCK`, held on return so that recovery runs alone (a shared writer
     /// releases it with [`Locks::opened`]).

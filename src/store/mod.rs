@@ -60,6 +60,13 @@ pub use crate::io::{LOCK_FILE, SYNC_FILE, WRITERS_FILE};
 /// process spawn in the same program can briefly see [`Error::Locked`]. A second writable
 /// open in the same process returns a handle to the store already open (or
 /// [`Error::AlreadyOpen`] if its options differ).
+///
+/// A handle does not cross `fork()`: in the child, every write (and `sync`) through an
+/// inherited handle is [`Error::Forked`], and dropping it leaves the parent's files, locks
+/// and threads alone. Reads through it see the log as another process would. The child
+/// opens the store again to write, as a process of its own (it does not share the
+/// inherited store). A lock that a thread of the parent held at the fork stays held in the
+/// child, as with any `fork()` of a threaded program: fork before opening, or from one thread.
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -81,6 +88,10 @@ struct Users;
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
+    /// The process that opened it. A `fork()` child inherits the handle but not the right
+    /// to write through it, nor to close it: the locks, the write position and the threads
+    /// are the parent's ([`Store::check_process`]).
+    pid: u32,
     opts: Options,
     /// Segments and the session index. Readers take it shared; the writer, exclusively and
     /// briefly, after its bytes are written.
@@ -371,6 +382,19 @@ impl Store {
             .and_then(|_| state.catch_up(dir, false, self.inner.keys()));
     }
 
+    /// Refuses a write through a handle another process opened (see [`Error::Forked`]):
+    /// checked before any lock of the store is taken, since a lock a thread of the parent
+    /// held at the fork is held for good in the child.
+    fn check_process(&self) -> Result<()> {
+        if self.inner.pid == std::process::id() {
+            return Ok(());
+        }
+        Err(Error::Forked {
+            path: self.inner.dir.clone(),
+            opened_by: self.inner.pid,
+        })
+    }
+
     fn state(&self) -> RwLockReadGuard<'_, State> {
         self.inner.state.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -391,6 +415,16 @@ impl Drop for Inner {
     /// the segment instead. Nothing to do if nothing was written since the open: every file
     /// stays as the open found it.
     fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            // A fork() child: the files, locks and threads are the parent's. Its lease stays
+            // the parent's (no unlock), its registry entry too (the child's own open may
+            // hold the key by now), and nothing is written, synced or joined.
+            if let Some(locks) = self.locks.as_mut() {
+                locks.disown_lease();
+            }
+            std::mem::forget(self.registration.take());
+            return;
+        }
         self.flusher.stop();
         self.auto.stop();
         let sealed = self.hints.close();

@@ -69,6 +69,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
+                pid: std::process::id(),
                 state: RwLock::new(state),
                 writer: Mutex::new(writer),
                 syncer: Syncer::new(durable),

@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 /// A directory's state in the registry.
 #[derive(Debug)]
 enum Slot {
-    /// A thread is opening the store.
-    Opening,
+    /// A thread of this process (its id) is opening the store.
+    Opening(u32),
     /// The store is open (or, when its callers' handles are gone, closing: a background
     /// thread of the store may still hold it, and closes it when it lets go).
     Open(Weak<Inner>, Weak<Users>),
@@ -78,7 +78,14 @@ pub(super) fn claim(opts: &Options, dir: &Path) -> Result<Claim> {
     loop {
         match slots.get(&key) {
             None => break,
-            Some(Slot::Opening) => {}
+            // What a fork() child inherited: the parent's, which the child opens anew.
+            Some(Slot::Opening(pid)) if *pid != std::process::id() => break,
+            Some(Slot::Open(weak, _))
+                if weak.upgrade().is_some_and(|i| i.pid != std::process::id()) =>
+            {
+                break;
+            }
+            Some(Slot::Opening(_)) => {}
             Some(Slot::Open(weak, users)) => {
                 // A caller's handle holds both; without one, it is closing.
                 if let Some((inner, users)) = weak.upgrade().zip(users.upgrade()) {
@@ -102,7 +109,7 @@ pub(super) fn claim(opts: &Options, dir: &Path) -> Result<Claim> {
         }
         slots = CHANGED.wait(slots).unwrap_or_else(|e| e.into_inner());
     }
-    slots.insert(key.clone(), Slot::Opening);
+    slots.insert(key.clone(), Slot::Opening(std::process::id()));
     Ok(Claim::Open(Some(Registration { key })))
 }
 

@@ -23,7 +23,7 @@ impl Store {
     /// poison check, the write lock, and (beside other writers) the log caught up first.
     ///
     /// # Errors
-    /// [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`]; `f`'s.
+    /// [`Error::Forked`], [`Error::ReadOnly`], [`Error::Poisoned`], [`Error::Io`]; `f`'s.
     pub(super) fn with_write_turn<R>(&self, f: impl FnOnce(&mut Writer) -> Result<R>) -> Result<R> {
         self.take_write_turn(Wait::Block, f)
     }
@@ -38,6 +38,7 @@ impl Store {
         wait: Wait,
         f: impl FnOnce(&mut Writer) -> Result<R>,
     ) -> Result<R> {
+        self.check_process()?;
         let mut guard = match wait {
             Wait::Block => self.writer(),
             Wait::No => match self.inner.writer.try_lock() {
@@ -438,6 +439,7 @@ impl Store {
     }
 
     pub(super) fn wait_durable(&self, lsn: Lsn) -> Result<Lsn> {
+        self.check_process()?;
         self.inner
             .syncer
             .wait_durable(lsn, || self.sync_now(lsn), || self.poisoned())

@@ -340,8 +340,10 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] if the fsync fails (the
-    /// store is then poisoned).
+    /// store is then poisoned); [`Error::Forked`] in a `fork()` child of the process that
+    /// opened it.
     pub fn sync(&self) -> Result<Lsn> {
+        self.check_process()?;
         // This process's writes (and what it folded before them), not the log's end as a
         // read sees it: another process's later records are its own to sync.
         let written = match &*self.writer() {

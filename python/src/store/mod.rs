@@ -6,6 +6,7 @@
 //! taken without the GIL, so a thread waiting for one never holds the GIL.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -41,11 +42,49 @@ struct Shared {
     temp: Mutex<Option<tempfile::TempDir>>,
     /// The store's cache of recently read session tails (writable stores only).
     cache: Mutex<Option<Arc<TailCache>>>,
+    /// What `store` was opened with, to open it again in a `fork()` child.
+    opts: convlog::Options,
+    dir: PathBuf,
+    /// The process `store` was opened by.
+    pid: AtomicU32,
 }
 
 impl Shared {
+    /// The open store (`None` once closed). In a `fork()` child, first opened again, as a
+    /// process of its own: the library refuses writes through a handle a parent opened.
     fn read(&self) -> RwLockReadGuard<'_, Option<convlog::Store>> {
+        if self.pid.load(Ordering::Acquire) != std::process::id() {
+            self.reopen_in_child();
+        }
         self.store.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the parent's handle by one this process opens. If that fails (an
+    /// exclusive store, which the parent holds), the parent's handle stays: reads go on
+    /// through it, and writes raise `convlog.Error` (the library's `Forked`), saying why.
+    fn reopen_in_child(&self) {
+        let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        if self.pid.load(Ordering::Acquire) == pid {
+            return; // another thread of this process did it
+        }
+        // A ":memory:" store's directory is the parent's to remove.
+        std::mem::forget(lock(&self.temp).take());
+        if store.is_none() {
+            self.pid.store(pid, Ordering::Release);
+        } else if let Ok(mine) = self.opts.clone().open(&self.dir) {
+            *store = Some(mine);
+            self.pid.store(pid, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if *self.pid.get_mut() != std::process::id() {
+            // A fork() child that never used it: the temporary directory is the parent's.
+            std::mem::forget(lock(&self.temp).take());
+        }
     }
 }
 
@@ -161,7 +200,8 @@ impl Store {
             .read_only(read_only)
             .exclusive(exclusive)
             .decrypt_ahead(decrypt_ahead);
-        // The key goes to the library's options only: no field of this object holds it.
+        // The key goes to the library's options only (kept to open the store again in a
+        // fork() child): no other field of this object holds it.
         if let Some(k) = master_key(py, key, key_file, ("key", "key_file"))? {
             opts = opts.encryption(k);
         }
@@ -190,7 +230,7 @@ impl Store {
             (path, None)
         };
         let store = py
-            .detach(|| opts.open(&dir))
+            .detach(|| opts.clone().open(&dir))
             .map_err(|e| Fail::from(e).into_py_err(py))?;
         Ok(Store {
             shared: Arc::new(Shared {
@@ -199,6 +239,9 @@ impl Store {
                 subs: Mutex::new(Vec::new()),
                 temp: Mutex::new(temp),
                 cache: Mutex::new((!read_only).then(|| TailCache::for_dir(&dir))),
+                opts,
+                dir: dir.clone(),
+                pid: AtomicU32::new(std::process::id()),
             }),
             path: dir,
             read_only,
