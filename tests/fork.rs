@@ -110,7 +110,9 @@ fn a_child_of_an_exclusive_store_is_refused_its_lock_and_leaves_the_parent_its_o
         drop(store);
         match Store::open(dir.path()) {
             Err(Error::Locked { .. }) => Ok(()),
-            other => Err(format!("open beside the parent's exclusive store: {other:?}")),
+            other => Err(format!(
+                "open beside the parent's exclusive store: {other:?}"
+            )),
         }
     });
     assert_eq!(code, 0, "the child's checks failed (see its stderr)");

@@ -7,10 +7,10 @@
 //! take exactly: integers past 2**53 that do not fit 64 bits, lone surrogate escapes, nesting
 //! deeper than 128. So a message reads back as `json.loads` would read it.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString};
 
 use crate::decode::Decoder;
 use crate::errors;
@@ -79,7 +79,11 @@ pub(crate) fn encode<'py>(
             codec_fn(py, &DUMPS_ASCII, "dumps_ascii")?.call1((&dict,))
         }
         Ok(text) => Ok(text),
-        Err(e) if e.is_instance_of::<PyValueError>(py) => {
+        // (A RecursionError: a dict nested past the interpreter's limit, far deeper than
+        // the 512 levels a message may hold.)
+        Err(e)
+            if e.is_instance_of::<PyValueError>(py) || e.is_instance_of::<PyRecursionError>(py) =>
+        {
             let err = errors::new_err(
                 py,
                 "InvalidMessage",
@@ -100,7 +104,14 @@ pub(crate) fn encode_all<'py>(
     messages: &Bound<'py, PyAny>,
     what: &str,
 ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    if messages.is_instance_of::<PyString>() || messages.is_instance_of::<PyDict>() {
+    // One message where a batch belongs: iterating it would give its characters, bytes
+    // or keys.
+    if messages.is_instance_of::<PyString>()
+        || messages.is_instance_of::<PyBytes>()
+        || messages.is_instance_of::<PyByteArray>()
+        || messages.is_instance_of::<PyDict>()
+        || is_mapping(messages)?
+    {
         return Err(PyTypeError::new_err(format!(
             "{what} takes a list (or other iterable) of messages"
         )));

@@ -1,7 +1,7 @@
 //! Stored JSON straight into Python objects, with serde_json, for the JSON that path takes
 //! exactly as `json.loads` would (everything but integers past 2**53 that do not fit 64
-//! bits, lone surrogate escapes and nesting deeper than 128, which the caller leaves to
-//! `json.loads`).
+//! bits, negative zero, lone surrogate escapes and nesting deeper than 128, which the caller
+//! leaves to `json.loads`).
 //!
 //! A [`Decoder`] decodes many messages in a row and shares, across them, what it can: one
 //! `str` for each key name (as `json.loads` makes for one document) and for each short
@@ -190,6 +190,11 @@ impl<'de, 'py> Visitor<'de> for Seed<'_, 'py> {
         // integral float past 2**53, which may have been one) to `json.loads`.
         if v.fract() == 0.0 && v.abs() >= 9_007_199_254_740_992.0 {
             return Err(E::custom("integer past 64 bits"));
+        }
+        // It reads `-0` (an int for `json.loads`: 0) as the float -0.0, as it reads `-0.0`:
+        // both left to `json.loads`, which tells them apart.
+        if v == 0.0 && v.is_sign_negative() {
+            return Err(E::custom("negative zero"));
         }
         Ok(PyFloat::new(self.py, v).into_any())
     }

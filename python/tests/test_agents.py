@@ -57,6 +57,15 @@ async def test_round_trip_of_sdk_items() -> None:
     s.close()
 
 
+async def test_add_items_of_one_item_is_a_type_error_and_writes_nothing() -> None:
+    s = ConvlogSession("one")
+    for one in ({"role": "user", "content": "hi"}, "hello", b"hello", {'{"role":"user"}': 1}):
+        with pytest.raises(TypeError, match="takes a list"):
+            await s.add_items(one)  # type: ignore[arg-type]
+    assert await s.get_items() == []
+    s.close()
+
+
 async def test_get_items_limits() -> None:
     s = ConvlogSession("lim")
     items = [{"role": "user", "content": str(i)} for i in range(10)]

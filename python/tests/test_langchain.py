@@ -64,6 +64,21 @@ def test_is_a_base_chat_message_history(tmp_path: pathlib.Path) -> None:
     h.close()
 
 
+async def test_what_is_not_a_base_message_is_a_type_error_and_writes_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    h = ConvlogChatMessageHistory("s", tmp_path / "db")
+    for bad in ("hi", HumanMessage("hi"), [{"role": "user", "content": "hi"}], [HumanMessage("a"), "b"]):
+        with pytest.raises(TypeError):
+            h.add_messages(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await h.aadd_messages(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        h.add_message("hi")  # type: ignore[arg-type]
+    assert h.messages == []
+    h.close()
+
+
 def test_every_message_type_round_trips(tmp_path: pathlib.Path) -> None:
     h = ConvlogChatMessageHistory("all", tmp_path / "db")
     h.add_messages(MESSAGES)

@@ -88,6 +88,35 @@ def test_json_nested_past_max_json_depth_is_refused_and_changes_nothing(store_di
         assert s.pop("d") == {"a": json.loads("[" * 511 + "]" * 511)}
 
 
+def test_a_dict_nested_past_the_interpreters_limit_is_invalid_message(store_dir: pathlib.Path) -> None:
+    deep: dict = {}
+    for _ in range(5000):
+        deep = {"a": deep}
+    with Store(store_dir) as s:
+        with pytest.raises(convlog.InvalidMessage):
+            s.append("d", deep)
+        with pytest.raises(convlog.InvalidMessage):
+            s.append_batch("d", [{"ok": 1}, deep])
+        assert s.count("d") == 0
+
+
+def test_negative_zero_reads_back_as_json_loads_reads_it(store_dir: pathlib.Path) -> None:
+    text = '{"a":-0,"b":[-0,-0.0,0],"c":{"d":-0.0}}'
+    with Store(store_dir) as s:
+        s.append("z", text)
+        assert repr(s.tail("z")) == repr([json.loads(text)])
+        assert repr(s.get("z", 1)) == repr(json.loads(text))
+        assert repr(list(s.messages("z"))) == repr([json.loads(text)])
+
+
+def test_one_message_where_a_batch_belongs_is_a_type_error(store_dir: pathlib.Path) -> None:
+    with Store(store_dir) as s:
+        for one in ('{"a":1}', b'{"a":1}', bytearray(b'{"a":1}'), {"a": 1}):
+            with pytest.raises(TypeError, match="takes a list"):
+                s.append_batch("b", one)
+        assert s.count("b") == 0
+
+
 def test_non_str_keys_become_str_as_in_json(store_dir: pathlib.Path) -> None:
     with Store(store_dir) as s:
         s.append("k", {1: "a", 2.5: "b", None: "c"})

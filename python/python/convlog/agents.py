@@ -42,6 +42,7 @@ import asyncio
 import json
 import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from agents.memory.session_settings import (
@@ -239,6 +240,9 @@ class ConvlogSession:
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append ``items`` atomically (all of them or, after a crash, none)."""
         self._check_open()
+        if isinstance(items, (str, bytes, bytearray, Mapping)):
+            # One item where a list belongs: list() would make it characters, bytes or keys.
+            raise TypeError(f"add_items takes a list of items, not a {type(items).__name__}")
         if not items:
             return
         items = list(items)

@@ -11,7 +11,7 @@ Note: langchain-core deprecated ``BaseChatMessageHistory`` in 1.6.4, for removal
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
@@ -20,6 +20,20 @@ from . import _worker
 from ._convlog import Store, validate_session_id
 
 __all__ = ["ConvlogChatMessageHistory"]
+
+
+def _dicts(messages: Sequence[BaseMessage]) -> list[dict]:
+    """Each message as ``message_to_dict`` stores it; a TypeError for anything but
+    ``BaseMessage`` objects in a sequence (nothing is written then)."""
+    if isinstance(messages, (str, bytes, BaseMessage, Mapping)):
+        raise TypeError(
+            f"add_messages takes a sequence of BaseMessage, not a {type(messages).__name__}"
+        )
+    messages = list(messages)
+    for m in messages:
+        if not isinstance(m, BaseMessage):
+            raise TypeError(f"a chat message is a BaseMessage, not a {type(m).__name__}")
+    return [message_to_dict(m) for m in messages]
 
 
 class ConvlogChatMessageHistory(BaseChatMessageHistory):
@@ -56,7 +70,7 @@ class ConvlogChatMessageHistory(BaseChatMessageHistory):
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` atomically."""
-        dicts = [message_to_dict(m) for m in messages]
+        dicts = _dicts(messages)
         if dicts:
             self._store.append_batch(self.session_id, dicts)
 
@@ -68,7 +82,7 @@ class ConvlogChatMessageHistory(BaseChatMessageHistory):
         # in a worker thread, as LangChain's default aadd_messages would run it).
         own = type(self).add_messages is ConvlogChatMessageHistory.add_messages
         if own and self._inline and 0 < len(messages) <= _worker.INLINE_ITEMS:
-            dicts = [message_to_dict(m) for m in messages]
+            dicts = _dicts(messages)
             if _worker.append_inline(self._store, self.session_id, dicts):
                 return
             await _worker.run(self._store.append_batch, self.session_id, dicts)
