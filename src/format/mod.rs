@@ -60,7 +60,7 @@ use crate::id::{Lsn, Timestamp};
 /// Magic bytes at the start of every segment file.
 pub const MAGIC: [u8; 8] = *b"convlog\x1a";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 /// Length of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 48;
 /// Length of the fixed part of a record header (the session name, if any, follows it).

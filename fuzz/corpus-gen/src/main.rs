@@ -54,7 +54,7 @@ fn decode_record_seeds() {
         } else {
             SessionField::Ref(SEGMENT_HEADER_LEN as u32)
         };
-        encode_record(&mut v, salt, &meta, session, payload);
+        encode_record(&mut v, salt, &meta, session, None, payload);
         write("decode_record", &format!("record-{}", kind.name()), &v);
     }
     let mut v = prefix(4, 1024);
