@@ -4,7 +4,9 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use convlog::{LOCK_FILE, Permissions, SYNC_FILE, SegmentId, WRITERS_FILE};
+use convlog::{
+    COMPACT_FILE, KEYS_FILE, LOCK_FILE, Permissions, SYNC_FILE, SegmentId, WRITERS_FILE,
+};
 
 use crate::error::{CliError, CliResult};
 
@@ -123,15 +125,25 @@ fn empty(dir: &Path) -> CliResult<()> {
     Ok(())
 }
 
-/// Whether a file name is one a store keeps: `LOCK`, or `{20 digits}.ext` (a segment, or a
-/// file derived from one, such as a hint).
+/// Whether a file name is one a store keeps (docs/format.md, "Files"): `LOCK`, `WRITERS`,
+/// `SYNC`, `COMPACT`, `KEYS`, or `{20 digits}[-{16 hex digits}].ext` (a segment, or a file
+/// derived from one: a hint, a compaction's output, a hint being built); or one of these
+/// with `.tmp` after it (an atomic replace in progress).
 pub(super) fn is_store_file(name: &str) -> bool {
-    if [LOCK_FILE, WRITERS_FILE, SYNC_FILE].contains(&name)
+    let name = name.strip_suffix(".tmp").unwrap_or(name);
+    if [LOCK_FILE, WRITERS_FILE, SYNC_FILE, COMPACT_FILE, KEYS_FILE].contains(&name)
         || SegmentId::parse_file_name(name).is_some()
     {
         return true;
     }
-    let (digits, ext) = name.split_at_checked(20).unwrap_or((name, ""));
+    let (digits, rest) = name.split_at_checked(20).unwrap_or((name, ""));
+    let ext = match rest.strip_prefix('-') {
+        Some(salted) => match salted.split_at_checked(16) {
+            Some((salt, ext)) if salt.bytes().all(|b| b.is_ascii_hexdigit()) => ext,
+            _ => return false,
+        },
+        None => rest,
+    };
     digits.bytes().all(|b| b.is_ascii_digit())
         && ext.len() > 1
         && ext.starts_with('.')

@@ -477,6 +477,18 @@ mod tests {
         assert!(is_store_file("00000000000000000001.hint"));
         assert!(is_store_file("00000000000000000001.hint.tmp"));
         assert!(is_store_file("LOCK"));
+        // What a compaction, an encrypted store and an atomic replace leave.
+        for name in [
+            "COMPACT",
+            "KEYS",
+            "KEYS.tmp",
+            "00000000000000000001.compact",
+            "00000000000000000001-00ff00ff00ff00ff.hint.tmp",
+        ] {
+            assert!(is_store_file(name), "{name}");
+        }
+        assert!(!is_store_file("00000000000000000001-00ff.hint.tmp"));
+        assert!(!is_store_file("KEYS.bak"));
         assert!(!is_store_file("notes.txt"));
         assert!(!is_store_file("0000000000000000001.seg"));
         assert!(!is_store_file("00000000000000000001."));
