@@ -84,7 +84,7 @@ pub use store::{
     DEFAULT_SEGMENT_SIZE, LOCK_FILE, LogEvent, MAX_COMPACTION_INPUT, MAX_JSON_DEPTH, MAX_META_LEN,
     MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Messages, Options, RawMessages, Receipt, Retention,
     SYNC_FILE, SessionInfo, SessionVersion, Since, Store, StoreStats, Subscription, WRITERS_FILE,
-    WindowSpec, validate_session_id,
+    WindowSpec, validate_message, validate_session_id,
 };
 
 /// The README's examples, compiled and run as doctests.

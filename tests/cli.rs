@@ -751,7 +751,18 @@ fn import_is_all_or_nothing_unless_skip_invalid() {
         ),
         ("{\"session\":7,\"message\":{}}", "invalid type"),
     ];
-    for (bad, needle) in cases {
+    // Nested past what an append takes: found before anything is appended, too.
+    let deep = format!(
+        "{{\"session\":\"b\",\"message\":{{\"x\":{}{}}}}}",
+        "[".repeat(600),
+        "]".repeat(600)
+    );
+    let cases: Vec<(String, &str)> = cases
+        .iter()
+        .map(|&(bad, needle)| (bad.to_owned(), needle))
+        .chain([(deep, "nested deeper than 512 levels")])
+        .collect();
+    for (bad, needle) in &cases {
         std::fs::write(&file, format!("{good}\n{good}\n{bad}\n{good}\n")).unwrap();
         let (code, out, err) = run(&["import", s(&dir), s(&file)]);
         assert_eq!(code, 1, "{bad}");
@@ -776,15 +787,15 @@ fn import_is_all_or_nothing_unless_skip_invalid() {
     std::fs::write(&file, &text).unwrap();
     let (code, out, err) = run(&["import", s(&dir), s(&file), "--skip-invalid"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("imported 10 messages into 1 session"), "{out}");
+    assert!(out.contains("imported 11 messages into 1 session"), "{out}");
     assert!(
-        out.contains("skipped 10 invalid lines: 2, 4, 6, 8, 10, 12, 14, 16, 18, 20"),
+        out.contains("skipped 11 invalid lines: 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22"),
         "{out}"
     );
-    assert_eq!(err.lines().count(), 10, "{err}");
+    assert_eq!(err.lines().count(), 11, "{err}");
     assert!(err.lines().all(|l| l.contains("(skipped)")), "{err}");
     let (_, out, _) = run(&["cat", s(&dir), "a"]);
-    let expected: String = (0..10).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    let expected: String = (0..11).map(|i| format!("{{\"i\":{i}}}\n")).collect();
     assert_eq!(out, expected);
 
     // Stdin, conversations, generated session ids, blank lines and CRLF.

@@ -519,6 +519,16 @@ fn write_hint(vfs: &dyn crate::io::Vfs, dir: &Path, seg: &SegmentWriter) {
     let _ = crate::hint::write(crate::io::Dir::new(vfs, dir), &map, seg.id, seg.salt);
 }
 
+/// Checks a message as [`Store::append_raw`] does before it writes anything: exactly one
+/// JSON object in UTF-8, nested at most [`MAX_JSON_DEPTH`] levels deep. For a tool that
+/// checks a whole input before it appends any of it (`convlog import`).
+///
+/// # Errors
+/// [`Error::InvalidMessage`] (its `session` empty) saying what is wrong and where.
+pub fn validate_message(json: &[u8]) -> Result<()> {
+    validate::validate_object("", json)
+}
+
 /// Checks a session id: 1 to 256 bytes, no control characters.
 ///
 /// # Errors

@@ -229,7 +229,13 @@ pub fn check_message(raw: &RawValue) -> Result<(), String> {
             json.len()
         ));
     }
-    Ok(())
+    // What else an append would refuse (nesting past MAX_JSON_DEPTH), found before any
+    // message of the input is appended.
+    match convlog::validate_message(json.as_bytes()) {
+        Err(convlog::Error::InvalidMessage { reason, .. }) => Err(reason),
+        Err(e) => Err(e.to_string()),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// What kind of JSON value `json` (valid, trimmed) is, for messages.
