@@ -1319,6 +1319,41 @@ fn writers_racing_to_create_one_store_all_succeed() {
 }
 
 #[test]
+fn a_failed_export_leaves_the_file_it_would_replace_as_it_was() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    let file = tmp.path().join("backup.jsonl");
+    let input: String = (1..=50)
+        .map(|i| format!("{{\"c\":\"msg {i}\"}}\n"))
+        .collect();
+    let (code, _, err) = run_with_stdin(&["append", s(&dir), "s", "--batch"], &input);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["export", s(&dir), s(&file)]);
+    assert_eq!(code, 0, "{err}");
+    let backup = std::fs::read(&file).unwrap();
+    assert_eq!(backup.iter().filter(|&&b| b == b'\n').count(), 50);
+    // Damage message 40: the next export fails after 39 messages.
+    let seg = dir.join("00000000000000000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.windows(6).position(|w| w == b"msg 40").unwrap();
+    bytes[at + 4] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let (code, _, err) = run(&["export", s(&dir), s(&file)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        backup,
+        "the good backup was replaced"
+    );
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "a temporary file was left: {names:?}");
+}
+
+#[test]
 fn export_refuses_to_write_into_the_store_it_reads() {
     let tmp = TempDir::new().unwrap();
     let dir = chat_store(&tmp);

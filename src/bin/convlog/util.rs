@@ -350,6 +350,24 @@ pub fn one_line(json: &[u8]) -> Cow<'_, [u8]> {
 pub struct Out {
     w: BufWriter<Box<dyn Write>>,
     path: PathBuf,
+    /// A regular file's replacement being written (see [`Out::create`]): renamed over
+    /// `path` by [`Out::finish`], removed if the `Out` is dropped first.
+    replacement: Option<Replacement>,
+}
+
+/// The temporary file an [`Out`] writes in place of a regular file, and a handle to sync it.
+struct Replacement {
+    tmp: PathBuf,
+    file: std::fs::File,
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        if let Some(r) = self.replacement.take() {
+            // Not finished: the file it was to replace stays as it was.
+            let _ = std::fs::remove_file(&r.tmp);
+        }
+    }
 }
 
 impl Out {
@@ -358,19 +376,42 @@ impl Out {
         Out {
             w: BufWriter::with_capacity(1 << 16, Box::new(io::stdout().lock())),
             path: PathBuf::from("stdout"),
+            replacement: None,
         }
     }
 
-    /// `path`, created with exactly `mode` or truncated (a regular file gets `mode` first:
-    /// what it will hold are conversations); `-` is standard output.
+    /// `path`, with exactly `mode` (what it will hold are conversations); `-` is standard
+    /// output. A new or regular file is written as a temporary file beside it, synced and
+    /// renamed over it by [`Out::finish`]: until then (and for good if the `Out` is dropped
+    /// first: an error half-way) `path` holds what it held. Anything else (a FIFO, a
+    /// terminal, `/dev/stdout`, a symlink) is written as it is.
     pub fn create(path: &Path, mode: u32) -> CliResult<Out> {
         if path == Path::new("-") {
             return Ok(Out::stdout());
         }
-        let file = crate::perms::create_or_truncate(path, mode)?;
+        let replaceable = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta.is_file(),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        if !replaceable {
+            let file = crate::perms::create_or_truncate(path, mode)?;
+            return Ok(Out {
+                w: BufWriter::with_capacity(1 << 16, Box::new(file)),
+                path: path.to_owned(),
+                replacement: None,
+            });
+        }
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&tmp); // a leftover of a killed run with this pid
+        let file = crate::perms::create_new(&tmp, mode)?;
+        let sync = file
+            .try_clone()
+            .map_err(|e| CliError::io("open", &tmp, e))?;
         Ok(Out {
             w: BufWriter::with_capacity(1 << 16, Box::new(file)),
             path: path.to_owned(),
+            replacement: Some(Replacement { tmp, file: sync }),
         })
     }
 
@@ -402,11 +443,25 @@ impl Out {
             .map_err(|e| CliError::io("write", &self.path, e))
     }
 
-    /// Flushes everything written.
+    /// Flushes everything written; a replacement file is synced and renamed into place.
     pub fn finish(mut self) -> CliResult<()> {
         self.w
             .flush()
-            .map_err(|e| CliError::io("write", &self.path, e))
+            .map_err(|e| CliError::io("write", &self.path, e))?;
+        let Some(r) = &self.replacement else {
+            return Ok(());
+        };
+        r.file
+            .sync_all()
+            .map_err(|e| CliError::io("fsync", &r.tmp, e))?;
+        std::fs::rename(&r.tmp, &self.path).map_err(|e| CliError::io("rename", &r.tmp, e))?;
+        self.replacement = None;
+        // Best effort: the rename itself durable (the data already is).
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Ok(d) = std::fs::File::open(dir.unwrap_or(Path::new("."))) {
+            let _ = d.sync_all();
+        }
+        Ok(())
     }
 }
 
