@@ -949,3 +949,46 @@ fn a_key_entry_a_power_cut_took_away_ends_the_log_before_its_first_record() {
     assert_eq!(seen(&store, &["a", "b", "n"]), want);
     assert!(store.recovery_report().torn_tail.is_none());
 }
+
+#[test]
+fn a_writable_open_without_keys_of_a_sealed_store_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = enc(1).open(dir.path()).unwrap();
+    store.append_raw("s", &msg("s", 1)).unwrap();
+    drop(store);
+    let keys = dir.path().join(KEYS_FILE);
+    let aside = dir.path().join("KEYS.aside");
+    std::fs::rename(&keys, &aside).unwrap();
+    let before = all_files(dir.path());
+    // Without its key file the store would look unencrypted: writes would be plaintext.
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(Error::KeyFile { ref path, .. }) if *path == keys
+    ));
+    assert_eq!(
+        all_files(dir.path()),
+        before,
+        "a refused open changed a file"
+    );
+    // A read-only open still says what it is: each read needs the key.
+    let ro = Options::default().read_only(true).open(dir.path()).unwrap();
+    assert!(matches!(
+        ro.read_entry("s", 1),
+        Err(Error::KeyRequired { .. })
+    ));
+    drop(ro);
+    std::fs::rename(&aside, &keys).unwrap();
+    let store = enc(1).open(dir.path()).unwrap();
+    assert_eq!(
+        store.read_entry("s", 1).unwrap().unwrap().message,
+        msg("s", 1)
+    );
+    store.append_raw("s", &msg("s", 2)).unwrap();
+    // An unencrypted store with messages opens as before.
+    let plain = tempfile::tempdir().unwrap();
+    Store::open(plain.path())
+        .unwrap()
+        .append_raw("p", &msg("p", 1))
+        .unwrap();
+    assert_eq!(Store::open(plain.path()).unwrap().interaction_count("p"), 1);
+}

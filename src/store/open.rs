@@ -89,6 +89,7 @@ impl Store {
             users: Some(Arc::new(super::Users)),
             decrypt_ahead,
         };
+        refuse_if_keys_lost(&store)?;
         registry::Registration::publish(&store);
         store.start_threads();
         Ok(store)
@@ -188,6 +189,37 @@ fn finish_keys(
             next_lsn,
         )?))),
         _ => Ok(None),
+    }
+}
+
+/// Refuses a writable open without `KEYS` of a store whose messages are sealed: its key
+/// file was lost (moved or deleted), and writing would add plaintext beside them (and a
+/// delete could destroy no key). One message is read: every message of an encrypted store
+/// is sealed.
+///
+/// # Errors
+/// [`Error::KeyFile`] saying `KEYS` is missing.
+fn refuse_if_keys_lost(store: &Store) -> Result<()> {
+    if store.inner.crypt.is_some() || store.inner.opts.read_only {
+        return Ok(());
+    }
+    let probe = store
+        .state()
+        .index
+        .iter()
+        .find(|(_, s)| s.count() > 0)
+        .map(|(name, s)| (name.to_owned(), s.count()));
+    let Some((session, last)) = probe else {
+        return Ok(());
+    };
+    match store.read_entry(&session, last) {
+        Err(Error::KeyRequired { .. }) => Err(Error::KeyFile {
+            path: store.inner.dir.join(crate::crypt::KEYS_FILE),
+            offset: 0,
+            reason: "missing, but the store's messages are sealed: put it back (from a \
+                     backup) and open the store with its master key",
+        }),
+        _ => Ok(()),
     }
 }
 
