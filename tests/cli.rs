@@ -2059,4 +2059,17 @@ fn delete_reads_session_ids_from_stdin_and_refuses_a_line_no_id_can_be() {
     assert!(out.contains("deleted 2 sessions"), "{out}");
     let (_, out, _) = run(&["sessions", d]);
     assert!(!out.contains("alpha") && !out.contains("beta"), "{out}");
+    // An id given twice is one session; a wrong DIR is said before stdin is read.
+    let (code, _, err) = run(&["append", d, "gamma", "{\"a\":1}"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["delete", d, "gamma", "gamma"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out,
+        "deleted 1 session; their bytes go at the next `convlog compact`\n"
+    );
+    let missing = tmp.path().join("missing");
+    let (code, _, err) = run_with_stdin(&["delete", s(&missing), "-"], "alpha\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a convlog store"), "{err}");
 }
