@@ -2073,3 +2073,43 @@ fn delete_reads_session_ids_from_stdin_and_refuses_a_line_no_id_can_be() {
     assert_eq!(code, 1);
     assert!(err.contains("is not a convlog store"), "{err}");
 }
+
+#[test]
+fn a_change_whose_output_fails_says_it_is_done() {
+    if !Path::new("/dev/full").exists() {
+        return; // (Linux only)
+    }
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    let to_full = |args: &[&str]| {
+        let _guard = fork_guard();
+        let out = Command::new(env!("CARGO_BIN_EXE_convlog"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = to_full(&["append", d, "s", "{\"a\":1}"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("appended to \"s\": interaction 1, LSN 1 (done), but cannot write stdout"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["append", d, "s", "{\"a\":2}"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = to_full(&["pop", d, "s"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("popped interaction 2 of \"s\" (done), but cannot write stdout"),
+        "{err}"
+    );
+    let (_, out, _) = run(&["cat", d, "s"]);
+    assert_eq!(out, "{\"a\":1}\n", "the pop happened, once");
+}

@@ -465,6 +465,13 @@ impl Out {
     }
 }
 
+/// What a command that has already changed the store returns when printing fails: the
+/// error says the change is done (`done`), so that nobody retries it (which would repeat
+/// an append, or pop another message).
+pub fn done_but(done: &str, printed: CliResult) -> CliResult {
+    printed.map_err(|e| CliError::Message(format!("{done} (done), but {e}")))
+}
+
 /// Prints `text` on stdout (a closed pipe is not an error).
 pub fn print(text: &str) -> CliResult<()> {
     let mut out = Out::stdout();

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::error::{CliError, CliResult, InStore};
 use crate::jsonl::{Lines, Source, check_message, json_error};
-use crate::util::{check_session, open_writable, plural, print, sync};
+use crate::util::{check_session, done_but, open_writable, plural, print, sync};
 
 /// Most payload bytes appended in one atomic batch (the library caps a batch at 1 GiB).
 const MAX_BATCH_BYTES: usize = 256 << 20;
@@ -116,9 +116,9 @@ fn append_in_batches(store: &Store, args: &Args, messages: &[Vec<u8>]) -> CliRes
 
 /// Prints where the messages landed.
 fn report(args: &Args, receipts: &[Receipt]) -> CliResult {
-    match (receipts.first(), receipts.last()) {
-        (Some(a), _) if receipts.len() == 1 => print(&receipt_line(&args.session, a)),
-        (Some(a), Some(b)) => print(&format!(
+    let line = match (receipts.first(), receipts.last()) {
+        (Some(a), _) if receipts.len() == 1 => receipt_line(&args.session, a),
+        (Some(a), Some(b)) => format!(
             "appended {} to {:?}: interactions {}..={}, LSNs {}..={}\n",
             plural(receipts.len() as u64, "message"),
             args.session,
@@ -126,9 +126,10 @@ fn report(args: &Args, receipts: &[Receipt]) -> CliResult {
             b.interaction_id,
             a.lsn,
             b.lsn
-        )),
-        _ => Ok(()),
-    }
+        ),
+        _ => return Ok(()),
+    };
+    done_but(line.trim_end(), print(&line))
 }
 
 /// The receipt of one message, one line: `appended to "s": interaction 3, LSN 17`.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::cmd::cat::write_entry;
 use crate::error::{CliError, CliResult, InStore};
-use crate::util::{Out, check_session, open_existing, sync};
+use crate::util::{Out, check_session, done_but, open_existing, sync};
 
 /// Arguments of `convlog pop`.
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,10 @@ pub fn run(args: Args) -> CliResult {
     };
     sync(&store)?;
     let mut out = Out::stdout();
-    write_entry(&mut out, &entry, args.with_meta)?;
-    out.finish()
+    let printed = write_entry(&mut out, &entry, args.with_meta).and_then(|()| out.finish());
+    let done = format!(
+        "popped interaction {} of {:?}",
+        entry.interaction_id, args.session
+    );
+    done_but(&done, printed)
 }
