@@ -143,3 +143,23 @@ def test_function_call_arguments_that_are_no_json_are_refused() -> None:
     call = FunctionCall(name="f", arguments={"x": float("nan")})
     with pytest.raises(ValueError):
         call.to_dict()
+
+
+def test_a_function_call_in_wire_form_is_taken_and_a_malformed_stored_one_is_a_value_error(
+    tmp_path: pathlib.Path,
+) -> None:
+    db = OpenAIAutomataConversationDatabase(tmp_path / "db")
+    wire = {"name": "f", "arguments": '{"x": 1}'}
+    db.save_message("s", OpenAIChatMessage("assistant", None, function_call=wire))  # type: ignore[arg-type]
+    [back] = db.get_messages("s")
+    assert back.function_call == FunctionCall(name="f", arguments={"x": 1})
+    with pytest.raises(TypeError):
+        OpenAIChatMessage("assistant", None, function_call="f")  # type: ignore[arg-type]
+    # What another writer may have stored: a ValueError, not AttributeError or TypeError.
+    store = db._store
+    for bad in ("f", {"name": "f", "arguments": "[1]"}, {"arguments": "{}"}):
+        store.append("t", {"role": "assistant", "content": None, "function_call": bad})
+        with pytest.raises(ValueError):
+            db.get_messages("t")
+        store.pop("t")
+    db.close()

@@ -109,6 +109,15 @@ def test_negative_zero_reads_back_as_json_loads_reads_it(store_dir: pathlib.Path
         assert repr(list(s.messages("z"))) == repr([json.loads(text)])
 
 
+def test_lone_surrogates_in_keys_round_trip_at_every_level(store_dir: pathlib.Path) -> None:
+    msgs = [{"\ud800": 1}, {"x\udc00": {"\ud83d": [2]}}, {"a": {"\ud800": 3}}]
+    with Store(store_dir) as s:
+        for m in msgs:
+            s.append("k", m)
+        assert s.tail("k") == msgs
+        assert [json.loads(t) for t in s.tail_json("k")] == msgs
+
+
 def test_one_message_where_a_batch_belongs_is_a_type_error(store_dir: pathlib.Path) -> None:
     with Store(store_dir) as s:
         for one in ('{"a":1}', b'{"a":1}', bytearray(b'{"a":1}'), {"a": 1}):

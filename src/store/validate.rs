@@ -2,7 +2,7 @@
 //! reader decodes. The check runs on every append, so it skips values instead of building
 //! them, and adds a scan (SIMD, ~50 ns per KB) for the nesting skipping would let through.
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::IgnoredAny;
 
 use crate::error::{Error, Result};
 
@@ -30,7 +30,15 @@ pub(super) fn validate_object(session: &str, json: &[u8]) -> Result<()> {
             e.valid_up_to()
         ))
     })?;
-    serde_json::from_str::<ObjectOnly>(text).map_err(|e| invalid(e.to_string()))?;
+    // An object, checked the way its nested values are (a key's escapes as a value's: a
+    // lone surrogate escape, which Python's `json` writes, is kept at the top level too).
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(invalid("not a JSON object".into()));
+    }
+    serde_json::from_str::<IgnoredAny>(text).map_err(|e| invalid(e.to_string()))?;
     check_decodable(session, json)
 }
 
@@ -46,30 +54,6 @@ pub(super) fn check_decodable(session: &str, json: &[u8]) -> Result<()> {
             session: session.to_owned(),
             reason,
         }),
-    }
-}
-
-/// One JSON object, its values skipped (neither built nor checked for what skipping does
-/// not check: their depth, their strings' escapes).
-struct ObjectOnly;
-
-impl<'de> Deserialize<'de> for ObjectOnly {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ObjectOnly;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<ObjectOnly, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(ObjectOnly)
-            }
-        }
-        d.deserialize_map(V)
     }
 }
 
@@ -148,7 +132,30 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_surrogate_escape_in_a_value_is_kept_as_python_writes_it() {
+    fn a_lone_surrogate_escape_in_a_value_or_a_key_is_kept_as_python_writes_it() {
         assert_eq!(check(r#"{"x":"\ud800","y":["\udc00"]}"#), Ok(()));
+        assert_eq!(check(r#"{"\ud800":1,"x\udc00":{"\ud83d":2}}"#), Ok(()));
+    }
+
+    #[test]
+    fn only_one_json_object_is_a_message() {
+        for bad in [
+            "[1]",
+            "1",
+            "\"s\"",
+            "null",
+            "",
+            "  ",
+            "\u{feff}{}",
+            "{} {}",
+            "{",
+            "{\"a\"}",
+        ] {
+            assert!(check(bad).is_err(), "{bad:?}");
+        }
+        for good in ["{}", " \n\t{\"a\":1}\r\n", "{\"a\":{\"b\":[1,{}]}}"] {
+            assert_eq!(check(good), Ok(()), "{good:?}");
+        }
+        assert!(check("[1]").is_err_and(|e| e.contains("not a JSON object")));
     }
 }

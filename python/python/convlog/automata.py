@@ -67,10 +67,15 @@ class FunctionCall:
 
     @classmethod
     def from_response_dict(cls, response: dict[str, Any]) -> FunctionCall:
-        """From the wire form (``arguments`` as JSON text, or already a dict)."""
+        """From the wire form (``arguments`` as JSON text, or already a dict). ValueError
+        for anything else (a stored message another writer made, say)."""
+        if not isinstance(response, dict) or not isinstance(response.get("name"), str):
+            raise ValueError(f"not a function call (a dict with a str name): {response!r:.200}")
         arguments = response.get("arguments")
         if isinstance(arguments, str):
             arguments = json.loads(arguments) if arguments.strip() else {}
+        if arguments is not None and not isinstance(arguments, dict):
+            raise ValueError(f"function call arguments are not a JSON object: {arguments!r:.200}")
         return cls(name=response["name"], arguments=arguments or {})
 
     def _asdict(self) -> dict[str, Any]:
@@ -118,6 +123,14 @@ class OpenAIChatMessage(LLMChatMessage):
         function_call: FunctionCall | None = None,
     ) -> None:
         super().__init__(role=role, content=content)
+        if isinstance(function_call, dict):
+            # The wire form (``{"name": ..., "arguments": ...}``), as the API returns it.
+            function_call = FunctionCall.from_response_dict(function_call)
+        elif function_call is not None and not isinstance(function_call, FunctionCall):
+            raise TypeError(
+                "function_call is a FunctionCall (or its wire-form dict), not "
+                f"{type(function_call).__name__}"
+            )
         self.function_call = function_call
 
     def __str__(self) -> str:
