@@ -959,3 +959,24 @@ def test_tail_cache_with_pops_truncates_and_clears_racing_readers(store_dir: pat
     assert errors == []
     assert [m["id"] for m in s.tail("x", 30)] == states[-1][-30:]
     s.close()
+
+
+def test_reads_of_a_session_id_no_session_can_have_raise(store_dir: pathlib.Path) -> None:
+    with Store(store_dir) as s:
+        s.append("ok", {"a": 1})
+        for bad in ("", "a" * 257, "a\nb"):
+            for read in (
+                lambda: s.tail(bad),
+                lambda: s.tail_json(bad),
+                lambda: s.get(bad, 1),
+                lambda: s.get_json(bad, 1),
+                lambda: list(s.messages(bad)),
+                lambda: list(s.messages_json(bad)),
+                lambda: s.version(bad),
+                lambda: s.meta(bad),
+                lambda: s.window(bad, max_messages=5),
+                lambda: s.count(bad),
+            ):
+                with pytest.raises(convlog.InvalidSessionId):
+                    read()
+            assert bad not in s  # a membership test answers, as for any dict

@@ -107,6 +107,12 @@ fn json_value(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
     serde_json::from_str(&text).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// Refuses a session id no session can have (reads too: a typo must not read as an empty
+/// session).
+fn check_session(py: Python<'_>, session: &str) -> PyResult<()> {
+    convlog::validate_session_id(session).map_err(|e| Fail::from(e).into_py_err(py))
+}
+
 impl Store {
     /// Runs `f` on the open store without the GIL.
     pub(crate) fn run<T: Send>(
@@ -141,6 +147,7 @@ impl Store {
 
     /// The stored JSON of one message, or `None`.
     fn read_entry(&self, py: Python<'_>, session: &str, id: u64) -> PyResult<Option<Vec<u8>>> {
+        check_session(py, session)?;
         let found = self.run(py, |s| Ok(s.read_entry(session, id)?))?;
         Ok(found.map(|e| e.message))
     }
@@ -160,6 +167,7 @@ impl Store {
         stop: Option<u64>,
         json: bool,
     ) -> PyResult<Messages> {
+        check_session(py, session)?;
         let start = start.unwrap_or(1);
         let shared = &self.shared;
         let slot = self.run(py, |store| {
@@ -378,6 +386,7 @@ impl Store {
         session: &str,
         n: Option<u64>,
     ) -> PyResult<Bound<'py, PyList>> {
+        check_session(py, session)?;
         let cache = self.cache();
         let Some((cache, n)) = cache
             .zip(n)
@@ -440,6 +449,7 @@ impl Store {
         session: &str,
         n: Option<u64>,
     ) -> PyResult<Vec<Bound<'py, PyString>>> {
+        check_session(py, session)?;
         let n = n.unwrap_or(u64::MAX);
         let (all, _) = self.run(py, |s| Ok(bulk::stored(s.tail(session, n).raw())?))?;
         all.iter().map(|m| codec::text(py, m)).collect()
@@ -497,6 +507,7 @@ impl Store {
     /// `(next_id, last_lsn)`: the session's version (`last_lsn` None when empty); any
     /// change of the session changes it. For `replace(..., expected_version=)`.
     fn version(&self, py: Python<'_>, session: &str) -> PyResult<(u64, Option<u64>)> {
+        check_session(py, session)?;
         self.run(py, |s| {
             let v = s.version(session)?;
             Ok((v.next_id, v.last_lsn.map(|l| l.0)))
@@ -591,6 +602,7 @@ impl Store {
         max_bytes: Option<u64>,
         keep_system: bool,
     ) -> PyResult<Bound<'py, PyList>> {
+        check_session(py, session)?;
         let mut spec = convlog::WindowSpec::new().keep_system(keep_system);
         if let Some(n) = max_messages {
             spec = spec.max_messages(n);
@@ -616,6 +628,7 @@ impl Store {
 
     /// `session`'s metadata, or `None`.
     fn meta<'py>(&self, py: Python<'py>, session: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        check_session(py, session)?;
         let found = self.run(py, |s| Ok(s.meta(session)?))?;
         found.map(|m| codec::decode(py, &m)).transpose()
     }
