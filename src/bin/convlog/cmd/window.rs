@@ -20,8 +20,8 @@ pub struct Args {
     /// Most messages in the window.
     #[arg(long)]
     pub max_messages: Option<u64>,
-    /// Most bytes of message JSON in the window.
-    #[arg(long)]
+    /// Most bytes of message JSON in the window (`4096`, or with a suffix: `64K`, `1M`).
+    #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
     pub max_bytes: Option<u64>,
     /// Put the session's leading system message first (counted in the budget).
     #[arg(long)]
