@@ -72,7 +72,14 @@ fn obj<'py, T: IntoPyObjectExt<'py>>(py: Python<'py>, v: T) -> Py<PyAny> {
 /// The Rust `Error` as a Python exception carrying its message, and its fields as attributes.
 fn from_store(py: Python<'_>, e: convlog::Error) -> PyErr {
     use convlog::Error as E;
-    let message = e.to_string();
+    let message = match &e {
+        // The library's message names its own option and the CLI's flags.
+        E::KeyRequired { path } => format!(
+            "store {} is encrypted: open it with its master key (key= or key_file=)",
+            path.display()
+        ),
+        _ => e.to_string(),
+    };
     let (name, attrs): (&str, Vec<(&'static str, Py<PyAny>)>) = match &e {
         E::Conflict {
             session,

@@ -183,6 +183,7 @@ def test_opening_without_the_key_is_key_required(store_dir: pathlib.Path) -> Non
             Store(store_dir, **kwargs)
         assert isinstance(e.value, convlog.Error)
         assert pathlib.Path(e.value.path) == store_dir
+        assert "key= or key_file=" in str(e.value), "Python's names, not Rust's or the CLI's"
 
 
 def test_a_wrong_key_is_wrong_key_and_changes_nothing(store_dir: pathlib.Path) -> None:
