@@ -50,6 +50,9 @@ pub(crate) struct SubSlot {
     /// Events read and not yet taken, oldest first.
     ready: Mutex<VecDeque<convlog::LogEvent>>,
     state: AtomicU8,
+    /// The process that subscribed: in a `fork()` child the locks above may be held for
+    /// good (by a parent's thread that waited in a slice), so the child never takes them.
+    pid: u32,
 }
 
 impl SubSlot {
@@ -65,12 +68,21 @@ impl SubSlot {
     /// Drops the library's subscription (and its store handle), after [`SubSlot::mark_closed`]:
     /// waits for a slice under way. Without the GIL.
     pub(crate) fn release(&self) {
+        if self.pid != std::process::id() {
+            return; // a fork() child: the locks may be the parent's for good (see `pid`)
+        }
         let reader = lock(&self.reader).take();
         lock(&self.ready).clear();
         drop(reader);
     }
 
     fn check(&self) -> Result<bool, Fail> {
+        if self.pid != std::process::id() {
+            return Err(Fail::Py(pyo3::exceptions::PyRuntimeError::new_err(
+                "this subscription was made before os.fork(), by the parent process: \
+                 subscribe again in this process",
+            )));
+        }
         match self.state.load(Ordering::SeqCst) {
             LIVE => Ok(true),
             CLOSED => Ok(false),
@@ -283,6 +295,7 @@ impl Subscription {
             reader: Mutex::new(Some(Reader { sub, filter })),
             ready: Mutex::new(VecDeque::new()),
             state: AtomicU8::new(LIVE),
+            pid: std::process::id(),
         });
         let me = Subscription {
             slot: slot.clone(),

@@ -318,3 +318,41 @@ def test_a_forked_child_cannot_write_to_its_parents_exclusive_store(
     store.append("s", {"a": 2})
     assert store.count("s") == 2
     store.close()
+
+
+@needs_fork
+def test_a_subscription_made_before_a_fork_raises_in_the_child_instead_of_hanging(
+    store_dir: pathlib.Path,
+) -> None:
+    import threading
+    import time
+
+    store = Store(store_dir)
+    sub = store.subscribe()
+    waiter = threading.Thread(target=sub.next, args=(5,), daemon=True)
+    waiter.start()
+    time.sleep(0.2)  # the thread waits in a slice, holding the subscription's lock
+
+    def child() -> None:
+        with pytest.raises(RuntimeError, match="before os.fork"):
+            sub.next(timeout=0.2)
+        sub.close()
+        store.append("s", {"from": "child"})  # the store itself is opened again
+        store.close()
+
+    pid = _fork(child)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    store.append("s", {"from": "parent"})
+    event = sub.next(timeout=WAIT)
+    assert event is not None
+    sub.close()
+    waiter.join(WAIT)
+    assert store.count("s") == 2
+    store.close()
