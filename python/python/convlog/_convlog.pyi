@@ -166,6 +166,12 @@ class Store:
     True holds the write lock for as long as the store is open: other writable opens get
     ``Locked`` (read-only ones still work), and reads skip that check.
 
+    After ``os.fork()``, a ``Store`` made before it opens the store again at its first call
+    in the child, as a process of its own (an exclusive store stays the parent's: the
+    child reads through it, and its writes raise ``convlog.Error``); closing it in the
+    child leaves the parent's store alone. A subscription made before the fork raises
+    ``RuntimeError`` in the child: subscribe again there.
+
     ``mode``: the permission bits of the files the store creates, exactly, whatever the
     umask (existing files keep theirs): None (the default) is owner-only, files ``0o600``
     and directories ``0o700``; ``0o640`` lets the owner's group read (directories get
