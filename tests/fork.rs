@@ -59,6 +59,12 @@ fn a_child_cannot_write_through_an_inherited_handle_but_can_open_the_store_again
         if !matches!(store.sync(), Err(Error::Forked { .. })) {
             return Err("sync through the parent's handle was not Forked".into());
         }
+        if !matches!(store.compact(), Err(Error::Forked { .. })) {
+            return Err("compact through the parent's handle was not Forked".into());
+        }
+        if !matches!(store.delete_session("s"), Err(Error::Forked { .. })) {
+            return Err("delete through the parent's handle was not Forked".into());
+        }
         // Reads go on through it.
         if store.interaction_count("s") != 1 {
             return Err("the inherited handle does not read the parent's message".into());

@@ -173,6 +173,9 @@ impl Store {
     ) -> Result<CompactReport> {
         let started = Instant::now();
         let dir = Dir::new(&*self.inner.opts.vfs, &self.inner.dir);
+        // Before any file is written: a fork() child's compaction would fail only at its
+        // commit, under the write lock.
+        self.check_process()?;
         if self.inner.locks.is_none() {
             return Err(Error::ReadOnly {
                 path: self.inner.dir.clone(),
