@@ -951,7 +951,7 @@ fn a_key_entry_a_power_cut_took_away_ends_the_log_before_its_first_record() {
 }
 
 #[test]
-fn a_writable_open_without_keys_of_a_sealed_store_is_refused_and_writes_nothing() {
+fn a_write_to_a_sealed_store_without_keys_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = enc(1).open(dir.path()).unwrap();
     store.append_raw("s", &msg("s", 1)).unwrap();
@@ -961,14 +961,18 @@ fn a_writable_open_without_keys_of_a_sealed_store_is_refused_and_writes_nothing(
     std::fs::rename(&keys, &aside).unwrap();
     let before = all_files(dir.path());
     // Without its key file the store would look unencrypted: writes would be plaintext.
-    assert!(matches!(
-        Store::open(dir.path()),
-        Err(Error::KeyFile { ref path, .. }) if *path == keys
-    ));
+    let opened = Store::open(dir.path()).unwrap();
+    let refused =
+        |r: convlog::Result<()>| matches!(r, Err(Error::KeyFile { ref path, .. }) if *path == keys);
+    assert!(refused(opened.append_raw("s", &msg("s", 2)).map(drop)));
+    assert!(refused(opened.set_meta_raw("s", br#"{"m":1}"#).map(drop)));
+    assert!(refused(opened.delete_session("s").map(drop)));
+    assert!(refused(opened.append_raw("new", &msg("new", 1)).map(drop)));
+    drop(opened);
     assert_eq!(
         all_files(dir.path()),
         before,
-        "a refused open changed a file"
+        "a refused write changed a file"
     );
     // A read-only open still says what it is: each read needs the key.
     let ro = Options::default().read_only(true).open(dir.path()).unwrap();

@@ -29,4 +29,43 @@ impl Store {
         };
         self.with_write_turn(|_| crypt.rekey(new))
     }
+
+    /// Refuses a write to a store without `KEYS` whose messages are sealed: its key file
+    /// was lost (moved or deleted), and the write would add plaintext beside them (and a
+    /// delete could destroy no key). Checked at the first write of an open (not at the
+    /// open, which then reads no message it does not need): one message is read, since
+    /// every message of an encrypted store is sealed.
+    ///
+    /// # Errors
+    /// [`Error::KeyFile`] saying `KEYS` is missing.
+    pub(super) fn refuse_if_keys_lost(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.inner.crypt.is_some() || self.inner.plaintext_checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let probe = self
+            .view()
+            .index
+            .iter()
+            .find(|(_, s)| s.count() > 0)
+            .map(|(name, s)| (name.to_owned(), s.count()));
+        if let Some((session, last)) = &probe
+            && matches!(
+                self.read_entry(session, *last),
+                Err(Error::KeyRequired { .. })
+            )
+        {
+            return Err(Error::KeyFile {
+                path: self.inner.dir.join(crate::crypt::KEYS_FILE),
+                offset: 0,
+                reason: "missing, but the store's messages are sealed: put it back (from a \
+                         backup) and open the store with its master key",
+            });
+        }
+        // A store with no message yet is looked at again by the next write.
+        if probe.is_some() {
+            self.inner.plaintext_checked.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
 }

@@ -92,6 +92,9 @@ struct Inner {
     /// to write through it, nor to close it: the locks, the write position and the threads
     /// are the parent's ([`Store::check_process`]).
     pid: u32,
+    /// A write found the store's messages not sealed, or the store encrypted: writes may go
+    /// on without a key file ([`Store::refuse_if_keys_lost`]).
+    plaintext_checked: std::sync::atomic::AtomicBool,
     opts: Options,
     /// Segments and the session index. Readers take it shared; the writer, exclusively and
     /// briefly, after its bytes are written.

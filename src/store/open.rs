@@ -70,6 +70,7 @@ impl Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 pid: std::process::id(),
+                plaintext_checked: std::sync::atomic::AtomicBool::new(false),
                 state: RwLock::new(state),
                 writer: Mutex::new(writer),
                 syncer: Syncer::new(durable),
@@ -89,7 +90,6 @@ impl Store {
             users: Some(Arc::new(super::Users)),
             decrypt_ahead,
         };
-        refuse_if_keys_lost(&store)?;
         registry::Registration::publish(&store);
         store.start_threads();
         Ok(store)
@@ -189,37 +189,6 @@ fn finish_keys(
             next_lsn,
         )?))),
         _ => Ok(None),
-    }
-}
-
-/// Refuses a writable open without `KEYS` of a store whose messages are sealed: its key
-/// file was lost (moved or deleted), and writing would add plaintext beside them (and a
-/// delete could destroy no key). One message is read: every message of an encrypted store
-/// is sealed.
-///
-/// # Errors
-/// [`Error::KeyFile`] saying `KEYS` is missing.
-fn refuse_if_keys_lost(store: &Store) -> Result<()> {
-    if store.inner.crypt.is_some() || store.inner.opts.read_only {
-        return Ok(());
-    }
-    let probe = store
-        .state()
-        .index
-        .iter()
-        .find(|(_, s)| s.count() > 0)
-        .map(|(name, s)| (name.to_owned(), s.count()));
-    let Some((session, last)) = probe else {
-        return Ok(());
-    };
-    match store.read_entry(&session, last) {
-        Err(Error::KeyRequired { .. }) => Err(Error::KeyFile {
-            path: store.inner.dir.join(crate::crypt::KEYS_FILE),
-            offset: 0,
-            reason: "missing, but the store's messages are sealed: put it back (from a \
-                     backup) and open the store with its master key",
-        }),
-        _ => Ok(()),
     }
 }
 

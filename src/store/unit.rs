@@ -39,6 +39,7 @@ impl Store {
         f: impl FnOnce(&mut Writer) -> Result<R>,
     ) -> Result<R> {
         self.check_process()?;
+        self.refuse_if_keys_lost()?;
         let mut guard = match wait {
             Wait::Block => self.writer(),
             Wait::No => match self.inner.writer.try_lock() {
