@@ -43,29 +43,29 @@ impl Store {
         if self.inner.crypt.is_some() || self.inner.plaintext_checked.load(Ordering::Acquire) {
             return Ok(());
         }
+        // (This process's index as it is: any live message will do, none needs to be new.)
         let probe = self
-            .view()
+            .state()
             .index
             .iter()
             .find(|(_, s)| s.count() > 0)
             .map(|(name, s)| (name.to_owned(), s.count()));
-        if let Some((session, last)) = &probe
-            && matches!(
-                self.read_entry(session, *last),
-                Err(Error::KeyRequired { .. })
-            )
-        {
-            return Err(Error::KeyFile {
+        let Some((session, last)) = probe else {
+            return Ok(()); // no message yet: the next write looks again
+        };
+        match self.read_entry(&session, last) {
+            Err(Error::KeyRequired { .. }) => Err(Error::KeyFile {
                 path: self.inner.dir.join(crate::crypt::KEYS_FILE),
                 offset: 0,
                 reason: "missing, but the store's messages are sealed: put it back (from a \
                          backup) and open the store with its master key",
-            });
+            }),
+            Ok(_) => {
+                self.inner.plaintext_checked.store(true, Ordering::Release);
+                Ok(())
+            }
+            // The message could not be read: the write goes on; the next one looks again.
+            Err(_) => Ok(()),
         }
-        // A store with no message yet is looked at again by the next write.
-        if probe.is_some() {
-            self.inner.plaintext_checked.store(true, Ordering::Release);
-        }
-        Ok(())
     }
 }
