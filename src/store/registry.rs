@@ -30,8 +30,9 @@ enum Slot {
     /// A thread of this process (its id) is opening the store.
     Opening(u32),
     /// The store is open (or, when its callers' handles are gone, closing: a background
-    /// thread of the store may still hold it, and closes it when it lets go).
-    Open(Weak<Inner>, Weak<Users>),
+    /// thread of the store may still hold it, and closes it when it lets go), by the
+    /// process of that id.
+    Open(Weak<Inner>, Weak<Users>, u32),
 }
 
 static SLOTS: Mutex<BTreeMap<PathBuf, Slot>> = Mutex::new(BTreeMap::new());
@@ -80,13 +81,9 @@ pub(super) fn claim(opts: &Options, dir: &Path) -> Result<Claim> {
             None => break,
             // What a fork() child inherited: the parent's, which the child opens anew.
             Some(Slot::Opening(pid)) if *pid != std::process::id() => break,
-            Some(Slot::Open(weak, _))
-                if weak.upgrade().is_some_and(|i| i.pid != std::process::id()) =>
-            {
-                break;
-            }
+            Some(Slot::Open(_, _, pid)) if *pid != std::process::id() => break,
             Some(Slot::Opening(_)) => {}
-            Some(Slot::Open(weak, users)) => {
+            Some(Slot::Open(weak, users, _)) => {
                 // A caller's handle holds both; without one, it is closing.
                 if let Some((inner, users)) = weak.upgrade().zip(users.upgrade()) {
                     // Unlock first: if the other handles went meanwhile, dropping `inner`
@@ -124,7 +121,11 @@ impl Registration {
         };
         slots().insert(
             reg.key.clone(),
-            Slot::Open(Arc::downgrade(&store.inner), Arc::downgrade(users)),
+            Slot::Open(
+                Arc::downgrade(&store.inner),
+                Arc::downgrade(users),
+                store.inner.pid,
+            ),
         );
         CHANGED.notify_all();
     }
