@@ -357,7 +357,7 @@ fn a_failed_write_whose_wipe_failed_may_be_found_whole_and_nothing_else() {
         }
     }
     // Rare: the cut must keep 43 of the delete's 44 bytes (its last byte is a zero), and
-    // the failed wipe after it must land none of its zeros (6 of the 72 000 runs when
+    // the failed wipe after it must land none of its zeros (21 of the 72 000 runs when
     // this was written; the runs are seeded, so the count moves only when the operations of a
     // write do: the first write's check for a lost `KEYS` moved them).
     assert!(

@@ -32,9 +32,9 @@ impl Store {
 
     /// Refuses a write to a store without `KEYS` whose messages are sealed: its key file
     /// was lost (moved or deleted), and the write would add plaintext beside them (and a
-    /// delete could destroy no key). Checked at the first write of an open (not at the
-    /// open, which then reads no message it does not need): one message is read, since
-    /// every message of an encrypted store is sealed.
+    /// delete could destroy no key). Checked in the first write turn of an open, once
+    /// caught up (not at the open, which then reads no message it does not need): one
+    /// message is read, since every message of an encrypted store is sealed.
     ///
     /// # Errors
     /// [`Error::KeyFile`] saying `KEYS` is missing.
@@ -43,7 +43,7 @@ impl Store {
         if self.inner.crypt.is_some() || self.inner.plaintext_checked.load(Ordering::Acquire) {
             return Ok(());
         }
-        // (This process's index as it is: any live message will do, none needs to be new.)
+        // (Under the write turn, caught up: the index is current.)
         let probe = self
             .state()
             .index

@@ -39,7 +39,6 @@ impl Store {
         f: impl FnOnce(&mut Writer) -> Result<R>,
     ) -> Result<R> {
         self.check_process()?;
-        self.refuse_if_keys_lost()?;
         let mut guard = match wait {
             Wait::Block => self.writer(),
             Wait::No => match self.inner.writer.try_lock() {
@@ -77,6 +76,8 @@ impl Store {
             if self.inner.hints.has_built() {
                 self.install_built_in(w);
             }
+            // On the state as it is now, caught up: nothing for the check to refresh.
+            self.refuse_if_keys_lost()?;
             f(w)
         });
         w.wait = Wait::Block;
