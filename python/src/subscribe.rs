@@ -68,7 +68,7 @@ impl SubSlot {
     /// Drops the library's subscription (and its store handle), after [`SubSlot::mark_closed`]:
     /// waits for a slice under way. Without the GIL.
     pub(crate) fn release(&self) {
-        if self.pid != std::process::id() {
+        if self.pid != convlog::io::process_id() {
             return; // a fork() child: the locks may be the parent's for good (see `pid`)
         }
         let reader = lock(&self.reader).take();
@@ -77,7 +77,7 @@ impl SubSlot {
     }
 
     fn check(&self) -> Result<bool, Fail> {
-        if self.pid != std::process::id() {
+        if self.pid != convlog::io::process_id() {
             return Err(Fail::Py(pyo3::exceptions::PyRuntimeError::new_err(
                 "this subscription was made before os.fork(), by the parent process: \
                  subscribe again in this process",
@@ -295,7 +295,7 @@ impl Subscription {
             reader: Mutex::new(Some(Reader { sub, filter })),
             ready: Mutex::new(VecDeque::new()),
             state: AtomicU8::new(LIVE),
-            pid: std::process::id(),
+            pid: convlog::io::process_id(),
         });
         let me = Subscription {
             slot: slot.clone(),

@@ -7,6 +7,7 @@ mod dir;
 mod mmap;
 mod oflags;
 mod perms;
+mod process;
 // The simulated file system and its fault injection: for tests, not a stable API (hidden).
 #[doc(hidden)]
 pub mod sim;
@@ -23,6 +24,7 @@ use crate::id::Timestamp;
 pub(crate) use dir::Dir;
 pub use dir::{LOCK_FILE, SYNC_FILE, WRITERS_FILE};
 pub use perms::{Exposed, PermissionReport, Permissions, permission_report};
+pub use process::process_id;
 pub use std_fs::StdFs;
 
 /// How to open a file.

@@ -389,7 +389,7 @@ impl Store {
     /// checked before any lock of the store is taken, since a lock a thread of the parent
     /// held at the fork is held for good in the child.
     fn check_process(&self) -> Result<()> {
-        if self.inner.pid == std::process::id() {
+        if self.inner.pid == crate::io::process_id() {
             return Ok(());
         }
         Err(Error::Forked {
@@ -418,7 +418,7 @@ impl Drop for Inner {
     /// the segment instead. Nothing to do if nothing was written since the open: every file
     /// stays as the open found it.
     fn drop(&mut self) {
-        if self.pid != std::process::id() {
+        if self.pid != crate::io::process_id() {
             // A fork() child: the files, locks and threads are the parent's. Its lease stays
             // the parent's (no unlock), its registry entry too (the child's own open may
             // hold the key by now), and nothing is written, synced or joined.

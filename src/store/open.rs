@@ -69,7 +69,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
-                pid: std::process::id(),
+                pid: crate::io::process_id(),
                 plaintext_checked: std::sync::atomic::AtomicBool::new(false),
                 state: RwLock::new(state),
                 writer: Mutex::new(writer),

@@ -179,7 +179,7 @@ impl ReadAhead {
             last,
             crypt,
             thread: Some(thread),
-            pid: std::process::id(),
+            pid: crate::io::process_id(),
             gone: false,
         };
         ahead.ask_from(ahead.own_until.saturating_add(1));
@@ -237,7 +237,7 @@ impl ReadAhead {
     /// The helper's batch for `id`, the first id it was asked for; `None` when it is gone
     /// (or, against the invariant, the batch is not that one).
     fn receive(&self, id: u64) -> Option<Batch> {
-        if id != self.asked.start || self.pid != std::process::id() {
+        if id != self.asked.start || self.pid != crate::io::process_id() {
             return None;
         }
         let got = self.got.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
@@ -252,7 +252,7 @@ impl Drop for ReadAhead {
     /// helper thread, leaves the channels and the thread alone (a channel the helper was
     /// sending on when the process forked might never be released).
     fn drop(&mut self) {
-        if self.pid != std::process::id() {
+        if self.pid != crate::io::process_id() {
             std::mem::forget(self.ask.take());
             std::mem::forget(self.got.take());
             std::mem::forget(self.thread.take());
@@ -273,7 +273,7 @@ fn take_slot() -> bool {
     let cores =
         *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
     let most = cores.saturating_sub(1).min(u64::from(u32::MAX));
-    let pid = u64::from(std::process::id()) << 32;
+    let pid = u64::from(crate::io::process_id()) << 32;
     RUNNING
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
             // Another process's count (the parent's, in a forked child) is none here.
@@ -289,7 +289,7 @@ fn take_slot() -> bool {
 
 /// Gives back a slot [`take_slot`] took in this process.
 fn give_slot_back() {
-    let pid = u64::from(std::process::id()) << 32;
+    let pid = u64::from(crate::io::process_id()) << 32;
     let _ = RUNNING.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
         let n = word & u64::from(u32::MAX);
         (word & !u64::from(u32::MAX) == pid && n > 0).then_some(pid | (n - 1))

@@ -80,8 +80,8 @@ pub(super) fn claim(opts: &Options, dir: &Path) -> Result<Claim> {
         match slots.get(&key) {
             None => break,
             // What a fork() child inherited: the parent's, which the child opens anew.
-            Some(Slot::Opening(pid)) if *pid != std::process::id() => break,
-            Some(Slot::Open(_, _, pid)) if *pid != std::process::id() => break,
+            Some(Slot::Opening(pid)) if *pid != crate::io::process_id() => break,
+            Some(Slot::Open(_, _, pid)) if *pid != crate::io::process_id() => break,
             Some(Slot::Opening(_)) => {}
             Some(Slot::Open(weak, users, _)) => {
                 // A caller's handle holds both; without one, it is closing.
@@ -106,7 +106,7 @@ pub(super) fn claim(opts: &Options, dir: &Path) -> Result<Claim> {
         }
         slots = CHANGED.wait(slots).unwrap_or_else(|e| e.into_inner());
     }
-    slots.insert(key.clone(), Slot::Opening(std::process::id()));
+    slots.insert(key.clone(), Slot::Opening(crate::io::process_id()));
     Ok(Claim::Open(Some(Registration { key })))
 }
 

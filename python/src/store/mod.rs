@@ -53,7 +53,7 @@ impl Shared {
     /// The open store (`None` once closed). In a `fork()` child, first opened again, as a
     /// process of its own: the library refuses writes through a handle a parent opened.
     fn read(&self) -> RwLockReadGuard<'_, Option<convlog::Store>> {
-        if self.pid.load(Ordering::Acquire) != std::process::id() {
+        if self.pid.load(Ordering::Acquire) != convlog::io::process_id() {
             self.reopen_in_child();
         }
         self.store.read().unwrap_or_else(|e| e.into_inner())
@@ -64,7 +64,7 @@ impl Shared {
     /// through it, and writes raise `convlog.Error` (the library's `Forked`), saying why.
     fn reopen_in_child(&self) {
         let mut store = self.store.write().unwrap_or_else(|e| e.into_inner());
-        let pid = std::process::id();
+        let pid = convlog::io::process_id();
         if self.pid.load(Ordering::Acquire) == pid {
             return; // another thread of this process did it
         }
@@ -81,7 +81,7 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if *self.pid.get_mut() != std::process::id() {
+        if *self.pid.get_mut() != convlog::io::process_id() {
             // A fork() child that never used it: the temporary directory is the parent's.
             std::mem::forget(lock(&self.temp).take());
         }
@@ -249,7 +249,7 @@ impl Store {
                 cache: Mutex::new((!read_only).then(|| TailCache::for_dir(&dir))),
                 opts,
                 dir: dir.clone(),
-                pid: AtomicU32::new(std::process::id()),
+                pid: AtomicU32::new(convlog::io::process_id()),
             }),
             path: dir,
             read_only,
@@ -432,7 +432,7 @@ impl Store {
         session: &str,
         n: u64,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
-        convlog::validate_session_id(session).map_err(|e| Fail::from(e).into_py_err(py))?;
+        check_session(py, session)?;
         match self.cache() {
             Some(cache) if (1..=cache::PER_SESSION as u64).contains(&n) => {
                 self.cached(py, &cache, session, n)
