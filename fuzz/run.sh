@@ -9,8 +9,9 @@
 # and it installs cargo-fuzz from crates.io when it is missing.
 #
 # Notes:
-# - Targets are built without a sanitizer (`-s none`): convlog is safe Rust (its one `unsafe`
-#   block maps files, which the simulated file system the targets use never does), so
+# - Targets are built without a sanitizer (`-s none`): convlog is safe Rust (of its two `unsafe`
+#   blocks one maps files, which the simulated file system the targets use never does, and
+#   one registers a fork handler that only stores the process id), so
 #   AddressSanitizer would find nothing and costs most of the throughput; panics, aborts,
 #   timeouts and memory blow-ups are what the targets look for.
 # - `-rss_limit_mb=256` (1024 for ops_crash, whose harness holds simulated file systems): a

@@ -1,4 +1,5 @@
-//! The crate's one `unsafe` site: memory-mapping a file read-only.
+//! One of the crate's two `unsafe` sites (the other registers a fork handler, `io::process`):
+//! memory-mapping a file read-only.
 
 use std::fs::File;
 use std::io;
