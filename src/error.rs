@@ -378,6 +378,13 @@ pub enum Damage {
     /// A payload of an encrypted store is not sealed.
     #[error("payload is not sealed in an encrypted store")]
     Unsealed,
+    /// The last segment's records end before its last known durable point (the end its hint
+    /// file records, written after a sync): bytes known durable were lost, zeroed or cut off.
+    #[error("records end before offset {end}, which a sync made durable: durable bytes lost")]
+    DurableLost {
+        /// The durable end the hint file records.
+        end: u64,
+    },
     /// Bytes that end the log without being a whole record (a torn write), seen in strict mode.
     #[error("torn tail ({len} bytes)")]
     TornTail {

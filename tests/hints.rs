@@ -365,3 +365,120 @@ fn hints_written_off_the_append_path_never_outlive_their_segments() {
         assert_eq!(store.interaction_count("s0"), 5, "round {round}");
     }
 }
+
+/// A store closed cleanly twice; returns its directory, the last segment, where its
+/// records ended after the first close (`lost_from`) and after the second (the end its
+/// hint records, `durable`), and what the first close held.
+fn closed_twice() -> (tempfile::TempDir, std::path::PathBuf, u64, u64, Contents) {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+    let store = open();
+    for i in 0..40u64 {
+        let m = json!({"role": "user", "content": format!("first {i}")});
+        store.append(&format!("s{}", i % 3), &m).unwrap();
+    }
+    let first = contents(&store);
+    drop(store);
+    let seg = store_files::segments(dir.path()).pop().unwrap();
+    let lost_from = store_files::records_end(&seg);
+    let store = open();
+    for i in 0..5u64 {
+        let m = json!({"role": "user", "content": format!("second {i}")});
+        store.append(&format!("s{}", i % 3), &m).unwrap();
+    }
+    drop(store);
+    let durable = store_files::records_end(&seg);
+    assert!(durable > lost_from);
+    (dir, seg, lost_from, durable, first)
+}
+
+/// The `open_image` fuzz target found this (`fuzz/regressions`, session 35): the last
+/// segment's records ended cleanly (zeros follow) before the end its hint file records,
+/// which a sync had made durable. Recovery called that a clean end; so salvage kept the
+/// hint, its second pass trusted it, and the store listed messages no later open found.
+/// Now it is corruption: `verify` reports it, and `repair` leaves a store every later open
+/// reads alike.
+#[test]
+fn records_lost_below_the_last_segments_durable_end_are_corruption() {
+    let (dir, seg, lost_from, durable, first) = closed_twice();
+    // The second close's appends are lost: their bytes read as zeros.
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[lost_from as usize..durable as usize].fill(0);
+    fs::write(&seg, &bytes).unwrap();
+
+    let err = store_files::verify(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            convlog::Error::Corrupt { offset, damage: convlog::Damage::DurableLost { end }, .. }
+                if offset == lost_from && end == durable
+        ),
+        "{err:?}"
+    );
+    // A point-in-time open trusts the hint (its end is followed by zeros): the lost
+    // messages read as `Corrupt`, and the first append, which verifies the segment
+    // first, is refused and writes nothing.
+    let store = Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+    let s0 = store.messages("s0").raw().collect::<Vec<_>>();
+    assert!(
+        s0.iter()
+            .any(|e| matches!(e, Err(convlog::Error::Corrupt { .. })))
+    );
+    let refused = store.append("s0", &json!({"role": "user"})).unwrap_err();
+    assert!(
+        matches!(refused, convlog::Error::Corrupt { .. }),
+        "{refused:?}"
+    );
+    drop(store);
+
+    let repaired = Store::builder()
+        .segment_size(SEG)
+        .recovery(convlog::RecoveryMode::Salvage)
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(
+        repaired.recovery_report().classification(),
+        convlog::Classification::Salvaged
+    );
+    assert_eq!(contents(&repaired), first);
+    drop(repaired);
+    assert_eq!(contents(&store_files::verify(dir.path()).unwrap()), first);
+    let again = Store::builder().segment_size(SEG).open(dir.path()).unwrap();
+    assert_eq!(
+        contents(&again),
+        first,
+        "a point-in-time open after the repair"
+    );
+}
+
+/// The same loss as a last segment cut short at a record boundary: the hint's end lies past
+/// the file's, so it is not used, and the scan finds the records end before it.
+#[test]
+fn a_last_segment_cut_short_of_its_durable_end_does_not_open_silently() {
+    let (dir, seg, lost_from, durable, first) = closed_twice();
+    let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(lost_from).unwrap();
+    drop(f);
+    for recovery in [
+        convlog::RecoveryMode::PointInTime,
+        convlog::RecoveryMode::Strict,
+    ] {
+        let err = Store::builder()
+            .recovery(recovery)
+            .open(dir.path())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                convlog::Error::Corrupt { damage: convlog::Damage::DurableLost { end }, .. }
+                    if end == durable
+            ),
+            "{recovery:?}: {err:?}"
+        );
+    }
+    let repaired = Store::builder()
+        .recovery(convlog::RecoveryMode::Salvage)
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(contents(&repaired), first);
+}

@@ -315,6 +315,15 @@ pub(crate) fn ending(
 ) -> Ending {
     let rest = map.get(stop.at as usize..).unwrap_or(&[]);
     if stop.why == Why::End && stop.at == committed && all_zero(rest) {
+        // Records that end before the last segment's durable point lost bytes a sync
+        // acknowledged (zeroed, or the file cut short): corruption, not an end.
+        if is_last && committed < durable {
+            return Ending::Damaged {
+                at: committed,
+                damage: Damage::DurableLost { end: durable },
+                whole: None,
+            };
+        }
         return Ending::Clean;
     }
     let (damage, whole) = match &stop.why {
