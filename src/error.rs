@@ -163,6 +163,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A session's metadata is not a JSON object, or failed to serialize.
+    #[error("invalid metadata for session {session:?}: {reason}")]
+    InvalidMetadata {
+        /// The session it was meant for.
+        session: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
     /// A record is over the store's size limit.
     #[error("record of {len} bytes exceeds the limit of {max} bytes (session {session:?})")]
     RecordTooLarge {

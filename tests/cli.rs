@@ -53,10 +53,10 @@ fn run(args: &[&str]) -> (i32, String, String) {
     run_with_stdin(args, "")
 }
 
-fn run_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+fn run_with_stdin(args: &[&str], stdin: impl AsRef<[u8]>) -> (i32, String, String) {
     let mut child = spawn(args);
     let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.as_bytes().to_vec();
+    let data = stdin.as_ref().to_vec();
     // The child may not read all of it (or exit first): ignore a broken pipe.
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&data);
@@ -716,6 +716,40 @@ fn parse_export(out: &str) -> Vec<(String, String)> {
             (e.session, e.message.get().to_owned())
         })
         .collect()
+}
+
+#[test]
+fn bytes_that_are_not_json_text_are_named_and_empty_input_creates_no_store() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    let (code, _, err) =
+        run_with_stdin(&["append", s(&dir), "s", "-"], b"\n{\"a\":\"\xff\"}\n{}\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("stdin line 2: not UTF-8: invalid byte at offset 6; nothing appended"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["append", s(&dir), "s", "\u{feff}{}"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("message argument: invalid JSON: starts with a byte order mark"),
+        "{err}"
+    );
+    let file = tmp.path().join("in.jsonl");
+    std::fs::write(&file, b"{\"session\":\"a\",\"message\":{\"x\":\"\xc3\"}}\n").unwrap();
+    let (code, _, err) = run(&["import", s(&dir), s(&file)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("line 1: not UTF-8: invalid byte at offset 31"),
+        "{err}"
+    );
+    assert!(!dir.exists(), "bad input created {}", dir.display());
+    // Input without a message: nothing to import, and no store made for it.
+    std::fs::write(&file, "\n  \n").unwrap();
+    let (code, out, err) = run(&["import", s(&dir), s(&file)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("nothing to import: "), "{out}");
+    assert!(!dir.exists(), "an empty import created {}", dir.display());
 }
 
 #[test]
@@ -1526,8 +1560,12 @@ fn segment_size_sets_where_segments_are_sealed() {
     // Out of range or malformed: an error, and nothing is created.
     let dir = tmp.path().join("never");
     for (size, code_wanted, needle) in [
-        ("100", 1, "invalid --segment-size: 100 is outside"),
-        ("2G", 1, "invalid --segment-size"),
+        (
+            "100",
+            2,
+            "'--segment-size <BYTES>': 100 is outside 4096..=1073741824",
+        ),
+        ("2G", 2, "is outside"),
         ("12X", 2, "not a size"),
     ] {
         let (code, _, err) = run(&["append", s(&dir), "s", "{}", "--segment-size", size]);
@@ -1536,8 +1574,11 @@ fn segment_size_sets_where_segments_are_sealed() {
         assert!(!dir.exists(), "{size}");
     }
     let (code, _, err) = run(&["demo", "--dir", s(&dir), "--segment-size", "1K"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("invalid --segment-size"), "{err}");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'--segment-size <BYTES>': 1024 is outside"),
+        "{err}"
+    );
     assert!(!dir.exists());
 }
 
@@ -1991,7 +2032,7 @@ fn meta_sets_prints_lists_and_filters() {
     let (code, _, err) = run(&["meta", s(&dir), "beta", "[1]"]);
     assert_eq!(code, 1, "not an object");
     assert!(
-        err.contains("not a JSON object") || err.contains("object"),
+        err.contains("invalid metadata for session \"beta\": not a JSON object"),
         "{err}"
     );
     let (_, json, _) = run(&["sessions", s(&dir), "--json"]);

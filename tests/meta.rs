@@ -58,9 +58,15 @@ fn metadata_is_logged_replaced_kept_and_filtered() {
         .map(|s| s.id)
         .collect();
     assert_eq!(u1, ["a"]);
+    let e = store.set_meta_raw("a", b"[1,2]").unwrap_err();
+    assert!(matches!(&e, Error::InvalidMetadata { session, .. } if session == "a"));
+    assert_eq!(
+        e.to_string(),
+        "invalid metadata for session \"a\": not a JSON object"
+    );
     assert!(matches!(
-        store.set_meta_raw("a", b"[1,2]"),
-        Err(Error::InvalidMessage { .. })
+        store.set_meta_raw("a", b"{\"a\":\"\xff\"}"),
+        Err(Error::InvalidMetadata { reason, .. }) if reason.contains("not UTF-8")
     ));
     assert!(store.segment_ids().len() > 2);
     drop(store);

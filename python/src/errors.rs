@@ -129,7 +129,8 @@ fn from_store(py: Python<'_>, e: convlog::Error) -> PyErr {
         E::InvalidKey { session, .. } => {
             ("InvalidKey", vec![("session", obj(py, session.as_str()))])
         }
-        E::InvalidMessage { session, .. } => (
+        // Python's class for both: metadata is checked as a message is.
+        E::InvalidMessage { session, .. } | E::InvalidMetadata { session, .. } => (
             "InvalidMessage",
             vec![("session", obj(py, session.as_str()))],
         ),

@@ -19,10 +19,10 @@ impl Store {
     /// before it has messages; a `clear` keeps it.
     ///
     /// # Errors
-    /// [`Error::InvalidSessionId`]; [`Error::InvalidMessage`] when `meta` is not a JSON
-    /// object; [`Error::RecordTooLarge`] over [`MAX_META_LEN`]; as [`Store::append`].
+    /// [`Error::InvalidSessionId`]; [`Error::InvalidMetadata`] when `meta` is not a JSON
+    /// object (or fails to serialize); [`Error::RecordTooLarge`] over [`MAX_META_LEN`]; as [`Store::append`].
     pub fn set_meta<T: Serialize + ?Sized>(&self, session: &str, meta: &T) -> Result<Lsn> {
-        let json = self.serialize(session, meta)?;
+        let json = self.serialize(session, meta).map_err(as_metadata)?;
         self.set_meta_raw(session, &json)
     }
 
@@ -32,7 +32,7 @@ impl Store {
     /// As [`Store::set_meta`].
     pub fn set_meta_raw(&self, session: &str, json: &[u8]) -> Result<Lsn> {
         validate_session_id(session)?;
-        super::validate::validate_object(session, json)?;
+        super::validate::validate_object(session, json).map_err(as_metadata)?;
         if json.len() > MAX_META_LEN {
             return Err(Error::RecordTooLarge {
                 session: session.to_owned(),
@@ -88,5 +88,13 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// A message check's [`Error::InvalidMessage`], said of metadata.
+fn as_metadata(e: Error) -> Error {
+    match e {
+        Error::InvalidMessage { session, reason } => Error::InvalidMetadata { session, reason },
+        e => e,
     }
 }

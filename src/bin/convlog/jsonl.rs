@@ -250,10 +250,19 @@ pub fn json_kind(json: &str) -> &'static str {
     }
 }
 
-/// A serde_json error without its "at line 1 column N" (the caller names the line), with
-/// the column kept. Syntax errors are "invalid JSON"; data errors (a value of the wrong
-/// type) say what was expected.
-pub fn json_error(e: &serde_json::Error) -> String {
+/// Why `input` failed to parse with `e`: "not UTF-8" and the offset of the first bad byte
+/// when it is not UTF-8 (JSON text is); a byte order mark named as such; else a serde_json
+/// error without its "at line 1 column N" (the caller names the line), with the column
+/// kept. Syntax errors are "invalid JSON"; data errors (a value of the wrong type) say what
+/// was expected.
+pub fn json_error(input: &[u8], e: &serde_json::Error) -> String {
+    if let Err(bad) = std::str::from_utf8(input) {
+        return format!("not UTF-8: invalid byte at offset {}", bad.valid_up_to());
+    }
+    if input.trim_ascii_start().starts_with("\u{feff}".as_bytes()) {
+        return "invalid JSON: starts with a byte order mark (U+FEFF), which JSON text must not"
+            .into();
+    }
     let text = e.to_string();
     let what = match text.rsplit_once(" at line ") {
         Some((what, _)) => what,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use convlog::{
-    Durability, KEYS_FILE, LOCK_FILE, Permissions, RecoveryMode, SYNC_FILE, SegmentId, Store,
-    Timestamp, WRITERS_FILE,
+    Durability, KEYS_FILE, LOCK_FILE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, Permissions,
+    RecoveryMode, SYNC_FILE, SegmentId, Store, Timestamp, WRITERS_FILE,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -182,6 +182,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     })?;
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parses `--segment-size` as [`parse_size`] does, and checks it is within
+/// [`MIN_SEGMENT_SIZE`]`..=`[`MAX_SEGMENT_SIZE`], so that an out-of-range size is a usage
+/// error, found before anything is opened.
+pub fn parse_segment_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_size(text)?;
+    if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&bytes) {
+        return Err(format!(
+            "{bytes} is outside {MIN_SEGMENT_SIZE}..={MAX_SEGMENT_SIZE} (4K to 1G)"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Makes everything written through `store` durable.

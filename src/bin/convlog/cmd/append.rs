@@ -37,7 +37,7 @@ pub struct Args {
     /// The size at which a segment is sealed and the next one started, in bytes, or with a
     /// suffix: 64K, 16M, 1G (4K to 1G; default 64M). It applies to the segments this run
     /// writes; the store does not record it.
-    #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_segment_size)]
     pub segment_size: Option<u64>,
     /// An idempotency key: if the session already holds messages appended with this key,
     /// print their receipts and append nothing (a retry is safe). With stdin, the whole input
@@ -82,8 +82,12 @@ pub fn run(args: Args) -> CliResult {
 
 /// The message argument, checked.
 fn parse_argument(json: &str) -> CliResult<Vec<u8>> {
-    let raw: &RawValue = serde_json::from_str(json)
-        .map_err(|e| CliError::Input(format!("message argument: {}", json_error(&e))))?;
+    let raw: &RawValue = serde_json::from_str(json).map_err(|e| {
+        CliError::Input(format!(
+            "message argument: {}",
+            json_error(json.as_bytes(), &e)
+        ))
+    })?;
     check_message(raw).map_err(|e| CliError::Input(format!("message argument: {e}")))?;
     Ok(raw.get().as_bytes().to_vec())
 }
@@ -155,8 +159,8 @@ pub fn read_stdin() -> CliResult<Vec<Vec<u8>>> {
 
 /// Parses and checks stdin line `n`; the error names the line.
 fn parse_line(line: &[u8], n: usize) -> Result<&RawValue, String> {
-    let raw: &RawValue =
-        serde_json::from_slice(line).map_err(|e| format!("stdin line {n}: {}", json_error(&e)))?;
+    let raw: &RawValue = serde_json::from_slice(line)
+        .map_err(|e| format!("stdin line {n}: {}", json_error(line, &e)))?;
     check_message(raw).map_err(|e| format!("stdin line {n}: {e}"))?;
     Ok(raw)
 }

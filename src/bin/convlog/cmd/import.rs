@@ -51,7 +51,7 @@ pub struct Args {
     /// The size at which a segment is sealed and the next one started, in bytes, or with a
     /// suffix: 64K, 16M, 1G (4K to 1G; default 64M). It applies to the segments this run
     /// writes; the store does not record it.
-    #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_size)]
+    #[arg(long, value_name = "BYTES", value_parser = crate::util::parse_segment_size)]
     pub segment_size: Option<u64>,
     #[command(flatten)]
     pub mode: crate::perms::ModeArg,
@@ -84,6 +84,8 @@ struct Summary {
     messages: u64,
     /// Messages skipped because an earlier run appended them (their batch's key was known).
     skipped: u64,
+    /// Messages the input holds (counted by the checking pass, which appends nothing).
+    found: u64,
     /// Sessions this run appended to.
     sessions: HashSet<String>,
     generated: Vec<String>,
@@ -98,7 +100,15 @@ pub fn run(args: Args) -> CliResult {
         let bar = progress(source.len(), "checking", true);
         let checked = apply(&source, None, false, &bar);
         bar.finish_and_clear();
-        checked?;
+        if checked?.found == 0 {
+            // Nothing to append: no store is opened, so none is created.
+            let mut out = Out::stdout();
+            out.text(&format!(
+                "nothing to import: {} holds no message; the store was not opened\n",
+                source.name()
+            ))?;
+            return out.finish();
+        }
     }
     let store = open_writable(
         &args.dir,
@@ -203,6 +213,7 @@ fn apply(
                 )));
             }
         };
+        summary.found += parsed.messages.len() as u64;
         if let Some(store) = store {
             for (i, m) in parsed.messages.iter().enumerate() {
                 let at = (n, i + 1);
@@ -236,7 +247,7 @@ fn parse_line<'a>(line: &'a [u8], n: usize) -> Result<Parsed<'a>, String> {
                      \"messages\", not {kind}"
                 )
             }
-            _ => json_error(&e),
+            _ => json_error(line, &e),
         }
     })?;
     let (messages, one) = match (parsed.message, parsed.messages) {
