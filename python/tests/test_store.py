@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import pathlib
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -54,6 +56,21 @@ def test_receipt(store_dir: pathlib.Path) -> None:
         r2 = s.append("b", {})
         assert (r2.interaction_id, r2.lsn) == (1, 2)
         assert r2.timestamp >= r.timestamp
+
+
+def test_receipts_and_session_infos_pickle_and_copy(store_dir: pathlib.Path) -> None:
+    with Store(store_dir) as s:
+        r = s.append("a", {})
+        s.append("a", {})
+        (info,) = s.sessions()
+    for value in (r, info):
+        for again in (pickle.loads(pickle.dumps(value)), copy.deepcopy(value)):
+            assert type(again) is type(value)
+            assert again == value
+            assert repr(again) == repr(value)
+    assert (info.id, info.count) == ("a", 2)
+    assert convlog.SessionInfo("a", 2, info.first, info.last) == info
+    assert convlog.SessionInfo("a", 3, info.first, info.last) != info
 
 
 def test_values_that_json_can_spell(store_dir: pathlib.Path) -> None:

@@ -46,6 +46,8 @@ class SessionInfo:
     #: When its first and last messages were appended (microseconds since the Unix epoch).
     first: int
     last: int
+    def __init__(self, id: str, count: int, first: int, last: int) -> None: ...
+    def __eq__(self, other: object) -> bool: ...
 
 @final
 class CompactReport:

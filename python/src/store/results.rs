@@ -41,6 +41,14 @@ impl Receipt {
             self.interaction_id, self.lsn, self.timestamp
         )
     }
+
+    /// Pickles as its constructor and fields (for `multiprocessing`, `copy`).
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> (Bound<'py, pyo3::types::PyType>, (u64, u64, u64)) {
+        let r = slf.get();
+        (slf.get_type(), (r.interaction_id, r.lsn, r.timestamp))
+    }
 }
 
 /// A live session, as `Store.sessions()` lists it.
@@ -70,6 +78,24 @@ impl From<convlog::SessionInfo> for SessionInfo {
 
 #[pymethods]
 impl SessionInfo {
+    #[new]
+    fn new(id: String, count: u64, first: u64, last: u64) -> SessionInfo {
+        SessionInfo {
+            id,
+            count,
+            first,
+            last,
+        }
+    }
+
+    /// Pickles as its constructor and fields (for `multiprocessing`, `copy`).
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> (Bound<'py, pyo3::types::PyType>, (String, u64, u64, u64)) {
+        let i = slf.get();
+        (slf.get_type(), (i.id.clone(), i.count, i.first, i.last))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "SessionInfo(id={:?}, count={}, first={}, last={})",
