@@ -520,7 +520,7 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
         let err = store.append_raw("ok", raw).unwrap_err();
         assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
         let err = store.set_meta_raw("ok", raw).unwrap_err();
-        assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
+        assert!(matches!(err, Error::InvalidMetadata { .. }), "{err}");
     }
     // Valid JSON that a reader building its values would refuse: nested too deep.
     let deep = format!("{{\"a\":{}{}}}", "[".repeat(600), "]".repeat(600));
@@ -529,7 +529,7 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
         let err = store.append_raw("ok", raw).unwrap_err();
         assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
         let err = store.set_meta_raw("ok", raw).unwrap_err();
-        assert!(matches!(err, Error::InvalidMessage { .. }), "{err}");
+        assert!(matches!(err, Error::InvalidMetadata { .. }), "{err}");
     }
     let built: serde_json::Value = (0..600).fold(json!(1), |v, _| json!([v]));
     let err = store.append("ok", &json!({ "a": built })).unwrap_err();

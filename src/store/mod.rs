@@ -6,6 +6,7 @@ mod encrypt;
 mod follow;
 mod head;
 mod hints;
+mod json_scan;
 mod lock;
 mod meta;
 mod open;

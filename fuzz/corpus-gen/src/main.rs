@@ -205,5 +205,26 @@ fn main() {
     decode_record_seeds();
     open_image_seeds();
     ops_crash_seeds();
+    validate_json_seeds();
     println!("seed corpora written to {}", out_dir("").display());
+}
+
+/// Messages as agents write them, and near misses: the fuzzer mutates from valid JSON.
+fn validate_json_seeds() {
+    let seeds: [(&str, &[u8]); 8] = [
+        ("chat", br#"{"role":"user","content":"What's the weather in Paris?"}"#),
+        (
+            "tool-call",
+            br#"{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]}"#,
+        ),
+        ("numbers", br#"{"a":-0.5e+10,"b":1E3,"c":0,"d":[1,2.25,-7],"e":true,"f":false,"g":null}"#),
+        ("escapes", br#"{"s":"tab\t nl\n quote\" bs\\ slash\/ \u00e9 \ud83c\udf89 \ud800"}"#),
+        ("unicode", "{\"s\":\"Zürich → Milano 🎉 ☔\"}".as_bytes()),
+        ("nested", br#"{"a":{"b":[{"c":[[[]]]}]}}"#),
+        ("whitespace", b" \n\t{ \"a\" : [ 1 , 2 ] }\r\n"),
+        ("near-miss", br#"{"a":[1,2,],"b":01}"#),
+    ];
+    for (name, bytes) in seeds {
+        write("validate_json", name, bytes);
+    }
 }
