@@ -7,17 +7,24 @@
 //! which the unit tests below and the `validate_json` fuzz target check against `serde_json`.
 //!
 //! Why not `serde_json` alone: most of a chat message is string content, which this check
-//! skips eight bytes at a time, and it tracks nesting as it goes instead of in a second pass.
+//! skips sixteen bytes at a time; it tracks nesting as it goes instead of in a second pass,
+//! and runs a UTF-8 check only on text that is not ASCII.
 
-/// Whether `b` (already known to be UTF-8) is exactly one JSON object, with JSON whitespace
-/// allowed around it, nested at most `max_depth` levels (the object itself is level 1).
+/// Whether `b` is exactly one JSON object in UTF-8, with JSON whitespace allowed around it,
+/// nested at most `max_depth` levels (the object itself is level 1).
+///
+/// UTF-8 is checked only when the text holds a byte over 0x7f (ASCII is UTF-8), which only
+/// a string may: the syntax refuses one anywhere else.
 pub(super) fn is_object(b: &[u8], max_depth: usize) -> bool {
-    let mut s = Scan { b, i: 0 };
+    let mut s = Scan { b, i: 0, high: 0 };
     s.skip_ws();
-    s.peek() == Some(b'{') && s.value(max_depth) && {
-        s.skip_ws();
-        s.i == b.len()
-    }
+    s.peek() == Some(b'{')
+        && s.value(max_depth)
+        && {
+            s.skip_ws();
+            s.i == b.len()
+        }
+        && (s.high == 0 || std::str::from_utf8(b).is_ok())
 }
 
 /// The levels the nesting stack holds: one bit each (set for an object, clear for an array).
@@ -28,6 +35,8 @@ const STACK_BITS: usize = 1024;
 struct Scan<'a> {
     b: &'a [u8],
     i: usize,
+    /// Nonzero once a string skipped a byte over 0x7f (or the chunk it was in held one).
+    high: u64,
 }
 
 impl Scan<'_> {
@@ -208,36 +217,54 @@ impl Scan<'_> {
     /// at a time while sixteen are left.
     fn skip_plain(&mut self) {
         let rest = self.b.get(self.i..).unwrap_or_default();
+        // Kept in registers, written back once.
+        let (mut skipped, mut high) = (0usize, 0u64);
         let mut chunks = rest.chunks_exact(16);
+        let mut stopped = false;
         for chunk in &mut chunks {
             let (lo, hi) = chunk.split_at(8);
+            let (lo, hi) = (word(lo), word(hi));
+            high |= lo | hi;
             let hits = (special(lo), special(hi));
             if hits != (0, 0) {
-                self.i += match hits {
+                skipped += match hits {
                     (0, h) => 8 + (h.trailing_zeros() / 8) as usize,
                     (l, _) => (l.trailing_zeros() / 8) as usize,
                 };
-                return;
+                stopped = true;
+                break;
             }
-            self.i += 16;
+            skipped += 16;
         }
-        for &c in chunks.remainder() {
-            if c == b'"' || c == b'\\' || c < 0x20 {
-                return;
+        if !stopped {
+            for &c in chunks.remainder() {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                high |= u64::from(c);
+                skipped += 1;
             }
-            self.i += 1;
         }
+        self.i += skipped;
+        self.high |= high & HIGH;
     }
 }
 
-/// The high bit of each byte of `eight` (8 bytes, little-endian) that is `"`, `\` or below
-/// 0x20: exact for the lowest such byte; bytes above it may be false hits, never looked at.
-fn special(eight: &[u8]) -> u64 {
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+/// Eight bytes as one little-endian word.
+fn word(eight: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(eight);
-    let w = u64::from_le_bytes(word);
+    u64::from_le_bytes(word)
+}
+
+/// A byte's value in every byte of a word.
+const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+/// The high bit of every byte of a word.
+const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// The high bit of each byte of `w` (eight bytes, little-endian) that is `"`, `\` or below
+/// 0x20: exact for the lowest such byte; bytes above it may be false hits, never looked at.
+fn special(w: u64) -> u64 {
     // `x - 1` borrows into each zero byte of `x` (and `x - 0x20` into each byte below 0x20);
     // `!x` then keeps only bytes below 0x80 (UTF-8 lead and continuation bytes are none).
     let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x;
@@ -366,6 +393,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Bytes that are not UTF-8, in a string (where the syntax lets them be) at each offset
+    /// of the chunks, beside valid multi-byte characters: refused exactly when `from_utf8`
+    /// refuses them.
+    #[test]
+    fn refuses_what_is_not_utf8_wherever_it_falls() {
+        let bad: [&[u8]; 6] = [
+            b"\xff",
+            b"\xc3",
+            b"\xc3(",
+            b"\xed\xa0\x80",
+            b"\xc0\xaf",
+            b"\xf4\x90\x80\x80",
+        ];
+        let good: [&[u8]; 3] = ["é".as_bytes(), "€".as_bytes(), "🎉".as_bytes()];
+        for piece in bad.iter().chain(&good) {
+            for before in 0..20 {
+                for after in [0, 3, 16] {
+                    let mut text = b"{\"k\":\"".to_vec();
+                    text.extend(std::iter::repeat_n(b'a', before));
+                    text.extend_from_slice(piece);
+                    text.extend("é".repeat(after).as_bytes());
+                    text.extend_from_slice(b"\"}");
+                    let utf8 = std::str::from_utf8(&text).is_ok();
+                    assert_eq!(utf8, good.contains(piece), "{text:?}");
+                    assert_eq!(is_object(&text, 512), utf8, "{text:?}");
+                }
+            }
+        }
+        // Outside a string, no byte over 0x7f is JSON at all.
+        assert!(!is_object("{\"a\":1}\u{a0}".as_bytes(), 512));
+        assert!(!is_object(b"{\"a\":1\xff}", 512));
     }
 
     /// Texts built from JSON's pieces (and broken ones), with the seed printed.

@@ -24,6 +24,10 @@ pub(super) fn validate_object(session: &str, json: &[u8]) -> Result<()> {
         session: session.to_owned(),
         reason,
     };
+    // The common case, in one pass (`json_scan.rs`); a refusal is then explained below.
+    if super::json_scan::is_object(json, MAX_JSON_DEPTH) {
+        return Ok(());
+    }
     // JSON text is UTF-8, also inside the strings a check that skips their values skips.
     let text = std::str::from_utf8(json).map_err(|e| {
         invalid(format!(
@@ -31,10 +35,6 @@ pub(super) fn validate_object(session: &str, json: &[u8]) -> Result<()> {
             e.valid_up_to()
         ))
     })?;
-    // The common case, in one pass (`json_scan.rs`); a refusal is then explained below.
-    if super::json_scan::is_object(json, MAX_JSON_DEPTH) {
-        return Ok(());
-    }
     // An object, checked the way its nested values are (a key's escapes as a value's: a
     // lone surrogate escape, which Python's `json` writes, is kept at the top level too).
     if !text
