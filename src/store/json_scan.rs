@@ -11,7 +11,9 @@
 //! and runs a UTF-8 check only on text that is not ASCII.
 
 /// Whether `b` is exactly one JSON object in UTF-8, with JSON whitespace allowed around it,
-/// nested at most `max_depth` levels (the object itself is level 1).
+/// nested at most `max_depth` levels (the object itself is level 1). A `max_depth` over
+/// [`STACK_BITS`] counts as `STACK_BITS`: deeper text is refused (a refusal only costs the
+/// caller its slow path).
 ///
 /// UTF-8 is checked only when the text holds a byte over 0x7f (ASCII is UTF-8), which only
 /// a string may: the syntax refuses one anywhere else.
@@ -28,7 +30,7 @@ pub(super) fn is_object(b: &[u8], max_depth: usize) -> bool {
 }
 
 /// The levels the nesting stack holds: one bit each (set for an object, clear for an array).
-const STACK_BITS: usize = 1024;
+pub(super) const STACK_BITS: usize = 1024;
 
 /// A cursor over the text; every method that returns `bool` says whether what it read was
 /// well formed, and leaves `i` past it.
@@ -313,7 +315,7 @@ mod tests {
     }
 
     fn agree(text: &str) {
-        for max in [3, 512] {
+        for max in [1, 2, 3, 512] {
             assert_eq!(
                 is_object(text.as_bytes(), max),
                 reference(text, max),

@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 /// refuses it. (`serde_json`'s default reader stops at 127 levels: a Rust typed read of a
 /// message nested deeper fails, its raw read does not.)
 pub const MAX_JSON_DEPTH: usize = 512;
+// The one-pass check tracks this many levels (deeper limits would make it refuse more).
+const _: () = assert!(MAX_JSON_DEPTH <= super::json_scan::STACK_BITS);
 
 /// Checks that `json` is exactly one JSON object (whitespace around it allowed), in UTF-8,
 /// nested at most [`MAX_JSON_DEPTH`] levels deep.
