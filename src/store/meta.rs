@@ -20,7 +20,8 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::InvalidSessionId`]; [`Error::InvalidMetadata`] when `meta` is not a JSON
-    /// object (or fails to serialize); [`Error::RecordTooLarge`] over [`MAX_META_LEN`]; as [`Store::append`].
+    /// object (or fails to serialize); [`Error::RecordTooLarge`] over [`MAX_META_LEN`]; as
+    /// [`Store::append`].
     pub fn set_meta<T: Serialize + ?Sized>(&self, session: &str, meta: &T) -> Result<Lsn> {
         let json = self.serialize(session, meta).map_err(as_metadata)?;
         self.set_meta_raw(session, &json)
