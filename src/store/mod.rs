@@ -178,6 +178,8 @@ struct Writer {
     buf: Vec<u8>,
     /// Scratch space for a sealed payload (an encrypted store).
     sealed: Vec<u8>,
+    /// Scratch space for the offsets of the records of the unit being framed.
+    offsets: Vec<u32>,
     /// Whether the write under way may wait (for a sync, say); set by its turn.
     wait: lock::Wait,
     /// Whether a catch-up succeeded since the write lock was last taken: while the lease

@@ -347,6 +347,7 @@ impl Writer {
             framed_records: 0,
             buf: Vec::new(),
             sealed: Vec::new(),
+            offsets: Vec::new(),
             wait: super::lock::Wait::Block,
             caught_up: false,
         }

@@ -173,6 +173,7 @@ impl Store {
             let (receipts, offsets) = frame(w, session, now, &events, key, sealer)?;
             self.write(w)?;
             self.apply(w, session, &events, &offsets, &receipts, key.zip(key_hash));
+            w.offsets = offsets;
             Ok((receipts, Some((Lsn(w.next_lsn.0 - 1), sync_due))))
         })?;
         let Some((last, sync_due)) = written else {
@@ -504,8 +505,8 @@ impl Store {
 /// to the record naming the session in this segment, or names it. `key` goes in the first
 /// record (an append). With a `sealer`, the payloads of sealed kinds go in sealed under its
 /// key. The records are stamped `now` (or the last stamp, if the clock went back). Returns
-/// the receipts and the records' offsets; `w.naming` and `w.framed_records` say what the
-/// unit leaves behind.
+/// the receipts and the records' offsets (in `w.offsets`'s buffer, for the caller to put
+/// back); `w.naming` and `w.framed_records` say what the unit leaves behind.
 fn frame(
     w: &mut Writer,
     session: &str,
@@ -519,7 +520,8 @@ fn frame(
     w.buf.clear();
     let mut sealed = std::mem::take(&mut w.sealed);
     let mut receipts = Vec::with_capacity(events.len());
-    let mut offsets = Vec::with_capacity(events.len());
+    let mut offsets = std::mem::take(&mut w.offsets);
+    offsets.clear();
     let mut naming = w.active.named.get(session).copied();
     for (i, e) in events.iter().enumerate() {
         let lsn = Lsn(w.next_lsn.0 + i as u64);
