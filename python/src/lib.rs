@@ -7,6 +7,7 @@
 mod bulk;
 mod cache;
 mod codec;
+mod count;
 mod decode;
 mod errors;
 mod messages;

@@ -202,7 +202,7 @@ def test_tail_get_count_sessions(store_dir: pathlib.Path) -> None:
         assert infos[1].first <= infos[1].last
         st = s.stats()
         assert st["sessions"] == 2 and st["messages"] == 11 and st["last_lsn"] == s.last_lsn == 11
-        with pytest.raises(OverflowError):
+        with pytest.raises(ValueError, match="at least 0"):
             s.tail("t", -1)
 
 
@@ -997,3 +997,55 @@ def test_reads_of_a_session_id_no_session_can_have_raise(store_dir: pathlib.Path
                 with pytest.raises(convlog.InvalidSessionId):
                     read()
             assert bad not in s  # a membership test answers, as for any dict
+
+
+def test_counts_and_ids_are_ints_of_at_least_zero_and_huge_ones_mean_more_than_any(
+    store_dir: pathlib.Path,
+) -> None:
+    with Store(store_dir) as s:
+        s.append_batch("a", [{"i": i} for i in range(3)])
+        last = s.last_lsn
+        negative = [
+            lambda: s.tail("a", -1),
+            lambda: s.tail_json("a", -1),
+            lambda: s.tail_if_cached("a", -1),
+            lambda: s.get("a", -1),
+            lambda: s.get_json("a", -1),
+            lambda: s.messages("a", -1),
+            lambda: s.messages_json("a", 1, -1),
+            lambda: s.window("a", max_messages=-1),
+            lambda: s.window("a", max_bytes=-5),
+            lambda: s.truncate("a", -1),
+            lambda: s.fork("a", "b", -1),
+            lambda: s.append_if("a", -1, {"x": 1}),
+            lambda: s.replace("a", [{"x": 1}], expected_next_id=-1),
+            lambda: s.replace("a", [{"x": 1}], expected_version=(4, -1)),
+            lambda: s.subscribe(-1),
+            lambda: s.subscribe(session="a", from_id=-2),
+        ]
+        for call in negative:
+            with pytest.raises(ValueError, match="at least 0, got -"):
+                call()
+        # A float is not a count, whatever its value.
+        for call in (lambda: s.tail("a", 1.0), lambda: s.truncate("a", 2.5)):
+            with pytest.raises(TypeError):
+                call()
+        # Nothing was written by any of them.
+        assert s.last_lsn == last
+        assert s.tail("a") == [{"i": 0}, {"i": 1}, {"i": 2}]
+        assert "b" not in s
+
+        huge = 2**70
+        assert s.tail("a", huge) == [{"i": 0}, {"i": 1}, {"i": 2}]
+        assert s.tail_json("a", huge) == ['{"i":0}', '{"i":1}', '{"i":2}']
+        assert s.get("a", huge) is None
+        assert s.get_json("a", huge) is None
+        assert list(s.messages("a", 2, huge)) == [{"i": 1}, {"i": 2}]
+        assert list(s.messages("a", huge)) == []
+        assert s.window("a", max_messages=huge, max_bytes=huge) == s.tail("a")
+        assert s.truncate("a", huge) == 0
+        with pytest.raises(convlog.Conflict):
+            s.append_if("a", huge, {"x": 1})
+        assert s.last_lsn == last
+        # An int subclass with __index__ semantics is an int.
+        assert s.tail("a", True) == [{"i": 2}]

@@ -113,7 +113,7 @@ def test_arguments_are_checked(store_dir: pathlib.Path) -> None:
             s.subscribe("later")
         with pytest.raises(TypeError):
             s.subscribe(True)
-        with pytest.raises(OverflowError):
+        with pytest.raises(ValueError, match="at least 0"):
             s.subscribe(-1)
         with pytest.raises(ValueError, match="from_id"):
             s.subscribe(from_id=2)

@@ -207,6 +207,13 @@ class Store:
 
     A usable context manager: ``with Store(path) as store: ...`` closes it. After
     ``close()`` every method raises ``Closed``.
+
+    Counts, interaction ids and LSNs given as arguments (``n``, ``keep``, ``at``,
+    ``start``, ``stop``, ``interaction_id``, ``expected_next_id``, ``max_messages``,
+    ``max_bytes``, ``from_id``, ``since``) are ``int``\ s of at least 0: a negative one
+    raises ``ValueError`` and changes nothing (none counts from the end), a ``float``
+    ``TypeError``. One past ``2**64 - 1`` means more than any: ``tail(s, 2**70)`` is every
+    message, as a slice may run past a list's end.
     """
 
     def __init__(

@@ -16,6 +16,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use crate::bulk;
 use crate::cache::{self, TailCache};
 use crate::codec;
+use crate::count::{self, Count};
 use crate::errors::Fail;
 use crate::messages::{Cursor, Messages, Slot};
 use crate::subscribe::{SubSlot, Subscription};
@@ -335,7 +336,7 @@ impl Store {
         &self,
         py: Python<'_>,
         session: &str,
-        expected_next_id: u64,
+        expected_next_id: Count,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<Receipt> {
         let encoded = codec::encode(session, message)?;
@@ -343,7 +344,7 @@ impl Store {
         let mut r = self.append_with(py, session, &bytes, |s| {
             Ok(vec![s.append_raw_if(
                 session,
-                expected_next_id,
+                expected_next_id.0,
                 bytes[0],
             )?])
         })?;
@@ -384,9 +385,10 @@ impl Store {
         &self,
         py: Python<'py>,
         session: &str,
-        n: Option<u64>,
+        n: Option<Count>,
     ) -> PyResult<Bound<'py, PyList>> {
         check_session(py, session)?;
+        let n = count::opt(n);
         let cache = self.cache();
         let Some((cache, n)) = cache
             .zip(n)
@@ -430,12 +432,12 @@ impl Store {
         &self,
         py: Python<'py>,
         session: &str,
-        n: u64,
+        n: Count,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
         check_session(py, session)?;
         match self.cache() {
-            Some(cache) if (1..=cache::PER_SESSION as u64).contains(&n) => {
-                self.cached(py, &cache, session, n)
+            Some(cache) if (1..=cache::PER_SESSION as u64).contains(&n.0) => {
+                self.cached(py, &cache, session, n.0)
             }
             _ if self.closed(py) => Err(Fail::Closed.into_py_err(py)),
             _ => Ok(None),
@@ -447,10 +449,10 @@ impl Store {
         &self,
         py: Python<'py>,
         session: &str,
-        n: Option<u64>,
+        n: Option<Count>,
     ) -> PyResult<Vec<Bound<'py, PyString>>> {
         check_session(py, session)?;
-        let n = n.unwrap_or(u64::MAX);
+        let n = count::opt(n).unwrap_or(u64::MAX);
         let (all, _) = self.run(py, |s| Ok(bulk::stored(s.tail(session, n).raw())?))?;
         all.iter().map(|m| codec::text(py, m)).collect()
     }
@@ -460,10 +462,10 @@ impl Store {
         &self,
         py: Python<'_>,
         session: &str,
-        start: Option<u64>,
-        stop: Option<u64>,
+        start: Option<Count>,
+        stop: Option<Count>,
     ) -> PyResult<Messages> {
-        self.iter(py, session, start, stop, false)
+        self.iter(py, session, count::opt(start), count::opt(stop), false)
     }
 
     #[pyo3(signature = (session, start=None, stop=None))]
@@ -471,19 +473,19 @@ impl Store {
         &self,
         py: Python<'_>,
         session: &str,
-        start: Option<u64>,
-        stop: Option<u64>,
+        start: Option<Count>,
+        stop: Option<Count>,
     ) -> PyResult<Messages> {
-        self.iter(py, session, start, stop, true)
+        self.iter(py, session, count::opt(start), count::opt(stop), true)
     }
 
     fn get<'py>(
         &self,
         py: Python<'py>,
         session: &str,
-        interaction_id: u64,
+        interaction_id: Count,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let found = self.read_entry(py, session, interaction_id)?;
+        let found = self.read_entry(py, session, interaction_id.0)?;
         found.map(|m| codec::decode(py, &m)).transpose()
     }
 
@@ -491,9 +493,9 @@ impl Store {
         &self,
         py: Python<'py>,
         session: &str,
-        interaction_id: u64,
+        interaction_id: Count,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
-        let found = self.read_entry(py, session, interaction_id)?;
+        let found = self.read_entry(py, session, interaction_id.0)?;
         found.map(|m| codec::text(py, &m)).transpose()
     }
 
@@ -538,8 +540,8 @@ impl Store {
         popped.map(|m| codec::text(py, &m)).transpose()
     }
 
-    fn truncate(&self, py: Python<'_>, session: &str, keep: u64) -> PyResult<u64> {
-        self.cut(py, session, |s| s.truncate(session, keep))
+    fn truncate(&self, py: Python<'_>, session: &str, keep: Count) -> PyResult<u64> {
+        self.cut(py, session, |s| s.truncate(session, keep.0))
     }
 
     fn clear(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
@@ -548,7 +550,8 @@ impl Store {
 
     /// Starts `dst` as the first `at` messages of `src` (all with `None`), shared.
     #[pyo3(signature = (src, dst, at=None))]
-    fn fork(&self, py: Python<'_>, src: &str, dst: &str, at: Option<u64>) -> PyResult<u64> {
+    fn fork(&self, py: Python<'_>, src: &str, dst: &str, at: Option<Count>) -> PyResult<u64> {
+        let at = count::opt(at);
         // One Fork record for `dst` (none when nothing is shared); `dst` was empty.
         self.cut(py, dst, |s| s.fork(src, dst, at))
     }
@@ -560,9 +563,10 @@ impl Store {
         py: Python<'_>,
         session: &str,
         messages: &Bound<'_, PyAny>,
-        expected_next_id: Option<u64>,
-        expected_version: Option<(u64, Option<u64>)>,
+        expected_next_id: Option<Count>,
+        expected_version: Option<(Count, Option<Count>)>,
     ) -> PyResult<Vec<Receipt>> {
+        let expected_next_id = count::opt(expected_next_id);
         if expected_next_id.is_some() && expected_version.is_some() {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "give expected_next_id or expected_version, not both",
@@ -573,10 +577,10 @@ impl Store {
         let f = |s: &convlog::Store| {
             let had = s.interaction_count(session) > 0;
             let r = match expected_version {
-                Some((next_id, last)) => {
+                Some((Count(next_id), last)) => {
                     let v = convlog::SessionVersion {
                         next_id,
-                        last_lsn: last.map(convlog::Lsn),
+                        last_lsn: count::opt(last).map(convlog::Lsn),
                     };
                     s.replace_if(session, v, &bytes)?
                 }
@@ -598,11 +602,12 @@ impl Store {
         &self,
         py: Python<'py>,
         session: &str,
-        max_messages: Option<u64>,
-        max_bytes: Option<u64>,
+        max_messages: Option<Count>,
+        max_bytes: Option<Count>,
         keep_system: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         check_session(py, session)?;
+        let (max_messages, max_bytes) = (count::opt(max_messages), count::opt(max_bytes));
         let mut spec = convlog::WindowSpec::new().keep_system(keep_system);
         if let Some(n) = max_messages {
             spec = spec.max_messages(n);
@@ -656,8 +661,9 @@ impl Store {
         py: Python<'_>,
         since: Option<&Bound<'_, PyAny>>,
         session: Option<String>,
-        from_id: Option<u64>,
+        from_id: Option<Count>,
     ) -> PyResult<Subscription> {
+        let from_id = count::opt(from_id);
         let since = match since {
             None => None,
             Some(v) if v.is_none() => None,
@@ -674,7 +680,7 @@ impl Store {
                         "since is \"now\" or an LSN (an int), not a bool",
                     ));
                 }
-                Err(_) => convlog::Since::Lsn(convlog::Lsn(v.extract::<u64>()?)),
+                Err(_) => convlog::Since::Lsn(convlog::Lsn(v.extract::<Count>()?.0)),
             }),
         };
         if let Some(s) = &session {
