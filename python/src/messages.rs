@@ -2,7 +2,7 @@
 //! decoded a chunk at a time.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use pyo3::exceptions::{PyRecursionError, PyValueError};
 use pyo3::prelude::*;
@@ -31,12 +31,23 @@ pub(crate) enum Cursor {
 pub(crate) type Slot = Arc<Mutex<Cursor>>;
 
 /// A lazy iterator over a session's messages: a snapshot, read and decoded a chunk at a time.
-#[pyclass(module = "convlog", name = "Messages")]
+///
+/// Threads may share one: their `next()` calls take turns (on `state`), so each message is
+/// yielded once, in order. A thread waits for its turn with the GIL released, and the one
+/// whose turn it is never waits for anything holding the GIL, so the GIL and `state` cannot
+/// deadlock.
+#[pyclass(module = "convlog", name = "Messages", frozen)]
 pub struct Messages {
     slot: Slot,
+    state: Mutex<State>,
+    json: bool,
+}
+
+/// What `next()` changes.
+#[derive(Default)]
+struct State {
     /// Read, not yet yielded: each message decoded, or why it could not be.
     buffer: VecDeque<PyResult<Py<PyAny>>>,
-    json: bool,
     /// It said it was exhausted (`StopIteration`): it says so for good, closed or not.
     ended: bool,
 }
@@ -46,10 +57,80 @@ impl Messages {
     pub(crate) fn new(slot: Slot, json: bool) -> Messages {
         Messages {
             slot,
-            buffer: VecDeque::new(),
+            state: Mutex::new(State::default()),
             json,
-            ended: false,
         }
+    }
+
+    /// This thread's turn at `state`: taken at once if free, else waited for without the GIL.
+    fn turn(&self, py: Python<'_>) -> MutexGuard<'_, State> {
+        loop {
+            match self.state.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    // Wait until the thread in `next()` leaves it, then try again with the GIL.
+                    py.detach(|| drop(lock(&self.state)));
+                }
+            }
+        }
+    }
+
+    /// The next message, on this thread's turn (`state`).
+    fn next_in_turn(&self, py: Python<'_>, state: &mut State) -> PyResult<Option<Py<PyAny>>> {
+        if state.ended {
+            return Ok(None);
+        }
+        let closed = match &*lock(&self.slot) {
+            Cursor::Closed { drained } => Some(*drained),
+            _ => None,
+        };
+        if let Some(drained) = closed {
+            // What it read ahead before the close is not yielded after it: an iterator
+            // not yet exhausted raises Closed; one with nothing left is exhausted.
+            let unread = !state.buffer.is_empty();
+            state.buffer.clear();
+            if drained && !unread {
+                state.ended = true;
+                return Ok(None);
+            }
+            return Err(Fail::Closed.into_py_err(py));
+        }
+        if let Some(m) = state.buffer.pop_front() {
+            return m.map(Some);
+        }
+        let slot = self.slot.clone();
+        let Some(chunk) = py
+            .detach(move || next_chunk(&slot))
+            .map_err(|e| e.into_py_err(py))?
+        else {
+            state.ended = true;
+            return Ok(None);
+        };
+        if self.json {
+            for m in &chunk {
+                let text = codec::text(py, m).map(|t| t.into_any().unbind());
+                state.buffer.push_back(text);
+            }
+        } else {
+            match codec::decode_all(py, &chunk) {
+                Ok(list) => state.buffer.extend(list.iter().map(|m| Ok(m.unbind()))),
+                // A message that does not decode: each is decoded on its own, so that its
+                // error is raised in its place and the messages after it still follow.
+                // (Anything else, a KeyboardInterrupt say, is raised now.)
+                Err(e)
+                    if e.is_instance_of::<PyValueError>(py)
+                        || e.is_instance_of::<PyRecursionError>(py) =>
+                {
+                    for m in &chunk {
+                        let decoded = codec::decode(py, m).map(Bound::unbind);
+                        state.buffer.push_back(decoded);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        state.buffer.pop_front().transpose()
     }
 }
 
@@ -94,70 +175,20 @@ impl Messages {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        if self.ended {
-            return Ok(None);
-        }
-        let closed = match &*lock(&self.slot) {
-            Cursor::Closed { drained } => Some(*drained),
-            _ => None,
-        };
-        if let Some(drained) = closed {
-            // What it read ahead before the close is not yielded after it: an iterator
-            // not yet exhausted raises Closed; one with nothing left is exhausted.
-            let unread = !self.buffer.is_empty();
-            self.buffer.clear();
-            if drained && !unread {
-                self.ended = true;
-                return Ok(None);
-            }
-            return Err(Fail::Closed.into_py_err(py));
-        }
-        if let Some(m) = self.buffer.pop_front() {
-            return m.map(Some);
-        }
-        let slot = self.slot.clone();
-        let Some(chunk) = py
-            .detach(move || next_chunk(&slot))
-            .map_err(|e| e.into_py_err(py))?
-        else {
-            self.ended = true;
-            return Ok(None);
-        };
-        if self.json {
-            for m in &chunk {
-                let text = codec::text(py, m).map(|t| t.into_any().unbind());
-                self.buffer.push_back(text);
-            }
-        } else {
-            match codec::decode_all(py, &chunk) {
-                Ok(list) => self.buffer.extend(list.iter().map(|m| Ok(m.unbind()))),
-                // A message that does not decode: each is decoded on its own, so that its
-                // error is raised in its place and the messages after it still follow.
-                // (Anything else, a KeyboardInterrupt say, is raised now.)
-                Err(e)
-                    if e.is_instance_of::<PyValueError>(py)
-                        || e.is_instance_of::<PyRecursionError>(py) =>
-                {
-                    for m in &chunk {
-                        let decoded = codec::decode(py, m).map(Bound::unbind);
-                        self.buffer.push_back(decoded);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        self.buffer.pop_front().transpose()
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let mut state = self.turn(py);
+        self.next_in_turn(py, &mut state)
     }
 
     /// How many messages are left (a hint for `list()`).
     fn __length_hint__(&self, py: Python<'_>) -> usize {
+        let buffered = self.turn(py).buffer.len();
         let slot = self.slot.clone();
         let left = py.detach(move || match &*lock(&slot) {
             Cursor::Live(raw) => Some(raw.len()),
             Cursor::Closed { .. } => None,
             _ => Some(0),
         });
-        left.map_or(0, |left| left + self.buffer.len())
+        left.map_or(0, |left| left + buffered)
     }
 }

@@ -409,6 +409,35 @@ def test_threads_append_gapless(store_dir: pathlib.Path) -> None:
             assert [m["i"] for m in stored if m["t"] == t] == list(range(per))
 
 
+def test_threads_sharing_one_iterator_take_turns(store_dir: pathlib.Path) -> None:
+    n = 20_000
+    with Store(store_dir) as s:
+        s.append_batch("a", [{"i": i} for i in range(n)])
+        for it in (s.messages("a"), s.messages_json("a")):
+            got: list[list[int]] = [[] for _ in range(4)]
+            errors: list[BaseException] = []
+
+            def drain(k: int, it=it) -> None:
+                try:
+                    for m in it:
+                        got[k].append((json.loads(m) if isinstance(m, str) else m)["i"])
+                        if len(got[k]) % 97 == 0:
+                            time.sleep(0)  # let another thread in
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+
+            ts = [threading.Thread(target=drain, args=(k,)) for k in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            assert errors == []
+            # Each message once, and each thread saw its share in order.
+            assert sorted(i for g in got for i in g) == list(range(n))
+            assert all(g == sorted(g) for g in got)
+            assert next(it, None) is None
+
+
 def test_threads_mixing_reads_writes_and_close(store_dir: pathlib.Path) -> None:
     s = Store(store_dir)
     s.append_batch("r", [{"i": i} for i in range(1000)])

@@ -79,7 +79,8 @@ class Messages(Iterator[Any]):
     """A lazy iterator over a session's messages, oldest first: a snapshot of the messages
     present when it was made (later appends, pops and clears do not change it), read and
     decoded 64 at a time, so a session of millions is read in constant memory. Raises
-    ``Closed`` if its ``Store`` is closed before it is exhausted."""
+    ``Closed`` if its ``Store`` is closed before it is exhausted. Threads may share one:
+    their ``next()`` calls take turns, so each message is yielded once, in order."""
 
     def __iter__(self) -> Messages: ...
     def __next__(self) -> Any: ...
