@@ -241,7 +241,7 @@ fn sessions_lists_sorts_and_prints_json() {
 }
 
 #[test]
-fn read_only_commands_fail_cleanly_without_a_store_and_change_nothing() {
+fn commands_but_append_and_import_fail_cleanly_without_a_store_and_change_nothing() {
     let tmp = TempDir::new().unwrap();
     let missing = tmp.path().join("nope");
     for args in [
@@ -255,6 +255,14 @@ fn read_only_commands_fail_cleanly_without_a_store_and_change_nothing() {
         vec!["clear", s(&missing), "a"],
         vec!["truncate", s(&missing), "a", "1"],
         vec!["repair", s(&missing)],
+        // Commands that write, but only to a store that exists (`append` and `import`
+        // create one).
+        vec!["meta", s(&missing), "a", "{\"m\":1}"],
+        vec!["replace", s(&missing), "a"],
+        vec!["fork", s(&missing), "a", "b"],
+        vec!["delete", s(&missing), "a"],
+        vec!["compact", s(&missing)],
+        vec!["window", s(&missing), "a"],
     ] {
         let (code, out, err) = run(&args);
         assert_eq!(code, 1, "{args:?}");
@@ -2153,4 +2161,112 @@ fn a_change_whose_output_fails_says_it_is_done() {
     );
     let (_, out, _) = run(&["cat", d, "s"]);
     assert_eq!(out, "{\"a\":1}\n", "the pop happened, once");
+
+    // A streaming append stops at the line whose receipt failed, and says it is in.
+    let input = tmp.path().join("in.jsonl");
+    let full_with_stdin = |args: &[&str], stdin: &str| {
+        std::fs::write(&input, stdin).unwrap();
+        let _guard = fork_guard();
+        let out = Command::new(env!("CARGO_BIN_EXE_convlog"))
+            .args(args)
+            .stdin(std::fs::File::open(&input).unwrap())
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = full_with_stdin(&["append", d, "s"], "{\"a\":2}\n{\"a\":3}\n");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "stdin line 1: appended to \"s\": interaction 2, LSN 4 (done), but cannot write \
+             stdout"
+        ) && err.contains("1 message appended in all, stdin not read past line 1"),
+        "{err}"
+    );
+    let (_, out, _) = run(&["cat", d, "s"]);
+    assert_eq!(
+        out, "{\"a\":1}\n{\"a\":2}\n",
+        "line 1 in, once; line 2 not read"
+    );
+
+    // Every other command that changes the store says so when its report cannot be printed.
+    let import = tmp.path().join("import.jsonl");
+    std::fs::write(&import, "{\"session\":\"i\",\"message\":{\"a\":9}}\n").unwrap();
+    let im = s(&import);
+    let cases: [(&[&str], &str, &str); 8] = [
+        (
+            &["fork", d, "s", "f"],
+            "",
+            "forked \"s\" into \"f\": it starts with 2 messages",
+        ),
+        (
+            &["truncate", d, "s", "1"],
+            "",
+            "truncated \"s\" to 1 message: removed 1 message",
+        ),
+        (&["clear", d, "f"], "", "cleared \"f\": removed 2 messages"),
+        (
+            &["meta", d, "s", "{\"m\":1}"],
+            "",
+            "set the metadata of \"s\"",
+        ),
+        (
+            &["replace", d, "r"],
+            "{\"b\":1}\n",
+            "replaced \"r\": it holds 1 message",
+        ),
+        (&["import", d, im], "", "imported 1 message into 1 session"),
+        (&["delete", d, "r"], "", "deleted 1 session"),
+        (&["compact", d, "--seal", "--json"], "", "compacted "),
+    ];
+    for (args, stdin, done) in cases {
+        let (code, err) = full_with_stdin(args, stdin);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains(done) && err.contains("(done), but cannot write stdout"),
+            "{args:?}: {err}"
+        );
+    }
+    let (_, out, _) = run(&["sessions", d]);
+    let ids: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(ids.contains(&"s") && ids.contains(&"i"), "{out}");
+    assert!(!ids.contains(&"f") && !ids.contains(&"r"), "{out}");
+    let (_, out, _) = run(&["cat", d, "s"]);
+    assert_eq!(out, "{\"a\":1}\n", "each change happened once");
+}
+
+#[test]
+fn retention_limits_of_zero_are_usage_errors_and_erase_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    let (code, _, err) = run(&["append", d, "s", "{\"a\":1}"]);
+    assert_eq!(code, 0, "{err}");
+    for flag in [
+        ["--idle-for", "0s"],
+        ["--idle-for", "0d"],
+        ["--max-sessions", "0"],
+        ["--max-bytes", "0"],
+    ] {
+        let (code, out, err) = run(&["compact", d, "--seal", flag[0], flag[1]]);
+        assert_eq!(code, 2, "{flag:?}: a usage error: {err}");
+        assert!(out.is_empty(), "{flag:?}: {out}");
+        assert!(
+            err.contains("would delete every session") && err.contains("convlog delete"),
+            "{flag:?}: {err}"
+        );
+    }
+    let (_, out, _) = run(&["cat", d, "s"]);
+    assert_eq!(out, "{\"a\":1}\n", "nothing was erased");
+    // One is a limit like any other.
+    let (code, _, err) = run(&["compact", d, "--max-sessions", "1"]);
+    assert_eq!(code, 0, "{err}");
 }

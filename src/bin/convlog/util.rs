@@ -485,6 +485,12 @@ pub fn done_but(done: &str, printed: CliResult) -> CliResult {
     printed.map_err(|e| CliError::Message(format!("{done} (done), but {e}")))
 }
 
+/// [`print`] for a command that has changed the store: if printing fails, the error says
+/// the change is done, in the words of `text`'s first line (see [`done_but`]).
+pub fn print_done(text: &str) -> CliResult {
+    done_but(text.lines().next().unwrap_or_default(), print(text))
+}
+
 /// Prints `text` on stdout (a closed pipe is not an error).
 pub fn print(text: &str) -> CliResult<()> {
     let mut out = Out::stdout();

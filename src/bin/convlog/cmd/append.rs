@@ -175,6 +175,9 @@ struct Stream<'a> {
     printing: bool,
     /// Whether opening the store failed (its error already says nothing was written).
     open_failed: bool,
+    /// Whether the error ending the stream already says what was appended (a receipt that
+    /// could not be printed).
+    explained: bool,
 }
 
 /// Appends each stdin line as it arrives, printing its receipt at once; syncs at the end,
@@ -186,6 +189,7 @@ fn stream(args: &Args) -> CliResult {
         appended: 0,
         printing: true,
         open_failed: false,
+        explained: false,
     };
     let result = s.run(&mut Lines::stdin_streaming());
     let synced = s.store.as_ref().map_or(Ok(()), sync);
@@ -207,7 +211,18 @@ impl Stream<'_> {
                 e => CliError::Message(format!("stdin line {n}: {e}")),
             })?;
             self.appended += 1;
-            self.print(&receipt)?;
+            if let Err(e) = self.print(&receipt) {
+                // The message is in: say so, and stop before reading more (a retry of the
+                // whole input would append it again).
+                self.explained = true;
+                let receipt = receipt_line(&self.args.session, &receipt);
+                return Err(CliError::Message(format!(
+                    "stdin line {n}: {} (done), but {e}; {} appended in all, stdin not read \
+                     past line {n}",
+                    receipt.trim_end(),
+                    plural(self.appended, "message")
+                )));
+            }
         }
         Ok(())
     }
@@ -263,7 +278,7 @@ impl Stream<'_> {
             (n, false) => format!("the {} before it stay appended", plural(n, "message")),
         };
         match e {
-            e if self.open_failed => e,
+            e if self.open_failed || self.explained => e,
             CliError::BrokenPipe => e,
             CliError::Input(m) => CliError::Input(format!("{m}; {outcome}")),
             e => CliError::Message(format!("{e}; {outcome}")),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::{CliResult, InStore};
-use crate::util::{check_session, open_existing, plural, print, sync};
+use crate::util::{check_session, open_existing, plural, print, print_done, sync};
 
 /// Arguments of `convlog clear`.
 #[derive(Debug, clap::Args)]
@@ -30,7 +30,7 @@ pub fn run(args: Args) -> CliResult {
             args.session
         ))
     } else {
-        print(&format!(
+        print_done(&format!(
             "cleared {:?}: removed {}\n",
             args.session,
             plural(removed, "message")

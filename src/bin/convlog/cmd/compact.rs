@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 
+use convlog::CompactReport;
 use serde_json::json;
 
 use crate::error::{CliResult, InStore};
 use crate::util::{
-    Out, human_bytes, human_duration, open_existing_with, plural, progress, thousands,
+    Out, done_but, human_bytes, human_duration, open_existing_with, plural, progress, thousands,
 };
 
 /// Arguments of `convlog compact`.
@@ -28,10 +29,10 @@ pub struct Args {
     pub idle_for: Option<std::time::Duration>,
     /// Keep at most this many bytes of messages (`500M`, `2G`): the least recently
     /// appended sessions are deleted first.
-    #[arg(long, value_name = "SIZE", value_parser = crate::util::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_max_bytes)]
     pub max_bytes: Option<u64>,
     /// Keep at most this many sessions (the most recently appended).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_max_sessions)]
     pub max_sessions: Option<usize>,
     /// Remove every file in `quarantine/` (bytes repairs and torn-tail cuts set aside, which
     /// may hold messages of deleted sessions) even when nothing is dropped. (A compaction that
@@ -70,6 +71,16 @@ pub fn run(args: Args) -> CliResult {
         } else {
             0
         };
+    let done = format!(
+        "compacted {}: {} rewritten",
+        args.dir.display(),
+        plural(r.segments_rewritten as u64, "segment")
+    );
+    done_but(&done, print_report(&args, &r, purged))
+}
+
+/// Prints the report of a compaction: as JSON with `--json`, as text otherwise.
+fn print_report(args: &Args, r: &CompactReport, purged: usize) -> CliResult {
     let mut out = Out::stdout();
     if args.json {
         out.json_pretty(&json!({
@@ -85,7 +96,7 @@ pub fn run(args: Args) -> CliResult {
             "quarantine_files_removed": purged,
         }))?;
     } else {
-        out.text(&text_report(&args, &r, purged))?;
+        out.text(&text_report(args, r, purged))?;
     }
     out.finish()
 }
@@ -155,6 +166,28 @@ fn text_report(args: &Args, r: &convlog::CompactReport, purged: usize) -> String
 }
 
 /// Parses an age: a number followed by `s`, `m`, `h` or `d`.
+/// What a retention limit of 0 is told: it would erase the whole store, which `delete` says
+/// outright.
+const ZERO_LIMIT: &str = "would delete every session; to delete sessions, use `convlog delete`";
+
+/// `--max-bytes`: a size (`500M`) of at least 1 byte.
+fn parse_max_bytes(text: &str) -> Result<u64, String> {
+    match crate::util::parse_size(text)? {
+        0 => Err(format!("{text:?} {ZERO_LIMIT}")),
+        n => Ok(n),
+    }
+}
+
+/// `--max-sessions`: a count of at least 1.
+fn parse_max_sessions(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err(format!("0 {ZERO_LIMIT}")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?} is not a number of sessions: {e}")),
+    }
+}
+
+/// `--idle-for`: an age (`30d`) of at least one second.
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -173,7 +206,9 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{text:?} is not an age: a number followed by s, m, h or d"))?;
-    n.checked_mul(secs)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long an age"))
+    match n.checked_mul(secs) {
+        Some(0) => Err(format!("an age of {text:?} {ZERO_LIMIT}")),
+        Some(secs) => Ok(std::time::Duration::from_secs(secs)),
+        None => Err(format!("{text:?} is too long an age")),
+    }
 }

@@ -6,7 +6,7 @@ use crate::jsonl::Lines;
 use std::path::PathBuf;
 
 use crate::error::{CliError, CliResult, InStore};
-use crate::util::{check_session, open_existing, plural, print, sync};
+use crate::util::{check_session, open_existing, plural, print_done, sync};
 
 /// Arguments of `convlog delete`.
 #[derive(Debug, clap::Args)]
@@ -46,7 +46,7 @@ pub fn run(args: Args) -> CliResult {
     if absent > 0 {
         line += &format!(" ({} held nothing)", plural(absent, "other"));
     }
-    print(&format!(
+    print_done(&format!(
         "{line}; their bytes go at the next `convlog compact`\n"
     ))
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{CliResult, InStore};
-use crate::util::{check_session, open_existing, plural, print, require_session, sync};
+use crate::util::{check_session, open_existing, plural, print_done, require_session, sync};
 
 /// Arguments of `convlog fork`.
 #[derive(Debug, clap::Args)]
@@ -34,7 +34,7 @@ pub fn run(args: Args) -> CliResult {
         .fork(&args.src, &args.dst, args.at)
         .in_store(&args.dir)?;
     sync(&store)?;
-    print(&format!(
+    print_done(&format!(
         "forked {:?} into {:?}: it starts with {} (interaction ids go on at {})\n",
         args.src,
         args.dst,

@@ -26,7 +26,9 @@ use serde_json::value::RawValue;
 
 use crate::error::{CliError, CliResult, InStore};
 use crate::jsonl::{Source, check_message, json_error, json_kind};
-use crate::util::{Out, human_duration, open_writable, plural, progress, sync, thousands};
+use crate::util::{
+    Out, human_duration, open_writable, plural, print_done, progress, sync, thousands,
+};
 
 /// Most messages appended in one batch.
 const BATCH_MESSAGES: usize = 1000;
@@ -169,9 +171,7 @@ pub fn run(args: Args) -> CliResult {
             lines.join(", ")
         ));
     }
-    let mut out = Out::stdout();
-    out.text(&text)?;
-    out.finish()
+    print_done(&text)
 }
 
 /// Reads every line of `source`; appends the valid ones to `store` when given. An invalid

@@ -8,7 +8,7 @@ use convlog::{Durability, RecoveryMode, Store};
 
 use crate::error::{CliError, CliResult};
 use crate::util::{
-    Out, human_bytes, human_duration, kinds, plural, require_store, segment_bytes_in,
+    human_bytes, human_duration, kinds, plural, print, print_done, require_store, segment_bytes_in,
     segment_files_in, spinner, torn_tail,
 };
 
@@ -49,6 +49,7 @@ pub fn run(args: Args) -> CliResult {
     let store = opened?;
     let report = store.recovery_report();
     let mut text = String::new();
+    let clean = report.classification() == convlog::Classification::Clean;
     match report.classification() {
         convlog::Classification::Clean => text.push_str(&format!(
             "{}: clean, nothing to repair\n",
@@ -90,7 +91,9 @@ pub fn run(args: Args) -> CliResult {
         plural(store.stats().messages, "message"),
         human_duration(report.duration),
     ));
-    let mut out = Out::stdout();
-    out.text(&text)?;
-    out.finish()
+    if clean {
+        print(&text)
+    } else {
+        print_done(&text)
+    }
 }

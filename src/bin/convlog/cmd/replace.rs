@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::cmd::append::read_stdin;
 use crate::error::{CliResult, InStore};
-use crate::util::{check_session, open_writable, plural, print, sync};
+use crate::util::{check_session, open_writable, plural, print_done, sync};
 
 /// Arguments of `convlog replace`.
 #[derive(Debug, clap::Args)]
@@ -31,12 +31,18 @@ pub struct Args {
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
     let messages = read_stdin()?;
-    let store = open_writable(&args.dir, true, None, args.mode.permissions(), &args.master)?;
+    let store = open_writable(
+        &args.dir,
+        false,
+        None,
+        args.mode.permissions(),
+        &args.master,
+    )?;
     let receipts = store
         .replace(&args.session, args.expect, &messages)
         .in_store(&args.dir)?;
     sync(&store)?;
-    print(&format!(
+    print_done(&format!(
         "replaced {:?}: it holds {}\n",
         args.session,
         plural(receipts.len() as u64, "message")

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::{CliResult, InStore};
-use crate::util::{check_session, open_existing, plural, print, sync};
+use crate::util::{check_session, open_existing, plural, print, print_done, sync};
 
 /// Arguments of `convlog truncate`.
 #[derive(Debug, clap::Args)]
@@ -36,7 +36,7 @@ pub fn run(args: Args) -> CliResult {
             plural(args.keep, "message")
         ))
     } else {
-        print(&format!(
+        print_done(&format!(
             "truncated {:?} to {}: removed {}\n",
             args.session,
             plural(args.keep, "message"),
