@@ -93,3 +93,37 @@ fn metadata_is_logged_replaced_kept_and_filtered() {
     assert_eq!(meta(&store, "b").unwrap()["user"], "u2");
     assert_eq!(meta(&store, "c"), None);
 }
+
+#[test]
+fn sessions_where_finds_a_member_beside_values_a_json_value_cannot_hold() {
+    let fs = SimFs::new(1);
+    let store = open(&fs);
+    let ids = |v: Vec<convlog::SessionInfo>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    for s in ["a", "b", "c", "d", "e"] {
+        store.append(s, &json!({"role": "user"})).unwrap();
+    }
+    // What an append accepts but a `serde_json::Value` cannot hold: a lone surrogate escape
+    // (in a value and in a key), a number past f64's range.
+    store
+        .set_meta_raw("a", br#"{"user":"u1","title":"Caf\ud83d"}"#)
+        .unwrap();
+    store
+        .set_meta_raw("b", br#"{"cost":1e999,"user":"u1"}"#)
+        .unwrap();
+    store
+        .set_meta_raw("c", br#"{"\udc00":1,"us\u0065r":"u1"}"#)
+        .unwrap();
+    // The member asked for is one of them: it equals nothing.
+    store
+        .set_meta_raw("d", br#"{"user":"\ud800","n":1e999}"#)
+        .unwrap();
+    // A key given twice: the last one counts, as when the object is read.
+    store
+        .set_meta_raw("e", br#"{"user":"u1","user":"u2"}"#)
+        .unwrap();
+    let u1 = ids(store.sessions_where("user", &json!("u1")).unwrap());
+    assert_eq!(u1, ["a", "b", "c"]);
+    assert_eq!(ids(store.sessions_where("user", &json!("u2")).unwrap()), ["e"]);
+    assert!(store.sessions_where("n", &json!(f64::MAX)).unwrap().is_empty());
+    assert!(store.sessions_where("nope", &json!("u1")).unwrap().is_empty());
+}

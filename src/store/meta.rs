@@ -82,13 +82,87 @@ impl Store {
             let Some(json) = self.meta(&s.id)? else {
                 continue;
             };
-            let meta: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_slice(&json).unwrap_or_default();
-            if meta.get(key) == Some(value) {
+            if member(&json, key).is_some_and(|m| m == *value) {
                 out.push(s);
             }
         }
         Ok(out)
+    }
+}
+
+/// The top-level member `key` of the metadata object `json` (the last, if it is there more
+/// than once), as a [`serde_json::Value`]; `None` if it has none, or one that a `Value` cannot
+/// hold.
+///
+/// Stored metadata is any object an append accepts, which is more than a `Value` can hold: a
+/// string with a lone surrogate escape (which Python's `json` writes) or a number past
+/// `f64`'s range, anywhere in it. Such a value elsewhere in the object must not hide the
+/// member asked for, so keys are read as bytes (lone surrogates allowed), other members are
+/// skipped, and only the member asked for is read as a `Value`. A member that cannot be one
+/// equals no `Value`, so it matches nothing.
+fn member(json: &[u8], key: &str) -> Option<serde_json::Value> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let raw = Member(key.as_bytes()).deserialize(&mut de).ok()??;
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// Finds a member by key in a JSON object, as raw JSON: see [`member`].
+struct Member<'k>(&'k [u8]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Member<'_> {
+    type Value = Option<&'de serde_json::value::RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Member<'_> {
+    type Value = Option<&'de serde_json::value::RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(k) = map.next_key::<KeyBytes>()? {
+            if k.0 == self.0 {
+                found = Some(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A JSON object key as bytes: WTF-8 for a lone surrogate escape, which a `String` refuses.
+struct KeyBytes(Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for KeyBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = KeyBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> std::result::Result<KeyBytes, E> {
+                Ok(KeyBytes(v.to_vec()))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<KeyBytes, E> {
+                Ok(KeyBytes(v.as_bytes().to_vec()))
+            }
+        }
+        d.deserialize_bytes(Bytes)
     }
 }
 
