@@ -2283,3 +2283,26 @@ fn retention_limits_of_zero_are_usage_errors_and_erase_nothing() {
     let (code, _, err) = run(&["compact", d, "--max-sessions", "1"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn stdin_read_whole_refuses_a_line_no_message_can_fill_and_writes_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("store");
+    let d = s(&dir);
+    let (code, _, err) = run(&["append", d, "s", "{\"a\":1}"]);
+    assert_eq!(code, 0, "{err}");
+    // A first line of 17 MiB without an ending, after a valid one: no message is that long.
+    let mut input = b"{\"b\":1}\n".to_vec();
+    input.resize(input.len() + (17 << 20), b'x');
+    for args in [vec!["append", d, "s", "--batch"], vec!["replace", d, "s"]] {
+        let (code, out, err) = run_with_stdin(&args, &input);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(
+            err.contains("stdin line 2: longer than") && err.contains("a message is at most"),
+            "{args:?}: {err}"
+        );
+    }
+    let (_, out, _) = run(&["cat", d, "s"]);
+    assert_eq!(out, "{\"a\":1}\n", "nothing changed");
+}

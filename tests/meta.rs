@@ -123,7 +123,20 @@ fn sessions_where_finds_a_member_beside_values_a_json_value_cannot_hold() {
         .unwrap();
     let u1 = ids(store.sessions_where("user", &json!("u1")).unwrap());
     assert_eq!(u1, ["a", "b", "c"]);
-    assert_eq!(ids(store.sessions_where("user", &json!("u2")).unwrap()), ["e"]);
-    assert!(store.sessions_where("n", &json!(f64::MAX)).unwrap().is_empty());
-    assert!(store.sessions_where("nope", &json!("u1")).unwrap().is_empty());
+    assert_eq!(
+        ids(store.sessions_where("user", &json!("u2")).unwrap()),
+        ["e"]
+    );
+    assert!(
+        store
+            .sessions_where("n", &json!(f64::MAX))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .sessions_where("nope", &json!("u1"))
+            .unwrap()
+            .is_empty()
+    );
 }

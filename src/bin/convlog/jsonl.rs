@@ -18,11 +18,33 @@ pub enum Source {
     Memory(Vec<u8>, String),
 }
 
+/// The longest line a [`Source`] kept in memory may have, and what a longer one is told.
+#[derive(Clone, Copy)]
+pub struct LineLimit {
+    /// Bytes, the line ending included.
+    pub max: usize,
+    /// Why no line is longer (said in the error).
+    pub why: &'static str,
+}
+
+/// One message a line: a record's limit (see [`MAX_MESSAGE_LINE`]).
+pub const MESSAGE_LINE: LineLimit = LineLimit {
+    max: MAX_MESSAGE_LINE,
+    why: "a message is at most 16 MiB of JSON",
+};
+
+/// One conversation a line (`import`): see [`MAX_CONVERSATION_LINE`].
+pub const CONVERSATION_LINE: LineLimit = LineLimit {
+    max: MAX_CONVERSATION_LINE,
+    why: "a line holds one conversation, at most 1 GiB",
+};
+
 impl Source {
-    /// `path`, or standard input (read now) when it is `-`.
-    pub fn open(path: &Path) -> CliResult<Source> {
+    /// `path`, or standard input (read now) when it is `-`; a pipe is read into memory,
+    /// its lines at most `limit`.
+    pub fn open(path: &Path, limit: LineLimit) -> CliResult<Source> {
         if path == Path::new("-") {
-            return Source::stdin();
+            return Source::stdin(limit);
         }
         let mut file = File::open(path).map_err(|e| CliError::io("open", path, e))?;
         let regular = file
@@ -33,19 +55,14 @@ impl Source {
             return Ok(Source::File(path.to_owned()));
         }
         // A pipe or device (`/dev/stdin`, `<(...)`) cannot be read twice: keep it in memory.
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)
-            .map_err(|e| CliError::io("read", path, e))?;
-        Ok(Source::Memory(buf, path.display().to_string()))
+        let name = path.display().to_string();
+        let buf = read_all(&mut file, &name, limit)?;
+        Ok(Source::Memory(buf, name))
     }
 
-    /// Standard input, read to its end.
-    pub fn stdin() -> CliResult<Source> {
-        let mut buf = Vec::new();
-        io::stdin()
-            .lock()
-            .read_to_end(&mut buf)
-            .map_err(|e| CliError::io("read", "stdin", e))?;
+    /// Standard input, read to its end, its lines at most `limit`.
+    pub fn stdin(limit: LineLimit) -> CliResult<Source> {
+        let buf = read_all(&mut io::stdin().lock(), "stdin", limit)?;
         Ok(Source::Memory(buf, "stdin".into()))
     }
 
@@ -75,6 +92,37 @@ impl Source {
             Source::Memory(b, _) => Box::new(Cursor::new(b.as_slice())),
         };
         Ok(Lines::new(reader, self.name()))
+    }
+}
+
+/// Reads `reader` (named `name`) to its end, refusing a line longer than `limit` as soon as
+/// it is one: input that never ends a line must not take all memory before it is refused.
+fn read_all(reader: &mut dyn Read, name: &str, limit: LineLimit) -> CliResult<Vec<u8>> {
+    let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 1 << 16]);
+    // Where the last line starts, and its number.
+    let (mut line_start, mut line_no) = (0, 1);
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(buf),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CliError::io("read", name, e)),
+        };
+        let new = &chunk[..n];
+        if let Some(last) = new.iter().rposition(|&b| b == b'\n') {
+            line_no += new.iter().filter(|&&b| b == b'\n').count();
+            line_start = buf.len() + last + 1;
+        }
+        if buf.len() + n - line_start > limit.max {
+            return Err(CliError::Input(format!(
+                "{name} line {line_no}: longer than {} bytes; {}",
+                limit.max, limit.why
+            )));
+        }
+        // Input larger than memory is an error, not an abort.
+        buf.try_reserve(n)
+            .map_err(|_| CliError::io("read", name, io::ErrorKind::OutOfMemory.into()))?;
+        buf.extend_from_slice(new);
     }
 }
 
@@ -120,10 +168,7 @@ impl<'a> Lines<'a> {
             Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
             "stdin".into(),
         )
-        .at_most(
-            MAX_MESSAGE_LINE,
-            format!("a message is at most {DEFAULT_MAX_RECORD_LEN} bytes of JSON"),
-        )
+        .at_most(MESSAGE_LINE.max, MESSAGE_LINE.why)
     }
 }
 

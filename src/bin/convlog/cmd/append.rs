@@ -146,7 +146,7 @@ fn receipt_line(session: &str, r: &Receipt) -> String {
 
 /// Reads and checks every line of stdin; any invalid line fails the whole append.
 pub fn read_stdin() -> CliResult<Vec<Vec<u8>>> {
-    let source = Source::stdin()?;
+    let source = Source::stdin(crate::jsonl::MESSAGE_LINE)?;
     let mut lines = source.lines()?;
     let mut messages = Vec::new();
     while let Some((n, line)) = lines.next_line()? {

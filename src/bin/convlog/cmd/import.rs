@@ -97,7 +97,7 @@ struct Summary {
 /// Imports the file.
 pub fn run(args: Args) -> CliResult {
     let started = Instant::now();
-    let source = Source::open(&args.file)?;
+    let source = Source::open(&args.file, crate::jsonl::CONVERSATION_LINE)?;
     if !args.skip_invalid {
         let bar = progress(source.len(), "checking", true);
         let checked = apply(&source, None, false, &bar);
@@ -184,10 +184,8 @@ fn apply(
 ) -> CliResult<Summary> {
     let mut summary = Summary::default();
     let mut chunk = Chunk::default();
-    let mut lines = source.lines()?.at_most(
-        crate::jsonl::MAX_CONVERSATION_LINE,
-        "a line holds one conversation, at most 1 GiB",
-    );
+    let limit = crate::jsonl::CONVERSATION_LINE;
+    let mut lines = source.lines()?.at_most(limit.max, limit.why);
     while let Some((n, line)) = lines.next_line()? {
         let parsed = match parse_line(line, n) {
             Ok(p) => p,

@@ -10,7 +10,7 @@ use crate::util::{check_session, open_writable, plural, print_done, sync};
 /// Arguments of `convlog replace`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store directory (created when missing).
+    /// The store directory.
     pub dir: PathBuf,
     /// The session.
     pub session: String,
