@@ -11,6 +11,7 @@ mod count;
 mod decode;
 mod errors;
 mod messages;
+mod sid;
 mod store;
 mod subscribe;
 mod writes;
@@ -23,7 +24,7 @@ use pyo3::types::{PyBytes, PyString};
 #[pyfunction]
 fn validate_session_id(session: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = session.py();
-    let Ok(s) = session.cast::<PyString>() else {
+    if session.cast::<PyString>().is_err() {
         let kind = session.get_type().name()?;
         return Err(errors::new_err(
             py,
@@ -31,8 +32,9 @@ fn validate_session_id(session: &Bound<'_, PyAny>) -> PyResult<()> {
             format!("invalid session id: a session id is a str, not {kind}"),
             vec![("session", session.clone().unbind())],
         ));
-    };
-    convlog::validate_session_id(s.to_str()?).map_err(|e| errors::Fail::Store(e).into_py_err(py))
+    }
+    let s = session.extract::<sid::Sid>()?;
+    convlog::validate_session_id(&s).map_err(|e| errors::Fail::Store(e).into_py_err(py))
 }
 
 /// A new random master key: 32 bytes from the operating system's generator.

@@ -1078,3 +1078,37 @@ def test_counts_and_ids_are_ints_of_at_least_zero_and_huge_ones_mean_more_than_a
         assert s.last_lsn == last
         # An int subclass with __index__ semantics is an int.
         assert s.tail("a", True) == [{"i": 2}]
+
+
+def test_a_session_id_with_a_lone_surrogate_is_an_invalid_session_id(store_dir: pathlib.Path) -> None:
+    bad = "a\ud800"
+    with Store(store_dir) as s:
+        s.append("ok", {"a": 1})
+        last = s.last_lsn
+        calls = [
+            lambda: convlog.validate_session_id(bad),
+            lambda: s.append(bad, {"a": 1}),
+            lambda: s.append_batch(bad, [{"a": 1}]),
+            lambda: s.append_if(bad, 1, {"a": 1}),
+            lambda: s.replace(bad, [{"a": 1}]),
+            lambda: s.tail(bad),
+            lambda: s.get(bad, 1),
+            lambda: list(s.messages(bad)),
+            lambda: s.count(bad),
+            lambda: s.pop(bad),
+            lambda: s.truncate(bad, 0),
+            lambda: s.clear(bad),
+            lambda: s.fork("ok", bad),
+            lambda: s.fork(bad, "new"),
+            lambda: s.set_meta(bad, {"m": 1}),
+            lambda: s.meta(bad),
+            lambda: s.window(bad, max_messages=3),
+            lambda: s.delete_session(bad),
+            lambda: s.subscribe(session=bad),
+        ]
+        for call in calls:
+            with pytest.raises(convlog.InvalidSessionId) as info:
+                call()
+            assert info.value.session == bad
+        assert bad not in s  # a membership test answers
+        assert s.last_lsn == last, "nothing was written"

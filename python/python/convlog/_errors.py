@@ -43,7 +43,7 @@ class UnsupportedFormat(Error):
 
 class InvalidSessionId(Error, ValueError):
     """A session id is not a str, is empty, longer than 256 bytes, or holds a control
-    character."""
+    character or a lone surrogate (which has no UTF-8 form)."""
 
 
 class SessionExists(Error):

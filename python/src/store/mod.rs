@@ -19,6 +19,7 @@ use crate::codec;
 use crate::count::{self, Count};
 use crate::errors::Fail;
 use crate::messages::{Cursor, Messages, Slot};
+use crate::sid::Sid;
 use crate::subscribe::{SubSlot, Subscription};
 use crate::writes;
 use options::{durability, master_key, permissions};
@@ -322,10 +323,11 @@ impl Store {
     fn append(
         &self,
         py: Python<'_>,
-        session: &str,
+        session: Sid,
         message: &Bound<'_, PyAny>,
         key: Option<&str>,
     ) -> PyResult<Receipt> {
+        let session: &str = &session;
         let encoded = codec::encode(session, message)?;
         let bytes = [codec::bytes_of(&encoded)?];
         let mut r = self.append_encoded(py, session, &bytes, key)?;
@@ -335,10 +337,11 @@ impl Store {
     fn append_if(
         &self,
         py: Python<'_>,
-        session: &str,
+        session: Sid,
         expected_next_id: Count,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<Receipt> {
+        let session: &str = &session;
         let encoded = codec::encode(session, message)?;
         let bytes = [codec::bytes_of(&encoded)?];
         let mut r = self.append_with(py, session, &bytes, |s| {
@@ -355,10 +358,11 @@ impl Store {
     fn append_batch(
         &self,
         py: Python<'_>,
-        session: &str,
+        session: Sid,
         messages: &Bound<'_, PyAny>,
         key: Option<&str>,
     ) -> PyResult<Vec<Receipt>> {
+        let session: &str = &session;
         let encoded = codec::encode_all(session, messages, "append_batch")?;
         let bytes = codec::all_bytes(&encoded)?;
         self.append_encoded(py, session, &bytes, key)
@@ -372,9 +376,10 @@ impl Store {
     fn try_append_batch(
         &self,
         py: Python<'_>,
-        session: &str,
+        session: Sid,
         messages: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Vec<Receipt>>> {
+        let session: &str = &session;
         let encoded = codec::encode_all(session, messages, "try_append_batch")?;
         let bytes = codec::all_bytes(&encoded)?;
         self.try_append_encoded(py, session, &bytes)
@@ -384,9 +389,10 @@ impl Store {
     fn tail<'py>(
         &self,
         py: Python<'py>,
-        session: &str,
+        session: Sid,
         n: Option<Count>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let session: &str = &session;
         check_session(py, session)?;
         let n = count::opt(n);
         let cache = self.cache();
@@ -431,9 +437,10 @@ impl Store {
     fn tail_if_cached<'py>(
         &self,
         py: Python<'py>,
-        session: &str,
+        session: Sid,
         n: Count,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let session: &str = &session;
         check_session(py, session)?;
         match self.cache() {
             Some(cache) if (1..=cache::PER_SESSION as u64).contains(&n.0) => {
@@ -448,9 +455,10 @@ impl Store {
     fn tail_json<'py>(
         &self,
         py: Python<'py>,
-        session: &str,
+        session: Sid,
         n: Option<Count>,
     ) -> PyResult<Vec<Bound<'py, PyString>>> {
+        let session: &str = &session;
         check_session(py, session)?;
         let n = count::opt(n).unwrap_or(u64::MAX);
         let (all, _) = self.run(py, |s| Ok(bulk::stored(s.tail(session, n).raw())?))?;
@@ -461,10 +469,11 @@ impl Store {
     fn messages(
         &self,
         py: Python<'_>,
-        session: &str,
+        session: Sid,
         start: Option<Count>,
         stop: Option<Count>,
     ) -> PyResult<Messages> {
+        let session: &str = &session;
         self.iter(py, session, count::opt(start), count::opt(stop), false)
     }
 
@@ -472,19 +481,21 @@ impl Store {
     fn messages_json(
         &self,
         py: Python<'_>,
-        session: &str,
+        session: Sid,
         start: Option<Count>,
         stop: Option<Count>,
     ) -> PyResult<Messages> {
+        let session: &str = &session;
         self.iter(py, session, count::opt(start), count::opt(stop), true)
     }
 
     fn get<'py>(
         &self,
         py: Python<'py>,
-        session: &str,
+        session: Sid,
         interaction_id: Count,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let session: &str = &session;
         let found = self.read_entry(py, session, interaction_id.0)?;
         found.map(|m| codec::decode(py, &m)).transpose()
     }
@@ -492,14 +503,16 @@ impl Store {
     fn get_json<'py>(
         &self,
         py: Python<'py>,
-        session: &str,
+        session: Sid,
         interaction_id: Count,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
+        let session: &str = &session;
         let found = self.read_entry(py, session, interaction_id.0)?;
         found.map(|m| codec::text(py, &m)).transpose()
     }
 
-    fn count(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
+    fn count(&self, py: Python<'_>, session: Sid) -> PyResult<u64> {
+        let session: &str = &session;
         self.run(py, |s| {
             convlog::validate_session_id(session)?;
             Ok(s.interaction_count(session))
@@ -508,7 +521,8 @@ impl Store {
 
     /// `(next_id, last_lsn)`: the session's version (`last_lsn` None when empty); any
     /// change of the session changes it. For `replace(..., expected_version=)`.
-    fn version(&self, py: Python<'_>, session: &str) -> PyResult<(u64, Option<u64>)> {
+    fn version(&self, py: Python<'_>, session: Sid) -> PyResult<(u64, Option<u64>)> {
+        let session: &str = &session;
         check_session(py, session)?;
         self.run(py, |s| {
             let v = s.version(session)?;
@@ -516,7 +530,12 @@ impl Store {
         })
     }
 
-    fn __contains__(&self, py: Python<'_>, session: &str) -> PyResult<bool> {
+    /// Whether `session` holds messages: a `str` that no session can have (a lone surrogate,
+    /// say) is not in the store, as for any container.
+    fn __contains__(&self, py: Python<'_>, session: &Bound<'_, PyString>) -> PyResult<bool> {
+        let Ok(session) = session.to_str() else {
+            return Ok(false);
+        };
         self.run(py, |s| Ok(s.contains(session)))
     }
 
@@ -526,7 +545,8 @@ impl Store {
         })
     }
 
-    fn pop<'py>(&self, py: Python<'py>, session: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn pop<'py>(&self, py: Python<'py>, session: Sid) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let session: &str = &session;
         let popped = self.pop_entry(py, session)?;
         popped.map(|m| codec::decode(py, &m)).transpose()
     }
@@ -534,23 +554,28 @@ impl Store {
     fn pop_json<'py>(
         &self,
         py: Python<'py>,
-        session: &str,
+        session: Sid,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
+        let session: &str = &session;
         let popped = self.pop_entry(py, session)?;
         popped.map(|m| codec::text(py, &m)).transpose()
     }
 
-    fn truncate(&self, py: Python<'_>, session: &str, keep: Count) -> PyResult<u64> {
+    fn truncate(&self, py: Python<'_>, session: Sid, keep: Count) -> PyResult<u64> {
+        let session: &str = &session;
         self.cut(py, session, |s| s.truncate(session, keep.0))
     }
 
-    fn clear(&self, py: Python<'_>, session: &str) -> PyResult<u64> {
+    fn clear(&self, py: Python<'_>, session: Sid) -> PyResult<u64> {
+        let session: &str = &session;
         self.cut(py, session, |s| s.clear(session))
     }
 
     /// Starts `dst` as the first `at` messages of `src` (all with `None`), shared.
     #[pyo3(signature = (src, dst, at=None))]
-    fn fork(&self, py: Python<'_>, src: &str, dst: &str, at: Option<Count>) -> PyResult<u64> {
+    fn fork(&self, py: Python<'_>, src: Sid, dst: Sid, at: Option<Count>) -> PyResult<u64> {
+        let src: &str = &src;
+        let dst: &str = &dst;
         let at = count::opt(at);
         // One Fork record for `dst` (none when nothing is shared); `dst` was empty.
         self.cut(py, dst, |s| s.fork(src, dst, at))
@@ -561,11 +586,12 @@ impl Store {
     fn replace(
         &self,
         py: Python<'_>,
-        session: &str,
+        session: Sid,
         messages: &Bound<'_, PyAny>,
         expected_next_id: Option<Count>,
         expected_version: Option<(Count, Option<Count>)>,
     ) -> PyResult<Vec<Receipt>> {
+        let session: &str = &session;
         let expected_next_id = count::opt(expected_next_id);
         if expected_next_id.is_some() && expected_version.is_some() {
             return Err(pyo3::exceptions::PyValueError::new_err(
@@ -601,11 +627,12 @@ impl Store {
     fn window<'py>(
         &self,
         py: Python<'py>,
-        session: &str,
+        session: Sid,
         max_messages: Option<Count>,
         max_bytes: Option<Count>,
         keep_system: bool,
     ) -> PyResult<Bound<'py, PyList>> {
+        let session: &str = &session;
         check_session(py, session)?;
         let (max_messages, max_bytes) = (count::opt(max_messages), count::opt(max_bytes));
         let mut spec = convlog::WindowSpec::new().keep_system(keep_system);
@@ -621,7 +648,8 @@ impl Store {
     }
 
     /// Sets `session`'s metadata (a JSON object); returns the record's LSN.
-    fn set_meta(&self, py: Python<'_>, session: &str, meta: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn set_meta(&self, py: Python<'_>, session: Sid, meta: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let session: &str = &session;
         let encoded = codec::encode(session, meta)?;
         let bytes = codec::bytes_of(&encoded)?;
         // No message changed: the session's entry stays; the one record is reported.
@@ -632,7 +660,8 @@ impl Store {
     }
 
     /// `session`'s metadata, or `None`.
-    fn meta<'py>(&self, py: Python<'py>, session: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn meta<'py>(&self, py: Python<'py>, session: Sid) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let session: &str = &session;
         check_session(py, session)?;
         let found = self.run(py, |s| Ok(s.meta(session)?))?;
         found.map(|m| codec::decode(py, &m)).transpose()
@@ -660,9 +689,10 @@ impl Store {
         &self,
         py: Python<'_>,
         since: Option<&Bound<'_, PyAny>>,
-        session: Option<String>,
+        session: Option<Sid>,
         from_id: Option<Count>,
     ) -> PyResult<Subscription> {
+        let session = session.map(|s| s.to_owned());
         let from_id = count::opt(from_id);
         let since = match since {
             None => None,
@@ -729,7 +759,8 @@ impl Store {
 
     /// Deletes `session`: its messages, idempotency keys and metadata (one logged record);
     /// whether it held any. The id may be used again, from interaction id 1.
-    fn delete_session(&self, py: Python<'_>, session: &str) -> PyResult<bool> {
+    fn delete_session(&self, py: Python<'_>, session: Sid) -> PyResult<bool> {
+        let session: &str = &session;
         // The session's entry goes; the one record is reported when the log tells.
         let lsns = |before, after, &existed: &bool| writes::one_record(before, after, existed);
         self.rewrite(py, session, |s| Ok(s.delete_session(session)?), lsns)
