@@ -597,6 +597,23 @@ fn invalid_options_are_rejected() {
 }
 
 #[test]
+fn a_store_path_that_is_a_file_is_not_a_store_and_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"mine").unwrap();
+    for opts in [Store::builder(), Store::builder().read_only(true)] {
+        let e = opts.open(&file).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(&e, Error::NotAStore { path, .. } if path == &file),
+            "{e}"
+        );
+    }
+    let e = Store::open(&file).map(|_| ()).unwrap_err();
+    assert!(e.to_string().contains("not a directory"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}
+
+#[test]
 fn rotation_spreads_sessions_over_many_segments() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::builder()

@@ -602,6 +602,14 @@ def test_options(store_dir: pathlib.Path) -> None:
         Store(store_dir, durability=0)
     with pytest.raises(ValueError):
         Store(store_dir, durability=float("inf"))
+    with pytest.raises(ValueError, match='less than a nanosecond.*durability="always"'):
+        Store(store_dir, durability=1e-10)
+    # A path that is a file is not a store, and is left as it was.
+    notes = store_dir.parent / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(convlog.NotAStore, match="not a directory"):
+        Store(notes)
+    assert notes.read_text() == "mine"
     with pytest.raises(TypeError):
         Store(store_dir, durability=True)
     with pytest.raises(convlog.InvalidOption) as e:

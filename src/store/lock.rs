@@ -287,8 +287,16 @@ impl Locks {
     /// With `lease`, a shared writer keeps the write lock across back-to-back writes (see
     /// the module docs).
     pub(super) fn take(vfs: &dyn Vfs, dir: &Path, exclusive: bool, lease: bool) -> Result<Locks> {
-        vfs.create_dir_all(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
+        vfs.create_dir_all(dir).map_err(|e| {
+            if vfs.exists(dir) && !vfs.is_dir(dir) {
+                Error::NotAStore {
+                    path: dir.to_owned(),
+                    reason: "it is a file, not a directory",
+                }
+            } else {
+                Error::io("create directory", dir, e)
+            }
+        })?;
         let writers_path = dir.join(WRITERS_FILE);
         let lock_path = dir.join(LOCK_FILE);
         let mode = if exclusive {

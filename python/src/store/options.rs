@@ -36,6 +36,12 @@ pub(super) fn durability(value: Option<&Bound<'_, PyAny>>) -> PyResult<convlog::
         }
         let d =
             Duration::try_from_secs_f64(secs).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if d.is_zero() {
+            return Err(PyValueError::new_err(format!(
+                "a durability interval of {secs} s is less than a nanosecond, so it would sync \
+                 after every write: give durability=\"always\""
+            )));
+        }
         return Ok(convlog::Durability::Interval(d));
     }
     Err(PyTypeError::new_err(format!(
