@@ -1119,4 +1119,13 @@ def test_a_session_id_with_a_lone_surrogate_is_an_invalid_session_id(store_dir: 
                 call()
             assert info.value.session == bad
         assert bad not in s  # a membership test answers
+        # So is an idempotency key, and a master key given as a str.
+        for call in (
+            lambda: s.append("ok", {"a": 1}, key="k\ud800"),
+            lambda: s.append_batch("ok", [{"a": 1}], key="\udc00"),
+        ):
+            with pytest.raises(convlog.InvalidKey, match="lone surrogate"):
+                call()
         assert s.last_lsn == last, "nothing was written"
+    with pytest.raises(convlog.InvalidMasterKey, match="lone surrogate"):
+        Store(store_dir.parent / "sealed", key="\ud800" * 64)

@@ -109,6 +109,25 @@ fn json_value(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
     serde_json::from_str(&text).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
+/// An idempotency key argument as text: one with a lone surrogate (no UTF-8 form, so no
+/// key) is `InvalidKey`, as the library's other refusals of a key are.
+fn key_str<'a>(
+    py: Python<'_>,
+    session: &str,
+    key: Option<&'a Bound<'_, PyString>>,
+) -> PyResult<Option<&'a str>> {
+    key.map(|k| {
+        k.to_str().map_err(|_| {
+            let e = convlog::Error::InvalidKey {
+                session: session.to_owned(),
+                reason: "it holds a lone surrogate, which no UTF-8 text can",
+            };
+            Fail::from(e).into_py_err(py)
+        })
+    })
+    .transpose()
+}
+
 /// Refuses a session id no session can have (reads too: a typo must not read as an empty
 /// session).
 fn check_session(py: Python<'_>, session: &str) -> PyResult<()> {
@@ -325,9 +344,10 @@ impl Store {
         py: Python<'_>,
         session: Sid,
         message: &Bound<'_, PyAny>,
-        key: Option<&str>,
+        key: Option<&Bound<'_, PyString>>,
     ) -> PyResult<Receipt> {
         let session: &str = &session;
+        let key = key_str(py, session, key)?;
         let encoded = codec::encode(session, message)?;
         let bytes = [codec::bytes_of(&encoded)?];
         let mut r = self.append_encoded(py, session, &bytes, key)?;
@@ -360,9 +380,10 @@ impl Store {
         py: Python<'_>,
         session: Sid,
         messages: &Bound<'_, PyAny>,
-        key: Option<&str>,
+        key: Option<&Bound<'_, PyString>>,
     ) -> PyResult<Vec<Receipt>> {
         let session: &str = &session;
+        let key = key_str(py, session, key)?;
         let encoded = codec::encode_all(session, messages, "append_batch")?;
         let bytes = codec::all_bytes(&encoded)?;
         self.append_encoded(py, session, &bytes, key)

@@ -111,7 +111,13 @@ pub(super) fn master_key(
         (Some(k), None) => {
             const LEN: usize = convlog::MASTER_KEY_LEN;
             if let Ok(s) = k.cast::<PyString>() {
-                let text = s.to_str()?.as_bytes();
+                let Ok(text) = s.to_str().map(str::as_bytes) else {
+                    return Err(bad_key(
+                        py,
+                        names.0,
+                        "a str that holds a lone surrogate".into(),
+                    ));
+                };
                 if text.len() != 2 * LEN || !text.iter().all(u8::is_ascii_hexdigit) {
                     let what = if text.len() == 2 * LEN {
                         "a str of 64 characters that are not all hex digits".to_owned()
