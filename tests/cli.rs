@@ -2198,7 +2198,7 @@ fn a_change_whose_output_fails_says_it_is_done() {
         err.contains(
             "stdin line 1: appended to \"s\": interaction 2, LSN 4 (done), but cannot write \
              stdout"
-        ) && err.contains("1 message appended in all, stdin not read past line 1"),
+        ) && err.contains("1 message appended in all, nothing after line 1"),
         "{err}"
     );
     let (_, out, _) = run(&["cat", d, "s"]);
@@ -2291,11 +2291,26 @@ fn stdin_read_whole_refuses_a_line_no_message_can_fill_and_writes_nothing() {
     let d = s(&dir);
     let (code, _, err) = run(&["append", d, "s", "{\"a\":1}"]);
     assert_eq!(code, 0, "{err}");
-    // A first line of 17 MiB without an ending, after a valid one: no message is that long.
-    let mut input = b"{\"b\":1}\n".to_vec();
-    input.resize(input.len() + (17 << 20), b'x');
-    for args in [vec!["append", d, "s", "--batch"], vec!["replace", d, "s"]] {
-        let (code, out, err) = run_with_stdin(&args, &input);
+    // A second line of 17 MiB without an ending, after a valid one: no message is that
+    // long. And one that ends just past the limit, within one read of the input.
+    let mut endless = b"{\"b\":1}\n".to_vec();
+    endless.resize(endless.len() + (17 << 20), b'x');
+    let limit = (16 << 20) + (64 << 10);
+    let mut just_past = b"{\"b\":1}\n{\"c\":1}".to_vec();
+    just_past.resize(8 + limit, b' ');
+    just_past.extend_from_slice(b"\n{\"d\":1}\n");
+    assert_eq!(
+        just_past.len() - 8 - 8,
+        limit + 1,
+        "line 2 is one byte too long"
+    );
+    for (args, input) in [
+        (vec!["append", d, "s", "--batch"], &endless),
+        (vec!["replace", d, "s"], &endless),
+        (vec!["append", d, "s", "--batch"], &just_past),
+        (vec!["replace", d, "s"], &just_past),
+    ] {
+        let (code, out, err) = run_with_stdin(&args, input);
         assert_eq!(code, 1, "{args:?}: {err}");
         assert!(out.is_empty(), "{args:?}: {out}");
         assert!(

@@ -4,11 +4,11 @@ use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
 /// An argument that counts or numbers messages (`n`, `keep`, `at`, `start`, `stop`,
-/// `interaction_id`, `expected_next_id`, `max_messages`, `max_bytes`, `from_id`, an LSN).
+/// `interaction_id`, `max_messages`, `max_bytes`, `from_id`, an LSN).
 ///
 /// Any `int` (or object with `__index__`) of at least 0. One past `u64::MAX` is taken as
 /// `u64::MAX`, which no count, id or LSN reaches: it means "more than any", as a slice's
-/// bound may run past a list's end. A negative one is a `ValueError` naming the value: none
+/// bound may run past a list's end. A negative one is a `ValueError` quoting the value: none
 /// of these counts from the end. Anything else is pyo3's `TypeError`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Count(pub(crate) u64);
@@ -20,7 +20,7 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Count {
         match obj.extract::<u64>() {
             Ok(v) => Ok(Count(v)),
             Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
-                if obj.lt(0)? {
+                if negative(obj)? {
                     Err(PyValueError::new_err(format!(
                         "expected an integer of at least 0, got {}",
                         obj.to_owned()
@@ -32,6 +32,45 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Count {
             Err(e) => Err(e),
         }
     }
+}
+
+/// An argument compared for equality with a count or an id (`expected_next_id`,
+/// `expected_version`): any `int` from 0 to `2**64 - 1`. Past that it is a `ValueError`
+/// rather than taken as `u64::MAX`, which would then be reported as what was expected.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Exact(pub(crate) u64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Exact {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<u64>() {
+            Ok(v) => Ok(Exact(v)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+                let bound = if negative(obj)? {
+                    "of at least 0"
+                } else {
+                    "below 2**64 (no session reaches it)"
+                };
+                Err(PyValueError::new_err(format!(
+                    "expected an integer {bound}, got {}",
+                    obj.to_owned()
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether `obj`, an integer (or an object with `__index__`) too large for a `u64`, is
+/// negative.
+fn negative(obj: Borrowed<'_, '_, PyAny>) -> PyResult<bool> {
+    let int = obj
+        .py()
+        .import("operator")?
+        .getattr("index")?
+        .call1((obj.to_owned(),))?;
+    int.lt(0)
 }
 
 /// `Option<Count>` as the `Option<u64>` the library takes.

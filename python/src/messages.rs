@@ -2,9 +2,10 @@
 //! decoded a chunk at a time.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
-use pyo3::exceptions::{PyRecursionError, PyValueError};
+use pyo3::exceptions::{PyRecursionError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::codec;
@@ -36,11 +37,40 @@ pub(crate) type Slot = Arc<Mutex<Cursor>>;
 /// yielded once, in order. A thread waits for its turn with the GIL released, and the one
 /// whose turn it is never waits for anything holding the GIL, so the GIL and `state` cannot
 /// deadlock.
+///
+/// A `next()` called on the thread already inside `next()` (from a `__del__` or a garbage
+/// collector callback that decoding set off) would wait for itself: it raises
+/// `RuntimeError` instead (`owner` tells).
 #[pyclass(module = "convlog", name = "Messages", frozen)]
 pub struct Messages {
     slot: Slot,
     state: Mutex<State>,
+    /// The thread whose turn it is ([`this_thread`]), 0 for none.
+    owner: AtomicUsize,
     json: bool,
+}
+
+thread_local! {
+    /// A byte per thread, whose address names the thread while it runs.
+    static THREAD: u8 = const { 0 };
+}
+
+/// This thread's name for [`Messages::owner`]: never 0, and no other live thread's.
+fn this_thread() -> usize {
+    THREAD.with(|t| std::ptr::from_ref(t) as usize)
+}
+
+/// A thread's turn at a [`Messages`]: its state, held; `owner` names the thread meanwhile.
+struct Turn<'a> {
+    state: MutexGuard<'a, State>,
+    owner: &'a AtomicUsize,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // Before the lock is released (the guard drops after this).
+        self.owner.store(0, Ordering::Release);
+    }
 }
 
 /// What `next()` changes.
@@ -58,21 +88,35 @@ impl Messages {
         Messages {
             slot,
             state: Mutex::new(State::default()),
+            owner: AtomicUsize::new(0),
             json,
         }
     }
 
-    /// This thread's turn at `state`: taken at once if free, else waited for without the GIL.
-    fn turn(&self, py: Python<'_>) -> MutexGuard<'_, State> {
+    /// This thread's turn at `state`: taken at once if free, else waited for without the
+    /// GIL; `RuntimeError` if this thread already has it (a re-entered `next()`).
+    fn turn(&self, py: Python<'_>) -> PyResult<Turn<'_>> {
         loop {
-            match self.state.try_lock() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+            let state = match self.state.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
                 Err(TryLockError::WouldBlock) => {
+                    if self.owner.load(Ordering::Acquire) == this_thread() {
+                        return Err(PyRuntimeError::new_err(
+                            "Messages iterator re-entered: next() called from inside its own \
+                             next() (by a __del__ or a garbage collector callback?)",
+                        ));
+                    }
                     // Wait until the thread in `next()` leaves it, then try again with the GIL.
                     py.detach(|| drop(lock(&self.state)));
+                    continue;
                 }
-            }
+            };
+            self.owner.store(this_thread(), Ordering::Release);
+            return Ok(Turn {
+                state,
+                owner: &self.owner,
+            });
         }
     }
 
@@ -176,13 +220,18 @@ impl Messages {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let mut state = self.turn(py);
-        self.next_in_turn(py, &mut state)
+        let mut turn = self.turn(py)?;
+        self.next_in_turn(py, &mut turn.state)
     }
 
     /// How many messages are left (a hint for `list()`).
     fn __length_hint__(&self, py: Python<'_>) -> usize {
-        let buffered = self.turn(py).buffer.len();
+        // A thread inside `next()` holds the buffer: then it is not counted (a hint).
+        let buffered = match self.state.try_lock() {
+            Ok(state) => state.buffer.len(),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().buffer.len(),
+            Err(TryLockError::WouldBlock) => 0,
+        };
         let slot = self.slot.clone();
         let left = py.detach(move || match &*lock(&slot) {
             Cursor::Live(raw) => Some(raw.len()),

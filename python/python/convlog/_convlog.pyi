@@ -214,7 +214,8 @@ class Store:
     ``max_bytes``, ``from_id``, ``since``) are ``int``\ s of at least 0: a negative one
     raises ``ValueError`` and changes nothing (none counts from the end), a ``float``
     ``TypeError``. One past ``2**64 - 1`` means more than any: ``tail(s, 2**70)`` is every
-    message, as a slice may run past a list's end.
+    message, as a slice may run past a list's end; ``expected_next_id`` and
+    ``expected_version``, which are compared for equality, refuse it (``ValueError``).
     """
 
     def __init__(

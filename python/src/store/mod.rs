@@ -16,7 +16,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use crate::bulk;
 use crate::cache::{self, TailCache};
 use crate::codec;
-use crate::count::{self, Count};
+use crate::count::{self, Count, Exact};
 use crate::errors::Fail;
 use crate::messages::{Cursor, Messages, Slot};
 use crate::sid::Sid;
@@ -99,14 +99,23 @@ pub struct Store {
     memory: bool,
 }
 
-/// A JSON value (any Python value `json` encodes) as serde_json's.
+/// A JSON value (any Python value `json` encodes) as serde_json's, for `sessions_where`.
+/// One that a `serde_json::Value` cannot hold (a lone surrogate, an int past a float's
+/// range) is a `ValueError` that says so: no stored value compares equal to it.
 fn json_value(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
     let py = value.py();
     let text = PyModule::import(py, "convlog._codec")?
         .getattr("dumps")?
         .call1((value,))?;
-    let text = text.cast::<PyString>()?.to_str()?.to_owned();
-    serde_json::from_str(&text).map_err(|e| PyValueError::new_err(e.to_string()))
+    let cannot = |why: String| {
+        PyValueError::new_err(format!(
+            "sessions_where cannot compare this value: {why} (a lone surrogate, or a number \
+             past a float's range, has no form it compares)"
+        ))
+    };
+    let text = text.cast::<PyString>()?;
+    let text = text.to_str().map_err(|e| cannot(e.to_string()))?;
+    serde_json::from_str(text).map_err(|e| cannot(e.to_string()))
 }
 
 /// An idempotency key argument as text: one with a lone surrogate (no UTF-8 form, so no
@@ -358,7 +367,7 @@ impl Store {
         &self,
         py: Python<'_>,
         session: Sid,
-        expected_next_id: Count,
+        expected_next_id: Exact,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<Receipt> {
         let session: &str = &session;
@@ -609,11 +618,11 @@ impl Store {
         py: Python<'_>,
         session: Sid,
         messages: &Bound<'_, PyAny>,
-        expected_next_id: Option<Count>,
-        expected_version: Option<(Count, Option<Count>)>,
+        expected_next_id: Option<Exact>,
+        expected_version: Option<(Exact, Option<Exact>)>,
     ) -> PyResult<Vec<Receipt>> {
         let session: &str = &session;
-        let expected_next_id = count::opt(expected_next_id);
+        let expected_next_id = expected_next_id.map(|e| e.0);
         if expected_next_id.is_some() && expected_version.is_some() {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "give expected_next_id or expected_version, not both",
@@ -624,10 +633,10 @@ impl Store {
         let f = |s: &convlog::Store| {
             let had = s.interaction_count(session) > 0;
             let r = match expected_version {
-                Some((Count(next_id), last)) => {
+                Some((Exact(next_id), last)) => {
                     let v = convlog::SessionVersion {
                         next_id,
-                        last_lsn: count::opt(last).map(convlog::Lsn),
+                        last_lsn: last.map(|l| convlog::Lsn(l.0)),
                     };
                     s.replace_if(session, v, &bytes)?
                 }
@@ -692,9 +701,12 @@ impl Store {
     fn sessions_where(
         &self,
         py: Python<'_>,
-        key: &str,
+        key: &Bound<'_, PyString>,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<Vec<SessionInfo>> {
+        let key = key.to_str().map_err(|_| {
+            PyValueError::new_err("sessions_where cannot compare a key with a lone surrogate")
+        })?;
         let value = json_value(value)?;
         self.run(py, |s| {
             Ok(s.sessions_where(key, &value)?
@@ -719,11 +731,11 @@ impl Store {
             None => None,
             Some(v) if v.is_none() => None,
             Some(v) => Some(match v.cast::<PyString>() {
-                Ok(s) if s.to_str()? == "now" => convlog::Since::Now,
+                Ok(s) if s.to_str().is_ok_and(|s| s == "now") => convlog::Since::Now,
                 Ok(s) => {
                     return Err(PyValueError::new_err(format!(
-                        "since is \"now\" or an LSN (an int), not {:?}",
-                        s.to_str()?
+                        "since is \"now\" or an LSN (an int), not {}",
+                        s.repr()?
                     )));
                 }
                 Err(_) if v.is_instance_of::<pyo3::types::PyBool>() => {

@@ -109,15 +109,24 @@ fn read_all(reader: &mut dyn Read, name: &str, limit: LineLimit) -> CliResult<Ve
             Err(e) => return Err(CliError::io("read", name, e)),
         };
         let new = &chunk[..n];
-        if let Some(last) = new.iter().rposition(|&b| b == b'\n') {
-            line_no += new.iter().filter(|&&b| b == b'\n').count();
-            line_start = buf.len() + last + 1;
-        }
-        if buf.len() + n - line_start > limit.max {
-            return Err(CliError::Input(format!(
+        let too_long = |line_no| {
+            CliError::Input(format!(
                 "{name} line {line_no}: longer than {} bytes; {}",
                 limit.max, limit.why
-            )));
+            ))
+        };
+        // Each line this chunk ends (its ending counted, as `Lines::at_most` counts it),
+        // then the one it leaves open.
+        let mut at = 0;
+        while let Some(i) = new[at..].iter().position(|&b| b == b'\n') {
+            let end = buf.len() + at + i + 1;
+            if end - line_start > limit.max {
+                return Err(too_long(line_no));
+            }
+            (line_start, line_no, at) = (end, line_no + 1, at + i + 1);
+        }
+        if buf.len() + n - line_start > limit.max {
+            return Err(too_long(line_no));
         }
         // Input larger than memory is an error, not an abort.
         buf.try_reserve(n)

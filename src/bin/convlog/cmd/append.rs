@@ -194,7 +194,11 @@ fn stream(args: &Args) -> CliResult {
     let result = s.run(&mut Lines::stdin_streaming());
     let synced = s.store.as_ref().map_or(Ok(()), sync);
     match result {
-        Err(e) => Err(s.explain(e)),
+        // What stays appended is said either way; a failed sync of it too.
+        Err(e) => Err(match (s.explain(e), synced) {
+            (e, Ok(())) => e,
+            (e, Err(sync)) => CliError::Message(format!("{e}; and then {sync}")),
+        }),
         Ok(()) if s.appended == 0 => Err(CliError::Input(
             "stdin holds no message: nothing appended".into(),
         )),
@@ -217,8 +221,8 @@ impl Stream<'_> {
                 self.explained = true;
                 let receipt = receipt_line(&self.args.session, &receipt);
                 return Err(CliError::Message(format!(
-                    "stdin line {n}: {} (done), but {e}; {} appended in all, stdin not read \
-                     past line {n}",
+                    "stdin line {n}: {} (done), but {e}; {} appended in all, nothing after \
+                     line {n}",
                     receipt.trim_end(),
                     plural(self.appended, "message")
                 )));

@@ -165,7 +165,6 @@ fn text_report(args: &Args, r: &convlog::CompactReport, purged: usize) -> String
     out
 }
 
-/// Parses an age: a number followed by `s`, `m`, `h` or `d`.
 /// What a retention limit of 0 is told: it would erase the whole store, which `delete` says
 /// outright.
 const ZERO_LIMIT: &str = "would delete every session; to delete sessions, use `convlog delete`";
@@ -187,7 +186,8 @@ fn parse_max_sessions(text: &str) -> Result<usize, String> {
     }
 }
 
-/// `--idle-for`: an age (`30d`) of at least one second.
+/// `--idle-for`: an age, a number followed by `s`, `m`, `h` or `d` (`30d`), of at least one
+/// second.
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
