@@ -276,19 +276,6 @@ fn commands_but_append_and_import_fail_cleanly_without_a_store_and_change_nothin
         );
         assert!(!missing.exists(), "{args:?} created the directory");
     }
-    // `append` and `import` create the store directory, not a chain of them.
-    let deep = missing.join("x").join("store");
-    let file = tmp.path().join("in.jsonl");
-    std::fs::write(&file, "{\"session\":\"a\",\"message\":{\"m\":1}}\n").unwrap();
-    for args in [
-        vec!["append", s(&deep), "a", "{\"m\":1}"],
-        vec!["import", s(&deep), s(&file)],
-    ] {
-        let (code, _, err) = run(&args);
-        assert_eq!(code, 1, "{args:?}");
-        assert!(err.contains("its parent does not exist"), "{args:?}: {err}");
-        assert!(!missing.exists(), "{args:?} created directories");
-    }
     // An empty directory is not a store either.
     std::fs::create_dir(&missing).unwrap();
     let (code, _, err) = run(&["stats", s(&missing)]);

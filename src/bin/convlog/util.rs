@@ -52,30 +52,8 @@ pub fn open_writable(
     if !(create && may_create(dir)) {
         require_store(dir)?;
     }
-    if create {
-        require_parent(dir)?;
-    }
     let key = key.load()?;
     open_writable_with(dir, segment_size, perms, key.as_ref())
-}
-
-/// Refuses a new store whose parent directory is missing: the store directory is made, not
-/// a chain of them, so a mistyped path leaves no directories behind.
-fn require_parent(dir: &Path) -> CliResult<()> {
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => return Ok(()), // a relative name in the current directory, or `/`
-    };
-    if dir.exists() || parent.is_dir() {
-        return Ok(());
-    }
-    Err(CliError::store(
-        dir,
-        convlog::Error::NotAStore {
-            path: dir.to_owned(),
-            reason: "no such directory, and its parent does not exist to create it in",
-        },
-    ))
 }
 
 /// [`open_writable`] of an existing store, with the default segment size: what every
