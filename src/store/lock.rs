@@ -288,7 +288,11 @@ impl Locks {
     /// the module docs).
     pub(super) fn take(vfs: &dyn Vfs, dir: &Path, exclusive: bool, lease: bool) -> Result<Locks> {
         vfs.create_dir_all(dir).map_err(|e| {
-            if vfs.exists(dir) && !vfs.is_dir(dir) {
+            let in_the_way = matches!(
+                e.kind(),
+                std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory
+            );
+            if in_the_way && vfs.exists(dir) && !vfs.is_dir(dir) {
                 Error::NotAStore {
                     path: dir.to_owned(),
                     reason: "it is a file, not a directory",

@@ -85,23 +85,35 @@ pub(super) fn claim(opts: &Options, dir: &Path) -> Result<Claim> {
             Some(Slot::Opening(_)) => {}
             Some(Slot::Open(weak, users, _)) => {
                 // A caller's handle holds both; without one, it is closing.
-                if let Some((inner, users)) = weak.upgrade().zip(users.upgrade()) {
-                    // Unlock first: if the other handles went meanwhile, dropping `inner`
-                    // closes the store, and its `Registration` takes the registry's lock.
-                    drop(slots);
-                    return if compatible(&inner.opts, opts) && same_key(&inner, opts) {
-                        Ok(Claim::Shared(Store {
-                            inner,
-                            users: Some(users),
-                            decrypt_ahead: opts.decrypt_ahead,
-                        }))
-                    } else {
-                        Err(Error::AlreadyOpen {
-                            path: dir.to_owned(),
-                        })
-                    };
+                match (weak.upgrade(), users.upgrade()) {
+                    (Some(inner), Some(users)) => {
+                        // Unlock first: if the other handles went meanwhile, dropping
+                        // `inner` closes the store, and its `Registration` takes the
+                        // registry's lock.
+                        drop(slots);
+                        return if compatible(&inner.opts, opts) && same_key(&inner, opts) {
+                            Ok(Claim::Shared(Store {
+                                inner,
+                                users: Some(users),
+                                decrypt_ahead: opts.decrypt_ahead,
+                            }))
+                        } else {
+                            Err(Error::AlreadyOpen {
+                                path: dir.to_owned(),
+                            })
+                        };
+                    }
+                    (None, None) => {} // Closing: its `Registration` goes once unlocked.
+                    half => {
+                        // The last handle went between the two upgrades: what was upgraded
+                        // may be the store's last reference, whose drop closes it and takes
+                        // the registry's lock, so it is dropped unlocked; then look again.
+                        drop(slots);
+                        drop(half);
+                        slots = self::slots();
+                        continue;
+                    }
                 }
-                // Closing: its `Registration` goes once the lock is released.
             }
         }
         slots = CHANGED.wait(slots).unwrap_or_else(|e| e.into_inner());
