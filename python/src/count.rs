@@ -17,19 +17,10 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Count {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        match obj.extract::<u64>() {
+        match as_u64(obj)? {
             Ok(v) => Ok(Count(v)),
-            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
-                if negative(obj)? {
-                    Err(PyValueError::new_err(format!(
-                        "expected an integer of at least 0, got {}",
-                        obj.to_owned()
-                    )))
-                } else {
-                    Ok(Count(u64::MAX))
-                }
-            }
-            Err(e) => Err(e),
+            Err(Beyond::Negative) => Err(out_of_range(obj, "of at least 0")),
+            Err(Beyond::TooBig) => Ok(Count(u64::MAX)),
         }
     }
 }
@@ -44,33 +35,47 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Exact {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        match obj.extract::<u64>() {
+        match as_u64(obj)? {
             Ok(v) => Ok(Exact(v)),
-            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
-                let bound = if negative(obj)? {
-                    "of at least 0"
-                } else {
-                    "below 2**64 (no session reaches it)"
-                };
-                Err(PyValueError::new_err(format!(
-                    "expected an integer {bound}, got {}",
-                    obj.to_owned()
-                )))
-            }
-            Err(e) => Err(e),
+            Err(Beyond::Negative) => Err(out_of_range(obj, "of at least 0")),
+            Err(Beyond::TooBig) => Err(out_of_range(obj, "below 2**64 (no session reaches it)")),
         }
     }
 }
 
-/// Whether `obj`, an integer (or an object with `__index__`) too large for a `u64`, is
-/// negative.
-fn negative(obj: Borrowed<'_, '_, PyAny>) -> PyResult<bool> {
-    let int = obj
-        .py()
-        .import("operator")?
-        .getattr("index")?
-        .call1((obj.to_owned(),))?;
-    int.lt(0)
+/// Which side of a `u64`'s range an integer lies past.
+enum Beyond {
+    Negative,
+    TooBig,
+}
+
+/// `obj` as a `u64`, or which side of its range it lies past; anything but an integer (or
+/// an object with `__index__`) is pyo3's `TypeError`.
+fn as_u64(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Result<u64, Beyond>> {
+    match obj.extract::<u64>() {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+            let int = obj
+                .py()
+                .import("operator")?
+                .getattr("index")?
+                .call1((obj.to_owned(),))?;
+            Ok(Err(if int.lt(0)? {
+                Beyond::Negative
+            } else {
+                Beyond::TooBig
+            }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The `ValueError` of an integer argument outside `bound`.
+fn out_of_range(obj: Borrowed<'_, '_, PyAny>, bound: &str) -> PyErr {
+    PyValueError::new_err(format!(
+        "expected an integer {bound}, got {}",
+        obj.to_owned()
+    ))
 }
 
 /// `Option<Count>` as the `Option<u64>` the library takes.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use convlog::RecoveryMode;
 
 use crate::error::{CliError, CliResult, InStore};
-use crate::util::{Out, check_session, open_read_only, open_writable, print_done, sync};
+use crate::util::{Out, check_session, open_existing, open_read_only, print_done, sync};
 
 /// Arguments of `convlog meta`.
 #[derive(Debug, clap::Args)]
@@ -27,13 +27,7 @@ pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
     match &args.json {
         Some(json) => {
-            let store = open_writable(
-                &args.dir,
-                false,
-                None,
-                args.mode.permissions(),
-                &args.master,
-            )?;
+            let store = open_existing(&args.dir, &args.mode, &args.master)?;
             let lsn = store
                 .set_meta_raw(&args.session, json.as_bytes())
                 .in_store(&args.dir)?;

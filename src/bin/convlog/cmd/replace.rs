@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::cmd::append::read_stdin;
 use crate::error::{CliResult, InStore};
-use crate::util::{check_session, open_writable, plural, print_done, sync};
+use crate::util::{check_session, open_existing, plural, print_done, sync};
 
 /// Arguments of `convlog replace`.
 #[derive(Debug, clap::Args)]
@@ -31,13 +31,7 @@ pub struct Args {
 pub fn run(args: Args) -> CliResult {
     check_session(&args.session)?;
     let messages = read_stdin()?;
-    let store = open_writable(
-        &args.dir,
-        false,
-        None,
-        args.mode.permissions(),
-        &args.master,
-    )?;
+    let store = open_existing(&args.dir, &args.mode, &args.master)?;
     let receipts = store
         .replace(&args.session, args.expect, &messages)
         .in_store(&args.dir)?;
